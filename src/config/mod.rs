@@ -1,0 +1,308 @@
+//! 配置：YAML 文件（conf/chatnexus.yaml）加环境变量与 `.env`。
+//!
+//! 加载分三步：反序列化（字段级错误带 YAML 路径）→ 跨字段校验（一次列出全部问题）→
+//! 构建运行时 [`Config`]（解析上游密钥，缺失密钥的上游被停用并警告）。
+
+mod schema;
+mod validate;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+
+use log::warn;
+
+use crate::security::{ClientKeys, Secret};
+
+pub use schema::{
+    AuthSettings, BaseUrl, ConfigFile, ListenAddr, MockListen, ModelConfig, ProviderConfig,
+    ProviderKind, ServerSettings, TargetConfig, Timeouts,
+};
+
+/// 配置文件的默认路径。
+pub const DEFAULT_CONFIG_PATH: &str = "conf/chatnexus.yaml";
+
+/// 一条校验问题：出错字段的 YAML 路径与中文说明。
+///
+/// 用途：`chatnexus -t` 和启动失败时逐条打印，运维据路径直接定位到字段。
+///
+/// ```
+/// let i = chatnexus::config::ConfigIssue::new("server.max_body_bytes", "必须大于 0");
+/// assert_eq!(i.to_string(), "server.max_body_bytes: 必须大于 0");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigIssue {
+    /// 字段路径，如 `providers[1].base_url`。
+    pub path: String,
+    /// 中文说明。
+    pub message: String,
+}
+
+impl ConfigIssue {
+    /// 构造一条问题。
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigIssue {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigIssue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+/// 加载配置失败的原因。
+///
+/// 用途：`main` 打印它并以非零码退出；每种情况都指明文件或字段。
+///
+/// ```
+/// let e = chatnexus::config::parse("server: { listen: 1 }").unwrap_err();
+/// assert!(e.to_string().contains("server.listen"));
+/// ```
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// 文件读不到。
+    #[error("无法读取配置文件 {path}：{source}")]
+    Read {
+        /// 文件路径。
+        path: String,
+        /// 底层 IO 错误。
+        source: std::io::Error,
+    },
+    /// YAML 语法或字段类型错误。
+    #[error("配置解析失败，字段 `{path}`：{message}")]
+    Parse {
+        /// 出错字段的 YAML 路径。
+        path: String,
+        /// 解析器给出的说明（含行列号）。
+        message: String,
+    },
+    /// 跨字段校验失败。
+    #[error("配置校验失败，共 {} 处问题：\n{}", .0.len(), join_issues(.0))]
+    Invalid(Vec<ConfigIssue>),
+}
+
+fn join_issues(issues: &[ConfigIssue]) -> String {
+    let lines: Vec<String> = issues.iter().map(|i| format!("  - {i}")).collect();
+    lines.join("\n")
+}
+
+/// 运行时的一个上游提供方。
+///
+/// 用途：`exchange` 用它连接上游、写认证头、套用超时。
+///
+/// ```
+/// # use chatnexus::config::*;
+/// let p = Provider {
+///     name: "local".into(),
+///     kind: ProviderKind::OpenAiCompatible,
+///     base_url: BaseUrl::try_from("http://127.0.0.1:8000".to_string()).unwrap(),
+///     api_key: None,
+///     timeouts: Timeouts::default(),
+///     enabled: true,
+/// };
+/// assert!(p.enabled);
+/// ```
+#[derive(Debug)]
+pub struct Provider {
+    /// 名称。
+    pub name: String,
+    /// 协议类型。
+    pub kind: ProviderKind,
+    /// 基础地址。
+    pub base_url: BaseUrl,
+    /// 上游密钥（已解析，可能没有）。
+    pub api_key: Option<Secret>,
+    /// 超时。
+    pub timeouts: Timeouts,
+    /// 为假时不参与选择（例如密钥环境变量未设置）。
+    pub enabled: bool,
+}
+
+/// 一个上游目标：由哪个提供方、以什么模型名服务。
+///
+/// 用途：`upstream::candidates` 为请求列出它们，`exchange` 逐个使用。
+///
+/// ```
+/// # use std::sync::Arc;
+/// # use chatnexus::config::*;
+/// # let provider = Arc::new(Provider { name: "p".into(), kind: ProviderKind::OpenAiCompatible,
+/// #   base_url: BaseUrl::try_from("http://127.0.0.1:1".to_string()).unwrap(), api_key: None,
+/// #   timeouts: Timeouts::default(), enabled: true });
+/// let t = Target { provider, model: "qwen2.5".into() };
+/// assert_eq!(t.model, "qwen2.5");
+/// ```
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// 提供方。
+    pub provider: Arc<Provider>,
+    /// 发给上游的模型名。
+    pub model: String,
+}
+
+/// 客户端可见的一个模型。
+///
+/// 用途：`/v1/models` 列出它们；聊天请求按名字找到目标。
+///
+/// ```
+/// let m = chatnexus::config::Model { name: "demo".into(), targets: vec![] };
+/// assert!(m.targets.is_empty());
+/// ```
+#[derive(Debug, Clone)]
+pub struct Model {
+    /// 模型名。
+    pub name: String,
+    /// 按优先顺序排列的目标。
+    pub targets: Vec<Target>,
+}
+
+/// 校验并构建完成的运行时配置。
+///
+/// 用途：网关的所有请求处理都只读它。
+///
+/// ```
+/// let yaml = "auth: { disabled: true }\nproviders: [ { name: p, kind: openai_compatible, base_url: 'http://127.0.0.1:9' } ]\nmodels: [ { name: m, targets: [ { provider: p } ] } ]\n";
+/// let cfg = chatnexus::config::build(chatnexus::config::parse(yaml).unwrap(), |_| None).unwrap();
+/// assert_eq!(cfg.model("m").map(|m| m.targets[0].model.as_str()), Some("m"));
+/// ```
+#[derive(Debug)]
+pub struct Config {
+    /// `server` 段。
+    pub server: ServerSettings,
+    /// 是否关闭了客户端鉴权。
+    pub auth_disabled: bool,
+    /// 客户端密钥表。
+    pub clients: ClientKeys,
+    /// 全部上游提供方（按配置顺序）。
+    pub providers: Vec<Arc<Provider>>,
+    /// 全部模型（按配置顺序）。
+    pub models: Vec<Model>,
+    /// 内置模拟器设置。
+    pub mock: Option<MockListen>,
+    model_index: HashMap<String, usize>,
+}
+
+impl Config {
+    /// 按客户端可见名查找模型。
+    pub fn model(&self, name: &str) -> Option<&Model> {
+        self.model_index.get(name).map(|&i| &self.models[i])
+    }
+}
+
+/// 从文件加载配置：读文件、解析、校验、构建。
+///
+/// 参数：YAML 路径；环境变量从进程环境读取（`.env` 应已由调用方载入）。
+/// 错误：读不到文件、YAML 错误或校验失败，均带中文说明。
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    build(parse(&text)?, |name| std::env::var(name).ok())
+}
+
+/// 把 YAML 文本反序列化为 [`ConfigFile`]，错误带字段路径。
+pub fn parse(text: &str) -> Result<ConfigFile, ConfigError> {
+    let de = serde_yaml::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(de).map_err(|e| ConfigError::Parse {
+        path: e.path().to_string(),
+        message: e.inner().to_string(),
+    })
+}
+
+/// 校验 [`ConfigFile`] 并构建 [`Config`]。
+///
+/// 参数：`env` 按变量名取环境变量（便于测试注入）。
+/// 错误：一次返回全部校验问题。
+pub fn build(
+    file: ConfigFile,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigError> {
+    let issues = validate::validate(&file);
+    if !issues.is_empty() {
+        return Err(ConfigError::Invalid(issues));
+    }
+    if file.auth.disabled {
+        warn!("客户端鉴权已关闭（auth.disabled: true），任何人都能调用本网关");
+    }
+    let providers: Vec<Arc<Provider>> = file
+        .providers
+        .iter()
+        .map(|p| Arc::new(build_provider(p, &env)))
+        .collect();
+    let models = build_models(&file.models, &providers);
+    let model_index = models
+        .iter()
+        .enumerate()
+        .map(|(i, m)| (m.name.clone(), i))
+        .collect();
+    Ok(Config {
+        server: file.server,
+        auth_disabled: file.auth.disabled,
+        clients: ClientKeys::new(file.auth.keys),
+        providers,
+        models,
+        mock: file.mock,
+        model_index,
+    })
+}
+
+/// 解析一个提供方的密钥；密钥环境变量未设置时停用它并警告，而不是让进程崩溃。
+fn build_provider(p: &ProviderConfig, env: &impl Fn(&str) -> Option<String>) -> Provider {
+    let mut enabled = true;
+    let api_key = match (&p.api_key_env, &p.api_key) {
+        (Some(var), _) => match env(var).filter(|v| !v.trim().is_empty()) {
+            Some(value) => Some(Secret::new(value.trim().to_string())),
+            None => {
+                warn!(
+                    "上游 `{}` 的密钥环境变量 {var} 未设置，已停用该上游",
+                    p.name
+                );
+                enabled = false;
+                None
+            }
+        },
+        (None, Some(secret)) => {
+            warn!(
+                "上游 `{}` 在配置文件中使用明文 api_key，建议改用 api_key_env",
+                p.name
+            );
+            Some(secret.clone())
+        }
+        (None, None) => None,
+    };
+    Provider {
+        name: p.name.clone(),
+        kind: p.kind,
+        base_url: p.base_url.clone(),
+        api_key,
+        timeouts: p.timeouts,
+        enabled,
+    }
+}
+
+/// 把模型的目标与提供方连接起来（校验已保证提供方存在）。
+fn build_models(models: &[ModelConfig], providers: &[Arc<Provider>]) -> Vec<Model> {
+    let by_name: HashMap<&str, &Arc<Provider>> =
+        providers.iter().map(|p| (p.name.as_str(), p)).collect();
+    models
+        .iter()
+        .map(|m| Model {
+            name: m.name.clone(),
+            targets: m
+                .targets
+                .iter()
+                .filter_map(|t| {
+                    by_name.get(t.provider.as_str()).map(|p| Target {
+                        provider: Arc::clone(p),
+                        model: t.model.clone().unwrap_or_else(|| m.name.clone()),
+                    })
+                })
+                .collect(),
+        })
+        .collect()
+}

@@ -1,0 +1,373 @@
+//! 配置文件（YAML）的结构。字段级校验在反序列化时完成，错误自动带上 YAML 路径。
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::mock::MockSettings;
+use crate::security::{ClientKey, Secret};
+
+/// 默认监听 IP：所有 IPv4 地址。
+const DEFAULT_LISTEN_IP: [u8; 4] = [0, 0, 0, 0];
+/// 默认监听端口。
+const DEFAULT_LISTEN_PORT: u16 = 8080;
+/// 默认请求体上限：10 MiB。
+const DEFAULT_MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
+/// 默认连接（含 TLS 握手）超时。
+const DEFAULT_CONNECT_MS: u64 = 10_000;
+/// 默认首字节超时：推理模型可能思考数分钟。
+const DEFAULT_FIRST_BYTE_MS: u64 = 300_000;
+/// 默认流式两块之间的最长间隔。
+const DEFAULT_IDLE_MS: u64 = 120_000;
+/// HTTP 默认端口。
+const HTTP_PORT: u16 = 80;
+/// HTTPS 默认端口。
+const HTTPS_PORT: u16 = 443;
+
+/// 整个配置文件。
+///
+/// 用途：`config::load` 把 YAML 反序列化为它，再校验并构建运行时 [`super::Config`]。
+///
+/// ```
+/// let yaml = "auth: { disabled: true }\n";
+/// let file: chatnexus::config::ConfigFile = serde_yaml::from_str(yaml).unwrap();
+/// assert!(file.auth.disabled);
+/// ```
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    /// 监听与服务端参数。
+    #[serde(default)]
+    pub server: ServerSettings,
+    /// 客户端鉴权。
+    #[serde(default)]
+    pub auth: AuthSettings,
+    /// 上游提供方。
+    #[serde(default)]
+    pub providers: Vec<ProviderConfig>,
+    /// 客户端可见的模型及其上游目标。
+    #[serde(default)]
+    pub models: Vec<ModelConfig>,
+    /// 随网关一起启动的内置上游模拟器（离线演示、测试、压测）。
+    #[serde(default)]
+    pub mock: Option<MockListen>,
+}
+
+/// `server` 段。
+///
+/// 用途：决定监听地址、请求体上限和工作线程数。
+///
+/// ```
+/// let s: chatnexus::config::ServerSettings = serde_yaml::from_str("listen: 127.0.0.1:9000").unwrap();
+/// assert_eq!(s.listen.0.port(), 9000);
+/// ```
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    /// 对客户端的监听地址。
+    #[serde(default = "default_listen")]
+    pub listen: ListenAddr,
+    /// 请求体上限（字节），超过返回 413。
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: usize,
+    /// 代理服务的工作线程数，缺省为 CPU 核数。
+    #[serde(default)]
+    pub threads: Option<usize>,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings {
+            listen: default_listen(),
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            threads: None,
+        }
+    }
+}
+
+fn default_listen() -> ListenAddr {
+    ListenAddr(SocketAddr::from((DEFAULT_LISTEN_IP, DEFAULT_LISTEN_PORT)))
+}
+
+fn default_max_body_bytes() -> usize {
+    DEFAULT_MAX_BODY_BYTES
+}
+
+/// 一个 `IP:端口` 监听地址。
+///
+/// 用途：在加载配置时就校验地址格式，而不是等到绑定端口才失败。
+///
+/// ```
+/// use chatnexus::config::ListenAddr;
+/// assert!(ListenAddr::try_from("127.0.0.1:8080".to_string()).is_ok());
+/// assert!(ListenAddr::try_from("localhost".to_string()).is_err());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct ListenAddr(pub SocketAddr);
+
+impl TryFrom<String> for ListenAddr {
+    type Error = String;
+
+    /// 解析 `IP:端口`；格式错误时返回中文错误。
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        value
+            .parse()
+            .map(ListenAddr)
+            .map_err(|_| format!("`{value}` 不是合法的 IP:端口 地址"))
+    }
+}
+
+/// `auth` 段。
+///
+/// 用途：列出客户端密钥；没有密钥时必须显式 `disabled: true` 才能启动。
+///
+/// ```
+/// let a: chatnexus::config::AuthSettings = serde_yaml::from_str("disabled: true").unwrap();
+/// assert!(a.keys.is_empty());
+/// ```
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSettings {
+    /// 为真时关闭客户端鉴权（每次启动都会警告）。
+    #[serde(default)]
+    pub disabled: bool,
+    /// 客户端密钥（只存 SHA-256）。
+    #[serde(default)]
+    pub keys: Vec<ClientKey>,
+}
+
+/// 上游协议类型。
+///
+/// 用途：决定用哪个 `providers::*` 过滤器翻译请求与响应。
+///
+/// ```
+/// use chatnexus::config::ProviderKind;
+/// let k: ProviderKind = serde_yaml::from_str("openai_compatible").unwrap();
+/// assert_eq!(k, ProviderKind::OpenAiCompatible);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+pub enum ProviderKind {
+    /// OpenAI 官方 API。
+    #[serde(rename = "openai")]
+    OpenAi,
+    /// 任意兼容 OpenAI 的服务（vLLM、Ollama、DeepSeek……）。
+    #[serde(rename = "openai_compatible")]
+    OpenAiCompatible,
+}
+
+impl ProviderKind {
+    /// 该类型是否必须配置上游密钥。
+    pub fn requires_key(self) -> bool {
+        matches!(self, ProviderKind::OpenAi)
+    }
+}
+
+/// `providers` 中的一项。
+///
+/// 用途：描述一个上游：协议、地址、密钥来源和超时。
+///
+/// ```
+/// let p: chatnexus::config::ProviderConfig =
+///     serde_yaml::from_str("{ name: local, kind: openai_compatible, base_url: 'http://127.0.0.1:8000' }").unwrap();
+/// assert_eq!(p.base_url.port, 8000);
+/// ```
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    /// 唯一名称，被 `models[].targets[].provider` 引用。
+    pub name: String,
+    /// 协议类型。
+    pub kind: ProviderKind,
+    /// 上游基础地址，如 `https://api.openai.com`。
+    pub base_url: BaseUrl,
+    /// 存放上游密钥的环境变量名（推荐）。
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    /// 明文上游密钥（可用但启动时警告）。
+    #[serde(default)]
+    pub api_key: Option<Secret>,
+    /// 超时设置。
+    #[serde(default)]
+    pub timeouts: Timeouts,
+}
+
+/// 与上游交换时的各阶段超时（毫秒）。
+///
+/// 用途：连接、首字节、流式块间隔各自超时都映射为 504 或流中的错误事件。
+///
+/// ```
+/// let t = chatnexus::config::Timeouts::default();
+/// assert!(t.first_byte() > t.connect());
+/// ```
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Timeouts {
+    /// TCP 连接加 TLS 握手。
+    #[serde(default = "default_connect_ms")]
+    pub connect_ms: u64,
+    /// 发出请求后等待响应头。
+    #[serde(default = "default_first_byte_ms")]
+    pub first_byte_ms: u64,
+    /// 响应体两次读取之间的最长间隔。
+    #[serde(default = "default_idle_ms")]
+    pub idle_ms: u64,
+}
+
+impl Timeouts {
+    /// 连接超时。
+    pub fn connect(&self) -> Duration {
+        Duration::from_millis(self.connect_ms)
+    }
+
+    /// 首字节超时。
+    pub fn first_byte(&self) -> Duration {
+        Duration::from_millis(self.first_byte_ms)
+    }
+
+    /// 块间隔超时。
+    pub fn idle(&self) -> Duration {
+        Duration::from_millis(self.idle_ms)
+    }
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect_ms: DEFAULT_CONNECT_MS,
+            first_byte_ms: DEFAULT_FIRST_BYTE_MS,
+            idle_ms: DEFAULT_IDLE_MS,
+        }
+    }
+}
+
+fn default_connect_ms() -> u64 {
+    DEFAULT_CONNECT_MS
+}
+
+fn default_first_byte_ms() -> u64 {
+    DEFAULT_FIRST_BYTE_MS
+}
+
+fn default_idle_ms() -> u64 {
+    DEFAULT_IDLE_MS
+}
+
+/// 解析后的上游基础地址。
+///
+/// 用途：拆出协议、主机、端口和路径前缀，供 DNS 解析、SNI、Host 头和请求路径使用。
+///
+/// ```
+/// use chatnexus::config::BaseUrl;
+/// let u = BaseUrl::try_from("https://api.openai.com/v1/".to_string()).unwrap();
+/// assert!(u.tls);
+/// assert_eq!((u.host.as_str(), u.port, u.path.as_str()), ("api.openai.com", 443, "/v1"));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct BaseUrl {
+    /// 是否 HTTPS。
+    pub tls: bool,
+    /// 主机名或 IP（不含端口）。
+    pub host: String,
+    /// 端口（缺省按协议取 80/443）。
+    pub port: u16,
+    /// 路径前缀，不以 `/` 结尾（可为空）。
+    pub path: String,
+}
+
+impl BaseUrl {
+    /// `Host` 头的值：非默认端口时带上端口。
+    pub fn host_header(&self) -> String {
+        let default_port = if self.tls { HTTPS_PORT } else { HTTP_PORT };
+        if self.port == default_port {
+            self.host.clone()
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+impl TryFrom<String> for BaseUrl {
+    type Error = String;
+
+    /// 解析 `http(s)://主机[:端口][/路径]`；不带查询串，错误信息为中文。
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        let uri: http::Uri = value
+            .parse()
+            .map_err(|_| format!("`{value}` 不是合法的 URL"))?;
+        let tls = match uri.scheme_str() {
+            Some("https") => true,
+            Some("http") => false,
+            _ => return Err(format!("`{value}` 必须以 http:// 或 https:// 开头")),
+        };
+        let authority = uri
+            .authority()
+            .ok_or_else(|| format!("`{value}` 缺少主机名"))?;
+        if uri.query().is_some() {
+            return Err(format!("`{value}` 不能带查询串"));
+        }
+        let default_port = if tls { HTTPS_PORT } else { HTTP_PORT };
+        Ok(BaseUrl {
+            tls,
+            host: authority.host().trim_matches(['[', ']']).to_string(),
+            port: authority.port_u16().unwrap_or(default_port),
+            path: uri.path().trim_end_matches('/').to_string(),
+        })
+    }
+}
+
+/// `models` 中的一项：客户端可见的模型名及按顺序尝试的上游目标。
+///
+/// 用途：请求里的 `model` 据此映射到上游。
+///
+/// ```
+/// let m: chatnexus::config::ModelConfig =
+///     serde_yaml::from_str("{ name: demo, targets: [ { provider: mock } ] }").unwrap();
+/// assert_eq!(m.targets[0].model, None);
+/// ```
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// 客户端请求里使用的模型名。
+    pub name: String,
+    /// 上游目标，按顺序优先。
+    pub targets: Vec<TargetConfig>,
+}
+
+/// 一个上游目标。
+///
+/// 用途：指明由哪个 provider 服务、向上游发送的模型名。
+///
+/// ```
+/// let t: chatnexus::config::TargetConfig = serde_yaml::from_str("{ provider: openai, model: gpt-4o-mini }").unwrap();
+/// assert_eq!(t.model.as_deref(), Some("gpt-4o-mini"));
+/// ```
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetConfig {
+    /// `providers[].name`。
+    pub provider: String,
+    /// 发给上游的模型名，缺省与客户端可见名相同。
+    #[serde(default)]
+    pub model: Option<String>,
+}
+
+/// `mock` 段：内置模拟器的监听地址与行为。
+///
+/// 用途：默认配置用它在本机起一个模拟上游，让网关无需任何 API key 即可应答。
+///
+/// ```
+/// let m: chatnexus::config::MockListen = serde_yaml::from_str("listen: 127.0.0.1:18081").unwrap();
+/// assert_eq!(m.listen.0.port(), 18081);
+/// ```
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MockListen {
+    /// 模拟器监听地址（应为回环地址）。
+    pub listen: ListenAddr,
+    /// 模拟器行为（分块数、延迟、用量、故障模式）。
+    #[serde(default)]
+    pub behavior: MockSettings,
+}

@@ -1,0 +1,173 @@
+//! 返回给客户端的错误：HTTP 状态码 + OpenAI 错误信封。
+//!
+//! 官方 OpenAI SDK 按状态码抛出对应的异常类型，所以每个错误都带准确的状态码，
+//! 正文固定为 `{"error":{"message","type","param","code"}}`，消息使用中文。
+
+use bytes::Bytes;
+use serde_json::json;
+
+/// 错误类型：请求本身有问题（4xx）。
+pub const TYPE_INVALID_REQUEST: &str = "invalid_request_error";
+/// 错误类型：网关或上游故障（5xx）。
+pub const TYPE_SERVER: &str = "server_error";
+
+/// 返回给客户端的一个 API 错误。
+///
+/// 用途：请求处理中的任何失败都转换成它，再由 `proxy` 写成 HTTP 响应或流中的错误事件。
+///
+/// ```
+/// use chatnexus::error::ApiError;
+/// let e = ApiError::model_not_found("gpt-x");
+/// assert_eq!(e.status, 404);
+/// assert!(String::from_utf8_lossy(&e.to_body()).contains("model_not_found"));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{status} {code:?}: {message}")]
+pub struct ApiError {
+    /// HTTP 状态码。
+    pub status: u16,
+    /// OpenAI 信封中的 `type`。
+    pub kind: &'static str,
+    /// OpenAI 信封中的 `code`。
+    pub code: Option<String>,
+    /// 出错的请求字段（如 `messages[0].role`）。
+    pub param: Option<String>,
+    /// 中文错误信息。
+    pub message: String,
+}
+
+impl ApiError {
+    /// 构造任意错误。
+    ///
+    /// 参数：状态码、`type`、`code`、中文消息；返回不带 `param` 的错误。
+    pub fn new(status: u16, kind: &'static str, code: &str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            kind,
+            code: Some(code.to_string()),
+            param: None,
+            message: message.into(),
+        }
+    }
+
+    /// 附上出错字段名，返回新的错误。
+    pub fn with_param(mut self, param: impl Into<String>) -> Self {
+        self.param = Some(param.into());
+        self
+    }
+
+    /// 400：请求体不合法（JSON 错误、字段缺失或类型不对）。
+    pub fn bad_request(code: &str, message: impl Into<String>) -> Self {
+        Self::new(400, TYPE_INVALID_REQUEST, code, message)
+    }
+
+    /// 401：缺少或错误的客户端密钥。
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(401, TYPE_INVALID_REQUEST, "invalid_api_key", message)
+    }
+
+    /// 404：请求的模型未配置。
+    pub fn model_not_found(model: &str) -> Self {
+        Self::new(
+            404,
+            TYPE_INVALID_REQUEST,
+            "model_not_found",
+            format!("模型 `{model}` 不存在或未在网关中配置"),
+        )
+        .with_param("model")
+    }
+
+    /// 404：未知的路径。
+    pub fn unknown_route(method: &str, path: &str) -> Self {
+        Self::new(
+            404,
+            TYPE_INVALID_REQUEST,
+            "unknown_url",
+            format!("未知的接口：{method} {path}"),
+        )
+    }
+
+    /// 405：路径存在但方法不对。
+    pub fn method_not_allowed(method: &str, path: &str, allowed: &str) -> Self {
+        Self::new(
+            405,
+            TYPE_INVALID_REQUEST,
+            "method_not_allowed",
+            format!("接口 {path} 不支持 {method} 方法，只支持 {allowed}"),
+        )
+    }
+
+    /// 413：请求体超过 `server.max_body_bytes`。
+    pub fn payload_too_large(limit: usize) -> Self {
+        Self::new(
+            413,
+            TYPE_INVALID_REQUEST,
+            "request_too_large",
+            format!("请求体超过上限 {limit} 字节"),
+        )
+    }
+
+    /// 502：上游不可达或回复无法理解。
+    pub fn bad_gateway(code: &str, message: impl Into<String>) -> Self {
+        Self::new(502, TYPE_SERVER, code, message)
+    }
+
+    /// 503：模型没有可用的上游目标。
+    pub fn no_available_upstream(model: &str) -> Self {
+        Self::new(
+            503,
+            TYPE_SERVER,
+            "no_available_upstream",
+            format!("模型 `{model}` 当前没有可用的上游"),
+        )
+    }
+
+    /// 504：等待上游超时。
+    pub fn gateway_timeout(message: impl Into<String>) -> Self {
+        Self::new(504, TYPE_SERVER, "upstream_timeout", message)
+    }
+
+    /// 500：网关内部错误（不应出现，出现即是缺陷）。
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(500, TYPE_SERVER, "internal_error", message)
+    }
+
+    /// 序列化为 OpenAI 错误信封 JSON 对象。
+    pub fn to_json(&self) -> serde_json::Value {
+        json!({
+            "error": {
+                "message": self.message,
+                "type": self.kind,
+                "param": self.param,
+                "code": self.code,
+            }
+        })
+    }
+
+    /// 序列化为 OpenAI 错误信封的字节，用作 HTTP 响应体。
+    pub fn to_body(&self) -> Bytes {
+        Bytes::from(self.to_json().to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn 错误信封_四个字段齐全() {
+        let e = ApiError::bad_request("invalid_type", "字段类型错误").with_param("messages");
+        let v: serde_json::Value = serde_json::from_slice(&e.to_body()).expect("错误体必须是 JSON");
+        assert_eq!(v["error"]["message"], "字段类型错误");
+        assert_eq!(v["error"]["type"], TYPE_INVALID_REQUEST);
+        assert_eq!(v["error"]["param"], "messages");
+        assert_eq!(v["error"]["code"], "invalid_type");
+    }
+
+    #[test]
+    fn 错误信封_缺省参数为_null() {
+        let v = ApiError::unauthorized("缺少密钥").to_json();
+        assert!(v["error"]["param"].is_null(), "param 缺省时必须是 null");
+        assert_eq!(v["error"]["code"], "invalid_api_key");
+    }
+}

@@ -1,0 +1,123 @@
+//! 交换中的底层读写：构造上游请求头，带超时地读取上游，同时留意客户端是否断开。
+
+use std::future::Future;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http::header::{ACCEPT_ENCODING, CONTENT_LENGTH, HOST, USER_AGENT};
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::protocols::http::client::HttpSession;
+use pingora_proxy::Session;
+
+use super::Failure;
+use crate::config::Provider;
+use crate::error::ApiError;
+use crate::providers::UpstreamRequest;
+
+/// 发往上游的 User-Agent。
+const GATEWAY_USER_AGENT: &str = concat!("chatnexus/", env!("CARGO_PKG_VERSION"));
+/// 要求上游不压缩：网关要逐事件解析响应体。
+const IDENTITY_ENCODING: &str = "identity";
+/// 上游请求的方法。
+const METHOD_POST: &str = "POST";
+
+/// 构造上游请求头：路径、Host、长度、`accept-encoding: identity`，再加上过滤器给出的头。
+pub(super) fn build_request_header(
+    provider: &Provider,
+    request: &UpstreamRequest,
+) -> Result<RequestHeader, ApiError> {
+    let invalid = |e: Box<pingora::Error>| {
+        ApiError::internal(format!(
+            "构造发往上游 `{}` 的请求头失败：{e}",
+            provider.name
+        ))
+    };
+    let mut header =
+        RequestHeader::build(METHOD_POST, request.path.as_bytes(), None).map_err(invalid)?;
+    header
+        .insert_header(HOST, provider.base_url.host_header())
+        .map_err(invalid)?;
+    header
+        .insert_header(CONTENT_LENGTH, request.body.len().to_string())
+        .map_err(invalid)?;
+    header
+        .insert_header(ACCEPT_ENCODING, IDENTITY_ENCODING)
+        .map_err(invalid)?;
+    header
+        .insert_header(USER_AGENT, GATEWAY_USER_AGENT)
+        .map_err(invalid)?;
+    for (name, value) in &request.headers {
+        header
+            .insert_header(name.clone(), value.clone())
+            .map_err(invalid)?;
+    }
+    Ok(header)
+}
+
+/// 等待上游响应头（首字节超时）。
+pub(super) async fn read_header(
+    up: &mut HttpSession,
+    down: &mut Session,
+    wait: Duration,
+) -> Result<ResponseHeader, Failure> {
+    guarded(down, wait, "响应头", up.read_response_header()).await?;
+    up.response_header().cloned().ok_or_else(|| {
+        ApiError::bad_gateway("invalid_upstream_response", "上游没有返回响应头").into()
+    })
+}
+
+/// 读取一块上游响应体（块间隔超时）；`None` 表示响应体结束。
+pub(super) async fn read_chunk(
+    up: &mut HttpSession,
+    down: &mut Session,
+    wait: Duration,
+) -> Result<Option<Bytes>, Failure> {
+    guarded(down, wait, "响应体", up.read_response_body()).await
+}
+
+/// 读完整个上游响应体，超过上限返回 502。
+pub(super) async fn read_body(
+    up: &mut HttpSession,
+    down: &mut Session,
+    wait: Duration,
+    limit: usize,
+) -> Result<Bytes, Failure> {
+    let mut body = BytesMut::new();
+    while let Some(chunk) = read_chunk(up, down, wait).await? {
+        if body.len() + chunk.len() > limit {
+            return Err(ApiError::bad_gateway(
+                "upstream_response_too_large",
+                format!("上游响应超过 {limit} 字节上限"),
+            )
+            .into());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
+/// 带超时地等待一个上游读操作，同时监视客户端：客户端先断开则立即放弃（丢弃上游连接）。
+async fn guarded<T>(
+    down: &mut Session,
+    wait: Duration,
+    what: &str,
+    read: impl Future<Output = pingora::Result<T>>,
+) -> Result<T, Failure> {
+    tokio::select! {
+        biased;
+        result = tokio::time::timeout(wait, read) => match result {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => Err(ApiError::bad_gateway(
+                "upstream_read_failed",
+                format!("读取上游{what}失败：{e}"),
+            )
+            .into()),
+            Err(_) => Err(ApiError::gateway_timeout(format!(
+                "等待上游{what}超过 {} 毫秒",
+                wait.as_millis()
+            ))
+            .into()),
+        },
+        _ = down.read_body_or_idle(true) => Err(Failure::ClientGone),
+    }
+}

@@ -1,0 +1,197 @@
+//! 与上游的一次交换：经 Pingora 的 `Connector`（连接池、rustls）连接上游，写出翻译后的请求，
+//! 读取响应并写回客户端。
+//!
+//! 之所以在 `request_filter` 里自己驱动交换，而不是走 Pingora 的代理阶段：路由需要请求体里的
+//! `model`，而 Pingora 0.9 只能从 64 KiB 的重试缓冲区转发预读过的请求体，更大的请求会挂起。
+//! 详见 docs/architecture.md。
+
+mod io;
+mod stream;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use log::debug;
+use pingora::connectors::http::Connector;
+use pingora::connectors::ConnectorOptions;
+use pingora::protocols::http::client::HttpSession;
+use pingora::server::configuration::ServerConf;
+use pingora::upstreams::peer::HttpPeer;
+use pingora::ErrorType;
+use pingora_proxy::Session;
+
+use crate::config::{Provider, Target};
+use crate::error::ApiError;
+use crate::providers::{filter_for, map_upstream_error, UpstreamRequest};
+use crate::proxy::respond;
+use crate::request::ChatRequest;
+use crate::upstream::{build_peer, DnsCache};
+
+/// 上游错误响应体读取的上限。
+const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
+/// 上游完整（非流式）响应体的上限。
+const MAX_RESPONSE_BODY_BYTES: usize = 64 * 1024 * 1024;
+
+/// 归还连接前等待上游响应体结束的最长时间。
+const DRAIN_TIMEOUT: Duration = Duration::from_millis(100);
+
+/// 交换失败的原因。
+///
+/// 用途：`proxy` 据此决定是写错误响应（或流中的错误事件），还是只记录客户端已断开。
+///
+/// ```
+/// use chatnexus::{error::ApiError, exchange::Failure};
+/// let f: Failure = ApiError::gateway_timeout("超时").into();
+/// assert!(matches!(f, Failure::Api(e) if e.status == 504));
+/// ```
+#[derive(Debug)]
+pub enum Failure {
+    /// 需要告诉客户端的错误。
+    Api(ApiError),
+    /// 客户端已断开，上游连接已随之丢弃。
+    ClientGone,
+}
+
+impl From<ApiError> for Failure {
+    fn from(e: ApiError) -> Self {
+        Failure::Api(e)
+    }
+}
+
+/// 所有请求共享的上游客户端：连接池与 DNS 缓存。
+///
+/// 用途：网关启动时创建一个，每次交换都经由它取得和归还上游连接。
+///
+/// ```
+/// use std::sync::Arc;
+/// use pingora::server::configuration::ServerConf;
+/// let client = chatnexus::exchange::UpstreamClient::new(&ServerConf::default(), Arc::default());
+/// # let _ = client;
+/// ```
+pub struct UpstreamClient {
+    connector: Connector,
+    dns: Arc<DnsCache>,
+}
+
+impl UpstreamClient {
+    /// 按 Pingora 服务端配置（连接池大小、CA 文件等）创建客户端。
+    pub fn new(conf: &ServerConf, dns: Arc<DnsCache>) -> Self {
+        UpstreamClient {
+            connector: Connector::new(Some(ConnectorOptions::from_server_conf(conf))),
+            dns,
+        }
+    }
+
+    /// 取得到提供方的连接（可能复用连接池里的）。
+    ///
+    /// 错误：DNS 失败或连接被拒返回 502，连接超时返回 504。
+    async fn connect(&self, provider: &Provider) -> Result<(HttpSession, HttpPeer), ApiError> {
+        let url = &provider.base_url;
+        let addr = self.dns.resolve(&url.host, url.port).await.map_err(|e| {
+            ApiError::bad_gateway(
+                "upstream_unreachable",
+                format!("上游 `{}` 不可达：{e}", provider.name),
+            )
+        })?;
+        let peer = build_peer(provider, addr);
+        match self.connector.get_http_session(&peer).await {
+            Ok((session, reused)) => {
+                debug!("已连接上游 {}（{addr}，复用连接：{reused}）", provider.name);
+                Ok((session, peer))
+            }
+            Err(e) if matches!(e.etype(), ErrorType::ConnectTimedout) => Err(
+                ApiError::gateway_timeout(format!("连接上游 `{}` 超时：{e}", provider.name)),
+            ),
+            Err(e) => Err(ApiError::bad_gateway(
+                "upstream_unreachable",
+                format!("无法连接上游 `{}`：{e}", provider.name),
+            )),
+        }
+    }
+
+    /// 响应读完的连接放回连接池，否则丢弃（关闭）。
+    ///
+    /// 流式响应在结束标记后，上游的分块结束符可能还在路上，短暂等它一下，连接就能复用。
+    async fn release(&self, mut session: HttpSession, peer: &HttpPeer) {
+        let drained = session.response_done()
+            || tokio::time::timeout(DRAIN_TIMEOUT, drain(&mut session))
+                .await
+                .unwrap_or(false);
+        if drained {
+            self.connector
+                .release_http_session(session, peer, peer.options.idle_timeout)
+                .await;
+        }
+    }
+}
+
+/// 与目标完成一次交换，把结果写回客户端。
+///
+/// 参数：共享客户端、客户端会话、已校验的请求、选中的目标。
+/// 返回：写给客户端的 HTTP 状态码。
+/// 错误：尚未向客户端写出响应时的错误由调用方写成错误响应；已开始流式输出时，
+/// 调用方写一个流中错误事件。
+pub async fn run(
+    client: &UpstreamClient,
+    down: &mut Session,
+    req: &ChatRequest,
+    target: &Target,
+) -> Result<u16, Failure> {
+    let provider = &target.provider;
+    let filter = filter_for(provider.kind);
+    let request = filter.build_request(req, target)?;
+    let (mut up, peer) = client.connect(provider).await?;
+    send_request(&mut up, provider, request).await?;
+    let timeouts = provider.timeouts;
+    let header = io::read_header(&mut up, down, timeouts.first_byte()).await?;
+    let status = header.status.as_u16();
+    if !header.status.is_success() {
+        let body = io::read_body(&mut up, down, timeouts.idle(), MAX_ERROR_BODY_BYTES).await?;
+        return Err(map_upstream_error(status, filter.parse_error(&body), &provider.name).into());
+    }
+    if req.stream {
+        stream::ensure_event_stream(&header, &provider.name)?;
+        stream::relay(&mut up, down, filter.stream_translator(), timeouts.idle()).await?;
+    } else {
+        let body = io::read_body(&mut up, down, timeouts.idle(), MAX_RESPONSE_BODY_BYTES).await?;
+        let reply = filter.translate_response(body)?;
+        respond::write_json(down, 200, reply)
+            .await
+            .map_err(|_| Failure::ClientGone)?;
+    }
+    client.release(up, &peer).await;
+    Ok(200)
+}
+
+/// 读完上游剩余的响应体；返回是否正常读到结尾。
+async fn drain(session: &mut HttpSession) -> bool {
+    loop {
+        match session.read_response_body().await {
+            Ok(Some(_)) => continue,
+            Ok(None) => return true,
+            Err(_) => return false,
+        }
+    }
+}
+
+/// 写出请求头与请求体。通用头（Host、长度、编码）在这里统一设置，认证头来自过滤器。
+async fn send_request(
+    up: &mut HttpSession,
+    provider: &Provider,
+    request: UpstreamRequest,
+) -> Result<(), ApiError> {
+    let header = io::build_request_header(provider, &request)?;
+    let failed = |e: Box<pingora::Error>| {
+        ApiError::bad_gateway(
+            "upstream_write_failed",
+            format!("向上游 `{}` 发送请求失败：{e}", provider.name),
+        )
+    };
+    up.write_request_header(Box::new(header))
+        .await
+        .map_err(failed)?;
+    let body: Bytes = request.body;
+    up.write_request_body(body, true).await.map_err(failed)?;
+    up.finish_request_body().await.map_err(failed)
+}

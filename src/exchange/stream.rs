@@ -1,0 +1,89 @@
+//! 流式响应：逐块读取上游，按 SSE 事件翻译，每批事件立即写给客户端。
+
+use std::time::Duration;
+
+use bytes::BytesMut;
+use pingora::http::ResponseHeader;
+use pingora::protocols::http::client::HttpSession;
+use pingora_proxy::Session;
+
+use super::{io, Failure};
+use crate::error::ApiError;
+use crate::providers::{StreamStatus, StreamTranslator};
+use crate::proxy::respond;
+use crate::streaming::{SseEvent, SseParser};
+
+/// SSE 的内容类型前缀。
+const EVENT_STREAM: &str = "text/event-stream";
+
+/// 确认上游确实返回了 SSE；否则返回 502，而不是把非流式响应当成被截断的流。
+pub(super) fn ensure_event_stream(header: &ResponseHeader, provider: &str) -> Result<(), ApiError> {
+    let content_type = header
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if content_type.trim_start().starts_with(EVENT_STREAM) {
+        Ok(())
+    } else {
+        Err(ApiError::bad_gateway(
+            "invalid_upstream_response",
+            format!("请求了流式响应，但上游 `{provider}` 返回的内容类型是 `{content_type}`"),
+        ))
+    }
+}
+
+/// 把上游 SSE 流翻译后转发给客户端，直到翻译器报告结束或上游关闭。
+///
+/// 错误：上游读失败、超时或截断时，已写出的事件保留，错误交给调用方写成流中错误事件。
+pub(super) async fn relay(
+    up: &mut HttpSession,
+    down: &mut Session,
+    mut translator: Box<dyn StreamTranslator>,
+    idle: Duration,
+) -> Result<(), Failure> {
+    respond::start_event_stream(down)
+        .await
+        .map_err(|_| Failure::ClientGone)?;
+    let mut parser = SseParser::default();
+    let mut events: Vec<SseEvent> = Vec::new();
+    let mut out = BytesMut::new();
+    loop {
+        let chunk = io::read_chunk(up, down, idle).await?;
+        let eof = chunk.is_none();
+        match chunk {
+            Some(bytes) => parser.push(&bytes, &mut events),
+            None => parser.finish(&mut events),
+        }
+        let step = translate(translator.as_mut(), &mut events, &mut out, eof);
+        if !out.is_empty() {
+            respond::write_chunk(down, out.split().freeze())
+                .await
+                .map_err(|_| Failure::ClientGone)?;
+        }
+        if step? == StreamStatus::Done {
+            return respond::finish_body(down)
+                .await
+                .map_err(|_| Failure::ClientGone);
+        }
+    }
+}
+
+/// 翻译本批事件；上游已结束时让翻译器判断是否被截断。
+fn translate(
+    translator: &mut dyn StreamTranslator,
+    events: &mut Vec<SseEvent>,
+    out: &mut BytesMut,
+    eof: bool,
+) -> Result<StreamStatus, ApiError> {
+    for event in events.drain(..) {
+        if translator.on_event(&event, out)? == StreamStatus::Done {
+            return Ok(StreamStatus::Done);
+        }
+    }
+    if eof {
+        translator.on_eof(out)?;
+        return Ok(StreamStatus::Done);
+    }
+    Ok(StreamStatus::Continue)
+}

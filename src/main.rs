@@ -1,0 +1,145 @@
+//! `chatnexus` 命令行：运行网关（缺省）、检查配置（`-t`）、运行上游模拟器（`mock`）。
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use log::{error, info, warn};
+use pingora::server::configuration::Opt;
+use pingora::server::Server;
+
+use chatnexus::config::{self, DEFAULT_CONFIG_PATH};
+use chatnexus::mock::{mock_service, Fault, MockSettings};
+
+/// 指定配置文件路径的环境变量。
+const CONFIG_ENV: &str = "CHATNEXUS_CONFIG";
+/// 缺省日志级别（生产环境 INFO，开发时用 RUST_LOG=debug）。
+const DEFAULT_LOG_LEVEL: &str = "info";
+
+/// ChatNexus：OpenAI 兼容的 LLM 网关。
+#[derive(Parser)]
+#[command(
+    name = "chatnexus",
+    version,
+    about = "ChatNexus：基于 Pingora 的 OpenAI 兼容 LLM 网关"
+)]
+struct Cli {
+    /// 配置文件路径（缺省读取环境变量 CHATNEXUS_CONFIG，再缺省为 conf/chatnexus.yaml）
+    #[arg(short = 'c', long = "conf", global = true)]
+    conf: Option<PathBuf>,
+    /// 只检查配置：通过退出码为 0，否则打印全部问题并以非零码退出
+    #[arg(short = 't', long = "test")]
+    test: bool,
+    /// 平滑升级：从旧进程接管监听套接字
+    #[arg(short = 'u', long = "upgrade")]
+    upgrade: bool,
+    /// 以守护进程方式运行
+    #[arg(short = 'd', long = "daemon")]
+    daemon: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// 单独运行上游模拟器（测试与压测用）
+    Mock(MockArgs),
+}
+
+#[derive(clap::Args)]
+struct MockArgs {
+    /// 监听地址
+    #[arg(long, default_value = "127.0.0.1:18081")]
+    listen: String,
+    /// 流式回复的内容块数
+    #[arg(long, default_value_t = MockSettings::default().chunks)]
+    chunks: usize,
+    /// 相邻两块之间的延迟（毫秒）
+    #[arg(long, default_value_t = 0)]
+    chunk_delay_ms: u64,
+    /// 故障：以该状态码返回错误
+    #[arg(long, conflicts_with_all = ["hang", "drop_after"])]
+    fault_status: Option<u16>,
+    /// 故障：读完请求后不应答
+    #[arg(long)]
+    hang: bool,
+    /// 故障：流式发出 N 块后断开
+    #[arg(long)]
+    drop_after: Option<usize>,
+}
+
+fn main() -> ExitCode {
+    if let Err(e) = dotenvy::dotenv() {
+        if !e.not_found() {
+            eprintln!("读取 .env 失败：{e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(DEFAULT_LOG_LEVEL))
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Mock(ref args)) => run_mock(args),
+        None => run_gateway(&cli),
+    }
+}
+
+/// 加载配置并运行网关；`-t` 时只检查配置。
+fn run_gateway(cli: &Cli) -> ExitCode {
+    let path = cli
+        .conf
+        .clone()
+        .or_else(|| std::env::var_os(CONFIG_ENV).map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH));
+    let config = match config::load(&path) {
+        Ok(config) => config,
+        Err(e) => {
+            error!("{e}");
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if cli.test {
+        println!("配置检查通过：{}", path.display());
+        return ExitCode::SUCCESS;
+    }
+    info!(
+        "ChatNexus {} 启动，配置 {}，监听 {}",
+        env!("CARGO_PKG_VERSION"),
+        path.display(),
+        config.server.listen.0
+    );
+    let opt = Opt {
+        upgrade: cli.upgrade,
+        daemon: cli.daemon,
+        nocapture: false,
+        test: false,
+        conf: None,
+    };
+    chatnexus::server::build(config, Some(opt)).run_forever()
+}
+
+/// 单独运行上游模拟器。
+fn run_mock(args: &MockArgs) -> ExitCode {
+    let fault = match (args.fault_status, args.hang, args.drop_after) {
+        (Some(code), _, _) => Some(Fault::Status(code)),
+        (None, true, _) => Some(Fault::Hang),
+        (None, false, Some(n)) => Some(Fault::DropAfter(n)),
+        (None, false, None) => None,
+    };
+    let settings = MockSettings {
+        chunks: args.chunks,
+        chunk_delay_ms: args.chunk_delay_ms,
+        fault,
+        ..MockSettings::default()
+    };
+    if !args.listen.starts_with("127.") && !args.listen.starts_with("[::1]") {
+        warn!("模拟器监听在非回环地址 {}，它不做任何鉴权", args.listen);
+    }
+    let mut server = Server::new_with_opt_and_conf(None, Default::default());
+    server.bootstrap();
+    let (service, _stats) = mock_service(&args.listen, settings);
+    server.add_service(service);
+    info!("上游模拟器监听 {}", args.listen);
+    server.run_forever()
+}

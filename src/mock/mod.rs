@@ -1,0 +1,281 @@
+//! 上游模拟器：说各家提供方的真实线上格式（目前是 OpenAI），用于离线演示、测试和压测。
+//!
+//! 可随网关一起启动（配置 `mock` 段），也可单独运行（`chatnexus mock --listen 127.0.0.1:PORT`）。
+//! 可配置分块数、块间延迟、用量数字和故障模式（状态码、挂起、流中断开），
+//! 并记录收到的请求和流的结局，供测试断言上游实际收到了什么。
+
+mod openai;
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use http::Method;
+use log::debug;
+use pingora::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream};
+use pingora::protocols::http::ServerSession;
+use pingora::server::ShutdownWatch;
+use pingora::services::listening::Service;
+use serde::Deserialize;
+
+/// 默认分块数。
+const DEFAULT_CHUNKS: usize = 8;
+/// 默认回复内容。
+const DEFAULT_REPLY: &str = "你好！我是 ChatNexus 内置的模拟上游，这条回复没有调用任何真实模型。";
+/// 模拟器接受的请求体上限。
+const MAX_MOCK_BODY: usize = 64 * 1024 * 1024;
+/// 保留的最近请求条数。
+const RECORD_CAPACITY: usize = 16;
+/// 客户端连接保活秒数。
+const KEEPALIVE_SECS: u64 = 60;
+
+/// 故障模式。
+///
+/// 用途：让测试与演示复现上游的各种坏行为。
+///
+/// ```
+/// use chatnexus::mock::Fault;
+/// let f: Fault = serde_yaml::from_str("{ status: 503 }").unwrap();
+/// assert_eq!(f, Fault::Status(503));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Fault {
+    /// 以该状态码返回 OpenAI 错误信封。
+    Status(u16),
+    /// 读完请求后不回任何字节，直到关闭。
+    Hang,
+    /// 流式时发出这么多个内容块后直接断开连接（不发 `[DONE]`）。
+    DropAfter(usize),
+}
+
+/// 模拟器行为设置。
+///
+/// 用途：配置文件的 `mock.behavior` 段与 `chatnexus mock` 的命令行参数都映射到它。
+///
+/// ```
+/// let s = chatnexus::mock::MockSettings::default();
+/// assert_eq!(s.chunks, 8);
+/// assert!(s.fault.is_none());
+/// ```
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MockSettings {
+    /// 流式回复的内容块数。
+    pub chunks: usize,
+    /// 相邻两块之间的延迟（毫秒）。
+    pub chunk_delay_ms: u64,
+    /// 回复文本。
+    pub reply: String,
+    /// 报告的输入 token 数；缺省按请求体长度估算。
+    pub prompt_tokens: Option<u64>,
+    /// 报告的输出 token 数；缺省等于块数。
+    pub completion_tokens: Option<u64>,
+    /// 故障模式。
+    pub fault: Option<Fault>,
+}
+
+impl Default for MockSettings {
+    fn default() -> Self {
+        MockSettings {
+            chunks: DEFAULT_CHUNKS,
+            chunk_delay_ms: 0,
+            reply: DEFAULT_REPLY.to_string(),
+            prompt_tokens: None,
+            completion_tokens: None,
+            fault: None,
+        }
+    }
+}
+
+/// 模拟器收到的一个请求。
+///
+/// 用途：测试检查上游实际收到的方法、路径、头和请求体。
+///
+/// ```
+/// let r = chatnexus::mock::Recorded { method: "POST".into(), path: "/v1/chat/completions".into(), headers: vec![], body: "{}".into() };
+/// assert_eq!(r.header("host"), None);
+/// ```
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    /// 请求方法。
+    pub method: String,
+    /// 路径与查询串。
+    pub path: String,
+    /// 全部请求头（名称小写）。
+    pub headers: Vec<(String, String)>,
+    /// 请求体。
+    pub body: Bytes,
+}
+
+impl Recorded {
+    /// 取一个请求头的值（名称不区分大小写）。
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// 模拟器的计数与最近请求记录，可在多个线程间共享。
+///
+/// 用途：测试用它断言流是被完整发完还是被中途断开。
+///
+/// ```
+/// let s = chatnexus::mock::MockStats::default();
+/// assert_eq!(s.requests(), 0);
+/// ```
+#[derive(Debug, Default)]
+pub struct MockStats {
+    requests: AtomicU64,
+    streams_completed: AtomicU64,
+    streams_aborted: AtomicU64,
+    recent: Mutex<VecDeque<Recorded>>,
+}
+
+impl MockStats {
+    /// 收到的请求数。
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::SeqCst)
+    }
+
+    /// 完整发完的流数。
+    pub fn streams_completed(&self) -> u64 {
+        self.streams_completed.load(Ordering::SeqCst)
+    }
+
+    /// 因对端断开而没发完的流数。
+    pub fn streams_aborted(&self) -> u64 {
+        self.streams_aborted.load(Ordering::SeqCst)
+    }
+
+    /// 最近收到的请求（最多 16 条，最新的在最后）。
+    pub fn recent(&self) -> Vec<Recorded> {
+        self.lock().iter().cloned().collect()
+    }
+
+    fn record(&self, request: Recorded) {
+        self.requests.fetch_add(1, Ordering::SeqCst);
+        let mut recent = self.lock();
+        if recent.len() == RECORD_CAPACITY {
+            recent.pop_front();
+        }
+        recent.push_back(request);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Recorded>> {
+        self.recent.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// 模拟器应用（Pingora 的 `HttpServerApp`）。
+///
+/// 用途：[`mock_service`] 把它包装成可加入 `Server` 的监听服务。
+pub struct MockApp {
+    settings: MockSettings,
+    stats: Arc<MockStats>,
+}
+
+/// 创建监听 `listen` 的模拟器服务，并返回共享的统计。
+///
+/// ```
+/// let (service, stats) = chatnexus::mock::mock_service("127.0.0.1:0", Default::default());
+/// assert_eq!(stats.requests(), 0);
+/// # let _ = service;
+/// ```
+pub fn mock_service(listen: &str, settings: MockSettings) -> (Service<MockApp>, Arc<MockStats>) {
+    let stats = Arc::new(MockStats::default());
+    let app = MockApp {
+        settings,
+        stats: Arc::clone(&stats),
+    };
+    let mut service = Service::new("ChatNexus 模拟上游".to_string(), app);
+    service.add_tcp(listen);
+    (service, stats)
+}
+
+#[async_trait]
+impl HttpServerApp for MockApp {
+    async fn process_new_http(
+        self: &Arc<Self>,
+        mut session: ServerSession,
+        shutdown: &ShutdownWatch,
+    ) -> Option<ReusedHttpStream> {
+        if !matches!(session.read_request().await, Ok(true)) {
+            return None;
+        }
+        session.set_keepalive(Some(KEEPALIVE_SECS));
+        let body = read_body(&mut session).await?;
+        let header = session.req_header();
+        let recorded = Recorded {
+            method: header.method.to_string(),
+            path: header.uri.to_string(),
+            headers: header
+                .headers
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.as_str().to_string(),
+                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    )
+                })
+                .collect(),
+            body: body.clone(),
+        };
+        self.stats.record(recorded);
+        let completed = self.respond(&mut session, body, shutdown).await;
+        if !completed {
+            return None;
+        }
+        let settings = HttpPersistentSettings::for_session(&session);
+        match session.finish().await {
+            Ok(stream) => stream.map(|s| ReusedHttpStream::from_reusable_stream(s, settings)),
+            Err(_) => None,
+        }
+    }
+}
+
+impl MockApp {
+    /// 按路径分派；返回连接是否仍可复用。
+    async fn respond(
+        &self,
+        session: &mut ServerSession,
+        body: Bytes,
+        shutdown: &ShutdownWatch,
+    ) -> bool {
+        let header = session.req_header();
+        let path = header.uri.path().to_string();
+        let is_post = header.method == Method::POST;
+        if is_post && path.ends_with(openai::CHAT_PATH) {
+            return openai::chat(self, session, body, shutdown).await;
+        }
+        if path.ends_with(openai::MODELS_PATH) {
+            return openai::models(session).await;
+        }
+        openai::error(session, 404, &format!("模拟器没有接口 {path}")).await
+    }
+
+    fn chunk_delay(&self) -> Duration {
+        Duration::from_millis(self.settings.chunk_delay_ms)
+    }
+}
+
+async fn read_body(session: &mut ServerSession) -> Option<Bytes> {
+    let mut body = BytesMut::new();
+    loop {
+        match session.read_request_body().await {
+            Ok(Some(chunk)) if body.len() + chunk.len() <= MAX_MOCK_BODY => {
+                body.extend_from_slice(&chunk)
+            }
+            Ok(Some(_)) | Err(_) => {
+                debug!("模拟器读取请求体失败或超过上限");
+                return None;
+            }
+            Ok(None) => return Some(body.freeze()),
+        }
+    }
+}

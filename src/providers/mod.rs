@@ -1,0 +1,241 @@
+//! 上游协议过滤器：每种上游一个文件，负责把 OpenAI 请求翻译给上游、把上游响应翻译回 OpenAI。
+//!
+//! `exchange` 只通过 [`ProviderFilter`] 与 [`StreamTranslator`] 两个接口驱动它们，
+//! 新增一种上游只需新增一个文件并在 [`filter_for`] 登记。
+
+mod openai;
+
+use bytes::{Bytes, BytesMut};
+use http::{HeaderName, HeaderValue};
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::config::{ProviderKind, Target};
+use crate::error::{ApiError, TYPE_INVALID_REQUEST, TYPE_SERVER};
+use crate::request::ChatRequest;
+use crate::streaming::SseEvent;
+
+/// 上游错误信息在日志与客户端消息中保留的最大字符数。
+const MAX_ERROR_TEXT_CHARS: usize = 300;
+
+/// 发往上游的请求（方法固定为 POST）。
+///
+/// 用途：过滤器构造它，`exchange` 补上 Host、Content-Length 等通用头后写给上游。
+///
+/// ```
+/// let r = chatnexus::providers::UpstreamRequest { path: "/v1/chat/completions".into(), headers: vec![], body: "{}".into() };
+/// assert_eq!(r.body.len(), 2);
+/// ```
+#[derive(Debug)]
+pub struct UpstreamRequest {
+    /// 路径（含查询串）。
+    pub path: String,
+    /// 该上游特有的请求头（认证头已标记为敏感）。
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// 请求体。
+    pub body: Bytes,
+}
+
+/// 从上游错误响应体中提取出的信息。
+///
+/// 用途：各过滤器解析自家错误格式，再由 [`map_upstream_error`] 统一决定返回给客户端的状态码。
+///
+/// ```
+/// let i = chatnexus::providers::UpstreamErrorInfo { message: "坏请求".into(), kind: None, code: None, param: None };
+/// assert_eq!(i.message, "坏请求");
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct UpstreamErrorInfo {
+    /// 上游的错误消息。
+    pub message: String,
+    /// 上游的错误类型。
+    pub kind: Option<String>,
+    /// 上游的错误码。
+    pub code: Option<String>,
+    /// 上游指出的出错参数。
+    pub param: Option<String>,
+}
+
+/// 一个流式翻译步骤的结果。
+///
+/// 用途：翻译器告诉 `exchange` 上游流是否已正常结束。
+///
+/// ```
+/// assert_ne!(chatnexus::providers::StreamStatus::Continue, chatnexus::providers::StreamStatus::Done);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamStatus {
+    /// 还有后续事件。
+    Continue,
+    /// 上游已发出结束标记，客户端流已写完结束事件。
+    Done,
+}
+
+/// 一次流式响应的逐事件翻译器（每个请求一个实例，持有流的状态）。
+///
+/// 用途：`exchange` 每解析出一个上游 SSE 事件就调用 [`StreamTranslator::on_event`]，
+/// 把要发给客户端的 OpenAI 事件写入 `out`。
+pub trait StreamTranslator: Send {
+    /// 处理一个上游事件。
+    ///
+    /// 错误：事件无法翻译时返回错误，`exchange` 会向客户端写一个错误事件并结束流。
+    fn on_event(&mut self, event: &SseEvent, out: &mut BytesMut) -> Result<StreamStatus, ApiError>;
+
+    /// 上游连接结束时调用。
+    ///
+    /// 错误：在结束标记之前断开视为截断，返回 502 错误。
+    fn on_eof(&mut self, out: &mut BytesMut) -> Result<(), ApiError>;
+}
+
+/// 一种上游协议的翻译规则（无状态，全进程共享）。
+///
+/// 用途：`exchange` 用 [`filter_for`] 取得它，构造上游请求、翻译完整响应和错误，
+/// 并为流式响应创建 [`StreamTranslator`]。
+pub trait ProviderFilter: Send + Sync {
+    /// 为目标构造上游请求。
+    ///
+    /// 错误：请求无法翻译为该上游的格式时返回 400。
+    fn build_request(
+        &self,
+        req: &ChatRequest,
+        target: &Target,
+    ) -> Result<UpstreamRequest, ApiError>;
+
+    /// 把上游的完整（非流式）成功响应翻译为 OpenAI 响应体。
+    ///
+    /// 错误：上游响应无法解析时返回 502。
+    fn translate_response(&self, body: Bytes) -> Result<Bytes, ApiError>;
+
+    /// 从上游错误响应体中提取错误信息。
+    fn parse_error(&self, body: &[u8]) -> UpstreamErrorInfo;
+
+    /// 为一次流式响应创建翻译器。
+    fn stream_translator(&self) -> Box<dyn StreamTranslator>;
+}
+
+/// 按上游类型取得过滤器。
+pub fn filter_for(kind: ProviderKind) -> &'static dyn ProviderFilter {
+    match kind {
+        ProviderKind::OpenAi | ProviderKind::OpenAiCompatible => &openai::OpenAiFilter,
+    }
+}
+
+/// 把上游错误状态码与信息映射为返回给客户端的错误。
+///
+/// 上游的 401/403 说明网关自己的上游密钥有问题，不能原样返回，否则客户端会误以为
+/// 自己的密钥错了；这类错误改为 502。其余 4xx 与 5xx 保留状态码，让 SDK 抛出正确的异常。
+pub fn map_upstream_error(status: u16, info: UpstreamErrorInfo, provider: &str) -> ApiError {
+    let detail = truncate_chars(&info.message, MAX_ERROR_TEXT_CHARS);
+    let code = info.code.as_deref().unwrap_or("upstream_error");
+    match status {
+        401 | 403 => ApiError::bad_gateway(
+            "upstream_auth_failed",
+            format!("上游 `{provider}` 拒绝了网关的认证（{status}），请检查网关配置的上游密钥：{detail}"),
+        ),
+        400..=499 => {
+            let mut e = ApiError::new(status, TYPE_INVALID_REQUEST, code, format!("上游 `{provider}` 拒绝了请求：{detail}"));
+            e.param = info.param;
+            e
+        }
+        500..=599 => ApiError::new(status, TYPE_SERVER, code, format!("上游 `{provider}` 服务错误（{status}）：{detail}")),
+        _ => ApiError::bad_gateway(
+            "upstream_error",
+            format!("上游 `{provider}` 返回了意外的状态码 {status}：{detail}"),
+        ),
+    }
+}
+
+/// 按字符截断文本（不会切坏 UTF-8）。
+pub fn truncate_chars(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((i, _)) => format!("{}…", &text[..i]),
+        None => text.to_string(),
+    }
+}
+
+/// 序列化请求对象时把 `model` 替换为上游模型名，避免为改一个字段而复制整个（可能数 MiB 的）请求。
+struct WithModel<'a> {
+    body: &'a Map<String, Value>,
+    model: &'a str,
+}
+
+impl Serialize for WithModel<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(self.body.len()))?;
+        for (key, value) in self.body {
+            if key == "model" {
+                map.serialize_entry(key, self.model)?;
+            } else {
+                map.serialize_entry(key, value)?;
+            }
+        }
+        map.end()
+    }
+}
+
+/// 返回把 `model` 改为上游模型名后的请求体；模型名相同则原样返回原始字节。
+pub fn body_for_model(req: &ChatRequest, upstream_model: &str) -> Result<Bytes, ApiError> {
+    if req.model == upstream_model {
+        return Ok(req.raw.clone());
+    }
+    let body = WithModel {
+        body: &req.body,
+        model: upstream_model,
+    };
+    serde_json::to_vec(&body)
+        .map(Bytes::from)
+        .map_err(|e| ApiError::internal(format!("序列化上游请求失败：{e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn 信息(message: &str) -> UpstreamErrorInfo {
+        UpstreamErrorInfo {
+            message: message.into(),
+            kind: None,
+            code: Some("context_length_exceeded".into()),
+            param: Some("messages".into()),
+        }
+    }
+
+    #[test]
+    fn 上游错误_认证失败映射为_502() {
+        let e = map_upstream_error(401, 信息("Incorrect API key"), "openai");
+        assert_eq!(
+            (e.status, e.code.as_deref()),
+            (502, Some("upstream_auth_failed"))
+        );
+    }
+
+    #[test]
+    fn 上游错误_其余状态码保留() {
+        let e = map_upstream_error(400, 信息("too long"), "openai");
+        assert_eq!((e.status, e.param.as_deref()), (400, Some("messages")));
+        assert_eq!(map_upstream_error(503, 信息("busy"), "p").status, 503);
+        assert_eq!(map_upstream_error(302, 信息("moved"), "p").status, 502);
+    }
+
+    #[test]
+    fn 截断_按字符不切坏中文() {
+        assert_eq!(truncate_chars("你好世界", 2), "你好…");
+        assert_eq!(truncate_chars("短", 5), "短");
+    }
+
+    #[test]
+    fn 改写模型名_保留其余字段与顺序() {
+        let req = ChatRequest::parse(Bytes::from_static(
+            br#"{"stream":false,"model":"demo","messages":[{"role":"user","content":"x"}]}"#,
+        ))
+        .expect("应当通过");
+        let same = body_for_model(&req, "demo").expect("应当成功");
+        assert_eq!(same, req.raw, "模型名相同时必须原样转发");
+        let changed = body_for_model(&req, "上游模型").expect("应当成功");
+        assert_eq!(
+            std::str::from_utf8(&changed).expect("UTF-8"),
+            r#"{"stream":false,"model":"上游模型","messages":[{"role":"user","content":"x"}]}"#
+        );
+    }
+}

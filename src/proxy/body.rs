@@ -1,0 +1,56 @@
+//! 读取客户端请求体：先看 Content-Length，再边读边计数，超过上限立即 413。
+
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http::header::CONTENT_LENGTH;
+use pingora_proxy::Session;
+
+use crate::error::ApiError;
+use crate::exchange::Failure;
+
+/// 拒绝超大请求后，Pingora 会在复用连接前读掉剩余请求体；这一步最多花这么久。
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// 读取完整请求体。
+///
+/// 参数：客户端会话、上限字节数。
+/// 错误：超过上限返回 413（声明的长度超限时不读请求体）；读取失败返回 400。
+pub async fn read(session: &mut Session, limit: usize) -> Result<Bytes, Failure> {
+    let declared = declared_length(session)?;
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large(session, limit));
+    }
+    let mut body = BytesMut::with_capacity(declared.unwrap_or(0));
+    loop {
+        let chunk = session
+            .read_request_body()
+            .await
+            .map_err(|e| ApiError::bad_request("invalid_body", format!("读取请求体失败：{e}")))?;
+        let Some(chunk) = chunk else {
+            return Ok(body.freeze());
+        };
+        if body.len() + chunk.len() > limit {
+            return Err(too_large(session, limit));
+        }
+        body.extend_from_slice(&chunk);
+    }
+}
+
+/// 解析 Content-Length；没有该头（如分块上传）时返回 `None`。
+fn declared_length(session: &Session) -> Result<Option<usize>, ApiError> {
+    let Some(value) = session.req_header().headers.get(CONTENT_LENGTH) else {
+        return Ok(None);
+    };
+    value
+        .to_str()
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .map(Some)
+        .ok_or_else(|| ApiError::bad_request("invalid_header", "Content-Length 不是合法的数字"))
+}
+
+fn too_large(session: &mut Session, limit: usize) -> Failure {
+    session.set_total_drain_timeout(Some(DRAIN_TIMEOUT));
+    ApiError::payload_too_large(limit).into()
+}

@@ -1,0 +1,85 @@
+//! 网关自己应答的接口：`/health` 与 `/v1/models`。
+
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use serde_json::{json, Value};
+
+use crate::config::Config;
+
+/// 模型列表里的 `owned_by`。
+const OWNER: &str = "chatnexus";
+
+/// 生成 `/health` 的响应体：状态、版本、运行时长和每个上游的状态。
+///
+/// 有模型找不到任何可用上游时状态为 `degraded`，否则为 `ok`。
+pub fn health_body(config: &Config, started: Instant) -> Bytes {
+    let providers: Vec<Value> = config
+        .providers
+        .iter()
+        .map(|p| {
+            json!({
+                "name": p.name,
+                "kind": p.kind,
+                "state": if p.enabled { "enabled" } else { "disabled" },
+            })
+        })
+        .collect();
+    let degraded = config
+        .models
+        .iter()
+        .any(|m| !m.targets.iter().any(|t| t.provider.enabled));
+    let body = json!({
+        "status": if degraded { "degraded" } else { "ok" },
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_seconds": started.elapsed().as_secs(),
+        "providers": providers,
+    });
+    Bytes::from(body.to_string())
+}
+
+/// 生成 `/v1/models` 的响应体（OpenAI 列表格式），按配置顺序列出客户端可见的模型名。
+pub fn models_body(config: &Config) -> Bytes {
+    let created = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default();
+    let data: Vec<Value> = config
+        .models
+        .iter()
+        .map(|m| json!({ "id": m.name, "object": "model", "created": created, "owned_by": OWNER }))
+        .collect();
+    Bytes::from(json!({ "object": "list", "data": data }).to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{build, parse};
+
+    fn 配置() -> Config {
+        let yaml = "auth: { disabled: true }\nproviders:\n  - { name: 本地, kind: openai_compatible, base_url: 'http://127.0.0.1:1' }\n  - { name: o, kind: openai, base_url: 'https://api.openai.com', api_key_env: 未设置 }\nmodels:\n  - { name: 甲, targets: [ { provider: 本地 } ] }\n  - { name: 乙, targets: [ { provider: o } ] }\n";
+        build(parse(yaml).expect("可解析"), |_| None).expect("可构建")
+    }
+
+    #[test]
+    fn 模型列表_按配置顺序() {
+        let v: Value = serde_json::from_slice(&models_body(&配置())).expect("JSON");
+        assert_eq!(v["object"], "list");
+        let ids: Vec<&str> = v["data"]
+            .as_array()
+            .expect("数组")
+            .iter()
+            .map(|m| m["id"].as_str().unwrap_or(""))
+            .collect();
+        assert_eq!(ids, vec!["甲", "乙"]);
+    }
+
+    #[test]
+    fn 健康_有模型无可用上游时降级() {
+        let v: Value = serde_json::from_slice(&health_body(&配置(), Instant::now())).expect("JSON");
+        assert_eq!(v["status"], "degraded");
+        assert_eq!(v["providers"][1]["state"], "disabled");
+        assert_eq!(v["providers"][0]["kind"], "openai_compatible");
+    }
+}

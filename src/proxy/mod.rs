@@ -1,0 +1,215 @@
+//! Pingora `ProxyHttp` 实现：`request_filter` 路由、鉴权、读体、选目标并驱动与上游的交换，
+//! `logging` 记录访问日志。
+
+mod auth;
+mod body;
+mod local;
+pub mod respond;
+pub mod routes;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use log::{info, warn};
+use pingora::upstreams::peer::HttpPeer;
+use pingora::{Error, ErrorType};
+use pingora_proxy::{ProxyHttp, Session};
+
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::exchange::{self, Failure, UpstreamClient};
+use crate::request::ChatRequest;
+use crate::upstream;
+use routes::Route;
+
+/// 客户端在响应完成前断开时记录的状态码（沿用 nginx 的约定）。
+const STATUS_CLIENT_CLOSED: u16 = 499;
+
+/// 网关本体：持有当前配置与共享的上游客户端。
+///
+/// 用途：交给 `pingora_proxy::http_proxy_service` 成为代理服务的逻辑。
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use arc_swap::ArcSwap;
+/// # fn demo(config: chatnexus::config::Config) {
+/// let upstream = chatnexus::exchange::UpstreamClient::new(&Default::default(), Arc::default());
+/// let gateway = chatnexus::proxy::Gateway::new(Arc::new(ArcSwap::from_pointee(config)), upstream);
+/// # let _ = gateway;
+/// # }
+/// ```
+pub struct Gateway {
+    config: Arc<ArcSwap<Config>>,
+    upstream: UpstreamClient,
+    started: Instant,
+}
+
+impl Gateway {
+    /// 用共享配置和上游客户端创建网关。
+    pub fn new(config: Arc<ArcSwap<Config>>, upstream: UpstreamClient) -> Self {
+        Gateway {
+            config,
+            upstream,
+            started: Instant::now(),
+        }
+    }
+}
+
+/// 一个请求的上下文：访问日志需要的信息。
+///
+/// 用途：Pingora 为每个请求创建一个，`request_filter` 填写，`logging` 读取。
+///
+/// ```
+/// let ctx = chatnexus::proxy::RequestCtx::default();
+/// assert_eq!(ctx.status, 0);
+/// ```
+#[derive(Debug, Default)]
+pub struct RequestCtx {
+    /// 写给客户端的状态码（客户端断开为 499）。
+    pub status: u16,
+    /// 通过鉴权的客户端密钥名。
+    pub client: Option<String>,
+    /// 请求的模型名。
+    pub model: Option<String>,
+    /// 选中的上游提供方。
+    pub provider: Option<String>,
+    /// 错误说明（成功时为空）。
+    pub error: Option<String>,
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx::default()
+    }
+
+    /// 不会被调用：所有请求都在 `request_filter` 中应答完毕。
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        _ctx: &mut RequestCtx,
+    ) -> pingora::Result<Box<HttpPeer>> {
+        Error::e_explain(
+            ErrorType::InternalError,
+            "ChatNexus 在 request_filter 中完成全部请求，不应走到 upstream_peer",
+        )
+    }
+
+    async fn request_filter(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<bool> {
+        let config = self.config.load_full();
+        let result = self.dispatch(session, ctx, &config).await;
+        finish(session, ctx, result).await;
+        Ok(true)
+    }
+
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+        let req = session.req_header();
+        info!(
+            "访问 {} {} 状态={} 客户端={} 模型={} 上游={} 错误={}",
+            req.method,
+            req.uri.path(),
+            ctx.status,
+            ctx.client.as_deref().unwrap_or("-"),
+            ctx.model.as_deref().unwrap_or("-"),
+            ctx.provider.as_deref().unwrap_or("-"),
+            ctx.error.as_deref().unwrap_or("-"),
+        );
+    }
+}
+
+impl Gateway {
+    /// 路由并分派到处理器；返回写给客户端的状态码。
+    async fn dispatch(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        config: &Config,
+    ) -> Result<u16, Failure> {
+        let header = session.req_header();
+        match routes::route(&header.method, header.uri.path())? {
+            Route::Health => reply(session, local::health_body(config, self.started)).await,
+            Route::Models => {
+                ctx.client = auth::authenticate(session, config)?;
+                reply(session, local::models_body(config)).await
+            }
+            Route::ChatCompletions => self.chat(session, ctx, config).await,
+        }
+    }
+
+    /// `POST /v1/chat/completions`：鉴权、读体、校验、选目标、交换。
+    ///
+    /// 先鉴权再读体：未通过鉴权的客户端不能让网关读入 10 MiB 的请求体。
+    async fn chat(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        config: &Config,
+    ) -> Result<u16, Failure> {
+        ctx.client = auth::authenticate(session, config)?;
+        let raw = body::read(session, config.server.max_body_bytes).await?;
+        let req = ChatRequest::parse(raw)?;
+        ctx.model = Some(req.model.clone());
+        let model = config
+            .model(&req.model)
+            .ok_or_else(|| ApiError::model_not_found(&req.model))?;
+        let target = *upstream::candidates(model)
+            .first()
+            .ok_or_else(|| ApiError::no_available_upstream(&req.model))?;
+        ctx.provider = Some(target.provider.name.clone());
+        exchange::run(&self.upstream, session, &req, target).await
+    }
+}
+
+async fn reply(session: &mut Session, body: bytes::Bytes) -> Result<u16, Failure> {
+    respond::write_json(session, 200, body)
+        .await
+        .map_err(|_| Failure::ClientGone)?;
+    Ok(200)
+}
+
+/// 收尾：把失败写给客户端（响应头已发出时写成流中错误事件），并填写上下文供访问日志使用。
+async fn finish(session: &mut Session, ctx: &mut RequestCtx, result: Result<u16, Failure>) {
+    let error = match result {
+        Ok(status) => {
+            ctx.status = status;
+            return;
+        }
+        Err(Failure::ClientGone) => {
+            ctx.status = STATUS_CLIENT_CLOSED;
+            ctx.error = Some("客户端在响应完成前断开".to_string());
+            return;
+        }
+        Err(Failure::Api(error)) => error,
+    };
+    if error.status >= 500 {
+        warn!(
+            "请求失败：{} 模型={:?} 上游={:?} 错误={}",
+            session.request_summary(),
+            ctx.model,
+            ctx.provider,
+            error.message
+        );
+    }
+    let written = match session.response_written() {
+        Some(header) => {
+            ctx.status = header.status.as_u16();
+            respond::write_stream_error(session, &error).await
+        }
+        None => {
+            ctx.status = error.status;
+            respond::write_error(session, &error).await
+        }
+    };
+    if written.is_err() {
+        ctx.status = STATUS_CLIENT_CLOSED;
+    }
+    ctx.error = Some(error.message);
+}

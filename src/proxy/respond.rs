@@ -1,0 +1,75 @@
+//! 写给客户端的响应：JSON、OpenAI 错误信封、SSE 流的开始/分块/结束与流中错误事件。
+
+use bytes::{Bytes, BytesMut};
+use http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING};
+use pingora::http::ResponseHeader;
+use pingora_proxy::Session;
+
+use crate::error::ApiError;
+use crate::streaming::write_data;
+
+/// JSON 响应的内容类型。
+const JSON_CONTENT_TYPE: &str = "application/json";
+/// SSE 响应的内容类型。
+const EVENT_STREAM_CONTENT_TYPE: &str = "text/event-stream; charset=utf-8";
+/// SSE 不可缓存。
+const NO_CACHE: &str = "no-cache";
+/// 让 nginx 等前置代理不要缓冲 SSE。
+const X_ACCEL_BUFFERING: &str = "x-accel-buffering";
+/// 响应头预留的条目数。
+const HEADER_CAPACITY: usize = 4;
+
+/// 写一个完整的 JSON 响应（带 Content-Length）。
+///
+/// 错误：写客户端失败（通常是客户端已断开）。
+pub async fn write_json(session: &mut Session, status: u16, body: Bytes) -> pingora::Result<()> {
+    let mut header = ResponseHeader::build(status, Some(HEADER_CAPACITY))?;
+    header.insert_header(CONTENT_TYPE, JSON_CONTENT_TYPE)?;
+    header.insert_header(CONTENT_LENGTH, body.len().to_string())?;
+    session
+        .write_response_header(Box::new(header), false)
+        .await?;
+    session.write_response_body(Some(body), true).await
+}
+
+/// 写一个 OpenAI 错误信封响应。
+///
+/// 错误：写客户端失败。
+pub async fn write_error(session: &mut Session, error: &ApiError) -> pingora::Result<()> {
+    write_json(session, error.status, error.to_body()).await
+}
+
+/// 写出 SSE 响应头（分块传输，不缓存）。
+///
+/// 错误：写客户端失败。
+pub async fn start_event_stream(session: &mut Session) -> pingora::Result<()> {
+    let mut header = ResponseHeader::build(200, Some(HEADER_CAPACITY))?;
+    header.insert_header(CONTENT_TYPE, EVENT_STREAM_CONTENT_TYPE)?;
+    header.insert_header(CACHE_CONTROL, NO_CACHE)?;
+    header.insert_header(TRANSFER_ENCODING, "chunked")?;
+    header.insert_header(X_ACCEL_BUFFERING, "no")?;
+    session.write_response_header(Box::new(header), false).await
+}
+
+/// 写一块流式数据（分块编码下每块立即刷出）。
+///
+/// 错误：写客户端失败。
+pub async fn write_chunk(session: &mut Session, data: Bytes) -> pingora::Result<()> {
+    session.write_response_body(Some(data), false).await
+}
+
+/// 结束流式响应体。
+///
+/// 错误：写客户端失败。
+pub async fn finish_body(session: &mut Session) -> pingora::Result<()> {
+    session.write_response_body(None, true).await
+}
+
+/// 响应头已发出后只能在流中报告错误：写一个 `data: {"error":…}` 事件并干净地结束流。
+///
+/// 错误：写客户端失败。
+pub async fn write_stream_error(session: &mut Session, error: &ApiError) -> pingora::Result<()> {
+    let mut out = BytesMut::new();
+    write_data(&mut out, &error.to_body());
+    session.write_response_body(Some(out.freeze()), true).await
+}

@@ -1,0 +1,89 @@
+//! 路由表：方法与路径到处理器的映射；未知路径 404，方法不对 405。
+
+use http::Method;
+
+use crate::error::ApiError;
+
+/// 网关提供的接口。
+///
+/// 用途：`request_filter` 先路由，再分派到对应处理器。
+///
+/// ```
+/// use chatnexus::proxy::routes::{route, Route};
+/// assert_eq!(route(&http::Method::POST, "/v1/chat/completions"), Ok(Route::ChatCompletions));
+/// assert_eq!(route(&http::Method::GET, "/nope").unwrap_err().status, 404);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// `POST /v1/chat/completions`
+    ChatCompletions,
+    /// `GET /v1/models`
+    Models,
+    /// `GET /health` 与 `GET /v1/health`
+    Health,
+}
+
+/// 路径、允许的方法、接口。
+const ROUTES: &[(&str, Method, Route)] = &[
+    ("/v1/chat/completions", Method::POST, Route::ChatCompletions),
+    ("/v1/models", Method::GET, Route::Models),
+    ("/health", Method::GET, Route::Health),
+    ("/v1/health", Method::GET, Route::Health),
+];
+
+/// 按方法与路径（不含查询串，容忍结尾的 `/`）找到接口。
+///
+/// 错误：路径未知返回 404，路径存在但方法不对返回 405，均为 OpenAI 错误信封。
+pub fn route(method: &Method, path: &str) -> Result<Route, ApiError> {
+    let normalized = match path.trim_end_matches('/') {
+        "" => "/",
+        trimmed => trimmed,
+    };
+    let mut allowed: Option<&Method> = None;
+    for (route_path, route_method, route) in ROUTES {
+        if *route_path != normalized {
+            continue;
+        }
+        if route_method == method {
+            return Ok(*route);
+        }
+        allowed = Some(route_method);
+    }
+    match allowed {
+        Some(allowed) => Err(ApiError::method_not_allowed(
+            method.as_str(),
+            normalized,
+            allowed.as_str(),
+        )),
+        None => Err(ApiError::unknown_route(method.as_str(), path)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn 路由_已知接口() {
+        assert_eq!(route(&Method::GET, "/v1/models/"), Ok(Route::Models));
+        assert_eq!(route(&Method::GET, "/health"), Ok(Route::Health));
+        assert_eq!(route(&Method::GET, "/v1/health"), Ok(Route::Health));
+    }
+
+    #[test]
+    fn 路由_方法不对返回_405_未知返回_404() {
+        assert_eq!(
+            route(&Method::GET, "/v1/chat/completions").map_err(|e| e.status),
+            Err(405)
+        );
+        assert_eq!(
+            route(&Method::POST, "/v1/models").map_err(|e| e.status),
+            Err(405)
+        );
+        assert_eq!(
+            route(&Method::POST, "/v1/embeddings").map_err(|e| e.status),
+            Err(404)
+        );
+        assert_eq!(route(&Method::GET, "/").map_err(|e| e.status), Err(404));
+    }
+}

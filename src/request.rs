@@ -1,0 +1,244 @@
+//! 客户端请求：解析并校验 OpenAI Chat Completions 请求体。
+//!
+//! 只校验网关依赖的字段和常见字段的类型；未知字段原样保留并透传给上游，
+//! 这样客户端用到的新参数不会被网关吞掉。
+
+use bytes::Bytes;
+use serde_json::{Map, Value};
+
+use crate::error::ApiError;
+
+/// 允许的消息角色。
+const ROLES: &[&str] = &[
+    "system",
+    "developer",
+    "user",
+    "assistant",
+    "tool",
+    "function",
+];
+
+/// 期望的 JSON 类型，用于可选字段的类型表。
+#[derive(Clone, Copy)]
+enum Expect {
+    Bool,
+    Number,
+    PositiveInt,
+    Object,
+    Array,
+    String,
+}
+
+/// 常见可选字段及其类型：出现且不为 null 时必须符合。
+const FIELD_TYPES: &[(&str, Expect)] = &[
+    ("stream", Expect::Bool),
+    ("stream_options", Expect::Object),
+    ("temperature", Expect::Number),
+    ("top_p", Expect::Number),
+    ("n", Expect::PositiveInt),
+    ("max_tokens", Expect::PositiveInt),
+    ("max_completion_tokens", Expect::PositiveInt),
+    ("presence_penalty", Expect::Number),
+    ("frequency_penalty", Expect::Number),
+    ("tools", Expect::Array),
+    ("response_format", Expect::Object),
+    ("user", Expect::String),
+];
+
+/// 一个已校验的聊天请求。
+///
+/// 用途：`proxy` 解析后交给 `providers` 翻译；`body` 保留客户端的全部字段与顺序，
+/// `raw` 保留原始字节（无需改写时原样转发，零拷贝）。
+///
+/// ```
+/// use chatnexus::request::ChatRequest;
+/// let raw = r#"{"model":"demo","messages":[{"role":"user","content":"你好"}],"stream":true}"#;
+/// let req = ChatRequest::parse(raw.into()).unwrap();
+/// assert_eq!((req.model.as_str(), req.stream), ("demo", true));
+/// ```
+#[derive(Debug, Clone)]
+pub struct ChatRequest {
+    /// 客户端请求的模型名。
+    pub model: String,
+    /// 是否流式。
+    pub stream: bool,
+    /// 完整请求对象。
+    pub body: Map<String, Value>,
+    /// 原始请求体。
+    pub raw: Bytes,
+}
+
+impl ChatRequest {
+    /// 解析并校验请求体。
+    ///
+    /// 错误：非 JSON、不是对象、缺少 `model`/`messages` 或字段类型不对时返回 400，
+    /// `param` 指向出错字段。
+    pub fn parse(raw: Bytes) -> Result<Self, ApiError> {
+        let value: Value = serde_json::from_slice(&raw).map_err(|e| {
+            ApiError::bad_request("invalid_json", format!("请求体不是合法的 JSON：{e}"))
+        })?;
+        let Value::Object(body) = value else {
+            return Err(ApiError::bad_request(
+                "invalid_type",
+                "请求体必须是 JSON 对象",
+            ));
+        };
+        let model = match body.get("model") {
+            Some(Value::String(m)) if !m.is_empty() => m.clone(),
+            Some(Value::String(_)) => return Err(empty_field("model")),
+            Some(_) => return Err(wrong_type("model", "字符串")),
+            None => return Err(missing_field("model")),
+        };
+        validate_messages(body.get("messages"))?;
+        validate_field_types(&body)?;
+        let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
+        Ok(ChatRequest {
+            model,
+            stream,
+            body,
+            raw,
+        })
+    }
+}
+
+fn validate_messages(messages: Option<&Value>) -> Result<(), ApiError> {
+    let list = match messages {
+        Some(Value::Array(list)) => list,
+        Some(_) => return Err(wrong_type("messages", "数组")),
+        None => return Err(missing_field("messages")),
+    };
+    if list.is_empty() {
+        return Err(empty_field("messages"));
+    }
+    for (i, message) in list.iter().enumerate() {
+        let Value::Object(fields) = message else {
+            return Err(wrong_type(&format!("messages[{i}]"), "对象"));
+        };
+        let param = format!("messages[{i}].role");
+        match fields.get("role") {
+            Some(Value::String(role)) if ROLES.contains(&role.as_str()) => {}
+            Some(Value::String(role)) => {
+                return Err(ApiError::bad_request(
+                    "invalid_value",
+                    format!("`{param}` 的值 `{role}` 无效，应为 {}", ROLES.join("、")),
+                )
+                .with_param(param))
+            }
+            Some(_) => return Err(wrong_type(&param, "字符串")),
+            None => return Err(missing_field(&param)),
+        }
+    }
+    Ok(())
+}
+
+fn validate_field_types(body: &Map<String, Value>) -> Result<(), ApiError> {
+    for (name, expect) in FIELD_TYPES {
+        let Some(value) = body.get(*name).filter(|v| !v.is_null()) else {
+            continue;
+        };
+        let (ok, label) = match expect {
+            Expect::Bool => (value.is_boolean(), "布尔值"),
+            Expect::Number => (value.is_number(), "数字"),
+            Expect::PositiveInt => (value.as_u64().is_some_and(|n| n > 0), "正整数"),
+            Expect::Object => (value.is_object(), "对象"),
+            Expect::Array => (value.is_array(), "数组"),
+            Expect::String => (value.is_string(), "字符串"),
+        };
+        if !ok {
+            return Err(wrong_type(name, label));
+        }
+    }
+    Ok(())
+}
+
+fn missing_field(param: &str) -> ApiError {
+    ApiError::bad_request(
+        "missing_required_parameter",
+        format!("缺少必填字段 `{param}`"),
+    )
+    .with_param(param)
+}
+
+fn empty_field(param: &str) -> ApiError {
+    ApiError::bad_request("invalid_value", format!("字段 `{param}` 不能为空")).with_param(param)
+}
+
+fn wrong_type(param: &str, expected: &str) -> ApiError {
+    ApiError::bad_request(
+        "invalid_type",
+        format!("字段 `{param}` 的类型应为{expected}"),
+    )
+    .with_param(param)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn 解析(text: &str) -> Result<ChatRequest, ApiError> {
+        ChatRequest::parse(Bytes::from(text.to_string()))
+    }
+
+    fn 错误参数(text: &str) -> (u16, Option<String>) {
+        let e = 解析(text).expect_err("应当校验失败");
+        (e.status, e.param)
+    }
+
+    #[test]
+    fn 请求_合法请求保留未知字段() {
+        let req = 解析(r#"{"model":"m","messages":[{"role":"user","content":"你好"}],"seed":7}"#)
+            .expect("应当通过");
+        assert!(!req.stream);
+        assert_eq!(req.body["seed"], 7, "未知字段必须保留");
+    }
+
+    #[test]
+    fn 请求_非法_json_返回_400() {
+        let e = 解析("{不是 json").expect_err("应当失败");
+        assert_eq!((e.status, e.code.as_deref()), (400, Some("invalid_json")));
+    }
+
+    #[test]
+    fn 请求_缺少或错误的必填字段_指出参数() {
+        assert_eq!(错误参数(r#"{"messages":[]}"#), (400, Some("model".into())));
+        assert_eq!(
+            错误参数(r#"{"model":1,"messages":[]}"#),
+            (400, Some("model".into()))
+        );
+        assert_eq!(错误参数(r#"{"model":"m"}"#), (400, Some("messages".into())));
+        assert_eq!(
+            错误参数(r#"{"model":"m","messages":[]}"#),
+            (400, Some("messages".into()))
+        );
+        assert_eq!(
+            错误参数(r#"{"model":"m","messages":[{"content":"x"}]}"#),
+            (400, Some("messages[0].role".into()))
+        );
+        assert_eq!(
+            错误参数(r#"{"model":"m","messages":[{"role":"机器人"}]}"#),
+            (400, Some("messages[0].role".into()))
+        );
+    }
+
+    #[test]
+    fn 请求_可选字段类型错误_返回_400() {
+        let base = r#"{"model":"m","messages":[{"role":"user","content":"x"}],"#;
+        assert_eq!(
+            错误参数(&format!(r#"{base}"stream":"yes"}}"#)),
+            (400, Some("stream".into()))
+        );
+        assert_eq!(
+            错误参数(&format!(r#"{base}"max_tokens":-1}}"#)),
+            (400, Some("max_tokens".into()))
+        );
+        assert!(
+            解析(&format!(r#"{base}"temperature":null}}"#)).is_ok(),
+            "null 视为未设置"
+        );
+    }
+
+    #[test]
+    fn 请求_顶层不是对象_返回_400() {
+        assert_eq!(错误参数("[1,2]"), (400, None));
+    }
+}

@@ -1,0 +1,7 @@
+//! 安全相关：上游密钥的内存保护、客户端密钥的哈希与常量时间比对。
+
+pub mod client_keys;
+pub mod secret;
+
+pub use client_keys::{ClientKey, ClientKeys, KeyHash};
+pub use secret::Secret;

@@ -1,0 +1,66 @@
+//! 组装 Pingora `Server`：代理服务、可选的内置模拟器、DNS 刷新后台服务。
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use pingora::server::configuration::{Opt, ServerConf};
+use pingora::server::Server;
+use pingora::services::background::background_service;
+
+use crate::config::Config;
+use crate::exchange::UpstreamClient;
+use crate::mock::mock_service;
+use crate::proxy::Gateway;
+use crate::upstream::{DnsCache, DnsRefresher};
+
+/// 上游主机名的刷新间隔。
+const DNS_REFRESH_INTERVAL: Duration = Duration::from_secs(60);
+/// 代理服务的名称（出现在 Pingora 日志里）。
+const PROXY_SERVICE_NAME: &str = "ChatNexus 网关";
+/// DNS 刷新服务的名称。
+const DNS_SERVICE_NAME: &str = "DNS 刷新";
+
+/// 按配置构建一个可运行的 Pingora `Server`（已 bootstrap，尚未运行）。
+///
+/// 参数：运行时配置；Pingora 命令行选项（升级、守护进程），测试中传 `None`。
+/// 返回：加好全部服务的 `Server`，调用方用 `run_forever` 或 `run` 启动。
+pub fn build(config: Config, opt: Option<Opt>) -> Server {
+    let conf = server_conf(&config);
+    let mut server = Server::new_with_opt_and_conf(opt, conf);
+    server.bootstrap();
+
+    let dns = Arc::new(DnsCache::default());
+    let upstream = UpstreamClient::new(&server.configuration, Arc::clone(&dns));
+    let listen = config.server.listen.0.to_string();
+    let mock = config.mock.clone();
+    let gateway = Gateway::new(Arc::new(ArcSwap::from_pointee(config)), upstream);
+    let mut proxy = pingora_proxy::http_proxy_service_with_name(
+        &server.configuration,
+        gateway,
+        PROXY_SERVICE_NAME,
+    );
+    proxy.add_tcp(&listen);
+    server.add_service(proxy);
+
+    if let Some(mock) = mock {
+        let (service, _stats) = mock_service(&mock.listen.0.to_string(), mock.behavior);
+        server.add_service(service);
+    }
+    let refresher = DnsRefresher::new(dns, DNS_REFRESH_INTERVAL);
+    server.add_service(background_service(DNS_SERVICE_NAME, refresher));
+    server
+}
+
+/// 由网关配置生成 Pingora 的服务端配置：工作线程数缺省取 CPU 核数。
+fn server_conf(config: &Config) -> ServerConf {
+    let threads = config.server.threads.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
+    ServerConf {
+        threads,
+        ..ServerConf::default()
+    }
+}

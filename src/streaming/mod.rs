@@ -1,0 +1,5 @@
+//! SSE（Server-Sent Events）：增量解析上游字节流、按 OpenAI 格式写出事件。
+
+mod sse;
+
+pub use sse::{write_data, write_done, SseEvent, SseParser, DONE_SENTINEL};

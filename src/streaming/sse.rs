@@ -1,0 +1,210 @@
+//! 增量 SSE 解析器与写出函数。
+//!
+//! TCP 分块与事件边界无关：一个 JSON 可能被拆到多次读取里，所以解析器缓存不完整的行，
+//! 只在遇到空行时产出事件；行结束符接受 `\n`、`\r\n` 和 `\r`。
+
+use bytes::{BufMut, BytesMut};
+
+/// OpenAI 流的结束标记（`data: [DONE]`）。
+pub const DONE_SENTINEL: &str = "[DONE]";
+/// `data:` 字段名。
+const FIELD_DATA: &[u8] = b"data";
+/// `event:` 字段名。
+const FIELD_EVENT: &[u8] = b"event";
+/// 写出事件时的数据前缀。
+const DATA_PREFIX: &[u8] = b"data: ";
+/// 事件结束的空行。
+const EVENT_END: &[u8] = b"\n\n";
+
+/// 一个完整的 SSE 事件。
+///
+/// 用途：解析器产出它，`providers` 的流式翻译器逐个消费。
+///
+/// ```
+/// use chatnexus::streaming::{SseEvent, SseParser};
+/// let mut p = SseParser::default();
+/// let mut out = Vec::new();
+/// p.push(b"event: ping\ndata: {}\n\n", &mut out);
+/// assert_eq!(out, vec![SseEvent { event: Some("ping".into()), data: "{}".into() }]);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SseEvent {
+    /// `event:` 行的值（OpenAI 流没有）。
+    pub event: Option<String>,
+    /// 全部 `data:` 行用 `\n` 连接后的内容。
+    pub data: String,
+}
+
+/// 增量 SSE 解析器。
+///
+/// 用途：每收到一块上游字节就 [`SseParser::push`]，完整事件追加到输出；上游结束时
+/// [`SseParser::finish`] 交出缺少结尾空行的最后一个事件。
+///
+/// ```
+/// use chatnexus::streaming::SseParser;
+/// let mut p = SseParser::default();
+/// let mut out = Vec::new();
+/// p.push(b"data: {\"a\"", &mut out);
+/// assert!(out.is_empty());
+/// p.push(b":1}\r\n\r\n", &mut out);
+/// assert_eq!(out[0].data, "{\"a\":1}");
+/// ```
+#[derive(Debug, Default)]
+pub struct SseParser {
+    /// 尚未构成完整行的字节。
+    pending: Vec<u8>,
+    /// 上一块以 `\r` 结尾：下一块开头的 `\n` 属于同一个行结束符。
+    skip_lf: bool,
+    event: Option<String>,
+    data: String,
+    has_data: bool,
+}
+
+impl SseParser {
+    /// 喂入一块字节，把其中完整的事件追加到 `out`。
+    pub fn push(&mut self, chunk: &[u8], out: &mut Vec<SseEvent>) {
+        let mut rest = chunk;
+        if self.skip_lf {
+            self.skip_lf = false;
+            if let Some(stripped) = rest.strip_prefix(b"\n") {
+                rest = stripped;
+            }
+        }
+        while let Some(pos) = memchr::memchr2(b'\r', b'\n', rest) {
+            let line_end = rest[pos];
+            if self.pending.is_empty() {
+                self.process_line(&rest[..pos], out);
+            } else {
+                self.pending.extend_from_slice(&rest[..pos]);
+                let line = std::mem::take(&mut self.pending);
+                self.process_line(&line, out);
+            }
+            rest = &rest[pos + 1..];
+            if line_end == b'\r' {
+                match rest.first() {
+                    Some(b'\n') => rest = &rest[1..],
+                    None => self.skip_lf = true,
+                    Some(_) => {}
+                }
+            }
+        }
+        self.pending.extend_from_slice(rest);
+    }
+
+    /// 上游结束：把缺少结尾空行的残余事件交出（宽容对待省略最后空行的服务端）。
+    pub fn finish(&mut self, out: &mut Vec<SseEvent>) {
+        if !self.pending.is_empty() {
+            let line = std::mem::take(&mut self.pending);
+            self.process_line(&line, out);
+        }
+        self.dispatch(out);
+    }
+
+    fn process_line(&mut self, line: &[u8], out: &mut Vec<SseEvent>) {
+        if line.is_empty() {
+            self.dispatch(out);
+            return;
+        }
+        if line[0] == b':' {
+            return;
+        }
+        let (field, value) = match memchr::memchr(b':', line) {
+            Some(i) => (
+                &line[..i],
+                line[i + 1..].strip_prefix(b" ").unwrap_or(&line[i + 1..]),
+            ),
+            None => (line, &b""[..]),
+        };
+        if field == FIELD_DATA {
+            if self.has_data {
+                self.data.push('\n');
+            }
+            self.data.push_str(&String::from_utf8_lossy(value));
+            self.has_data = true;
+        } else if field == FIELD_EVENT {
+            self.event = Some(String::from_utf8_lossy(value).into_owned());
+        }
+    }
+
+    fn dispatch(&mut self, out: &mut Vec<SseEvent>) {
+        if self.has_data {
+            out.push(SseEvent {
+                event: self.event.take(),
+                data: std::mem::take(&mut self.data),
+            });
+        }
+        self.event = None;
+        self.has_data = false;
+    }
+}
+
+/// 写出一个 `data: <payload>\n\n` 事件。
+pub fn write_data(out: &mut BytesMut, payload: &[u8]) {
+    out.reserve(DATA_PREFIX.len() + payload.len() + EVENT_END.len());
+    out.put_slice(DATA_PREFIX);
+    out.put_slice(payload);
+    out.put_slice(EVENT_END);
+}
+
+/// 写出 OpenAI 流的结束事件 `data: [DONE]`。
+pub fn write_done(out: &mut BytesMut) {
+    write_data(out, DONE_SENTINEL.as_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn 解析(chunks: &[&[u8]]) -> Vec<SseEvent> {
+        let mut p = SseParser::default();
+        let mut out = Vec::new();
+        for c in chunks {
+            p.push(c, &mut out);
+        }
+        p.finish(&mut out);
+        out
+    }
+
+    fn 数据(events: &[SseEvent]) -> Vec<&str> {
+        events.iter().map(|e| e.data.as_str()).collect()
+    }
+
+    #[test]
+    fn 解析_三种行结束符都接受() {
+        let text = b"data: \xe4\xbd\xa0\n\ndata: b\r\n\r\ndata: c\r\rdata: [DONE]\n\n";
+        assert_eq!(数据(&解析(&[text])), vec!["你", "b", "c", "[DONE]"]);
+    }
+
+    #[test]
+    fn 解析_任意位置切分_结果不变() {
+        let text = "event: message_start\r\ndata: {\"内容\":\"你好\"}\r\n\r\n: 保活注释\n\ndata: 第一行\ndata: 第二行\n\n";
+        let whole = 解析(&[text.as_bytes()]);
+        assert_eq!(whole.len(), 2, "注释不应产生事件");
+        for cut in 0..text.len() {
+            let (a, b) = text.as_bytes().split_at(cut);
+            assert_eq!(解析(&[a, b]), whole, "在第 {cut} 字节处切分后结果不同");
+        }
+        assert_eq!(whole[1].data, "第一行\n第二行");
+        assert_eq!(whole[0].event.as_deref(), Some("message_start"));
+    }
+
+    #[test]
+    fn 解析_逐字节喂入_回车换行跨块() {
+        let text = b"data: x\r\n\r\ndata: y\r\n\r\n";
+        let chunks: Vec<&[u8]> = text.chunks(1).collect();
+        assert_eq!(数据(&解析(&chunks)), vec!["x", "y"]);
+    }
+
+    #[test]
+    fn 解析_缺少结尾空行_结束时交出() {
+        assert_eq!(数据(&解析(&[b"data: last"])), vec!["last"]);
+    }
+
+    #[test]
+    fn 写出_数据与结束事件格式正确() {
+        let mut out = BytesMut::new();
+        write_data(&mut out, "{\"a\":1}".as_bytes());
+        write_done(&mut out);
+        assert_eq!(&out[..], b"data: {\"a\":1}\n\ndata: [DONE]\n\n");
+    }
+}
