@@ -51,8 +51,11 @@ fn validate_auth(file: &ConfigFile, issues: &mut Vec<ConfigIssue>) {
     let mut names = HashSet::new();
     let mut hashes = HashSet::new();
     for (i, key) in auth.keys.iter().enumerate() {
-        if !is_valid_name(&key.name) {
-            issues.push(name_issue(format!("auth.keys[{i}].name")));
+        if !is_valid_label(&key.name, MAX_NAME_LEN) {
+            issues.push(ConfigIssue::new(
+                format!("auth.keys[{i}].name"),
+                format!("名称不能为空、不能含空白，且不超过 {MAX_NAME_LEN} 个字符"),
+            ));
         }
         if !names.insert(key.name.as_str()) {
             issues.push(ConfigIssue::new(
@@ -109,7 +112,7 @@ fn validate_models(file: &ConfigFile, issues: &mut Vec<ConfigIssue>) {
     let mut names = HashSet::new();
     for (i, m) in file.models.iter().enumerate() {
         let path = format!("models[{i}]");
-        if !is_valid_model_name(&m.name) {
+        if !is_valid_label(&m.name, MAX_MODEL_NAME_LEN) {
             issues.push(ConfigIssue::new(
                 format!("{path}.name"),
                 format!("模型名不能为空、不能含空白，且不超过 {MAX_MODEL_NAME_LEN} 个字符"),
@@ -145,6 +148,7 @@ fn name_issue(path: String) -> ConfigIssue {
     )
 }
 
+/// 提供方名会成为指标标签与日志字段，只允许 ASCII 字母数字与 `._-`。
 fn is_valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= MAX_NAME_LEN
@@ -153,9 +157,10 @@ fn is_valid_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }
 
-fn is_valid_model_name(name: &str) -> bool {
+/// 客户端可见的名称（模型名、密钥名）：允许中文，但不能为空、含空白或控制字符。
+fn is_valid_label(name: &str, max_chars: usize) -> bool {
     !name.is_empty()
-        && name.chars().count() <= MAX_MODEL_NAME_LEN
+        && name.chars().count() <= max_chars
         && !name.chars().any(|c| c.is_whitespace() || c.is_control())
 }
 

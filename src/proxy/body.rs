@@ -1,16 +1,11 @@
 //! 读取客户端请求体：先看 Content-Length，再边读边计数，超过上限立即 413。
 
-use std::time::Duration;
-
 use bytes::{Bytes, BytesMut};
 use http::header::CONTENT_LENGTH;
 use pingora_proxy::Session;
 
 use crate::error::ApiError;
 use crate::exchange::Failure;
-
-/// 拒绝超大请求后，Pingora 会在复用连接前读掉剩余请求体；这一步最多花这么久。
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// 读取完整请求体。
 ///
@@ -19,7 +14,7 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 pub async fn read(session: &mut Session, limit: usize) -> Result<Bytes, Failure> {
     let declared = declared_length(session)?;
     if declared.is_some_and(|n| n > limit) {
-        return Err(too_large(session, limit));
+        return Err(ApiError::payload_too_large(limit).into());
     }
     let mut body = BytesMut::with_capacity(declared.unwrap_or(0));
     loop {
@@ -31,7 +26,7 @@ pub async fn read(session: &mut Session, limit: usize) -> Result<Bytes, Failure>
             return Ok(body.freeze());
         };
         if body.len() + chunk.len() > limit {
-            return Err(too_large(session, limit));
+            return Err(ApiError::payload_too_large(limit).into());
         }
         body.extend_from_slice(&chunk);
     }
@@ -48,9 +43,4 @@ fn declared_length(session: &Session) -> Result<Option<usize>, ApiError> {
         .and_then(|v| v.trim().parse().ok())
         .map(Some)
         .ok_or_else(|| ApiError::bad_request("invalid_header", "Content-Length 不是合法的数字"))
-}
-
-fn too_large(session: &mut Session, limit: usize) -> Failure {
-    session.set_total_drain_timeout(Some(DRAIN_TIMEOUT));
-    ApiError::payload_too_large(limit).into()
 }

@@ -58,7 +58,7 @@ mod tests {
     use crate::config::{build, parse};
 
     fn 配置() -> Config {
-        let yaml = "auth: { disabled: true }\nproviders:\n  - { name: 本地, kind: openai_compatible, base_url: 'http://127.0.0.1:1' }\n  - { name: o, kind: openai, base_url: 'https://api.openai.com', api_key_env: 未设置 }\nmodels:\n  - { name: 甲, targets: [ { provider: 本地 } ] }\n  - { name: 乙, targets: [ { provider: o } ] }\n";
+        let yaml = "auth: { disabled: true }\nproviders:\n  - { name: local, kind: openai_compatible, base_url: 'http://127.0.0.1:1' }\n  - { name: o, kind: openai, base_url: 'https://api.openai.com', api_key_env: 未设置 }\nmodels:\n  - { name: 甲, targets: [ { provider: local } ] }\n  - { name: 乙, targets: [ { provider: o } ] }\n";
         build(parse(yaml).expect("可解析"), |_| None).expect("可构建")
     }
 

@@ -8,7 +8,7 @@ pub mod respond;
 pub mod routes;
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
@@ -24,6 +24,8 @@ use crate::request::ChatRequest;
 use crate::upstream;
 use routes::Route;
 
+/// 在读完请求体之前就应答（401、413……）时，Pingora 在复用连接前读掉剩余请求体的最长时间。
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// 客户端在响应完成前断开时记录的状态码（沿用 nginx 的约定）。
 const STATUS_CLIENT_CLOSED: u16 = 499;
 
@@ -104,6 +106,9 @@ impl ProxyHttp for Gateway {
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> pingora::Result<bool> {
+        // 提前应答时保持连接并读掉剩余请求体，否则客户端还在上传就被断开，收不到错误响应
+        session.set_close_on_response_before_downstream_finish(false);
+        session.set_total_drain_timeout(Some(DRAIN_TIMEOUT));
         let config = self.config.load_full();
         let result = self.dispatch(session, ctx, &config).await;
         finish(session, ctx, result).await;

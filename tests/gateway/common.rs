@@ -1,0 +1,237 @@
+//! 集成测试公用：在进程内启动网关与多个模拟上游（全部监听 127.0.0.1 的空闲端口）。
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use once_cell::sync::Lazy;
+use pingora::server::{RunArgs, ShutdownSignal, ShutdownSignalWatch};
+
+use chatnexus::config;
+use chatnexus::mock::{mock_service, Fault, MockSettings, MockStats};
+use chatnexus::security::KeyHash;
+
+/// 测试用的客户端密钥。
+pub const CLIENT_KEY: &str = "sk-chatnexus-test-client";
+/// 测试用的上游密钥（配置为明文 api_key）。
+pub const UPSTREAM_KEY: &str = "sk-upstream-secret-密钥不该外泄";
+/// 等待端口就绪的最长时间。
+const READY_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// 一个模拟上游的名称与行为。
+struct MockSpec {
+    name: &'static str,
+    settings: MockSettings,
+}
+
+/// 进程内运行的网关与模拟上游。
+pub struct TestEnv {
+    /// 网关地址。
+    pub gateway: SocketAddr,
+    /// 按名称索引的模拟上游统计。
+    pub mocks: HashMap<&'static str, Arc<MockStats>>,
+    /// 一个没有任何进程监听的端口（连接被拒）。
+    pub dead_port: u16,
+}
+
+impl TestEnv {
+    /// 网关接口的完整地址。
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.gateway, path)
+    }
+
+    /// 取一个模拟上游的统计。
+    pub fn mock(&self, name: &str) -> &MockStats {
+        self.mocks
+            .get(name)
+            .map(Arc::as_ref)
+            .unwrap_or_else(|| panic!("没有名为 {name} 的模拟上游"))
+    }
+}
+
+/// 全部测试共享一个环境（Pingora 的 `Server` 适合每进程一个）。
+pub static ENV: Lazy<TestEnv> = Lazy::new(start_env);
+
+fn mock_specs() -> Vec<MockSpec> {
+    let with = |chunks, delay, fault| MockSettings {
+        chunks,
+        chunk_delay_ms: delay,
+        fault,
+        ..MockSettings::default()
+    };
+    vec![
+        MockSpec {
+            name: "fast",
+            settings: with(5, 0, None),
+        },
+        MockSpec {
+            name: "paced",
+            settings: with(5, 20, None),
+        },
+        MockSpec {
+            name: "slow",
+            settings: with(20, 100, None),
+        },
+        MockSpec {
+            name: "abandon",
+            settings: with(50, 100, None),
+        },
+        MockSpec {
+            name: "big",
+            settings: with(1, 0, None),
+        },
+        MockSpec {
+            name: "broken",
+            settings: with(5, 0, Some(Fault::Status(503))),
+        },
+        MockSpec {
+            name: "badkey",
+            settings: with(5, 0, Some(Fault::Status(401))),
+        },
+        MockSpec {
+            name: "hang",
+            settings: with(5, 0, Some(Fault::Hang)),
+        },
+        MockSpec {
+            name: "dropper",
+            settings: with(5, 0, Some(Fault::DropAfter(2))),
+        },
+    ]
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("必须能在回环地址上找到空闲端口")
+}
+
+/// 生成测试配置：每个模拟上游一个 provider 与一个同名模型。
+fn config_yaml(gateway_port: u16, mock_ports: &[(&str, u16)], dead_port: u16) -> String {
+    let mut yaml = format!(
+        "server: {{ listen: \"127.0.0.1:{gateway_port}\", max_body_bytes: 10485760, threads: 2 }}\n\
+         auth:\n  keys:\n    - {{ name: 测试团队, sha256: \"{}\" }}\n    - {{ name: 停用, sha256: \"{}\", disabled: true }}\nproviders:\n",
+        KeyHash::of(CLIENT_KEY).to_hex(),
+        KeyHash::of("sk-disabled").to_hex(),
+    );
+    for (name, port) in mock_ports {
+        yaml += &format!(
+            "  - {{ name: {name}, kind: openai_compatible, base_url: \"http://127.0.0.1:{port}/v1\", api_key: \"{UPSTREAM_KEY}\", timeouts: {{ first_byte_ms: 1000, idle_ms: 2000 }} }}\n"
+        );
+    }
+    yaml += &format!("  - {{ name: dead, kind: openai_compatible, base_url: \"http://127.0.0.1:{dead_port}\" }}\n");
+    yaml += "  - { name: nokey, kind: openai, base_url: \"https://api.openai.com\", api_key_env: CHATNEXUS_TEST_UNSET_KEY }\nmodels:\n";
+    for (name, _) in mock_ports {
+        yaml += &format!("  - {{ name: {name}, targets: [ {{ provider: {name} }} ] }}\n");
+    }
+    yaml += "  - { name: dead, targets: [ { provider: dead } ] }\n";
+    yaml += "  - { name: nokey, targets: [ { provider: nokey } ] }\n";
+    yaml += "  - { name: 改名, targets: [ { provider: fast, model: upstream-model } ] }\n";
+    yaml
+}
+
+/// 永不触发的关停信号：测试进程结束时网关随之结束。
+struct NeverShutdown;
+
+#[async_trait]
+impl ShutdownSignalWatch for NeverShutdown {
+    async fn recv(&self) -> ShutdownSignal {
+        std::future::pending().await
+    }
+}
+
+fn start_env() -> TestEnv {
+    let _ = env_logger::builder().is_test(true).try_init();
+    let specs = mock_specs();
+    let ports: Vec<(&str, u16)> = specs.iter().map(|s| (s.name, free_port())).collect();
+    let gateway_port = free_port();
+    let dead_port = free_port();
+    let yaml = config_yaml(gateway_port, &ports, dead_port);
+    let cfg = config::build(config::parse(&yaml).expect("测试配置必须能解析"), |_| None)
+        .expect("测试配置必须通过校验");
+    let mut server = chatnexus::server::build(cfg, None);
+    let mut mocks = HashMap::new();
+    for (spec, (_, port)) in specs.into_iter().zip(&ports) {
+        let (service, stats) = mock_service(&format!("127.0.0.1:{port}"), spec.settings);
+        server.add_service(service);
+        mocks.insert(spec.name, stats);
+    }
+    std::thread::spawn(move || {
+        server.run(RunArgs {
+            shutdown_signal: Box::new(NeverShutdown),
+        })
+    });
+    let gateway: SocketAddr = ([127, 0, 0, 1], gateway_port).into();
+    wait_ready(gateway);
+    for (_, port) in &ports {
+        wait_ready(([127, 0, 0, 1], *port).into());
+    }
+    TestEnv {
+        gateway,
+        mocks,
+        dead_port,
+    }
+}
+
+fn wait_ready(addr: SocketAddr) {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    while TcpStream::connect(addr).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "{addr} 在 {READY_TIMEOUT:?} 内没有开始监听"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// 构造聊天请求体。
+pub fn chat_body(model: &str, stream: bool) -> serde_json::Value {
+    serde_json::json!({
+        "model": model,
+        "stream": stream,
+        "messages": [ { "role": "user", "content": "你好，请介绍一下你自己" } ],
+    })
+}
+
+/// 带客户端密钥的 HTTP 客户端请求。
+pub fn authed(client: &reqwest::Client, url: String) -> reqwest::RequestBuilder {
+    client.post(url).bearer_auth(CLIENT_KEY)
+}
+
+/// 解析 SSE 文本中的全部 `data:` 负载。
+pub fn sse_payloads(text: &str) -> Vec<String> {
+    text.split("\n\n")
+        .filter_map(|event| event.strip_prefix("data: "))
+        .map(str::to_string)
+        .collect()
+}
+
+/// 拼接流式块中的全部 `delta.content`。
+pub fn stream_content(payloads: &[String]) -> String {
+    payloads
+        .iter()
+        .filter(|p| p.as_str() != "[DONE]")
+        .filter_map(|p| serde_json::from_str::<serde_json::Value>(p).ok())
+        .filter_map(|v| {
+            v["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_string)
+        })
+        .collect()
+}
+
+/// 断言响应是给定状态码的 OpenAI 错误信封，并返回其中的 `error` 对象。
+pub async fn expect_error(resp: reqwest::Response, status: u16) -> serde_json::Value {
+    assert_eq!(resp.status().as_u16(), status, "状态码不符");
+    let body: serde_json::Value = resp.json().await.expect("错误响应必须是 JSON");
+    let error = body["error"].clone();
+    assert!(error["message"].is_string(), "缺少 error.message：{body}");
+    assert!(error["type"].is_string(), "缺少 error.type：{body}");
+    assert!(
+        error.get("param").is_some() && error.get("code").is_some(),
+        "缺少 param/code：{body}"
+    );
+    error
+}

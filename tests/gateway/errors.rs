@@ -1,0 +1,216 @@
+//! 错误路径：每种错误都是准确的状态码加 OpenAI 错误信封；本地接口 `/health` 与 `/v1/models`。
+
+use serde_json::Value;
+
+use crate::common::{authed, chat_body, expect_error, sse_payloads, CLIENT_KEY, ENV};
+
+async fn 发送(model: &str, stream: bool) -> reqwest::Response {
+    let client = reqwest::Client::new();
+    authed(&client, ENV.url("/v1/chat/completions"))
+        .json(&chat_body(model, stream))
+        .send()
+        .await
+        .expect("请求失败")
+}
+
+async fn 发送原文(body: &'static str) -> reqwest::Response {
+    let client = reqwest::Client::new();
+    authed(&client, ENV.url("/v1/chat/completions"))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .expect("请求失败")
+}
+
+#[tokio::test]
+async fn 鉴权_缺少错误或停用的密钥_返回_401() {
+    let client = reqwest::Client::new();
+    let url = ENV.url("/v1/chat/completions");
+    let missing = client
+        .post(&url)
+        .json(&chat_body("fast", false))
+        .send()
+        .await
+        .expect("请求失败");
+    assert_eq!(expect_error(missing, 401).await["code"], "invalid_api_key");
+    let wrong = client
+        .post(&url)
+        .bearer_auth("sk-wrong")
+        .json(&chat_body("fast", false))
+        .send()
+        .await
+        .expect("请求失败");
+    expect_error(wrong, 401).await;
+    let disabled = client
+        .post(&url)
+        .bearer_auth("sk-disabled")
+        .json(&chat_body("fast", false))
+        .send()
+        .await
+        .expect("请求失败");
+    expect_error(disabled, 401).await;
+    let basic = client
+        .post(&url)
+        .header("authorization", format!("Basic {CLIENT_KEY}"))
+        .json(&chat_body("fast", false))
+        .send()
+        .await
+        .expect("请求失败");
+    expect_error(basic, 401).await;
+}
+
+#[tokio::test]
+async fn 请求体_非法_json_与缺少字段_返回_400() {
+    let e = expect_error(发送原文("{不是 JSON").await, 400).await;
+    assert_eq!(e["code"], "invalid_json");
+    let e = expect_error(
+        发送原文(r#"{"messages":[{"role":"user","content":"x"}]}"#).await,
+        400,
+    )
+    .await;
+    assert_eq!(e["param"], "model");
+    let e = expect_error(发送原文(r#"{"model":"fast"}"#).await, 400).await;
+    assert_eq!(e["param"], "messages");
+    let e = expect_error(发送原文(r#"{"model":"fast","messages":"你好"}"#).await, 400).await;
+    assert_eq!(e["code"], "invalid_type");
+    let e = expect_error(
+        发送原文(r#"{"model":"fast","messages":[{"role":"user"}],"stream":"是"}"#).await,
+        400,
+    )
+    .await;
+    assert_eq!(e["param"], "stream");
+}
+
+#[tokio::test]
+async fn 未知模型_返回_404_model_not_found() {
+    let e = expect_error(发送("不存在的模型", false).await, 404).await;
+    assert_eq!(e["code"], "model_not_found");
+    assert_eq!(e["param"], "model");
+}
+
+#[tokio::test]
+async fn 未知路径_404_方法不对_405() {
+    let client = reqwest::Client::new();
+    let resp = client
+        .post(ENV.url("/v1/embeddings"))
+        .bearer_auth(CLIENT_KEY)
+        .send()
+        .await
+        .expect("请求失败");
+    assert_eq!(expect_error(resp, 404).await["code"], "unknown_url");
+    let resp = client
+        .get(ENV.url("/v1/chat/completions"))
+        .send()
+        .await
+        .expect("请求失败");
+    assert_eq!(expect_error(resp, 405).await["code"], "method_not_allowed");
+}
+
+#[tokio::test]
+async fn 上游连接被拒_返回_502() {
+    assert_ne!(ENV.dead_port, 0);
+    let e = expect_error(发送("dead", false).await, 502).await;
+    assert_eq!(e["code"], "upstream_unreachable");
+}
+
+#[tokio::test]
+async fn 上游不应答_首字节超时返回_504() {
+    let e = expect_error(发送("hang", true).await, 504).await;
+    assert_eq!(e["code"], "upstream_timeout");
+}
+
+#[tokio::test]
+async fn 上游_503_保留状态码() {
+    let e = expect_error(发送("broken", true).await, 503).await;
+    assert_eq!(e["type"], "server_error");
+}
+
+#[tokio::test]
+async fn 上游拒绝网关密钥_返回_502_而不是_401() {
+    let e = expect_error(发送("badkey", false).await, 502).await;
+    assert_eq!(e["code"], "upstream_auth_failed");
+}
+
+#[tokio::test]
+async fn 上游缺少密钥被停用_返回_503() {
+    let e = expect_error(发送("nokey", false).await, 503).await;
+    assert_eq!(e["code"], "no_available_upstream");
+}
+
+#[tokio::test]
+async fn 流中途断开_客户端收到一个错误事件且没有_done() {
+    let resp = 发送("dropper", true).await;
+    assert_eq!(resp.status(), 200);
+    let text = resp.text().await.expect("流必须干净地结束");
+    let payloads = sse_payloads(&text);
+    let last: Value = serde_json::from_str(payloads.last().expect("至少一个事件"))
+        .expect("最后一个事件必须是 JSON");
+    assert_eq!(
+        last["error"]["code"], "upstream_read_failed",
+        "实际：{text}"
+    );
+    assert!(
+        !payloads.iter().any(|p| p == "[DONE]"),
+        "出错的流不能发 [DONE]"
+    );
+    assert_eq!(
+        payloads.iter().filter(|p| p.contains("\"error\"")).count(),
+        1,
+        "只能有一个错误事件"
+    );
+}
+
+#[tokio::test]
+async fn 健康检查_列出上游状态() {
+    let client = reqwest::Client::new();
+    for path in ["/health", "/v1/health"] {
+        let body: Value = client
+            .get(ENV.url(path))
+            .send()
+            .await
+            .expect("请求失败")
+            .json()
+            .await
+            .expect("JSON");
+        assert_eq!(body["status"], "degraded", "nokey 模型没有可用上游");
+        assert_eq!(body["version"], env!("CARGO_PKG_VERSION"));
+        assert!(body["uptime_seconds"].is_u64());
+        let nokey = body["providers"]
+            .as_array()
+            .expect("数组")
+            .iter()
+            .find(|p| p["name"] == "nokey")
+            .cloned();
+        assert_eq!(nokey.expect("必须列出 nokey")["state"], "disabled");
+    }
+}
+
+#[tokio::test]
+async fn 模型列表_需要鉴权并按配置列出() {
+    let client = reqwest::Client::new();
+    let resp = client
+        .get(ENV.url("/v1/models"))
+        .send()
+        .await
+        .expect("请求失败");
+    expect_error(resp, 401).await;
+    let body: Value = client
+        .get(ENV.url("/v1/models"))
+        .bearer_auth(CLIENT_KEY)
+        .send()
+        .await
+        .expect("请求失败")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(body["object"], "list");
+    let ids: Vec<&str> = body["data"]
+        .as_array()
+        .expect("数组")
+        .iter()
+        .filter_map(|m| m["id"].as_str())
+        .collect();
+    assert_eq!(ids.first(), Some(&"fast"));
+    assert!(ids.contains(&"改名"));
+}
