@@ -16,10 +16,8 @@ pub const TYPE_SERVER: &str = "server_error";
 /// 用途：请求处理中的任何失败都转换成它，再由 `proxy` 写成 HTTP 响应或流中的错误事件。
 ///
 /// ```
-/// use chatnexus::error::ApiError;
-/// let e = ApiError::model_not_found("gpt-x");
-/// assert_eq!(e.status, 404);
-/// assert!(String::from_utf8_lossy(&e.to_body()).contains("model_not_found"));
+/// let e = chatnexus::error::ApiError::model_not_found("不存在的模型"); // 未配置的模型
+/// assert_eq!((e.status, e.code.as_deref()), (404, Some("model_not_found"))); // SDK 抛出 NotFoundError
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{status} {code:?}: {message}")]

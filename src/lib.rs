@@ -7,14 +7,25 @@
 
 #![warn(clippy::all)]
 
+/// 配置：YAML、环境变量与 `.env` 的加载和校验。
 pub mod config;
+/// 返回给客户端的错误与 OpenAI 错误信封。
 pub mod error;
+/// 与上游的一次交换（Pingora `Connector`）。
 pub mod exchange;
+/// 上游模拟器（演示、测试、压测）。
 pub mod mock;
+/// 各上游协议的翻译过滤器。
 pub mod providers;
+/// Pingora `ProxyHttp` 实现与本地应答的接口。
 pub mod proxy;
+/// 客户端请求的解析与校验。
 pub mod request;
+/// 密钥的内存保护与客户端鉴权。
 pub mod security;
+/// 组装 Pingora `Server`。
 pub mod server;
+/// SSE 增量解析与写出。
 pub mod streaming;
+/// 上游目标、DNS 缓存与 `HttpPeer`。
 pub mod upstream;

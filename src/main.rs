@@ -58,7 +58,7 @@ struct MockArgs {
     #[arg(long, default_value_t = 0)]
     chunk_delay_ms: u64,
     /// 故障：以该状态码返回错误
-    #[arg(long, conflicts_with_all = ["hang", "drop_after"])]
+    #[arg(long)]
     fault_status: Option<u16>,
     /// 故障：读完请求后不应答
     #[arg(long)]
@@ -121,11 +121,12 @@ fn run_gateway(cli: &Cli) -> ExitCode {
 
 /// 单独运行上游模拟器。
 fn run_mock(args: &MockArgs) -> ExitCode {
-    let fault = match (args.fault_status, args.hang, args.drop_after) {
-        (Some(code), _, _) => Some(Fault::Status(code)),
-        (None, true, _) => Some(Fault::Hang),
-        (None, false, Some(n)) => Some(Fault::DropAfter(n)),
-        (None, false, None) => None,
+    let fault = match Fault::from_options(args.fault_status, args.hang, args.drop_after) {
+        Ok(fault) => fault,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
     };
     let settings = MockSettings {
         chunks: args.chunks,

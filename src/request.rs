@@ -51,10 +51,9 @@ const FIELD_TYPES: &[(&str, Expect)] = &[
 /// `raw` 保留原始字节（无需改写时原样转发，零拷贝）。
 ///
 /// ```
-/// use chatnexus::request::ChatRequest;
-/// let raw = r#"{"model":"demo","messages":[{"role":"user","content":"你好"}],"stream":true}"#;
-/// let req = ChatRequest::parse(raw.into()).unwrap();
-/// assert_eq!((req.model.as_str(), req.stream), ("demo", true));
+/// let raw = r#"{"model":"演示","messages":[{"role":"user","content":"你好"}],"stream":true}"#;
+/// let req = chatnexus::request::ChatRequest::parse(raw.into()).unwrap(); // 校验通过
+/// assert_eq!((req.model.as_str(), req.stream), ("演示", true)); // 取出路由需要的字段
 /// ```
 #[derive(Debug, Clone)]
 pub struct ChatRequest {

@@ -60,8 +60,8 @@ impl fmt::Display for ConfigIssue {
 /// 用途：`main` 打印它并以非零码退出；每种情况都指明文件或字段。
 ///
 /// ```
-/// let e = chatnexus::config::parse("server: { listen: 1 }").unwrap_err();
-/// assert!(e.to_string().contains("server.listen"));
+/// let e = chatnexus::config::parse("server: { listen: 1 }").unwrap_err(); // 地址缺少端口
+/// assert!(e.to_string().contains("server.listen")); // 错误信息指明字段路径
 /// ```
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -96,16 +96,9 @@ fn join_issues(issues: &[ConfigIssue]) -> String {
 /// 用途：`exchange` 用它连接上游、写认证头、套用超时。
 ///
 /// ```
-/// # use chatnexus::config::*;
-/// let p = Provider {
-///     name: "local".into(),
-///     kind: ProviderKind::OpenAiCompatible,
-///     base_url: BaseUrl::try_from("http://127.0.0.1:8000".to_string()).unwrap(),
-///     api_key: None,
-///     timeouts: Timeouts::default(),
-///     enabled: true,
-/// };
-/// assert!(p.enabled);
+/// let yaml = "auth: { disabled: true }\nproviders: [ { name: local, kind: openai_compatible, base_url: 'http://127.0.0.1:8000' } ]\nmodels: [ { name: 演示, targets: [ { provider: local, model: qwen2.5 } ] } ]";
+/// let cfg = chatnexus::config::build(chatnexus::config::parse(yaml).unwrap(), |_| None).unwrap(); // 不注入任何环境变量
+/// assert!(cfg.providers[0].enabled); // 本地上游无需密钥，处于启用状态
 /// ```
 #[derive(Debug)]
 pub struct Provider {
@@ -128,13 +121,9 @@ pub struct Provider {
 /// 用途：`upstream::candidates` 为请求列出它们，`exchange` 逐个使用。
 ///
 /// ```
-/// # use std::sync::Arc;
-/// # use chatnexus::config::*;
-/// # let provider = Arc::new(Provider { name: "p".into(), kind: ProviderKind::OpenAiCompatible,
-/// #   base_url: BaseUrl::try_from("http://127.0.0.1:1".to_string()).unwrap(), api_key: None,
-/// #   timeouts: Timeouts::default(), enabled: true });
-/// let t = Target { provider, model: "qwen2.5".into() };
-/// assert_eq!(t.model, "qwen2.5");
+/// let yaml = "auth: { disabled: true }\nproviders: [ { name: local, kind: openai_compatible, base_url: 'http://127.0.0.1:8000' } ]\nmodels: [ { name: 演示, targets: [ { provider: local, model: qwen2.5 } ] } ]";
+/// let cfg = chatnexus::config::build(chatnexus::config::parse(yaml).unwrap(), |_| None).unwrap(); // 不注入任何环境变量
+/// assert_eq!(cfg.model("演示").unwrap().targets[0].model, "qwen2.5"); // 目标模型名来自 targets[].model
 /// ```
 #[derive(Debug, Clone)]
 pub struct Target {
@@ -149,8 +138,8 @@ pub struct Target {
 /// 用途：`/v1/models` 列出它们；聊天请求按名字找到目标。
 ///
 /// ```
-/// let m = chatnexus::config::Model { name: "demo".into(), targets: vec![] };
-/// assert!(m.targets.is_empty());
+/// let m = chatnexus::config::Model { name: "演示".into(), targets: vec![] }; // 没有目标的模型
+/// assert!(m.targets.is_empty()); // 请求它会得到 503
 /// ```
 #[derive(Debug, Clone)]
 pub struct Model {
@@ -165,9 +154,9 @@ pub struct Model {
 /// 用途：网关的所有请求处理都只读它。
 ///
 /// ```
-/// let yaml = "auth: { disabled: true }\nproviders: [ { name: p, kind: openai_compatible, base_url: 'http://127.0.0.1:9' } ]\nmodels: [ { name: m, targets: [ { provider: p } ] } ]\n";
-/// let cfg = chatnexus::config::build(chatnexus::config::parse(yaml).unwrap(), |_| None).unwrap();
-/// assert_eq!(cfg.model("m").map(|m| m.targets[0].model.as_str()), Some("m"));
+/// let yaml = "auth: { disabled: true }\nproviders: [ { name: local, kind: openai_compatible, base_url: 'http://127.0.0.1:8000' } ]\nmodels: [ { name: 演示, targets: [ { provider: local, model: qwen2.5 } ] } ]";
+/// let cfg = chatnexus::config::build(chatnexus::config::parse(yaml).unwrap(), |_| None).unwrap(); // 不注入任何环境变量
+/// assert!(cfg.model("演示").is_some() && cfg.model("不存在").is_none()); // 按客户端可见名查找
 /// ```
 #[derive(Debug)]
 pub struct Config {

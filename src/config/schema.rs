@@ -30,9 +30,8 @@ const HTTPS_PORT: u16 = 443;
 /// 用途：`config::load` 把 YAML 反序列化为它，再校验并构建运行时 [`super::Config`]。
 ///
 /// ```
-/// let yaml = "auth: { disabled: true }\n";
-/// let file: chatnexus::config::ConfigFile = serde_yaml::from_str(yaml).unwrap();
-/// assert!(file.auth.disabled);
+/// let file = chatnexus::config::parse("auth: { disabled: true }").unwrap(); // 其余段全用缺省值
+/// assert!(file.auth.disabled && file.providers.is_empty()); // 没有任何上游
 /// ```
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -59,8 +58,8 @@ pub struct ConfigFile {
 /// 用途：决定监听地址、请求体上限和工作线程数。
 ///
 /// ```
-/// let s: chatnexus::config::ServerSettings = serde_yaml::from_str("listen: 127.0.0.1:9000").unwrap();
-/// assert_eq!(s.listen.0.port(), 9000);
+/// let s: chatnexus::config::ServerSettings = serde_yaml::from_str("listen: 127.0.0.1:9000").unwrap(); // 只改监听地址
+/// assert_eq!(s.max_body_bytes, 10 * 1024 * 1024); // 请求体上限缺省 10 MiB
 /// ```
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -99,9 +98,9 @@ fn default_max_body_bytes() -> usize {
 /// 用途：在加载配置时就校验地址格式，而不是等到绑定端口才失败。
 ///
 /// ```
-/// use chatnexus::config::ListenAddr;
-/// assert!(ListenAddr::try_from("127.0.0.1:8080".to_string()).is_ok());
-/// assert!(ListenAddr::try_from("localhost".to_string()).is_err());
+/// use chatnexus::config::ListenAddr; // 监听地址类型
+/// assert!(ListenAddr::try_from("127.0.0.1:8080".to_string()).is_ok()); // IP:端口 合法
+/// assert!(ListenAddr::try_from("localhost".to_string()).is_err()); // 缺少端口、不是 IP
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "String")]
@@ -124,8 +123,8 @@ impl TryFrom<String> for ListenAddr {
 /// 用途：列出客户端密钥；没有密钥时必须显式 `disabled: true` 才能启动。
 ///
 /// ```
-/// let a: chatnexus::config::AuthSettings = serde_yaml::from_str("disabled: true").unwrap();
-/// assert!(a.keys.is_empty());
+/// let a: chatnexus::config::AuthSettings = serde_yaml::from_str("disabled: true").unwrap(); // 显式关闭鉴权
+/// assert!(a.keys.is_empty()); // 此时可以没有任何客户端密钥
 /// ```
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -143,9 +142,9 @@ pub struct AuthSettings {
 /// 用途：决定用哪个 `providers::*` 过滤器翻译请求与响应。
 ///
 /// ```
-/// use chatnexus::config::ProviderKind;
-/// let k: ProviderKind = serde_yaml::from_str("openai_compatible").unwrap();
-/// assert_eq!(k, ProviderKind::OpenAiCompatible);
+/// use chatnexus::config::ProviderKind; // 上游协议类型
+/// let k: ProviderKind = serde_yaml::from_str("openai_compatible").unwrap(); // 如 vLLM
+/// assert!(!k.requires_key()); // 本地服务可以不配密钥
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 pub enum ProviderKind {
@@ -169,9 +168,9 @@ impl ProviderKind {
 /// 用途：描述一个上游：协议、地址、密钥来源和超时。
 ///
 /// ```
-/// let p: chatnexus::config::ProviderConfig =
-///     serde_yaml::from_str("{ name: local, kind: openai_compatible, base_url: 'http://127.0.0.1:8000' }").unwrap();
-/// assert_eq!(p.base_url.port, 8000);
+/// let yaml = "{ name: local, kind: openai_compatible, base_url: 'http://127.0.0.1:8000' }"; // 本地 vLLM
+/// let p: chatnexus::config::ProviderConfig = serde_yaml::from_str(yaml).unwrap(); // 解析一项
+/// assert_eq!(p.base_url.port, 8000); // 端口从 URL 中拆出
 /// ```
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -198,8 +197,8 @@ pub struct ProviderConfig {
 /// 用途：连接、首字节、流式块间隔各自超时都映射为 504 或流中的错误事件。
 ///
 /// ```
-/// let t = chatnexus::config::Timeouts::default();
-/// assert!(t.first_byte() > t.connect());
+/// let t = chatnexus::config::Timeouts::default(); // 缺省超时
+/// assert!(t.first_byte() > t.connect()); // 首字节超时远长于连接超时
 /// ```
 #[derive(Debug, Clone, Copy, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -259,10 +258,9 @@ fn default_idle_ms() -> u64 {
 /// 用途：拆出协议、主机、端口和路径前缀，供 DNS 解析、SNI、Host 头和请求路径使用。
 ///
 /// ```
-/// use chatnexus::config::BaseUrl;
-/// let u = BaseUrl::try_from("https://api.openai.com/v1/".to_string()).unwrap();
-/// assert!(u.tls);
-/// assert_eq!((u.host.as_str(), u.port, u.path.as_str()), ("api.openai.com", 443, "/v1"));
+/// let u = chatnexus::config::BaseUrl::try_from("https://api.openai.com/v1/".to_string()).unwrap(); // 带结尾斜杠
+/// assert!(u.tls && u.port == 443); // HTTPS 缺省端口
+/// assert_eq!((u.host.as_str(), u.path.as_str()), ("api.openai.com", "/v1")); // 路径去掉结尾斜杠
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "String")]
@@ -323,9 +321,9 @@ impl TryFrom<String> for BaseUrl {
 /// 用途：请求里的 `model` 据此映射到上游。
 ///
 /// ```
-/// let m: chatnexus::config::ModelConfig =
-///     serde_yaml::from_str("{ name: demo, targets: [ { provider: mock } ] }").unwrap();
-/// assert_eq!(m.targets[0].model, None);
+/// let yaml = "{ name: 演示, targets: [ { provider: mock } ] }"; // 一个目标
+/// let m: chatnexus::config::ModelConfig = serde_yaml::from_str(yaml).unwrap(); // 解析一项
+/// assert_eq!(m.targets[0].model, None); // 未写上游模型名时沿用“演示”
 /// ```
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -341,13 +339,14 @@ pub struct ModelConfig {
 /// 用途：指明由哪个 provider 服务、向上游发送的模型名。
 ///
 /// ```
-/// let t: chatnexus::config::TargetConfig = serde_yaml::from_str("{ provider: openai, model: gpt-4o-mini }").unwrap();
-/// assert_eq!(t.model.as_deref(), Some("gpt-4o-mini"));
+/// let yaml = "{ provider: openai, model: gpt-4o-mini }"; // 指定上游模型名
+/// let t: chatnexus::config::TargetConfig = serde_yaml::from_str(yaml).unwrap(); // 解析一项
+/// assert_eq!(t.model.as_deref(), Some("gpt-4o-mini")); // 发给上游的名字
 /// ```
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TargetConfig {
-    /// `providers[].name`。
+    /// 引用的上游名（`providers[].name`）。
     pub provider: String,
     /// 发给上游的模型名，缺省与客户端可见名相同。
     #[serde(default)]
@@ -359,8 +358,8 @@ pub struct TargetConfig {
 /// 用途：默认配置用它在本机起一个模拟上游，让网关无需任何 API key 即可应答。
 ///
 /// ```
-/// let m: chatnexus::config::MockListen = serde_yaml::from_str("listen: 127.0.0.1:18081").unwrap();
-/// assert_eq!(m.listen.0.port(), 18081);
+/// let m: chatnexus::config::MockListen = serde_yaml::from_str("listen: 127.0.0.1:18081").unwrap(); // 只给地址
+/// assert_eq!(m.behavior.chunks, 8); // 行为取缺省值
 /// ```
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

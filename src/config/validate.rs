@@ -57,12 +57,12 @@ fn validate_auth(file: &ConfigFile, issues: &mut Vec<ConfigIssue>) {
                 format!("名称不能为空、不能含空白，且不超过 {MAX_NAME_LEN} 个字符"),
             ));
         }
-        if !names.insert(key.name.as_str()) {
-            issues.push(ConfigIssue::new(
-                format!("auth.keys[{i}].name"),
-                format!("名称 `{}` 重复", key.name),
-            ));
-        }
+        check_unique(
+            &mut names,
+            &key.name,
+            format!("auth.keys[{i}].name"),
+            issues,
+        );
         if !hashes.insert(key.sha256.to_hex()) {
             issues.push(ConfigIssue::new(
                 format!("auth.keys[{i}].sha256"),
@@ -79,12 +79,7 @@ fn validate_providers(file: &ConfigFile, issues: &mut Vec<ConfigIssue>) {
         if !is_valid_name(&p.name) {
             issues.push(name_issue(format!("{path}.name")));
         }
-        if !names.insert(p.name.as_str()) {
-            issues.push(ConfigIssue::new(
-                format!("{path}.name"),
-                format!("名称 `{}` 重复", p.name),
-            ));
-        }
+        check_unique(&mut names, &p.name, format!("{path}.name"), issues);
         if p.api_key_env.is_some() && p.api_key.is_some() {
             issues.push(ConfigIssue::new(
                 path.clone(),
@@ -118,12 +113,7 @@ fn validate_models(file: &ConfigFile, issues: &mut Vec<ConfigIssue>) {
                 format!("模型名不能为空、不能含空白，且不超过 {MAX_MODEL_NAME_LEN} 个字符"),
             ));
         }
-        if !names.insert(m.name.as_str()) {
-            issues.push(ConfigIssue::new(
-                format!("{path}.name"),
-                format!("模型名 `{}` 重复", m.name),
-            ));
-        }
+        check_unique(&mut names, &m.name, format!("{path}.name"), issues);
         if m.targets.is_empty() {
             issues.push(ConfigIssue::new(
                 format!("{path}.targets"),
@@ -138,6 +128,18 @@ fn validate_models(file: &ConfigFile, issues: &mut Vec<ConfigIssue>) {
                 ));
             }
         }
+    }
+}
+
+/// 名称已出现过时记一条“重复”问题。
+fn check_unique<'a>(
+    seen: &mut HashSet<&'a str>,
+    name: &'a str,
+    path: String,
+    issues: &mut Vec<ConfigIssue>,
+) {
+    if !seen.insert(name) {
+        issues.push(ConfigIssue::new(path, format!("名称 `{name}` 重复")));
     }
 }
 

@@ -41,9 +41,8 @@ const DRAIN_TIMEOUT: Duration = Duration::from_millis(100);
 /// 用途：`proxy` 据此决定是写错误响应（或流中的错误事件），还是只记录客户端已断开。
 ///
 /// ```
-/// use chatnexus::{error::ApiError, exchange::Failure};
-/// let f: Failure = ApiError::gateway_timeout("超时").into();
-/// assert!(matches!(f, Failure::Api(e) if e.status == 504));
+/// let f: chatnexus::exchange::Failure = chatnexus::error::ApiError::gateway_timeout("超时").into(); // 上游超时
+/// assert!(matches!(f, chatnexus::exchange::Failure::Api(e) if e.status == 504)); // 返回客户端 504
 /// ```
 #[derive(Debug)]
 pub enum Failure {
@@ -64,10 +63,8 @@ impl From<ApiError> for Failure {
 /// 用途：网关启动时创建一个，每次交换都经由它取得和归还上游连接。
 ///
 /// ```
-/// use std::sync::Arc;
-/// use pingora::server::configuration::ServerConf;
-/// let client = chatnexus::exchange::UpstreamClient::new(&ServerConf::default(), Arc::default());
-/// # let _ = client;
+/// let conf = pingora::server::configuration::ServerConf::default(); // Pingora 缺省配置
+/// let _client = chatnexus::exchange::UpstreamClient::new(&conf, Default::default()); // 新的 DNS 缓存
 /// ```
 pub struct UpstreamClient {
     connector: Connector,

@@ -34,15 +34,17 @@ const KEEPALIVE_SECS: u64 = 60;
 
 /// 故障模式。
 ///
-/// 用途：让测试与演示复现上游的各种坏行为。
+/// 用途：让测试与演示复现上游的各种坏行为。YAML 写法：`{ status: 503 }`、`{ hang: true }`、
+/// `{ drop_after: 2 }`，三者只能选一。
 ///
 /// ```
-/// use chatnexus::mock::Fault;
-/// let f: Fault = serde_yaml::from_str("{ status: 503 }").unwrap();
-/// assert_eq!(f, Fault::Status(503));
+/// use chatnexus::mock::Fault; // 故障模式
+/// let f: Fault = serde_yaml::from_str("{ status: 503 }").unwrap(); // 以 503 应答
+/// assert_eq!(f, Fault::Status(503)); // 状态码故障
+/// assert!(serde_yaml::from_str::<Fault>("{ hang: true, status: 500 }").is_err()); // 只能选一种故障
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[serde(try_from = "FaultSpec")]
 pub enum Fault {
     /// 以该状态码返回 OpenAI 错误信封。
     Status(u16),
@@ -52,14 +54,52 @@ pub enum Fault {
     DropAfter(usize),
 }
 
+/// 故障模式在 YAML 中的写法。
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FaultSpec {
+    status: Option<u16>,
+    #[serde(default)]
+    hang: bool,
+    drop_after: Option<usize>,
+}
+
+impl Fault {
+    /// 由三个可选项组成故障模式（配置文件与命令行共用）。
+    ///
+    /// 返回：都未设置时为 `None`。错误：设置了多于一种。
+    pub fn from_options(
+        status: Option<u16>,
+        hang: bool,
+        drop_after: Option<usize>,
+    ) -> Result<Option<Fault>, String> {
+        match (status, hang, drop_after) {
+            (None, false, None) => Ok(None),
+            (Some(code), false, None) => Ok(Some(Fault::Status(code))),
+            (None, true, None) => Ok(Some(Fault::Hang)),
+            (None, false, Some(n)) => Ok(Some(Fault::DropAfter(n))),
+            _ => Err("故障模式只能在 status、hang、drop_after 中选一种".to_string()),
+        }
+    }
+}
+
+impl TryFrom<FaultSpec> for Fault {
+    type Error = String;
+
+    /// 三种故障恰好选一种，否则返回中文错误。
+    fn try_from(spec: FaultSpec) -> Result<Self, Self::Error> {
+        Fault::from_options(spec.status, spec.hang, spec.drop_after)?
+            .ok_or_else(|| "fault 必须设置 status、hang: true、drop_after 之一".to_string())
+    }
+}
+
 /// 模拟器行为设置。
 ///
 /// 用途：配置文件的 `mock.behavior` 段与 `chatnexus mock` 的命令行参数都映射到它。
 ///
 /// ```
-/// let s = chatnexus::mock::MockSettings::default();
-/// assert_eq!(s.chunks, 8);
-/// assert!(s.fault.is_none());
+/// let s = chatnexus::mock::MockSettings::default(); // 缺省行为
+/// assert!(s.chunks == 8 && s.fault.is_none()); // 8 块、无故障
 /// ```
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -96,8 +136,9 @@ impl Default for MockSettings {
 /// 用途：测试检查上游实际收到的方法、路径、头和请求体。
 ///
 /// ```
-/// let r = chatnexus::mock::Recorded { method: "POST".into(), path: "/v1/chat/completions".into(), headers: vec![], body: "{}".into() };
-/// assert_eq!(r.header("host"), None);
+/// let headers = vec![("host".to_string(), "127.0.0.1".to_string())]; // 一个请求头
+/// let r = chatnexus::mock::Recorded { method: "POST".into(), path: "/".into(), headers, body: "{}".into() }; // 一条记录
+/// assert_eq!(r.header("Host"), Some("127.0.0.1")); // 名称不区分大小写
 /// ```
 #[derive(Debug, Clone)]
 pub struct Recorded {
@@ -126,8 +167,8 @@ impl Recorded {
 /// 用途：测试用它断言流是被完整发完还是被中途断开。
 ///
 /// ```
-/// let s = chatnexus::mock::MockStats::default();
-/// assert_eq!(s.requests(), 0);
+/// let s = chatnexus::mock::MockStats::default(); // 新的统计
+/// assert_eq!(s.requests() + s.streams_aborted(), 0); // 全部从零开始
 /// ```
 #[derive(Debug, Default)]
 pub struct MockStats {
@@ -183,9 +224,8 @@ pub struct MockApp {
 /// 创建监听 `listen` 的模拟器服务，并返回共享的统计。
 ///
 /// ```
-/// let (service, stats) = chatnexus::mock::mock_service("127.0.0.1:0", Default::default());
-/// assert_eq!(stats.requests(), 0);
-/// # let _ = service;
+/// let (_service, stats) = chatnexus::mock::mock_service("127.0.0.1:0", Default::default()); // 尚未运行
+/// assert_eq!(stats.requests(), 0); // 服务与测试共享这份统计
 /// ```
 pub fn mock_service(listen: &str, settings: MockSettings) -> (Service<MockApp>, Arc<MockStats>) {
     let stats = Arc::new(MockStats::default());

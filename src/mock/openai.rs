@@ -8,10 +8,10 @@ use http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER, TRA
 use pingora::http::ResponseHeader;
 use pingora::protocols::http::ServerSession;
 use pingora::server::ShutdownWatch;
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
 use super::{Fault, MockApp};
-use crate::error::ApiError;
+use crate::error::{ApiError, TYPE_INVALID_REQUEST, TYPE_SERVER};
 use crate::streaming::{write_data, write_done};
 
 /// 聊天补全接口路径的结尾（前缀可以是 `/v1` 或任意 base 路径）。
@@ -37,6 +37,25 @@ struct Completion {
     completion_tokens: u64,
 }
 
+impl Completion {
+    /// 由请求与模拟器设置生成补全的公共信息。
+    fn new(app: &MockApp, request: &Map<String, Value>, body_len: usize) -> Self {
+        let settings = &app.settings;
+        let estimated_prompt = (body_len as u64 / BYTES_PER_TOKEN).max(1);
+        Completion {
+            id: format!("chatcmpl-mock-{}", NEXT_ID.fetch_add(1, Ordering::Relaxed)),
+            created: unix_now(),
+            model: request
+                .get("model")
+                .and_then(Value::as_str)
+                .unwrap_or("mock")
+                .to_string(),
+            prompt_tokens: settings.prompt_tokens.unwrap_or(estimated_prompt),
+            completion_tokens: settings.completion_tokens.unwrap_or(settings.chunks as u64),
+        }
+    }
+}
+
 /// 处理聊天补全；返回连接是否仍可复用。
 pub(super) async fn chat(
     app: &MockApp,
@@ -58,23 +77,7 @@ pub(super) async fn chat(
         }
         _ => {}
     }
-    let completion = Completion {
-        id: format!("chatcmpl-mock-{}", NEXT_ID.fetch_add(1, Ordering::Relaxed)),
-        created: unix_now(),
-        model: request
-            .get("model")
-            .and_then(Value::as_str)
-            .unwrap_or("mock")
-            .to_string(),
-        prompt_tokens: app
-            .settings
-            .prompt_tokens
-            .unwrap_or((body.len() as u64 / BYTES_PER_TOKEN).max(1)),
-        completion_tokens: app
-            .settings
-            .completion_tokens
-            .unwrap_or(app.settings.chunks as u64),
-    };
+    let completion = Completion::new(app, &request, body.len());
     let pieces = split_reply(&app.settings.reply, app.settings.chunks);
     if request
         .get("stream")
@@ -93,6 +96,7 @@ pub(super) async fn chat(
 }
 
 /// 流式回复：角色块、内容块（按设置延迟）、结束块、可选用量块、`[DONE]`。
+/// 写失败说明对端已断开，计入 `streams_aborted`；按故障设置主动断开的不计入。
 async fn stream(
     app: &MockApp,
     session: &mut ServerSession,
@@ -103,27 +107,11 @@ async fn stream(
     if start_stream(session).await.is_err() {
         return false;
     }
-    let drop_after = match app.settings.fault {
-        Some(Fault::DropAfter(n)) => Some(n),
-        _ => None,
-    };
-    let mut ok = send_event(
-        session,
-        &chunk(c, json!({"role": "assistant", "content": ""}), None),
-    )
-    .await;
-    for (i, piece) in pieces.iter().enumerate() {
-        if drop_after == Some(i) {
-            return false;
-        }
-        if i > 0 && !app.chunk_delay().is_zero() {
-            tokio::time::sleep(app.chunk_delay()).await;
-        }
-        ok = ok && send_event(session, &chunk(c, json!({ "content": piece }), None)).await;
-        if !ok {
-            app.stats.streams_aborted.fetch_add(1, Ordering::SeqCst);
-            return false;
-        }
+    let role = chunk(c, json!({"role": "assistant", "content": ""}), None);
+    let mut ok = send_event(session, &role).await;
+    match send_pieces(app, session, c, pieces, ok).await {
+        Some(sent) => ok = sent,
+        None => return false,
     }
     ok = ok && send_event(session, &chunk(c, json!({}), Some("stop"))).await;
     if include_usage {
@@ -145,6 +133,33 @@ async fn stream(
     ok
 }
 
+/// 逐块发送内容；返回 `None` 表示按故障设置在此主动断开，否则返回是否全部写成功。
+async fn send_pieces(
+    app: &MockApp,
+    session: &mut ServerSession,
+    c: &Completion,
+    pieces: &[String],
+    mut ok: bool,
+) -> Option<bool> {
+    let drop_after = match app.settings.fault {
+        Some(Fault::DropAfter(n)) => Some(n),
+        _ => None,
+    };
+    for (i, piece) in pieces.iter().enumerate() {
+        if drop_after == Some(i) {
+            return None;
+        }
+        if i > 0 && !app.chunk_delay().is_zero() {
+            tokio::time::sleep(app.chunk_delay()).await;
+        }
+        ok = ok && send_event(session, &chunk(c, json!({ "content": piece }), None)).await;
+        if !ok {
+            break;
+        }
+    }
+    Some(ok)
+}
+
 /// `GET /v1/models`：列出一个模拟模型。
 pub(super) async fn models(session: &mut ServerSession) -> bool {
     let body = json!({ "object": "list", "data": [ { "id": "mock", "object": "model", "created": 0, "owned_by": "chatnexus-mock" } ] });
@@ -153,17 +168,12 @@ pub(super) async fn models(session: &mut ServerSession) -> bool {
 
 /// 以 OpenAI 错误信封应答；返回连接是否仍可复用。
 pub(super) async fn error(session: &mut ServerSession, status: u16, message: &str) -> bool {
-    let body = ApiError::new(
-        status,
-        if status >= 500 {
-            "server_error"
-        } else {
-            "invalid_request_error"
-        },
-        "mock_error",
-        message,
-    )
-    .to_body();
+    let kind = if status >= 500 {
+        TYPE_SERVER
+    } else {
+        TYPE_INVALID_REQUEST
+    };
+    let body = ApiError::new(status, kind, "mock_error", message).to_body();
     write_json(session, status, body).await
 }
 

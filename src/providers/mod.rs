@@ -23,8 +23,8 @@ const MAX_ERROR_TEXT_CHARS: usize = 300;
 /// 用途：过滤器构造它，`exchange` 补上 Host、Content-Length 等通用头后写给上游。
 ///
 /// ```
-/// let r = chatnexus::providers::UpstreamRequest { path: "/v1/chat/completions".into(), headers: vec![], body: "{}".into() };
-/// assert_eq!(r.body.len(), 2);
+/// let r = chatnexus::providers::UpstreamRequest { path: "/".into(), headers: vec![], body: "{}".into() }; // 最小请求
+/// assert_eq!(r.body.len(), 2); // 长度由 exchange 写入 Content-Length
 /// ```
 #[derive(Debug)]
 pub struct UpstreamRequest {
@@ -61,7 +61,8 @@ pub struct UpstreamErrorInfo {
 /// 用途：翻译器告诉 `exchange` 上游流是否已正常结束。
 ///
 /// ```
-/// assert_ne!(chatnexus::providers::StreamStatus::Continue, chatnexus::providers::StreamStatus::Done);
+/// use chatnexus::providers::StreamStatus; // 流的状态
+/// assert_ne!(StreamStatus::Continue, StreamStatus::Done); // 只有 Done 表示上游正常结束
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StreamStatus {

@@ -4,7 +4,9 @@
 mod auth;
 mod body;
 mod local;
+/// 写给客户端的响应。
 pub mod respond;
+/// 路由表。
 pub mod routes;
 
 use std::sync::Arc;
@@ -33,14 +35,10 @@ const STATUS_CLIENT_CLOSED: u16 = 499;
 ///
 /// 用途：交给 `pingora_proxy::http_proxy_service` 成为代理服务的逻辑。
 ///
-/// ```no_run
-/// use std::sync::Arc;
-/// use arc_swap::ArcSwap;
-/// # fn demo(config: chatnexus::config::Config) {
-/// let upstream = chatnexus::exchange::UpstreamClient::new(&Default::default(), Arc::default());
-/// let gateway = chatnexus::proxy::Gateway::new(Arc::new(ArcSwap::from_pointee(config)), upstream);
-/// # let _ = gateway;
-/// # }
+/// ```
+/// let cfg = chatnexus::config::build(chatnexus::config::parse("auth: { disabled: true }").unwrap(), |_| None).unwrap(); // 空配置
+/// let upstream = chatnexus::exchange::UpstreamClient::new(&Default::default(), Default::default()); // 共享连接池
+/// let _gateway = chatnexus::proxy::Gateway::new(std::sync::Arc::new(arc_swap::ArcSwap::from_pointee(cfg)), upstream); // 可热替换的配置
 /// ```
 pub struct Gateway {
     config: Arc<ArcSwap<Config>>,
@@ -64,8 +62,8 @@ impl Gateway {
 /// 用途：Pingora 为每个请求创建一个，`request_filter` 填写，`logging` 读取。
 ///
 /// ```
-/// let ctx = chatnexus::proxy::RequestCtx::default();
-/// assert_eq!(ctx.status, 0);
+/// let ctx = chatnexus::proxy::RequestCtx::default(); // 新请求
+/// assert!(ctx.status == 0 && ctx.model.is_none()); // 尚未处理
 /// ```
 #[derive(Debug, Default)]
 pub struct RequestCtx {

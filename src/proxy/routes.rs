@@ -9,17 +9,17 @@ use crate::error::ApiError;
 /// 用途：`request_filter` 先路由，再分派到对应处理器。
 ///
 /// ```
-/// use chatnexus::proxy::routes::{route, Route};
-/// assert_eq!(route(&http::Method::POST, "/v1/chat/completions"), Ok(Route::ChatCompletions));
-/// assert_eq!(route(&http::Method::GET, "/nope").unwrap_err().status, 404);
+/// use chatnexus::proxy::routes::{route, Route}; // 路由函数
+/// assert_eq!(route(&http::Method::POST, "/v1/chat/completions"), Ok(Route::ChatCompletions)); // 聊天接口
+/// assert_eq!(route(&http::Method::GET, "/不存在").unwrap_err().status, 404); // 未知路径
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route {
-    /// `POST /v1/chat/completions`
+    /// 聊天补全：`POST /v1/chat/completions`
     ChatCompletions,
-    /// `GET /v1/models`
+    /// 模型列表：`GET /v1/models`
     Models,
-    /// `GET /health` 与 `GET /v1/health`
+    /// 健康检查：`GET /health` 与 `GET /v1/health`
     Health,
 }
 

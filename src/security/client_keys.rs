@@ -14,10 +14,9 @@ const HASH_LEN: usize = 32;
 /// 用途：配置中的 `sha256` 字段反序列化为它（64 位十六进制），鉴权时与请求密钥的摘要比对。
 ///
 /// ```
-/// use chatnexus::security::KeyHash;
-/// let h = KeyHash::of("sk-demo");
-/// let parsed = KeyHash::try_from(h.to_hex()).unwrap();
-/// assert_eq!(h, parsed);
+/// use chatnexus::security::KeyHash; // 密钥摘要
+/// let h = KeyHash::of("sk-演示"); // 计算摘要
+/// assert_eq!(KeyHash::try_from(h.to_hex()), Ok(h)); // 十六进制往返不变
 /// ```
 #[derive(Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "String")]
@@ -58,9 +57,9 @@ impl fmt::Debug for KeyHash {
 /// 用途：鉴权通过后，请求上下文记录它的 `name`（日志、后续的按密钥限流都用它）。
 ///
 /// ```
-/// use chatnexus::security::{ClientKey, KeyHash};
-/// let k = ClientKey { name: "team-a".into(), sha256: KeyHash::of("sk-a"), disabled: false };
-/// assert_eq!(k.name, "team-a");
+/// use chatnexus::security::{ClientKey, KeyHash}; // 密钥条目与摘要
+/// let k = ClientKey { name: "团队甲".into(), sha256: KeyHash::of("sk-甲"), disabled: false };
+/// assert!(!k.disabled); // 启用中
 /// ```
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -79,10 +78,10 @@ pub struct ClientKey {
 /// 用途：`proxy` 从 `Authorization: Bearer <key>` 取出密钥交给 [`ClientKeys::authenticate`]。
 ///
 /// ```
-/// use chatnexus::security::{ClientKey, ClientKeys, KeyHash};
-/// let keys = ClientKeys::new(vec![ClientKey { name: "a".into(), sha256: KeyHash::of("sk-a"), disabled: false }]);
-/// assert_eq!(keys.authenticate("sk-a").map(|k| k.name.as_str()), Some("a"));
-/// assert!(keys.authenticate("sk-b").is_none());
+/// use chatnexus::security::{ClientKey, ClientKeys, KeyHash}; // 密钥表
+/// let keys = ClientKeys::new(vec![ClientKey { name: "甲".into(), sha256: KeyHash::of("sk-甲"), disabled: false }]);
+/// assert_eq!(keys.authenticate("sk-甲").map(|k| k.name.as_str()), Some("甲")); // 正确的密钥
+/// assert!(keys.authenticate("sk-乙").is_none()); // 错误的密钥
 /// ```
 #[derive(Debug, Clone, Default)]
 pub struct ClientKeys {

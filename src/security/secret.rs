@@ -14,7 +14,7 @@ const REDACTED: &str = "[已隐藏]";
 /// 值在释放时被清零。
 ///
 /// ```
-/// use chatnexus::security::Secret;
+/// use chatnexus::security::Secret; // 密钥类型
 /// let s = Secret::new("sk-真实密钥".to_string());
 /// assert_eq!(format!("{s:?}"), "Secret([已隐藏])");
 /// assert_eq!(s.expose(), "sk-真实密钥");

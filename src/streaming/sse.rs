@@ -21,11 +21,10 @@ const EVENT_END: &[u8] = b"\n\n";
 /// 用途：解析器产出它，`providers` 的流式翻译器逐个消费。
 ///
 /// ```
-/// use chatnexus::streaming::{SseEvent, SseParser};
-/// let mut p = SseParser::default();
-/// let mut out = Vec::new();
-/// p.push(b"event: ping\ndata: {}\n\n", &mut out);
-/// assert_eq!(out, vec![SseEvent { event: Some("ping".into()), data: "{}".into() }]);
+/// use chatnexus::streaming::{SseEvent, SseParser}; // 解析器与事件
+/// let (mut p, mut out) = (SseParser::default(), Vec::new()); // 新的解析器与输出
+/// p.push("event: 心跳\ndata: {}\n\n".as_bytes(), &mut out);
+/// assert_eq!(out, vec![SseEvent { event: Some("心跳".into()), data: "{}".into() }]);
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SseEvent {
@@ -41,13 +40,11 @@ pub struct SseEvent {
 /// [`SseParser::finish`] 交出缺少结尾空行的最后一个事件。
 ///
 /// ```
-/// use chatnexus::streaming::SseParser;
-/// let mut p = SseParser::default();
-/// let mut out = Vec::new();
-/// p.push(b"data: {\"a\"", &mut out);
-/// assert!(out.is_empty());
-/// p.push(b":1}\r\n\r\n", &mut out);
-/// assert_eq!(out[0].data, "{\"a\":1}");
+/// let (mut p, mut out) = (chatnexus::streaming::SseParser::default(), Vec::new()); // 新的解析器
+/// p.push("data: {\"内容\"".as_bytes(), &mut out);
+/// assert!(out.is_empty()); // 事件还不完整
+/// p.push(":1}\r\n\r\n".as_bytes(), &mut out); // 以 CRLF 空行结束
+/// assert_eq!(out[0].data, "{\"内容\":1}"); // 跨块拼接后完整
 /// ```
 #[derive(Debug, Default)]
 pub struct SseParser {

@@ -20,14 +20,10 @@ type HostPort = (String, u16);
 /// 用途：`exchange` 连接上游前调用 [`DnsCache::resolve`]；[`DnsRefresher`] 在后台刷新。
 ///
 /// ```
-/// # tokio_test_block_on(async {
-/// let cache = chatnexus::upstream::DnsCache::default();
-/// let addr = cache.resolve("127.0.0.1", 8080).await.unwrap();
-/// assert_eq!(addr.port(), 8080);
-/// # });
-/// # fn tokio_test_block_on<F: std::future::Future>(f: F) -> F::Output {
-/// #     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
-/// # }
+/// let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap(); // 单线程运行时
+/// let cache = chatnexus::upstream::DnsCache::default(); // 空缓存
+/// let addr = rt.block_on(cache.resolve("127.0.0.1", 8080)).unwrap(); // IP 字面量无需解析
+/// assert_eq!(addr.port(), 8080); // 端口原样保留
 /// ```
 #[derive(Debug, Default)]
 pub struct DnsCache {
@@ -89,9 +85,8 @@ async fn lookup(host: &str, port: u16) -> Result<SocketAddr, String> {
 /// 用途：作为 Pingora 的后台服务加入 `Server`，与代理共享同一个缓存。
 ///
 /// ```
-/// use std::{sync::Arc, time::Duration};
-/// let r = chatnexus::upstream::DnsRefresher::new(Arc::default(), Duration::from_secs(60));
-/// # let _ = r;
+/// let cache = std::sync::Arc::new(chatnexus::upstream::DnsCache::default()); // 与代理共享
+/// let _refresher = chatnexus::upstream::DnsRefresher::new(cache, std::time::Duration::from_secs(60)); // 每分钟刷新
 /// ```
 pub struct DnsRefresher {
     cache: Arc<DnsCache>,

@@ -17,8 +17,8 @@ const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// 列出模型当前可用的目标，按配置顺序。
 ///
 /// 参数：模型；返回已启用提供方的目标（可能为空）。
-// TODO: 按延迟与健康状态选择（上游选择与故障转移）
 pub fn candidates(model: &Model) -> Vec<&Target> {
+    // TODO: 按延迟与健康状态选择（上游选择与故障转移）
     model
         .targets
         .iter()

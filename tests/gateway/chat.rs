@@ -5,7 +5,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::common::{
-    authed, chat_body, sse_payloads, stream_content, CLIENT_KEY, ENV, UPSTREAM_KEY,
+    authed, chat_body, content_type, send_chat, sse_payloads, stream_content, CLIENT_KEY, ENV,
+    UPSTREAM_KEY,
 };
 
 /// 模拟器的缺省回复。
@@ -17,17 +18,9 @@ const DISCONNECT_DEADLINE: Duration = Duration::from_secs(1);
 
 #[tokio::test]
 async fn 非流式_返回完整的_openai_响应() {
-    let client = reqwest::Client::new();
-    let resp = authed(&client, ENV.url("/v1/chat/completions"))
-        .json(&chat_body("fast", false))
-        .send()
-        .await
-        .expect("请求失败");
+    let resp = send_chat("fast", false).await;
     assert_eq!(resp.status(), 200);
-    assert!(resp.headers()["content-type"]
-        .to_str()
-        .unwrap_or("")
-        .starts_with("application/json"));
+    assert!(content_type(&resp).starts_with("application/json"));
     let body: Value = resp.json().await.expect("响应必须是 JSON");
     assert_eq!(body["object"], "chat.completion");
     assert_eq!(body["choices"][0]["message"]["content"], MOCK_REPLY);
@@ -41,17 +34,9 @@ async fn 非流式_返回完整的_openai_响应() {
 
 #[tokio::test]
 async fn 流式_事件完整且以_done_结束() {
-    let client = reqwest::Client::new();
-    let resp = authed(&client, ENV.url("/v1/chat/completions"))
-        .json(&chat_body("paced", true))
-        .send()
-        .await
-        .expect("请求失败");
+    let resp = send_chat("paced", true).await;
     assert_eq!(resp.status(), 200);
-    assert!(resp.headers()["content-type"]
-        .to_str()
-        .unwrap_or("")
-        .starts_with("text/event-stream"));
+    assert!(content_type(&resp).starts_with("text/event-stream"));
     let text = resp.text().await.expect("读取流失败");
     let payloads = sse_payloads(&text);
     assert_eq!(

@@ -17,6 +17,10 @@ use chatnexus::security::KeyHash;
 pub const CLIENT_KEY: &str = "sk-chatnexus-test-client";
 /// 测试用的上游密钥（配置为明文 api_key）。
 pub const UPSTREAM_KEY: &str = "sk-upstream-secret-密钥不该外泄";
+/// 模拟上游的地址前缀（只用回环地址）。
+const LOOPBACK: &str = "http://127.0.0.1";
+/// 缺少密钥而被停用的上游地址（永远不会被访问）。
+const OPENAI_URL: &str = "https://api.openai.com";
 /// 等待端口就绪的最长时间。
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -110,26 +114,37 @@ fn free_port() -> u16 {
 
 /// 生成测试配置：每个模拟上游一个 provider 与一个同名模型。
 fn config_yaml(gateway_port: u16, mock_ports: &[(&str, u16)], dead_port: u16) -> String {
-    let mut yaml = format!(
-        "server: {{ listen: \"127.0.0.1:{gateway_port}\", max_body_bytes: 10485760, threads: 2 }}\n\
-         auth:\n  keys:\n    - {{ name: 测试团队, sha256: \"{}\" }}\n    - {{ name: 停用, sha256: \"{}\", disabled: true }}\nproviders:\n",
-        KeyHash::of(CLIENT_KEY).to_hex(),
-        KeyHash::of("sk-disabled").to_hex(),
-    );
+    let client = KeyHash::of(CLIENT_KEY).to_hex();
+    let disabled = KeyHash::of("sk-disabled").to_hex();
+    let mut lines = vec![
+        format!("server: {{ listen: \"127.0.0.1:{gateway_port}\", threads: 2 }}"),
+        "auth:".to_string(),
+        format!("  keys: [ {{ name: 测试团队, sha256: \"{client}\" }}, {{ name: 停用, sha256: \"{disabled}\", disabled: true }} ]"),
+        "providers:".to_string(),
+    ];
+    let timeouts = "timeouts: { first_byte_ms: 1000, idle_ms: 2000 }";
     for (name, port) in mock_ports {
-        yaml += &format!(
-            "  - {{ name: {name}, kind: openai_compatible, base_url: \"http://127.0.0.1:{port}/v1\", api_key: \"{UPSTREAM_KEY}\", timeouts: {{ first_byte_ms: 1000, idle_ms: 2000 }} }}\n"
-        );
+        let url = format!("{LOOPBACK}:{port}/v1");
+        lines.push(format!("  - {{ name: {name}, kind: openai_compatible, base_url: \"{url}\", api_key: \"{UPSTREAM_KEY}\", {timeouts} }}"));
     }
-    yaml += &format!("  - {{ name: dead, kind: openai_compatible, base_url: \"http://127.0.0.1:{dead_port}\" }}\n");
-    yaml += "  - { name: nokey, kind: openai, base_url: \"https://api.openai.com\", api_key_env: CHATNEXUS_TEST_UNSET_KEY }\nmodels:\n";
-    for (name, _) in mock_ports {
-        yaml += &format!("  - {{ name: {name}, targets: [ {{ provider: {name} }} ] }}\n");
+    lines.push(format!(
+        "  - {{ name: dead, kind: openai_compatible, base_url: \"{LOOPBACK}:{dead_port}\" }}"
+    ));
+    lines.push(format!("  - {{ name: nokey, kind: openai, base_url: \"{OPENAI_URL}\", api_key_env: CHATNEXUS_TEST_UNSET_KEY }}"));
+    lines.push("models:".to_string());
+    let names = mock_ports
+        .iter()
+        .map(|(name, _)| *name)
+        .chain(["dead", "nokey"]);
+    for name in names {
+        lines.push(format!(
+            "  - {{ name: {name}, targets: [ {{ provider: {name} }} ] }}"
+        ));
     }
-    yaml += "  - { name: dead, targets: [ { provider: dead } ] }\n";
-    yaml += "  - { name: nokey, targets: [ { provider: nokey } ] }\n";
-    yaml += "  - { name: 改名, targets: [ { provider: fast, model: upstream-model } ] }\n";
-    yaml
+    lines.push(
+        "  - { name: 改名, targets: [ { provider: fast, model: upstream-model } ] }".to_string(),
+    );
+    lines.join("\n")
 }
 
 /// 永不触发的关停信号：测试进程结束时网关随之结束。
@@ -193,6 +208,30 @@ pub fn chat_body(model: &str, stream: bool) -> serde_json::Value {
         "stream": stream,
         "messages": [ { "role": "user", "content": "你好，请介绍一下你自己" } ],
     })
+}
+
+/// 用客户端密钥发送一个聊天请求。
+pub async fn send_chat(model: &str, stream: bool) -> reqwest::Response {
+    let client = reqwest::Client::new();
+    authed(&client, ENV.url("/v1/chat/completions"))
+        .json(&chat_body(model, stream))
+        .send()
+        .await
+        .expect("请求失败")
+}
+
+/// 响应的内容类型（没有时为空串）。
+pub fn content_type(resp: &reqwest::Response) -> &str {
+    resp.headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+}
+
+/// 发送请求并把响应体解析为 JSON。
+pub async fn json_of(request: reqwest::RequestBuilder) -> serde_json::Value {
+    let resp = request.send().await.expect("请求失败");
+    resp.json().await.expect("响应必须是 JSON")
 }
 
 /// 带客户端密钥的 HTTP 客户端请求。

@@ -2,16 +2,9 @@
 
 use serde_json::Value;
 
-use crate::common::{authed, chat_body, expect_error, sse_payloads, CLIENT_KEY, ENV};
-
-async fn 发送(model: &str, stream: bool) -> reqwest::Response {
-    let client = reqwest::Client::new();
-    authed(&client, ENV.url("/v1/chat/completions"))
-        .json(&chat_body(model, stream))
-        .send()
-        .await
-        .expect("请求失败")
-}
+use crate::common::{
+    authed, chat_body, expect_error, json_of, send_chat, sse_payloads, CLIENT_KEY, ENV,
+};
 
 async fn 发送原文(body: &'static str) -> reqwest::Response {
     let client = reqwest::Client::new();
@@ -26,38 +19,29 @@ async fn 发送原文(body: &'static str) -> reqwest::Response {
 #[tokio::test]
 async fn 鉴权_缺少错误或停用的密钥_返回_401() {
     let client = reqwest::Client::new();
-    let url = ENV.url("/v1/chat/completions");
-    let missing = client
-        .post(&url)
-        .json(&chat_body("fast", false))
-        .send()
-        .await
-        .expect("请求失败");
-    assert_eq!(expect_error(missing, 401).await["code"], "invalid_api_key");
-    let wrong = client
-        .post(&url)
-        .bearer_auth("sk-wrong")
-        .json(&chat_body("fast", false))
-        .send()
-        .await
-        .expect("请求失败");
-    expect_error(wrong, 401).await;
-    let disabled = client
-        .post(&url)
-        .bearer_auth("sk-disabled")
-        .json(&chat_body("fast", false))
-        .send()
-        .await
-        .expect("请求失败");
-    expect_error(disabled, 401).await;
-    let basic = client
-        .post(&url)
-        .header("authorization", format!("Basic {CLIENT_KEY}"))
-        .json(&chat_body("fast", false))
-        .send()
-        .await
-        .expect("请求失败");
-    expect_error(basic, 401).await;
+    let cases = [
+        None,
+        Some("Bearer sk-wrong".to_string()),
+        Some("Bearer sk-disabled".to_string()),
+        Some(format!("Basic {CLIENT_KEY}")),
+        Some("Bearer ".to_string()),
+    ];
+    for authorization in cases {
+        let mut request = client.post(ENV.url("/v1/chat/completions"));
+        if let Some(value) = &authorization {
+            request = request.header("authorization", value);
+        }
+        let resp = request
+            .json(&chat_body("fast", false))
+            .send()
+            .await
+            .expect("请求失败");
+        let error = expect_error(resp, 401).await;
+        assert_eq!(
+            error["code"], "invalid_api_key",
+            "Authorization={authorization:?}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -84,7 +68,7 @@ async fn 请求体_非法_json_与缺少字段_返回_400() {
 
 #[tokio::test]
 async fn 未知模型_返回_404_model_not_found() {
-    let e = expect_error(发送("不存在的模型", false).await, 404).await;
+    let e = expect_error(send_chat("不存在的模型", false).await, 404).await;
     assert_eq!(e["code"], "model_not_found");
     assert_eq!(e["param"], "model");
 }
@@ -110,37 +94,37 @@ async fn 未知路径_404_方法不对_405() {
 #[tokio::test]
 async fn 上游连接被拒_返回_502() {
     assert_ne!(ENV.dead_port, 0);
-    let e = expect_error(发送("dead", false).await, 502).await;
+    let e = expect_error(send_chat("dead", false).await, 502).await;
     assert_eq!(e["code"], "upstream_unreachable");
 }
 
 #[tokio::test]
 async fn 上游不应答_首字节超时返回_504() {
-    let e = expect_error(发送("hang", true).await, 504).await;
+    let e = expect_error(send_chat("hang", true).await, 504).await;
     assert_eq!(e["code"], "upstream_timeout");
 }
 
 #[tokio::test]
 async fn 上游_503_保留状态码() {
-    let e = expect_error(发送("broken", true).await, 503).await;
+    let e = expect_error(send_chat("broken", true).await, 503).await;
     assert_eq!(e["type"], "server_error");
 }
 
 #[tokio::test]
 async fn 上游拒绝网关密钥_返回_502_而不是_401() {
-    let e = expect_error(发送("badkey", false).await, 502).await;
+    let e = expect_error(send_chat("badkey", false).await, 502).await;
     assert_eq!(e["code"], "upstream_auth_failed");
 }
 
 #[tokio::test]
 async fn 上游缺少密钥被停用_返回_503() {
-    let e = expect_error(发送("nokey", false).await, 503).await;
+    let e = expect_error(send_chat("nokey", false).await, 503).await;
     assert_eq!(e["code"], "no_available_upstream");
 }
 
 #[tokio::test]
 async fn 流中途断开_客户端收到一个错误事件且没有_done() {
-    let resp = 发送("dropper", true).await;
+    let resp = send_chat("dropper", true).await;
     assert_eq!(resp.status(), 200);
     let text = resp.text().await.expect("流必须干净地结束");
     let payloads = sse_payloads(&text);
@@ -165,14 +149,7 @@ async fn 流中途断开_客户端收到一个错误事件且没有_done() {
 async fn 健康检查_列出上游状态() {
     let client = reqwest::Client::new();
     for path in ["/health", "/v1/health"] {
-        let body: Value = client
-            .get(ENV.url(path))
-            .send()
-            .await
-            .expect("请求失败")
-            .json()
-            .await
-            .expect("JSON");
+        let body = json_of(client.get(ENV.url(path))).await;
         assert_eq!(body["status"], "degraded", "nokey 模型没有可用上游");
         assert_eq!(body["version"], env!("CARGO_PKG_VERSION"));
         assert!(body["uptime_seconds"].is_u64());
@@ -195,15 +172,7 @@ async fn 模型列表_需要鉴权并按配置列出() {
         .await
         .expect("请求失败");
     expect_error(resp, 401).await;
-    let body: Value = client
-        .get(ENV.url("/v1/models"))
-        .bearer_auth(CLIENT_KEY)
-        .send()
-        .await
-        .expect("请求失败")
-        .json()
-        .await
-        .expect("JSON");
+    let body = json_of(client.get(ENV.url("/v1/models")).bearer_auth(CLIENT_KEY)).await;
     assert_eq!(body["object"], "list");
     let ids: Vec<&str> = body["data"]
         .as_array()

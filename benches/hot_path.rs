@@ -1,0 +1,78 @@
+//! 热路径基准：SSE 增量解析、请求体解析与模型名改写。只测量，不断言。
+//!
+//! 运行：cargo bench --bench hot_path
+
+use std::hint::black_box;
+
+use bytes::Bytes;
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+
+use chatnexus::providers::body_for_model;
+use chatnexus::request::ChatRequest;
+use chatnexus::streaming::SseParser;
+
+/// 一个流的事件数。
+const STREAM_EVENTS: usize = 200;
+/// 模拟 TCP 读取的块大小。
+const READ_SIZES: &[usize] = &[64, 1024, 16 * 1024];
+/// 请求体大小（字节）。
+const BODY_SIZES: &[usize] = &[1024, 100 * 1024, 1024 * 1024];
+
+fn openai_stream() -> Vec<u8> {
+    let mut text = String::new();
+    for i in 0..STREAM_EVENTS {
+        text += &format!(
+            "data: {{\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"第{i}块\"}},\"finish_reason\":null}}]}}\n\n"
+        );
+    }
+    text += "data: [DONE]\n\n";
+    text.into_bytes()
+}
+
+fn bench_sse(c: &mut Criterion) {
+    let stream = openai_stream();
+    let mut group = c.benchmark_group("SSE解析");
+    group.throughput(Throughput::Bytes(stream.len() as u64));
+    for &size in READ_SIZES {
+        group.bench_with_input(BenchmarkId::from_parameter(size), &size, |b, &size| {
+            b.iter(|| {
+                let mut parser = SseParser::default();
+                let mut events = Vec::with_capacity(STREAM_EVENTS + 1);
+                for chunk in stream.chunks(size) {
+                    parser.push(black_box(chunk), &mut events);
+                }
+                parser.finish(&mut events);
+                events.len()
+            })
+        });
+    }
+    group.finish();
+}
+
+fn request_body(size: usize) -> Bytes {
+    let content = "长".repeat(size / 3);
+    let body = serde_json::json!({ "model": "demo", "stream": true, "messages": [ { "role": "user", "content": content } ] });
+    Bytes::from(body.to_string())
+}
+
+fn bench_request(c: &mut Criterion) {
+    let mut group = c.benchmark_group("请求解析与改写");
+    for &size in BODY_SIZES {
+        let raw = request_body(size);
+        group.throughput(Throughput::Bytes(raw.len() as u64));
+        group.bench_with_input(BenchmarkId::new("解析", size), &raw, |b, raw| {
+            b.iter(|| ChatRequest::parse(black_box(raw.clone())).map(|r| r.stream))
+        });
+        let req = match ChatRequest::parse(raw.clone()) {
+            Ok(req) => req,
+            Err(e) => panic!("基准请求体必须合法：{e}"),
+        };
+        group.bench_with_input(BenchmarkId::new("改写模型名", size), &req, |b, req| {
+            b.iter(|| body_for_model(black_box(req), "upstream-model").map(|b| b.len()))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_sse, bench_request);
+criterion_main!(benches);

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# 端到端测试：用官方 openai Python SDK 访问真实运行的网关（内置模拟器作上游，只用 127.0.0.1）。
+# 用法：bash tests/e2e/run.sh  （需要已构建的 target/debug/chatnexus）
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+BIN="$ROOT/target/debug/chatnexus"
+VENV="$ROOT/.venv"
+KEY="sk-chatnexus-e2e"
+WORK=$(mktemp -d)
+GATEWAY_PID=""
+
+cleanup() {
+  if [ -n "$GATEWAY_PID" ]; then kill "$GATEWAY_PID" 2>/dev/null || true; fi
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# 为 SDK 准备独立的虚拟环境
+if [ ! -x "$VENV/bin/python" ]; then
+  python3 -m venv "$VENV"
+fi
+"$VENV/bin/pip" install --quiet --disable-pip-version-check "openai>=1.40,<3"
+
+GATEWAY_PORT=$(free_port)
+MOCK_PORT=$(free_port)
+HASH=$(printf '%s' "$KEY" | sha256sum | cut -d' ' -f1)
+cat > "$WORK/chatnexus.yaml" <<YAML
+server: { listen: "127.0.0.1:$GATEWAY_PORT" }
+auth: { keys: [ { name: e2e, sha256: "$HASH" } ] }
+mock: { listen: "127.0.0.1:$MOCK_PORT", behavior: { chunks: 6, chunk_delay_ms: 5 } }
+providers: [ { name: mock, kind: openai_compatible, base_url: "http://127.0.0.1:$MOCK_PORT" } ]
+models: [ { name: demo, targets: [ { provider: mock } ] } ]
+YAML
+
+"$BIN" -t -c "$WORK/chatnexus.yaml"
+"$BIN" -c "$WORK/chatnexus.yaml" > "$WORK/gateway.log" 2>&1 &
+GATEWAY_PID=$!
+for _ in $(seq 1 100); do
+  if curl -sf "http://127.0.0.1:$GATEWAY_PORT/health" > /dev/null; then break; fi
+  sleep 0.1
+done
+
+CHATNEXUS_BASE_URL="http://127.0.0.1:$GATEWAY_PORT/v1" CHATNEXUS_API_KEY="$KEY" \
+  "$VENV/bin/python" "$ROOT/tests/e2e/test_openai_sdk.py" || { cat "$WORK/gateway.log"; exit 1; }
