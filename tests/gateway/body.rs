@@ -6,6 +6,8 @@ use crate::common::{authed, expect_error, ENV};
 
 /// 大请求的目标大小。
 const BIG_BODY_BYTES: usize = 8 * 1024 * 1024;
+/// 等待 100 Continue 的最长时间（curl 缺省只等 1 秒就自行上传）。
+const INTERIM_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 /// 超过上限的请求大小。
 const OVERSIZE_BODY_BYTES: usize = 11 * 1024 * 1024;
 
@@ -70,4 +72,36 @@ async fn 分块上传超过上限_同样返回_413() {
         .await
         .expect("请求失败");
     expect_error(resp, 413).await;
+}
+
+#[tokio::test]
+async fn 期待_100_continue_的客户端先收到_100_再上传() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let body = serde_json::to_vec(&crate::common::chat_body("fast", false)).expect("可序列化");
+    let mut stream = tokio::net::TcpStream::connect(ENV.gateway)
+        .await
+        .expect("连接网关");
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nExpect: 100-continue\r\n\r\n",
+        crate::common::CLIENT_KEY,
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.expect("写请求头");
+    let mut interim = [0u8; 64];
+    let n = tokio::time::timeout(INTERIM_WAIT, stream.read(&mut interim))
+        .await
+        .expect("网关没有发出 100 Continue")
+        .expect("读 100 响应");
+    assert!(
+        String::from_utf8_lossy(&interim[..n]).starts_with("HTTP/1.1 100"),
+        "上传请求体前必须先收到 100 Continue"
+    );
+    stream.write_all(&body).await.expect("写请求体");
+    let mut reply = vec![0u8; 4096];
+    let n = stream.read(&mut reply).await.expect("读最终响应");
+    assert!(
+        String::from_utf8_lossy(&reply[..n]).starts_with("HTTP/1.1 200"),
+        "最终响应必须是 200"
+    );
 }
