@@ -139,7 +139,8 @@ fn run_mock(args: &MockArgs) -> ExitCode {
     }
     let mut server = Server::new_with_opt_and_conf(None, Default::default());
     server.bootstrap();
-    let (service, _stats) = mock_service(&args.listen, settings);
+    let (mut service, _stats) = mock_service(settings);
+    service.add_tcp(&args.listen);
     server.add_service(service);
     info!("上游模拟器监听 {}", args.listen);
     server.run_forever()

@@ -44,7 +44,8 @@ pub fn build(config: Config, opt: Option<Opt>) -> Server {
     server.add_service(proxy);
 
     if let Some(mock) = mock {
-        let (service, _stats) = mock_service(&mock.listen.0.to_string(), mock.behavior);
+        let (mut service, _stats) = mock_service(mock.behavior);
+        service.add_tcp(&mock.listen.0.to_string());
         server.add_service(service);
     }
     let refresher = DnsRefresher::new(dns, DNS_REFRESH_INTERVAL);
@@ -61,6 +62,11 @@ fn server_conf(config: &Config) -> ServerConf {
     });
     ServerConf {
         threads,
+        ca_file: config
+            .server
+            .ca_file
+            .as_ref()
+            .map(|p| p.display().to_string()),
         ..ServerConf::default()
     }
 }

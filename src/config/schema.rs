@@ -1,6 +1,7 @@
 //! 配置文件（YAML）的结构。字段级校验在反序列化时完成，错误自动带上 YAML 路径。
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -73,6 +74,9 @@ pub struct ServerSettings {
     /// 代理服务的工作线程数，缺省为 CPU 核数。
     #[serde(default)]
     pub threads: Option<usize>,
+    /// 校验 HTTPS 上游证书用的 CA 文件（PEM）；设置后只信任其中的 CA，缺省用系统证书。
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Default for ServerSettings {
@@ -81,6 +85,7 @@ impl Default for ServerSettings {
             listen: default_listen(),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             threads: None,
+            ca_file: None,
         }
     }
 }

@@ -29,6 +29,14 @@ fn validate_server(file: &ConfigFile, issues: &mut Vec<ConfigIssue>) {
             format!("必须在 1 到 {MAX_BODY_CEILING} 之间"),
         ));
     }
+    if let Some(path) = &file.server.ca_file {
+        if let Err(e) = std::fs::read(path) {
+            issues.push(ConfigIssue::new(
+                "server.ca_file",
+                format!("无法读取 CA 文件 {}：{e}", path.display()),
+            ));
+        }
+    }
     if file.server.threads == Some(0) {
         issues.push(ConfigIssue::new("server.threads", "必须至少为 1"));
     }

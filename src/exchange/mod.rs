@@ -82,29 +82,31 @@ impl UpstreamClient {
 
     /// 取得到提供方的连接（可能复用连接池里的）。
     ///
-    /// 错误：DNS 失败或连接被拒返回 502，连接超时返回 504。
+    /// 主机名解析出多个地址时按顺序逐个尝试（例如 `localhost` 先给出 `::1` 而上游只听 IPv4）。
+    /// 错误：DNS 失败或全部地址都连不上返回 502，最后一个地址连接超时返回 504。
     async fn connect(&self, provider: &Provider) -> Result<(HttpSession, HttpPeer), ApiError> {
         let url = &provider.base_url;
-        let addr = self.dns.resolve(&url.host, url.port).await.map_err(|e| {
+        let addrs = self.dns.resolve(&url.host, url.port).await.map_err(|e| {
             ApiError::bad_gateway(
                 "upstream_unreachable",
                 format!("上游 `{}` 不可达：{e}", provider.name),
             )
         })?;
-        let peer = build_peer(provider, addr);
-        match self.connector.get_http_session(&peer).await {
-            Ok((session, reused)) => {
-                debug!("已连接上游 {}（{addr}，复用连接：{reused}）", provider.name);
-                Ok((session, peer))
+        let mut last_error = None;
+        for &addr in addrs.iter() {
+            let peer = build_peer(provider, addr);
+            match self.connector.get_http_session(&peer).await {
+                Ok((session, reused)) => {
+                    debug!("已连接上游 {}（{addr}，复用连接：{reused}）", provider.name);
+                    return Ok((session, peer));
+                }
+                Err(e) => {
+                    debug!("连接上游 {}（{addr}）失败：{e}", provider.name);
+                    last_error = Some(e);
+                }
             }
-            Err(e) if matches!(e.etype(), ErrorType::ConnectTimedout) => Err(
-                ApiError::gateway_timeout(format!("连接上游 `{}` 超时：{e}", provider.name)),
-            ),
-            Err(e) => Err(ApiError::bad_gateway(
-                "upstream_unreachable",
-                format!("无法连接上游 `{}`：{e}", provider.name),
-            )),
         }
+        Err(connect_error(provider, last_error))
     }
 
     /// 响应读完的连接放回连接池，否则丢弃（关闭）。
@@ -159,6 +161,24 @@ pub async fn run(
     }
     client.release(up, &peer).await;
     Ok(200)
+}
+
+/// 把最后一次连接失败映射为客户端错误：超时 504，其余 502。
+fn connect_error(provider: &Provider, error: Option<Box<pingora::Error>>) -> ApiError {
+    let name = &provider.name;
+    match error {
+        Some(e) if matches!(e.etype(), ErrorType::ConnectTimedout) => {
+            ApiError::gateway_timeout(format!("连接上游 `{name}` 超时：{e}"))
+        }
+        Some(e) => ApiError::bad_gateway(
+            "upstream_unreachable",
+            format!("无法连接上游 `{name}`：{e}"),
+        ),
+        None => ApiError::bad_gateway(
+            "upstream_unreachable",
+            format!("上游 `{name}` 没有可用地址"),
+        ),
+    }
 }
 
 /// 读完上游剩余的响应体；返回是否正常读到结尾。

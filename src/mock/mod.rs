@@ -221,21 +221,20 @@ pub struct MockApp {
     stats: Arc<MockStats>,
 }
 
-/// 创建监听 `listen` 的模拟器服务，并返回共享的统计。
+/// 创建模拟器服务（尚无监听地址，调用方用 `add_tcp` 或 `add_tls` 添加），并返回共享的统计。
 ///
 /// ```
-/// let (_service, stats) = chatnexus::mock::mock_service("127.0.0.1:0", Default::default()); // 尚未运行
+/// let (mut service, stats) = chatnexus::mock::mock_service(Default::default()); // 尚未运行
+/// service.add_tcp("127.0.0.1:18081"); // 只监听回环地址
 /// assert_eq!(stats.requests(), 0); // 服务与测试共享这份统计
 /// ```
-pub fn mock_service(listen: &str, settings: MockSettings) -> (Service<MockApp>, Arc<MockStats>) {
+pub fn mock_service(settings: MockSettings) -> (Service<MockApp>, Arc<MockStats>) {
     let stats = Arc::new(MockStats::default());
     let app = MockApp {
         settings,
         stats: Arc::clone(&stats),
     };
-    let mut service = Service::new("ChatNexus 模拟上游".to_string(), app);
-    service.add_tcp(listen);
-    (service, stats)
+    (Service::new("ChatNexus 模拟上游".to_string(), app), stats)
 }
 
 #[async_trait]

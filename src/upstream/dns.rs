@@ -14,6 +14,8 @@ use pingora::services::background::BackgroundService;
 
 /// 缓存的键：主机名与端口。
 type HostPort = (String, u16);
+/// 一个主机名解析出的全部地址（按解析器给出的顺序）。
+pub type Addrs = Arc<[SocketAddr]>;
 
 /// 主机名到地址的缓存。
 ///
@@ -22,29 +24,29 @@ type HostPort = (String, u16);
 /// ```
 /// let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap(); // 单线程运行时
 /// let cache = chatnexus::upstream::DnsCache::default(); // 空缓存
-/// let addr = rt.block_on(cache.resolve("127.0.0.1", 8080)).unwrap(); // IP 字面量无需解析
-/// assert_eq!(addr.port(), 8080); // 端口原样保留
+/// let addrs = rt.block_on(cache.resolve("127.0.0.1", 8080)).unwrap(); // IP 字面量无需解析
+/// assert_eq!(addrs[0].port(), 8080); // 端口原样保留
 /// ```
 #[derive(Debug, Default)]
 pub struct DnsCache {
-    entries: RwLock<HashMap<HostPort, SocketAddr>>,
+    entries: RwLock<HashMap<HostPort, Addrs>>,
 }
 
 impl DnsCache {
-    /// 解析主机名与端口为一个地址；IP 字面量直接返回，主机名先查缓存。
+    /// 解析主机名与端口为地址列表；IP 字面量直接返回，主机名先查缓存。
     ///
     /// 错误：解析失败或没有任何地址时返回中文说明。
-    pub async fn resolve(&self, host: &str, port: u16) -> Result<SocketAddr, String> {
+    pub async fn resolve(&self, host: &str, port: u16) -> Result<Addrs, String> {
         if let Ok(ip) = host.parse::<IpAddr>() {
-            return Ok(SocketAddr::new(ip, port));
+            return Ok(Arc::from([SocketAddr::new(ip, port)]));
         }
         let key = (host.to_string(), port);
-        if let Some(addr) = self.read().get(&key) {
-            return Ok(*addr);
+        if let Some(addrs) = self.read().get(&key) {
+            return Ok(Arc::clone(addrs));
         }
-        let addr = lookup(host, port).await?;
-        self.write().insert(key, addr);
-        Ok(addr)
+        let addrs = lookup(host, port).await?;
+        self.write().insert(key, Arc::clone(&addrs));
+        Ok(addrs)
     }
 
     /// 重新解析所有缓存过的主机名；失败的保留旧地址。
@@ -52,32 +54,33 @@ impl DnsCache {
         let keys: Vec<HostPort> = self.read().keys().cloned().collect();
         for (host, port) in keys {
             match lookup(&host, port).await {
-                Ok(addr) => {
-                    self.write().insert((host, port), addr);
+                Ok(addrs) => {
+                    self.write().insert((host, port), addrs);
                 }
                 Err(e) => warn!("刷新 DNS 失败，继续使用旧地址：{e}"),
             }
         }
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<HostPort, SocketAddr>> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<HostPort, Addrs>> {
         self.entries.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<HostPort, SocketAddr>> {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<HostPort, Addrs>> {
         self.entries.write().unwrap_or_else(|p| p.into_inner())
     }
 }
 
-async fn lookup(host: &str, port: u16) -> Result<SocketAddr, String> {
-    let mut addrs = tokio::net::lookup_host((host, port))
+async fn lookup(host: &str, port: u16) -> Result<Addrs, String> {
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
         .await
-        .map_err(|e| format!("解析主机名 {host} 失败：{e}"))?;
-    let addr = addrs
-        .next()
-        .ok_or_else(|| format!("主机名 {host} 没有解析出任何地址"))?;
-    debug!("DNS：{host}:{port} -> {addr}");
-    Ok(addr)
+        .map_err(|e| format!("解析主机名 {host} 失败：{e}"))?
+        .collect();
+    if addrs.is_empty() {
+        return Err(format!("主机名 {host} 没有解析出任何地址"));
+    }
+    debug!("DNS：{host}:{port} -> {addrs:?}");
+    Ok(Arc::from(addrs))
 }
 
 /// 定期刷新 [`DnsCache`] 的后台服务。
@@ -121,21 +124,21 @@ mod tests {
     #[tokio::test]
     async fn 解析_localhost_并缓存() {
         let cache = DnsCache::default();
-        let addr = cache
+        let addrs = cache
             .resolve("localhost", 9)
             .await
             .expect("localhost 必须可解析");
-        assert!(addr.ip().is_loopback());
+        assert!(addrs.iter().all(|a| a.ip().is_loopback()));
         assert_eq!(cache.read().len(), 1, "主机名结果必须进入缓存");
         cache.refresh_all().await;
-        assert_eq!(cache.resolve("localhost", 9).await, Ok(addr));
+        assert_eq!(cache.resolve("localhost", 9).await, Ok(addrs));
     }
 
     #[tokio::test]
     async fn 解析_ip_字面量不进缓存() {
         let cache = DnsCache::default();
-        let addr = cache.resolve("::1", 80).await.expect("IPv6 字面量");
-        assert_eq!(addr, "[::1]:80".parse().expect("地址合法"));
+        let addrs = cache.resolve("::1", 80).await.expect("IPv6 字面量");
+        assert_eq!(addrs[..], ["[::1]:80".parse().expect("地址合法")]);
         assert!(cache.read().is_empty());
     }
 

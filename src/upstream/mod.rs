@@ -9,7 +9,7 @@ use pingora::upstreams::peer::HttpPeer;
 
 use crate::config::{Model, Provider, Target};
 
-pub use dns::{DnsCache, DnsRefresher};
+pub use dns::{Addrs, DnsCache, DnsRefresher};
 
 /// 空闲的上游连接在连接池中保留的时长。
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);

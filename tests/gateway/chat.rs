@@ -159,3 +159,25 @@ async fn 客户端断开_一秒内关闭上游连接() {
     }
     assert_eq!(abandon.streams_completed(), 0, "被放弃的流不应被上游发完");
 }
+
+#[tokio::test]
+async fn https_上游_按主机名连接并校验证书() {
+    let secure = ENV.mock("secure");
+    let before = secure.requests();
+    let resp = send_chat("secure", true).await;
+    assert_eq!(resp.status(), 200);
+    let text = resp.text().await.expect("读取流失败");
+    assert_eq!(stream_content(&sse_payloads(&text)), MOCK_REPLY);
+    assert_eq!(
+        secure.requests(),
+        before + 1,
+        "请求必须经 TLS 到达 HTTPS 上游"
+    );
+    let recorded = secure.recent().pop().expect("必须记录到请求");
+    assert!(
+        recorded
+            .header("host")
+            .is_some_and(|h| h.starts_with("localhost:")),
+        "Host 必须是主机名"
+    );
+}

@@ -21,6 +21,8 @@ pub const UPSTREAM_KEY: &str = "sk-upstream-secret-密钥不该外泄";
 const LOOPBACK: &str = "http://127.0.0.1";
 /// 缺少密钥而被停用的上游地址（永远不会被访问）。
 const OPENAI_URL: &str = "https://api.openai.com";
+/// HTTPS 模拟上游的地址前缀：用主机名访问，走 DNS 缓存、SNI 与证书校验。
+const SECURE_URL: &str = "https://localhost";
 /// 等待端口就绪的最长时间。
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -112,30 +114,45 @@ fn free_port() -> u16 {
         .expect("必须能在回环地址上找到空闲端口")
 }
 
-/// 生成测试配置：每个模拟上游一个 provider 与一个同名模型。
-fn config_yaml(gateway_port: u16, mock_ports: &[(&str, u16)], dead_port: u16) -> String {
+/// 测试环境用到的端口与证书。
+struct Layout {
+    gateway: u16,
+    mocks: Vec<(&'static str, u16)>,
+    dead: u16,
+    secure: u16,
+    ca_file: String,
+}
+
+/// 生成测试配置：每个模拟上游一个 provider 与一个同名模型，外加连不上的、缺密钥的和 HTTPS 的上游。
+fn config_yaml(layout: &Layout) -> String {
     let client = KeyHash::of(CLIENT_KEY).to_hex();
     let disabled = KeyHash::of("sk-disabled").to_hex();
+    let (gateway, ca_file) = (layout.gateway, &layout.ca_file);
     let mut lines = vec![
-        format!("server: {{ listen: \"127.0.0.1:{gateway_port}\", threads: 2 }}"),
-        "auth:".to_string(),
-        format!("  keys: [ {{ name: 测试团队, sha256: \"{client}\" }}, {{ name: 停用, sha256: \"{disabled}\", disabled: true }} ]"),
+        format!("server: {{ listen: \"127.0.0.1:{gateway}\", threads: 2, ca_file: \"{ca_file}\" }}"),
+        format!("auth: {{ keys: [ {{ name: 测试团队, sha256: \"{client}\" }}, {{ name: 停用, sha256: \"{disabled}\", disabled: true }} ] }}"),
         "providers:".to_string(),
     ];
     let timeouts = "timeouts: { first_byte_ms: 1000, idle_ms: 2000 }";
-    for (name, port) in mock_ports {
+    for (name, port) in &layout.mocks {
         let url = format!("{LOOPBACK}:{port}/v1");
         lines.push(format!("  - {{ name: {name}, kind: openai_compatible, base_url: \"{url}\", api_key: \"{UPSTREAM_KEY}\", {timeouts} }}"));
     }
+    let (dead, secure) = (layout.dead, layout.secure);
     lines.push(format!(
-        "  - {{ name: dead, kind: openai_compatible, base_url: \"{LOOPBACK}:{dead_port}\" }}"
+        "  - {{ name: dead, kind: openai_compatible, base_url: \"{LOOPBACK}:{dead}\" }}"
     ));
     lines.push(format!("  - {{ name: nokey, kind: openai, base_url: \"{OPENAI_URL}\", api_key_env: CHATNEXUS_TEST_UNSET_KEY }}"));
+    lines.push(format!(
+        "  - {{ name: secure, kind: openai_compatible, base_url: \"{SECURE_URL}:{secure}\" }}"
+    ));
+    lines.push(format!("  - {{ name: mismatch, kind: openai_compatible, base_url: \"https://127.0.0.1:{secure}\" }}"));
     lines.push("models:".to_string());
-    let names = mock_ports
+    let names = layout
+        .mocks
         .iter()
         .map(|(name, _)| *name)
-        .chain(["dead", "nokey"]);
+        .chain(["dead", "nokey", "secure", "mismatch"]);
     for name in names {
         lines.push(format!(
             "  - {{ name: {name}, targets: [ {{ provider: {name} }} ] }}"
@@ -145,6 +162,41 @@ fn config_yaml(gateway_port: u16, mock_ports: &[(&str, u16)], dead_port: u16) ->
         "  - { name: 改名, targets: [ { provider: fast, model: upstream-model } ] }".to_string(),
     );
     lines.join("\n")
+}
+
+/// 测试用的证书文件：现场签发的 CA 与由它签发的 `localhost` 证书。
+struct TestTls {
+    ca: String,
+    cert: String,
+    key: String,
+}
+
+impl TestTls {
+    /// 签发证书并写入临时目录（每个测试进程一份）。
+    fn generate() -> Self {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+        let dir = std::env::temp_dir().join(format!("chatnexus-test-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("创建证书目录");
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA 参数");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca_key = KeyPair::generate().expect("生成 CA 私钥");
+        let ca = ca_params.self_signed(&ca_key).expect("签发 CA");
+        let leaf_key = KeyPair::generate().expect("生成服务端私钥");
+        let leaf = CertificateParams::new(vec!["localhost".to_string()])
+            .expect("服务端证书参数")
+            .signed_by(&leaf_key, &ca, &ca_key)
+            .expect("签发服务端证书");
+        let write = |name: &str, pem: String| {
+            let path = dir.join(name);
+            std::fs::write(&path, pem).expect("写证书文件");
+            path.display().to_string()
+        };
+        TestTls {
+            ca: write("ca.pem", ca.pem()),
+            cert: write("leaf.pem", leaf.pem()),
+            key: write("leaf.key", leaf_key.serialize_pem()),
+        }
+    }
 }
 
 /// 永不触发的关停信号：测试进程结束时网关随之结束。
@@ -160,33 +212,50 @@ impl ShutdownSignalWatch for NeverShutdown {
 fn start_env() -> TestEnv {
     let _ = env_logger::builder().is_test(true).try_init();
     let specs = mock_specs();
-    let ports: Vec<(&str, u16)> = specs.iter().map(|s| (s.name, free_port())).collect();
-    let gateway_port = free_port();
-    let dead_port = free_port();
-    let yaml = config_yaml(gateway_port, &ports, dead_port);
+    let tls = TestTls::generate();
+    let layout = Layout {
+        gateway: free_port(),
+        mocks: specs.iter().map(|s| (s.name, free_port())).collect(),
+        dead: free_port(),
+        secure: free_port(),
+        ca_file: tls.ca.clone(),
+    };
+    let yaml = config_yaml(&layout);
     let cfg = config::build(config::parse(&yaml).expect("测试配置必须能解析"), |_| None)
         .expect("测试配置必须通过校验");
     let mut server = chatnexus::server::build(cfg, None);
     let mut mocks = HashMap::new();
-    for (spec, (_, port)) in specs.into_iter().zip(&ports) {
-        let (service, stats) = mock_service(&format!("127.0.0.1:{port}"), spec.settings);
+    for (spec, (_, port)) in specs.into_iter().zip(&layout.mocks) {
+        let (mut service, stats) = mock_service(spec.settings);
+        service.add_tcp(&format!("127.0.0.1:{port}"));
         server.add_service(service);
         mocks.insert(spec.name, stats);
     }
+    let (mut secure, stats) = mock_service(MockSettings::default());
+    secure
+        .add_tls(&format!("127.0.0.1:{}", layout.secure), &tls.cert, &tls.key)
+        .expect("HTTPS 模拟上游必须能加载测试证书");
+    server.add_service(secure);
+    mocks.insert("secure", stats);
     std::thread::spawn(move || {
         server.run(RunArgs {
             shutdown_signal: Box::new(NeverShutdown),
         })
     });
-    let gateway: SocketAddr = ([127, 0, 0, 1], gateway_port).into();
+    let gateway: SocketAddr = ([127, 0, 0, 1], layout.gateway).into();
     wait_ready(gateway);
-    for (_, port) in &ports {
-        wait_ready(([127, 0, 0, 1], *port).into());
+    for port in layout
+        .mocks
+        .iter()
+        .map(|(_, port)| *port)
+        .chain([layout.secure])
+    {
+        wait_ready(([127, 0, 0, 1], port).into());
     }
     TestEnv {
         gateway,
         mocks,
-        dead_port,
+        dead_port: layout.dead,
     }
 }
 

@@ -99,6 +99,21 @@ async fn 上游连接被拒_返回_502() {
 }
 
 #[tokio::test]
+async fn https_上游证书与主机名不符_拒绝连接返回_502() {
+    let e = expect_error(send_chat("mismatch", false).await, 502).await;
+    assert_eq!(e["code"], "upstream_unreachable");
+    assert_eq!(
+        ENV.mock("secure")
+            .recent()
+            .iter()
+            .filter(|r| r.header("host").is_some_and(|h| h.starts_with("127.0.0.1")))
+            .count(),
+        0,
+        "证书校验失败时请求不得到达上游"
+    );
+}
+
+#[tokio::test]
 async fn 上游不应答_首字节超时返回_504() {
     let e = expect_error(send_chat("hang", true).await, 504).await;
     assert_eq!(e["code"], "upstream_timeout");
