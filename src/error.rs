@@ -32,6 +32,8 @@ pub struct ApiError {
     pub param: Option<String>,
     /// 中文错误信息。
     pub message: String,
+    /// 建议客户端等待的秒数，写入 `Retry-After` 头（限流、过载时）。
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -45,12 +47,25 @@ impl ApiError {
             code: Some(code.to_string()),
             param: None,
             message: message.into(),
+            retry_after: None,
         }
     }
 
     /// 附上出错字段名，返回新的错误。
     pub fn with_param(mut self, param: impl Into<String>) -> Self {
         self.param = Some(param.into());
+        self
+    }
+
+    /// 附上可能缺省的出错字段名，返回新的错误。
+    pub fn with_param_opt(mut self, param: Option<String>) -> Self {
+        self.param = param;
+        self
+    }
+
+    /// 附上建议的重试等待秒数，返回新的错误。
+    pub fn with_retry_after(mut self, seconds: Option<u64>) -> Self {
+        self.retry_after = seconds;
         self
     }
 

@@ -114,6 +114,8 @@ pub struct Provider {
     pub timeouts: Timeouts,
     /// 为假时不参与选择（例如密钥环境变量未设置）。
     pub enabled: bool,
+    /// Azure 的 `api-version`。
+    pub api_version: Option<String>,
 }
 
 /// 一个上游目标：由哪个提供方、以什么模型名服务。
@@ -131,6 +133,10 @@ pub struct Target {
     pub provider: Arc<Provider>,
     /// 发给上游的模型名。
     pub model: String,
+    /// 客户端没给 `max_tokens` 时使用的值。
+    pub max_tokens: Option<u64>,
+    /// Azure 部署名（已按缺省规则填好）。
+    pub deployment: String,
 }
 
 /// 客户端可见的一个模型。
@@ -271,6 +277,7 @@ fn build_provider(p: &ProviderConfig, env: &impl Fn(&str) -> Option<String>) -> 
         api_key,
         timeouts: p.timeouts,
         enabled,
+        api_version: p.api_version.clone(),
     }
 }
 
@@ -278,6 +285,19 @@ fn build_provider(p: &ProviderConfig, env: &impl Fn(&str) -> Option<String>) -> 
 fn build_models(models: &[ModelConfig], providers: &[Arc<Provider>]) -> Vec<Model> {
     let by_name: HashMap<&str, &Arc<Provider>> =
         providers.iter().map(|p| (p.name.as_str(), p)).collect();
+    let build_target = |model: &ModelConfig, t: &TargetConfig| {
+        let provider = by_name.get(t.provider.as_str())?;
+        let upstream_model = t.model.clone().unwrap_or_else(|| model.name.clone());
+        Some(Target {
+            provider: Arc::clone(provider),
+            deployment: t
+                .deployment
+                .clone()
+                .unwrap_or_else(|| upstream_model.clone()),
+            model: upstream_model,
+            max_tokens: t.max_tokens,
+        })
+    };
     models
         .iter()
         .map(|m| Model {
@@ -285,12 +305,7 @@ fn build_models(models: &[ModelConfig], providers: &[Arc<Provider>]) -> Vec<Mode
             targets: m
                 .targets
                 .iter()
-                .filter_map(|t| {
-                    by_name.get(t.provider.as_str()).map(|p| Target {
-                        provider: Arc::clone(p),
-                        model: t.model.clone().unwrap_or_else(|| m.name.clone()),
-                    })
-                })
+                .filter_map(|t| build_target(m, t))
                 .collect(),
         })
         .collect()

@@ -159,12 +159,21 @@ pub enum ProviderKind {
     /// 任意兼容 OpenAI 的服务（vLLM、Ollama、DeepSeek……）。
     #[serde(rename = "openai_compatible")]
     OpenAiCompatible,
+    /// Anthropic Messages API。
+    #[serde(rename = "anthropic")]
+    Anthropic,
+    /// Google Gemini（Generative Language API）。
+    #[serde(rename = "gemini")]
+    Gemini,
+    /// Azure OpenAI（按部署名寻址）。
+    #[serde(rename = "azure")]
+    Azure,
 }
 
 impl ProviderKind {
-    /// 该类型是否必须配置上游密钥。
+    /// 该类型是否必须配置上游密钥（只有自建的兼容服务可以不要）。
     pub fn requires_key(self) -> bool {
-        matches!(self, ProviderKind::OpenAi)
+        !matches!(self, ProviderKind::OpenAiCompatible)
     }
 }
 
@@ -195,6 +204,9 @@ pub struct ProviderConfig {
     /// 超时设置。
     #[serde(default)]
     pub timeouts: Timeouts,
+    /// Azure 的 `api-version`（`azure` 类型必填，如 `2024-10-21`）。
+    #[serde(default)]
+    pub api_version: Option<String>,
 }
 
 /// 与上游交换时的各阶段超时（毫秒）。
@@ -356,6 +368,12 @@ pub struct TargetConfig {
     /// 发给上游的模型名，缺省与客户端可见名相同。
     #[serde(default)]
     pub model: Option<String>,
+    /// 客户端没给 `max_tokens` 时使用的值（Anthropic 必须有；缺省 4096）。
+    #[serde(default)]
+    pub max_tokens: Option<u64>,
+    /// Azure 部署名（只用于 `azure` 类型，缺省等于上游模型名）。
+    #[serde(default)]
+    pub deployment: Option<String>,
 }
 
 /// `mock` 段：内置模拟器的监听地址与行为。

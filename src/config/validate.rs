@@ -1,8 +1,8 @@
 //! 跨字段校验：引用是否存在、名称是否重复、密钥来源是否冲突。每条问题都带 YAML 路径。
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
-use super::{ConfigFile, ConfigIssue};
+use super::{ConfigFile, ConfigIssue, ProviderKind, TargetConfig};
 
 /// 名称的最大长度（提供方名会成为指标标签，必须短而规整）。
 const MAX_NAME_LEN: usize = 64;
@@ -100,6 +100,12 @@ fn validate_providers(file: &ConfigFile, issues: &mut Vec<ConfigIssue>) {
                 "该类型的上游必须配置 api_key_env（推荐）或 api_key",
             ));
         }
+        if p.kind == ProviderKind::Azure && p.api_version.is_none() {
+            issues.push(ConfigIssue::new(
+                format!("{path}.api_version"),
+                "azure 类型的上游必须配置 api_version（如 2024-10-21）",
+            ));
+        }
         let t = &p.timeouts;
         if t.connect_ms == 0 || t.first_byte_ms == 0 || t.idle_ms == 0 {
             issues.push(ConfigIssue::new(
@@ -111,7 +117,11 @@ fn validate_providers(file: &ConfigFile, issues: &mut Vec<ConfigIssue>) {
 }
 
 fn validate_models(file: &ConfigFile, issues: &mut Vec<ConfigIssue>) {
-    let providers: HashSet<&str> = file.providers.iter().map(|p| p.name.as_str()).collect();
+    let providers: HashMap<&str, ProviderKind> = file
+        .providers
+        .iter()
+        .map(|p| (p.name.as_str(), p.kind))
+        .collect();
     let mut names = HashSet::new();
     for (i, m) in file.models.iter().enumerate() {
         let path = format!("models[{i}]");
@@ -129,13 +139,32 @@ fn validate_models(file: &ConfigFile, issues: &mut Vec<ConfigIssue>) {
             ));
         }
         for (j, t) in m.targets.iter().enumerate() {
-            if !providers.contains(t.provider.as_str()) {
-                issues.push(ConfigIssue::new(
-                    format!("{path}.targets[{j}].provider"),
-                    format!("引用了不存在的上游 `{}`", t.provider),
-                ));
-            }
+            validate_target(&providers, t, format!("{path}.targets[{j}]"), issues);
         }
+    }
+}
+
+fn validate_target(
+    providers: &HashMap<&str, ProviderKind>,
+    target: &TargetConfig,
+    path: String,
+    issues: &mut Vec<ConfigIssue>,
+) {
+    match providers.get(target.provider.as_str()) {
+        None => issues.push(ConfigIssue::new(
+            format!("{path}.provider"),
+            format!("引用了不存在的上游 `{}`", target.provider),
+        )),
+        Some(kind) if *kind != ProviderKind::Azure && target.deployment.is_some() => {
+            issues.push(ConfigIssue::new(
+                format!("{path}.deployment"),
+                "deployment 只适用于 azure 类型的上游",
+            ))
+        }
+        Some(_) => {}
+    }
+    if target.max_tokens == Some(0) {
+        issues.push(ConfigIssue::new(format!("{path}.max_tokens"), "必须大于 0"));
     }
 }
 

@@ -4,7 +4,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use http::header::{ACCEPT_ENCODING, CONTENT_LENGTH, HOST, USER_AGENT};
+use http::header::{ACCEPT_ENCODING, CONTENT_LENGTH, HOST, RETRY_AFTER, USER_AGENT};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::protocols::http::client::HttpSession;
 use pingora_proxy::Session;
@@ -52,6 +52,17 @@ pub(super) fn build_request_header(
             .map_err(invalid)?;
     }
     Ok(header)
+}
+
+/// 上游响应头 `Retry-After` 中的秒数（只接受整数秒，HTTP 日期形式忽略）。
+pub(super) fn retry_after(header: &ResponseHeader) -> Option<u64> {
+    header
+        .headers
+        .get(RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|v| v.is_finite() && *v >= 0.0)
+        .map(|v| v.ceil() as u64)
 }
 
 /// 等待上游响应头（首字节超时）。

@@ -23,7 +23,7 @@ use pingora_proxy::Session;
 
 use crate::config::{Provider, Target};
 use crate::error::ApiError;
-use crate::providers::{filter_for, map_upstream_error, UpstreamRequest};
+use crate::providers::{filter_for, map_upstream_error, TranslateCtx, UpstreamRequest};
 use crate::proxy::respond;
 use crate::request::ChatRequest;
 use crate::upstream::{build_peer, DnsCache};
@@ -147,14 +147,22 @@ pub async fn run(
     let status = header.status.as_u16();
     if !header.status.is_success() {
         let body = io::read_body(&mut up, down, timeouts.idle(), MAX_ERROR_BODY_BYTES).await?;
-        return Err(map_upstream_error(status, filter.parse_error(&body), &provider.name).into());
+        let info = filter.parse_error(status, &body);
+        let retry_after = io::retry_after(&header);
+        let error = map_upstream_error(status, info, &provider.name);
+        let error = match error.retry_after {
+            Some(_) => error,
+            None => error.with_retry_after(retry_after),
+        };
+        return Err(error.into());
     }
     if req.stream {
         stream::ensure_event_stream(&header, &provider.name)?;
-        stream::relay(&mut up, down, filter.stream_translator(), timeouts.idle()).await?;
+        let translator = filter.stream_translator(TranslateCtx::for_request(req));
+        stream::relay(&mut up, down, translator, timeouts.idle()).await?;
     } else {
         let body = io::read_body(&mut up, down, timeouts.idle(), MAX_RESPONSE_BODY_BYTES).await?;
-        let reply = filter.translate_response(body)?;
+        let reply = filter.translate_response(body, &TranslateCtx::for_request(req))?;
         respond::write_json(down, 200, reply)
             .await
             .map_err(|_| Failure::ClientGone)?;

@@ -4,7 +4,11 @@
 //! 可配置分块数、块间延迟、用量数字和故障模式（状态码、挂起、流中断开），
 //! 并记录收到的请求和流的结局，供测试断言上游实际收到了什么。
 
+mod anthropic;
+mod gemini;
+mod io;
 mod openai;
+mod plan;
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -114,6 +118,10 @@ pub struct MockSettings {
     pub prompt_tokens: Option<u64>,
     /// 报告的输出 token 数；缺省等于块数。
     pub completion_tokens: Option<u64>,
+    /// 输入中命中缓存的 token 数（按各家格式报告，如 Anthropic 的 cache_read_input_tokens）。
+    pub cached_tokens: u64,
+    /// 输出中推理（思考）的 token 数（如 Gemini 的 thoughtsTokenCount）。
+    pub reasoning_tokens: u64,
     /// 故障模式。
     pub fault: Option<Fault>,
 }
@@ -126,6 +134,8 @@ impl Default for MockSettings {
             reply: DEFAULT_REPLY.to_string(),
             prompt_tokens: None,
             completion_tokens: None,
+            cached_tokens: 0,
+            reasoning_tokens: 0,
             fault: None,
         }
     }
@@ -279,7 +289,7 @@ impl HttpServerApp for MockApp {
 }
 
 impl MockApp {
-    /// 按路径分派；返回连接是否仍可复用。
+    /// 按路径分派到各家格式；返回连接是否仍可复用。
     async fn respond(
         &self,
         session: &mut ServerSession,
@@ -289,8 +299,19 @@ impl MockApp {
         let header = session.req_header();
         let path = header.uri.path().to_string();
         let is_post = header.method == Method::POST;
+        if let Some(Fault::Hang) = self.settings.fault {
+            let mut shutdown = shutdown.clone();
+            let _ = shutdown.changed().await;
+            return false;
+        }
+        if is_post && path.ends_with(anthropic::MESSAGES_PATH) {
+            return anthropic::messages(self, session, body).await;
+        }
+        if is_post && path.contains(gemini::MODELS_SEGMENT) && path.contains(':') {
+            return gemini::generate(self, session, body).await;
+        }
         if is_post && path.ends_with(openai::CHAT_PATH) {
-            return openai::chat(self, session, body, shutdown).await;
+            return openai::chat(self, session, body).await;
         }
         if path.ends_with(openai::MODELS_PATH) {
             return openai::models(session).await;
@@ -298,8 +319,26 @@ impl MockApp {
         openai::error(session, 404, &format!("模拟器没有接口 {path}")).await
     }
 
-    fn chunk_delay(&self) -> Duration {
-        Duration::from_millis(self.settings.chunk_delay_ms)
+    /// 流式发第 `index` 块之前调用：按设置延迟；返回 `false` 表示按故障设置应在此断开。
+    async fn before_piece(&self, index: usize) -> bool {
+        if self.settings.fault == Some(Fault::DropAfter(index)) {
+            return false;
+        }
+        let delay = Duration::from_millis(self.settings.chunk_delay_ms);
+        if index > 0 && !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        true
+    }
+
+    /// 记录一个流的结局：写完为完成，写失败（对端断开）为中断。
+    fn count_stream(&self, completed: bool) {
+        let counter = if completed {
+            &self.stats.streams_completed
+        } else {
+            &self.stats.streams_aborted
+        };
+        counter.fetch_add(1, Ordering::SeqCst);
     }
 }
 

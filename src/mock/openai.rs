@@ -1,190 +1,279 @@
-//! 模拟器的 OpenAI 线上格式：完整响应、SSE 分块、用量块、错误信封。
+//! 模拟器的 OpenAI 与 Azure OpenAI 线上格式：完整响应、SSE 分块（含工具调用）、用量块、错误信封。
+//!
+//! Azure 与 OpenAI 格式相同，另有：`api-version` 查询参数与 `api-key` 头必填、响应带内容过滤结果、
+//! 流的第一个事件是 `choices` 为空的注释块。
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
-
-use bytes::{Bytes, BytesMut};
-use http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER, TRANSFER_ENCODING};
-use pingora::http::ResponseHeader;
+use bytes::Bytes;
 use pingora::protocols::http::ServerSession;
-use pingora::server::ShutdownWatch;
 use serde_json::{json, Map, Value};
 
+use super::io::{send_data, send_raw, start_stream, write_json};
+use super::plan::{self, MockUsage, PlannedCall, Reply, ToolSpec, Turn};
 use super::{Fault, MockApp};
-use crate::error::{ApiError, TYPE_INVALID_REQUEST, TYPE_SERVER};
-use crate::streaming::{write_data, write_done};
+use crate::streaming::DONE_SENTINEL;
 
-/// 聊天补全接口路径的结尾（前缀可以是 `/v1` 或任意 base 路径）。
+/// 聊天补全接口路径的结尾（前缀可以是 `/v1`、Azure 的部署路径或任意 base 路径）。
 pub(super) const CHAT_PATH: &str = "/chat/completions";
 /// 模型列表接口路径的结尾。
 pub(super) const MODELS_PATH: &str = "/models";
-/// 估算 token 时每个 token 对应的字节数。
-const BYTES_PER_TOKEN: u64 = 4;
-/// 429 时建议的重试秒数。
-const RETRY_AFTER_SECS: &str = "1";
+/// Azure 部署路径的前缀。
+const AZURE_PREFIX: &str = "/openai/deployments/";
+/// Azure 必填的查询参数。
+const AZURE_API_VERSION: &str = "api-version=";
 /// 模拟器的系统指纹。
 const FINGERPRINT: &str = "fp_chatnexus_mock";
-
-/// 生成补全 id 的计数器。
-static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 /// 一次补全的公共信息。
 struct Completion {
     id: String,
     created: u64,
     model: String,
-    prompt_tokens: u64,
-    completion_tokens: u64,
+    usage: MockUsage,
+    azure: bool,
 }
 
-impl Completion {
-    /// 由请求与模拟器设置生成补全的公共信息。
-    fn new(app: &MockApp, request: &Map<String, Value>, body_len: usize) -> Self {
-        let settings = &app.settings;
-        let estimated_prompt = (body_len as u64 / BYTES_PER_TOKEN).max(1);
-        Completion {
-            id: format!("chatcmpl-mock-{}", NEXT_ID.fetch_add(1, Ordering::Relaxed)),
-            created: unix_now(),
-            model: request
-                .get("model")
-                .and_then(Value::as_str)
-                .unwrap_or("mock")
-                .to_string(),
-            prompt_tokens: settings.prompt_tokens.unwrap_or(estimated_prompt),
-            completion_tokens: settings.completion_tokens.unwrap_or(settings.chunks as u64),
-        }
+/// 处理聊天补全（OpenAI 或 Azure）；返回连接是否仍可复用。
+pub(super) async fn chat(app: &MockApp, session: &mut ServerSession, body: Bytes) -> bool {
+    let uri = session.req_header().uri.clone();
+    let azure = uri.path().starts_with(AZURE_PREFIX);
+    if let Err((status, message)) = check_request(session, azure) {
+        return error(session, status, &message).await;
     }
-}
-
-/// 处理聊天补全；返回连接是否仍可复用。
-pub(super) async fn chat(
-    app: &MockApp,
-    session: &mut ServerSession,
-    body: Bytes,
-    shutdown: &ShutdownWatch,
-) -> bool {
     let Ok(Value::Object(request)) = serde_json::from_slice::<Value>(&body) else {
         return error(session, 400, "模拟器收到的请求体不是 JSON 对象").await;
     };
-    match app.settings.fault {
-        Some(Fault::Status(code)) => {
-            return error(session, code, &format!("模拟的上游故障（{code}）")).await
-        }
-        Some(Fault::Hang) => {
-            let mut shutdown = shutdown.clone();
-            let _ = shutdown.changed().await;
-            return false;
-        }
-        _ => {}
+    if let Err(message) = validate_messages(&request) {
+        return error(session, 400, &message).await;
     }
-    let completion = Completion::new(app, &request, body.len());
-    let pieces = split_reply(&app.settings.reply, app.settings.chunks);
+    if let Some(Fault::Status(code)) = app.settings.fault {
+        return error(session, code, &format!("模拟的上游故障（{code}）")).await;
+    }
+    let turn = turn_of(&request, body.len());
+    let model = match azure {
+        true => uri
+            .path()
+            .trim_start_matches(AZURE_PREFIX)
+            .split('/')
+            .next()
+            .unwrap_or("")
+            .to_string(),
+        false => request
+            .get("model")
+            .and_then(Value::as_str)
+            .unwrap_or("mock")
+            .to_string(),
+    };
+    let c = Completion {
+        id: plan::next_id("chatcmpl-mock-"),
+        created: plan::unix_now(),
+        model,
+        usage: plan::usage(&app.settings, &turn),
+        azure,
+    };
+    let reply = plan::plan(&app.settings, &turn);
     if request
         .get("stream")
         .and_then(Value::as_bool)
         .unwrap_or(false)
     {
-        let include_usage = request
-            .get("stream_options")
-            .and_then(|o| o.get("include_usage"))
-            .and_then(Value::as_bool)
+        let include_usage = request["stream_options"]["include_usage"]
+            .as_bool()
             .unwrap_or(false);
-        return stream(app, session, &completion, &pieces, include_usage).await;
+        return stream(app, session, &c, &reply, include_usage).await;
     }
-    let reply = full_response(&completion, &pieces.concat());
-    write_json(session, 200, Bytes::from(reply.to_string())).await
+    write_json(session, 200, &full_response(&c, &reply)).await
 }
 
-/// 流式回复：角色块、内容块（按设置延迟）、结束块、可选用量块、`[DONE]`。
-/// 写失败说明对端已断开，计入 `streams_aborted`；按故障设置主动断开的不计入。
+/// Azure 要求 `api-version` 查询参数与 `api-key` 头。
+fn check_request(session: &ServerSession, azure: bool) -> Result<(), (u16, String)> {
+    if !azure {
+        return Ok(());
+    }
+    let header = session.req_header();
+    if !header
+        .uri
+        .query()
+        .is_some_and(|q| q.contains(AZURE_API_VERSION))
+    {
+        return Err((404, "Resource not found（缺少 api-version）".to_string()));
+    }
+    if header.headers.get("api-key").is_none() {
+        return Err((
+            401,
+            "Access denied due to invalid subscription key（缺少 api-key 头）".to_string(),
+        ));
+    }
+    Ok(())
+}
+
+/// 像真实 API 一样检查：tool 消息必须回应前面某个助手消息里的工具调用。
+fn validate_messages(request: &Map<String, Value>) -> Result<(), String> {
+    let messages = request
+        .get("messages")
+        .and_then(Value::as_array)
+        .ok_or("messages 必须是数组")?;
+    let mut call_ids: Vec<&str> = Vec::new();
+    for m in messages {
+        if let Some(calls) = m["tool_calls"].as_array() {
+            call_ids.extend(calls.iter().filter_map(|c| c["id"].as_str()));
+        }
+        if m["role"] == "tool"
+            && !m["tool_call_id"]
+                .as_str()
+                .is_some_and(|id| call_ids.contains(&id))
+        {
+            return Err("messages with role 'tool' must be a response to a preceding message with 'tool_calls'".to_string());
+        }
+    }
+    Ok(())
+}
+
+fn turn_of(request: &Map<String, Value>, body_len: usize) -> Turn {
+    let tools = request
+        .get("tools")
+        .and_then(Value::as_array)
+        .map(|list| {
+            list.iter()
+                .filter_map(|t| {
+                    Some(ToolSpec {
+                        name: t["function"]["name"].as_str()?.to_string(),
+                        schema: t["function"]["parameters"].clone(),
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let last_role = request["messages"]
+        .as_array()
+        .and_then(|m| m.last())
+        .map(|m| m["role"].clone());
+    Turn {
+        tools,
+        tools_allowed: request.get("tool_choice").is_none_or(|c| c != "none"),
+        after_tool_result: last_role.is_some_and(|r| r == "tool"),
+        body_len,
+    }
+}
+
+/// 流式回复：（Azure 的注释块、）角色块、内容或工具调用块、结束块、可选用量块、`[DONE]`。
 async fn stream(
     app: &MockApp,
     session: &mut ServerSession,
     c: &Completion,
-    pieces: &[String],
+    reply: &Reply,
     include_usage: bool,
 ) -> bool {
-    if start_stream(session).await.is_err() {
+    if !start_stream(session).await {
         return false;
     }
-    let role = chunk(c, json!({"role": "assistant", "content": ""}), None);
-    let mut ok = send_event(session, &role).await;
-    match send_pieces(app, session, c, pieces, ok).await {
-        Some(sent) => ok = sent,
-        None => return false,
-    }
-    ok = ok && send_event(session, &chunk(c, json!({}), Some("stop"))).await;
-    if include_usage {
-        ok = ok && send_event(session, &usage_chunk(c)).await;
-    }
-    let mut done = BytesMut::new();
-    write_done(&mut done);
+    let mut ok = !c.azure || send_data(session, &azure_annotation()).await;
     ok = ok
-        && session
-            .write_response_body(done.freeze(), true)
-            .await
-            .is_ok();
-    let counter = if ok {
-        &app.stats.streams_completed
-    } else {
-        &app.stats.streams_aborted
-    };
-    counter.fetch_add(1, Ordering::SeqCst);
+        && send_data(
+            session,
+            &chunk(c, json!({"role": "assistant", "content": ""}), None),
+        )
+        .await;
+    let deltas = reply_deltas(reply);
+    for (i, delta) in deltas.iter().enumerate() {
+        if !app.before_piece(i).await {
+            return false;
+        }
+        ok = ok && send_data(session, &chunk(c, delta.clone(), None)).await;
+    }
+    ok = ok && send_data(session, &chunk(c, json!({}), Some(finish_reason(reply)))).await;
+    if include_usage {
+        ok = ok && send_data(session, &usage_chunk(c)).await;
+    }
+    ok = ok
+        && send_raw(
+            session,
+            Bytes::from(format!("data: {DONE_SENTINEL}\n\n")),
+            true,
+        )
+        .await;
+    app.count_stream(ok);
     ok
 }
 
-/// 逐块发送内容；返回 `None` 表示按故障设置在此主动断开，否则返回是否全部写成功。
-async fn send_pieces(
-    app: &MockApp,
-    session: &mut ServerSession,
-    c: &Completion,
-    pieces: &[String],
-    mut ok: bool,
-) -> Option<bool> {
-    let drop_after = match app.settings.fault {
-        Some(Fault::DropAfter(n)) => Some(n),
-        _ => None,
-    };
-    for (i, piece) in pieces.iter().enumerate() {
-        if drop_after == Some(i) {
-            return None;
-        }
-        if i > 0 && !app.chunk_delay().is_zero() {
-            tokio::time::sleep(app.chunk_delay()).await;
-        }
-        ok = ok && send_event(session, &chunk(c, json!({ "content": piece }), None)).await;
-        if !ok {
-            break;
-        }
+/// 回复拆成的增量：文本块，或每个工具调用的首个增量加两段参数片段。
+fn reply_deltas(reply: &Reply) -> Vec<Value> {
+    match reply {
+        Reply::Text(pieces) => pieces.iter().map(|p| json!({ "content": p })).collect(),
+        Reply::Tools(calls) => calls
+            .iter()
+            .enumerate()
+            .flat_map(|(i, call)| tool_deltas(i, call))
+            .collect(),
     }
-    Some(ok)
+}
+
+fn tool_deltas(index: usize, call: &PlannedCall) -> Vec<Value> {
+    let arguments = Value::Object(call.arguments.clone()).to_string();
+    let middle = arguments
+        .char_indices()
+        .nth(arguments.chars().count() / 2)
+        .map(|(i, _)| i)
+        .unwrap_or(0);
+    let (head, tail) = arguments.split_at(middle);
+    let start = json!({ "index": index, "id": format!("call_mock_{index}"), "type": "function", "function": { "name": call.name, "arguments": "" } });
+    [
+        start,
+        json!({ "index": index, "function": { "arguments": head } }),
+        json!({ "index": index, "function": { "arguments": tail } }),
+    ]
+    .into_iter()
+    .map(|call| json!({ "tool_calls": [call] }))
+    .collect()
+}
+
+fn finish_reason(reply: &Reply) -> &'static str {
+    match reply {
+        Reply::Text(_) => "stop",
+        Reply::Tools(_) => "tool_calls",
+    }
 }
 
 /// `GET /v1/models`：列出一个模拟模型。
 pub(super) async fn models(session: &mut ServerSession) -> bool {
     let body = json!({ "object": "list", "data": [ { "id": "mock", "object": "model", "created": 0, "owned_by": "chatnexus-mock" } ] });
-    write_json(session, 200, Bytes::from(body.to_string())).await
+    write_json(session, 200, &body).await
 }
 
 /// 以 OpenAI 错误信封应答；返回连接是否仍可复用。
 pub(super) async fn error(session: &mut ServerSession, status: u16, message: &str) -> bool {
     let kind = if status >= 500 {
-        TYPE_SERVER
+        "server_error"
     } else {
-        TYPE_INVALID_REQUEST
+        "invalid_request_error"
     };
-    let body = ApiError::new(status, kind, "mock_error", message).to_body();
-    write_json(session, status, body).await
+    let body = json!({ "error": { "message": message, "type": kind, "param": null, "code": "mock_error" } });
+    write_json(session, status, &body).await
 }
 
-fn full_response(c: &Completion, content: &str) -> Value {
-    json!({
+fn full_response(c: &Completion, reply: &Reply) -> Value {
+    let mut message = json!({ "role": "assistant", "content": null, "refusal": null });
+    match reply {
+        Reply::Text(pieces) => message["content"] = json!(pieces.concat()),
+        Reply::Tools(calls) => {
+            message["tool_calls"] = calls
+                .iter()
+                .enumerate()
+                .map(|(i, call)| json!({ "id": format!("call_mock_{i}"), "type": "function", "function": { "name": call.name, "arguments": Value::Object(call.arguments.clone()).to_string() } }))
+                .collect();
+        }
+    }
+    let mut choice = json!({ "index": 0, "message": message, "logprobs": null, "finish_reason": finish_reason(reply) });
+    let mut body = json!({
         "id": c.id, "object": "chat.completion", "created": c.created, "model": c.model,
-        "system_fingerprint": FINGERPRINT,
-        "choices": [ { "index": 0, "message": { "role": "assistant", "content": content, "refusal": null },
-                       "logprobs": null, "finish_reason": "stop" } ],
-        "usage": usage(c),
-    })
+        "system_fingerprint": FINGERPRINT, "usage": usage(c),
+    });
+    if c.azure {
+        choice["content_filter_results"] = filter_results();
+        body["prompt_filter_results"] =
+            json!([ { "prompt_index": 0, "content_filter_results": filter_results() } ]);
+    }
+    body["choices"] = json!([choice]);
+    body
 }
 
 fn chunk(c: &Completion, delta: Value, finish: Option<&str>) -> Value {
@@ -203,60 +292,25 @@ fn usage_chunk(c: &Completion) -> Value {
 }
 
 fn usage(c: &Completion) -> Value {
+    let u = c.usage;
     json!({
-        "prompt_tokens": c.prompt_tokens, "completion_tokens": c.completion_tokens,
-        "total_tokens": c.prompt_tokens + c.completion_tokens,
-        "prompt_tokens_details": { "cached_tokens": 0 },
-        "completion_tokens_details": { "reasoning_tokens": 0 },
+        "prompt_tokens": u.prompt, "completion_tokens": u.completion, "total_tokens": u.prompt + u.completion,
+        "prompt_tokens_details": { "cached_tokens": u.cached },
+        "completion_tokens_details": { "reasoning_tokens": u.reasoning },
     })
 }
 
-/// 把回复按字符大致均分为 `n` 块（至少一块）。
-fn split_reply(reply: &str, n: usize) -> Vec<String> {
-    let chars: Vec<char> = reply.chars().collect();
-    let n = n.max(1);
-    let per = chars.len().div_ceil(n).max(1);
-    let mut pieces: Vec<String> = chars.chunks(per).map(|c| c.iter().collect()).collect();
-    pieces.resize(n, String::new());
-    pieces
+/// Azure 流的第一个事件：只有提示词过滤结果、`choices` 为空。
+fn azure_annotation() -> Value {
+    json!({
+        "id": "", "object": "", "created": 0, "model": "", "choices": [],
+        "prompt_filter_results": [ { "prompt_index": 0, "content_filter_results": filter_results() } ],
+    })
 }
 
-async fn send_event(session: &mut ServerSession, event: &Value) -> bool {
-    let mut out = BytesMut::new();
-    write_data(&mut out, event.to_string().as_bytes());
-    session
-        .write_response_body(out.freeze(), false)
-        .await
-        .is_ok()
-}
-
-async fn start_stream(session: &mut ServerSession) -> pingora::Result<()> {
-    let mut header = ResponseHeader::build(200, None)?;
-    header.insert_header(CONTENT_TYPE, "text/event-stream; charset=utf-8")?;
-    header.insert_header(CACHE_CONTROL, "no-cache")?;
-    header.insert_header(TRANSFER_ENCODING, "chunked")?;
-    session.write_response_header(Box::new(header)).await
-}
-
-async fn write_json(session: &mut ServerSession, status: u16, body: Bytes) -> bool {
-    let written = async {
-        let mut header = ResponseHeader::build(status, None)?;
-        header.insert_header(CONTENT_TYPE, "application/json")?;
-        header.insert_header(CONTENT_LENGTH, body.len().to_string())?;
-        if status == 429 {
-            header.insert_header(RETRY_AFTER, RETRY_AFTER_SECS)?;
-        }
-        session.write_response_header(Box::new(header)).await?;
-        session.write_response_body(body, true).await
-    };
-    written.await.is_ok()
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default()
+fn filter_results() -> Value {
+    let safe = json!({ "filtered": false, "severity": "safe" });
+    json!({ "hate": safe, "self_harm": safe, "sexual": safe, "violence": safe })
 }
 
 #[cfg(test)]
@@ -264,10 +318,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn 分块_均分且块数准确() {
-        let pieces = split_reply("你好世界啊", 2);
-        assert_eq!(pieces, vec!["你好世".to_string(), "界啊".to_string()]);
-        assert_eq!(split_reply("短", 3).len(), 3, "块数多于字符时以空块补齐");
-        assert_eq!(split_reply("短", 3).concat(), "短");
+    fn 工具增量_首个带名称_参数片段拼接后完整() {
+        let call = PlannedCall {
+            name: "查天气".into(),
+            arguments: json!({ "城市": "巴黎" })
+                .as_object()
+                .cloned()
+                .unwrap_or_default(),
+        };
+        let deltas = tool_deltas(1, &call);
+        assert_eq!(deltas[0]["tool_calls"][0]["function"]["name"], "查天气");
+        let joined: String = deltas
+            .iter()
+            .filter_map(|d| d["tool_calls"][0]["function"]["arguments"].as_str())
+            .collect();
+        assert_eq!(joined, "{\"城市\":\"巴黎\"}");
+        assert!(deltas.iter().all(|d| d["tool_calls"][0]["index"] == 1));
+    }
+
+    #[test]
+    fn 校验_工具结果必须对应前面的工具调用() {
+        let ok = json!({ "messages": [ { "role": "assistant", "tool_calls": [ { "id": "call_1" } ] }, { "role": "tool", "tool_call_id": "call_1", "content": "晴" } ] });
+        assert!(validate_messages(ok.as_object().expect("对象")).is_ok());
+        let bad = json!({ "messages": [ { "role": "tool", "tool_call_id": "call_9", "content": "晴" } ] });
+        assert!(validate_messages(bad.as_object().expect("对象")).is_err());
     }
 }

@@ -3,18 +3,27 @@
 //! `exchange` 只通过 [`ProviderFilter`] 与 [`StreamTranslator`] 两个接口驱动它们，
 //! 新增一种上游只需新增一个文件并在 [`filter_for`] 登记。
 
+mod anthropic;
+mod azure;
+mod convert;
+mod gemini;
 mod openai;
 
 use bytes::{Bytes, BytesMut};
+use http::header::CONTENT_TYPE;
 use http::{HeaderName, HeaderValue};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::config::{ProviderKind, Target};
+use crate::config::{Provider, ProviderKind, Target};
 use crate::error::{ApiError, TYPE_INVALID_REQUEST, TYPE_SERVER};
 use crate::request::ChatRequest;
 use crate::streaming::SseEvent;
 
+pub use convert::{Completion, ToolCall};
+
+/// JSON 内容类型。
+const JSON_CONTENT_TYPE: &str = "application/json";
 /// 上游错误信息在日志与客户端消息中保留的最大字符数。
 const MAX_ERROR_TEXT_CHARS: usize = 300;
 
@@ -41,7 +50,7 @@ pub struct UpstreamRequest {
 /// 用途：各过滤器解析自家错误格式，再由 [`map_upstream_error`] 统一决定返回给客户端的状态码。
 ///
 /// ```
-/// let i = chatnexus::providers::UpstreamErrorInfo { message: "坏请求".into(), kind: None, code: None, param: None };
+/// let i = chatnexus::providers::UpstreamErrorInfo { message: "坏请求".into(), ..Default::default() }; // 只有消息
 /// assert_eq!(i.message, "坏请求");
 /// ```
 #[derive(Debug, Clone, Default)]
@@ -54,6 +63,43 @@ pub struct UpstreamErrorInfo {
     pub code: Option<String>,
     /// 上游指出的出错参数。
     pub param: Option<String>,
+    /// 按上游语义应当使用的状态码（如 Anthropic 529 过载 → 503）；`None` 表示沿用 HTTP 状态码。
+    pub status: Option<u16>,
+    /// 上游在响应体里给出的重试等待秒数（如 Gemini 的 `RetryInfo.retryDelay`）。
+    pub retry_after: Option<u64>,
+}
+
+/// 一次翻译需要的请求级信息。
+///
+/// 用途：翻译后的响应与流式块都用客户端可见的模型名、同一个创建时间，并按客户端要求决定是否输出用量块。
+///
+/// ```
+/// let ctx = chatnexus::providers::TranslateCtx { model: "演示".into(), include_usage: true, created: 1 }; // 请求级信息
+/// assert!(ctx.include_usage); // 流末尾输出用量块
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TranslateCtx {
+    /// 客户端请求里的模型名（响应中的 `model` 用它）。
+    pub model: String,
+    /// 客户端是否要求流末尾的用量块。
+    pub include_usage: bool,
+    /// 响应的创建时间（Unix 秒）。
+    pub created: u64,
+}
+
+impl TranslateCtx {
+    /// 由客户端请求生成。
+    pub fn for_request(req: &ChatRequest) -> Self {
+        let created = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or_default();
+        TranslateCtx {
+            model: req.model.clone(),
+            include_usage: convert::include_usage(req),
+            created,
+        }
+    }
 }
 
 /// 一个流式翻译步骤的结果。
@@ -105,19 +151,22 @@ pub trait ProviderFilter: Send + Sync {
     /// 把上游的完整（非流式）成功响应翻译为 OpenAI 响应体。
     ///
     /// 错误：上游响应无法解析时返回 502。
-    fn translate_response(&self, body: Bytes) -> Result<Bytes, ApiError>;
+    fn translate_response(&self, body: Bytes, ctx: &TranslateCtx) -> Result<Bytes, ApiError>;
 
-    /// 从上游错误响应体中提取错误信息。
-    fn parse_error(&self, body: &[u8]) -> UpstreamErrorInfo;
+    /// 从上游错误响应（HTTP 状态码与响应体）中提取错误信息。
+    fn parse_error(&self, status: u16, body: &[u8]) -> UpstreamErrorInfo;
 
     /// 为一次流式响应创建翻译器。
-    fn stream_translator(&self) -> Box<dyn StreamTranslator>;
+    fn stream_translator(&self, ctx: TranslateCtx) -> Box<dyn StreamTranslator>;
 }
 
 /// 按上游类型取得过滤器。
 pub fn filter_for(kind: ProviderKind) -> &'static dyn ProviderFilter {
     match kind {
         ProviderKind::OpenAi | ProviderKind::OpenAiCompatible => &openai::OpenAiFilter,
+        ProviderKind::Anthropic => &anthropic::AnthropicFilter,
+        ProviderKind::Gemini => &gemini::GeminiFilter,
+        ProviderKind::Azure => &azure::AzureFilter,
     }
 }
 
@@ -126,24 +175,47 @@ pub fn filter_for(kind: ProviderKind) -> &'static dyn ProviderFilter {
 /// 上游的 401/403 说明网关自己的上游密钥有问题，不能原样返回，否则客户端会误以为
 /// 自己的密钥错了；这类错误改为 502。其余 4xx 与 5xx 保留状态码，让 SDK 抛出正确的异常。
 pub fn map_upstream_error(status: u16, info: UpstreamErrorInfo, provider: &str) -> ApiError {
+    let status = info.status.unwrap_or(status);
     let detail = truncate_chars(&info.message, MAX_ERROR_TEXT_CHARS);
     let code = info.code.as_deref().unwrap_or("upstream_error");
-    match status {
+    let error = match status {
         401 | 403 => ApiError::bad_gateway(
             "upstream_auth_failed",
             format!("上游 `{provider}` 拒绝了网关的认证（{status}），请检查网关配置的上游密钥：{detail}"),
         ),
         400..=499 => {
-            let mut e = ApiError::new(status, TYPE_INVALID_REQUEST, code, format!("上游 `{provider}` 拒绝了请求：{detail}"));
-            e.param = info.param;
-            e
+            let message = format!("上游 `{provider}` 拒绝了请求：{detail}");
+            ApiError::new(status, TYPE_INVALID_REQUEST, code, message).with_param_opt(info.param)
         }
         500..=599 => ApiError::new(status, TYPE_SERVER, code, format!("上游 `{provider}` 服务错误（{status}）：{detail}")),
         _ => ApiError::bad_gateway(
             "upstream_error",
             format!("上游 `{provider}` 返回了意外的状态码 {status}：{detail}"),
         ),
-    }
+    };
+    error.with_retry_after(info.retry_after)
+}
+
+/// JSON 请求体的内容类型头。
+pub(crate) fn json_content_type() -> (HeaderName, HeaderValue) {
+    (CONTENT_TYPE, HeaderValue::from_static(JSON_CONTENT_TYPE))
+}
+
+/// 提供方配置了密钥时，生成携带它的认证头（`前缀 + 密钥`），并标记为敏感（不进日志与 HPACK 索引）。
+///
+/// 错误：密钥含有不能出现在 HTTP 头里的字符时返回 500（配置问题，消息不含密钥本身）。
+pub(crate) fn key_header(
+    provider: &Provider,
+    name: HeaderName,
+    prefix: &str,
+) -> Result<Option<(HeaderName, HeaderValue)>, ApiError> {
+    let Some(key) = &provider.api_key else {
+        return Ok(None);
+    };
+    let mut value = HeaderValue::from_str(&format!("{prefix}{}", key.expose()))
+        .map_err(|_| ApiError::internal(format!("上游 `{}` 的密钥含有非法字符", provider.name)))?;
+    value.set_sensitive(true);
+    Ok(Some((name, value)))
 }
 
 /// 按字符截断文本（不会切坏 UTF-8）。
@@ -199,6 +271,7 @@ mod tests {
             kind: None,
             code: Some("context_length_exceeded".into()),
             param: Some("messages".into()),
+            ..UpstreamErrorInfo::default()
         }
     }
 

@@ -1,14 +1,13 @@
 //! OpenAI 与兼容 OpenAI 的上游（vLLM、Ollama、DeepSeek……）：协议相同，几乎原样转发。
 
 use bytes::{Bytes, BytesMut};
-use http::header::{AUTHORIZATION, CONTENT_TYPE};
-use http::HeaderValue;
+use http::header::AUTHORIZATION;
 use serde::de::IgnoredAny;
 use serde_json::Value;
 
 use super::{
-    body_for_model, truncate_chars, ProviderFilter, StreamStatus, StreamTranslator,
-    UpstreamErrorInfo, UpstreamRequest, MAX_ERROR_TEXT_CHARS,
+    body_for_model, json_content_type, key_header, truncate_chars, ProviderFilter, StreamStatus,
+    StreamTranslator, TranslateCtx, UpstreamErrorInfo, UpstreamRequest, MAX_ERROR_TEXT_CHARS,
 };
 use crate::config::Target;
 use crate::error::ApiError;
@@ -19,8 +18,8 @@ use crate::streaming::{write_data, write_done, SseEvent, DONE_SENTINEL};
 const CHAT_PATH: &str = "/chat/completions";
 /// API 版本前缀：`base_url` 未以它结尾时自动补上。
 const VERSION_PREFIX: &str = "/v1";
-/// JSON 内容类型。
-const JSON_CONTENT_TYPE: &str = "application/json";
+/// Bearer 认证头的前缀。
+const BEARER_PREFIX: &str = "Bearer ";
 
 /// OpenAI 协议过滤器。
 ///
@@ -34,15 +33,8 @@ impl ProviderFilter for OpenAiFilter {
         target: &Target,
     ) -> Result<UpstreamRequest, ApiError> {
         let provider = &target.provider;
-        let mut headers = vec![(CONTENT_TYPE, HeaderValue::from_static(JSON_CONTENT_TYPE))];
-        if let Some(key) = &provider.api_key {
-            let mut value =
-                HeaderValue::from_str(&format!("Bearer {}", key.expose())).map_err(|_| {
-                    ApiError::internal(format!("上游 `{}` 的密钥含有非法字符", provider.name))
-                })?;
-            value.set_sensitive(true);
-            headers.push((AUTHORIZATION, value));
-        }
+        let mut headers = vec![json_content_type()];
+        headers.extend(key_header(provider, AUTHORIZATION, BEARER_PREFIX)?);
         Ok(UpstreamRequest {
             path: chat_path(&provider.base_url.path),
             headers,
@@ -50,7 +42,7 @@ impl ProviderFilter for OpenAiFilter {
         })
     }
 
-    fn translate_response(&self, body: Bytes) -> Result<Bytes, ApiError> {
+    fn translate_response(&self, body: Bytes, _ctx: &TranslateCtx) -> Result<Bytes, ApiError> {
         serde_json::from_slice::<IgnoredAny>(&body).map_err(|e| {
             ApiError::bad_gateway(
                 "invalid_upstream_response",
@@ -60,11 +52,11 @@ impl ProviderFilter for OpenAiFilter {
         Ok(body)
     }
 
-    fn parse_error(&self, body: &[u8]) -> UpstreamErrorInfo {
+    fn parse_error(&self, _status: u16, body: &[u8]) -> UpstreamErrorInfo {
         parse_openai_error(body)
     }
 
-    fn stream_translator(&self) -> Box<dyn StreamTranslator> {
+    fn stream_translator(&self, _ctx: TranslateCtx) -> Box<dyn StreamTranslator> {
         Box::new(OpenAiStream { done: false })
     }
 }
@@ -89,6 +81,7 @@ pub(super) fn parse_openai_error(body: &[u8]) -> UpstreamErrorInfo {
                 kind: text_of(&e["type"]),
                 code: text_of(&e["code"]),
                 param: text_of(&e["param"]),
+                ..UpstreamErrorInfo::default()
             }
         }
         _ => UpstreamErrorInfo {
@@ -140,6 +133,14 @@ mod tests {
         }
     }
 
+    fn 上下文() -> TranslateCtx {
+        TranslateCtx {
+            model: "演示".into(),
+            include_usage: false,
+            created: 0,
+        }
+    }
+
     #[test]
     fn 路径_带或不带_v1_都正确() {
         assert_eq!(chat_path(""), "/v1/chat/completions");
@@ -185,7 +186,7 @@ mod tests {
     #[test]
     fn 完整响应_非_json_返回_502() {
         let e = OpenAiFilter
-            .translate_response(Bytes::from_static(b"oops"))
+            .translate_response(Bytes::from_static(b"oops"), &上下文())
             .expect_err("应失败");
         assert_eq!(e.status, 502);
     }

@@ -1,7 +1,7 @@
 //! 写给客户端的响应：JSON、OpenAI 错误信封、SSE 流的开始/分块/结束与流中错误事件。
 
 use bytes::{Bytes, BytesMut};
-use http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING};
+use http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER, TRANSFER_ENCODING};
 use pingora::http::ResponseHeader;
 use pingora_proxy::Session;
 
@@ -23,20 +23,33 @@ const HEADER_CAPACITY: usize = 4;
 ///
 /// 错误：写客户端失败（通常是客户端已断开）。
 pub async fn write_json(session: &mut Session, status: u16, body: Bytes) -> pingora::Result<()> {
-    let mut header = ResponseHeader::build(status, Some(HEADER_CAPACITY))?;
-    header.insert_header(CONTENT_TYPE, JSON_CONTENT_TYPE)?;
-    header.insert_header(CONTENT_LENGTH, body.len().to_string())?;
+    let header = json_header(status, body.len())?;
     session
         .write_response_header(Box::new(header), false)
         .await?;
     session.write_response_body(Some(body), true).await
 }
 
-/// 写一个 OpenAI 错误信封响应。
+/// 写一个 OpenAI 错误信封响应（有建议等待时间时带 `Retry-After`）。
 ///
 /// 错误：写客户端失败。
 pub async fn write_error(session: &mut Session, error: &ApiError) -> pingora::Result<()> {
-    write_json(session, error.status, error.to_body()).await
+    let body = error.to_body();
+    let mut header = json_header(error.status, body.len())?;
+    if let Some(seconds) = error.retry_after {
+        header.insert_header(RETRY_AFTER, seconds.to_string())?;
+    }
+    session
+        .write_response_header(Box::new(header), false)
+        .await?;
+    session.write_response_body(Some(body), true).await
+}
+
+fn json_header(status: u16, length: usize) -> pingora::Result<ResponseHeader> {
+    let mut header = ResponseHeader::build(status, Some(HEADER_CAPACITY))?;
+    header.insert_header(CONTENT_TYPE, JSON_CONTENT_TYPE)?;
+    header.insert_header(CONTENT_LENGTH, length.to_string())?;
+    Ok(header)
 }
 
 /// 写出 SSE 响应头（分块传输，不缓存）。

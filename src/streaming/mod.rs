@@ -1,5 +1,7 @@
-//! SSE（Server-Sent Events）：增量解析上游字节流、按 OpenAI 格式写出事件。
+//! SSE（Server-Sent Events）：增量解析上游字节流、按 OpenAI 格式写出事件与流式块。
 
+mod chunk;
 mod sse;
 
+pub use chunk::{ChunkWriter, FinishReason, Usage};
 pub use sse::{write_data, write_done, SseEvent, SseParser, DONE_SENTINEL};

@@ -57,6 +57,7 @@ mod tests {
             api_key: None,
             timeouts: Timeouts::default(),
             enabled,
+            api_version: None,
         })
     }
 
@@ -68,10 +69,14 @@ mod tests {
                 Target {
                     provider: 提供方("http://127.0.0.1:1", false),
                     model: "a".into(),
+                    max_tokens: None,
+                    deployment: "a".into(),
                 },
                 Target {
                     provider: 提供方("http://127.0.0.1:2", true),
                     model: "b".into(),
+                    max_tokens: None,
+                    deployment: "b".into(),
                 },
             ],
         };

@@ -1,0 +1,232 @@
+//! OpenAI 流式块的构造：翻译器用它写出 `chat.completion.chunk` 事件、用量块和结束标记。
+
+use bytes::BytesMut;
+use serde_json::{json, Value};
+
+use super::{write_data, write_done};
+
+/// 流式块的 `object` 字段。
+const CHUNK_OBJECT: &str = "chat.completion.chunk";
+/// 助手角色。
+const ROLE_ASSISTANT: &str = "assistant";
+
+/// OpenAI 的结束原因。
+///
+/// 用途：各翻译器把上游的停止原因映射到它，再写进 `finish_reason`。
+///
+/// ```
+/// use chatnexus::streaming::FinishReason; // 结束原因
+/// assert_eq!(FinishReason::ToolCalls.as_str(), "tool_calls"); // OpenAI 的拼写
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishReason {
+    /// 正常结束（含命中停止序列）。
+    Stop,
+    /// 达到长度上限。
+    Length,
+    /// 模型要求调用工具。
+    ToolCalls,
+    /// 被内容安全策略拦截。
+    ContentFilter,
+}
+
+impl FinishReason {
+    /// OpenAI 线上格式中的取值。
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FinishReason::Stop => "stop",
+            FinishReason::Length => "length",
+            FinishReason::ToolCalls => "tool_calls",
+            FinishReason::ContentFilter => "content_filter",
+        }
+    }
+}
+
+/// OpenAI 语义下的 token 用量：`prompt` 含缓存命中，`completion` 含推理 token。
+///
+/// 用途：翻译器把各家的用量字段换算到它；序列化时保证 `total = prompt + completion`。
+///
+/// ```
+/// let u = chatnexus::streaming::Usage { prompt: 10, completion: 5, cached: 4, reasoning: 2 }; // 换算后的用量
+/// assert_eq!(u.to_json()["total_tokens"], 15); // 总数恒等于两者之和
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// 输入 token（含缓存命中）。
+    pub prompt: u64,
+    /// 输出 token（含推理）。
+    pub completion: u64,
+    /// 输入中命中缓存的部分。
+    pub cached: u64,
+    /// 输出中推理的部分。
+    pub reasoning: u64,
+}
+
+impl Usage {
+    /// 序列化为 OpenAI 的 `usage` 对象。
+    pub fn to_json(&self) -> Value {
+        json!({
+            "prompt_tokens": self.prompt,
+            "completion_tokens": self.completion,
+            "total_tokens": self.prompt + self.completion,
+            "prompt_tokens_details": { "cached_tokens": self.cached },
+            "completion_tokens_details": { "reasoning_tokens": self.reasoning },
+        })
+    }
+}
+
+/// 写 OpenAI 流式块的工具：一个流的全部块共享同一个 `id`、`created` 和 `model`。
+///
+/// 用途：Anthropic、Gemini 等翻译器的状态机用它产出客户端看到的事件。
+///
+/// ```
+/// use chatnexus::streaming::{ChunkWriter, FinishReason}; // 块构造器
+/// let w = ChunkWriter::new("chatcmpl-1".into(), 1, "演示".into(), false); // 不要用量块
+/// let mut out = bytes::BytesMut::new();
+/// w.content(&mut out, "你好");
+/// w.finish(&mut out, FinishReason::Stop);
+/// assert!(std::str::from_utf8(&out).unwrap().contains("\"finish_reason\":\"stop\"")); // 结束块
+/// ```
+#[derive(Debug, Clone)]
+pub struct ChunkWriter {
+    id: String,
+    created: u64,
+    model: String,
+    include_usage: bool,
+}
+
+impl ChunkWriter {
+    /// 创建构造器；`include_usage` 为客户端的 `stream_options.include_usage`。
+    pub fn new(id: String, created: u64, model: String, include_usage: bool) -> Self {
+        ChunkWriter {
+            id,
+            created,
+            model,
+            include_usage,
+        }
+    }
+
+    /// 首块：`delta: {role: "assistant", content: ""}`。
+    pub fn role(&self, out: &mut BytesMut) {
+        self.delta(out, json!({ "role": ROLE_ASSISTANT, "content": "" }));
+    }
+
+    /// 文本增量（空文本不写）。
+    pub fn content(&self, out: &mut BytesMut, text: &str) {
+        if !text.is_empty() {
+            self.delta(out, json!({ "content": text }));
+        }
+    }
+
+    /// 一个工具调用的首个增量：带 `index`、`id`、`type`、`name` 与初始参数。
+    pub fn tool_call_start(
+        &self,
+        out: &mut BytesMut,
+        index: usize,
+        id: &str,
+        name: &str,
+        arguments: &str,
+    ) {
+        let call = json!({ "index": index, "id": id, "type": "function", "function": { "name": name, "arguments": arguments } });
+        self.delta(out, json!({ "tool_calls": [call] }));
+    }
+
+    /// 工具调用参数的后续片段（空片段不写）。
+    pub fn tool_arguments(&self, out: &mut BytesMut, index: usize, fragment: &str) {
+        if !fragment.is_empty() {
+            let call = json!({ "index": index, "function": { "arguments": fragment } });
+            self.delta(out, json!({ "tool_calls": [call] }));
+        }
+    }
+
+    /// 结束块：`delta: {}` 与结束原因。
+    pub fn finish(&self, out: &mut BytesMut, reason: FinishReason) {
+        self.write(out, json!({}), Some(reason.as_str()));
+    }
+
+    /// 用量块（`choices: []`）；客户端没要求时什么也不写。
+    pub fn usage(&self, out: &mut BytesMut, usage: &Usage) {
+        if !self.include_usage {
+            return;
+        }
+        let chunk = json!({
+            "id": self.id, "object": CHUNK_OBJECT, "created": self.created, "model": self.model,
+            "choices": [], "usage": usage.to_json(),
+        });
+        write_data(out, chunk.to_string().as_bytes());
+    }
+
+    /// 结束标记 `data: [DONE]`。
+    pub fn done(&self, out: &mut BytesMut) {
+        write_done(out);
+    }
+
+    fn delta(&self, out: &mut BytesMut, delta: Value) {
+        self.write(out, delta, None);
+    }
+
+    fn write(&self, out: &mut BytesMut, delta: Value, finish: Option<&str>) {
+        let chunk = json!({
+            "id": self.id, "object": CHUNK_OBJECT, "created": self.created, "model": self.model,
+            "choices": [ { "index": 0, "delta": delta, "logprobs": null, "finish_reason": finish } ],
+        });
+        write_data(out, chunk.to_string().as_bytes());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn 事件(out: &BytesMut) -> Vec<Value> {
+        std::str::from_utf8(out)
+            .expect("UTF-8")
+            .split("\n\n")
+            .filter_map(|e| e.strip_prefix("data: "))
+            .filter(|d| *d != "[DONE]")
+            .map(|d| serde_json::from_str(d).expect("每个事件都是 JSON"))
+            .collect()
+    }
+
+    #[test]
+    fn 块_共享_id_并按_openai_形状写出() {
+        let w = ChunkWriter::new("chatcmpl-甲".into(), 7, "演示".into(), true);
+        let mut out = BytesMut::new();
+        w.role(&mut out);
+        w.tool_call_start(&mut out, 0, "call_1", "查天气", "");
+        w.tool_arguments(&mut out, 0, "{\"城市\":\"巴黎\"}");
+        w.tool_arguments(&mut out, 0, "");
+        w.finish(&mut out, FinishReason::ToolCalls);
+        w.usage(
+            &mut out,
+            &Usage {
+                prompt: 3,
+                completion: 2,
+                cached: 0,
+                reasoning: 0,
+            },
+        );
+        w.done(&mut out);
+        let events = 事件(&out);
+        assert_eq!(events.len(), 5, "空参数片段不应产生事件");
+        assert!(events
+            .iter()
+            .all(|e| e["id"] == "chatcmpl-甲" && e["created"] == 7));
+        assert_eq!(
+            events[1]["choices"][0]["delta"]["tool_calls"][0]["function"]["name"],
+            "查天气"
+        );
+        assert_eq!(events[3]["choices"][0]["finish_reason"], "tool_calls");
+        assert_eq!(events[4]["choices"], json!([]));
+        assert_eq!(events[4]["usage"]["total_tokens"], 5);
+        assert!(out.ends_with(b"data: [DONE]\n\n"));
+    }
+
+    #[test]
+    fn 块_客户端未要求用量时不写用量块() {
+        let w = ChunkWriter::new("c".into(), 1, "m".into(), false);
+        let mut out = BytesMut::new();
+        w.usage(&mut out, &Usage::default());
+        assert!(out.is_empty());
+    }
+}
