@@ -76,7 +76,9 @@ pub(super) async fn chat(app: &MockApp, session: &mut ServerSession, body: Bytes
         .and_then(Value::as_bool)
         .unwrap_or(false)
     {
-        let include_usage = request["stream_options"]["include_usage"]
+        let include_usage = request
+            .get("stream_options")
+            .map_or(&Value::Null, |o| &o["include_usage"])
             .as_bool()
             .unwrap_or(false);
         return stream(app, session, &c, &reply, include_usage).await;
@@ -143,7 +145,9 @@ fn turn_of(request: &Map<String, Value>, body_len: usize) -> Turn {
                 .collect()
         })
         .unwrap_or_default();
-    let last_role = request["messages"]
+    let last_role = request
+        .get("messages")
+        .unwrap_or(&Value::Null)
         .as_array()
         .and_then(|m| m.last())
         .map(|m| m["role"].clone());
@@ -178,7 +182,10 @@ async fn stream(
         if !app.before_piece(i).await {
             return false;
         }
-        ok = ok && send_data(session, &chunk(c, delta.clone(), None)).await;
+        if !send_data(session, &chunk(c, delta.clone(), None)).await {
+            ok = false;
+            break;
+        }
     }
     ok = ok && send_data(session, &chunk(c, json!({}), Some(finish_reason(reply)))).await;
     if include_usage {
