@@ -26,11 +26,25 @@ const SECURE_URL: &str = "https://localhost";
 /// 等待端口就绪的最长时间。
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// 一个模拟上游的名称与行为。
+/// 模拟上游说的协议，决定测试配置中的 provider 类型。
+#[derive(Clone, Copy)]
+enum Kind {
+    OpenAi,
+    Anthropic,
+    Gemini,
+    Azure,
+}
+
+/// 一个模拟上游的名称、协议、行为与网关为它配置的上游密钥。
 struct MockSpec {
     name: &'static str,
+    kind: Kind,
     settings: MockSettings,
+    key: &'static str,
 }
+
+/// Gemini 模拟器视为无效的上游密钥（返回 400 API_KEY_INVALID）。
+pub const INVALID_UPSTREAM_KEY: &str = "invalid-key";
 
 /// 进程内运行的网关与模拟上游。
 pub struct TestEnv {
@@ -67,44 +81,92 @@ fn mock_specs() -> Vec<MockSpec> {
         fault,
         ..MockSettings::default()
     };
+    let spec = |name, kind, settings| MockSpec {
+        name,
+        kind,
+        settings,
+        key: UPSTREAM_KEY,
+    };
+    let usage = MockSettings {
+        chunks: 4,
+        prompt_tokens: Some(30),
+        completion_tokens: Some(12),
+        cached_tokens: 10,
+        reasoning_tokens: 5,
+        ..MockSettings::default()
+    };
     vec![
+        spec("fast", Kind::OpenAi, with(5, 0, None)),
+        spec("paced", Kind::OpenAi, with(5, 20, None)),
+        spec("slow", Kind::OpenAi, with(20, 100, None)),
+        spec("abandon", Kind::OpenAi, with(50, 100, None)),
+        spec("big", Kind::OpenAi, with(1, 0, None)),
+        spec("broken", Kind::OpenAi, with(5, 0, Some(Fault::Status(503)))),
+        spec("badkey", Kind::OpenAi, with(5, 0, Some(Fault::Status(401)))),
+        spec("hang", Kind::OpenAi, with(5, 0, Some(Fault::Hang))),
+        spec(
+            "dropper",
+            Kind::OpenAi,
+            with(5, 0, Some(Fault::DropAfter(2))),
+        ),
+        spec("claude", Kind::Anthropic, usage.clone()),
+        spec(
+            "claude-529",
+            Kind::Anthropic,
+            with(5, 0, Some(Fault::Status(529))),
+        ),
+        spec(
+            "claude-drop",
+            Kind::Anthropic,
+            with(5, 0, Some(Fault::DropAfter(2))),
+        ),
+        spec("gem", Kind::Gemini, usage.clone()),
+        spec(
+            "gem-429",
+            Kind::Gemini,
+            with(5, 0, Some(Fault::Status(429))),
+        ),
+        spec(
+            "gem-drop",
+            Kind::Gemini,
+            with(5, 0, Some(Fault::DropAfter(2))),
+        ),
         MockSpec {
-            name: "fast",
-            settings: with(5, 0, None),
+            key: INVALID_UPSTREAM_KEY,
+            ..spec("gem-badkey", Kind::Gemini, with(5, 0, None))
         },
-        MockSpec {
-            name: "paced",
-            settings: with(5, 20, None),
-        },
-        MockSpec {
-            name: "slow",
-            settings: with(20, 100, None),
-        },
-        MockSpec {
-            name: "abandon",
-            settings: with(50, 100, None),
-        },
-        MockSpec {
-            name: "big",
-            settings: with(1, 0, None),
-        },
-        MockSpec {
-            name: "broken",
-            settings: with(5, 0, Some(Fault::Status(503))),
-        },
-        MockSpec {
-            name: "badkey",
-            settings: with(5, 0, Some(Fault::Status(401))),
-        },
-        MockSpec {
-            name: "hang",
-            settings: with(5, 0, Some(Fault::Hang)),
-        },
-        MockSpec {
-            name: "dropper",
-            settings: with(5, 0, Some(Fault::DropAfter(2))),
-        },
+        spec("az", Kind::Azure, usage),
+        spec("az-429", Kind::Azure, with(5, 0, Some(Fault::Status(429)))),
     ]
+}
+
+/// 一个模拟上游在配置中的 provider 行。
+fn provider_line(spec: &MockSpec, port: u16) -> String {
+    let (name, key) = (spec.name, spec.key);
+    let timeouts = "timeouts: { first_byte_ms: 1000, idle_ms: 2000 }";
+    let (kind, url, extra) = match spec.kind {
+        Kind::OpenAi => ("openai_compatible", format!("{LOOPBACK}:{port}/v1"), ""),
+        Kind::Anthropic => ("anthropic", format!("{LOOPBACK}:{port}"), ""),
+        Kind::Gemini => ("gemini", format!("{LOOPBACK}:{port}"), ""),
+        Kind::Azure => (
+            "azure",
+            format!("{LOOPBACK}:{port}"),
+            ", api_version: \"2024-10-21\"",
+        ),
+    };
+    format!("  - {{ name: {name}, kind: {kind}, base_url: \"{url}\", api_key: \"{key}\", {timeouts}{extra} }}")
+}
+
+/// 一个模拟上游对应的模型行（模型名与上游同名）。
+fn model_line(spec: &MockSpec) -> String {
+    let name = spec.name;
+    let target = match spec.kind {
+        Kind::OpenAi => String::new(),
+        Kind::Anthropic => ", model: claude-sonnet-4-5, max_tokens: 1024".to_string(),
+        Kind::Gemini => ", model: gemini-2.5-flash".to_string(),
+        Kind::Azure => ", deployment: gpt-4o-prod".to_string(),
+    };
+    format!("  - {{ name: {name}, targets: [ {{ provider: {name}{target} }} ] }}")
 }
 
 fn free_port() -> u16 {
@@ -117,7 +179,7 @@ fn free_port() -> u16 {
 /// 测试环境用到的端口与证书。
 struct Layout {
     gateway: u16,
-    mocks: Vec<(&'static str, u16)>,
+    mocks: Vec<(MockSpec, u16)>,
     dead: u16,
     secure: u16,
     ca_file: String,
@@ -133,11 +195,12 @@ fn config_yaml(layout: &Layout) -> String {
         format!("auth: {{ keys: [ {{ name: 测试团队, sha256: \"{client}\" }}, {{ name: 停用, sha256: \"{disabled}\", disabled: true }} ] }}"),
         "providers:".to_string(),
     ];
-    let timeouts = "timeouts: { first_byte_ms: 1000, idle_ms: 2000 }";
-    for (name, port) in &layout.mocks {
-        let url = format!("{LOOPBACK}:{port}/v1");
-        lines.push(format!("  - {{ name: {name}, kind: openai_compatible, base_url: \"{url}\", api_key: \"{UPSTREAM_KEY}\", {timeouts} }}"));
-    }
+    lines.extend(
+        layout
+            .mocks
+            .iter()
+            .map(|(spec, port)| provider_line(spec, *port)),
+    );
     let (dead, secure) = (layout.dead, layout.secure);
     lines.push(format!(
         "  - {{ name: dead, kind: openai_compatible, base_url: \"{LOOPBACK}:{dead}\" }}"
@@ -148,12 +211,8 @@ fn config_yaml(layout: &Layout) -> String {
     ));
     lines.push(format!("  - {{ name: mismatch, kind: openai_compatible, base_url: \"https://127.0.0.1:{secure}\" }}"));
     lines.push("models:".to_string());
-    let names = layout
-        .mocks
-        .iter()
-        .map(|(name, _)| *name)
-        .chain(["dead", "nokey", "secure", "mismatch"]);
-    for name in names {
+    lines.extend(layout.mocks.iter().map(|(spec, _)| model_line(spec)));
+    for name in ["dead", "nokey", "secure", "mismatch"] {
         lines.push(format!(
             "  - {{ name: {name}, targets: [ {{ provider: {name} }} ] }}"
         ));
@@ -211,11 +270,10 @@ impl ShutdownSignalWatch for NeverShutdown {
 
 fn start_env() -> TestEnv {
     let _ = env_logger::builder().is_test(true).try_init();
-    let specs = mock_specs();
     let tls = TestTls::generate();
     let layout = Layout {
         gateway: free_port(),
-        mocks: specs.iter().map(|s| (s.name, free_port())).collect(),
+        mocks: mock_specs().into_iter().map(|s| (s, free_port())).collect(),
         dead: free_port(),
         secure: free_port(),
         ca_file: tls.ca.clone(),
@@ -225,8 +283,8 @@ fn start_env() -> TestEnv {
         .expect("测试配置必须通过校验");
     let mut server = chatnexus::server::build(cfg, None);
     let mut mocks = HashMap::new();
-    for (spec, (_, port)) in specs.into_iter().zip(&layout.mocks) {
-        let (mut service, stats) = mock_service(spec.settings);
+    for (spec, port) in &layout.mocks {
+        let (mut service, stats) = mock_service(spec.settings.clone());
         service.add_tcp(&format!("127.0.0.1:{port}"));
         server.add_service(service);
         mocks.insert(spec.name, stats);
