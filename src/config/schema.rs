@@ -159,10 +159,10 @@ pub enum ProviderKind {
     /// 任意兼容 OpenAI 的服务（vLLM、Ollama、DeepSeek……）。
     #[serde(rename = "openai_compatible")]
     OpenAiCompatible,
-    /// Anthropic Messages API。
+    /// Anthropic 的 Messages 接口。
     #[serde(rename = "anthropic")]
     Anthropic,
-    /// Google Gemini（Generative Language API）。
+    /// Google Gemini（Generative Language 接口）。
     #[serde(rename = "gemini")]
     Gemini,
     /// Azure OpenAI（按部署名寻址）。

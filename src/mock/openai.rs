@@ -49,20 +49,7 @@ pub(super) async fn chat(app: &MockApp, session: &mut ServerSession, body: Bytes
         return error(session, code, &format!("模拟的上游故障（{code}）")).await;
     }
     let turn = turn_of(&request, body.len());
-    let model = match azure {
-        true => uri
-            .path()
-            .trim_start_matches(AZURE_PREFIX)
-            .split('/')
-            .next()
-            .unwrap_or("")
-            .to_string(),
-        false => request
-            .get("model")
-            .and_then(Value::as_str)
-            .unwrap_or("mock")
-            .to_string(),
-    };
+    let model = response_model(uri.path(), &request, azure);
     let c = Completion {
         id: plan::next_id("chatcmpl-mock-"),
         created: plan::unix_now(),
@@ -84,6 +71,15 @@ pub(super) async fn chat(app: &MockApp, session: &mut ServerSession, body: Bytes
         return stream(app, session, &c, &reply, include_usage).await;
     }
     write_json(session, 200, &full_response(&c, &reply)).await
+}
+
+/// 响应里的 `model`：Azure 报告部署背后的模型（这里用部署名代替），OpenAI 回显请求的模型。
+fn response_model(path: &str, request: &Map<String, Value>, azure: bool) -> String {
+    let model = match azure {
+        true => path.trim_start_matches(AZURE_PREFIX).split('/').next(),
+        false => request.get("model").and_then(Value::as_str),
+    };
+    model.unwrap_or("mock").to_string()
 }
 
 /// Azure 要求 `api-version` 查询参数与 `api-key` 头。

@@ -178,9 +178,9 @@ impl ToolCall {
 ///
 /// ```
 /// use chatnexus::providers::Completion; // 完整补全
-/// use chatnexus::streaming::{FinishReason, Usage};
+/// use chatnexus::streaming::{FinishReason, Usage}; // 结束原因与用量
 /// let c = Completion { id: "msg_1".into(), created: 1, model: "演示".into(), content: Some("你好".into()),
-///     tool_calls: vec![], finish: FinishReason::Stop, usage: Usage::default() };
+///     tool_calls: vec![], finish: FinishReason::Stop, usage: Usage::default() }; // 一条纯文本回复
 /// let v: serde_json::Value = serde_json::from_slice(&c.to_bytes()).unwrap(); // 序列化后再解析
 /// assert_eq!(v["choices"][0]["message"]["content"], "你好"); // 文本放在 message.content
 /// ```

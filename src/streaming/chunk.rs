@@ -82,9 +82,9 @@ impl Usage {
 /// ```
 /// use chatnexus::streaming::{ChunkWriter, FinishReason}; // 块构造器
 /// let w = ChunkWriter::new("chatcmpl-1".into(), 1, "演示".into(), false); // 不要用量块
-/// let mut out = bytes::BytesMut::new();
+/// let mut out = bytes::BytesMut::new(); // 输出缓冲
 /// w.content(&mut out, "你好");
-/// w.finish(&mut out, FinishReason::Stop);
+/// w.finish(&mut out, FinishReason::Stop); // 正常结束
 /// assert!(std::str::from_utf8(&out).unwrap().contains("\"finish_reason\":\"stop\"")); // 结束块
 /// ```
 #[derive(Debug, Clone)]

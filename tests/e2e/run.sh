@@ -29,12 +29,22 @@ fi
 GATEWAY_PORT=$(free_port)
 MOCK_PORT=$(free_port)
 HASH=$(printf '%s' "$KEY" | sha256sum | cut -d' ' -f1)
+MOCK="http://127.0.0.1:$MOCK_PORT"
+# 同一个内置模拟器按路径说四种协议；它不校验上游密钥的值，这里用明文占位
 cat > "$WORK/chatnexus.yaml" <<YAML
 server: { listen: "127.0.0.1:$GATEWAY_PORT" }
 auth: { keys: [ { name: e2e, sha256: "$HASH" } ] }
-mock: { listen: "127.0.0.1:$MOCK_PORT", behavior: { chunks: 6, chunk_delay_ms: 5 } }
-providers: [ { name: mock, kind: openai_compatible, base_url: "http://127.0.0.1:$MOCK_PORT" } ]
-models: [ { name: demo, targets: [ { provider: mock } ] } ]
+mock: { listen: "127.0.0.1:$MOCK_PORT", behavior: { chunks: 6, chunk_delay_ms: 5, cached_tokens: 2, reasoning_tokens: 1 } }
+providers:
+  - { name: mock, kind: openai_compatible, base_url: "$MOCK" }
+  - { name: claude, kind: anthropic, base_url: "$MOCK", api_key: "mock-key" }
+  - { name: gem, kind: gemini, base_url: "$MOCK", api_key: "mock-key" }
+  - { name: az, kind: azure, base_url: "$MOCK", api_key: "mock-key", api_version: "2024-10-21" }
+models:
+  - { name: demo, targets: [ { provider: mock } ] }
+  - { name: claude, targets: [ { provider: claude, model: claude-sonnet-4-5, max_tokens: 1024 } ] }
+  - { name: gemini, targets: [ { provider: gem, model: gemini-2.5-flash } ] }
+  - { name: azure, targets: [ { provider: az, deployment: gpt-4o-prod } ] }
 YAML
 
 "$BIN" -t -c "$WORK/chatnexus.yaml"

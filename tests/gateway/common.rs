@@ -23,6 +23,8 @@ const LOOPBACK: &str = "http://127.0.0.1";
 const OPENAI_URL: &str = "https://api.openai.com";
 /// HTTPS 模拟上游的地址前缀：用主机名访问，走 DNS 缓存、SNI 与证书校验。
 const SECURE_URL: &str = "https://localhost";
+/// 用 IP 访问 HTTPS 模拟上游：与证书中的主机名不符，必须被拒绝。
+const MISMATCH_URL: &str = "https://127.0.0.1";
 /// 等待端口就绪的最长时间。
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -87,15 +89,7 @@ fn mock_specs() -> Vec<MockSpec> {
         settings,
         key: UPSTREAM_KEY,
     };
-    let usage = MockSettings {
-        chunks: 4,
-        prompt_tokens: Some(30),
-        completion_tokens: Some(12),
-        cached_tokens: 10,
-        reasoning_tokens: 5,
-        ..MockSettings::default()
-    };
-    vec![
+    let mut specs = vec![
         spec("fast", Kind::OpenAi, with(5, 0, None)),
         spec("paced", Kind::OpenAi, with(5, 20, None)),
         spec("slow", Kind::OpenAi, with(20, 100, None)),
@@ -109,34 +103,44 @@ fn mock_specs() -> Vec<MockSpec> {
             Kind::OpenAi,
             with(5, 0, Some(Fault::DropAfter(2))),
         ),
+    ];
+    specs.extend(translated_specs());
+    specs
+}
+
+/// 说 Anthropic、Gemini、Azure 协议的模拟上游：正常（带缓存与推理用量）、限流或过载、流中断开。
+fn translated_specs() -> Vec<MockSpec> {
+    let fault = |f| MockSettings {
+        fault: Some(f),
+        ..MockSettings::default()
+    };
+    let spec = |name, kind, settings| MockSpec {
+        name,
+        kind,
+        settings,
+        key: UPSTREAM_KEY,
+    };
+    let usage = MockSettings {
+        chunks: 4,
+        prompt_tokens: Some(30),
+        completion_tokens: Some(12),
+        cached_tokens: 10,
+        reasoning_tokens: 5,
+        ..MockSettings::default()
+    };
+    vec![
         spec("claude", Kind::Anthropic, usage.clone()),
-        spec(
-            "claude-529",
-            Kind::Anthropic,
-            with(5, 0, Some(Fault::Status(529))),
-        ),
-        spec(
-            "claude-drop",
-            Kind::Anthropic,
-            with(5, 0, Some(Fault::DropAfter(2))),
-        ),
+        spec("claude-529", Kind::Anthropic, fault(Fault::Status(529))),
+        spec("claude-drop", Kind::Anthropic, fault(Fault::DropAfter(2))),
         spec("gem", Kind::Gemini, usage.clone()),
-        spec(
-            "gem-429",
-            Kind::Gemini,
-            with(5, 0, Some(Fault::Status(429))),
-        ),
-        spec(
-            "gem-drop",
-            Kind::Gemini,
-            with(5, 0, Some(Fault::DropAfter(2))),
-        ),
+        spec("gem-429", Kind::Gemini, fault(Fault::Status(429))),
+        spec("gem-drop", Kind::Gemini, fault(Fault::DropAfter(2))),
         MockSpec {
             key: INVALID_UPSTREAM_KEY,
-            ..spec("gem-badkey", Kind::Gemini, with(5, 0, None))
+            ..spec("gem-badkey", Kind::Gemini, MockSettings::default())
         },
         spec("az", Kind::Azure, usage),
-        spec("az-429", Kind::Azure, with(5, 0, Some(Fault::Status(429)))),
+        spec("az-429", Kind::Azure, fault(Fault::Status(429))),
     ]
 }
 
@@ -209,7 +213,9 @@ fn config_yaml(layout: &Layout) -> String {
     lines.push(format!(
         "  - {{ name: secure, kind: openai_compatible, base_url: \"{SECURE_URL}:{secure}\" }}"
     ));
-    lines.push(format!("  - {{ name: mismatch, kind: openai_compatible, base_url: \"https://127.0.0.1:{secure}\" }}"));
+    lines.push(format!(
+        "  - {{ name: mismatch, kind: openai_compatible, base_url: \"{MISMATCH_URL}:{secure}\" }}"
+    ));
     lines.push("models:".to_string());
     lines.extend(layout.mocks.iter().map(|(spec, _)| model_line(spec)));
     for name in ["dead", "nokey", "secure", "mismatch"] {
