@@ -11,15 +11,27 @@ use crate::streaming::write_data;
 /// 429 与 503 时建议的重试秒数。
 const RETRY_AFTER_SECS: &str = "1";
 
-/// 写一个完整的 JSON 响应；返回连接是否仍可复用。
+/// 写一个完整的 JSON 响应（429 与 503 时带 `Retry-After`）；返回连接是否仍可复用。
 pub(super) async fn write_json(session: &mut ServerSession, status: u16, body: &Value) -> bool {
+    let retry_after = (status == 429 || status == 503).then_some(RETRY_AFTER_SECS);
+    write_json_with(session, status, body, retry_after).await
+}
+
+/// 写一个完整的 JSON 响应，`retry_after` 为 `None` 时不带 `Retry-After`
+/// （Gemini 只在响应体的 `RetryInfo` 里给出等待时间）；返回连接是否仍可复用。
+pub(super) async fn write_json_with(
+    session: &mut ServerSession,
+    status: u16,
+    body: &Value,
+    retry_after: Option<&str>,
+) -> bool {
     let body = Bytes::from(body.to_string());
     let written = async {
         let mut header = ResponseHeader::build(status, None)?;
         header.insert_header(CONTENT_TYPE, "application/json")?;
         header.insert_header(CONTENT_LENGTH, body.len().to_string())?;
-        if status == 429 || status == 503 {
-            header.insert_header(RETRY_AFTER, RETRY_AFTER_SECS)?;
+        if let Some(seconds) = retry_after {
+            header.insert_header(RETRY_AFTER, seconds)?;
         }
         session.write_response_header(Box::new(header)).await?;
         session.write_response_body(body, true).await
