@@ -5,3 +5,4 @@ mod body;
 mod chat;
 mod common;
 mod errors;
+mod gemini;
