@@ -63,12 +63,12 @@ pub struct Usage {
 }
 
 impl Usage {
-    /// 序列化为 OpenAI 的 `usage` 对象。
+    /// 序列化为 OpenAI 的 `usage` 对象；总数用饱和加法，上游给出异常巨大的计数时不会溢出。
     pub fn to_json(&self) -> Value {
         json!({
             "prompt_tokens": self.prompt,
             "completion_tokens": self.completion,
-            "total_tokens": self.prompt + self.completion,
+            "total_tokens": self.prompt.saturating_add(self.completion),
             "prompt_tokens_details": { "cached_tokens": self.cached },
             "completion_tokens_details": { "reasoning_tokens": self.reasoning },
         })

@@ -1,5 +1,6 @@
 //! 网关集成测试：真实 HTTP 经 127.0.0.1 访问进程内的网关，网关再访问模拟上游。
 
+mod anthropic;
 mod azure;
 mod body;
 mod chat;
