@@ -20,16 +20,16 @@ trap cleanup EXIT
 command -v wrk > /dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
 (cd "$ROOT" && cargo build --release --quiet)
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+# 同时持有两个监听再一起释放，保证两个端口互不相同
+free_ports() {
+  python3 -c 'import socket; ss=[socket.socket() for _ in range(2)]; [s.bind(("127.0.0.1", 0)) for s in ss]; print(*[s.getsockname()[1] for s in ss])'
 }
 wait_port() {
   for _ in $(seq 1 100); do (echo > "/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done
   echo "端口 $1 没有就绪" >&2; exit 1
 }
 
-MOCK_PORT=$(free_port)
-GATEWAY_PORT=$(free_port)
+read -r MOCK_PORT GATEWAY_PORT < <(free_ports)
 cat > "$WORK/chatnexus.yaml" <<YAML
 server: { listen: "127.0.0.1:$GATEWAY_PORT", threads: 1 }
 auth: { keys: [ { name: bench, sha256: "$(printf '%s' "$KEY" | sha256sum | cut -d' ' -f1)" } ] }

@@ -16,8 +16,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+# 同时持有两个监听再一起释放，保证两个端口互不相同
+free_ports() {
+  python3 -c 'import socket; ss=[socket.socket() for _ in range(2)]; [s.bind(("127.0.0.1", 0)) for s in ss]; print(*[s.getsockname()[1] for s in ss])'
 }
 
 # 为 SDK 准备独立的虚拟环境
@@ -26,8 +27,7 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 "$VENV/bin/pip" install --quiet --disable-pip-version-check "openai>=1.40,<3"
 
-GATEWAY_PORT=$(free_port)
-MOCK_PORT=$(free_port)
+read -r GATEWAY_PORT MOCK_PORT < <(free_ports)
 HASH=$(printf '%s' "$KEY" | sha256sum | cut -d' ' -f1)
 MOCK="http://127.0.0.1:$MOCK_PORT"
 # 同一个内置模拟器按路径说四种协议；它不校验上游密钥的值，这里用明文占位

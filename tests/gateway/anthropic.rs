@@ -7,8 +7,8 @@ use serde_json::{json, Value};
 use chatnexus::mock::{MockSettings, Recorded};
 
 use crate::common::{
-    authed, chat_body, content_type, expect_error, send_chat, sse_payloads, stream_content,
-    CLIENT_KEY, ENV, UPSTREAM_KEY,
+    authed, chat_body, content_type, expect_error, expect_stream_cut, send_chat, sse_payloads,
+    stream_content, CLIENT_KEY, ENV, UPSTREAM_KEY,
 };
 
 /// 说 Anthropic 格式的模拟上游（同名模型指向它）。
@@ -328,25 +328,10 @@ async fn anthropic_上游_529_过载_返回_503_server_error() {
 
 #[tokio::test]
 async fn anthropic_流中途断开_一个错误事件且没有_done() {
-    let payloads = 读流(send_chat(CLAUDE_DROP, true).await).await;
-    assert!(
-        !payloads.iter().any(|p| p == "[DONE]"),
-        "出错的流不能发 [DONE]"
-    );
-    let errors: Vec<&String> = payloads
-        .iter()
-        .filter(|p| p.contains("\"error\""))
-        .collect();
-    assert_eq!(errors.len(), 1, "只能有一个错误事件：{payloads:?}");
-    let last: Value = serde_json::from_str(payloads.last().expect("至少一个事件")).expect("JSON");
-    assert_eq!(last["error"]["type"], "server_error");
+    let error = expect_stream_cut(CLAUDE_DROP).await;
     assert_eq!(
-        last["error"]["code"], "upstream_read_failed",
-        "分块编码未结束就断开：{last}"
-    );
-    assert!(
-        !payloads.iter().any(|p| p.contains("\"finish_reason\":\"")),
-        "断开的流不能伪造结束原因"
+        (error["type"].as_str(), error["code"].as_str()),
+        (Some("server_error"), Some("upstream_read_failed"))
     );
 }
 

@@ -25,6 +25,8 @@ const OPENAI_URL: &str = "https://api.openai.com";
 const SECURE_URL: &str = "https://localhost";
 /// 用 IP 访问 HTTPS 模拟上游：与证书中的主机名不符，必须被拒绝。
 const MISMATCH_URL: &str = "https://127.0.0.1";
+/// 网关、连不上的上游、HTTPS 上游各占一个端口，其后是各模拟上游的端口。
+const FIXED_PORTS: usize = 3;
 /// 等待端口就绪的最长时间。
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -173,11 +175,18 @@ fn model_line(spec: &MockSpec) -> String {
     format!("  - {{ name: {name}, targets: [ {{ provider: {name}{target} }} ] }}")
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("必须能在回环地址上找到空闲端口")
+/// 一次取得 `count` 个互不相同的空闲端口。
+///
+/// 监听器全部同时持有、最后一起释放：逐个绑定再释放时，系统可能把刚释放的端口再分给下一个调用，
+/// 而 Pingora 的监听开启了端口复用，两个服务绑到同一端口时连接会被随机分给其中一个。
+fn free_ports(count: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> = (0..count)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("必须能在回环地址上找到空闲端口"))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().expect("监听器必须有本地地址").port())
+        .collect()
 }
 
 /// 测试环境用到的端口与证书。
@@ -277,11 +286,16 @@ impl ShutdownSignalWatch for NeverShutdown {
 fn start_env() -> TestEnv {
     let _ = env_logger::builder().is_test(true).try_init();
     let tls = TestTls::generate();
+    let specs = mock_specs();
+    let ports = free_ports(FIXED_PORTS + specs.len());
     let layout = Layout {
-        gateway: free_port(),
-        mocks: mock_specs().into_iter().map(|s| (s, free_port())).collect(),
-        dead: free_port(),
-        secure: free_port(),
+        gateway: ports[0],
+        mocks: specs
+            .into_iter()
+            .zip(ports[FIXED_PORTS..].iter().copied())
+            .collect(),
+        dead: ports[1],
+        secure: ports[2],
         ca_file: tls.ca.clone(),
     };
     let yaml = config_yaml(&layout);
@@ -392,6 +406,28 @@ pub fn stream_content(payloads: &[String]) -> String {
                 .map(str::to_string)
         })
         .collect()
+}
+
+/// 请求一个会在流中途断开的模型，断言：HTTP 200、恰好一个错误事件且在最后、没有 `[DONE]`、
+/// 没有伪造的结束原因；返回该错误对象。
+pub async fn expect_stream_cut(model: &str) -> serde_json::Value {
+    let resp = send_chat(model, true).await;
+    assert_eq!(resp.status(), 200, "断开前响应头已经发出");
+    let text = resp.text().await.expect("流必须干净地结束");
+    let payloads = sse_payloads(&text);
+    assert!(
+        !payloads.iter().any(|p| p == "[DONE]"),
+        "出错的流不能发 [DONE]：{text}"
+    );
+    let errors = payloads.iter().filter(|p| p.contains("\"error\"")).count();
+    assert_eq!(errors, 1, "只能有一个错误事件：{text}");
+    assert!(
+        !text.contains("\"finish_reason\":\""),
+        "断开的流不能伪造结束原因：{text}"
+    );
+    let last: serde_json::Value = serde_json::from_str(payloads.last().expect("至少一个事件"))
+        .expect("最后一个事件必须是 JSON");
+    last["error"].clone()
 }
 
 /// 断言响应是给定状态码的 OpenAI 错误信封，并返回其中的 `error` 对象。

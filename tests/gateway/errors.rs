@@ -1,9 +1,7 @@
 //! 错误路径：每种错误都是准确的状态码加 OpenAI 错误信封；本地接口 `/health` 与 `/v1/models`。
 
-use serde_json::Value;
-
 use crate::common::{
-    authed, chat_body, expect_error, json_of, send_chat, sse_payloads, CLIENT_KEY, ENV,
+    authed, chat_body, expect_error, expect_stream_cut, json_of, send_chat, CLIENT_KEY, ENV,
 };
 
 async fn 发送原文(body: &'static str) -> reqwest::Response {
@@ -139,25 +137,8 @@ async fn 上游缺少密钥被停用_返回_503() {
 
 #[tokio::test]
 async fn 流中途断开_客户端收到一个错误事件且没有_done() {
-    let resp = send_chat("dropper", true).await;
-    assert_eq!(resp.status(), 200);
-    let text = resp.text().await.expect("流必须干净地结束");
-    let payloads = sse_payloads(&text);
-    let last: Value = serde_json::from_str(payloads.last().expect("至少一个事件"))
-        .expect("最后一个事件必须是 JSON");
-    assert_eq!(
-        last["error"]["code"], "upstream_read_failed",
-        "实际：{text}"
-    );
-    assert!(
-        !payloads.iter().any(|p| p == "[DONE]"),
-        "出错的流不能发 [DONE]"
-    );
-    assert_eq!(
-        payloads.iter().filter(|p| p.contains("\"error\"")).count(),
-        1,
-        "只能有一个错误事件"
-    );
+    let error = expect_stream_cut("dropper").await;
+    assert_eq!(error["code"], "upstream_read_failed");
 }
 
 #[tokio::test]

@@ -5,8 +5,8 @@ use serde_json::{json, Value};
 use chatnexus::mock::Recorded;
 
 use crate::common::{
-    authed, chat_body, expect_error, send_chat, sse_payloads, stream_content, CLIENT_KEY, ENV,
-    UPSTREAM_KEY,
+    authed, chat_body, expect_error, expect_stream_cut, send_chat, sse_payloads, stream_content,
+    CLIENT_KEY, ENV, UPSTREAM_KEY,
 };
 
 /// 模拟器的缺省回复。
@@ -282,26 +282,8 @@ async fn 无效上游密钥_返回_502_upstream_auth_failed() {
 
 #[tokio::test]
 async fn 流中途断开_客户端收到一个错误事件且没有_done() {
-    let resp = send_chat("gem-drop", true).await;
-    assert_eq!(resp.status(), 200);
-    let text = resp.text().await.expect("流必须干净地结束");
-    let payloads = sse_payloads(&text);
-    let last: Value = serde_json::from_str(payloads.last().expect("至少一个事件"))
-        .expect("最后一个事件必须是 JSON");
-    assert_eq!(
-        last["error"]["code"], "upstream_read_failed",
-        "最后一个事件必须是读取失败的错误：{text}"
-    );
-    assert!(
-        !payloads.iter().any(|p| p == "[DONE]"),
-        "出错的流不能发 [DONE]"
-    );
-    let errors = payloads.iter().filter(|p| p.contains("\"error\"")).count();
-    assert_eq!(errors, 1, "只能有一个错误事件：{text}");
-    assert!(
-        结束原因(&事件(&payloads[..payloads.len() - 1])).is_empty(),
-        "断开的流不能有结束块"
-    );
+    let error = expect_stream_cut("gem-drop").await;
+    assert_eq!(error["code"], "upstream_read_failed");
 }
 
 #[tokio::test]
