@@ -19,6 +19,8 @@ pub mod mock;
 pub mod providers;
 /// Pingora `ProxyHttp` 实现与本地应答的接口。
 pub mod proxy;
+/// 配置热重载（SIGHUP）。
+pub mod reload;
 /// 客户端请求的解析与校验。
 pub mod request;
 /// 密钥的内存保护与客户端鉴权。

@@ -1,14 +1,16 @@
 //! `chatnexus` 命令行：运行网关（缺省）、检查配置（`-t`）、运行上游模拟器（`mock`）。
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use log::{error, info, warn};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 use pingora::server::configuration::Opt;
 use pingora::server::Server;
 
-use chatnexus::config::{self, DEFAULT_CONFIG_PATH};
+use chatnexus::config::{self, Config, DEFAULT_CONFIG_PATH};
 use chatnexus::mock::{mock_service, Fault, MockSettings};
 
 /// 指定配置文件路径的环境变量。
@@ -44,6 +46,8 @@ struct Cli {
 enum Command {
     /// 单独运行上游模拟器（测试与压测用）
     Mock(MockArgs),
+    /// 校验配置后通知运行中的网关（按 server.pid_file 找到它）热重载配置
+    Reload,
 }
 
 #[derive(clap::Args)]
@@ -80,24 +84,36 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Mock(ref args)) => run_mock(args),
+        Some(Command::Reload) => send_reload(&cli),
         None => run_gateway(&cli),
+    }
+}
+
+/// 配置文件路径：`-c` 优先，其次环境变量 `CHATNEXUS_CONFIG`，最后是缺省路径。
+fn config_path(cli: &Cli) -> PathBuf {
+    cli.conf
+        .clone()
+        .or_else(|| std::env::var_os(CONFIG_ENV).map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH))
+}
+
+/// 加载并校验配置；失败时把全部问题写到日志与标准错误。
+fn load_config(path: &Path) -> Option<Config> {
+    match config::load(path) {
+        Ok(config) => Some(config),
+        Err(e) => {
+            error!("{e}");
+            eprintln!("{e}");
+            None
+        }
     }
 }
 
 /// 加载配置并运行网关；`-t` 时只检查配置。
 fn run_gateway(cli: &Cli) -> ExitCode {
-    let path = cli
-        .conf
-        .clone()
-        .or_else(|| std::env::var_os(CONFIG_ENV).map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH));
-    let config = match config::load(&path) {
-        Ok(config) => config,
-        Err(e) => {
-            error!("{e}");
-            eprintln!("{e}");
-            return ExitCode::FAILURE;
-        }
+    let path = config_path(cli);
+    let Some(config) = load_config(&path) else {
+        return ExitCode::FAILURE;
     };
     if cli.test {
         println!("配置检查通过：{}", path.display());
@@ -109,6 +125,7 @@ fn run_gateway(cli: &Cli) -> ExitCode {
         path.display(),
         config.server.listen.0
     );
+    let pid_file = config.server.pid_file.clone();
     let opt = Opt {
         upgrade: cli.upgrade,
         daemon: cli.daemon,
@@ -116,7 +133,44 @@ fn run_gateway(cli: &Cli) -> ExitCode {
         test: false,
         conf: None,
     };
-    chatnexus::server::build(config, Some(opt)).run_forever()
+    let server = chatnexus::server::build(config, Some(path), Some(opt));
+    // 守护进程模式由 Pingora 在 fork 之后写进程号文件；前台运行（如 systemd Type=simple）由这里写
+    if !cli.daemon {
+        if let Err(e) = std::fs::write(&pid_file, std::process::id().to_string()) {
+            warn!(
+                "无法写入进程号文件 {}：{e}；chatnexus reload 将找不到本进程",
+                pid_file.display()
+            );
+        }
+    }
+    server.run_forever()
+}
+
+/// `chatnexus reload`：先完整校验配置，通过后向运行中的网关发送 SIGHUP。
+fn send_reload(cli: &Cli) -> ExitCode {
+    let path = config_path(cli);
+    let Some(config) = load_config(&path) else {
+        eprintln!("新配置无效，没有通知网关");
+        return ExitCode::FAILURE;
+    };
+    let pid_file = &config.server.pid_file;
+    let pid = std::fs::read_to_string(pid_file)
+        .ok()
+        .and_then(|text| text.trim().parse::<i32>().ok());
+    let Some(pid) = pid else {
+        eprintln!("无法从进程号文件 {} 读出网关的进程号", pid_file.display());
+        return ExitCode::FAILURE;
+    };
+    match kill(Pid::from_raw(pid), Signal::SIGHUP) {
+        Ok(()) => {
+            println!("已通知进程 {pid} 重新加载配置 {}", path.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("通知进程 {pid} 失败：{e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// 单独运行上游模拟器。

@@ -1,5 +1,6 @@
 //! 组装 Pingora `Server`：代理服务、可选的内置模拟器、DNS 刷新后台服务。
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,6 +13,7 @@ use crate::config::Config;
 use crate::exchange::UpstreamClient;
 use crate::mock::mock_service;
 use crate::proxy::Gateway;
+use crate::reload::{ConfigReloader, SharedConfig};
 use crate::upstream::{DnsCache, DnsRefresher};
 
 /// 上游主机名的刷新间隔。
@@ -20,12 +22,15 @@ const DNS_REFRESH_INTERVAL: Duration = Duration::from_secs(60);
 const PROXY_SERVICE_NAME: &str = "ChatNexus 网关";
 /// DNS 刷新服务的名称。
 const DNS_SERVICE_NAME: &str = "DNS 刷新";
+/// 配置热重载服务的名称。
+const RELOAD_SERVICE_NAME: &str = "配置热重载";
 
 /// 按配置构建一个可运行的 Pingora `Server`（已 bootstrap，尚未运行）。
 ///
-/// 参数：运行时配置；Pingora 命令行选项（升级、守护进程），测试中传 `None`。
+/// 参数：运行时配置；配置文件路径（给出时加入 SIGHUP 热重载服务）；Pingora 命令行选项
+/// （升级、守护进程），测试中传 `None`。
 /// 返回：加好全部服务的 `Server`，调用方用 `run_forever` 或 `run` 启动。
-pub fn build(config: Config, opt: Option<Opt>) -> Server {
+pub fn build(config: Config, path: Option<PathBuf>, opt: Option<Opt>) -> Server {
     let conf = server_conf(&config);
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
@@ -34,7 +39,8 @@ pub fn build(config: Config, opt: Option<Opt>) -> Server {
     let upstream = UpstreamClient::new(&server.configuration, Arc::clone(&dns));
     let listen = config.server.listen.0.to_string();
     let mock = config.mock.clone();
-    let gateway = Gateway::new(Arc::new(ArcSwap::from_pointee(config)), upstream);
+    let shared: SharedConfig = Arc::new(ArcSwap::from_pointee(config));
+    let gateway = Gateway::new(Arc::clone(&shared), upstream);
     let mut proxy = pingora_proxy::http_proxy_service_with_name(
         &server.configuration,
         gateway,
@@ -50,6 +56,10 @@ pub fn build(config: Config, opt: Option<Opt>) -> Server {
     }
     let refresher = DnsRefresher::new(dns, DNS_REFRESH_INTERVAL);
     server.add_service(background_service(DNS_SERVICE_NAME, refresher));
+    if let Some(path) = path {
+        let reloader = ConfigReloader::new(path, shared);
+        server.add_service(background_service(RELOAD_SERVICE_NAME, reloader));
+    }
     server
 }
 
@@ -60,13 +70,13 @@ fn server_conf(config: &Config) -> ServerConf {
             .map(|n| n.get())
             .unwrap_or(1)
     });
+    let path = |p: &std::path::Path| p.display().to_string();
     ServerConf {
         threads,
-        ca_file: config
-            .server
-            .ca_file
-            .as_ref()
-            .map(|p| p.display().to_string()),
+        pid_file: path(&config.server.pid_file),
+        upgrade_sock: path(&config.server.upgrade_sock),
+        grace_period_seconds: Some(config.server.grace_period_seconds),
+        ca_file: config.server.ca_file.as_deref().map(path),
         ..ServerConf::default()
     }
 }

@@ -13,6 +13,12 @@ use crate::security::{ClientKey, Secret};
 const DEFAULT_LISTEN_IP: [u8; 4] = [0, 0, 0, 0];
 /// 默认监听端口。
 const DEFAULT_LISTEN_PORT: u16 = 8080;
+/// 默认进程号文件。
+const DEFAULT_PID_FILE: &str = "/tmp/chatnexus.pid";
+/// 默认平滑升级套接字。
+const DEFAULT_UPGRADE_SOCK: &str = "/tmp/chatnexus_upgrade.sock";
+/// 默认优雅退出等待：10 分钟，长于绝大多数流式回答。
+const DEFAULT_GRACE_PERIOD_SECONDS: u64 = 600;
 /// 默认请求体上限：10 MiB。
 const DEFAULT_MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
 /// 默认连接（含 TLS 握手）超时。
@@ -77,6 +83,15 @@ pub struct ServerSettings {
     /// 校验 HTTPS 上游证书用的 CA 文件（PEM）；设置后只信任其中的 CA，缺省用系统证书。
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
+    /// 进程号文件：`chatnexus reload` 从这里找到要通知的进程，守护进程模式下由 Pingora 写入。
+    #[serde(default = "default_pid_file")]
+    pub pid_file: PathBuf,
+    /// 平滑升级时新旧进程交接监听套接字用的 Unix 套接字路径（新旧进程必须相同）。
+    #[serde(default = "default_upgrade_sock")]
+    pub upgrade_sock: PathBuf,
+    /// 平滑升级或优雅退出时，旧进程等待进行中的请求与流结束的秒数（应长于最长的流）。
+    #[serde(default = "default_grace_period_seconds")]
+    pub grace_period_seconds: u64,
 }
 
 impl Default for ServerSettings {
@@ -86,6 +101,9 @@ impl Default for ServerSettings {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             threads: None,
             ca_file: None,
+            pid_file: default_pid_file(),
+            upgrade_sock: default_upgrade_sock(),
+            grace_period_seconds: DEFAULT_GRACE_PERIOD_SECONDS,
         }
     }
 }
@@ -96,6 +114,18 @@ fn default_listen() -> ListenAddr {
 
 fn default_max_body_bytes() -> usize {
     DEFAULT_MAX_BODY_BYTES
+}
+
+fn default_pid_file() -> PathBuf {
+    PathBuf::from(DEFAULT_PID_FILE)
+}
+
+fn default_upgrade_sock() -> PathBuf {
+    PathBuf::from(DEFAULT_UPGRADE_SOCK)
+}
+
+fn default_grace_period_seconds() -> u64 {
+    DEFAULT_GRACE_PERIOD_SECONDS
 }
 
 /// 一个 `IP:端口` 监听地址。

@@ -9,10 +9,8 @@ pub mod respond;
 /// 路由表。
 pub mod routes;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use log::{info, warn};
 use pingora::upstreams::peer::HttpPeer;
@@ -22,6 +20,7 @@ use pingora_proxy::{ProxyHttp, Session};
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::exchange::{self, Failure, UpstreamClient};
+use crate::reload::SharedConfig;
 use crate::request::ChatRequest;
 use crate::upstream;
 use routes::Route;
@@ -41,14 +40,14 @@ const STATUS_CLIENT_CLOSED: u16 = 499;
 /// let _gateway = chatnexus::proxy::Gateway::new(std::sync::Arc::new(arc_swap::ArcSwap::from_pointee(cfg)), upstream); // 可热替换的配置
 /// ```
 pub struct Gateway {
-    config: Arc<ArcSwap<Config>>,
+    config: SharedConfig,
     upstream: UpstreamClient,
     started: Instant,
 }
 
 impl Gateway {
     /// 用共享配置和上游客户端创建网关。
-    pub fn new(config: Arc<ArcSwap<Config>>, upstream: UpstreamClient) -> Self {
+    pub fn new(config: SharedConfig, upstream: UpstreamClient) -> Self {
         Gateway {
             config,
             upstream,

@@ -301,7 +301,7 @@ fn start_env() -> TestEnv {
     let yaml = config_yaml(&layout);
     let cfg = config::build(config::parse(&yaml).expect("测试配置必须能解析"), |_| None)
         .expect("测试配置必须通过校验");
-    let mut server = chatnexus::server::build(cfg, None);
+    let mut server = chatnexus::server::build(cfg, None, None);
     let mut mocks = HashMap::new();
     for (spec, port) in &layout.mocks {
         let (mut service, stats) = mock_service(spec.settings.clone());
