@@ -15,6 +15,12 @@ use pingora::services::background::BackgroundService;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::config::{self, Config, ConfigError};
+use crate::metrics::METRICS;
+
+/// 重载指标的结果标签：成功。
+const RELOAD_OK: &str = "ok";
+/// 重载指标的结果标签：失败。
+const RELOAD_ERROR: &str = "error";
 
 /// 运行时可共享、可原子替换的配置。
 pub type SharedConfig = Arc<ArcSwap<Config>>;
@@ -86,9 +92,14 @@ impl BackgroundService for ConfigReloader {
             tokio::select! {
                 _ = shutdown.changed() => break,
                 _ = hangup.recv() => {
-                    if let Err(e) = reload(&self.path, &self.shared) {
-                        error!("重新加载配置失败，继续使用旧配置：{e}");
-                    }
+                    let result = match reload(&self.path, &self.shared) {
+                        Ok(()) => RELOAD_OK,
+                        Err(e) => {
+                            error!("重新加载配置失败，继续使用旧配置：{e}");
+                            RELOAD_ERROR
+                        }
+                    };
+                    METRICS.config_reloads.with_label_values(&[result]).inc();
                 }
             }
         }

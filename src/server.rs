@@ -1,4 +1,4 @@
-//! 组装 Pingora `Server`：代理服务、可选的内置模拟器、DNS 刷新后台服务。
+//! 组装 Pingora `Server`：代理服务、可选的指标服务与内置模拟器、DNS 刷新与配置热重载后台服务。
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -39,6 +39,7 @@ pub fn build(config: Config, path: Option<PathBuf>, opt: Option<Opt>) -> Server 
     let upstream = UpstreamClient::new(&server.configuration, Arc::clone(&dns));
     let listen = config.server.listen.0.to_string();
     let mock = config.mock.clone();
+    let metrics_listen = config.server.metrics_listen;
     let shared: SharedConfig = Arc::new(ArcSwap::from_pointee(config));
     let gateway = Gateway::new(Arc::clone(&shared), upstream);
     let mut proxy = pingora_proxy::http_proxy_service_with_name(
@@ -49,6 +50,11 @@ pub fn build(config: Config, path: Option<PathBuf>, opt: Option<Opt>) -> Server 
     proxy.add_tcp(&listen);
     server.add_service(proxy);
 
+    if let Some(listen) = metrics_listen {
+        let mut metrics = pingora_prometheus::prometheus_http_service();
+        metrics.add_tcp(&listen.0.to_string());
+        server.add_service(metrics);
+    }
     if let Some(mock) = mock {
         let (mut service, _stats) = mock_service(mock.behavior);
         service.add_tcp(&mock.listen.0.to_string());

@@ -13,11 +13,12 @@ use std::sync::Arc;
 
 use log::warn;
 
+use crate::metrics::PriceTable;
 use crate::security::{ClientKeys, Secret};
 
 pub use schema::{
-    AuthSettings, BaseUrl, ConfigFile, ListenAddr, MockListen, ModelConfig, ProviderConfig,
-    ProviderKind, ServerSettings, TargetConfig, Timeouts,
+    AccessLogFormat, AccessLogSettings, AuthSettings, BaseUrl, ConfigFile, ListenAddr, MockListen,
+    ModelConfig, ProviderConfig, ProviderKind, ServerSettings, TargetConfig, Timeouts,
 };
 
 /// 配置文件的默认路径。
@@ -178,6 +179,10 @@ pub struct Config {
     pub models: Vec<Model>,
     /// 内置模拟器设置。
     pub mock: Option<MockListen>,
+    /// 价目表。
+    pub pricing: PriceTable,
+    /// 访问日志设置。
+    pub access_log: AccessLogSettings,
     model_index: HashMap<String, usize>,
 }
 
@@ -242,6 +247,8 @@ pub fn build(
         providers,
         models,
         mock: file.mock,
+        pricing: PriceTable::new(file.pricing),
+        access_log: file.access_log,
         model_index,
     })
 }

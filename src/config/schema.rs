@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::metrics::Price;
 use crate::mock::MockSettings;
 use crate::security::{ClientKey, Secret};
 
@@ -58,6 +59,49 @@ pub struct ConfigFile {
     /// 随网关一起启动的内置上游模拟器（离线演示、测试、压测）。
     #[serde(default)]
     pub mock: Option<MockListen>,
+    /// 价目表：每个上游模型每百万 token 的美元单价。
+    #[serde(default)]
+    pub pricing: Vec<Price>,
+    /// 访问日志的格式与内容。
+    #[serde(default)]
+    pub access_log: AccessLogSettings,
+}
+
+/// 访问日志的格式。
+///
+/// 用途：`text` 为带中文字段名的一行文本，`json` 为每行一个 JSON 对象（便于日志系统解析）。
+///
+/// ```
+/// let f: chatnexus::config::AccessLogFormat = serde_yaml::from_str("json").unwrap(); // JSON 行
+/// assert_eq!(f, chatnexus::config::AccessLogFormat::Json);
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AccessLogFormat {
+    /// 中文字段名的文本行。
+    #[default]
+    Text,
+    /// JSON 行。
+    Json,
+}
+
+/// `access_log` 段。
+///
+/// 用途：决定每个请求一行的访问日志用什么格式、是否包含提示词。
+///
+/// ```
+/// let a = chatnexus::config::AccessLogSettings::default(); // 缺省
+/// assert!(!a.include_prompts); // 缺省不记录提示词
+/// ```
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessLogSettings {
+    /// 日志格式。
+    #[serde(default)]
+    pub format: AccessLogFormat,
+    /// 为真时在访问日志中附上请求的 `messages`（截断）；缺省关闭，提示词可能含敏感信息。
+    #[serde(default)]
+    pub include_prompts: bool,
 }
 
 /// `server` 段。
@@ -92,6 +136,9 @@ pub struct ServerSettings {
     /// 平滑升级或优雅退出时，旧进程等待进行中的请求与流结束的秒数（应长于最长的流）。
     #[serde(default = "default_grace_period_seconds")]
     pub grace_period_seconds: u64,
+    /// Prometheus 指标的独立监听地址（应只对内网开放）；不配置则不导出指标。
+    #[serde(default)]
+    pub metrics_listen: Option<ListenAddr>,
 }
 
 impl Default for ServerSettings {
@@ -104,6 +151,7 @@ impl Default for ServerSettings {
             pid_file: default_pid_file(),
             upgrade_sock: default_upgrade_sock(),
             grace_period_seconds: DEFAULT_GRACE_PERIOD_SECONDS,
+            metrics_listen: None,
         }
     }
 }

@@ -18,6 +18,7 @@ pub(super) fn validate(file: &ConfigFile) -> Vec<ConfigIssue> {
     validate_auth(file, &mut issues);
     validate_providers(file, &mut issues);
     validate_models(file, &mut issues);
+    validate_pricing(file, &mut issues);
     issues
 }
 
@@ -40,7 +41,19 @@ fn validate_server(file: &ConfigFile, issues: &mut Vec<ConfigIssue>) {
     if file.server.threads == Some(0) {
         issues.push(ConfigIssue::new("server.threads", "必须至少为 1"));
     }
+    if file.server.metrics_listen == Some(file.server.listen) {
+        issues.push(ConfigIssue::new(
+            "server.metrics_listen",
+            "不能与 server.listen 相同",
+        ));
+    }
     if let Some(mock) = &file.mock {
+        if Some(mock.listen) == file.server.metrics_listen {
+            issues.push(ConfigIssue::new(
+                "mock.listen",
+                "不能与 server.metrics_listen 相同",
+            ));
+        }
         if mock.listen == file.server.listen {
             issues.push(ConfigIssue::new("mock.listen", "不能与 server.listen 相同"));
         }
@@ -165,6 +178,25 @@ fn validate_target(
     }
     if target.max_tokens == Some(0) {
         issues.push(ConfigIssue::new(format!("{path}.max_tokens"), "必须大于 0"));
+    }
+}
+
+fn validate_pricing(file: &ConfigFile, issues: &mut Vec<ConfigIssue>) {
+    let mut models = HashSet::new();
+    for (i, price) in file.pricing.iter().enumerate() {
+        check_unique(
+            &mut models,
+            &price.model,
+            format!("pricing[{i}].model"),
+            issues,
+        );
+        let prices = [Some(price.input), Some(price.output), price.cached];
+        if prices.iter().flatten().any(|p| !p.is_finite() || *p < 0.0) {
+            issues.push(ConfigIssue::new(
+                format!("pricing[{i}]"),
+                "单价必须是非负数",
+            ));
+        }
     }
 }
 

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::HeaderName;
 use log::debug;
 use pingora::connectors::http::Connector;
 use pingora::connectors::ConnectorOptions;
@@ -24,8 +25,9 @@ use pingora_proxy::Session;
 use crate::config::{Provider, Target};
 use crate::error::ApiError;
 use crate::providers::{filter_for, map_upstream_error, TranslateCtx, UpstreamRequest};
-use crate::proxy::respond;
+use crate::proxy::{respond, REQUEST_ID_HEADER};
 use crate::request::ChatRequest;
+use crate::streaming::Usage;
 use crate::upstream::{build_peer, DnsCache};
 
 /// 上游错误响应体读取的上限。
@@ -35,6 +37,35 @@ const MAX_RESPONSE_BODY_BYTES: usize = 64 * 1024 * 1024;
 
 /// 归还连接前等待上游响应体结束的最长时间。
 const DRAIN_TIMEOUT: Duration = Duration::from_millis(100);
+
+/// 一次（或多次尝试的）上游交换留下的记录，供访问日志与指标使用。
+///
+/// 用途：请求上下文持有一个，交换过程中逐步填写；即使交换失败（如客户端中途断开）也保留已知的部分。
+///
+/// ```
+/// let r = chatnexus::exchange::ExchangeReport::default(); // 尚未交换
+/// assert_eq!(r.overhead(std::time::Duration::from_millis(5)), None); // 没有尝试时不计算网关开销
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct ExchangeReport {
+    /// 尝试连接上游的次数。
+    pub attempts: u32,
+    /// 首个内容到达客户端的时间（流式为第一块，非流式为完整响应）。
+    pub ttft: Option<Duration>,
+    /// 等待上游与等待客户端写入的累计时间（不算网关自身的开销）。
+    pub waited: Duration,
+    /// token 用量（OpenAI 语义）。
+    pub usage: Option<Usage>,
+    /// 用量是否为估算（流被取消且上游没给出用量时）。
+    pub estimated: bool,
+}
+
+impl ExchangeReport {
+    /// 网关自身的处理时间：请求总时长减去等待；没有任何尝试时为 `None`。
+    pub fn overhead(&self, total: Duration) -> Option<Duration> {
+        (self.attempts > 0).then(|| total.saturating_sub(self.waited))
+    }
+}
 
 /// 交换失败的原因。
 ///
@@ -136,10 +167,17 @@ pub async fn run(
     down: &mut Session,
     req: &ChatRequest,
     target: &Target,
+    report: &mut ExchangeReport,
 ) -> Result<u16, Failure> {
     let provider = &target.provider;
     let filter = filter_for(provider.kind);
-    let request = filter.build_request(req, target)?;
+    let mut request = filter.build_request(req, target)?;
+    report.attempts += 1;
+    if let Some(id) = down.req_header().headers.get(REQUEST_ID_HEADER) {
+        request
+            .headers
+            .push((HeaderName::from_static(REQUEST_ID_HEADER), id.clone()));
+    }
     let (mut up, peer) = client.connect(provider).await?;
     send_request(&mut up, provider, request).await?;
     let timeouts = provider.timeouts;

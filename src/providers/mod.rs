@@ -20,7 +20,7 @@ use crate::error::{ApiError, TYPE_INVALID_REQUEST, TYPE_SERVER};
 use crate::request::ChatRequest;
 use crate::streaming::SseEvent;
 
-pub use convert::{Completion, ToolCall};
+pub use convert::{random_id, Completion, ToolCall};
 
 /// JSON 内容类型。
 const JSON_CONTENT_TYPE: &str = "application/json";

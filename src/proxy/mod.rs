@@ -1,8 +1,10 @@
 //! Pingora `ProxyHttp` 实现：`request_filter` 路由、鉴权、读体、选目标并驱动与上游的交换，
 //! `logging` 记录访问日志。
 
+mod access_log;
 mod auth;
 mod body;
+mod context;
 mod local;
 /// 写给客户端的响应。
 pub mod respond;
@@ -12,7 +14,7 @@ pub mod routes;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use log::{info, warn};
+use log::warn;
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorType};
 use pingora_proxy::{ProxyHttp, Session};
@@ -24,6 +26,8 @@ use crate::reload::SharedConfig;
 use crate::request::ChatRequest;
 use crate::upstream;
 use routes::Route;
+
+pub use context::{RequestCtx, REQUEST_ID_HEADER};
 
 /// 在读完请求体之前就应答（401、413……）时，Pingora 在复用连接前读掉剩余请求体的最长时间。
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -56,28 +60,6 @@ impl Gateway {
     }
 }
 
-/// 一个请求的上下文：访问日志需要的信息。
-///
-/// 用途：Pingora 为每个请求创建一个，`request_filter` 填写，`logging` 读取。
-///
-/// ```
-/// let ctx = chatnexus::proxy::RequestCtx::default(); // 新请求
-/// assert!(ctx.status == 0 && ctx.model.is_none()); // 尚未处理
-/// ```
-#[derive(Debug, Default)]
-pub struct RequestCtx {
-    /// 写给客户端的状态码（客户端断开为 499）。
-    pub status: u16,
-    /// 通过鉴权的客户端密钥名。
-    pub client: Option<String>,
-    /// 请求的模型名。
-    pub model: Option<String>,
-    /// 选中的上游提供方。
-    pub provider: Option<String>,
-    /// 错误说明（成功时为空）。
-    pub error: Option<String>,
-}
-
 #[async_trait]
 impl ProxyHttp for Gateway {
     type CTX = RequestCtx;
@@ -107,23 +89,20 @@ impl ProxyHttp for Gateway {
         session.set_close_on_response_before_downstream_finish(false);
         session.set_total_drain_timeout(Some(DRAIN_TIMEOUT));
         let config = self.config.load_full();
+        ctx.request_id = context::assign_request_id(session);
         let result = self.dispatch(session, ctx, &config).await;
         finish(session, ctx, result).await;
+        ctx.config = Some(config);
         Ok(true)
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+        let config = ctx
+            .config
+            .clone()
+            .unwrap_or_else(|| self.config.load_full());
         let req = session.req_header();
-        info!(
-            "访问 {} {} 状态={} 客户端={} 模型={} 上游={} 错误={}",
-            req.method,
-            req.uri.path(),
-            ctx.status,
-            ctx.client.as_deref().unwrap_or("-"),
-            ctx.model.as_deref().unwrap_or("-"),
-            ctx.provider.as_deref().unwrap_or("-"),
-            ctx.error.as_deref().unwrap_or("-"),
-        );
+        access_log::finish_request(req.method.as_str(), req.uri.path(), ctx, &config);
     }
 }
 
@@ -162,11 +141,16 @@ impl Gateway {
         let model = config
             .model(&req.model)
             .ok_or_else(|| ApiError::model_not_found(&req.model))?;
+        ctx.model_label = Some(model.name.clone());
+        if config.access_log.include_prompts {
+            ctx.prompt = context::prompt_excerpt(&req);
+        }
         let target = *upstream::candidates(model)
             .first()
             .ok_or_else(|| ApiError::no_available_upstream(&req.model))?;
         ctx.provider = Some(target.provider.name.clone());
-        exchange::run(&self.upstream, session, &req, target).await
+        ctx.upstream_model = Some(target.model.clone());
+        exchange::run(&self.upstream, session, &req, target, &mut ctx.report).await
     }
 }
 

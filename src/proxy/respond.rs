@@ -5,6 +5,7 @@ use http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER, TRA
 use pingora::http::ResponseHeader;
 use pingora_proxy::Session;
 
+use super::REQUEST_ID_HEADER;
 use crate::error::ApiError;
 use crate::streaming::write_data;
 
@@ -23,7 +24,7 @@ const HEADER_CAPACITY: usize = 4;
 ///
 /// 错误：写客户端失败（通常是客户端已断开）。
 pub async fn write_json(session: &mut Session, status: u16, body: Bytes) -> pingora::Result<()> {
-    let header = json_header(status, body.len())?;
+    let header = json_header(session, status, body.len())?;
     session
         .write_response_header(Box::new(header), false)
         .await?;
@@ -35,7 +36,7 @@ pub async fn write_json(session: &mut Session, status: u16, body: Bytes) -> ping
 /// 错误：写客户端失败。
 pub async fn write_error(session: &mut Session, error: &ApiError) -> pingora::Result<()> {
     let body = error.to_body();
-    let mut header = json_header(error.status, body.len())?;
+    let mut header = json_header(session, error.status, body.len())?;
     if let Some(seconds) = error.retry_after {
         header.insert_header(RETRY_AFTER, seconds.to_string())?;
     }
@@ -45,10 +46,19 @@ pub async fn write_error(session: &mut Session, error: &ApiError) -> pingora::Re
     session.write_response_body(Some(body), true).await
 }
 
-fn json_header(status: u16, length: usize) -> pingora::Result<ResponseHeader> {
-    let mut header = ResponseHeader::build(status, Some(HEADER_CAPACITY))?;
+fn json_header(session: &Session, status: u16, length: usize) -> pingora::Result<ResponseHeader> {
+    let mut header = base_header(session, status)?;
     header.insert_header(CONTENT_TYPE, JSON_CONTENT_TYPE)?;
     header.insert_header(CONTENT_LENGTH, length.to_string())?;
+    Ok(header)
+}
+
+/// 所有响应共有的部分：状态码与请求 id（`request_filter` 已把它写进请求头）。
+fn base_header(session: &Session, status: u16) -> pingora::Result<ResponseHeader> {
+    let mut header = ResponseHeader::build(status, Some(HEADER_CAPACITY))?;
+    if let Some(id) = session.req_header().headers.get(REQUEST_ID_HEADER) {
+        header.insert_header(REQUEST_ID_HEADER, id.clone())?;
+    }
     Ok(header)
 }
 
@@ -56,7 +66,7 @@ fn json_header(status: u16, length: usize) -> pingora::Result<ResponseHeader> {
 ///
 /// 错误：写客户端失败。
 pub async fn start_event_stream(session: &mut Session) -> pingora::Result<()> {
-    let mut header = ResponseHeader::build(200, Some(HEADER_CAPACITY))?;
+    let mut header = base_header(session, 200)?;
     header.insert_header(CONTENT_TYPE, EVENT_STREAM_CONTENT_TYPE)?;
     header.insert_header(CACHE_CONTROL, NO_CACHE)?;
     header.insert_header(TRANSFER_ENCODING, "chunked")?;

@@ -1,0 +1,219 @@
+//! Prometheus 指标：请求、时延、首字时间、网关自身开销、token 用量与费用、进行中的请求与流、配置重载。
+//!
+//! 指标注册在 prometheus 的默认注册表里，由 `pingora-prometheus` 在 `server.metrics_listen` 上导出。
+//! 标签只取自配置（模型名、上游名）或有限的枚举（状态码、token 类型），客户端输入不能撑大基数。
+
+mod pricing;
+
+use std::time::Duration;
+
+use once_cell::sync::Lazy;
+use pingora_prometheus::prometheus::{
+    register_counter_vec, register_histogram_vec, register_int_counter_vec, register_int_gauge,
+    CounterVec, HistogramVec, IntCounterVec, IntGauge,
+};
+
+use crate::streaming::Usage;
+
+pub use pricing::{Price, PriceTable};
+
+/// 未知模型（客户端请求了未配置的模型）时使用的标签值，防止客户端输入进入标签。
+pub const UNKNOWN_LABEL: &str = "unknown";
+/// 请求没有走到任何上游时的上游标签值。
+pub const NO_PROVIDER_LABEL: &str = "none";
+/// 请求总时延直方图的分桶（秒）。
+const DURATION_BUCKETS: &[f64] = &[0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0];
+/// 首字时间直方图的分桶（秒）。
+const TTFT_BUCKETS: &[f64] = &[0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
+/// 网关自身开销直方图的分桶（秒）：微秒到毫秒级。
+const OVERHEAD_BUCKETS: &[f64] = &[
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05,
+];
+/// 指标定义是编译期常量，注册只会因重名失败，那是程序缺陷。
+const DEFINITION_BUG: &str = "指标定义是常量，注册失败说明指标重名";
+
+/// 全部指标。
+///
+/// 用途：`proxy` 的 `logging` 钩子在每个请求结束时调用 [`record_request`]；其他模块更新各自的量。
+///
+/// ```
+/// chatnexus::metrics::METRICS.config_reloads.with_label_values(&["ok"]).inc(); // 一次成功的重载
+/// ```
+pub struct Metrics {
+    /// `llm_requests_total{provider,model,status}`
+    pub requests: IntCounterVec,
+    /// `llm_request_duration_seconds{provider,model}`
+    pub duration: HistogramVec,
+    /// `llm_time_to_first_token_seconds{provider,model}`
+    pub ttft: HistogramVec,
+    /// `llm_gateway_overhead_seconds{provider,model}`：总时长减去等待上游与等待客户端的时间。
+    pub overhead: HistogramVec,
+    /// `llm_tokens_processed_total{provider,model,type}`，类型为 input/output/cached/reasoning。
+    pub tokens: IntCounterVec,
+    /// `llm_cost_usd_total{provider,model}`
+    pub cost: CounterVec,
+    /// `llm_usage_estimated_total{provider,model}`：用量为估算值（流被取消且上游没给出用量）的请求数。
+    pub estimated: IntCounterVec,
+    /// `llm_inflight_requests`
+    pub inflight_requests: IntGauge,
+    /// `llm_inflight_streams`
+    pub inflight_streams: IntGauge,
+    /// `llm_config_reloads_total{result}`，结果为 ok 或 error。
+    pub config_reloads: IntCounterVec,
+}
+
+/// 全局指标实例（注册在默认注册表）。
+pub static METRICS: Lazy<Metrics> = Lazy::new(Metrics::register);
+
+impl Metrics {
+    fn register() -> Self {
+        let pm = &["provider", "model"];
+        Metrics {
+            requests: register_int_counter_vec!(
+                "llm_requests_total",
+                "请求数（按上游、模型与状态码）",
+                &["provider", "model", "status"]
+            )
+            .expect(DEFINITION_BUG),
+            duration: register_histogram_vec!(
+                "llm_request_duration_seconds",
+                "请求总时长（秒）",
+                pm,
+                DURATION_BUCKETS.to_vec()
+            )
+            .expect(DEFINITION_BUG),
+            ttft: register_histogram_vec!(
+                "llm_time_to_first_token_seconds",
+                "首个内容块到达客户端的时间（秒）",
+                pm,
+                TTFT_BUCKETS.to_vec()
+            )
+            .expect(DEFINITION_BUG),
+            overhead: register_histogram_vec!(
+                "llm_gateway_overhead_seconds",
+                "网关自身处理时间（秒，不含等待上游与客户端）",
+                pm,
+                OVERHEAD_BUCKETS.to_vec()
+            )
+            .expect(DEFINITION_BUG),
+            tokens: register_int_counter_vec!(
+                "llm_tokens_processed_total",
+                "token 数（按类型）",
+                &["provider", "model", "type"]
+            )
+            .expect(DEFINITION_BUG),
+            cost: register_counter_vec!("llm_cost_usd_total", "按价目表计算的费用（美元）", pm)
+                .expect(DEFINITION_BUG),
+            estimated: register_int_counter_vec!(
+                "llm_usage_estimated_total",
+                "用量为估算值的请求数",
+                pm
+            )
+            .expect(DEFINITION_BUG),
+            inflight_requests: register_int_gauge!("llm_inflight_requests", "进行中的请求数")
+                .expect(DEFINITION_BUG),
+            inflight_streams: register_int_gauge!("llm_inflight_streams", "进行中的流式响应数")
+                .expect(DEFINITION_BUG),
+            config_reloads: register_int_counter_vec!(
+                "llm_config_reloads_total",
+                "配置热重载次数（按结果）",
+                &["result"]
+            )
+            .expect(DEFINITION_BUG),
+        }
+    }
+}
+
+/// 一个请求结束时要记录的全部信息。
+///
+/// 用途：`proxy::logging` 从请求上下文填好它，交给 [`record_request`]。
+///
+/// ```
+/// use chatnexus::metrics::RequestRecord; // 请求记录
+/// let r = RequestRecord { provider: "mock", model: "演示", status: 200, ..Default::default() }; // 最少的字段
+/// chatnexus::metrics::record_request(&r); // 计数加一
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct RequestRecord<'a> {
+    /// 上游名（配置中的），没有时为 [`NO_PROVIDER_LABEL`]。
+    pub provider: &'a str,
+    /// 客户端可见的模型名（已配置的），否则为 [`UNKNOWN_LABEL`]。
+    pub model: &'a str,
+    /// 写给客户端的状态码。
+    pub status: u16,
+    /// 请求总时长。
+    pub duration: Duration,
+    /// 首个内容块到达客户端的时间。
+    pub ttft: Option<Duration>,
+    /// 网关自身的处理时间。
+    pub overhead: Option<Duration>,
+    /// token 用量。
+    pub usage: Option<Usage>,
+    /// 用量是否为估算值。
+    pub estimated: bool,
+    /// 费用（美元）。
+    pub cost: Option<f64>,
+}
+
+/// 把一个请求记入全部相关指标。
+pub fn record_request(r: &RequestRecord<'_>) {
+    let m = &*METRICS;
+    let pm = [r.provider, r.model];
+    m.requests
+        .with_label_values(&[r.provider, r.model, &r.status.to_string()])
+        .inc();
+    m.duration
+        .with_label_values(&pm)
+        .observe(r.duration.as_secs_f64());
+    if let Some(ttft) = r.ttft {
+        m.ttft.with_label_values(&pm).observe(ttft.as_secs_f64());
+    }
+    if let Some(overhead) = r.overhead {
+        m.overhead
+            .with_label_values(&pm)
+            .observe(overhead.as_secs_f64());
+    }
+    if let Some(u) = r.usage {
+        for (kind, count) in [
+            ("input", u.prompt),
+            ("output", u.completion),
+            ("cached", u.cached),
+            ("reasoning", u.reasoning),
+        ] {
+            m.tokens
+                .with_label_values(&[r.provider, r.model, kind])
+                .inc_by(count);
+        }
+    }
+    if let Some(cost) = r.cost.filter(|c| *c > 0.0) {
+        m.cost.with_label_values(&pm).inc_by(cost);
+    }
+    if r.estimated {
+        m.estimated.with_label_values(&pm).inc();
+    }
+}
+
+/// 进行中计数的守卫：创建时加一，释放时减一（请求结束、流结束或被取消都会释放）。
+///
+/// 用途：请求上下文持有一个请求守卫，流式转发期间持有一个流守卫。
+///
+/// ```
+/// let g = chatnexus::metrics::InflightGuard::new(&chatnexus::metrics::METRICS.inflight_streams); // 加一
+/// drop(g); // 减一
+/// ```
+#[derive(Debug)]
+pub struct InflightGuard(IntGauge);
+
+impl InflightGuard {
+    /// 对某个计量加一，返回守卫。
+    pub fn new(gauge: &IntGauge) -> Self {
+        gauge.inc();
+        InflightGuard(gauge.clone())
+    }
+}
+
+impl Drop for InflightGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}

@@ -1,0 +1,128 @@
+//! 一个请求的上下文：请求 id、鉴权结果、路由结果、交换报告，供访问日志与指标使用。
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use pingora_proxy::Session;
+
+use crate::config::Config;
+use crate::exchange::ExchangeReport;
+use crate::metrics::{InflightGuard, METRICS};
+use crate::providers::{random_id, truncate_chars};
+use crate::request::ChatRequest;
+
+/// 请求 id 的请求头与响应头名。
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+/// 接受客户端给出的请求 id 的最大长度。
+const MAX_REQUEST_ID_LEN: usize = 128;
+/// 网关生成的请求 id 的前缀。
+const REQUEST_ID_PREFIX: &str = "req_";
+/// 访问日志中提示词摘录的最大字符数。
+const MAX_PROMPT_CHARS: usize = 2000;
+
+/// 一个请求的上下文。
+///
+/// 用途：Pingora 为每个请求创建一个，`request_filter` 填写，`logging` 读取后记入访问日志与指标。
+///
+/// ```
+/// let ctx = chatnexus::proxy::RequestCtx::default(); // 新请求
+/// assert!(ctx.status == 0 && ctx.model.is_none()); // 尚未处理
+/// ```
+#[derive(Debug)]
+pub struct RequestCtx {
+    /// 请求开始的时刻。
+    pub started: Instant,
+    /// 请求 id（客户端给出的 `x-request-id`，或网关生成的）。
+    pub request_id: String,
+    /// 写给客户端的状态码（客户端断开为 499）。
+    pub status: u16,
+    /// 通过鉴权的客户端密钥名。
+    pub client: Option<String>,
+    /// 请求的模型名（客户端输入，只进日志，不进指标标签）。
+    pub model: Option<String>,
+    /// 已配置的模型名（可作为指标标签）。
+    pub model_label: Option<String>,
+    /// 选中的上游提供方。
+    pub provider: Option<String>,
+    /// 发给上游的模型名（用于查价目表）。
+    pub upstream_model: Option<String>,
+    /// 与上游交换的报告（首字时间、用量、等待时间）。
+    pub report: ExchangeReport,
+    /// 请求的 `messages`（只在配置允许记录提示词时保存，已截断）。
+    pub prompt: Option<String>,
+    /// 错误说明（成功时为空）。
+    pub error: Option<String>,
+    /// 处理本请求时使用的配置（访问日志按它的价目表计费）。
+    pub config: Option<Arc<Config>>,
+    /// 进行中请求数的守卫，上下文释放时计数减一。
+    pub inflight: InflightGuard,
+}
+
+impl Default for RequestCtx {
+    fn default() -> Self {
+        RequestCtx {
+            started: Instant::now(),
+            request_id: String::new(),
+            status: 0,
+            client: None,
+            model: None,
+            model_label: None,
+            provider: None,
+            upstream_model: None,
+            report: ExchangeReport::default(),
+            prompt: None,
+            error: None,
+            config: None,
+            inflight: InflightGuard::new(&METRICS.inflight_requests),
+        }
+    }
+}
+
+/// 确定请求 id：客户端给出的合法 `x-request-id` 原样沿用，否则生成一个；写回请求头，
+/// 以便响应与发往上游的请求都带上同一个 id。
+pub fn assign_request_id(session: &mut Session) -> String {
+    let given = session
+        .req_header()
+        .headers
+        .get(REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| is_valid_request_id(v))
+        .map(str::to_string);
+    let id = given.unwrap_or_else(|| random_id(REQUEST_ID_PREFIX));
+    if let Err(e) = session
+        .req_header_mut()
+        .insert_header(REQUEST_ID_HEADER, &id)
+    {
+        log::warn!("无法写入请求 id 请求头：{e}");
+    }
+    id
+}
+
+/// 客户端的请求 id 只接受 1 到 128 个字母、数字与 `._-`，防止日志注入。
+fn is_valid_request_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_REQUEST_ID_LEN
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// 访问日志里的提示词摘录（`messages` 的 JSON，截断）。
+pub fn prompt_excerpt(req: &ChatRequest) -> Option<String> {
+    let messages = req.body.get("messages")?;
+    Some(truncate_chars(&messages.to_string(), MAX_PROMPT_CHARS))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn 请求id_只接受安全字符() {
+        assert!(is_valid_request_id("req-123_abc.9"));
+        assert!(!is_valid_request_id(""));
+        assert!(!is_valid_request_id("带中文"));
+        assert!(!is_valid_request_id("a b"));
+        assert!(!is_valid_request_id(&"x".repeat(MAX_REQUEST_ID_LEN + 1)));
+    }
+}
