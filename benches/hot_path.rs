@@ -7,7 +7,7 @@ use std::hint::black_box;
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
-use chatnexus::providers::body_for_model;
+use chatnexus::providers::upstream_body;
 use chatnexus::request::ChatRequest;
 use chatnexus::streaming::SseParser;
 
@@ -68,7 +68,7 @@ fn bench_request(c: &mut Criterion) {
             Err(e) => panic!("基准请求体必须合法：{e}"),
         };
         group.bench_with_input(BenchmarkId::new("改写模型名", size), &req, |b, req| {
-            b.iter(|| body_for_model(black_box(req), "upstream-model").map(|b| b.len()))
+            b.iter(|| upstream_body(black_box(req), "upstream-model", false).map(|b| b.len()))
         });
     }
     group.finish();

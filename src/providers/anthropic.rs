@@ -923,6 +923,11 @@ impl StreamTranslator for AnthropicStream {
             "上游 Anthropic 在发送 message_stop 之前断开了流",
         ))
     }
+
+    /// `message_start` 之后才有用量（输入部分先到，输出随 `message_delta` 累计）。
+    fn usage(&self) -> Option<Usage> {
+        self.writer.as_ref().map(|_| self.counts.usage())
+    }
 }
 
 #[cfg(test)]

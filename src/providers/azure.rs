@@ -9,13 +9,13 @@ use serde_json::{Map, Value};
 
 use super::openai::parse_openai_error;
 use super::{
-    body_for_model, json_content_type, key_header, ProviderFilter, StreamStatus, StreamTranslator,
-    TranslateCtx, UpstreamErrorInfo, UpstreamRequest,
+    json_content_type, key_header, take_usage, upstream_body, ProviderFilter, StreamStatus,
+    StreamTranslator, TranslateCtx, UpstreamErrorInfo, UpstreamRequest,
 };
 use crate::config::Target;
 use crate::error::ApiError;
 use crate::request::ChatRequest;
-use crate::streaming::{write_data, write_done, SseEvent, DONE_SENTINEL};
+use crate::streaming::{write_data, write_done, SseEvent, Usage, DONE_SENTINEL};
 
 /// 部署路径的前缀。
 const DEPLOYMENTS_PATH: &str = "/openai/deployments/";
@@ -55,7 +55,7 @@ impl ProviderFilter for AzureFilter {
                 provider.base_url.path, target.deployment
             ),
             headers,
-            body: body_for_model(req, &target.model)?,
+            body: upstream_body(req, &target.model, req.stream)?,
         })
     }
 
@@ -84,7 +84,11 @@ impl ProviderFilter for AzureFilter {
     }
 
     fn stream_translator(&self, ctx: TranslateCtx) -> Box<dyn StreamTranslator> {
-        Box::new(AzureStream { ctx, done: false })
+        Box::new(AzureStream {
+            ctx,
+            usage: None,
+            done: false,
+        })
     }
 }
 
@@ -103,6 +107,8 @@ fn normalize(object: &mut Map<String, Value>, ctx: &TranslateCtx) {
 /// Azure 流：逐块规范化，丢弃只有注释、没有 choices 也没有用量的块。
 struct AzureStream {
     ctx: TranslateCtx,
+    /// 上游报告的用量。
+    usage: Option<Usage>,
     done: bool,
 }
 
@@ -126,12 +132,12 @@ impl StreamTranslator for AzureStream {
             write_data(out, event.data.as_bytes());
             return Ok(StreamStatus::Continue);
         }
+        let usage_only = take_usage(&chunk, &mut self.usage);
         let no_choices = chunk
             .get("choices")
             .and_then(Value::as_array)
             .is_none_or(Vec::is_empty);
-        let no_usage = chunk.get("usage").is_none_or(Value::is_null);
-        if no_choices && no_usage {
+        if (no_choices && !usage_only) || (usage_only && !self.ctx.include_usage) {
             return Ok(StreamStatus::Continue);
         }
         normalize(&mut chunk, &self.ctx);
@@ -148,6 +154,10 @@ impl StreamTranslator for AzureStream {
                 "Azure 在发送结束标记 [DONE] 之前断开了流",
             ))
         }
+    }
+
+    fn usage(&self) -> Option<Usage> {
+        self.usage
     }
 }
 

@@ -947,6 +947,11 @@ impl StreamTranslator for GeminiStream {
         writer.done(out);
         Ok(())
     }
+
+    /// 最近一次的累计用量；上游一次都没报告时为 `None`。
+    fn usage(&self) -> Option<Usage> {
+        (self.state.usage != Usage::default()).then_some(self.state.usage)
+    }
 }
 
 impl StreamState {

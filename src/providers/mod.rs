@@ -18,7 +18,7 @@ use serde_json::{Map, Value};
 use crate::config::{Provider, ProviderKind, Target};
 use crate::error::{ApiError, TYPE_INVALID_REQUEST, TYPE_SERVER};
 use crate::request::ChatRequest;
-use crate::streaming::SseEvent;
+use crate::streaming::{SseEvent, Usage};
 
 pub use convert::{random_id, Completion, ToolCall};
 
@@ -132,6 +132,25 @@ pub trait StreamTranslator: Send {
     ///
     /// 错误：在结束标记之前断开视为截断，返回 502 错误。
     fn on_eof(&mut self, out: &mut BytesMut) -> Result<(), ApiError>;
+
+    /// 上游到目前为止报告的用量（OpenAI 语义）；流被中途取消时可能只有输入部分，没有报告时为 `None`。
+    fn usage(&self) -> Option<Usage>;
+}
+
+/// 从 OpenAI 格式的流式块中记下用量；返回该块是否只携带用量（`choices` 为空）。
+///
+/// 网关总是要求 OpenAI 与 Azure 在流末尾给出用量以便精确计量，客户端没要求时由调用方丢弃这种块。
+pub(crate) fn take_usage(chunk: &Map<String, Value>, usage: &mut Option<Usage>) -> bool {
+    let found = chunk.get("usage").and_then(Usage::from_openai);
+    let no_choices = chunk
+        .get("choices")
+        .and_then(Value::as_array)
+        .is_none_or(Vec::is_empty);
+    let usage_only = no_choices && found.is_some();
+    if found.is_some() {
+        *usage = found;
+    }
+    usage_only
 }
 
 /// 一种上游协议的翻译规则（无状态，全进程共享）。
@@ -226,35 +245,56 @@ pub fn truncate_chars(text: &str, max: usize) -> String {
     }
 }
 
-/// 序列化请求对象时把 `model` 替换为上游模型名，避免为改一个字段而复制整个（可能数 MiB 的）请求。
-struct WithModel<'a> {
+/// 序列化请求对象时改写少数字段，避免为改一个字段而复制整个（可能数 MiB 的）请求：
+/// `model` 换成上游模型名；`force_usage` 时让 `stream_options.include_usage` 为真（没有就追加）。
+struct UpstreamBody<'a> {
     body: &'a Map<String, Value>,
     model: &'a str,
+    force_usage: bool,
 }
 
-impl Serialize for WithModel<'_> {
+/// `stream_options` 字段名。
+const STREAM_OPTIONS: &str = "stream_options";
+/// `include_usage` 字段名。
+const INCLUDE_USAGE: &str = "include_usage";
+
+impl Serialize for UpstreamBody<'_> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
-        let mut map = serializer.serialize_map(Some(self.body.len()))?;
+        let mut map = serializer.serialize_map(None)?;
         for (key, value) in self.body {
-            if key == "model" {
-                map.serialize_entry(key, self.model)?;
-            } else {
-                map.serialize_entry(key, value)?;
+            match key.as_str() {
+                "model" => map.serialize_entry(key, self.model)?,
+                STREAM_OPTIONS if self.force_usage => {
+                    let mut options = value.as_object().cloned().unwrap_or_default();
+                    options.insert(INCLUDE_USAGE.to_string(), Value::Bool(true));
+                    map.serialize_entry(key, &options)?;
+                }
+                _ => map.serialize_entry(key, value)?,
             }
+        }
+        if self.force_usage && !self.body.contains_key(STREAM_OPTIONS) {
+            map.serialize_entry(STREAM_OPTIONS, &serde_json::json!({ INCLUDE_USAGE: true }))?;
         }
         map.end()
     }
 }
 
-/// 返回把 `model` 改为上游模型名后的请求体；模型名相同则原样返回原始字节。
-pub fn body_for_model(req: &ChatRequest, upstream_model: &str) -> Result<Bytes, ApiError> {
-    if req.model == upstream_model {
+/// 发往 OpenAI 格式上游的请求体：`model` 改为上游模型名；`force_usage` 时要求流末尾给出用量
+/// （网关要精确计量；客户端没要求的用量块由翻译器去掉）。无需改写时原样返回原始字节（零拷贝）。
+pub fn upstream_body(
+    req: &ChatRequest,
+    upstream_model: &str,
+    force_usage: bool,
+) -> Result<Bytes, ApiError> {
+    let usage_already = !force_usage || convert::include_usage(req);
+    if req.model == upstream_model && usage_already {
         return Ok(req.raw.clone());
     }
-    let body = WithModel {
+    let body = UpstreamBody {
         body: &req.body,
         model: upstream_model,
+        force_usage: force_usage && !convert::include_usage(req),
     };
     serde_json::to_vec(&body)
         .map(Bytes::from)
@@ -304,9 +344,9 @@ mod tests {
             br#"{"stream":false,"model":"demo","messages":[{"role":"user","content":"x"}]}"#,
         ))
         .expect("应当通过");
-        let same = body_for_model(&req, "demo").expect("应当成功");
+        let same = upstream_body(&req, "demo", false).expect("应当成功");
         assert_eq!(same, req.raw, "模型名相同时必须原样转发");
-        let changed = body_for_model(&req, "上游模型").expect("应当成功");
+        let changed = upstream_body(&req, "上游模型", false).expect("应当成功");
         assert_eq!(
             std::str::from_utf8(&changed).expect("UTF-8"),
             r#"{"stream":false,"model":"上游模型","messages":[{"role":"user","content":"x"}]}"#

@@ -3,21 +3,24 @@
 use bytes::{Bytes, BytesMut};
 use http::header::AUTHORIZATION;
 use serde::de::IgnoredAny;
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use super::{
-    body_for_model, json_content_type, key_header, truncate_chars, ProviderFilter, StreamStatus,
-    StreamTranslator, TranslateCtx, UpstreamErrorInfo, UpstreamRequest, MAX_ERROR_TEXT_CHARS,
+    json_content_type, key_header, take_usage, truncate_chars, upstream_body, ProviderFilter,
+    StreamStatus, StreamTranslator, TranslateCtx, UpstreamErrorInfo, UpstreamRequest,
+    MAX_ERROR_TEXT_CHARS,
 };
-use crate::config::Target;
+use crate::config::{ProviderKind, Target};
 use crate::error::ApiError;
 use crate::request::ChatRequest;
-use crate::streaming::{write_data, write_done, SseEvent, DONE_SENTINEL};
+use crate::streaming::{write_data, write_done, SseEvent, Usage, DONE_SENTINEL};
 
 /// 聊天补全接口相对 `/v1` 的路径。
 const CHAT_PATH: &str = "/chat/completions";
 /// API 版本前缀：`base_url` 未以它结尾时自动补上。
 const VERSION_PREFIX: &str = "/v1";
+/// 流式块中用量字段的键（带引号，用于快速判断是否需要解析）。
+const USAGE_KEY: &str = "\"usage\"";
 /// Bearer 认证头的前缀。
 const BEARER_PREFIX: &str = "Bearer ";
 
@@ -38,7 +41,11 @@ impl ProviderFilter for OpenAiFilter {
         Ok(UpstreamRequest {
             path: chat_path(&provider.base_url.path),
             headers,
-            body: body_for_model(req, &target.model)?,
+            body: upstream_body(
+                req,
+                &target.model,
+                req.stream && provider.kind == ProviderKind::OpenAi,
+            )?,
         })
     }
 
@@ -56,8 +63,12 @@ impl ProviderFilter for OpenAiFilter {
         parse_openai_error(body)
     }
 
-    fn stream_translator(&self, _ctx: TranslateCtx) -> Box<dyn StreamTranslator> {
-        Box::new(OpenAiStream { done: false })
+    fn stream_translator(&self, ctx: TranslateCtx) -> Box<dyn StreamTranslator> {
+        Box::new(OpenAiStream {
+            include_usage: ctx.include_usage,
+            usage: None,
+            done: false,
+        })
     }
 }
 
@@ -93,6 +104,10 @@ pub(super) fn parse_openai_error(body: &[u8]) -> UpstreamErrorInfo {
 
 /// OpenAI 流：事件本来就是 OpenAI 格式，逐个转发并识别 `[DONE]`。
 struct OpenAiStream {
+    /// 客户端是否要求用量块。
+    include_usage: bool,
+    /// 上游报告的用量。
+    usage: Option<Usage>,
     done: bool,
 }
 
@@ -105,6 +120,14 @@ impl StreamTranslator for OpenAiStream {
             self.done = true;
             write_done(out);
             return Ok(StreamStatus::Done);
+        }
+        // 只有可能带用量的块才解析，其余原样转发，保持透传的零解析开销
+        if event.data.contains(USAGE_KEY) {
+            let parsed = serde_json::from_str::<Map<String, Value>>(&event.data);
+            let usage_only = parsed.is_ok_and(|chunk| take_usage(&chunk, &mut self.usage));
+            if usage_only && !self.include_usage {
+                return Ok(StreamStatus::Continue);
+            }
         }
         write_data(out, event.data.as_bytes());
         Ok(StreamStatus::Continue)
@@ -119,6 +142,10 @@ impl StreamTranslator for OpenAiStream {
                 "上游在发送结束标记 [DONE] 之前断开了流",
             ))
         }
+    }
+
+    fn usage(&self) -> Option<Usage> {
+        self.usage
     }
 }
 
@@ -150,7 +177,11 @@ mod tests {
 
     #[test]
     fn 流_原样转发并识别结束标记() {
-        let mut s = OpenAiStream { done: false };
+        let mut s = OpenAiStream {
+            include_usage: false,
+            usage: None,
+            done: false,
+        };
         let mut out = BytesMut::new();
         let chunk = r#"{"choices":[{"index":0,"delta":{"content":"你好"}}]}"#;
         assert_eq!(
@@ -166,8 +197,79 @@ mod tests {
     }
 
     #[test]
+    fn 流_记录用量且客户端没要求时去掉用量块() {
+        let usage_chunk = r#"{"id":"c","object":"chat.completion.chunk","choices":[],"usage":{"prompt_tokens":9,"completion_tokens":2,"total_tokens":11,"prompt_tokens_details":{"cached_tokens":4}}}"#;
+        for include_usage in [false, true] {
+            let mut s = OpenAiStream {
+                include_usage,
+                usage: None,
+                done: false,
+            };
+            let mut out = BytesMut::new();
+            s.on_event(
+                &事件(r#"{"choices":[{"index":0,"delta":{"content":"你"}}],"usage":null}"#),
+                &mut out,
+            )
+            .expect("可翻译");
+            s.on_event(&事件(usage_chunk), &mut out).expect("可翻译");
+            let text = String::from_utf8_lossy(&out).into_owned();
+            assert_eq!(
+                text.contains("\"prompt_tokens\":9"),
+                include_usage,
+                "客户端要求时才转发用量块：{text}"
+            );
+            assert!(text.contains("你"), "内容块照常转发");
+            assert_eq!(
+                s.usage(),
+                Some(Usage {
+                    prompt: 9,
+                    completion: 2,
+                    cached: 4,
+                    reasoning: 0
+                })
+            );
+        }
+    }
+
+    #[test]
+    fn 请求_流式时要求上游给出用量_已要求时原样转发() {
+        let req = |body: &str| ChatRequest::parse(Bytes::from(body.to_string())).expect("合法请求");
+        let plain =
+            req(r#"{"model":"m","stream":true,"messages":[{"role":"user","content":"你好"}]}"#);
+        let forced: Value =
+            serde_json::from_slice(&upstream_body(&plain, "m", true).expect("可序列化"))
+                .expect("JSON");
+        assert_eq!(forced["stream_options"]["include_usage"], true);
+        let merged = req(
+            r#"{"model":"m","stream":true,"stream_options":{"include_usage":false,"x":1},"messages":[{"role":"user","content":"你好"}]}"#,
+        );
+        let merged: Value =
+            serde_json::from_slice(&upstream_body(&merged, "m", true).expect("可序列化"))
+                .expect("JSON");
+        assert_eq!(
+            (
+                merged["stream_options"]["include_usage"].as_bool(),
+                merged["stream_options"]["x"].as_u64()
+            ),
+            (Some(true), Some(1))
+        );
+        let asked = req(
+            r#"{"model":"m","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"你好"}]}"#,
+        );
+        assert_eq!(
+            upstream_body(&asked, "m", true).expect("可序列化"),
+            asked.raw,
+            "已要求用量且模型相同时零拷贝转发"
+        );
+    }
+
+    #[test]
     fn 流_缺少结束标记_视为截断() {
-        let mut s = OpenAiStream { done: false };
+        let mut s = OpenAiStream {
+            include_usage: false,
+            usage: None,
+            done: false,
+        };
         let e = s.on_eof(&mut BytesMut::new()).expect_err("截断必须报错");
         assert_eq!(e.code.as_deref(), Some("upstream_stream_truncated"));
     }

@@ -63,6 +63,28 @@ pub struct Usage {
 }
 
 impl Usage {
+    /// 从 OpenAI 的 `usage` 对象读出用量；不是对象（如 null）时为 `None`。
+    pub fn from_openai(usage: &Value) -> Option<Usage> {
+        let count = |v: &Value| v.as_u64().unwrap_or(0);
+        usage.as_object()?;
+        Some(Usage {
+            prompt: count(&usage["prompt_tokens"]),
+            completion: count(&usage["completion_tokens"]),
+            cached: count(&usage["prompt_tokens_details"]["cached_tokens"]),
+            reasoning: count(&usage["completion_tokens_details"]["reasoning_tokens"]),
+        })
+    }
+
+    /// 从 OpenAI 格式的完整响应体读出用量；没有或无法解析时为 `None`。
+    pub fn from_openai_body(body: &[u8]) -> Option<Usage> {
+        #[derive(serde::Deserialize)]
+        struct WithUsage {
+            usage: Option<Value>,
+        }
+        let parsed: WithUsage = serde_json::from_slice(body).ok()?;
+        Usage::from_openai(&parsed.usage?)
+    }
+
     /// 序列化为 OpenAI 的 `usage` 对象；总数用饱和加法，上游给出异常巨大的计数时不会溢出。
     pub fn to_json(&self) -> Value {
         json!({
