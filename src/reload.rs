@@ -62,7 +62,7 @@ fn warn_restart_only(old: &Config, fresh: &Config) {
 /// ```
 /// use std::sync::Arc; // 共享配置
 /// let yaml = "auth: { disabled: true }"; // 最小配置
-/// let cfg = chatnexus::config::build(chatnexus::config::parse(yaml).unwrap(), |_| None).unwrap();
+/// let cfg = chatnexus::config::build(chatnexus::config::parse(yaml).unwrap(), |_| None).unwrap(); // 构建配置
 /// let shared = Arc::new(arc_swap::ArcSwap::from_pointee(cfg)); // 与网关共享
 /// let _reloader = chatnexus::reload::ConfigReloader::new("conf/chatnexus.yaml".into(), shared); // 监听 SIGHUP
 /// ```

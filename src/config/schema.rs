@@ -73,7 +73,7 @@ pub struct ConfigFile {
 ///
 /// ```
 /// let f: chatnexus::config::AccessLogFormat = serde_yaml::from_str("json").unwrap(); // JSON 行
-/// assert_eq!(f, chatnexus::config::AccessLogFormat::Json);
+/// assert_eq!(f, chatnexus::config::AccessLogFormat::Json); // 解析为 JSON 格式
 /// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]

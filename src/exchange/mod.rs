@@ -9,13 +9,14 @@ mod io;
 mod stream;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::HeaderName;
 use log::debug;
 use pingora::connectors::http::Connector;
 use pingora::connectors::ConnectorOptions;
+use pingora::http::ResponseHeader;
 use pingora::protocols::http::client::HttpSession;
 use pingora::server::configuration::ServerConf;
 use pingora::upstreams::peer::HttpPeer;
@@ -24,7 +25,9 @@ use pingora_proxy::Session;
 
 use crate::config::{Provider, Target};
 use crate::error::ApiError;
-use crate::providers::{filter_for, map_upstream_error, TranslateCtx, UpstreamRequest};
+use crate::providers::{
+    filter_for, map_upstream_error, ProviderFilter, TranslateCtx, UpstreamRequest,
+};
 use crate::proxy::{respond, REQUEST_ID_HEADER};
 use crate::request::ChatRequest;
 use crate::streaming::Usage;
@@ -35,6 +38,8 @@ const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
 /// 上游完整（非流式）响应体的上限。
 const MAX_RESPONSE_BODY_BYTES: usize = 64 * 1024 * 1024;
 
+/// 估算 token 时每个 token 对应的字节数。
+const BYTES_PER_TOKEN: usize = 4;
 /// 归还连接前等待上游响应体结束的最长时间。
 const DRAIN_TIMEOUT: Duration = Duration::from_millis(100);
 
@@ -50,10 +55,12 @@ const DRAIN_TIMEOUT: Duration = Duration::from_millis(100);
 pub struct ExchangeReport {
     /// 尝试连接上游的次数。
     pub attempts: u32,
-    /// 首个内容到达客户端的时间（流式为第一块，非流式为完整响应）。
-    pub ttft: Option<Duration>,
+    /// 首个内容写给客户端的时刻（流式为第一块，非流式为完整响应）。
+    pub first_output: Option<Instant>,
     /// 等待上游与等待客户端写入的累计时间（不算网关自身的开销）。
     pub waited: Duration,
+    /// 写给客户端的流式写入次数（估算被取消的流的输出 token 时使用）。
+    pub chunks: u64,
     /// token 用量（OpenAI 语义）。
     pub usage: Option<Usage>,
     /// 用量是否为估算（流被取消且上游没给出用量时）。
@@ -64,6 +71,47 @@ impl ExchangeReport {
     /// 网关自身的处理时间：请求总时长减去等待；没有任何尝试时为 `None`。
     pub fn overhead(&self, total: Duration) -> Option<Duration> {
         (self.attempts > 0).then(|| total.saturating_sub(self.waited))
+    }
+
+    /// 等待一个 I/O 操作（读上游或写客户端），把等待时间计入 `waited`。
+    pub(crate) async fn wait<T>(&mut self, io: impl std::future::Future<Output = T>) -> T {
+        let started = Instant::now();
+        let result = io.await;
+        self.waited += started.elapsed();
+        result
+    }
+
+    /// 记下首个内容写给客户端的时刻（只记第一次）。
+    pub(crate) fn mark_output(&mut self) {
+        self.first_output.get_or_insert_with(Instant::now);
+    }
+
+    /// 流结束（正常或被取消）时确定用量：上游报告了完整用量就用它；否则估算并标记。
+    ///
+    /// 估算规则：输入取上游已报告的部分（如 Anthropic 在流开头给出），否则按请求体字节数 ÷ 4；
+    /// 输出取上游已报告的部分与已写给客户端的块数中的较大者（OpenAI 流大约每块一个 token）。
+    pub(crate) fn settle_stream_usage(
+        &mut self,
+        reported: Option<Usage>,
+        completed: bool,
+        request_bytes: usize,
+    ) {
+        if let (true, Some(usage)) = (completed, reported) {
+            self.usage = Some(usage);
+            return;
+        }
+        let base = reported.unwrap_or_default();
+        let prompt = if base.prompt > 0 {
+            base.prompt
+        } else {
+            (request_bytes / BYTES_PER_TOKEN) as u64
+        };
+        self.usage = Some(Usage {
+            prompt,
+            completion: base.completion.max(self.chunks),
+            ..base
+        });
+        self.estimated = true;
     }
 }
 
@@ -180,33 +228,62 @@ pub async fn run(
     }
     let (mut up, peer) = client.connect(provider).await?;
     send_request(&mut up, provider, request).await?;
-    let timeouts = provider.timeouts;
-    let header = io::read_header(&mut up, down, timeouts.first_byte()).await?;
-    let status = header.status.as_u16();
+    let first_byte = provider.timeouts.first_byte();
+    let header = report
+        .wait(io::read_header(&mut up, down, first_byte))
+        .await?;
     if !header.status.is_success() {
-        let body = io::read_body(&mut up, down, timeouts.idle(), MAX_ERROR_BODY_BYTES).await?;
-        let info = filter.parse_error(status, &body);
-        let retry_after = io::retry_after(&header);
-        let error = map_upstream_error(status, info, &provider.name);
-        let error = match error.retry_after {
-            Some(_) => error,
-            None => error.with_retry_after(retry_after),
-        };
-        return Err(error.into());
+        return Err(upstream_failure(&mut up, down, &header, filter, target, report).await);
     }
+    let idle = provider.timeouts.idle();
     if req.stream {
         stream::ensure_event_stream(&header, &provider.name)?;
-        let translator = filter.stream_translator(TranslateCtx::for_request(req));
-        stream::relay(&mut up, down, translator, timeouts.idle()).await?;
+        let mut translator = filter.stream_translator(TranslateCtx::for_request(req));
+        let relayed = stream::relay(&mut up, down, translator.as_mut(), idle, report).await;
+        report.settle_stream_usage(translator.usage(), relayed.is_ok(), req.raw.len());
+        relayed?;
     } else {
-        let body = io::read_body(&mut up, down, timeouts.idle(), MAX_RESPONSE_BODY_BYTES).await?;
+        let body = report
+            .wait(io::read_body(&mut up, down, idle, MAX_RESPONSE_BODY_BYTES))
+            .await?;
         let reply = filter.translate_response(body, &TranslateCtx::for_request(req))?;
-        respond::write_json(down, 200, reply)
-            .await
-            .map_err(|_| Failure::ClientGone)?;
+        report.usage = Usage::from_openai_body(&reply);
+        let written = report.wait(respond::write_json(down, 200, reply)).await;
+        written.map_err(|_| Failure::ClientGone)?;
+        report.mark_output();
     }
     client.release(up, &peer).await;
     Ok(200)
+}
+
+/// 上游返回非 2xx：读出错误体，翻译为给客户端的错误；上游的 `Retry-After` 在翻译结果没有时沿用。
+async fn upstream_failure(
+    up: &mut HttpSession,
+    down: &mut Session,
+    header: &ResponseHeader,
+    filter: &dyn ProviderFilter,
+    target: &Target,
+    report: &mut ExchangeReport,
+) -> Failure {
+    let idle = target.provider.timeouts.idle();
+    let body = match report
+        .wait(io::read_body(up, down, idle, MAX_ERROR_BODY_BYTES))
+        .await
+    {
+        Ok(body) => body,
+        Err(failure) => return failure,
+    };
+    let status = header.status.as_u16();
+    let error = map_upstream_error(
+        status,
+        filter.parse_error(status, &body),
+        &target.provider.name,
+    );
+    let fallback = io::retry_after(header);
+    match error.retry_after {
+        Some(_) => error.into(),
+        None => error.with_retry_after(fallback).into(),
+    }
 }
 
 /// 把最后一次连接失败映射为客户端错误：超时 504，其余 502。

@@ -7,8 +7,9 @@ use pingora::http::ResponseHeader;
 use pingora::protocols::http::client::HttpSession;
 use pingora_proxy::Session;
 
-use super::{io, Failure};
+use super::{io, ExchangeReport, Failure};
 use crate::error::ApiError;
+use crate::metrics::{InflightGuard, METRICS};
 use crate::providers::{StreamStatus, StreamTranslator};
 use crate::proxy::respond;
 use crate::streaming::{SseEvent, SseParser};
@@ -35,36 +36,42 @@ pub(super) fn ensure_event_stream(header: &ResponseHeader, provider: &str) -> Re
 
 /// 把上游 SSE 流翻译后转发给客户端，直到翻译器报告结束或上游关闭。
 ///
+/// 等待上游与写客户端的时间、首块时刻与写出次数记入 `report`。
 /// 错误：上游读失败、超时或截断时，已写出的事件保留，错误交给调用方写成流中错误事件。
 pub(super) async fn relay(
     up: &mut HttpSession,
     down: &mut Session,
-    mut translator: Box<dyn StreamTranslator>,
+    translator: &mut dyn StreamTranslator,
     idle: Duration,
+    report: &mut ExchangeReport,
 ) -> Result<(), Failure> {
-    respond::start_event_stream(down)
+    let _inflight = InflightGuard::new(&METRICS.inflight_streams);
+    let gone = |_| Failure::ClientGone;
+    report
+        .wait(respond::start_event_stream(down))
         .await
-        .map_err(|_| Failure::ClientGone)?;
+        .map_err(gone)?;
     let mut parser = SseParser::default();
     let mut events: Vec<SseEvent> = Vec::new();
     let mut out = BytesMut::new();
     loop {
-        let chunk = io::read_chunk(up, down, idle).await?;
+        let chunk = report.wait(io::read_chunk(up, down, idle)).await?;
         let eof = chunk.is_none();
         match chunk {
             Some(bytes) => parser.push(&bytes, &mut events),
             None => parser.finish(&mut events),
         }
-        let step = translate(translator.as_mut(), &mut events, &mut out, eof);
+        let step = translate(translator, &mut events, &mut out, eof);
         if !out.is_empty() {
-            respond::write_chunk(down, out.split().freeze())
+            report
+                .wait(respond::write_chunk(down, out.split().freeze()))
                 .await
-                .map_err(|_| Failure::ClientGone)?;
+                .map_err(gone)?;
+            report.mark_output();
+            report.chunks += 1;
         }
         if step? == StreamStatus::Done {
-            return respond::finish_body(down)
-                .await
-                .map_err(|_| Failure::ClientGone);
+            return report.wait(respond::finish_body(down)).await.map_err(gone);
         }
     }
 }

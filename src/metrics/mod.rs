@@ -40,25 +40,25 @@ const DEFINITION_BUG: &str = "指标定义是常量，注册失败说明指标�
 /// chatnexus::metrics::METRICS.config_reloads.with_label_values(&["ok"]).inc(); // 一次成功的重载
 /// ```
 pub struct Metrics {
-    /// `llm_requests_total{provider,model,status}`
+    /// 请求数：`llm_requests_total{provider,model,status}`
     pub requests: IntCounterVec,
-    /// `llm_request_duration_seconds{provider,model}`
+    /// 请求总时长：`llm_request_duration_seconds{provider,model}`
     pub duration: HistogramVec,
-    /// `llm_time_to_first_token_seconds{provider,model}`
+    /// 首字时间：`llm_time_to_first_token_seconds{provider,model}`
     pub ttft: HistogramVec,
-    /// `llm_gateway_overhead_seconds{provider,model}`：总时长减去等待上游与等待客户端的时间。
+    /// 网关自身开销：`llm_gateway_overhead_seconds{provider,model}`，总时长减去等待上游与等待客户端的时间。
     pub overhead: HistogramVec,
-    /// `llm_tokens_processed_total{provider,model,type}`，类型为 input/output/cached/reasoning。
+    /// token 数：`llm_tokens_processed_total{provider,model,type}`，类型为 input/output/cached/reasoning。
     pub tokens: IntCounterVec,
-    /// `llm_cost_usd_total{provider,model}`
+    /// 费用：`llm_cost_usd_total{provider,model}`
     pub cost: CounterVec,
-    /// `llm_usage_estimated_total{provider,model}`：用量为估算值（流被取消且上游没给出用量）的请求数。
+    /// 估算用量的请求数：`llm_usage_estimated_total{provider,model}`，用量为估算值（流被取消且上游没给出用量）的请求数。
     pub estimated: IntCounterVec,
-    /// `llm_inflight_requests`
+    /// 进行中的请求：`llm_inflight_requests`
     pub inflight_requests: IntGauge,
-    /// `llm_inflight_streams`
+    /// 进行中的流：`llm_inflight_streams`
     pub inflight_streams: IntGauge,
-    /// `llm_config_reloads_total{result}`，结果为 ok 或 error。
+    /// 配置重载：`llm_config_reloads_total{result}`，结果为 ok 或 error。
     pub config_reloads: IntCounterVec,
 }
 
@@ -68,13 +68,9 @@ pub static METRICS: Lazy<Metrics> = Lazy::new(Metrics::register);
 impl Metrics {
     fn register() -> Self {
         let pm = &["provider", "model"];
+        let (requests, tokens, estimated, config_reloads) = register_counters();
         Metrics {
-            requests: register_int_counter_vec!(
-                "llm_requests_total",
-                "请求数（按上游、模型与状态码）",
-                &["provider", "model", "status"]
-            )
-            .expect(DEFINITION_BUG),
+            requests,
             duration: register_histogram_vec!(
                 "llm_request_duration_seconds",
                 "请求总时长（秒）",
@@ -96,32 +92,47 @@ impl Metrics {
                 OVERHEAD_BUCKETS.to_vec()
             )
             .expect(DEFINITION_BUG),
-            tokens: register_int_counter_vec!(
-                "llm_tokens_processed_total",
-                "token 数（按类型）",
-                &["provider", "model", "type"]
-            )
-            .expect(DEFINITION_BUG),
+            tokens,
             cost: register_counter_vec!("llm_cost_usd_total", "按价目表计算的费用（美元）", pm)
                 .expect(DEFINITION_BUG),
-            estimated: register_int_counter_vec!(
-                "llm_usage_estimated_total",
-                "用量为估算值的请求数",
-                pm
-            )
-            .expect(DEFINITION_BUG),
+            estimated,
             inflight_requests: register_int_gauge!("llm_inflight_requests", "进行中的请求数")
                 .expect(DEFINITION_BUG),
             inflight_streams: register_int_gauge!("llm_inflight_streams", "进行中的流式响应数")
                 .expect(DEFINITION_BUG),
-            config_reloads: register_int_counter_vec!(
-                "llm_config_reloads_total",
-                "配置热重载次数（按结果）",
-                &["result"]
-            )
-            .expect(DEFINITION_BUG),
+            config_reloads,
         }
     }
+}
+
+/// 注册整数计数器：请求数、token 数、估算用量的请求数、配置重载次数。
+fn register_counters() -> (IntCounterVec, IntCounterVec, IntCounterVec, IntCounterVec) {
+    (
+        register_int_counter_vec!(
+            "llm_requests_total",
+            "请求数（按上游、模型与状态码）",
+            &["provider", "model", "status"]
+        )
+        .expect(DEFINITION_BUG),
+        register_int_counter_vec!(
+            "llm_tokens_processed_total",
+            "token 数（按类型）",
+            &["provider", "model", "type"]
+        )
+        .expect(DEFINITION_BUG),
+        register_int_counter_vec!(
+            "llm_usage_estimated_total",
+            "用量为估算值的请求数",
+            &["provider", "model"]
+        )
+        .expect(DEFINITION_BUG),
+        register_int_counter_vec!(
+            "llm_config_reloads_total",
+            "配置热重载次数（按结果）",
+            &["result"]
+        )
+        .expect(DEFINITION_BUG),
+    )
 }
 
 /// 一个请求结束时要记录的全部信息。

@@ -37,8 +37,8 @@ pub struct Price {
 ///
 /// ```
 /// use chatnexus::metrics::{Price, PriceTable}; // 价目表
-/// use chatnexus::streaming::Usage;
-/// let table = PriceTable::new(vec![Price { model: "m".into(), input: 1.0, output: 2.0, cached: Some(0.5) }]);
+/// use chatnexus::streaming::Usage; // 用量
+/// let table = PriceTable::new(vec![Price { model: "m".into(), input: 1.0, output: 2.0, cached: Some(0.5) }]); // 一个模型
 /// let usage = Usage { prompt: 1_000_000, completion: 1_000_000, cached: 0, reasoning: 0 }; // 各一百万
 /// assert_eq!(table.cost("m", &usage), Some(3.0)); // 1 + 2 美元
 /// ```

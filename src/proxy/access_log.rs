@@ -26,7 +26,10 @@ pub fn finish_request(method: &str, path: &str, ctx: &RequestCtx, config: &Confi
         model: ctx.model_label.as_deref().unwrap_or(UNKNOWN_LABEL),
         status: ctx.status,
         duration: ctx.started.elapsed(),
-        ttft: ctx.report.ttft,
+        ttft: ctx
+            .report
+            .first_output
+            .map(|t| t.duration_since(ctx.started)),
         overhead: ctx.report.overhead(ctx.started.elapsed()),
         usage,
         estimated: ctx.report.estimated,

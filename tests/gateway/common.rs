@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use once_cell::sync::Lazy;
-use pingora::server::{RunArgs, ShutdownSignal, ShutdownSignalWatch};
+use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
 
 use chatnexus::config;
 use chatnexus::mock::{mock_service, Fault, MockSettings, MockStats};
@@ -25,8 +25,14 @@ const OPENAI_URL: &str = "https://api.openai.com";
 const SECURE_URL: &str = "https://localhost";
 /// 用 IP 访问 HTTPS 模拟上游：与证书中的主机名不符，必须被拒绝。
 const MISMATCH_URL: &str = "https://127.0.0.1";
-/// 网关、连不上的上游、HTTPS 上游各占一个端口，其后是各模拟上游的端口。
-const FIXED_PORTS: usize = 3;
+/// 网关、连不上的上游、HTTPS 上游、指标各占一个端口，其后是各模拟上游的端口。
+const FIXED_PORTS: usize = 4;
+/// 价目表中 `metered` 模型的输入单价（美元 / 百万 token）。
+pub const PRICE_INPUT: f64 = 1.25;
+/// 价目表中 `metered` 模型的输出单价。
+pub const PRICE_OUTPUT: f64 = 10.0;
+/// 价目表中 `metered` 模型的缓存命中单价。
+pub const PRICE_CACHED: f64 = 0.125;
 /// 等待端口就绪的最长时间。
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -34,6 +40,7 @@ const READY_TIMEOUT: Duration = Duration::from_secs(20);
 #[derive(Clone, Copy)]
 enum Kind {
     OpenAi,
+    OpenAiOfficial,
     Anthropic,
     Gemini,
     Azure,
@@ -58,6 +65,8 @@ pub struct TestEnv {
     pub mocks: HashMap<&'static str, Arc<MockStats>>,
     /// 一个没有任何进程监听的端口（连接被拒）。
     pub dead_port: u16,
+    /// Prometheus 指标的监听地址。
+    pub metrics: SocketAddr,
 }
 
 impl TestEnv {
@@ -107,6 +116,21 @@ fn mock_specs() -> Vec<MockSpec> {
         ),
     ];
     specs.extend(translated_specs());
+    let metered = MockSettings {
+        chunks: 4,
+        prompt_tokens: Some(30),
+        completion_tokens: Some(12),
+        cached_tokens: 10,
+        reasoning_tokens: 5,
+        ..MockSettings::default()
+    };
+    specs.push(spec("metered", Kind::OpenAiOfficial, metered.clone()));
+    specs.push(spec("metered-exact", Kind::OpenAiOfficial, metered));
+    specs.push(spec(
+        "metered-slow",
+        Kind::OpenAiOfficial,
+        with(40, 50, None),
+    ));
     specs
 }
 
@@ -152,6 +176,7 @@ fn provider_line(spec: &MockSpec, port: u16) -> String {
     let timeouts = "timeouts: { first_byte_ms: 1000, idle_ms: 2000 }";
     let (kind, url, extra) = match spec.kind {
         Kind::OpenAi => ("openai_compatible", format!("{LOOPBACK}:{port}/v1"), ""),
+        Kind::OpenAiOfficial => ("openai", format!("{LOOPBACK}:{port}/v1"), ""),
         Kind::Anthropic => ("anthropic", format!("{LOOPBACK}:{port}"), ""),
         Kind::Gemini => ("gemini", format!("{LOOPBACK}:{port}"), ""),
         Kind::Azure => (
@@ -167,7 +192,7 @@ fn provider_line(spec: &MockSpec, port: u16) -> String {
 fn model_line(spec: &MockSpec) -> String {
     let name = spec.name;
     let target = match spec.kind {
-        Kind::OpenAi => String::new(),
+        Kind::OpenAi | Kind::OpenAiOfficial => String::new(),
         Kind::Anthropic => ", model: claude-sonnet-4-5, max_tokens: 1024".to_string(),
         Kind::Gemini => ", model: gemini-2.5-flash".to_string(),
         Kind::Azure => ", deployment: gpt-4o-prod".to_string(),
@@ -195,6 +220,7 @@ struct Layout {
     mocks: Vec<(MockSpec, u16)>,
     dead: u16,
     secure: u16,
+    metrics: u16,
     ca_file: String,
 }
 
@@ -202,9 +228,9 @@ struct Layout {
 fn config_yaml(layout: &Layout) -> String {
     let client = KeyHash::of(CLIENT_KEY).to_hex();
     let disabled = KeyHash::of("sk-disabled").to_hex();
-    let (gateway, ca_file) = (layout.gateway, &layout.ca_file);
+    let (gateway, ca_file, metrics) = (layout.gateway, &layout.ca_file, layout.metrics);
     let mut lines = vec![
-        format!("server: {{ listen: \"127.0.0.1:{gateway}\", threads: 2, ca_file: \"{ca_file}\" }}"),
+        format!("server: {{ listen: \"127.0.0.1:{gateway}\", threads: 2, ca_file: \"{ca_file}\", metrics_listen: \"127.0.0.1:{metrics}\" }}"),
         format!("auth: {{ keys: [ {{ name: 测试团队, sha256: \"{client}\" }}, {{ name: 停用, sha256: \"{disabled}\", disabled: true }} ] }}"),
         "providers:".to_string(),
     ];
@@ -235,6 +261,10 @@ fn config_yaml(layout: &Layout) -> String {
     lines.push(
         "  - { name: 改名, targets: [ { provider: fast, model: upstream-model } ] }".to_string(),
     );
+    lines.push("pricing:".to_string());
+    for model in ["metered", "metered-exact"] {
+        lines.push(format!("  - {{ model: {model}, input: {PRICE_INPUT}, output: {PRICE_OUTPUT}, cached: {PRICE_CACHED} }}"));
+    }
     lines.join("\n")
 }
 
@@ -296,25 +326,14 @@ fn start_env() -> TestEnv {
             .collect(),
         dead: ports[1],
         secure: ports[2],
+        metrics: ports[3],
         ca_file: tls.ca.clone(),
     };
     let yaml = config_yaml(&layout);
     let cfg = config::build(config::parse(&yaml).expect("测试配置必须能解析"), |_| None)
         .expect("测试配置必须通过校验");
     let mut server = chatnexus::server::build(cfg, None, None);
-    let mut mocks = HashMap::new();
-    for (spec, port) in &layout.mocks {
-        let (mut service, stats) = mock_service(spec.settings.clone());
-        service.add_tcp(&format!("127.0.0.1:{port}"));
-        server.add_service(service);
-        mocks.insert(spec.name, stats);
-    }
-    let (mut secure, stats) = mock_service(MockSettings::default());
-    secure
-        .add_tls(&format!("127.0.0.1:{}", layout.secure), &tls.cert, &tls.key)
-        .expect("HTTPS 模拟上游必须能加载测试证书");
-    server.add_service(secure);
-    mocks.insert("secure", stats);
+    let mocks = add_mocks(&mut server, &layout, &tls);
     std::thread::spawn(move || {
         server.run(RunArgs {
             shutdown_signal: Box::new(NeverShutdown),
@@ -334,7 +353,30 @@ fn start_env() -> TestEnv {
         gateway,
         mocks,
         dead_port: layout.dead,
+        metrics: ([127, 0, 0, 1], layout.metrics).into(),
     }
+}
+
+/// 把全部模拟上游（含 HTTPS 的那个）加入同一个 `Server`，返回按名称索引的统计。
+fn add_mocks(
+    server: &mut Server,
+    layout: &Layout,
+    tls: &TestTls,
+) -> HashMap<&'static str, Arc<MockStats>> {
+    let mut mocks = HashMap::new();
+    for (spec, port) in &layout.mocks {
+        let (mut service, stats) = mock_service(spec.settings.clone());
+        service.add_tcp(&format!("127.0.0.1:{port}"));
+        server.add_service(service);
+        mocks.insert(spec.name, stats);
+    }
+    let (mut secure, stats) = mock_service(MockSettings::default());
+    secure
+        .add_tls(&format!("127.0.0.1:{}", layout.secure), &tls.cert, &tls.key)
+        .expect("HTTPS 模拟上游必须能加载测试证书");
+    server.add_service(secure);
+    mocks.insert("secure", stats);
+    mocks
 }
 
 fn wait_ready(addr: SocketAddr) {

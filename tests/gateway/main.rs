@@ -7,3 +7,4 @@ mod chat;
 mod common;
 mod errors;
 mod gemini;
+mod metrics;
