@@ -10,6 +10,8 @@ use serde_json::json;
 pub const TYPE_INVALID_REQUEST: &str = "invalid_request_error";
 /// 错误类型：网关或上游故障（5xx）。
 pub const TYPE_SERVER: &str = "server_error";
+/// 错误类型：密钥有效但无权执行该操作（403）。
+pub const TYPE_PERMISSION: &str = "permission_error";
 
 /// 返回给客户端的一个 API 错误。
 ///
@@ -77,6 +79,37 @@ impl ApiError {
     /// 401：缺少或错误的客户端密钥。
     pub fn unauthorized(message: impl Into<String>) -> Self {
         Self::new(401, TYPE_INVALID_REQUEST, "invalid_api_key", message)
+    }
+
+    /// 401：请求签名缺失、格式错误、过期或不匹配，或 nonce 已用过（重放）。
+    pub fn signature(code: &str, message: impl Into<String>) -> Self {
+        Self::new(401, TYPE_INVALID_REQUEST, code, message)
+    }
+
+    /// 403：该客户端密钥不允许使用这个模型。
+    pub fn model_not_allowed(model: &str) -> Self {
+        Self::new(
+            403,
+            TYPE_PERMISSION,
+            "model_not_allowed",
+            format!("当前 API 密钥无权使用模型 `{model}`"),
+        )
+        .with_param("model")
+    }
+
+    /// 403：跨域预检的来源不在允许列表中。
+    pub fn cors_forbidden(origin: &str) -> Self {
+        Self::new(
+            403,
+            TYPE_PERMISSION,
+            "cors_origin_not_allowed",
+            format!("来源 `{origin}` 不在 security.cors.allowed_origins 中"),
+        )
+    }
+
+    /// 503：防重放存储不可用，签名请求一律拒绝（故障时关闭而不是放行）。
+    pub fn nonce_store_unavailable(message: impl Into<String>) -> Self {
+        Self::new(503, TYPE_SERVER, "nonce_store_unavailable", message).with_retry_after(Some(1))
     }
 
     /// 404：请求的模型未配置。

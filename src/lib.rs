@@ -13,6 +13,8 @@ pub mod config;
 pub mod error;
 /// 与上游的一次交换（Pingora `Connector`）。
 pub mod exchange;
+/// 日志脱敏：认证类请求头的值不进日志。
+pub mod logging;
 /// Prometheus 指标、用量与费用。
 pub mod metrics;
 /// 上游模拟器（演示、测试、压测）。

@@ -1,4 +1,7 @@
-//! `chatnexus` 命令行：运行网关（缺省）、检查配置（`-t`）、运行上游模拟器（`mock`）。
+//! `chatnexus` 命令行：运行网关（缺省）、检查配置（`-t`）、运行上游模拟器（`mock`）、热重载（`reload`）、
+//! 密钥工具（`keys`）。
+
+mod cli_keys;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -48,6 +51,9 @@ enum Command {
     Mock(MockArgs),
     /// 校验配置后通知运行中的网关（按 server.pid_file 找到它）热重载配置
     Reload,
+    /// 密钥工具：生成主密钥、加密上游密钥与签名密钥、生成客户端密钥
+    #[command(subcommand)]
+    Keys(cli_keys::KeysCommand),
 }
 
 #[derive(clap::Args)]
@@ -79,12 +85,16 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(DEFAULT_LOG_LEVEL))
-        .init();
+    // 每条日志写出前都脱敏：即使 RUST_LOG=trace 让 Pingora 打印整个请求头，密钥也不会进日志
+    if let Err(e) = chatnexus::logging::init(DEFAULT_LOG_LEVEL) {
+        eprintln!("初始化日志失败：{e}");
+        return ExitCode::FAILURE;
+    }
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Mock(ref args)) => run_mock(args),
         Some(Command::Reload) => send_reload(&cli),
+        Some(Command::Keys(ref command)) => cli_keys::run(command),
         None => run_gateway(&cli),
     }
 }

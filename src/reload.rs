@@ -49,10 +49,24 @@ fn warn_restart_only(old: &Config, fresh: &Config) {
             "mock",
             old.mock.as_ref().map(|m| m.listen) != fresh.mock.as_ref().map(|m| m.listen),
         ),
+        // 防重放存储属于网关本身（热替换时保留已见过的 nonce），按启动时的设置建立
+        ("redis", redis_settings(old) != redis_settings(fresh)),
+        (
+            "security.memory_nonce_capacity",
+            old.security.memory_nonce_capacity != fresh.security.memory_nonce_capacity,
+        ),
     ];
     for (field, _) in changed.iter().filter(|(_, changed)| *changed) {
         warn!("配置字段 {field} 的改动需要重启或平滑升级才能生效，热重载已忽略它");
     }
+}
+
+/// 用于比较的 Redis 设置（连接串只在内存里比较，不输出）。
+fn redis_settings(config: &Config) -> Option<(&str, &str, std::time::Duration)> {
+    config
+        .redis
+        .as_ref()
+        .map(|r| (r.url.expose(), r.key_prefix.as_str(), r.timeout))
 }
 
 /// 收到 SIGHUP 就重新加载配置的后台服务。

@@ -4,22 +4,51 @@
 //! 构建运行时 [`Config`]（解析上游密钥，缺失密钥的上游被停用并警告）。
 
 mod schema;
+#[cfg(test)]
+mod security_tests;
 mod validate;
 
 use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
-use log::warn;
+use log::{info, warn};
+use zeroize::Zeroizing;
 
 use crate::metrics::PriceTable;
-use crate::security::{ClientKeys, Secret};
+use crate::security::crypto::{MasterKeys, MASTER_KEY_ENV};
+use crate::security::{Client, ClientKey, ClientKeys, Secret};
 
 pub use schema::{
-    AccessLogFormat, AccessLogSettings, AuthSettings, BaseUrl, ConfigFile, ListenAddr, MockListen,
-    ModelConfig, ProviderConfig, ProviderKind, ServerSettings, TargetConfig, Timeouts,
+    AccessLogFormat, AccessLogSettings, AuthSettings, BaseUrl, ConfigFile, CorsSettings,
+    ListenAddr, MockListen, ModelConfig, ProviderConfig, ProviderKind, RedisSettings,
+    SecuritySettings, ServerSettings, TargetConfig, Timeouts,
 };
+
+/// 签名密钥解密后的最短字节数：再短就可能被离线穷举。
+const MIN_SIGNING_SECRET_BYTES: usize = 32;
+
+/// 上游名是否合法（字母、数字、`._-`，1 到 64 个字符）；命令行加密前用它检查 `--provider`。
+///
+/// ```
+/// assert!(chatnexus::config::valid_provider_name("openai-prod"));
+/// assert!(!chatnexus::config::valid_provider_name("带 空格"));
+/// ```
+pub fn valid_provider_name(name: &str) -> bool {
+    validate::is_valid_name(name)
+}
+
+/// 客户端密钥名是否合法（不空、无空白与控制字符、不超过 64 个字符，可用中文）。
+///
+/// ```
+/// assert!(chatnexus::config::valid_client_name("团队甲"));
+/// assert!(!chatnexus::config::valid_client_name("a b"));
+/// ```
+pub fn valid_client_name(name: &str) -> bool {
+    validate::is_valid_label(name, validate::MAX_NAME_LEN)
+}
 
 /// 配置文件的默认路径。
 pub const DEFAULT_CONFIG_PATH: &str = "conf/chatnexus.yaml";
@@ -183,7 +212,30 @@ pub struct Config {
     pub pricing: PriceTable,
     /// 访问日志设置。
     pub access_log: AccessLogSettings,
+    /// 安全设置（CORS、签名时间窗口、进程内防重放存储上限）。
+    pub security: SecuritySettings,
+    /// 防重放用的 Redis；`None` 时使用进程内存储。
+    pub redis: Option<RedisTarget>,
     model_index: HashMap<String, usize>,
+}
+
+/// 解析完成的 Redis 设置（连接串已从配置或环境变量取出）。
+///
+/// 用途：网关启动时据此建立防重放存储。
+///
+/// ```
+/// let yaml = "auth: { disabled: true }\nredis: { url_env: MY_REDIS }";
+/// let cfg = chatnexus::config::build(chatnexus::config::parse(yaml).unwrap(), |v| (v == "MY_REDIS").then(|| "redis://127.0.0.1:6379".to_string())).unwrap();
+/// assert_eq!(cfg.redis.unwrap().url.expose(), "redis://127.0.0.1:6379"); // 连接串来自环境变量
+/// ```
+#[derive(Debug, Clone)]
+pub struct RedisTarget {
+    /// 连接串（可能含密码，按密钥对待）。
+    pub url: Secret,
+    /// 键前缀。
+    pub key_prefix: String,
+    /// 连接与单条命令的超时。
+    pub timeout: Duration,
 }
 
 impl Config {
@@ -198,10 +250,14 @@ impl Config {
 /// 参数：YAML 路径；环境变量从进程环境读取（`.env` 应已由调用方载入）。
 /// 错误：读不到文件、YAML 错误或校验失败，均带中文说明。
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.display().to_string(),
-        source,
-    })?;
+    // 文件原文可能含明文 api_key 或 Redis 密码：用完即清零
+    let text =
+        Zeroizing::new(
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.display().to_string(),
+                source,
+            })?,
+        );
     build(parse(&text)?, |name| std::env::var(name).ok())
 }
 
@@ -216,8 +272,8 @@ pub fn parse(text: &str) -> Result<ConfigFile, ConfigError> {
 
 /// 校验 [`ConfigFile`] 并构建 [`Config`]。
 ///
-/// 参数：`env` 按变量名取环境变量（便于测试注入）。
-/// 错误：一次返回全部校验问题。
+/// 参数：`env` 按变量名取环境变量（便于测试注入），用于上游密钥、主密钥与 Redis 连接串。
+/// 错误：一次返回全部校验问题；解密失败、主密钥不合法也在其中，并指出字段路径。
 pub fn build(
     file: ConfigFile,
     env: impl Fn(&str) -> Option<String>,
@@ -229,11 +285,35 @@ pub fn build(
     if file.auth.disabled {
         warn!("客户端鉴权已关闭（auth.disabled: true），任何人都能调用本网关");
     }
+    let mut issues = Vec::new();
+    let encrypted = file.providers.iter().any(|p| p.api_key_enc.is_some())
+        || file
+            .auth
+            .keys
+            .iter()
+            .any(|k| k.signing_secret_enc.is_some());
+    // 只在配置里有密文时才读取主密钥；读取时严格校验，长度或编码不对就是启动错误
+    let master = if encrypted {
+        master_keys(&env, &mut issues)
+    } else {
+        None
+    };
+    let mut secrets = Secrets {
+        master: master.as_ref(),
+        master_invalid: encrypted && master.is_none() && !issues.is_empty(),
+        issues: &mut issues,
+    };
     let providers: Vec<Arc<Provider>> = file
         .providers
         .iter()
-        .map(|p| Arc::new(build_provider(p, &env)))
+        .enumerate()
+        .map(|(i, p)| Arc::new(build_provider(p, i, &env, &mut secrets)))
         .collect();
+    let clients = build_clients(&file.auth.keys, &mut secrets);
+    let redis = build_redis(file.redis.as_ref(), &env, &mut issues);
+    if !issues.is_empty() {
+        return Err(ConfigError::Invalid(issues));
+    }
     let models = build_models(&file.models, &providers);
     let model_index = models
         .iter()
@@ -243,22 +323,88 @@ pub fn build(
     Ok(Config {
         server: file.server,
         auth_disabled: file.auth.disabled,
-        clients: ClientKeys::new(file.auth.keys),
+        clients: ClientKeys::new(clients),
         providers,
         models,
         mock: file.mock,
         pricing: PriceTable::new(file.pricing),
         access_log: file.access_log,
+        security: file.security,
+        redis,
         model_index,
     })
 }
 
+/// 读取并严格校验主密钥；没设置返回 `None`（需要解密的字段各自报告缺少主密钥）。
+fn master_keys(
+    env: &impl Fn(&str) -> Option<String>,
+    issues: &mut Vec<ConfigIssue>,
+) -> Option<MasterKeys> {
+    match MasterKeys::from_env(env) {
+        Ok(keys) => {
+            if keys.as_ref().is_some_and(MasterKeys::old_equals_current) {
+                warn!("旧主密钥与当前主密钥相同，轮换没有生效");
+            }
+            keys
+        }
+        Err(e) => {
+            issues.push(ConfigIssue::new(
+                format!("环境变量 {MASTER_KEY_ENV}"),
+                e.to_string(),
+            ));
+            None
+        }
+    }
+}
+
+/// 解密密文字段时共用的主密钥与问题列表。
+struct Secrets<'a> {
+    master: Option<&'a MasterKeys>,
+    /// 主密钥设置了但不合法（已报告过，不再逐字段重复“缺少主密钥”）。
+    master_invalid: bool,
+    issues: &'a mut Vec<ConfigIssue>,
+}
+
+impl Secrets<'_> {
+    /// 解密 `path` 处的密文，附加数据为 `aad`；失败时记一条带路径的问题。
+    fn decrypt(&mut self, path: String, aad: &str, text: &str) -> Option<Secret> {
+        let Some(master) = self.master else {
+            if self.master_invalid {
+                return None;
+            }
+            self.issues.push(ConfigIssue::new(
+                path,
+                format!("该字段是密文，需要主密钥：请设置环境变量 {MASTER_KEY_ENV}（或写入 .env）"),
+            ));
+            return None;
+        };
+        match master.decrypt(aad, text) {
+            Ok(opened) => {
+                if opened.used_old_key {
+                    warn!("{path} 由旧主密钥解密；请用 `chatnexus keys reencrypt` 改用当前主密钥加密，然后移除旧主密钥");
+                }
+                Some(opened.secret)
+            }
+            Err(e) => {
+                self.issues.push(ConfigIssue::new(path, e.to_string()));
+                None
+            }
+        }
+    }
+}
+
 /// 解析一个提供方的密钥；密钥环境变量未设置时停用它并警告，而不是让进程崩溃。
-fn build_provider(p: &ProviderConfig, env: &impl Fn(&str) -> Option<String>) -> Provider {
+fn build_provider(
+    p: &ProviderConfig,
+    index: usize,
+    env: &impl Fn(&str) -> Option<String>,
+    secrets: &mut Secrets<'_>,
+) -> Provider {
     let mut enabled = true;
-    let api_key = match (&p.api_key_env, &p.api_key) {
-        (Some(var), _) => match env(var).filter(|v| !v.trim().is_empty()) {
-            Some(value) => Some(Secret::new(value.trim().to_string())),
+    let api_key = if let Some(var) = &p.api_key_env {
+        let value = env(var).map(Zeroizing::new);
+        match value.as_deref().map(|v| v.trim()).filter(|v| !v.is_empty()) {
+            Some(value) => Some(Secret::new(value.to_string())),
             None => {
                 warn!(
                     "上游 `{}` 的密钥环境变量 {var} 未设置，已停用该上游",
@@ -267,15 +413,18 @@ fn build_provider(p: &ProviderConfig, env: &impl Fn(&str) -> Option<String>) -> 
                 enabled = false;
                 None
             }
-        },
-        (None, Some(secret)) => {
-            warn!(
-                "上游 `{}` 在配置文件中使用明文 api_key，建议改用 api_key_env",
-                p.name
-            );
-            Some(secret.clone())
         }
-        (None, None) => None,
+    } else if let Some(enc) = &p.api_key_enc {
+        let path = format!("providers[{index}].api_key_enc");
+        secrets.decrypt(path, &p.name, enc)
+    } else if let Some(secret) = &p.api_key {
+        warn!(
+            "上游 `{}` 在配置文件中使用明文 api_key，建议改用 api_key_env 或 api_key_enc",
+            p.name
+        );
+        Some(secret.clone())
+    } else {
+        None
     };
     Provider {
         name: p.name.clone(),
@@ -286,6 +435,73 @@ fn build_provider(p: &ProviderConfig, env: &impl Fn(&str) -> Option<String>) -> 
         enabled,
         api_version: p.api_version.clone(),
     }
+}
+
+/// 构建运行时客户端：解密签名密钥（附加数据为密钥名）并检查长度。
+fn build_clients(keys: &[ClientKey], secrets: &mut Secrets<'_>) -> Vec<Client> {
+    keys.iter()
+        .enumerate()
+        .map(|(i, key)| {
+            let signing = key.signing_secret_enc.as_ref().and_then(|enc| {
+                let path = format!("auth.keys[{i}].signing_secret_enc");
+                let secret = secrets.decrypt(path.clone(), &key.name, enc)?;
+                if secret.expose().len() < MIN_SIGNING_SECRET_BYTES {
+                    secrets.issues.push(ConfigIssue::new(
+                        path,
+                        format!("签名密钥太短，至少 {MIN_SIGNING_SECRET_BYTES} 字节（用 `chatnexus keys gen-client --signing` 生成）"),
+                    ));
+                    return None;
+                }
+                Some(secret)
+            });
+            Client::from_config(key, signing)
+        })
+        .collect()
+}
+
+/// 取出 Redis 连接串：`url` 直接使用，`url_env` 从环境变量读取（未设置是启动错误）。
+fn build_redis(
+    redis: Option<&RedisSettings>,
+    env: &impl Fn(&str) -> Option<String>,
+    issues: &mut Vec<ConfigIssue>,
+) -> Option<RedisTarget> {
+    let redis = redis?;
+    let url = match (&redis.url, &redis.url_env) {
+        (Some(url), _) => {
+            if url.expose().contains('@') {
+                warn!("redis.url 在配置文件中带有凭据，建议改用 redis.url_env");
+            }
+            url.clone()
+        }
+        (None, Some(var)) => {
+            let value = env(var).map(Zeroizing::new);
+            let Some(value) = value.as_deref().map(|v| v.trim()).filter(|v| !v.is_empty()) else {
+                issues.push(ConfigIssue::new(
+                    "redis.url_env",
+                    format!("环境变量 {var} 未设置：配置了 redis 段就必须能连上 Redis（不需要时删除整个 redis 段）"),
+                ));
+                return None;
+            };
+            if let Err(message) = validate::check_redis_url(value) {
+                issues.push(ConfigIssue::new(
+                    "redis.url_env",
+                    format!("环境变量 {var}：{message}"),
+                ));
+                return None;
+            }
+            Secret::new(value.to_string())
+        }
+        (None, None) => return None,
+    };
+    info!(
+        "防重放 nonce 存储使用 Redis（键前缀 `{}`）",
+        redis.key_prefix
+    );
+    Some(RedisTarget {
+        url,
+        key_prefix: redis.key_prefix.clone(),
+        timeout: Duration::from_millis(redis.timeout_ms),
+    })
 }
 
 /// 把模型的目标与提供方连接起来（校验已保证提供方存在）。

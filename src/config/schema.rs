@@ -65,6 +65,12 @@ pub struct ConfigFile {
     /// 访问日志的格式与内容。
     #[serde(default)]
     pub access_log: AccessLogSettings,
+    /// 安全设置：CORS、签名时间窗口、进程内防重放存储上限。
+    #[serde(default)]
+    pub security: SecuritySettings,
+    /// 防重放用的 Redis（不配置时使用进程内存储）。
+    #[serde(default)]
+    pub redis: Option<RedisSettings>,
 }
 
 /// 访问日志的格式。
@@ -279,6 +285,10 @@ pub struct ProviderConfig {
     /// 明文上游密钥（可用但启动时警告）。
     #[serde(default)]
     pub api_key: Option<Secret>,
+    /// 加密的上游密钥 `v1:<base64>`（AES-256-GCM，附加数据是本上游的 `name`），
+    /// 由 `chatnexus keys encrypt --provider NAME` 生成，启动时用 `CHATNEXUS_MASTER_KEY` 解密。
+    #[serde(default)]
+    pub api_key_enc: Option<String>,
     /// 超时设置。
     #[serde(default)]
     pub timeouts: Timeouts,
@@ -409,6 +419,121 @@ impl TryFrom<String> for BaseUrl {
             path: uri.path().trim_end_matches('/').to_string(),
         })
     }
+}
+
+/// 签名时间窗口的缺省值（秒）。
+const DEFAULT_SIGNATURE_WINDOW_SECS: u64 = crate::security::signing::DEFAULT_WINDOW_SECS;
+/// CORS 预检结果的缺省缓存时间（秒）。
+const DEFAULT_CORS_MAX_AGE_SECS: u64 = 600;
+/// Redis 键的缺省前缀。
+const DEFAULT_REDIS_KEY_PREFIX: &str = "chatnexus:";
+/// Redis 单次连接或命令的缺省超时（毫秒）。
+const DEFAULT_REDIS_TIMEOUT_MS: u64 = 1000;
+
+/// `security` 段。
+///
+/// 用途：CORS 允许列表、签名时间窗口、进程内防重放存储的条目上限。
+///
+/// ```
+/// let s = chatnexus::config::SecuritySettings::default(); // 全部缺省
+/// assert!(s.cors.allowed_origins.is_empty()); // CORS 缺省关闭
+/// assert_eq!(s.signature_window_secs, 300); // 时间戳允许 ±300 秒
+/// ```
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecuritySettings {
+    /// 浏览器跨域访问（缺省关闭）。
+    #[serde(default)]
+    pub cors: CorsSettings,
+    /// 签名时间戳与服务器时间允许相差的秒数（两个方向）。
+    #[serde(default = "default_signature_window_secs")]
+    pub signature_window_secs: u64,
+    /// 没有配置 Redis 时，进程内防重放存储最多记住的 nonce 数；满了拒绝签名请求（503）。
+    #[serde(default = "default_memory_nonce_capacity")]
+    pub memory_nonce_capacity: usize,
+}
+
+impl Default for SecuritySettings {
+    fn default() -> Self {
+        SecuritySettings {
+            cors: CorsSettings::default(),
+            signature_window_secs: DEFAULT_SIGNATURE_WINDOW_SECS,
+            memory_nonce_capacity: crate::security::nonce::DEFAULT_MEMORY_CAPACITY,
+        }
+    }
+}
+
+fn default_signature_window_secs() -> u64 {
+    DEFAULT_SIGNATURE_WINDOW_SECS
+}
+
+fn default_memory_nonce_capacity() -> usize {
+    crate::security::nonce::DEFAULT_MEMORY_CAPACITY
+}
+
+/// `security.cors` 段：允许跨域访问的来源列表（精确匹配 `scheme://host[:port]`）。
+///
+/// 用途：列表为空（缺省）时不发任何 CORS 头、不应答预检。
+///
+/// ```
+/// let c: chatnexus::config::CorsSettings = serde_yaml::from_str("allowed_origins: ['https://app.example.com']").unwrap();
+/// assert_eq!(c.max_age_secs, 600); // 预检结果缓存 10 分钟
+/// ```
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CorsSettings {
+    /// 允许的来源，如 `https://app.example.com`；不支持通配符。
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+    /// 预检结果的缓存时间（`Access-Control-Max-Age`，秒）。
+    #[serde(default = "default_cors_max_age_secs")]
+    pub max_age_secs: u64,
+}
+
+impl Default for CorsSettings {
+    fn default() -> Self {
+        CorsSettings {
+            allowed_origins: Vec::new(),
+            max_age_secs: DEFAULT_CORS_MAX_AGE_SECS,
+        }
+    }
+}
+
+fn default_cors_max_age_secs() -> u64 {
+    DEFAULT_CORS_MAX_AGE_SECS
+}
+
+/// `redis` 段：防重放 nonce 存储用的 Redis。
+///
+/// 用途：`url`（明文连接串）与 `url_env`（存放连接串的环境变量名，推荐，连接串常含密码）二选一。
+///
+/// ```
+/// let r: chatnexus::config::RedisSettings = serde_yaml::from_str("url_env: REDIS_URL").unwrap(); // 从环境变量取连接串
+/// assert_eq!((r.key_prefix.as_str(), r.timeout_ms), ("chatnexus:", 1000)); // 缺省前缀与超时
+/// ```
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisSettings {
+    /// 连接串，如 `redis://127.0.0.1:6379/0`。
+    #[serde(default)]
+    pub url: Option<Secret>,
+    /// 存放连接串的环境变量名，如 `REDIS_URL`。
+    #[serde(default)]
+    pub url_env: Option<String>,
+    /// 键前缀，多个网关集群共用一个 Redis 时用它隔离。
+    #[serde(default = "default_redis_key_prefix")]
+    pub key_prefix: String,
+    /// 连接或单条命令的超时（毫秒）；超时按不可用处理，签名请求得到 503。
+    #[serde(default = "default_redis_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+fn default_redis_key_prefix() -> String {
+    DEFAULT_REDIS_KEY_PREFIX.to_string()
+}
+
+fn default_redis_timeout_ms() -> u64 {
+    DEFAULT_REDIS_TIMEOUT_MS
 }
 
 /// `models` 中的一项：客户端可见的模型名及按顺序尝试的上游目标。

@@ -3,13 +3,22 @@
 use std::collections::{HashMap, HashSet};
 
 use super::{ConfigFile, ConfigIssue, ProviderKind, TargetConfig};
+use crate::security::crypto::parse_ciphertext;
 
 /// 名称的最大长度（提供方名会成为指标标签，必须短而规整）。
-const MAX_NAME_LEN: usize = 64;
+pub(super) const MAX_NAME_LEN: usize = 64;
 /// 模型名的最大长度。
 const MAX_MODEL_NAME_LEN: usize = 256;
 /// 请求体上限的硬上限：1 GiB。
 const MAX_BODY_CEILING: usize = 1024 * 1024 * 1024;
+/// 签名时间窗口的上限（秒）：窗口越大，被截获的请求可重放的时间越长。
+const MAX_SIGNATURE_WINDOW_SECS: u64 = 3600;
+/// 进程内防重放存储条目数的上限（约 2 GB 内存）。
+const MAX_MEMORY_NONCE_CAPACITY: usize = 10_000_000;
+/// CORS 预检缓存时间的上限（秒）。
+const MAX_CORS_MAX_AGE_SECS: u64 = 86_400;
+/// Redis 超时的上限（毫秒）。
+const MAX_REDIS_TIMEOUT_MS: u64 = 60_000;
 
 /// 校验整个配置，返回全部问题（空表示通过）。
 pub(super) fn validate(file: &ConfigFile) -> Vec<ConfigIssue> {
@@ -19,6 +28,8 @@ pub(super) fn validate(file: &ConfigFile) -> Vec<ConfigIssue> {
     validate_providers(file, &mut issues);
     validate_models(file, &mut issues);
     validate_pricing(file, &mut issues);
+    validate_security(file, &mut issues);
+    validate_redis(file, &mut issues);
     issues
 }
 
@@ -90,6 +101,45 @@ fn validate_auth(file: &ConfigFile, issues: &mut Vec<ConfigIssue>) {
                 "与前面的密钥摘要重复",
             ));
         }
+        validate_client_models(file, i, issues);
+        let path = format!("auth.keys[{i}].signing_secret_enc");
+        match &key.signing_secret_enc {
+            None if key.require_signature => issues.push(ConfigIssue::new(
+                path,
+                "require_signature: true 时必须配置 signing_secret_enc（用 `chatnexus keys gen-client --name 名称 --signing` 生成）",
+            )),
+            Some(enc) => {
+                if let Err(e) = parse_ciphertext(enc) {
+                    issues.push(ConfigIssue::new(path, e.to_string()));
+                }
+            }
+            None => {}
+        }
+    }
+}
+
+/// 客户端的模型允许列表：不能为空，且只能引用 `models[]` 中存在的模型。
+fn validate_client_models(file: &ConfigFile, i: usize, issues: &mut Vec<ConfigIssue>) {
+    let Some(models) = &file.auth.keys[i].models else {
+        return;
+    };
+    if models.is_empty() {
+        issues.push(ConfigIssue::new(
+            format!("auth.keys[{i}].models"),
+            "允许列表不能为空：不限制请删除该字段，停用密钥请设置 disabled: true",
+        ));
+    }
+    let known: HashSet<&str> = file.models.iter().map(|m| m.name.as_str()).collect();
+    let mut seen = HashSet::new();
+    for (j, model) in models.iter().enumerate() {
+        let path = format!("auth.keys[{i}].models[{j}]");
+        if !known.contains(model.as_str()) {
+            issues.push(ConfigIssue::new(
+                path.clone(),
+                format!("引用了不存在的模型 `{model}`"),
+            ));
+        }
+        check_unique(&mut seen, model, path, issues);
     }
 }
 
@@ -101,17 +151,33 @@ fn validate_providers(file: &ConfigFile, issues: &mut Vec<ConfigIssue>) {
             issues.push(name_issue(format!("{path}.name")));
         }
         check_unique(&mut names, &p.name, format!("{path}.name"), issues);
-        if p.api_key_env.is_some() && p.api_key.is_some() {
+        let sources = [
+            p.api_key_env.is_some(),
+            p.api_key.is_some(),
+            p.api_key_enc.is_some(),
+        ]
+        .iter()
+        .filter(|&&set| set)
+        .count();
+        if sources > 1 {
             issues.push(ConfigIssue::new(
                 path.clone(),
-                "api_key_env 与 api_key 只能配置其一",
+                "api_key_env、api_key_enc、api_key 只能配置其一",
             ));
         }
-        if p.kind.requires_key() && p.api_key_env.is_none() && p.api_key.is_none() {
+        if p.kind.requires_key() && sources == 0 {
             issues.push(ConfigIssue::new(
                 path.clone(),
-                "该类型的上游必须配置 api_key_env（推荐）或 api_key",
+                "该类型的上游必须配置 api_key_env（推荐）、api_key_enc 或 api_key 之一",
             ));
+        }
+        if let Some(enc) = &p.api_key_enc {
+            if let Err(e) = parse_ciphertext(enc) {
+                issues.push(ConfigIssue::new(
+                    format!("{path}.api_key_enc"),
+                    e.to_string(),
+                ));
+            }
         }
         if p.kind == ProviderKind::Azure && p.api_version.is_none() {
             issues.push(ConfigIssue::new(
@@ -200,6 +266,113 @@ fn validate_pricing(file: &ConfigFile, issues: &mut Vec<ConfigIssue>) {
     }
 }
 
+fn validate_security(file: &ConfigFile, issues: &mut Vec<ConfigIssue>) {
+    let security = &file.security;
+    if security.signature_window_secs == 0
+        || security.signature_window_secs > MAX_SIGNATURE_WINDOW_SECS
+    {
+        issues.push(ConfigIssue::new(
+            "security.signature_window_secs",
+            format!("必须在 1 到 {MAX_SIGNATURE_WINDOW_SECS} 之间"),
+        ));
+    }
+    if security.memory_nonce_capacity == 0
+        || security.memory_nonce_capacity > MAX_MEMORY_NONCE_CAPACITY
+    {
+        issues.push(ConfigIssue::new(
+            "security.memory_nonce_capacity",
+            format!("必须在 1 到 {MAX_MEMORY_NONCE_CAPACITY} 之间"),
+        ));
+    }
+    if security.cors.max_age_secs > MAX_CORS_MAX_AGE_SECS {
+        issues.push(ConfigIssue::new(
+            "security.cors.max_age_secs",
+            format!("不能超过 {MAX_CORS_MAX_AGE_SECS}"),
+        ));
+    }
+    let mut seen = HashSet::new();
+    for (i, origin) in security.cors.allowed_origins.iter().enumerate() {
+        let path = format!("security.cors.allowed_origins[{i}]");
+        if let Err(message) = check_origin(origin) {
+            issues.push(ConfigIssue::new(path.clone(), message));
+        }
+        check_unique(&mut seen, origin, path, issues);
+    }
+}
+
+/// 来源必须是 `http(s)://主机[:端口]`：没有路径、查询串、通配符。
+fn check_origin(origin: &str) -> Result<(), String> {
+    if origin.contains('*') {
+        return Err("不支持通配符：请逐个列出允许的来源（如 https://app.example.com）".into());
+    }
+    let bad =
+        || format!("`{origin}` 不是合法的来源，应为 http(s)://主机[:端口]，不带路径和结尾的 /");
+    let uri: http::Uri = origin.parse().map_err(|_| bad())?;
+    let scheme_ok = matches!(uri.scheme_str(), Some("http" | "https"));
+    let has_host = uri.authority().is_some_and(|a| !a.host().is_empty());
+    let no_userinfo = uri.authority().is_some_and(|a| !a.as_str().contains('@'));
+    let bare = origin.matches('/').count() == 2 && uri.query().is_none();
+    if scheme_ok && has_host && no_userinfo && bare {
+        Ok(())
+    } else {
+        Err(bad())
+    }
+}
+
+fn validate_redis(file: &ConfigFile, issues: &mut Vec<ConfigIssue>) {
+    let Some(redis) = &file.redis else {
+        return;
+    };
+    match (&redis.url, &redis.url_env) {
+        (Some(_), Some(_)) => issues.push(ConfigIssue::new("redis", "url 与 url_env 只能配置其一")),
+        (None, None) => issues.push(ConfigIssue::new(
+            "redis",
+            "必须配置 url_env（推荐，如 REDIS_URL）或 url；不需要 Redis 时删除整个 redis 段",
+        )),
+        (Some(url), None) => {
+            if let Err(message) = check_redis_url(url.expose()) {
+                issues.push(ConfigIssue::new("redis.url", message));
+            }
+        }
+        (None, Some(var)) if var.trim().is_empty() => {
+            issues.push(ConfigIssue::new("redis.url_env", "环境变量名不能为空"))
+        }
+        (None, Some(_)) => {}
+    }
+    let prefix = &redis.key_prefix;
+    if prefix.is_empty() || prefix.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        issues.push(ConfigIssue::new(
+            "redis.key_prefix",
+            "不能为空，也不能含空白或控制字符",
+        ));
+    }
+    if redis.timeout_ms == 0 || redis.timeout_ms > MAX_REDIS_TIMEOUT_MS {
+        issues.push(ConfigIssue::new(
+            "redis.timeout_ms",
+            format!("必须在 1 到 {MAX_REDIS_TIMEOUT_MS} 之间"),
+        ));
+    }
+}
+
+/// 用 redis 客户端自己的解析器检查连接串；错误信息不含连接串本身（其中可能有密码）。
+pub(super) fn check_redis_url(url: &str) -> Result<(), String> {
+    if url.starts_with("rediss://") {
+        return Err(
+            "暂不支持 rediss://（TLS）：请在可信内网使用 redis://，或经本机 TLS 隧道（如 stunnel）连接"
+                .to_string(),
+        );
+    }
+    let scheme_ok = ["redis://", "redis+unix://", "unix://"]
+        .iter()
+        .any(|s| url.starts_with(s));
+    if !scheme_ok {
+        return Err("必须以 redis:// 开头（如 redis://127.0.0.1:6379/0）".to_string());
+    }
+    redis::Client::open(url)
+        .map(|_| ())
+        .map_err(|e| format!("不是合法的 Redis 连接串（{:?}）", e.kind()))
+}
+
 /// 名称已出现过时记一条“重复”问题。
 fn check_unique<'a>(
     seen: &mut HashSet<&'a str>,
@@ -220,7 +393,7 @@ fn name_issue(path: String) -> ConfigIssue {
 }
 
 /// 提供方名会成为指标标签与日志字段，只允许 ASCII 字母数字与 `._-`。
-fn is_valid_name(name: &str) -> bool {
+pub(super) fn is_valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= MAX_NAME_LEN
         && name
@@ -229,7 +402,7 @@ fn is_valid_name(name: &str) -> bool {
 }
 
 /// 客户端可见的名称（模型名、密钥名）：允许中文，但不能为空、含空白或控制字符。
-fn is_valid_label(name: &str, max_chars: usize) -> bool {
+pub(super) fn is_valid_label(name: &str, max_chars: usize) -> bool {
     !name.is_empty()
         && name.chars().count() <= max_chars
         && !name.chars().any(|c| c.is_whitespace() || c.is_control())

@@ -231,7 +231,9 @@ pub(crate) fn key_header(
     let Some(key) = &provider.api_key else {
         return Ok(None);
     };
-    let mut value = HeaderValue::from_str(&format!("{prefix}{}", key.expose()))
+    // 拼接用的临时串也清零；HeaderValue 自身的副本随请求头写出后释放
+    let joined = zeroize::Zeroizing::new(format!("{prefix}{}", key.expose()));
+    let mut value = HeaderValue::from_str(&joined)
         .map_err(|_| ApiError::internal(format!("上游 `{}` 的密钥含有非法字符", provider.name)))?;
     value.set_sensitive(true);
     Ok(Some((name, value)))

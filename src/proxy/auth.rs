@@ -5,15 +5,19 @@ use pingora_proxy::Session;
 
 use crate::config::Config;
 use crate::error::ApiError;
+use crate::security::Client;
 
 /// Bearer 方案前缀（大小写不敏感）。
 const BEARER: &str = "bearer ";
 
 /// 鉴权当前请求。
 ///
-/// 返回：通过的客户端密钥名；鉴权关闭时返回 `None`。
+/// 返回：通过的客户端；鉴权关闭时返回 `None`。
 /// 错误：缺少、格式错误或无效的密钥返回 401。
-pub fn authenticate(session: &Session, config: &Config) -> Result<Option<String>, ApiError> {
+pub fn authenticate<'a>(
+    session: &Session,
+    config: &'a Config,
+) -> Result<Option<&'a Client>, ApiError> {
     if config.auth_disabled {
         return Ok(None);
     }
@@ -23,7 +27,7 @@ pub fn authenticate(session: &Session, config: &Config) -> Result<Option<String>
     config
         .clients
         .authenticate(key)
-        .map(|k| Some(k.name.clone()))
+        .map(Some)
         .ok_or_else(|| ApiError::unauthorized("API 密钥无效或已停用"))
 }
 

@@ -6,6 +6,7 @@ use bytes::Bytes;
 use serde_json::{json, Value};
 
 use crate::config::Config;
+use crate::security::Client;
 
 /// 模型列表里的 `owned_by`。
 const OWNER: &str = "chatnexus";
@@ -38,8 +39,9 @@ pub fn health_body(config: &Config, started: Instant) -> Bytes {
     Bytes::from(body.to_string())
 }
 
-/// 生成 `/v1/models` 的响应体（OpenAI 列表格式），按配置顺序列出客户端可见的模型名。
-pub fn models_body(config: &Config) -> Bytes {
+/// 生成 `/v1/models` 的响应体（OpenAI 列表格式），按配置顺序列出该客户端可用的模型名
+/// （客户端有模型允许列表时只列出其中的模型；鉴权关闭时 `client` 为 `None`，列出全部）。
+pub fn models_body(config: &Config, client: Option<&Client>) -> Bytes {
     let created = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -47,6 +49,7 @@ pub fn models_body(config: &Config) -> Bytes {
     let data: Vec<Value> = config
         .models
         .iter()
+        .filter(|m| client.is_none_or(|c| c.allows_model(&m.name)))
         .map(|m| json!({ "id": m.name, "object": "model", "created": created, "owned_by": OWNER }))
         .collect();
     Bytes::from(json!({ "object": "list", "data": data }).to_string())
@@ -64,7 +67,7 @@ mod tests {
 
     #[test]
     fn 模型列表_按配置顺序() {
-        let v: Value = serde_json::from_slice(&models_body(&配置())).expect("JSON");
+        let v: Value = serde_json::from_slice(&models_body(&配置(), None)).expect("JSON");
         assert_eq!(v["object"], "list");
         let ids: Vec<&str> = v["data"]
             .as_array()
@@ -73,6 +76,15 @@ mod tests {
             .map(|m| m["id"].as_str().unwrap_or(""))
             .collect();
         assert_eq!(ids, vec!["甲", "乙"]);
+    }
+
+    #[test]
+    fn 模型列表_只列出客户端允许的模型() {
+        use crate::security::KeyHash;
+        let client = Client::new("甲", KeyHash::of("sk-甲")).with_models(vec!["乙".into()]);
+        let v: Value = serde_json::from_slice(&models_body(&配置(), Some(&client))).expect("JSON");
+        assert_eq!(v["data"].as_array().map(Vec::len), Some(1));
+        assert_eq!(v["data"][0]["id"], "乙");
     }
 
     #[test]

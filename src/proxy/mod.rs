@@ -5,16 +5,23 @@ mod access_log;
 mod auth;
 mod body;
 mod context;
+/// 安全响应头与 CORS。
+pub mod headers;
 mod local;
 /// 写给客户端的响应。
 pub mod respond;
 /// 路由表。
 pub mod routes;
+/// 请求签名与防重放。
+pub mod signature;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use log::warn;
+use log::{info, warn};
+use pingora::modules::http::compression::ResponseCompressionBuilder;
+use pingora::modules::http::HttpModules;
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorType};
 use pingora_proxy::{ProxyHttp, Session};
@@ -24,6 +31,7 @@ use crate::error::ApiError;
 use crate::exchange::{self, Failure, UpstreamClient};
 use crate::reload::SharedConfig;
 use crate::request::ChatRequest;
+use crate::security::nonce::{NonceStore, RedisNonces};
 use crate::upstream;
 use routes::Route;
 
@@ -34,9 +42,10 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// 客户端在响应完成前断开时记录的状态码（沿用 nginx 的约定）。
 const STATUS_CLIENT_CLOSED: u16 = 499;
 
-/// 网关本体：持有当前配置与共享的上游客户端。
+/// 网关本体：持有当前配置、共享的上游客户端与防重放存储。
 ///
 /// 用途：交给 `pingora_proxy::http_proxy_service` 成为代理服务的逻辑。
+/// 防重放存储在创建时按配置的 `redis` 段建立，之后跨配置热替换保留（已见过的 nonce 不会丢）。
 ///
 /// ```
 /// let cfg = chatnexus::config::build(chatnexus::config::parse("auth: { disabled: true }").unwrap(), |_| None).unwrap(); // 空配置
@@ -46,16 +55,42 @@ const STATUS_CLIENT_CLOSED: u16 = 499;
 pub struct Gateway {
     config: SharedConfig,
     upstream: UpstreamClient,
+    nonces: NonceStore,
     started: Instant,
 }
 
 impl Gateway {
-    /// 用共享配置和上游客户端创建网关。
+    /// 用共享配置和上游客户端创建网关，并按配置建立防重放存储（Redis 在第一次使用时才连接）。
     pub fn new(config: SharedConfig, upstream: UpstreamClient) -> Self {
+        let nonces = nonce_store(&config.load());
+        info!("签名请求的防重放存储：{}", nonces.describe());
         Gateway {
             config,
             upstream,
+            nonces,
             started: Instant::now(),
+        }
+    }
+}
+
+/// 按配置建立防重放存储：配置了 Redis 用 Redis，否则用进程内存储。
+fn nonce_store(config: &Config) -> NonceStore {
+    let Some(redis) = &config.redis else {
+        if config.clients.any_signing() {
+            warn!("签名请求的防重放使用进程内存储：多实例部署时重放请求可能打到另一个实例，平滑升级后也会忘记已见过的 nonce；请配置 redis 段");
+        }
+        return NonceStore::memory(config.security.memory_nonce_capacity);
+    };
+    match redis::Client::open(redis.url.expose()) {
+        Ok(client) => NonceStore::Redis(RedisNonces::new(
+            client,
+            redis.key_prefix.clone(),
+            redis.timeout,
+        )),
+        // 配置校验已检查过连接串，走到这里说明校验有缺陷：宁可让签名请求全部 503 也不退回进程内存储
+        Err(e) => {
+            warn!("Redis 连接串无法解析（{:?}），签名请求将被拒绝", e.kind());
+            NonceStore::unavailable()
         }
     }
 }
@@ -66,6 +101,14 @@ impl ProxyHttp for Gateway {
 
     fn new_ctx(&self) -> RequestCtx {
         RequestCtx::default()
+    }
+
+    /// 保留 Pingora 缺省的（关闭的）压缩模块，再加上安全头与 CORS 模块。
+    fn init_downstream_modules(&self, modules: &mut HttpModules) {
+        modules.add_module(ResponseCompressionBuilder::enable(0));
+        modules.add_module(Box::new(headers::SecurityHeadersBuilder::new(Arc::clone(
+            &self.config,
+        ))));
     }
 
     /// 不会被调用：所有请求都在 `request_filter` 中应答完毕。
@@ -114,30 +157,47 @@ impl Gateway {
         ctx: &mut RequestCtx,
         config: &Config,
     ) -> Result<u16, Failure> {
+        if let Some(status) = headers::preflight(session, config).await? {
+            return Ok(status);
+        }
         let header = session.req_header();
         match routes::route(&header.method, header.uri.path())? {
             Route::Health => reply(session, local::health_body(config, self.started)).await,
             Route::Models => {
-                ctx.client = auth::authenticate(session, config)?;
-                reply(session, local::models_body(config)).await
+                let client = auth::authenticate(session, config)?;
+                ctx.client = client.map(|c| c.name.clone());
+                if let Some(client) = client {
+                    // GET 没有请求体：签名里的请求体摘要是空串的 SHA-256
+                    signature::check(session, client, &[], config, &self.nonces).await?;
+                }
+                reply(session, local::models_body(config, client)).await
             }
             Route::ChatCompletions => self.chat(session, ctx, config).await,
         }
     }
 
-    /// `POST /v1/chat/completions`：鉴权、读体、校验、选目标、交换。
+    /// `POST /v1/chat/completions`：鉴权、读体、验签与防重放、校验、模型权限、选目标、交换。
     ///
     /// 先鉴权再读体：未通过鉴权的客户端不能让网关读入 10 MiB 的请求体。
+    /// 签名覆盖请求体的摘要，所以在读完请求体之后、解析 JSON 之前校验。
     async fn chat(
         &self,
         session: &mut Session,
         ctx: &mut RequestCtx,
         config: &Config,
     ) -> Result<u16, Failure> {
-        ctx.client = auth::authenticate(session, config)?;
+        let client = auth::authenticate(session, config)?;
+        ctx.client = client.map(|c| c.name.clone());
         let raw = body::read(session, config.server.max_body_bytes).await?;
+        if let Some(client) = client {
+            signature::check(session, client, &raw, config, &self.nonces).await?;
+        }
         let req = ChatRequest::parse(raw)?;
         ctx.model = Some(req.model.clone());
+        // 先查权限再查模型是否存在：受限的密钥无法借 404 与 403 的差别探测别的模型
+        if client.is_some_and(|c| !c.allows_model(&req.model)) {
+            return Err(ApiError::model_not_allowed(&req.model).into());
+        }
         let model = config
             .model(&req.model)
             .ok_or_else(|| ApiError::model_not_found(&req.model))?;

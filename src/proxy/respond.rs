@@ -46,6 +46,20 @@ pub async fn write_error(session: &mut Session, error: &ApiError) -> pingora::Re
     session.write_response_body(Some(body), true).await
 }
 
+/// 写一个没有响应体的 204（CORS 预检应答），附带给定的头。
+///
+/// 错误：写客户端失败。
+pub async fn write_no_content(
+    session: &mut Session,
+    headers: Vec<(http::HeaderName, String)>,
+) -> pingora::Result<()> {
+    let mut header = ResponseHeader::build(204, Some(HEADER_CAPACITY + headers.len()))?;
+    for (name, value) in headers {
+        header.insert_header(name, value)?;
+    }
+    session.write_response_header(Box::new(header), true).await
+}
+
 fn json_header(session: &Session, status: u16, length: usize) -> pingora::Result<ResponseHeader> {
     let mut header = base_header(session, status)?;
     header.insert_header(CONTENT_TYPE, JSON_CONTENT_TYPE)?;

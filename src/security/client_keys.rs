@@ -1,10 +1,13 @@
 //! 客户端密钥：配置里只存 SHA-256，鉴权时对全部条目做常量时间比对。
 
+use std::collections::HashSet;
 use std::fmt;
 
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use subtle::{Choice, ConstantTimeEq};
+
+use super::Secret;
 
 /// SHA-256 摘要的字节数。
 const HASH_LEN: usize = 32;
@@ -52,14 +55,14 @@ impl fmt::Debug for KeyHash {
     }
 }
 
-/// 配置中的一个客户端密钥条目。
+/// 配置中的一个客户端密钥条目（`auth.keys[]`）。
 ///
-/// 用途：鉴权通过后，请求上下文记录它的 `name`（日志、后续的按密钥限流都用它）。
+/// 用途：反序列化 YAML；配置构建时解密签名密钥后变成运行时的 [`Client`]。
 ///
 /// ```
-/// use chatnexus::security::{ClientKey, KeyHash}; // 密钥条目与摘要
-/// let k = ClientKey { name: "团队甲".into(), sha256: KeyHash::of("sk-甲"), disabled: false };
-/// assert!(!k.disabled); // 启用中
+/// let yaml = "{ name: 团队甲, sha256: 2e4c961d46e66a959b65e87302316f4e2f2ccf5c85d03c71d23011a5206b18d9, models: [demo] }";
+/// let k: chatnexus::security::ClientKey = serde_yaml::from_str(yaml).unwrap(); // 只允许 demo 模型
+/// assert!(!k.disabled && !k.require_signature); // 缺省启用、不要求签名
 /// ```
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -71,6 +74,76 @@ pub struct ClientKey {
     /// 为真时该密钥被拒绝。
     #[serde(default)]
     pub disabled: bool,
+    /// 允许使用的模型名；缺省不限制。
+    #[serde(default)]
+    pub models: Option<Vec<String>>,
+    /// 为真时每个请求都必须带有效签名与未用过的 nonce。
+    #[serde(default)]
+    pub require_signature: bool,
+    /// 加密保存的签名密钥（`v1:…`，附加数据是本条目的 `name`）。
+    #[serde(default)]
+    pub signing_secret_enc: Option<String>,
+}
+
+/// 运行时的一个客户端：鉴权通过后请求处理据此检查模型权限与签名。
+///
+/// 用途：[`ClientKeys::authenticate`] 返回它。
+///
+/// ```
+/// use chatnexus::security::{Client, KeyHash}; // 客户端
+/// let c = Client::new("团队甲", KeyHash::of("sk-甲")).with_models(vec!["demo".into()]); // 只允许 demo
+/// assert!(c.allows_model("demo") && !c.allows_model("gpt-4o")); // 允许列表之外的模型被拒
+/// ```
+#[derive(Debug, Clone)]
+pub struct Client {
+    /// 密钥名。
+    pub name: String,
+    sha256: KeyHash,
+    /// 为真时该密钥被拒绝。
+    pub disabled: bool,
+    /// 允许使用的模型；`None` 表示不限制。
+    pub models: Option<HashSet<String>>,
+    /// 为真时必须签名。
+    pub require_signature: bool,
+    /// 解密后的签名密钥。
+    pub signing_secret: Option<Secret>,
+}
+
+impl Client {
+    /// 一个启用中、不限模型、不要求签名的客户端。
+    pub fn new(name: impl Into<String>, sha256: KeyHash) -> Self {
+        Client {
+            name: name.into(),
+            sha256,
+            disabled: false,
+            models: None,
+            require_signature: false,
+            signing_secret: None,
+        }
+    }
+
+    /// 由配置条目与（已解密的）签名密钥构建。
+    pub fn from_config(key: &ClientKey, signing_secret: Option<Secret>) -> Self {
+        Client {
+            name: key.name.clone(),
+            sha256: key.sha256,
+            disabled: key.disabled,
+            models: key.models.as_ref().map(|m| m.iter().cloned().collect()),
+            require_signature: key.require_signature,
+            signing_secret,
+        }
+    }
+
+    /// 限定允许的模型，返回新的客户端。
+    pub fn with_models(mut self, models: Vec<String>) -> Self {
+        self.models = Some(models.into_iter().collect());
+        self
+    }
+
+    /// 该客户端能否使用这个模型。
+    pub fn allows_model(&self, model: &str) -> bool {
+        self.models.as_ref().is_none_or(|m| m.contains(model))
+    }
 }
 
 /// 全部客户端密钥，负责鉴权。
@@ -78,19 +151,19 @@ pub struct ClientKey {
 /// 用途：`proxy` 从 `Authorization: Bearer <key>` 取出密钥交给 [`ClientKeys::authenticate`]。
 ///
 /// ```
-/// use chatnexus::security::{ClientKey, ClientKeys, KeyHash}; // 密钥表
-/// let keys = ClientKeys::new(vec![ClientKey { name: "甲".into(), sha256: KeyHash::of("sk-甲"), disabled: false }]);
+/// use chatnexus::security::{Client, ClientKeys, KeyHash}; // 密钥表
+/// let keys = ClientKeys::new(vec![Client::new("甲", KeyHash::of("sk-甲"))]);
 /// assert_eq!(keys.authenticate("sk-甲").map(|k| k.name.as_str()), Some("甲")); // 正确的密钥
 /// assert!(keys.authenticate("sk-乙").is_none()); // 错误的密钥
 /// ```
 #[derive(Debug, Clone, Default)]
 pub struct ClientKeys {
-    keys: Vec<ClientKey>,
+    keys: Vec<Client>,
 }
 
 impl ClientKeys {
-    /// 用配置中的条目建立密钥表。
-    pub fn new(keys: Vec<ClientKey>) -> Self {
+    /// 用运行时客户端建立密钥表。
+    pub fn new(keys: Vec<Client>) -> Self {
         ClientKeys { keys }
     }
 
@@ -99,12 +172,17 @@ impl ClientKeys {
         self.keys.is_empty()
     }
 
-    /// 校验明文密钥，返回匹配且未禁用的条目。
+    /// 是否有客户端配置了签名密钥（决定是否提醒防重放存储的部署方式）。
+    pub fn any_signing(&self) -> bool {
+        self.keys.iter().any(|k| k.signing_secret.is_some())
+    }
+
+    /// 校验明文密钥，返回匹配且未禁用的客户端。
     ///
     /// 与每个条目都比较一次且不提前退出，耗时与匹配位置无关，不给计时攻击留线索。
-    pub fn authenticate(&self, presented: &str) -> Option<&ClientKey> {
+    pub fn authenticate(&self, presented: &str) -> Option<&Client> {
         let digest = KeyHash::of(presented);
-        let mut found: Option<&ClientKey> = None;
+        let mut found: Option<&Client> = None;
         for key in &self.keys {
             let same: Choice = key.sha256.0.ct_eq(&digest.0);
             if bool::from(same) {
@@ -120,18 +198,9 @@ mod tests {
     use super::*;
 
     fn 密钥表() -> ClientKeys {
-        ClientKeys::new(vec![
-            ClientKey {
-                name: "团队甲".into(),
-                sha256: KeyHash::of("sk-甲"),
-                disabled: false,
-            },
-            ClientKey {
-                name: "已停用".into(),
-                sha256: KeyHash::of("sk-停用"),
-                disabled: true,
-            },
-        ])
+        let mut disabled = Client::new("已停用", KeyHash::of("sk-停用"));
+        disabled.disabled = true;
+        ClientKeys::new(vec![Client::new("团队甲", KeyHash::of("sk-甲")), disabled])
     }
 
     #[test]
@@ -149,6 +218,23 @@ mod tests {
         assert!(keys.authenticate("sk-乙").is_none(), "未知密钥必须被拒");
         assert!(keys.authenticate("sk-停用").is_none(), "停用的密钥必须被拒");
         assert!(keys.authenticate("").is_none(), "空密钥必须被拒");
+    }
+
+    #[test]
+    fn 模型允许列表_缺省不限制() {
+        let all = Client::new("甲", KeyHash::of("sk-甲"));
+        assert!(all.allows_model("任何模型"));
+        let some = all.with_models(vec!["demo".into()]);
+        assert!(some.allows_model("demo"));
+        assert!(!some.allows_model("gpt-4o"));
+    }
+
+    #[test]
+    fn 客户端_调试输出不含签名密钥() {
+        let yaml = "{ name: 甲, sha256: 2e4c961d46e66a959b65e87302316f4e2f2ccf5c85d03c71d23011a5206b18d9 }";
+        let key: ClientKey = serde_yaml::from_str(yaml).expect("合法");
+        let c = Client::from_config(&key, Some(Secret::new("cnxs-绝密签名密钥".into())));
+        assert!(!format!("{c:?}").contains("绝密"));
     }
 
     #[test]

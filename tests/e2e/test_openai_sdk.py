@@ -1,14 +1,21 @@
 """用官方 openai Python SDK 端到端验证网关：每种上游协议（OpenAI、Anthropic、Gemini、Azure）
-的普通调用、流式调用、流式并行工具调用、图片输入与用量，以及错误被映射为正确的异常类。
+的普通调用、流式调用、流式并行工具调用、图片输入与用量，以及错误被映射为正确的异常类；
+要求签名的密钥经 httpx 钩子签名后可正常使用，未签名与重放被拒。
 
 由 tests/e2e/run.sh 启动网关（内置模拟器说四种协议）后运行；网关地址与密钥经环境变量传入。
 """
 
 import json
 import os
+import sys
 import unittest
 
+import httpx
 import openai
+
+# docs/examples/signed_client.py 是文档里的签名参考实现，这里直接拿来用
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "docs", "examples"))
+from signed_client import httpx_signing_hook, sign_headers  # noqa: E402
 
 BASE_URL = os.environ["CHATNEXUS_BASE_URL"]
 API_KEY = os.environ["CHATNEXUS_API_KEY"]
@@ -120,6 +127,45 @@ class OpenAiSdkTest(unittest.TestCase):
         with self.assertRaises(openai.BadRequestError) as ctx:
             self.client.chat.completions.create(model="demo", messages=[])
         self.assertEqual(ctx.exception.param, "messages")
+
+
+class SignedClientTest(unittest.TestCase):
+    """要求签名的客户端密钥：SDK 经 httpx 请求钩子签名（docs/security.md 的用法）。"""
+
+    KEY = os.environ["CHATNEXUS_SIGNED_KEY"]
+    SECRET = os.environ["CHATNEXUS_SIGNING_SECRET"]
+
+    def signed_client(self):
+        http_client = httpx.Client(event_hooks={"request": [httpx_signing_hook(self.SECRET)]})
+        self.addCleanup(http_client.close)
+        return openai.OpenAI(base_url=BASE_URL, api_key=self.KEY, max_retries=0, http_client=http_client)
+
+    def test_签名的_SDK_调用_普通与流式都成功(self):
+        client = self.signed_client()
+        resp = client.chat.completions.create(model="demo", messages=MESSAGES)
+        self.assertEqual(resp.choices[0].message.content, MOCK_REPLY)
+        stream = client.chat.completions.create(model="claude", messages=MESSAGES, stream=True)
+        self.assertEqual("".join(c.choices[0].delta.content or "" for c in stream if c.choices), MOCK_REPLY)
+        self.assertEqual(sorted(m.id for m in client.models.list()), sorted(MODELS))
+
+    def test_未签名_抛出_AuthenticationError(self):
+        unsigned = openai.OpenAI(base_url=BASE_URL, api_key=self.KEY, max_retries=0)
+        with self.assertRaises(openai.AuthenticationError) as ctx:
+            unsigned.chat.completions.create(model="demo", messages=MESSAGES)
+        self.assertEqual(ctx.exception.code, "signature_required")
+
+    def test_重放_第二次被拒(self):
+        body = json.dumps({"model": "demo", "messages": MESSAGES}).encode()
+        path = httpx.URL(BASE_URL).raw_path.decode().rstrip("/") + "/chat/completions"
+        headers = {"Authorization": f"Bearer {self.KEY}", "Content-Type": "application/json"}
+        headers.update(sign_headers(self.SECRET, "POST", path, body))
+        url = BASE_URL.rstrip("/") + "/chat/completions"
+        first = httpx.post(url, content=body, headers=headers)
+        self.assertEqual(first.status_code, 200, first.text)
+        again = httpx.post(url, content=body, headers=headers)
+        self.assertEqual(again.status_code, 401)
+        self.assertEqual(again.json()["error"]["code"], "replayed_request")
+        self.assertIn("重放请求", again.json()["error"]["message"])
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
 use serde_json::{json, Value};
 
 use crate::common::{
-    authed, chat_body, expect_error, send_chat, sse_payloads, stream_content, ENV, UPSTREAM_KEY,
+    authed, chat_body, expect_error, send_chat, sse_payloads, stream_content, CLIENT_KEY, ENV,
+    UPSTREAM_KEY,
 };
 
 /// 模拟器的缺省回复。
@@ -39,6 +40,10 @@ async fn azure_非流式_去掉过滤注释且模型名为客户端可见名() {
         recorded.header("authorization"),
         None,
         "Azure 用 api-key 头，不发 Authorization"
+    );
+    assert!(
+        !recorded.headers.iter().any(|(_, v)| v.contains(CLIENT_KEY)),
+        "客户端密钥不得转发给上游"
     );
 }
 

@@ -1,0 +1,228 @@
+//! 日志：在 env_logger 外面包一层脱敏。
+//!
+//! Pingora 在 TRACE 级别会把写给上游的整个请求头原样打进日志
+//! （`Writing request header: b"…authorization: Bearer sk-…"`），内置模拟器也会打印收到的请求头。
+//! 运维为排查问题设 `RUST_LOG=trace` 时，上游密钥就会进日志。所以每条日志在写出之前都经过
+//! [`scrub`]：认证类请求头（`authorization`、`x-api-key`、`api-key`、`x-goog-api-key`、
+//! `x-chatnexus-signature`、Cookie 等）的值一律替换为 `[已隐藏]`，与日志级别和来源无关。
+
+use std::borrow::Cow;
+
+use log::{Log, Metadata, Record};
+
+/// 替换敏感值的占位符。
+pub const REDACTED: &str = "[已隐藏]";
+
+/// 值需要隐藏的请求头（小写）。
+const SENSITIVE_HEADERS: &[&str] = &[
+    "proxy-authorization",
+    "authorization",
+    "x-api-key",
+    "api-key",
+    "x-goog-api-key",
+    "x-chatnexus-signature",
+    "set-cookie",
+    "cookie",
+];
+
+/// 隐藏文本中敏感请求头的值；没有需要隐藏的内容时原样借用。
+///
+/// 认得三种写法：原始报文 `authorization: Bearer x\r\n`、字节串调试输出里转义的 `\r\n`，
+/// 以及 `HeaderMap` 调试输出 `"authorization": "Bearer x"`。
+///
+/// ```
+/// use chatnexus::logging::scrub; // 日志脱敏
+/// let line = r#"Writing request header: b"POST / HTTP/1.1\r\nx-api-key: sk-ant-123\r\nHost: a\r\n""#;
+/// assert_eq!(scrub(line), r#"Writing request header: b"POST / HTTP/1.1\r\nx-api-key: [已隐藏]\r\nHost: a\r\n""#);
+/// assert_eq!(scrub("请在 Authorization 头中以 Bearer 方式提供"), "请在 Authorization 头中以 Bearer 方式提供"); // 普通文字不受影响
+/// ```
+pub fn scrub(text: &str) -> Cow<'_, str> {
+    let lower = text.to_ascii_lowercase();
+    let mut spans: Vec<(usize, usize)> = Vec::new();
+    for name in SENSITIVE_HEADERS {
+        let mut from = 0;
+        while let Some(found) = lower[from..].find(name) {
+            let start = from + found;
+            from = start + name.len();
+            if !is_name_boundary(lower.as_bytes(), start) {
+                continue;
+            }
+            if let Some(span) = value_span(text.as_bytes(), start + name.len()) {
+                spans.push(span);
+            }
+        }
+    }
+    if spans.is_empty() {
+        return Cow::Borrowed(text);
+    }
+    spans.sort_unstable();
+    let mut out = String::with_capacity(text.len());
+    let mut cursor = 0;
+    for (start, end) in spans {
+        if start < cursor {
+            continue;
+        }
+        out.push_str(&text[cursor..start]);
+        out.push_str(REDACTED);
+        cursor = end;
+    }
+    out.push_str(&text[cursor..]);
+    Cow::Owned(out)
+}
+
+/// 名字前面不能紧挨着字母、数字或 `-`/`_`（避免把 `x-api-key` 里的 `api-key` 当成另一个头，
+/// 它会由 `x-api-key` 自己匹配）；调试输出里转义的换行 `\r`、`\n` 算作边界。
+fn is_name_boundary(bytes: &[u8], start: usize) -> bool {
+    if start == 0 {
+        return true;
+    }
+    let escaped_newline = start >= 2 && matches!(&bytes[start - 2..start], b"\\n" | b"\\r");
+    let prev = bytes[start - 1];
+    escaped_newline || !(prev.is_ascii_alphanumeric() || prev == b'-' || prev == b'_')
+}
+
+/// 名字之后是 `:`（可带引号与空格）时，返回值的字节范围。
+fn value_span(bytes: &[u8], mut i: usize) -> Option<(usize, usize)> {
+    if bytes.get(i) == Some(&b'"') {
+        i += 1;
+    }
+    if bytes.get(i) != Some(&b':') {
+        return None;
+    }
+    i += 1;
+    while bytes.get(i) == Some(&b' ') {
+        i += 1;
+    }
+    if bytes.get(i) == Some(&b'"') {
+        i += 1;
+    }
+    let start = i;
+    while let Some(&b) = bytes.get(i) {
+        if matches!(b, b'"' | b'\\' | b'\r' | b'\n' | b',' | b'}') {
+            break;
+        }
+        i += 1;
+    }
+    (i > start).then_some((start, i))
+}
+
+/// 给任意日志器加上脱敏的包装。
+///
+/// 用途：`chatnexus` 进程用它包住 env_logger；测试用它包住捕获日志的日志器。
+pub struct Redacting<L> {
+    inner: L,
+}
+
+impl<L: Log> Redacting<L> {
+    /// 包装一个日志器。
+    pub fn new(inner: L) -> Self {
+        Redacting { inner }
+    }
+}
+
+impl<L: Log> Log for Redacting<L> {
+    fn enabled(&self, metadata: &Metadata) -> bool {
+        self.inner.enabled(metadata)
+    }
+
+    fn log(&self, record: &Record) {
+        if !self.inner.enabled(record.metadata()) {
+            return;
+        }
+        let text = match record.args().as_str() {
+            Some(plain) => Cow::Borrowed(plain),
+            None => Cow::Owned(record.args().to_string()),
+        };
+        match scrub(&text) {
+            Cow::Borrowed(_) => self.inner.log(record),
+            Cow::Owned(clean) => self.inner.log(
+                &Record::builder()
+                    .args(format_args!("{clean}"))
+                    .metadata(record.metadata().clone())
+                    .module_path(record.module_path())
+                    .file(record.file())
+                    .line(record.line())
+                    .build(),
+            ),
+        }
+    }
+
+    fn flush(&self) {
+        self.inner.flush()
+    }
+}
+
+/// 安装进程的日志器：env_logger（`RUST_LOG`，缺省 `default_level`）外包脱敏。
+///
+/// 错误：已经安装过日志器。
+pub fn init(default_level: &str) -> Result<(), log::SetLoggerError> {
+    let logger =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level))
+            .build();
+    let max = logger.filter();
+    log::set_boxed_logger(Box::new(Redacting::new(logger)))?;
+    log::set_max_level(max);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn 脱敏_原始报文与调试输出() {
+        let raw = "POST /v1 HTTP/1.1\r\nAuthorization: Bearer sk-1\r\napi-key: az-2\r\nx-goog-api-key: g-3\r\n\r\n";
+        let clean = scrub(raw);
+        assert!(!clean.contains("sk-1") && !clean.contains("az-2") && !clean.contains("g-3"));
+        assert!(clean.contains("Authorization: [已隐藏]\r\n"), "{clean}");
+        let map = r#"headers: {"host": "a", "x-api-key": "sk-ant-9", "authorization": Sensitive}"#;
+        let clean = scrub(map);
+        assert_eq!(
+            clean,
+            r#"headers: {"host": "a", "x-api-key": "[已隐藏]", "authorization": [已隐藏]}"#
+        );
+    }
+
+    #[test]
+    fn 脱敏_不误伤普通文字() {
+        for text in [
+            "缺少 API 密钥：请在 Authorization 头中以 Bearer 方式提供",
+            "code=invalid_api_key",
+            "my-authorization: x",
+            "authorization:",
+        ] {
+            assert!(matches!(scrub(text), Cow::Borrowed(_)), "{text}");
+        }
+    }
+
+    struct 收集(std::sync::Mutex<Vec<String>>);
+
+    impl Log for 收集 {
+        fn enabled(&self, _: &Metadata) -> bool {
+            true
+        }
+        fn log(&self, record: &Record) {
+            self.0
+                .lock()
+                .expect("锁")
+                .push(format!("{} {}", record.target(), record.args()));
+        }
+        fn flush(&self) {}
+    }
+
+    #[test]
+    fn 包装_写出前脱敏且保留来源() {
+        let logger = Redacting::new(收集(Default::default()));
+        let secret = "sk-绝密";
+        logger.log(
+            &Record::builder()
+                .args(format_args!("authorization: Bearer {secret}\r\n"))
+                .target("pingora_core::x")
+                .build(),
+        );
+        logger.log(&Record::builder().args(format_args!("普通日志")).build());
+        let lines = logger.inner.0.lock().expect("锁").clone();
+        assert_eq!(lines[0], "pingora_core::x authorization: [已隐藏]\r\n");
+        assert_eq!(lines[1], " 普通日志");
+    }
+}
