@@ -32,7 +32,7 @@ const SENSITIVE_HEADERS: &[&str] = &[
 ///
 /// ```
 /// use chatnexus::logging::scrub; // 日志脱敏
-/// let line = r#"Writing request header: b"POST / HTTP/1.1\r\nx-api-key: sk-ant-123\r\nHost: a\r\n""#;
+/// let line = r#"Writing request header: b"POST / HTTP/1.1\r\nx-api-key: sk-ant-123\r\nHost: a\r\n""#; // Pingora 的 TRACE 日志
 /// assert_eq!(scrub(line), r#"Writing request header: b"POST / HTTP/1.1\r\nx-api-key: [已隐藏]\r\nHost: a\r\n""#);
 /// assert_eq!(scrub("请在 Authorization 头中以 Bearer 方式提供"), "请在 Authorization 头中以 Bearer 方式提供"); // 普通文字不受影响
 /// ```

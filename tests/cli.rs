@@ -9,6 +9,12 @@ use chatnexus::config;
 use chatnexus::security::crypto::{MASTER_KEY_ENV, MASTER_KEY_OLD_ENV};
 
 const BIN: &str = env!("CARGO_BIN_EXE_chatnexus");
+/// 配置里引用的 OpenAI 地址（不会被访问）。
+const OPENAI_URL: &str = "https://api.openai.com";
+/// 配置里引用的 Anthropic 地址（不会被访问）。
+const ANTHROPIC_URL: &str = "https://api.anthropic.com";
+/// 配置里引用的本机兼容上游（不会被访问）。
+const LOCAL_URL: &str = "http://127.0.0.1:1";
 
 /// 测试结束时删除的临时目录。
 struct 临时目录(PathBuf);
@@ -107,7 +113,7 @@ fn 加密上游密钥_标准输入读入_密文经配置加载解密() {
     assert!(!String::from_utf8_lossy(&out.stderr).contains(plaintext));
     let enc = 密文(&stdout, "api_key_enc");
     let yaml = format!(
-        "auth: {{ disabled: true }}\nproviders: [ {{ name: openai, kind: openai, base_url: 'https://api.openai.com', api_key_enc: '{enc}' }} ]"
+        "auth: {{ disabled: true }}\nproviders: [ {{ name: openai, kind: openai, base_url: '{OPENAI_URL}', api_key_enc: '{enc}' }} ]"
     );
     let env = |var: &str| (var == MASTER_KEY_ENV).then(|| master.clone());
     let cfg = config::build(config::parse(&yaml).expect("可解析"), env).expect("密文必须能解密");
@@ -140,7 +146,7 @@ fn 配置检查_命令行_t_用环境变量中的主密钥解密() {
     let conf = dir.join("chatnexus.yaml");
     std::fs::write(
         &conf,
-        format!("auth: {{ disabled: true }}\nproviders: [ {{ name: claude, kind: anthropic, base_url: 'https://api.anthropic.com', api_key_enc: '{enc}' }} ]\n"),
+        format!("auth: {{ disabled: true }}\nproviders: [ {{ name: claude, kind: anthropic, base_url: '{ANTHROPIC_URL}', api_key_enc: '{enc}' }} ]\n"),
     )
     .expect("写配置");
     let conf = conf.display().to_string();
@@ -246,7 +252,7 @@ fn 生成客户端密钥_打印一次明文与只含摘要的配置行() {
     let line = lines[1];
     assert!(!line.contains(key), "配置行不得含明文");
     let yaml = format!(
-        "auth:\n  keys:\n{line}\nproviders: [ {{ name: local, kind: openai_compatible, base_url: 'http://127.0.0.1:1' }} ]"
+        "auth:\n  keys:\n{line}\nproviders: [ {{ name: local, kind: openai_compatible, base_url: '{LOCAL_URL}' }} ]"
     );
     let cfg = config::build(
         config::parse(&yaml).expect("配置行必须是合法 YAML"),
@@ -324,7 +330,7 @@ fn 轮换_旧主密钥的密文重新加密后只需新主密钥() {
     let new_enc = 密文(&标准输出(&out), "api_key_enc");
     assert_ne!(new_enc, old_enc);
     let yaml = format!(
-        "auth: {{ disabled: true }}\nproviders: [ {{ name: openai, kind: openai, base_url: 'https://api.openai.com', api_key_enc: '{new_enc}' }} ]"
+        "auth: {{ disabled: true }}\nproviders: [ {{ name: openai, kind: openai, base_url: '{OPENAI_URL}', api_key_enc: '{new_enc}' }} ]"
     );
     let cfg = config::build(config::parse(&yaml).expect("可解析"), |var| {
         (var == MASTER_KEY_ENV).then(|| new.clone())

@@ -5,13 +5,13 @@
 //!
 //! 单独一个测试二进制：全局日志器每个进程只能装一次，且必须在网关启动之前装上。
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::Mutex;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+#[path = "support/mod.rs"]
+mod support;
 
-use async_trait::async_trait;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
 use log::{LevelFilter, Log, Metadata, Record};
-use pingora::server::{RunArgs, ShutdownSignal, ShutdownSignalWatch};
 
 use chatnexus::config;
 use chatnexus::logging::{Redacting, REDACTED};
@@ -76,35 +76,11 @@ impl Log for ToCapture {
     fn flush(&self) {}
 }
 
-struct NeverShutdown;
-
-#[async_trait]
-impl ShutdownSignalWatch for NeverShutdown {
-    async fn recv(&self) -> ShutdownSignal {
-        std::future::pending().await
-    }
-}
-
-fn free_ports(count: usize) -> Vec<u16> {
-    let listeners: Vec<TcpListener> = (0..count)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("空闲端口"))
-        .collect();
-    listeners
-        .iter()
-        .map(|l| l.local_addr().expect("地址").port())
-        .collect()
-}
-
-fn wait_ready(addr: SocketAddr) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(addr).is_err() {
-        assert!(Instant::now() < deadline, "{addr} 没有开始监听");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
+/// 本机回环地址上的 HTTP 服务前缀。
+const LOOPBACK: &str = "http://127.0.0.1";
 
 fn 配置(gateway: u16, mock: u16, rejecting: u16, master: &MasterKey) -> String {
-    let base = format!("http://127.0.0.1:{mock}");
+    let base = format!("{LOOPBACK}:{mock}");
     let enc = |name: &str, key: &str| master.encrypt(name, key.as_bytes());
     let [oai, claude, gem, az] = ENCRYPTED_KEYS.map(|(n, k)| enc(n, k));
     let signing = master.encrypt("签名客户端", SIGNING_SECRET.as_bytes());
@@ -122,7 +98,7 @@ providers:
   - {{ name: gem, kind: gemini, base_url: "{base}", api_key_enc: "{gem}" }}
   - {{ name: az, kind: azure, base_url: "{base}", api_key_enc: "{az}", api_version: "2024-10-21" }}
   - {{ name: fromenv, kind: openai, base_url: "{base}", api_key_env: LEAK_TEST_KEY }}
-  - {{ name: rejecting, kind: openai_compatible, base_url: "http://127.0.0.1:{rejecting}", api_key: "{REJECTED_KEY}" }}
+  - {{ name: rejecting, kind: openai_compatible, base_url: "{LOOPBACK}:{rejecting}", api_key: "{REJECTED_KEY}" }}
 models:
   - {{ name: oai, targets: [ {{ provider: oai }} ] }}
   - {{ name: claude, targets: [ {{ provider: claude, model: claude-sonnet-4-5 }} ] }}
@@ -158,7 +134,7 @@ async fn 调试日志下跑完各种流量_日志中没有任何密钥明文() {
 
     let master = MasterKey::generate();
     let master_b64 = master.to_base64().to_string();
-    let ports = free_ports(3);
+    let ports = support::free_ports(3);
     let (gateway, mock, rejecting) = (ports[0], ports[1], ports[2]);
     let yaml = 配置(gateway, mock, rejecting, &master);
     let env = |var: &str| match var {
@@ -179,16 +155,10 @@ async fn 调试日志下跑完各种流量_日志中没有任何密钥明文() {
     });
     bad_mock.add_tcp(&format!("127.0.0.1:{rejecting}"));
     server.add_service(bad_mock);
-    std::thread::spawn(move || {
-        server.run(RunArgs {
-            shutdown_signal: Box::new(NeverShutdown),
-        })
-    });
-    for port in [gateway, mock, rejecting] {
-        wait_ready(([127, 0, 0, 1], port).into());
-    }
+    support::spawn(server);
+    support::wait_ports([gateway, mock, rejecting]);
 
-    let url = format!("http://127.0.0.1:{gateway}/v1/chat/completions");
+    let url = format!("{LOOPBACK}:{gateway}/v1/chat/completions");
     let client = reqwest::Client::new();
     for model in ["oai", "claude", "gem", "az", "fromenv"] {
         for stream in [false, true] {

@@ -33,7 +33,7 @@ const MIN_SIGNING_SECRET_BYTES: usize = 32;
 /// 上游名是否合法（字母、数字、`._-`，1 到 64 个字符）；命令行加密前用它检查 `--provider`。
 ///
 /// ```
-/// assert!(chatnexus::config::valid_provider_name("openai-prod"));
+/// assert!(chatnexus::config::valid_provider_name("openai-prod")); // ASCII 名称合法
 /// assert!(!chatnexus::config::valid_provider_name("带 空格"));
 /// ```
 pub fn valid_provider_name(name: &str) -> bool {
@@ -44,7 +44,7 @@ pub fn valid_provider_name(name: &str) -> bool {
 ///
 /// ```
 /// assert!(chatnexus::config::valid_client_name("团队甲"));
-/// assert!(!chatnexus::config::valid_client_name("a b"));
+/// assert!(!chatnexus::config::valid_client_name("a b")); // 含空白不合法
 /// ```
 pub fn valid_client_name(name: &str) -> bool {
     validate::is_valid_label(name, validate::MAX_NAME_LEN)
@@ -224,8 +224,8 @@ pub struct Config {
 /// 用途：网关启动时据此建立防重放存储。
 ///
 /// ```
-/// let yaml = "auth: { disabled: true }\nredis: { url_env: MY_REDIS }";
-/// let cfg = chatnexus::config::build(chatnexus::config::parse(yaml).unwrap(), |v| (v == "MY_REDIS").then(|| "redis://127.0.0.1:6379".to_string())).unwrap();
+/// let yaml = "auth: { disabled: true }\nredis: { url_env: MY_REDIS }"; // 连接串来自环境变量
+/// let cfg = chatnexus::config::build(chatnexus::config::parse(yaml).unwrap(), |v| (v == "MY_REDIS").then(|| "redis://127.0.0.1:6379".to_string())).unwrap(); // 注入变量
 /// assert_eq!(cfg.redis.unwrap().url.expose(), "redis://127.0.0.1:6379"); // 连接串来自环境变量
 /// ```
 #[derive(Debug, Clone)]
@@ -314,13 +314,23 @@ pub fn build(
     if !issues.is_empty() {
         return Err(ConfigError::Invalid(issues));
     }
+    Ok(assemble(file, providers, clients, redis))
+}
+
+/// 用已解析的上游、客户端与 Redis 组装运行时配置，并建立模型索引。
+fn assemble(
+    file: ConfigFile,
+    providers: Vec<Arc<Provider>>,
+    clients: Vec<Client>,
+    redis: Option<RedisTarget>,
+) -> Config {
     let models = build_models(&file.models, &providers);
     let model_index = models
         .iter()
         .enumerate()
         .map(|(i, m)| (m.name.clone(), i))
         .collect();
-    Ok(Config {
+    Config {
         server: file.server,
         auth_disabled: file.auth.disabled,
         clients: ClientKeys::new(clients),
@@ -332,7 +342,7 @@ pub fn build(
         security: file.security,
         redis,
         model_index,
-    })
+    }
 }
 
 /// 读取并严格校验主密钥；没设置返回 `None`（需要解密的字段各自报告缺少主密钥）。

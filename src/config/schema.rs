@@ -476,7 +476,7 @@ fn default_memory_nonce_capacity() -> usize {
 /// 用途：列表为空（缺省）时不发任何 CORS 头、不应答预检。
 ///
 /// ```
-/// let c: chatnexus::config::CorsSettings = serde_yaml::from_str("allowed_origins: ['https://app.example.com']").unwrap();
+/// let c: chatnexus::config::CorsSettings = serde_yaml::from_str("allowed_origins: ['https://app.example.com']").unwrap(); // 一个来源
 /// assert_eq!(c.max_age_secs, 600); // 预检结果缓存 10 分钟
 /// ```
 #[derive(Debug, Clone, Deserialize)]

@@ -6,6 +6,24 @@ use crate::security::KeyHash;
 
 const 上游明文: &str = "sk-upstream-明文-不得外泄";
 const 签名明文: &str = "cnxs-0123456789abcdef0123456789abcdef";
+/// 测试用的上游地址与连接串（放在函数外，便于阅读与复用）。
+const OPENAI_URL: &str = "https://api.openai.com";
+/// Anthropic 的地址。
+const ANTHROPIC_URL: &str = "https://api.anthropic.com";
+/// 本机的兼容上游。
+const LOCAL_URL: &str = "http://127.0.0.1:1";
+/// 指定了库号的 Redis 连接串。
+const REDIS_DB2: &str = "redis://127.0.0.1:6379/2";
+/// 不是 Redis 的连接串。
+const HTTP_URL: &str = "http://x";
+/// Redis 连接串的协议前缀。
+const REDIS_SCHEME: &str = "redis://";
+/// TLS 的 Redis 连接串（暂不支持）。
+const TLS_REDIS: &str = "rediss://h:6380";
+/// 普通的 Redis 连接串。
+const PLAIN_REDIS: &str = "redis://h";
+/// 含合法与各种非法来源的 CORS 配置。
+const CORS_YAML: &str = "auth: { disabled: true }\nsecurity: { cors: { allowed_origins: ['https://app.example.com', 'http://localhost:3000', '*', 'https://a.example.com/', 'https://b.example.com/path', 'ftp://c.example.com', 'https://app.example.com'] } }";
 
 fn 客户端摘要() -> String {
     KeyHash::of("sk-client").to_hex()
@@ -24,7 +42,7 @@ fn 环境(current: Option<&MasterKey>, old: Option<&MasterKey>) -> impl Fn(&str)
 
 fn 上游配置(api_key_enc: &str) -> String {
     format!(
-        "auth: {{ disabled: true }}\nproviders: [ {{ name: openai, kind: openai, base_url: 'https://api.openai.com', api_key_enc: '{api_key_enc}' }} ]\nmodels: [ {{ name: m, targets: [ {{ provider: openai }} ] }} ]"
+        "auth: {{ disabled: true }}\nproviders: [ {{ name: openai, kind: openai, base_url: '{OPENAI_URL}', api_key_enc: '{api_key_enc}' }} ]\nmodels: [ {{ name: m, targets: [ {{ provider: openai }} ] }} ]"
     )
 }
 
@@ -126,7 +144,7 @@ fn 密文格式错误_校验阶段指出字段() {
 
 #[test]
 fn 三种密钥来源_只能配置其一() {
-    let yaml = "auth: { disabled: true }\nproviders: [ { name: o, kind: openai, base_url: 'https://api.openai.com', api_key: a, api_key_enc: 'v1:AAAA' } ]";
+    let yaml = &format!("auth: {{ disabled: true }}\nproviders: [ {{ name: o, kind: openai, base_url: '{OPENAI_URL}', api_key: a, api_key_enc: 'v1:AAAA' }} ]");
     let issues = 问题(构建(yaml, |_| None));
     assert!(
         issues
@@ -134,7 +152,7 @@ fn 三种密钥来源_只能配置其一() {
             .any(|(p, m)| p == "providers[0]" && m.contains("只能配置其一")),
         "{issues:?}"
     );
-    let none = "auth: { disabled: true }\nproviders: [ { name: o, kind: anthropic, base_url: 'https://api.anthropic.com' } ]";
+    let none = &format!("auth: {{ disabled: true }}\nproviders: [ {{ name: o, kind: anthropic, base_url: '{ANTHROPIC_URL}' }} ]");
     let issues = 问题(构建(none, |_| None));
     assert!(issues[0].1.contains("api_key_enc"), "{issues:?}");
 }
@@ -142,7 +160,7 @@ fn 三种密钥来源_只能配置其一() {
 fn 客户端配置(extra: &str) -> String {
     let hash = 客户端摘要();
     format!(
-        "auth: {{ keys: [ {{ name: 团队甲, sha256: {hash}{extra} }} ] }}\nproviders: [ {{ name: local, kind: openai_compatible, base_url: 'http://127.0.0.1:1' }} ]\nmodels: [ {{ name: 甲, targets: [ {{ provider: local }} ] }}, {{ name: 乙, targets: [ {{ provider: local }} ] }} ]"
+        "auth: {{ keys: [ {{ name: 团队甲, sha256: {hash}{extra} }} ] }}\nproviders: [ {{ name: local, kind: openai_compatible, base_url: '{LOCAL_URL}' }} ]\nmodels: [ {{ name: 甲, targets: [ {{ provider: local }} ] }}, {{ name: 乙, targets: [ {{ provider: local }} ] }} ]"
     )
 }
 
@@ -198,10 +216,13 @@ fn 模型允许列表_只能引用存在的模型且不能为空() {
 #[test]
 fn redis_连接串来自配置或环境变量() {
     let base = "auth: { disabled: true }\n";
-    let cfg = 构建(&format!("{base}redis: {{ url: 'redis://127.0.0.1:6379/2', key_prefix: 'gw:', timeout_ms: 250 }}"), |_| None)
-        .expect("合法");
+    let cfg = 构建(
+        &format!("{base}redis: {{ url: '{REDIS_DB2}', key_prefix: 'gw:', timeout_ms: 250 }}"),
+        |_| None,
+    )
+    .expect("合法");
     let redis = cfg.redis.expect("已配置 Redis");
-    assert_eq!(redis.url.expose(), "redis://127.0.0.1:6379/2");
+    assert_eq!(redis.url.expose(), REDIS_DB2);
     assert_eq!(redis.key_prefix, "gw:");
     assert_eq!(redis.timeout.as_millis(), 250);
     assert!(
@@ -217,16 +238,16 @@ fn redis_连接串来自配置或环境变量() {
     assert!(issues[0].1.contains("MY_REDIS"), "{issues:?}");
     let issues = 问题(构建(
         &format!("{base}redis: {{ url_env: MY_REDIS }}"),
-        |_| Some("http://x".into()),
+        |_| Some(HTTP_URL.into()),
     ));
-    assert!(issues[0].1.contains("redis://"), "{issues:?}");
+    assert!(issues[0].1.contains(REDIS_SCHEME), "{issues:?}");
     let issues = 问题(构建(
-        &format!("{base}redis: {{ url: 'rediss://h:6380' }}"),
+        &format!("{base}redis: {{ url: '{TLS_REDIS}' }}"),
         |_| None,
     ));
     assert_eq!(issues[0].0, "redis.url");
     let issues = 问题(构建(
-        &format!("{base}redis: {{ url: 'redis://h', url_env: R }}"),
+        &format!("{base}redis: {{ url: '{PLAIN_REDIS}', url_env: R }}"),
         |_| None,
     ));
     assert_eq!(issues[0].0, "redis");
@@ -240,7 +261,7 @@ fn redis_连接串来自配置或环境变量() {
 
 #[test]
 fn cors_来源必须是精确的_origin() {
-    let yaml = "auth: { disabled: true }\nsecurity: { cors: { allowed_origins: ['https://app.example.com', 'http://localhost:3000', '*', 'https://a.example.com/', 'https://b.example.com/path', 'ftp://c.example.com', 'https://app.example.com'] } }";
+    let yaml = CORS_YAML;
     let issues = 问题(构建(yaml, |_| None));
     let paths: Vec<&str> = issues.iter().map(|(p, _)| p.as_str()).collect();
     assert_eq!(

@@ -2,7 +2,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::{ConfigFile, ConfigIssue, ProviderKind, TargetConfig};
+use super::{ConfigFile, ConfigIssue, ProviderConfig, ProviderKind, TargetConfig};
 use crate::security::crypto::parse_ciphertext;
 
 /// 名称的最大长度（提供方名会成为指标标签，必须短而规整）。
@@ -151,34 +151,7 @@ fn validate_providers(file: &ConfigFile, issues: &mut Vec<ConfigIssue>) {
             issues.push(name_issue(format!("{path}.name")));
         }
         check_unique(&mut names, &p.name, format!("{path}.name"), issues);
-        let sources = [
-            p.api_key_env.is_some(),
-            p.api_key.is_some(),
-            p.api_key_enc.is_some(),
-        ]
-        .iter()
-        .filter(|&&set| set)
-        .count();
-        if sources > 1 {
-            issues.push(ConfigIssue::new(
-                path.clone(),
-                "api_key_env、api_key_enc、api_key 只能配置其一",
-            ));
-        }
-        if p.kind.requires_key() && sources == 0 {
-            issues.push(ConfigIssue::new(
-                path.clone(),
-                "该类型的上游必须配置 api_key_env（推荐）、api_key_enc 或 api_key 之一",
-            ));
-        }
-        if let Some(enc) = &p.api_key_enc {
-            if let Err(e) = parse_ciphertext(enc) {
-                issues.push(ConfigIssue::new(
-                    format!("{path}.api_key_enc"),
-                    e.to_string(),
-                ));
-            }
-        }
+        validate_key_source(p, &path, issues);
         if p.kind == ProviderKind::Azure && p.api_version.is_none() {
             issues.push(ConfigIssue::new(
                 format!("{path}.api_version"),
@@ -192,6 +165,36 @@ fn validate_providers(file: &ConfigFile, issues: &mut Vec<ConfigIssue>) {
                 "超时必须大于 0",
             ));
         }
+    }
+}
+
+/// 上游密钥来源：三种（环境变量、密文、明文）最多一种，需要密钥的类型至少一种，密文格式正确。
+fn validate_key_source(p: &ProviderConfig, path: &str, issues: &mut Vec<ConfigIssue>) {
+    let sources = [
+        p.api_key_env.is_some(),
+        p.api_key.is_some(),
+        p.api_key_enc.is_some(),
+    ]
+    .iter()
+    .filter(|&&set| set)
+    .count();
+    if sources > 1 {
+        issues.push(ConfigIssue::new(
+            path,
+            "api_key_env、api_key_enc、api_key 只能配置其一",
+        ));
+    }
+    if p.kind.requires_key() && sources == 0 {
+        issues.push(ConfigIssue::new(
+            path,
+            "该类型的上游必须配置 api_key_env（推荐）、api_key_enc 或 api_key 之一",
+        ));
+    }
+    if let Some(Err(e)) = p.api_key_enc.as_deref().map(parse_ciphertext) {
+        issues.push(ConfigIssue::new(
+            format!("{path}.api_key_enc"),
+            e.to_string(),
+        ));
     }
 }
 

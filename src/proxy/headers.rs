@@ -44,7 +44,7 @@ const MAX_REQUEST_HEADERS_LEN: usize = 2048;
 /// 来源是否在允许列表里（ASCII 大小写不敏感的精确匹配）。
 ///
 /// ```
-/// let cors: chatnexus::config::CorsSettings = serde_yaml::from_str("allowed_origins: ['https://app.example.com']").unwrap();
+/// let cors: chatnexus::config::CorsSettings = serde_yaml::from_str("allowed_origins: ['https://app.example.com']").unwrap(); // 允许一个来源
 /// assert!(chatnexus::proxy::headers::origin_allowed(&cors, "https://app.example.com")); // 列表中的来源
 /// assert!(!chatnexus::proxy::headers::origin_allowed(&cors, "https://app.example.com.evil.test")); // 不做前缀匹配
 /// ```

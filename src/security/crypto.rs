@@ -206,11 +206,11 @@ pub fn parse_ciphertext(text: &str) -> Result<Vec<u8>, CryptoError> {
 /// use chatnexus::security::crypto::{MasterKey, MasterKeys}; // 主密钥组
 /// let (old, new) = (MasterKey::generate(), MasterKey::generate()); // 轮换前后两把
 /// let enc = old.encrypt("openai", b"sk-live"); // 旧密文
-/// let (old_b64, new_b64) = (old.to_base64(), new.to_base64());
-/// let keys = MasterKeys::from_env(|v| match v {
-///     "CHATNEXUS_MASTER_KEY" => Some(new_b64.to_string()),
-///     "CHATNEXUS_MASTER_KEY_OLD" => Some(old_b64.to_string()),
-///     _ => None,
+/// let (old_b64, new_b64) = (old.to_base64(), new.to_base64()); // 新旧两把主密钥
+/// let keys = MasterKeys::from_env(|v| match v { // 模拟环境变量
+///     "CHATNEXUS_MASTER_KEY" => Some(new_b64.to_string()), // 当前主密钥
+///     "CHATNEXUS_MASTER_KEY_OLD" => Some(old_b64.to_string()), // 只用于解密的旧主密钥
+///     _ => None, // 其余变量未设置
 /// }).unwrap().unwrap(); // 两把都在
 /// let opened = keys.decrypt("openai", &enc).unwrap(); // 旧密文仍可解密
 /// assert!(opened.used_old_key && opened.secret.expose() == "sk-live"); // 并提示需要重新加密

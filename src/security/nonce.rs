@@ -54,7 +54,7 @@ pub enum NonceError {
 /// 用途：网关启动时按配置建立一个，跨配置热替换保留（进程内存储若随配置重建，已见过的 nonce 就丢了）。
 ///
 /// ```
-/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async { // 在运行时里执行
 /// use chatnexus::security::nonce::{Claim, NonceStore}; // 防重放存储
 /// let store = NonceStore::memory(1_000); // 进程内，最多 1000 条
 /// let ttl = std::time::Duration::from_secs(600); // 记住 10 分钟

@@ -2,14 +2,12 @@
 //!
 //! 规范串（字段之间用 `\n` 连接，末尾没有换行）：
 //!
-//! ```text
-//! CHATNEXUS-HMAC-SHA256
-//! <方法，如 POST>
-//! <请求行里的路径与查询串，原样，如 /v1/chat/completions 或 /v1/models?x=1>
-//! <X-ChatNexus-Timestamp 的值，十进制 Unix 秒>
-//! <X-ChatNexus-Nonce 的值>
-//! <请求体的 SHA-256，64 位小写十六进制；空请求体也要算>
-//! ```
+//! 1. 固定的算法标记 `CHATNEXUS-HMAC-SHA256`；
+//! 2. 方法，如 `POST`；
+//! 3. 请求行里的路径与查询串，原样，如 `/v1/chat/completions` 或 `/v1/models?x=1`；
+//! 4. `X-ChatNexus-Timestamp` 的值，十进制 Unix 秒；
+//! 5. `X-ChatNexus-Nonce` 的值；
+//! 6. 请求体的 SHA-256，64 位小写十六进制（空请求体也要算）。
 //!
 //! `X-ChatNexus-Signature` = 以签名密钥（UTF-8 字节）为 HMAC 密钥，对规范串计算的 HMAC-SHA256，
 //! 64 位十六进制（大小写均可）。详见 docs/security.md。
@@ -91,7 +89,7 @@ pub struct SignedHeaders {
     pub timestamp_raw: String,
     /// 时间戳数值。
     pub timestamp: u64,
-    /// nonce。
+    /// 请求携带的 nonce。
     pub nonce: String,
     /// 解码后的签名。
     pub signature: [u8; MAC_LEN],
@@ -100,8 +98,8 @@ pub struct SignedHeaders {
 /// 组成规范串。
 ///
 /// ```
-/// let c = chatnexus::security::signing::canonical_string("POST", "/v1/chat/completions", "1700000000", "n0nce-n0nce-n0nce", b"");
-/// assert_eq!(c, "CHATNEXUS-HMAC-SHA256\nPOST\n/v1/chat/completions\n1700000000\nn0nce-n0nce-n0nce\ne3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+/// let c = chatnexus::security::signing::canonical_string("POST", "/v1/chat/completions", "1700000000", "n0nce-n0nce-n0nce", b""); // 空请求体
+/// assert_eq!(c, "CHATNEXUS-HMAC-SHA256\nPOST\n/v1/chat/completions\n1700000000\nn0nce-n0nce-n0nce\ne3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"); // 末行是空串的 SHA-256
 /// ```
 pub fn canonical_string(
     method: &str,
@@ -126,7 +124,7 @@ pub fn canonical_string(
 ///
 /// ```
 /// use chatnexus::security::signing::sign; // RFC 4231 测试向量 2
-/// assert_eq!(sign(b"Jefe", "what do ya want for nothing?"), "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
+/// assert_eq!(sign(b"Jefe", "what do ya want for nothing?"), "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"); // RFC 4231 的测试向量
 /// ```
 pub fn sign(secret: &[u8], canonical: &str) -> String {
     let mut mac = HmacSha256::new_from_slice(secret).expect("HMAC 接受任意长度的密钥");

@@ -1,13 +1,11 @@
 //! 集成测试公用：在进程内启动网关与多个模拟上游（全部监听 127.0.0.1 的空闲端口）。
 
 use std::collections::HashMap;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use once_cell::sync::Lazy;
-use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
+use pingora::server::Server;
 
 use chatnexus::config;
 use chatnexus::mock::{mock_service, Fault, MockSettings, MockStats};
@@ -33,8 +31,6 @@ pub const PRICE_INPUT: f64 = 1.25;
 pub const PRICE_OUTPUT: f64 = 10.0;
 /// 价目表中 `metered` 模型的缓存命中单价。
 pub const PRICE_CACHED: f64 = 0.125;
-/// 等待端口就绪的最长时间。
-const READY_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// 模拟上游说的协议，决定测试配置中的 provider 类型。
 #[derive(Clone, Copy)]
@@ -200,20 +196,6 @@ fn model_line(spec: &MockSpec) -> String {
     format!("  - {{ name: {name}, targets: [ {{ provider: {name}{target} }} ] }}")
 }
 
-/// 一次取得 `count` 个互不相同的空闲端口。
-///
-/// 监听器全部同时持有、最后一起释放：逐个绑定再释放时，系统可能把刚释放的端口再分给下一个调用，
-/// 而 Pingora 的监听开启了端口复用，两个服务绑到同一端口时连接会被随机分给其中一个。
-fn free_ports(count: usize) -> Vec<u16> {
-    let listeners: Vec<TcpListener> = (0..count)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("必须能在回环地址上找到空闲端口"))
-        .collect();
-    listeners
-        .iter()
-        .map(|l| l.local_addr().expect("监听器必须有本地地址").port())
-        .collect()
-}
-
 /// 测试环境用到的端口与证书。
 struct Layout {
     gateway: u16,
@@ -303,21 +285,11 @@ impl TestTls {
     }
 }
 
-/// 永不触发的关停信号：测试进程结束时网关随之结束。
-struct NeverShutdown;
-
-#[async_trait]
-impl ShutdownSignalWatch for NeverShutdown {
-    async fn recv(&self) -> ShutdownSignal {
-        std::future::pending().await
-    }
-}
-
 fn start_env() -> TestEnv {
     let _ = env_logger::builder().is_test(true).try_init();
     let tls = TestTls::generate();
     let specs = mock_specs();
-    let ports = free_ports(FIXED_PORTS + specs.len());
+    let ports = crate::support::free_ports(FIXED_PORTS + specs.len());
     let layout = Layout {
         gateway: ports[0],
         mocks: specs
@@ -334,20 +306,16 @@ fn start_env() -> TestEnv {
         .expect("测试配置必须通过校验");
     let mut server = chatnexus::server::build(cfg, None, None);
     let mocks = add_mocks(&mut server, &layout, &tls);
-    std::thread::spawn(move || {
-        server.run(RunArgs {
-            shutdown_signal: Box::new(NeverShutdown),
-        })
-    });
+    crate::support::spawn(server);
     let gateway: SocketAddr = ([127, 0, 0, 1], layout.gateway).into();
-    wait_ready(gateway);
+    crate::support::wait_ready(gateway);
     for port in layout
         .mocks
         .iter()
         .map(|(_, port)| *port)
         .chain([layout.secure])
     {
-        wait_ready(([127, 0, 0, 1], port).into());
+        crate::support::wait_ready(([127, 0, 0, 1], port).into());
     }
     TestEnv {
         gateway,
@@ -377,17 +345,6 @@ fn add_mocks(
     server.add_service(secure);
     mocks.insert("secure", stats);
     mocks
-}
-
-fn wait_ready(addr: SocketAddr) {
-    let deadline = Instant::now() + READY_TIMEOUT;
-    while TcpStream::connect(addr).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "{addr} 在 {READY_TIMEOUT:?} 内没有开始监听"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// 构造聊天请求体。

@@ -8,3 +8,5 @@ mod common;
 mod errors;
 mod gemini;
 mod metrics;
+#[path = "../support/mod.rs"]
+mod support;

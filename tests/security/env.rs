@@ -6,13 +6,11 @@
 //!
 //! 上游密钥与签名密钥都以密文（`api_key_enc`、`signing_secret_enc`）写在配置里，由本进程生成的主密钥解密。
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use async_trait::async_trait;
 use once_cell::sync::Lazy;
-use pingora::server::{RunArgs, ShutdownSignal, ShutdownSignalWatch};
 
 use chatnexus::config;
 use chatnexus::mock::{mock_service, MockSettings, MockStats};
@@ -36,8 +34,6 @@ pub const SOFT_SECRET: &str = "cnxs-test-soft-secret-0123456789abcdef0000";
 pub const UPSTREAM_KEY: &str = "sk-upstream-加密保存-绝不外泄-7f3a";
 /// 允许跨域的来源。
 pub const ALLOWED_ORIGIN: &str = "https://app.example.com";
-/// 等待端口就绪的最长时间。
-const READY_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// 测试环境。
 pub struct SecurityEnv {
@@ -57,6 +53,15 @@ pub struct SecurityEnv {
     pub redis_prefix: String,
 }
 
+/// 没有设置 REDIS_URL 时使用的本机 Redis。
+const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
+/// 本机回环地址上的 HTTP 服务前缀。
+const LOOPBACK: &str = "http://127.0.0.1";
+/// 本机回环地址上的 Redis 前缀（用于一个没人监听的端口）。
+const REDIS_LOOPBACK: &str = "redis://127.0.0.1";
+/// HTTP 协议前缀。
+const HTTP_SCHEME: &str = "http://";
+
 /// 全部测试共享一个环境。
 pub static ENV: Lazy<SecurityEnv> = Lazy::new(start);
 
@@ -65,27 +70,7 @@ pub fn redis_url() -> String {
     std::env::var("REDIS_URL")
         .ok()
         .filter(|u| !u.trim().is_empty())
-        .unwrap_or_else(|| "redis://127.0.0.1:6379".to_string())
-}
-
-/// 同时持有全部监听器再一起释放，得到互不相同的空闲端口。
-pub fn free_ports(count: usize) -> Vec<u16> {
-    let listeners: Vec<TcpListener> = (0..count)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("回环地址上必须有空闲端口"))
-        .collect();
-    listeners
-        .iter()
-        .map(|l| l.local_addr().expect("本地地址").port())
-        .collect()
-}
-
-struct NeverShutdown;
-
-#[async_trait]
-impl ShutdownSignalWatch for NeverShutdown {
-    async fn recv(&self) -> ShutdownSignal {
-        std::future::pending().await
-    }
+        .unwrap_or_else(|| DEFAULT_REDIS_URL.to_string())
 }
 
 /// 一个网关的配置。
@@ -103,7 +88,7 @@ auth:
     - {{ name: limited, sha256: "{limited}", models: [mock] }}
     - {{ name: plain, sha256: "{plain}" }}
 providers:
-  - {{ name: mock, kind: openai_compatible, base_url: "http://127.0.0.1:{mock_port}", api_key_enc: "{upstream_enc}", timeouts: {{ first_byte_ms: 2000, idle_ms: 2000 }} }}
+  - {{ name: mock, kind: openai_compatible, base_url: "{LOOPBACK}:{mock_port}", api_key_enc: "{upstream_enc}", timeouts: {{ first_byte_ms: 2000, idle_ms: 2000 }} }}
 models:
   - {{ name: mock, targets: [ {{ provider: mock }} ] }}
   - {{ name: other, targets: [ {{ provider: mock, model: other-upstream }} ] }}
@@ -119,7 +104,7 @@ fn start() -> SecurityEnv {
     let _ = env_logger::builder().is_test(true).try_init();
     let master = MasterKey::generate();
     let master_b64 = master.to_base64().to_string();
-    let ports = free_ports(5);
+    let ports = crate::support::free_ports(5);
     let (memory, redis, redis_down, mock_port, dead) =
         (ports[0], ports[1], ports[2], ports[3], ports[4]);
     let redis_url = redis_url();
@@ -139,7 +124,7 @@ fn start() -> SecurityEnv {
         ),
         (
             redis_down,
-            format!("redis: {{ url: \"redis://127.0.0.1:{dead}\", timeout_ms: 300 }}"),
+            format!("redis: {{ url: \"{REDIS_LOOPBACK}:{dead}\", timeout_ms: 300 }}"),
         ),
     ];
     let (mut mock_svc, stats) = mock_service(MockSettings {
@@ -161,15 +146,9 @@ fn start() -> SecurityEnv {
         if let Some(service) = mock_svc.take() {
             server.add_service(service);
         }
-        std::thread::spawn(move || {
-            server.run(RunArgs {
-                shutdown_signal: Box::new(NeverShutdown),
-            })
-        });
+        crate::support::spawn(server);
     }
-    for port in [memory, redis, redis_down, mock_port] {
-        wait_ready(([127, 0, 0, 1], port).into());
-    }
+    crate::support::wait_ports([memory, redis, redis_down, mock_port]);
     SecurityEnv {
         memory: ([127, 0, 0, 1], memory).into(),
         redis: ([127, 0, 0, 1], redis).into(),
@@ -181,17 +160,9 @@ fn start() -> SecurityEnv {
     }
 }
 
-fn wait_ready(addr: SocketAddr) {
-    let deadline = Instant::now() + READY_TIMEOUT;
-    while TcpStream::connect(addr).is_err() {
-        assert!(Instant::now() < deadline, "{addr} 没有开始监听");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// 网关上某个路径的完整地址。
 pub fn url(gateway: SocketAddr, path: &str) -> String {
-    format!("http://{gateway}{path}")
+    format!("{HTTP_SCHEME}{gateway}{path}")
 }
 
 /// 当前 Unix 秒。
@@ -229,7 +200,7 @@ pub fn chat_body(model: &str, stream: bool) -> Vec<u8> {
 pub struct Signed {
     /// 时间戳。
     pub timestamp: String,
-    /// nonce。
+    /// 请求携带的 nonce。
     pub nonce: String,
     /// 签名。
     pub signature: String,

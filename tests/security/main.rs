@@ -4,3 +4,5 @@
 mod env;
 mod policy;
 mod signing;
+#[path = "../support/mod.rs"]
+mod support;

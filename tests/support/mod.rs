@@ -1,0 +1,67 @@
+//! 多个集成测试二进制共用的小工具：取空闲端口、等待端口就绪、在后台线程运行 Pingora `Server`。
+//!
+//! 每个测试二进制用 `#[path = "../support/mod.rs"]` 引入；不是每个二进制都用到全部函数。
+#![allow(dead_code)]
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
+
+/// 等待端口就绪的最长时间（只防挂起，不是性能断言）。
+const READY_TIMEOUT: Duration = Duration::from_secs(20);
+/// 轮询端口的间隔。
+const POLL_INTERVAL: Duration = Duration::from_millis(20);
+
+/// 一次取得 `count` 个互不相同的空闲端口。
+///
+/// 监听器全部同时持有、最后一起释放：逐个绑定再释放时，系统可能把刚释放的端口再分给下一个调用，
+/// 而 Pingora 的监听开启了端口复用，两个服务绑到同一端口时连接会被随机分给其中一个。
+pub fn free_ports(count: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> = (0..count)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("必须能在回环地址上找到空闲端口"))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().expect("监听器必须有本地地址").port())
+        .collect()
+}
+
+/// 等到 `addr` 开始接受连接。
+pub fn wait_ready(addr: SocketAddr) {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    while TcpStream::connect(addr).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "{addr} 在 {READY_TIMEOUT:?} 内没有开始监听"
+        );
+        std::thread::sleep(POLL_INTERVAL);
+    }
+}
+
+/// 等到回环地址上的这些端口都开始接受连接。
+pub fn wait_ports(ports: impl IntoIterator<Item = u16>) {
+    for port in ports {
+        wait_ready(([127, 0, 0, 1], port).into());
+    }
+}
+
+/// 永不触发的关停信号：测试进程结束时服务随之结束。
+struct NeverShutdown;
+
+#[async_trait]
+impl ShutdownSignalWatch for NeverShutdown {
+    async fn recv(&self) -> ShutdownSignal {
+        std::future::pending().await
+    }
+}
+
+/// 在后台线程运行 `server`，直到测试进程结束。
+pub fn spawn(server: Server) {
+    std::thread::spawn(move || {
+        server.run(RunArgs {
+            shutdown_signal: Box::new(NeverShutdown),
+        })
+    });
+}
