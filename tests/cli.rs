@@ -2,7 +2,7 @@
 //! 再证明它打印的密文能经配置加载解密、打印的摘要能通过鉴权。
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use chatnexus::config;
@@ -41,7 +41,7 @@ fn 工作目录(name: &str) -> 临时目录 {
 }
 
 /// 运行 `chatnexus args…`，只传入给定的环境变量（清掉继承来的主密钥）。
-fn 运行(dir: &PathBuf, args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> Output {
+fn 运行(dir: &Path, args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> Output {
     let mut cmd = Command::new(BIN);
     cmd.args(args)
         .current_dir(dir)
@@ -72,7 +72,7 @@ fn 标准输出(out: &Output) -> String {
     String::from_utf8(out.stdout.clone()).expect("UTF-8")
 }
 
-fn 生成主密钥(dir: &PathBuf) -> String {
+fn 生成主密钥(dir: &Path) -> String {
     let out = 标准输出(&运行(dir, &["keys", "gen-master"], &[], None));
     let line = out.trim();
     let value = line
@@ -130,13 +130,12 @@ fn 加密上游密钥_标准输入读入_密文经配置加载解密() {
     assert!(err.contains("providers[0].api_key_enc"), "{err}");
 }
 
-#[test]
-fn 配置检查_命令行_t_用环境变量中的主密钥解密() {
-    let dir = 工作目录("check");
-    let master = 生成主密钥(&dir);
+/// 生成一份含 Anthropic 密文密钥的配置文件，返回它的路径与主密钥。
+fn 写密文配置(dir: &Path) -> (String, String) {
+    let master = 生成主密钥(dir);
     let enc = 密文(
         &标准输出(&运行(
-            &dir,
+            dir,
             &["keys", "encrypt", "--provider", "claude"],
             &[(MASTER_KEY_ENV, &master)],
             Some("sk-ant-命令行"),
@@ -149,7 +148,13 @@ fn 配置检查_命令行_t_用环境变量中的主密钥解密() {
         format!("auth: {{ disabled: true }}\nproviders: [ {{ name: claude, kind: anthropic, base_url: '{ANTHROPIC_URL}', api_key_enc: '{enc}' }} ]\n"),
     )
     .expect("写配置");
-    let conf = conf.display().to_string();
+    (conf.display().to_string(), master)
+}
+
+#[test]
+fn 配置检查_命令行_t_用环境变量中的主密钥解密() {
+    let dir = 工作目录("check");
+    let (conf, master) = 写密文配置(&dir);
     let ok = 运行(
         &dir,
         &["-t", "-c", &conf],

@@ -125,20 +125,20 @@ fn body(model: &str, stream: bool) -> Vec<u8> {
     .expect("JSON")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn 调试日志下跑完各种流量_日志中没有任何密钥明文() {
-    // 与 chatnexus::logging::init 相同的包装，只是内层换成捕获器
-    log::set_boxed_logger(Box::new(Redacting::new(ToCapture)))
-        .expect("本测试二进制里只装这一个日志器");
-    log::set_max_level(LevelFilter::Trace);
+/// 本测试用到的三个端口：网关、正常上游、拒绝网关密钥的上游。
+struct Ports {
+    gateway: u16,
+    mock: u16,
+    rejecting: u16,
+}
 
-    let master = MasterKey::generate();
-    let master_b64 = master.to_base64().to_string();
+/// 用捕获日志的环境启动网关与两个模拟上游。
+fn 启动(master: &MasterKey, master_b64: &str) -> Ports {
     let ports = support::free_ports(3);
     let (gateway, mock, rejecting) = (ports[0], ports[1], ports[2]);
-    let yaml = 配置(gateway, mock, rejecting, &master);
+    let yaml = 配置(gateway, mock, rejecting, master);
     let env = |var: &str| match var {
-        MASTER_KEY_ENV => Some(master_b64.clone()),
+        MASTER_KEY_ENV => Some(master_b64.to_string()),
         "LEAK_TEST_KEY" => Some(ENV_KEY.to_string()),
         _ => None,
     };
@@ -158,12 +158,19 @@ async fn 调试日志下跑完各种流量_日志中没有任何密钥明文() {
     support::spawn(server);
     support::wait_ports([gateway, mock, rejecting]);
 
-    let url = format!("{LOOPBACK}:{gateway}/v1/chat/completions");
-    let client = reqwest::Client::new();
+    Ports {
+        gateway,
+        mock,
+        rejecting,
+    }
+}
+
+/// 四种上游各发非流式与流式请求，全部应当成功。
+async fn 正常流量(client: &reqwest::Client, url: &str) {
     for model in ["oai", "claude", "gem", "az", "fromenv"] {
         for stream in [false, true] {
             let resp = client
-                .post(&url)
+                .post(url)
                 .bearer_auth(CLIENT_KEY)
                 .body(body(model, stream))
                 .send()
@@ -173,9 +180,13 @@ async fn 调试日志下跑完各种流量_日志中没有任何密钥明文() {
             let _ = resp.text().await;
         }
     }
+}
+
+/// 上游拒绝网关的密钥、客户端密钥错误：错误消息与日志都不能带出密钥。
+async fn 错误流量(client: &reqwest::Client, url: &str) {
     // 上游拒绝网关的密钥：错误消息与日志都不能带出密钥
     let resp = client
-        .post(&url)
+        .post(url)
         .bearer_auth(CLIENT_KEY)
         .body(body("rejecting", false))
         .send()
@@ -189,13 +200,17 @@ async fn 调试日志下跑完各种流量_日志中没有任何密钥明文() {
     );
     // 客户端密钥错误、未知模型
     let resp = client
-        .post(&url)
+        .post(url)
         .bearer_auth("sk-cnx-LEAKCANARY-wrong-key")
         .body(body("oai", false))
         .send()
         .await
         .expect("请求失败");
     assert_eq!(resp.status(), 401);
+}
+
+/// 签名请求：正确、重放、签名错误。
+async fn 签名流量(client: &reqwest::Client, url: &str) {
     // 签名请求：正确、重放、签名错误
     let signed_body = body("oai", false);
     let nonce = format!("leak-test-nonce-{}", now());
@@ -210,7 +225,7 @@ async fn 调试日志下跑完各种流量_日志中没有任何密钥明文() {
         ("0".repeat(64), 401),
     ] {
         let resp = client
-            .post(&url)
+            .post(url)
             .bearer_auth("sk-cnx-LEAKCANARY-signed-client")
             .header("x-chatnexus-timestamp", &ts)
             .header("x-chatnexus-nonce", &nonce)
@@ -222,18 +237,10 @@ async fn 调试日志下跑完各种流量_日志中没有任何密钥明文() {
         assert_eq!(resp.status(), expected);
         let _ = resp.text().await;
     }
-    // 访问日志在响应写完之后才记，稍等片刻
-    tokio::time::sleep(Duration::from_millis(300)).await;
+}
 
-    // 配置加载失败的错误消息同样不含明文
-    let wrong_master = MasterKey::generate().to_base64().to_string();
-    let yaml = 配置(gateway, mock, rejecting, &master);
-    let err = config::build(config::parse(&yaml).expect("可解析"), |var| {
-        (var == MASTER_KEY_ENV).then(|| wrong_master.clone())
-    })
-    .expect_err("主密钥不对必须失败")
-    .to_string();
-
+/// 断言捕获的日志确实覆盖了各级别与关键路径，且任何密钥都不在日志或配置错误消息里。
+fn 断言日志干净(config_error: &str, master_b64: &str) {
     let lines = CAPTURE
         .lines
         .lock()
@@ -261,10 +268,10 @@ async fn 调试日志下跑完各种流量_日志中没有任何密钥明文() {
         REJECTED_KEY,
         SIGNING_SECRET,
         CLIENT_KEY,
-        master_b64.as_str(),
+        master_b64,
     ]);
     for secret in &secrets {
-        assert!(!err.contains(secret), "配置错误消息泄露了密钥");
+        assert!(!config_error.contains(secret), "配置错误消息泄露了密钥");
         if let Some(line) = lines.iter().find(|l| l.contains(secret)) {
             panic!("日志泄露了密钥：{line}");
         }
@@ -273,4 +280,32 @@ async fn 调试日志下跑完各种流量_日志中没有任何密钥明文() {
     if let Some(line) = lines.iter().find(|l| l.contains("LEAKCANARY")) {
         panic!("日志中出现了密钥片段：{line}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn 调试日志下跑完各种流量_日志中没有任何密钥明文() {
+    // 与 chatnexus::logging::init 相同的包装，只是内层换成捕获器
+    log::set_boxed_logger(Box::new(Redacting::new(ToCapture)))
+        .expect("本测试二进制里只装这一个日志器");
+    log::set_max_level(LevelFilter::Trace);
+    let master = MasterKey::generate();
+    let master_b64 = master.to_base64().to_string();
+    let ports = 启动(&master, &master_b64);
+    let url = format!("{LOOPBACK}:{}/v1/chat/completions", ports.gateway);
+    let client = reqwest::Client::new();
+    正常流量(&client, &url).await;
+    错误流量(&client, &url).await;
+    签名流量(&client, &url).await;
+    // 访问日志在响应写完之后才记，稍等片刻
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // 配置加载失败的错误消息同样不含明文
+    let wrong_master = MasterKey::generate().to_base64().to_string();
+    let yaml = 配置(ports.gateway, ports.mock, ports.rejecting, &master);
+    let err = config::build(config::parse(&yaml).expect("可解析"), |var| {
+        (var == MASTER_KEY_ENV).then(|| wrong_master.clone())
+    })
+    .expect_err("主密钥不对必须失败")
+    .to_string();
+
+    断言日志干净(&err, &master_b64);
 }

@@ -108,24 +108,11 @@ fn start() -> SecurityEnv {
     let (memory, redis, redis_down, mock_port, dead) =
         (ports[0], ports[1], ports[2], ports[3], ports[4]);
     let redis_url = redis_url();
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
-    let redis_prefix = format!("chatnexus-it-{}-{nanos}:", std::process::id());
+    let redis_prefix = unique_prefix();
     let configs = [
-        (
-            memory,
-            format!("security: {{ cors: {{ allowed_origins: [\"{ALLOWED_ORIGIN}\"], max_age_secs: 120 }} }}"),
-        ),
-        (
-            redis,
-            format!("redis: {{ url_env: TEST_REDIS_URL, key_prefix: \"{redis_prefix}\", timeout_ms: 2000 }}"),
-        ),
-        (
-            redis_down,
-            format!("redis: {{ url: \"{REDIS_LOOPBACK}:{dead}\", timeout_ms: 300 }}"),
-        ),
+        (memory, format!("security: {{ cors: {{ allowed_origins: [\"{ALLOWED_ORIGIN}\"], max_age_secs: 120 }} }}")),
+        (redis, format!("redis: {{ url_env: TEST_REDIS_URL, key_prefix: \"{redis_prefix}\", timeout_ms: 2000 }}")),
+        (redis_down, format!("redis: {{ url: \"{REDIS_LOOPBACK}:{dead}\", timeout_ms: 300 }}")),
     ];
     let (mut mock_svc, stats) = mock_service(MockSettings {
         chunks: 3,
@@ -158,6 +145,15 @@ fn start() -> SecurityEnv {
         redis_url,
         redis_prefix,
     }
+}
+
+/// 每次测试运行独有的 Redis 键前缀，避免与其他运行或残留数据互相干扰。
+fn unique_prefix() -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!("chatnexus-it-{}-{nanos}:", std::process::id())
 }
 
 /// 网关上某个路径的完整地址。

@@ -433,6 +433,11 @@ async fn redis_不可达_签名请求_503_故障关闭_未签名请求不受影�
         .await
         .expect("请求失败");
     assert_eq!(again.status(), 503);
+}
+
+#[tokio::test]
+async fn redis_不可达_签名错误先被拒_未签名请求不受影响() {
+    let client = reqwest::Client::new();
     // 签名不对的请求在查 Redis 之前就被拒（401 而不是 503）
     let body = chat_body("mock", false);
     let bad = sign_request(
