@@ -76,6 +76,15 @@ struct MockArgs {
     /// 故障：流式发出 N 块后断开
     #[arg(long)]
     drop_after: Option<usize>,
+    /// 故障：回一串不是 HTTP 的乱码后断开
+    #[arg(long)]
+    garbage: bool,
+    /// 写响应头之前的延迟（毫秒）
+    #[arg(long, default_value_t = 0)]
+    first_byte_delay_ms: u64,
+    /// 429 与 503 故障响应的 Retry-After 秒数
+    #[arg(long, default_value_t = MockSettings::default().retry_after_secs)]
+    retry_after_secs: u64,
 }
 
 fn main() -> ExitCode {
@@ -185,16 +194,19 @@ fn send_reload(cli: &Cli) -> ExitCode {
 
 /// 单独运行上游模拟器。
 fn run_mock(args: &MockArgs) -> ExitCode {
-    let fault = match Fault::from_options(args.fault_status, args.hang, args.drop_after) {
-        Ok(fault) => fault,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::FAILURE;
-        }
-    };
+    let fault =
+        match Fault::from_options(args.fault_status, args.hang, args.drop_after, args.garbage) {
+            Ok(fault) => fault,
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::FAILURE;
+            }
+        };
     let settings = MockSettings {
         chunks: args.chunks,
         chunk_delay_ms: args.chunk_delay_ms,
+        first_byte_delay_ms: args.first_byte_delay_ms,
+        retry_after_secs: args.retry_after_secs,
         fault,
         ..MockSettings::default()
     };

@@ -1,4 +1,4 @@
-//! 组装 Pingora `Server`：代理服务、可选的指标服务与内置模拟器、DNS 刷新与配置热重载后台服务。
+//! 组装 Pingora `Server`：代理服务、可选的指标服务与内置模拟器、DNS 刷新、主动健康检查与配置热重载后台服务。
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -10,7 +10,7 @@ use pingora::server::Server;
 use pingora::services::background::background_service;
 
 use crate::config::Config;
-use crate::exchange::UpstreamClient;
+use crate::exchange::{HealthProber, UpstreamClient};
 use crate::mock::mock_service;
 use crate::proxy::Gateway;
 use crate::reload::{ConfigReloader, SharedConfig};
@@ -24,6 +24,8 @@ const PROXY_SERVICE_NAME: &str = "ChatNexus 网关";
 const DNS_SERVICE_NAME: &str = "DNS 刷新";
 /// 配置热重载服务的名称。
 const RELOAD_SERVICE_NAME: &str = "配置热重载";
+/// 主动健康检查服务的名称。
+const PROBE_SERVICE_NAME: &str = "上游健康检查";
 
 /// 按配置构建一个可运行的 Pingora `Server`（已 bootstrap，尚未运行）。
 ///
@@ -41,6 +43,12 @@ pub fn build(config: Config, path: Option<PathBuf>, opt: Option<Opt>) -> Server 
     let mock = config.mock.clone();
     let metrics_listen = config.server.metrics_listen;
     let shared: SharedConfig = Arc::new(ArcSwap::from_pointee(config));
+    let prober = HealthProber::new(
+        Arc::clone(&shared),
+        Arc::clone(upstream.balancer()),
+        Arc::clone(&dns),
+        &server.configuration,
+    );
     let gateway = Gateway::new(Arc::clone(&shared), upstream);
     let mut proxy = pingora_proxy::http_proxy_service_with_name(
         &server.configuration,
@@ -62,6 +70,7 @@ pub fn build(config: Config, path: Option<PathBuf>, opt: Option<Opt>) -> Server 
     }
     let refresher = DnsRefresher::new(dns, DNS_REFRESH_INTERVAL);
     server.add_service(background_service(DNS_SERVICE_NAME, refresher));
+    server.add_service(background_service(PROBE_SERVICE_NAME, prober));
     if let Some(path) = path {
         let reloader = ConfigReloader::new(path, shared);
         server.add_service(background_service(RELOAD_SERVICE_NAME, reloader));

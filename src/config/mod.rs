@@ -3,6 +3,7 @@
 //! 加载分三步：反序列化（字段级错误带 YAML 路径）→ 跨字段校验（一次列出全部问题）→
 //! 构建运行时 [`Config`]（解析上游密钥，缺失密钥的上游被停用并警告）。
 
+mod failover;
 mod schema;
 #[cfg(test)]
 mod security_tests;
@@ -21,6 +22,7 @@ use crate::metrics::PriceTable;
 use crate::security::crypto::{MasterKeys, MASTER_KEY_ENV};
 use crate::security::{Client, ClientKey, ClientKeys, Secret};
 
+pub use failover::{BalancingSettings, BreakerSettings, HealthCheck, RetrySettings};
 pub use schema::{
     AccessLogFormat, AccessLogSettings, AuthSettings, BaseUrl, ConfigFile, CorsSettings,
     ListenAddr, MockListen, ModelConfig, ProviderConfig, ProviderKind, RedisSettings,
@@ -146,11 +148,13 @@ pub struct Provider {
     pub enabled: bool,
     /// Azure 的 `api-version`。
     pub api_version: Option<String>,
+    /// 主动健康探测（没有配置时只做被动检测）。
+    pub health_check: Option<HealthCheck>,
 }
 
 /// 一个上游目标：由哪个提供方、以什么模型名服务。
 ///
-/// 用途：`upstream::candidates` 为请求列出它们，`exchange` 逐个使用。
+/// 用途：`upstream::Balancer` 在它们之中选择，`exchange` 逐个尝试。
 ///
 /// ```
 /// let yaml = "auth: { disabled: true }\nproviders: [ { name: local, kind: openai_compatible, base_url: 'http://127.0.0.1:8000' } ]\nmodels: [ { name: 演示, targets: [ { provider: local, model: qwen2.5 } ] } ]";
@@ -167,6 +171,14 @@ pub struct Target {
     pub max_tokens: Option<u64>,
     /// Azure 部署名（已按缺省规则填好）。
     pub deployment: String,
+    /// 同一优先级内的相对权重（至少为 1）。
+    pub weight: u32,
+    /// 优先级层，0 最优先。
+    pub priority: u32,
+    /// 运行时状态（延迟、熔断、限流）的键：`提供方名/部署名`。
+    ///
+    /// 配置重载后键相同的目标沿用原有状态；多个模型指向同一上游部署时共享状态。
+    pub key: Arc<str>,
 }
 
 /// 客户端可见的一个模型。
@@ -181,7 +193,7 @@ pub struct Target {
 pub struct Model {
     /// 模型名。
     pub name: String,
-    /// 按优先顺序排列的目标。
+    /// 上游目标（按配置顺序）。
     pub targets: Vec<Target>,
 }
 
@@ -216,6 +228,12 @@ pub struct Config {
     pub security: SecuritySettings,
     /// 防重放用的 Redis；`None` 时使用进程内存储。
     pub redis: Option<RedisTarget>,
+    /// 故障转移的重试上限。
+    pub retry: RetrySettings,
+    /// 熔断参数。
+    pub breaker: BreakerSettings,
+    /// 负载均衡参数。
+    pub balancing: BalancingSettings,
     model_index: HashMap<String, usize>,
 }
 
@@ -341,6 +359,9 @@ fn assemble(
         access_log: file.access_log,
         security: file.security,
         redis,
+        retry: file.retry,
+        breaker: file.circuit_breaker,
+        balancing: file.load_balancing,
         model_index,
     }
 }
@@ -444,6 +465,7 @@ fn build_provider(
         timeouts: p.timeouts,
         enabled,
         api_version: p.api_version.clone(),
+        health_check: p.health_check.clone(),
     }
 }
 
@@ -521,14 +543,18 @@ fn build_models(models: &[ModelConfig], providers: &[Arc<Provider>]) -> Vec<Mode
     let build_target = |model: &ModelConfig, t: &TargetConfig| {
         let provider = by_name.get(t.provider.as_str())?;
         let upstream_model = t.model.clone().unwrap_or_else(|| model.name.clone());
+        let deployment = t
+            .deployment
+            .clone()
+            .unwrap_or_else(|| upstream_model.clone());
         Some(Target {
             provider: Arc::clone(provider),
-            deployment: t
-                .deployment
-                .clone()
-                .unwrap_or_else(|| upstream_model.clone()),
+            key: Arc::from(format!("{}/{deployment}", provider.name)),
+            deployment,
             model: upstream_model,
             max_tokens: t.max_tokens,
+            weight: t.weight,
+            priority: t.priority,
         })
     };
     models

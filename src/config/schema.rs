@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::failover::{BalancingSettings, BreakerSettings, HealthCheck, RetrySettings};
 use crate::metrics::Price;
 use crate::mock::MockSettings;
 use crate::security::{ClientKey, Secret};
@@ -28,6 +29,10 @@ const DEFAULT_CONNECT_MS: u64 = 10_000;
 const DEFAULT_FIRST_BYTE_MS: u64 = 300_000;
 /// 默认流式两块之间的最长间隔。
 const DEFAULT_IDLE_MS: u64 = 120_000;
+/// 默认一个请求的总时长上限：30 分钟（长推理加长输出的流也够用）。
+const DEFAULT_TOTAL_MS: u64 = 1_800_000;
+/// 目标的缺省权重。
+const DEFAULT_WEIGHT: u32 = 1;
 /// HTTP 默认端口。
 const HTTP_PORT: u16 = 80;
 /// HTTPS 默认端口。
@@ -71,6 +76,15 @@ pub struct ConfigFile {
     /// 防重放用的 Redis（不配置时使用进程内存储）。
     #[serde(default)]
     pub redis: Option<RedisSettings>,
+    /// 故障转移的重试上限。
+    #[serde(default)]
+    pub retry: RetrySettings,
+    /// 被动健康检测（熔断）参数。
+    #[serde(default)]
+    pub circuit_breaker: BreakerSettings,
+    /// 负载均衡（延迟估计）参数。
+    #[serde(default)]
+    pub load_balancing: BalancingSettings,
 }
 
 /// 访问日志的格式。
@@ -295,11 +309,14 @@ pub struct ProviderConfig {
     /// Azure 的 `api-version`（`azure` 类型必填，如 `2024-10-21`）。
     #[serde(default)]
     pub api_version: Option<String>,
+    /// 主动健康探测（缺省不探测，只靠真实流量做被动检测）。
+    #[serde(default)]
+    pub health_check: Option<HealthCheck>,
 }
 
 /// 与上游交换时的各阶段超时（毫秒）。
 ///
-/// 用途：连接、首字节、流式块间隔各自超时都映射为 504 或流中的错误事件。
+/// 用途：连接、首字节、流式块间隔、总时长各自超时都映射为 504 或流中的错误事件。
 ///
 /// ```
 /// let t = chatnexus::config::Timeouts::default(); // 缺省超时
@@ -317,6 +334,9 @@ pub struct Timeouts {
     /// 响应体两次读取之间的最长间隔。
     #[serde(default = "default_idle_ms")]
     pub idle_ms: u64,
+    /// 从开始与上游交换（含全部重试）到响应写完的总时长上限。
+    #[serde(default = "default_total_ms")]
+    pub total_ms: u64,
 }
 
 impl Timeouts {
@@ -334,6 +354,11 @@ impl Timeouts {
     pub fn idle(&self) -> Duration {
         Duration::from_millis(self.idle_ms)
     }
+
+    /// 总时长上限。
+    pub fn total(&self) -> Duration {
+        Duration::from_millis(self.total_ms)
+    }
 }
 
 impl Default for Timeouts {
@@ -342,6 +367,7 @@ impl Default for Timeouts {
             connect_ms: DEFAULT_CONNECT_MS,
             first_byte_ms: DEFAULT_FIRST_BYTE_MS,
             idle_ms: DEFAULT_IDLE_MS,
+            total_ms: DEFAULT_TOTAL_MS,
         }
     }
 }
@@ -356,6 +382,10 @@ fn default_first_byte_ms() -> u64 {
 
 fn default_idle_ms() -> u64 {
     DEFAULT_IDLE_MS
+}
+
+fn default_total_ms() -> u64 {
+    DEFAULT_TOTAL_MS
 }
 
 /// 解析后的上游基础地址。
@@ -536,7 +566,7 @@ fn default_redis_timeout_ms() -> u64 {
     DEFAULT_REDIS_TIMEOUT_MS
 }
 
-/// `models` 中的一项：客户端可见的模型名及按顺序尝试的上游目标。
+/// `models` 中的一项：客户端可见的模型名及其上游目标（按优先级分层、层内按权重与延迟选择）。
 ///
 /// 用途：请求里的 `model` 据此映射到上游。
 ///
@@ -550,7 +580,7 @@ fn default_redis_timeout_ms() -> u64 {
 pub struct ModelConfig {
     /// 客户端请求里使用的模型名。
     pub name: String,
-    /// 上游目标，按顺序优先。
+    /// 上游目标。
     pub targets: Vec<TargetConfig>,
 }
 
@@ -577,6 +607,16 @@ pub struct TargetConfig {
     /// Azure 部署名（只用于 `azure` 类型，缺省等于上游模型名）。
     #[serde(default)]
     pub deployment: Option<String>,
+    /// 同一优先级内的相对权重（缺省 1）。
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+    /// 优先级层，0 最优先（缺省 0）；只有更优先的层全部不可用时才使用下一层。
+    #[serde(default)]
+    pub priority: u32,
+}
+
+fn default_weight() -> u32 {
+    DEFAULT_WEIGHT
 }
 
 /// `mock` 段：内置模拟器的监听地址与行为。

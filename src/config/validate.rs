@@ -2,7 +2,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::{ConfigFile, ConfigIssue, ProviderConfig, ProviderKind, TargetConfig};
+use super::{ConfigFile, ConfigIssue, HealthCheck, ProviderConfig, ProviderKind, TargetConfig};
 use crate::security::crypto::parse_ciphertext;
 
 /// 名称的最大长度（提供方名会成为指标标签，必须短而规整）。
@@ -19,6 +19,12 @@ const MAX_MEMORY_NONCE_CAPACITY: usize = 10_000_000;
 const MAX_CORS_MAX_AGE_SECS: u64 = 86_400;
 /// Redis 超时的上限（毫秒）。
 const MAX_REDIS_TIMEOUT_MS: u64 = 60_000;
+/// 一个请求最多尝试的目标数的上限（再多只会拖长失败请求）。
+const MAX_ATTEMPTS_CEILING: u32 = 10;
+/// 目标权重的上限。
+const MAX_WEIGHT: u32 = 10_000;
+/// 主动探测间隔的下限（毫秒），防止把上游探测成负载。
+const MIN_PROBE_INTERVAL_MS: u64 = 100;
 
 /// 校验整个配置，返回全部问题（空表示通过）。
 pub(super) fn validate(file: &ConfigFile) -> Vec<ConfigIssue> {
@@ -30,7 +36,72 @@ pub(super) fn validate(file: &ConfigFile) -> Vec<ConfigIssue> {
     validate_pricing(file, &mut issues);
     validate_security(file, &mut issues);
     validate_redis(file, &mut issues);
+    validate_failover(file, &mut issues);
     issues
+}
+
+/// 重试、熔断与负载均衡参数的取值范围。
+fn validate_failover(file: &ConfigFile, issues: &mut Vec<ConfigIssue>) {
+    let attempts = file.retry.max_attempts;
+    if attempts == 0 || attempts > MAX_ATTEMPTS_CEILING {
+        issues.push(ConfigIssue::new(
+            "retry.max_attempts",
+            format!("必须在 1 到 {MAX_ATTEMPTS_CEILING} 之间"),
+        ));
+    }
+    let b = &file.circuit_breaker;
+    let positive = [
+        ("consecutive_failures", u64::from(b.consecutive_failures)),
+        ("window_ms", b.window_ms),
+        ("min_requests", u64::from(b.min_requests)),
+        ("cooldown_ms", b.cooldown_ms),
+    ];
+    for (field, value) in positive {
+        if value == 0 {
+            let path = format!("circuit_breaker.{field}");
+            issues.push(ConfigIssue::new(path, "必须大于 0"));
+        }
+    }
+    if !(b.failure_ratio > 0.0 && b.failure_ratio <= 1.0) {
+        issues.push(ConfigIssue::new(
+            "circuit_breaker.failure_ratio",
+            "必须大于 0 且不超过 1",
+        ));
+    }
+    if b.max_cooldown_ms < b.cooldown_ms {
+        issues.push(ConfigIssue::new(
+            "circuit_breaker.max_cooldown_ms",
+            "不能小于 cooldown_ms",
+        ));
+    }
+    if file.load_balancing.latency_decay_ms == 0 {
+        issues.push(ConfigIssue::new(
+            "load_balancing.latency_decay_ms",
+            "必须大于 0",
+        ));
+    }
+}
+
+/// 主动探测：路径必须是绝对路径，间隔不能太短，超时必须大于 0 且不超过间隔。
+fn validate_health_check(check: &HealthCheck, path: String, issues: &mut Vec<ConfigIssue>) {
+    if !check.path.starts_with('/') || check.path.chars().any(char::is_whitespace) {
+        issues.push(ConfigIssue::new(
+            format!("{path}.path"),
+            "必须以 / 开头且不能含空白",
+        ));
+    }
+    if check.interval_ms < MIN_PROBE_INTERVAL_MS {
+        issues.push(ConfigIssue::new(
+            format!("{path}.interval_ms"),
+            format!("不能小于 {MIN_PROBE_INTERVAL_MS}"),
+        ));
+    }
+    if check.timeout_ms == 0 || check.timeout_ms > check.interval_ms {
+        issues.push(ConfigIssue::new(
+            format!("{path}.timeout_ms"),
+            "必须大于 0 且不超过 interval_ms",
+        ));
+    }
 }
 
 fn validate_server(file: &ConfigFile, issues: &mut Vec<ConfigIssue>) {
@@ -158,8 +229,11 @@ fn validate_providers(file: &ConfigFile, issues: &mut Vec<ConfigIssue>) {
                 "azure 类型的上游必须配置 api_version（如 2024-10-21）",
             ));
         }
+        if let Some(check) = &p.health_check {
+            validate_health_check(check, format!("{path}.health_check"), issues);
+        }
         let t = &p.timeouts;
-        if t.connect_ms == 0 || t.first_byte_ms == 0 || t.idle_ms == 0 {
+        if t.connect_ms == 0 || t.first_byte_ms == 0 || t.idle_ms == 0 || t.total_ms == 0 {
             issues.push(ConfigIssue::new(
                 format!("{path}.timeouts"),
                 "超时必须大于 0",
@@ -247,6 +321,12 @@ fn validate_target(
     }
     if target.max_tokens == Some(0) {
         issues.push(ConfigIssue::new(format!("{path}.max_tokens"), "必须大于 0"));
+    }
+    if target.weight == 0 || target.weight > MAX_WEIGHT {
+        issues.push(ConfigIssue::new(
+            format!("{path}.weight"),
+            format!("必须在 1 到 {MAX_WEIGHT} 之间（不想用的目标请直接删除）"),
+        ));
     }
 }
 
@@ -416,6 +496,9 @@ mod tests {
     use crate::config::{build, parse, ConfigError};
     use crate::security::KeyHash;
 
+    /// 故障转移参数全部越界的配置。
+    const 越界配置: &str = "auth: { disabled: true }\nretry: { max_attempts: 0 }\ncircuit_breaker: { failure_ratio: 1.5, cooldown_ms: 1000, max_cooldown_ms: 10 }\nload_balancing: { latency_decay_ms: 0 }\nproviders:\n  - { name: p, kind: openai_compatible, base_url: 'http://127.0.0.1:1', timeouts: { total_ms: 0 }, health_check: { path: 健康, interval_ms: 50, timeout_ms: 60 } }\nmodels: [ { name: m, targets: [ { provider: p, weight: 0 } ] } ]\n";
+
     fn 问题路径(yaml: &str) -> Vec<String> {
         match build(parse(yaml).expect("YAML 应能解析"), |_| None) {
             Err(ConfigError::Invalid(issues)) => issues.into_iter().map(|i| i.path).collect(),
@@ -433,6 +516,24 @@ mod tests {
         let yaml =
             "auth: { disabled: true }\nmodels: [ { name: m, targets: [ { provider: 不存在 } ] } ]";
         assert_eq!(问题路径(yaml), vec!["models[0].targets[0].provider"]);
+    }
+
+    #[test]
+    fn 校验_故障转移参数越界_逐项指出路径() {
+        assert_eq!(
+            问题路径(越界配置),
+            vec![
+                "providers[0].health_check.path",
+                "providers[0].health_check.interval_ms",
+                "providers[0].health_check.timeout_ms",
+                "providers[0].timeouts",
+                "models[0].targets[0].weight",
+                "retry.max_attempts",
+                "circuit_breaker.failure_ratio",
+                "circuit_breaker.max_cooldown_ms",
+                "load_balancing.latency_decay_ms",
+            ]
+        );
     }
 
     #[test]

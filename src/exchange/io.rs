@@ -1,7 +1,6 @@
 //! 交换中的底层读写：构造上游请求头，带超时地读取上游，同时留意客户端是否断开。
 
 use std::future::Future;
-use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::header::{ACCEPT_ENCODING, CONTENT_LENGTH, HOST, RETRY_AFTER, USER_AGENT};
@@ -9,13 +8,14 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::protocols::http::client::HttpSession;
 use pingora_proxy::Session;
 
+use super::budget::{Budget, Phase, Wait};
 use super::Failure;
 use crate::config::Provider;
 use crate::error::ApiError;
 use crate::providers::UpstreamRequest;
 
 /// 发往上游的 User-Agent。
-const GATEWAY_USER_AGENT: &str = concat!("chatnexus/", env!("CARGO_PKG_VERSION"));
+pub(super) const GATEWAY_USER_AGENT: &str = concat!("chatnexus/", env!("CARGO_PKG_VERSION"));
 /// 要求上游不压缩：网关要逐事件解析响应体。
 const IDENTITY_ENCODING: &str = "identity";
 /// 上游请求的方法。
@@ -65,36 +65,38 @@ pub(super) fn retry_after(header: &ResponseHeader) -> Option<u64> {
         .map(|v| v.ceil() as u64)
 }
 
-/// 等待上游响应头（首字节超时）。
+/// 等待上游响应头（首字节超时与剩余总时长中较短者）。
 pub(super) async fn read_header(
     up: &mut HttpSession,
     down: &mut Session,
-    wait: Duration,
+    budget: &Budget<'_>,
 ) -> Result<ResponseHeader, Failure> {
-    guarded(down, wait, "响应头", up.read_response_header()).await?;
+    let wait = budget.wait(Phase::FirstByte);
+    guarded(down, &wait, "响应头", up.read_response_header()).await?;
     up.response_header().cloned().ok_or_else(|| {
         ApiError::bad_gateway("invalid_upstream_response", "上游没有返回响应头").into()
     })
 }
 
-/// 读取一块上游响应体（块间隔超时）；`None` 表示响应体结束。
+/// 读取一块上游响应体（块间隔超时与剩余总时长中较短者）；`None` 表示响应体结束。
 pub(super) async fn read_chunk(
     up: &mut HttpSession,
     down: &mut Session,
-    wait: Duration,
+    budget: &Budget<'_>,
 ) -> Result<Option<Bytes>, Failure> {
-    guarded(down, wait, "响应体", up.read_response_body()).await
+    let wait = budget.wait(Phase::Idle);
+    guarded(down, &wait, "响应体", up.read_response_body()).await
 }
 
 /// 读完整个上游响应体，超过上限返回 502。
 pub(super) async fn read_body(
     up: &mut HttpSession,
     down: &mut Session,
-    wait: Duration,
+    budget: &Budget<'_>,
     limit: usize,
 ) -> Result<Bytes, Failure> {
     let mut body = BytesMut::new();
-    while let Some(chunk) = read_chunk(up, down, wait).await? {
+    while let Some(chunk) = read_chunk(up, down, budget).await? {
         if body.len() + chunk.len() > limit {
             return Err(ApiError::bad_gateway(
                 "upstream_response_too_large",
@@ -110,24 +112,20 @@ pub(super) async fn read_body(
 /// 带超时地等待一个上游读操作，同时监视客户端：客户端先断开则立即放弃（丢弃上游连接）。
 async fn guarded<T>(
     down: &mut Session,
-    wait: Duration,
+    wait: &Wait<'_>,
     what: &str,
     read: impl Future<Output = pingora::Result<T>>,
 ) -> Result<T, Failure> {
     tokio::select! {
         biased;
-        result = tokio::time::timeout(wait, read) => match result {
+        result = tokio::time::timeout(wait.duration, read) => match result {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(e)) => Err(ApiError::bad_gateway(
                 "upstream_read_failed",
                 format!("读取上游{what}失败：{e}"),
             )
             .into()),
-            Err(_) => Err(ApiError::gateway_timeout(format!(
-                "等待上游{what}超过 {} 毫秒",
-                wait.as_millis()
-            ))
-            .into()),
+            Err(_) => Err(wait.timeout_error().into()),
         },
         _ = down.read_body_or_idle(true) => Err(Failure::ClientGone),
     }

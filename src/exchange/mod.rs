@@ -5,38 +5,34 @@
 //! `model`，而 Pingora 0.9 只能从 64 KiB 的重试缓冲区转发预读过的请求体，更大的请求会挂起。
 //! 详见 docs/architecture.md。
 
+mod attempt;
+mod budget;
 mod io;
+mod probe;
 mod stream;
 
+use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http::HeaderName;
-use log::debug;
+use log::{debug, warn};
 use pingora::connectors::http::Connector;
 use pingora::connectors::ConnectorOptions;
-use pingora::http::ResponseHeader;
 use pingora::protocols::http::client::HttpSession;
 use pingora::server::configuration::ServerConf;
 use pingora::upstreams::peer::HttpPeer;
 use pingora::ErrorType;
 use pingora_proxy::Session;
 
-use crate::config::{Provider, Target};
+use crate::config::{Config, Model, Provider};
 use crate::error::ApiError;
-use crate::providers::{
-    filter_for, map_upstream_error, ProviderFilter, TranslateCtx, UpstreamRequest,
-};
-use crate::proxy::{respond, REQUEST_ID_HEADER};
+use crate::proxy::RequestCtx;
 use crate::request::ChatRequest;
 use crate::streaming::Usage;
-use crate::upstream::{build_peer, DnsCache};
+use crate::upstream::{build_peer, Balancer, DnsCache, Verdict};
+use budget::{Budget, Phase};
 
-/// 上游错误响应体读取的上限。
-const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
-/// 上游完整（非流式）响应体的上限。
-const MAX_RESPONSE_BODY_BYTES: usize = 64 * 1024 * 1024;
+pub use probe::HealthProber;
 
 /// 估算 token 时每个 token 对应的字节数。
 const BYTES_PER_TOKEN: usize = 4;
@@ -137,33 +133,68 @@ impl From<ApiError> for Failure {
     }
 }
 
-/// 所有请求共享的上游客户端：连接池与 DNS 缓存。
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::Api(e) => write!(f, "{} {}", e.status, e.message),
+            Failure::ClientGone => f.write_str("客户端已断开"),
+        }
+    }
+}
+
+/// 所有请求共享的上游客户端：连接池、DNS 缓存与目标状态注册表。
 ///
-/// 用途：网关启动时创建一个，每次交换都经由它取得和归还上游连接。
+/// 用途：网关启动时创建一个，每次交换都经由它选择目标、取得和归还上游连接。
 ///
 /// ```
 /// let conf = pingora::server::configuration::ServerConf::default(); // Pingora 缺省配置
-/// let _client = chatnexus::exchange::UpstreamClient::new(&conf, Default::default()); // 新的 DNS 缓存
+/// let client = chatnexus::exchange::UpstreamClient::new(&conf, Default::default()); // 新的 DNS 缓存
+/// let _shared = client.balancer(); // 与主动探测服务共享的目标状态
 /// ```
 pub struct UpstreamClient {
     connector: Connector,
     dns: Arc<DnsCache>,
+    balancer: Arc<Balancer>,
 }
 
 impl UpstreamClient {
-    /// 按 Pingora 服务端配置（连接池大小、CA 文件等）创建客户端。
+    /// 按 Pingora 服务端配置（连接池大小、CA 文件等）创建客户端，带一个新的目标状态注册表。
     pub fn new(conf: &ServerConf, dns: Arc<DnsCache>) -> Self {
+        Self::with_balancer(conf, dns, Arc::default())
+    }
+
+    /// 创建共享已有目标状态注册表的客户端（主动探测服务用自己的连接池，但写同一份状态）。
+    pub fn with_balancer(conf: &ServerConf, dns: Arc<DnsCache>, balancer: Arc<Balancer>) -> Self {
         UpstreamClient {
             connector: Connector::new(Some(ConnectorOptions::from_server_conf(conf))),
             dns,
+            balancer,
         }
     }
 
-    /// 取得到提供方的连接（可能复用连接池里的）。
+    /// 目标状态注册表（`/health` 与主动探测服务使用）。
+    pub fn balancer(&self) -> &Arc<Balancer> {
+        &self.balancer
+    }
+
+    /// 在连接超时与剩余总时长内取得到提供方的连接（可能复用连接池里的）。
+    ///
+    /// 错误：DNS 失败或全部地址都连不上返回 502，超时返回 504（指明是哪个超时）。
+    async fn connect(
+        &self,
+        provider: &Provider,
+        budget: &Budget<'_>,
+    ) -> Result<(HttpSession, HttpPeer), ApiError> {
+        let wait = budget.wait(Phase::Connect);
+        tokio::time::timeout(wait.duration, self.dial(provider))
+            .await
+            .unwrap_or_else(|_| Err(wait.timeout_error()))
+    }
+
+    /// 解析并逐个尝试提供方的地址。
     ///
     /// 主机名解析出多个地址时按顺序逐个尝试（例如 `localhost` 先给出 `::1` 而上游只听 IPv4）。
-    /// 错误：DNS 失败或全部地址都连不上返回 502，最后一个地址连接超时返回 504。
-    async fn connect(&self, provider: &Provider) -> Result<(HttpSession, HttpPeer), ApiError> {
+    async fn dial(&self, provider: &Provider) -> Result<(HttpSession, HttpPeer), ApiError> {
         let url = &provider.base_url;
         let addrs = self.dns.resolve(&url.host, url.port).await.map_err(|e| {
             ApiError::bad_gateway(
@@ -204,85 +235,73 @@ impl UpstreamClient {
     }
 }
 
-/// 与目标完成一次交换，把结果写回客户端。
+/// 为一个聊天请求选择目标并与之交换，失败时在还没向客户端写出任何字节前换下一个目标重试。
 ///
-/// 参数：共享客户端、客户端会话、已校验的请求、选中的目标。
+/// 参数：共享客户端、客户端会话、已校验的请求、模型、当前配置（重试上限、熔断与衰减参数）、
+/// 请求上下文（每次尝试都把所用的上游与上游模型名记入其中，交换报告也写在里面）。
 /// 返回：写给客户端的 HTTP 状态码。
-/// 错误：尚未向客户端写出响应时的错误由调用方写成错误响应；已开始流式输出时，
-/// 调用方写一个流中错误事件。
+/// 错误：全部尝试失败时返回最后一次的错误（消息附上此前每个目标的失败原因）；一个目标都不可用时
+/// 返回 503（带最早恢复时间）；已开始流式输出后出错则不再重试，调用方写一个流中错误事件。
 pub async fn run(
     client: &UpstreamClient,
     down: &mut Session,
     req: &ChatRequest,
-    target: &Target,
-    report: &mut ExchangeReport,
+    model: &Model,
+    config: &Config,
+    ctx: &mut RequestCtx,
 ) -> Result<u16, Failure> {
-    let provider = &target.provider;
-    let filter = filter_for(provider.kind);
-    let mut request = filter.build_request(req, target)?;
-    report.attempts += 1;
-    if let Some(id) = down.req_header().headers.get(REQUEST_ID_HEADER) {
-        request
-            .headers
-            .push((HeaderName::from_static(REQUEST_ID_HEADER), id.clone()));
+    let started = Instant::now();
+    let mut plan = client.balancer.plan(model, config);
+    let mut last: Option<(Arc<str>, Failure)> = None;
+    let mut earlier: Vec<String> = Vec::new();
+    for attempt in 1..=config.retry.max_attempts {
+        let Some(lease) = plan.next() else { break };
+        let target = lease.target();
+        ctx.provider = Some(target.provider.name.clone());
+        ctx.upstream_model = Some(target.model.clone());
+        let budget = Budget::new(started, &target.provider);
+        if budget.expired() {
+            last = Some((Arc::clone(&target.key), budget.total_error().into()));
+            break;
+        }
+        let error = match attempt::once(client, down, req, &lease, &budget, &mut ctx.report).await {
+            Ok(status) => {
+                lease.settle(Verdict::Healthy);
+                return Ok(status);
+            }
+            Err(error) => error,
+        };
+        let key = Arc::clone(&target.key);
+        lease.settle(error.verdict);
+        if !error.retryable || down.response_written().is_some() {
+            return Err(error.failure);
+        }
+        warn!(
+            "目标 `{key}` 第 {attempt} 次尝试失败，改试其他目标：{}",
+            error.failure
+        );
+        if let Some((previous_key, previous)) = last.replace((key, error.failure)) {
+            earlier.push(format!("`{previous_key}`：{previous}"));
+        }
     }
-    let (mut up, peer) = client.connect(provider).await?;
-    send_request(&mut up, provider, request).await?;
-    let first_byte = provider.timeouts.first_byte();
-    let header = report
-        .wait(io::read_header(&mut up, down, first_byte))
-        .await?;
-    if !header.status.is_success() {
-        return Err(upstream_failure(&mut up, down, &header, filter, target, report).await);
-    }
-    let idle = provider.timeouts.idle();
-    if req.stream {
-        stream::ensure_event_stream(&header, &provider.name)?;
-        let mut translator = filter.stream_translator(TranslateCtx::for_request(req));
-        let relayed = stream::relay(&mut up, down, translator.as_mut(), idle, report).await;
-        report.settle_stream_usage(translator.usage(), relayed.is_ok(), req.raw.len());
-        relayed?;
-    } else {
-        let body = report
-            .wait(io::read_body(&mut up, down, idle, MAX_RESPONSE_BODY_BYTES))
-            .await?;
-        let reply = filter.translate_response(body, &TranslateCtx::for_request(req))?;
-        report.usage = Usage::from_openai_body(&reply);
-        let written = report.wait(respond::write_json(down, 200, reply)).await;
-        written.map_err(|_| Failure::ClientGone)?;
-        report.mark_output();
-    }
-    client.release(up, &peer).await;
-    Ok(200)
+    Err(last.map_or_else(
+        || plan.unavailable().into(),
+        |(_, f)| with_history(f, &earlier),
+    ))
 }
 
-/// 上游返回非 2xx：读出错误体，翻译为给客户端的错误；上游的 `Retry-After` 在翻译结果没有时沿用。
-async fn upstream_failure(
-    up: &mut HttpSession,
-    down: &mut Session,
-    header: &ResponseHeader,
-    filter: &dyn ProviderFilter,
-    target: &Target,
-    report: &mut ExchangeReport,
-) -> Failure {
-    let idle = target.provider.timeouts.idle();
-    let body = match report
-        .wait(io::read_body(up, down, idle, MAX_ERROR_BODY_BYTES))
-        .await
-    {
-        Ok(body) => body,
-        Err(failure) => return failure,
-    };
-    let status = header.status.as_u16();
-    let error = map_upstream_error(
-        status,
-        filter.parse_error(status, &body),
-        &target.provider.name,
-    );
-    let fallback = io::retry_after(header);
-    match error.retry_after {
-        Some(_) => error.into(),
-        None => error.with_retry_after(fallback).into(),
+/// 最终错误的消息后附上此前失败的目标，运维与客户端都能看到每个目标是怎么失败的。
+fn with_history(failure: Failure, earlier: &[String]) -> Failure {
+    match failure {
+        Failure::Api(mut error) if !earlier.is_empty() => {
+            error.message = format!(
+                "{}（此前失败的目标：{}）",
+                error.message,
+                earlier.join("；")
+            );
+            Failure::Api(error)
+        }
+        other => other,
     }
 }
 
@@ -290,9 +309,9 @@ async fn upstream_failure(
 fn connect_error(provider: &Provider, error: Option<Box<pingora::Error>>) -> ApiError {
     let name = &provider.name;
     match error {
-        Some(e) if matches!(e.etype(), ErrorType::ConnectTimedout) => {
-            ApiError::gateway_timeout(format!("连接上游 `{name}` 超时：{e}"))
-        }
+        Some(e) if matches!(e.etype(), ErrorType::ConnectTimedout) => ApiError::gateway_timeout(
+            format!("连接上游 `{name}` 超时（连接超时 timeouts.connect_ms）：{e}"),
+        ),
         Some(e) => ApiError::bad_gateway(
             "upstream_unreachable",
             format!("无法连接上游 `{name}`：{e}"),
@@ -313,25 +332,4 @@ async fn drain(session: &mut HttpSession) -> bool {
             Err(_) => return false,
         }
     }
-}
-
-/// 写出请求头与请求体。通用头（Host、长度、编码）在这里统一设置，认证头来自过滤器。
-async fn send_request(
-    up: &mut HttpSession,
-    provider: &Provider,
-    request: UpstreamRequest,
-) -> Result<(), ApiError> {
-    let header = io::build_request_header(provider, &request)?;
-    let failed = |e: Box<pingora::Error>| {
-        ApiError::bad_gateway(
-            "upstream_write_failed",
-            format!("向上游 `{}` 发送请求失败：{e}", provider.name),
-        )
-    };
-    up.write_request_header(Box::new(header))
-        .await
-        .map_err(failed)?;
-    let body: Bytes = request.body;
-    up.write_request_body(body, true).await.map_err(failed)?;
-    up.finish_request_body().await.map_err(failed)
 }

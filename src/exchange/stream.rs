@@ -1,12 +1,11 @@
 //! 流式响应：逐块读取上游，按 SSE 事件翻译，每批事件立即写给客户端。
 
-use std::time::Duration;
-
 use bytes::BytesMut;
 use pingora::http::ResponseHeader;
 use pingora::protocols::http::client::HttpSession;
 use pingora_proxy::Session;
 
+use super::budget::Budget;
 use super::{io, ExchangeReport, Failure};
 use crate::error::ApiError;
 use crate::metrics::{InflightGuard, METRICS};
@@ -36,26 +35,25 @@ pub(super) fn ensure_event_stream(header: &ResponseHeader, provider: &str) -> Re
 
 /// 把上游 SSE 流翻译后转发给客户端，直到翻译器报告结束或上游关闭。
 ///
+/// 客户端的响应头推迟到第一批翻译好的事件要写出时才发：在此之前上游断开、发来乱码或超时，
+/// 客户端还什么都没收到，调用方可以换一个目标重试。
 /// 等待上游与写客户端的时间、首块时刻与写出次数记入 `report`。
-/// 错误：上游读失败、超时或截断时，已写出的事件保留，错误交给调用方写成流中错误事件。
+/// 错误：上游读失败、超时或截断时，已写出的事件保留，错误交给调用方写成流中错误事件
+/// （还没写出任何东西时写成普通错误响应）。
 pub(super) async fn relay(
     up: &mut HttpSession,
     down: &mut Session,
     translator: &mut dyn StreamTranslator,
-    idle: Duration,
+    budget: &Budget<'_>,
     report: &mut ExchangeReport,
 ) -> Result<(), Failure> {
     let _inflight = InflightGuard::new(&METRICS.inflight_streams);
     let gone = |_| Failure::ClientGone;
-    report
-        .wait(respond::start_event_stream(down))
-        .await
-        .map_err(gone)?;
     let mut parser = SseParser::default();
     let mut events: Vec<SseEvent> = Vec::new();
     let mut out = BytesMut::new();
     loop {
-        let chunk = report.wait(io::read_chunk(up, down, idle)).await?;
+        let chunk = report.wait(io::read_chunk(up, down, budget)).await?;
         let eof = chunk.is_none();
         match chunk {
             Some(bytes) => parser.push(&bytes, &mut events),
@@ -63,6 +61,7 @@ pub(super) async fn relay(
         }
         let step = translate(translator, &mut events, &mut out, eof);
         if !out.is_empty() {
+            start_once(down, report).await?;
             report
                 .wait(respond::write_chunk(down, out.split().freeze()))
                 .await
@@ -71,9 +70,21 @@ pub(super) async fn relay(
             report.chunks += 1;
         }
         if step? == StreamStatus::Done {
+            start_once(down, report).await?;
             return report.wait(respond::finish_body(down)).await.map_err(gone);
         }
     }
+}
+
+/// 还没向客户端写过响应头时写出 SSE 响应头。
+async fn start_once(down: &mut Session, report: &mut ExchangeReport) -> Result<(), Failure> {
+    if down.response_written().is_some() {
+        return Ok(());
+    }
+    report
+        .wait(respond::start_event_stream(down))
+        .await
+        .map_err(|_| Failure::ClientGone)
 }
 
 /// 翻译本批事件；上游已结束时让翻译器判断是否被截断。

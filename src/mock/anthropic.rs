@@ -8,7 +8,7 @@ use bytes::Bytes;
 use pingora::protocols::http::ServerSession;
 use serde_json::{json, Map, Value};
 
-use super::io::{send_named, send_raw, start_stream, write_json};
+use super::io::{send_named, send_raw, start_stream, write_json, write_json_with};
 use super::plan::{self, MockUsage, PlannedCall, Reply, ToolSpec, Turn};
 use super::{Fault, MockApp};
 
@@ -64,8 +64,9 @@ pub(super) async fn messages(app: &MockApp, session: &mut ServerSession, body: B
         Ok(request) => request,
         Err(message) => return error(session, 400, &message).await,
     };
-    if let Some(Fault::Status(code)) = app.settings.fault {
-        return error(session, code, &format!("模拟的上游故障（{code}）")).await;
+    if let Some(Fault::Status(code)) = app.fault() {
+        let body = error_body(code, &format!("模拟的上游故障（{code}）"));
+        return write_json_with(session, code, &body, app.retry_after(code).as_deref()).await;
     }
     let turn = turn_of(&request, body.len());
     let reply = plan::plan(&app.settings, &turn);
@@ -449,12 +450,16 @@ fn error_type(status: u16) -> &'static str {
 
 /// 以 Anthropic 错误体应答；返回连接是否仍可复用。
 async fn error(session: &mut ServerSession, status: u16, message: &str) -> bool {
-    let body = json!({
+    write_json(session, status, &error_body(status, message)).await
+}
+
+/// Anthropic 错误体。
+fn error_body(status: u16, message: &str) -> Value {
+    json!({
         "type": "error",
         "error": { "type": error_type(status), "message": message },
         "request_id": plan::next_id(REQUEST_ID_PREFIX),
-    });
-    write_json(session, status, &body).await
+    })
 }
 
 #[cfg(test)]

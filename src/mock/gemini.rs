@@ -164,7 +164,7 @@ pub(super) async fn generate(app: &MockApp, session: &mut ServerSession, body: B
     if let Err(message) = validate(&request) {
         return write_error(session, &GeminiError::new(HTTP_BAD_REQUEST, message)).await;
     }
-    if let Some(Fault::Status(code)) = app.settings.fault {
+    if let Some(Fault::Status(code)) = app.fault() {
         return write_error(session, &fault_error(code)).await;
     }
     let turn = turn_of(&request, body.len());

@@ -8,13 +8,9 @@ use serde_json::Value;
 
 use crate::streaming::write_data;
 
-/// 429 与 503 时建议的重试秒数。
-const RETRY_AFTER_SECS: &str = "1";
-
-/// 写一个完整的 JSON 响应（429 与 503 时带 `Retry-After`）；返回连接是否仍可复用。
+/// 写一个完整的 JSON 响应（不带 `Retry-After`）；返回连接是否仍可复用。
 pub(super) async fn write_json(session: &mut ServerSession, status: u16, body: &Value) -> bool {
-    let retry_after = (status == 429 || status == 503).then_some(RETRY_AFTER_SECS);
-    write_json_with(session, status, body, retry_after).await
+    write_json_with(session, status, body, None).await
 }
 
 /// 写一个完整的 JSON 响应，`retry_after` 为 `None` 时不带 `Retry-After`

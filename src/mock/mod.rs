@@ -1,8 +1,8 @@
 //! 上游模拟器：说各家提供方的真实线上格式（目前是 OpenAI），用于离线演示、测试和压测。
 //!
 //! 可随网关一起启动（配置 `mock` 段），也可单独运行（`chatnexus mock --listen 127.0.0.1:PORT`）。
-//! 可配置分块数、块间延迟、用量数字和故障模式（状态码、挂起、流中断开），
-//! 并记录收到的请求和流的结局，供测试断言上游实际收到了什么。
+//! 可配置分块数、块间延迟、响应头之前的延迟、用量数字和故障模式（状态码、挂起、流中断开、乱码），
+//! 故障可在运行时暂停与恢复；并记录收到的请求和流的结局，供测试断言上游实际收到了什么。
 
 mod anthropic;
 mod gemini;
@@ -11,7 +11,7 @@ mod openai;
 mod plan;
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -24,6 +24,7 @@ use pingora::protocols::http::ServerSession;
 use pingora::server::ShutdownWatch;
 use pingora::services::listening::Service;
 use serde::Deserialize;
+use tokio::io::AsyncWriteExt;
 
 /// 默认分块数。
 const DEFAULT_CHUNKS: usize = 8;
@@ -35,11 +36,15 @@ const MAX_MOCK_BODY: usize = 64 * 1024 * 1024;
 const RECORD_CAPACITY: usize = 16;
 /// 客户端连接保活秒数。
 const KEEPALIVE_SECS: u64 = 60;
+/// 429 与 503 故障缺省建议的重试秒数。
+const DEFAULT_RETRY_AFTER_SECS: u64 = 1;
+/// 乱码故障写出的字节：不是 HTTP 响应，也不是任何协议。
+const GARBAGE: &[u8] = b"\x00\xff\xfe garbage \x13\x37 not-http \r\n\r\n\x00";
 
 /// 故障模式。
 ///
 /// 用途：让测试与演示复现上游的各种坏行为。YAML 写法：`{ status: 503 }`、`{ hang: true }`、
-/// `{ drop_after: 2 }`，三者只能选一。
+/// `{ drop_after: 2 }`、`{ garbage: true }`，只能选一种。
 ///
 /// ```
 /// use chatnexus::mock::Fault; // 故障模式
@@ -56,6 +61,8 @@ pub enum Fault {
     Hang,
     /// 流式时发出这么多个内容块后直接断开连接（不发 `[DONE]`）。
     DropAfter(usize),
+    /// 读完请求后写出一串不是 HTTP 的乱码字节并关闭连接。
+    Garbage,
 }
 
 /// 故障模式在 YAML 中的写法。
@@ -66,23 +73,27 @@ struct FaultSpec {
     #[serde(default)]
     hang: bool,
     drop_after: Option<usize>,
+    #[serde(default)]
+    garbage: bool,
 }
 
 impl Fault {
-    /// 由三个可选项组成故障模式（配置文件与命令行共用）。
+    /// 由四个可选项组成故障模式（配置文件与命令行共用）。
     ///
     /// 返回：都未设置时为 `None`。错误：设置了多于一种。
     pub fn from_options(
         status: Option<u16>,
         hang: bool,
         drop_after: Option<usize>,
+        garbage: bool,
     ) -> Result<Option<Fault>, String> {
-        match (status, hang, drop_after) {
-            (None, false, None) => Ok(None),
-            (Some(code), false, None) => Ok(Some(Fault::Status(code))),
-            (None, true, None) => Ok(Some(Fault::Hang)),
-            (None, false, Some(n)) => Ok(Some(Fault::DropAfter(n))),
-            _ => Err("故障模式只能在 status、hang、drop_after 中选一种".to_string()),
+        match (status, hang, drop_after, garbage) {
+            (None, false, None, false) => Ok(None),
+            (Some(code), false, None, false) => Ok(Some(Fault::Status(code))),
+            (None, true, None, false) => Ok(Some(Fault::Hang)),
+            (None, false, Some(n), false) => Ok(Some(Fault::DropAfter(n))),
+            (None, false, None, true) => Ok(Some(Fault::Garbage)),
+            _ => Err("故障模式只能在 status、hang、drop_after、garbage 中选一种".to_string()),
         }
     }
 }
@@ -92,8 +103,9 @@ impl TryFrom<FaultSpec> for Fault {
 
     /// 三种故障恰好选一种，否则返回中文错误。
     fn try_from(spec: FaultSpec) -> Result<Self, Self::Error> {
-        Fault::from_options(spec.status, spec.hang, spec.drop_after)?
-            .ok_or_else(|| "fault 必须设置 status、hang: true、drop_after 之一".to_string())
+        Fault::from_options(spec.status, spec.hang, spec.drop_after, spec.garbage)?.ok_or_else(
+            || "fault 必须设置 status、hang: true、drop_after、garbage: true 之一".to_string(),
+        )
     }
 }
 
@@ -112,6 +124,10 @@ pub struct MockSettings {
     pub chunks: usize,
     /// 相邻两块之间的延迟（毫秒）。
     pub chunk_delay_ms: u64,
+    /// 写响应头之前的延迟（毫秒），模拟“思考”很久才回首字节的上游。
+    pub first_byte_delay_ms: u64,
+    /// 429 与 503 故障响应的 `Retry-After` 秒数。
+    pub retry_after_secs: u64,
     /// 回复文本。
     pub reply: String,
     /// 报告的输入 token 数；缺省按请求体长度估算。
@@ -131,6 +147,8 @@ impl Default for MockSettings {
         MockSettings {
             chunks: DEFAULT_CHUNKS,
             chunk_delay_ms: 0,
+            first_byte_delay_ms: 0,
+            retry_after_secs: DEFAULT_RETRY_AFTER_SECS,
             reply: DEFAULT_REPLY.to_string(),
             prompt_tokens: None,
             completion_tokens: None,
@@ -172,23 +190,36 @@ impl Recorded {
     }
 }
 
-/// 模拟器的计数与最近请求记录，可在多个线程间共享。
+/// 模拟器的计数、最近请求记录与故障开关，可在多个线程间共享。
 ///
-/// 用途：测试用它断言流是被完整发完还是被中途断开。
+/// 用途：测试用它断言流是被完整发完还是被中途断开，并在运行时暂停故障（模拟上游恢复）。
 ///
 /// ```
 /// let s = chatnexus::mock::MockStats::default(); // 新的统计
 /// assert_eq!(s.requests() + s.streams_aborted(), 0); // 全部从零开始
+/// s.suspend_fault(true); // 上游“恢复”：配置的故障暂不生效
+/// assert!(s.fault_suspended()); // 开关已打开
 /// ```
 #[derive(Debug, Default)]
 pub struct MockStats {
     requests: AtomicU64,
     streams_completed: AtomicU64,
     streams_aborted: AtomicU64,
+    fault_suspended: AtomicBool,
     recent: Mutex<VecDeque<Recorded>>,
 }
 
 impl MockStats {
+    /// 暂停（`true`）或恢复（`false`）配置的故障；暂停期间模拟器表现正常。
+    pub fn suspend_fault(&self, suspended: bool) {
+        self.fault_suspended.store(suspended, Ordering::SeqCst);
+    }
+
+    /// 故障是否被暂停。
+    pub fn fault_suspended(&self) -> bool {
+        self.fault_suspended.load(Ordering::SeqCst)
+    }
+
     /// 收到的请求数。
     pub fn requests(&self) -> u64 {
         self.requests.load(Ordering::SeqCst)
@@ -276,6 +307,10 @@ impl HttpServerApp for MockApp {
             body: body.clone(),
         };
         self.stats.record(recorded);
+        if self.fault() == Some(Fault::Garbage) {
+            write_garbage(session).await;
+            return None;
+        }
         let completed = self.respond(&mut session, body, shutdown).await;
         if !completed {
             return None;
@@ -299,7 +334,11 @@ impl MockApp {
         let header = session.req_header();
         let path = header.uri.path().to_string();
         let is_post = header.method == Method::POST;
-        if let Some(Fault::Hang) = self.settings.fault {
+        let delay = Duration::from_millis(self.settings.first_byte_delay_ms);
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        if let Some(Fault::Hang) = self.fault() {
             let mut shutdown = shutdown.clone();
             let _ = shutdown.changed().await;
             return false;
@@ -319,9 +358,21 @@ impl MockApp {
         openai::error(session, 404, &format!("模拟器没有接口 {path}")).await
     }
 
+    /// 当前生效的故障（被暂停时为 `None`）。
+    fn fault(&self) -> Option<Fault> {
+        self.settings
+            .fault
+            .filter(|_| !self.stats.fault_suspended())
+    }
+
+    /// 429 与 503 故障响应的 `Retry-After` 秒数（其余状态码不带）。
+    fn retry_after(&self, status: u16) -> Option<String> {
+        matches!(status, 429 | 503).then(|| self.settings.retry_after_secs.to_string())
+    }
+
     /// 流式发第 `index` 块之前调用：按设置延迟；返回 `false` 表示按故障设置应在此断开。
     async fn before_piece(&self, index: usize) -> bool {
-        if self.settings.fault == Some(Fault::DropAfter(index)) {
+        if self.fault() == Some(Fault::DropAfter(index)) {
             return false;
         }
         let delay = Duration::from_millis(self.settings.chunk_delay_ms);
@@ -339,6 +390,15 @@ impl MockApp {
             &self.stats.streams_aborted
         };
         counter.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// 乱码故障：绕过 HTTP 层直接往连接里写乱码，然后关闭。
+async fn write_garbage(session: ServerSession) {
+    if let ServerSession::H1(h1) = session {
+        let mut stream = h1.into_inner();
+        let _ = stream.write_all(GARBAGE).await;
+        let _ = stream.shutdown().await;
     }
 }
 

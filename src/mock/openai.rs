@@ -7,7 +7,7 @@ use bytes::Bytes;
 use pingora::protocols::http::ServerSession;
 use serde_json::{json, Map, Value};
 
-use super::io::{send_data, send_raw, start_stream, write_json};
+use super::io::{send_data, send_raw, start_stream, write_json, write_json_with};
 use super::plan::{self, MockUsage, PlannedCall, Reply, ToolSpec, Turn};
 use super::{Fault, MockApp};
 use crate::streaming::DONE_SENTINEL;
@@ -45,8 +45,9 @@ pub(super) async fn chat(app: &MockApp, session: &mut ServerSession, body: Bytes
     if let Err(message) = validate_messages(&request) {
         return error(session, 400, &message).await;
     }
-    if let Some(Fault::Status(code)) = app.settings.fault {
-        return error(session, code, &format!("模拟的上游故障（{code}）")).await;
+    if let Some(Fault::Status(code)) = app.fault() {
+        let body = error_body(code, &format!("模拟的上游故障（{code}）"));
+        return write_json_with(session, code, &body, app.retry_after(code).as_deref()).await;
     }
     let turn = turn_of(&request, body.len());
     let model = response_model(uri.path(), &request, azure);
@@ -244,13 +245,17 @@ pub(super) async fn models(session: &mut ServerSession) -> bool {
 
 /// 以 OpenAI 错误信封应答；返回连接是否仍可复用。
 pub(super) async fn error(session: &mut ServerSession, status: u16, message: &str) -> bool {
+    write_json(session, status, &error_body(status, message)).await
+}
+
+/// OpenAI 错误信封。
+fn error_body(status: u16, message: &str) -> Value {
     let kind = if status >= 500 {
         "server_error"
     } else {
         "invalid_request_error"
     };
-    let body = json!({ "error": { "message": message, "type": kind, "param": null, "code": "mock_error" } });
-    write_json(session, status, &body).await
+    json!({ "error": { "message": message, "type": kind, "param": null, "code": "mock_error" } })
 }
 
 fn full_response(c: &Completion, reply: &Reply) -> Value {

@@ -1010,12 +1010,16 @@ mod tests {
             timeouts: Timeouts::default(),
             enabled: true,
             api_version: None,
+            health_check: None,
         };
         Target {
             provider: Arc::new(provider),
             model: "claude-sonnet-4-5".into(),
             max_tokens,
             deployment: String::new(),
+            weight: 1,
+            priority: 0,
+            key: "claude/claude-sonnet-4-5".into(),
         }
     }
 

@@ -190,12 +190,16 @@ mod tests {
             timeouts: Timeouts::default(),
             enabled: true,
             api_version: Some("2024-10-21".into()),
+            health_check: None,
         };
         Target {
             provider: Arc::new(provider),
             model: "gpt-4o".into(),
             max_tokens: None,
             deployment: "gpt-4o-prod".into(),
+            weight: 1,
+            priority: 0,
+            key: "az/gpt-4o-prod".into(),
         }
     }
 

@@ -42,9 +42,9 @@ pub struct RequestCtx {
     pub model: Option<String>,
     /// 已配置的模型名（可作为指标标签）。
     pub model_label: Option<String>,
-    /// 选中的上游提供方。
+    /// 最后一次尝试的上游提供方（故障转移时是最终应答或最后失败的那个；尝试次数见 `report.attempts`）。
     pub provider: Option<String>,
-    /// 发给上游的模型名（用于查价目表）。
+    /// 最后一次尝试发给上游的模型名（用于查价目表）。
     pub upstream_model: Option<String>,
     /// 与上游交换的报告（首字时间、用量、等待时间）。
     pub report: ExchangeReport,

@@ -7,14 +7,15 @@ use serde_json::{json, Value};
 
 use crate::config::Config;
 use crate::security::Client;
+use crate::upstream::Balancer;
 
 /// 模型列表里的 `owned_by`。
 const OWNER: &str = "chatnexus";
 
-/// 生成 `/health` 的响应体：状态、版本、运行时长和每个上游的状态。
+/// 生成 `/health` 的响应体：状态、版本、运行时长、每个上游的状态与主动探测结果、每个目标的运行时状态。
 ///
-/// 有模型找不到任何可用上游时状态为 `degraded`，否则为 `ok`。
-pub fn health_body(config: &Config, started: Instant) -> Bytes {
+/// 有模型此刻没有任何可用目标（停用、熔断、限流或探测失败）时状态为 `degraded`，否则为 `ok`。
+pub fn health_body(config: &Config, balancer: &Balancer, started: Instant) -> Bytes {
     let providers: Vec<Value> = config
         .providers
         .iter()
@@ -23,18 +24,19 @@ pub fn health_body(config: &Config, started: Instant) -> Bytes {
                 "name": p.name,
                 "kind": p.kind,
                 "state": if p.enabled { "enabled" } else { "disabled" },
+                "probe": balancer.probe_report(p),
             })
         })
         .collect();
-    let degraded = config
-        .models
-        .iter()
-        .any(|m| !m.targets.iter().any(|t| t.provider.enabled));
+    let report = balancer.report(config);
+    let degraded = !report.degraded_models.is_empty();
     let body = json!({
         "status": if degraded { "degraded" } else { "ok" },
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_seconds": started.elapsed().as_secs(),
         "providers": providers,
+        "targets": report.targets,
+        "degraded_models": report.degraded_models,
     });
     Bytes::from(body.to_string())
 }
@@ -89,9 +91,14 @@ mod tests {
 
     #[test]
     fn 健康_有模型无可用上游时降级() {
-        let v: Value = serde_json::from_slice(&health_body(&配置(), Instant::now())).expect("JSON");
+        let balancer = Balancer::default();
+        let v: Value =
+            serde_json::from_slice(&health_body(&配置(), &balancer, Instant::now())).expect("JSON");
         assert_eq!(v["status"], "degraded");
         assert_eq!(v["providers"][1]["state"], "disabled");
+        assert_eq!(v["degraded_models"], json!(["乙"]));
+        assert_eq!(v["targets"][1]["state"], "disabled");
+        assert_eq!(v["targets"][0]["state"], "healthy");
         assert_eq!(v["providers"][0]["kind"], "openai_compatible");
     }
 }

@@ -32,7 +32,6 @@ use crate::exchange::{self, Failure, UpstreamClient};
 use crate::reload::SharedConfig;
 use crate::request::ChatRequest;
 use crate::security::nonce::{NonceStore, RedisNonces};
-use crate::upstream;
 use routes::Route;
 
 pub use context::{RequestCtx, REQUEST_ID_HEADER};
@@ -162,7 +161,10 @@ impl Gateway {
         }
         let header = session.req_header();
         match routes::route(&header.method, header.uri.path())? {
-            Route::Health => reply(session, local::health_body(config, self.started)).await,
+            Route::Health => {
+                let body = local::health_body(config, self.upstream.balancer(), self.started);
+                reply(session, body).await
+            }
             Route::Models => {
                 let client = auth::authenticate(session, config)?;
                 ctx.client = client.map(|c| c.name.clone());
@@ -176,7 +178,7 @@ impl Gateway {
         }
     }
 
-    /// `POST /v1/chat/completions`：鉴权、读体、验签与防重放、校验、模型权限、选目标、交换。
+    /// `POST /v1/chat/completions`：鉴权、读体、验签与防重放、校验、模型权限，再交给 `exchange` 选目标、交换与故障转移。
     ///
     /// 先鉴权再读体：未通过鉴权的客户端不能让网关读入 10 MiB 的请求体。
     /// 签名覆盖请求体的摘要，所以在读完请求体之后、解析 JSON 之前校验。
@@ -205,12 +207,7 @@ impl Gateway {
         if config.access_log.include_prompts {
             ctx.prompt = context::prompt_excerpt(&req);
         }
-        let target = *upstream::candidates(model)
-            .first()
-            .ok_or_else(|| ApiError::no_available_upstream(&req.model))?;
-        ctx.provider = Some(target.provider.name.clone());
-        ctx.upstream_model = Some(target.model.clone());
-        exchange::run(&self.upstream, session, &req, target, &mut ctx.report).await
+        exchange::run(&self.upstream, session, &req, model, config, ctx).await
     }
 }
 

@@ -1,30 +1,28 @@
-//! 上游目标：为请求列出候选目标、解析主机名、构造 Pingora 的 `HttpPeer`。
+//! 上游目标：选择目标（延迟与健康感知）、熔断、解析主机名、构造 Pingora 的 `HttpPeer`。
 
+mod balancer;
+mod breaker;
 mod dns;
+mod ewma;
+mod select;
+mod state;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use pingora::upstreams::peer::HttpPeer;
 
-use crate::config::{Model, Provider, Target};
+use crate::config::Provider;
 
+pub use balancer::{Balancer, HealthReport, Plan};
+pub use breaker::{Admission, Breaker, BreakerState};
 pub use dns::{Addrs, DnsCache, DnsRefresher};
+pub use ewma::{PeakEwma, INITIAL_LATENCY};
+pub use select::{choose, Choice};
+pub use state::{Health, Lease, ProbeState, TargetState, Verdict, DEFAULT_THROTTLE};
 
 /// 空闲的上游连接在连接池中保留的时长。
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// 列出模型当前可用的目标，按配置顺序。
-///
-/// 参数：模型；返回已启用提供方的目标（可能为空）。
-pub fn candidates(model: &Model) -> Vec<&Target> {
-    // TODO: 按延迟与健康状态选择（上游选择与故障转移）
-    model
-        .targets
-        .iter()
-        .filter(|t| t.provider.enabled)
-        .collect()
-}
 
 /// 为提供方的一个已解析地址构造 `HttpPeer`：HTTPS 时以主机名做 SNI 并校验证书。
 pub fn build_peer(provider: &Provider, addr: SocketAddr) -> HttpPeer {
@@ -58,31 +56,8 @@ mod tests {
             timeouts: Timeouts::default(),
             enabled,
             api_version: None,
+            health_check: None,
         })
-    }
-
-    #[test]
-    fn 候选_跳过停用的上游() {
-        let model = Model {
-            name: "m".into(),
-            targets: vec![
-                Target {
-                    provider: 提供方("http://127.0.0.1:1", false),
-                    model: "a".into(),
-                    max_tokens: None,
-                    deployment: "a".into(),
-                },
-                Target {
-                    provider: 提供方("http://127.0.0.1:2", true),
-                    model: "b".into(),
-                    max_tokens: None,
-                    deployment: "b".into(),
-                },
-            ],
-        };
-        let list = candidates(&model);
-        assert_eq!(list.len(), 1);
-        assert_eq!(list[0].model, "b");
     }
 
     #[test]

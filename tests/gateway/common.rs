@@ -31,6 +31,34 @@ pub const PRICE_INPUT: f64 = 1.25;
 pub const PRICE_OUTPUT: f64 = 10.0;
 /// 价目表中 `metered` 模型的缓存命中单价。
 pub const PRICE_CACHED: f64 = 0.125;
+/// 模拟上游 provider 行的缺省选项：首字节 1 秒、块间隔 2 秒超时。
+const DEFAULT_OPTIONS: &str = "timeouts: { first_byte_ms: 1000, idle_ms: 2000 }";
+/// 全局的故障转移设置：连续 3 次失败即熔断，冷却 3 秒起（测试不必久等恢复，又远长于两个相邻请求的间隔）；
+/// 延迟估计衰减 1 秒，偶发的调度抖动很快被淡化。
+const FAILOVER_SETTINGS: &str = "retry: { max_attempts: 3 }\ncircuit_breaker: { consecutive_failures: 3, cooldown_ms: 3000, max_cooldown_ms: 6000 }\nload_balancing: { latency_decay_ms: 1000 }";
+/// 故障转移测试的模型：故障目标在首选层（priority 0），备用目标在下一层，尝试顺序因此确定；
+/// 同层的两两组合测试负载均衡与一千个请求零失败。`dead` 与 `probe-dead` 是没有进程监听的端口。
+const FAILOVER_MODELS: &[&str] = &[
+    "  - { name: pair-refused, targets: [ { provider: dead }, { provider: steady, priority: 1 } ] }",
+    "  - { name: pair-500, targets: [ { provider: fo-500 }, { provider: steady, priority: 1 } ] }",
+    "  - { name: pair-503, targets: [ { provider: fo-503 }, { provider: steady, priority: 1 } ] }",
+    "  - { name: pair-529, targets: [ { provider: fo-529, model: claude-sonnet-4-5, max_tokens: 1024 }, { provider: steady, priority: 1 } ] }",
+    "  - { name: pair-429, targets: [ { provider: fo-429 }, { provider: steady, priority: 1 } ] }",
+    "  - { name: pair-hang, targets: [ { provider: fo-hang }, { provider: steady, priority: 1 } ] }",
+    "  - { name: pair-slow, targets: [ { provider: fo-slow }, { provider: steady, priority: 1 } ] }",
+    "  - { name: pair-thinking, targets: [ { provider: fo-thinking }, { provider: steady, priority: 1 } ] }",
+    "  - { name: pair-garbage, targets: [ { provider: fo-garbage }, { provider: steady, priority: 1 } ] }",
+    "  - { name: pair-drop, targets: [ { provider: fo-drop }, { provider: fo-drop-backup, priority: 1 } ] }",
+    "  - { name: pair-retranslate, targets: [ { provider: fo-gem-500, model: gemini-2.5-flash }, { provider: claude, model: claude-sonnet-4-5, max_tokens: 1024, priority: 1 } ] }",
+    "  - { name: pair-recover, targets: [ { provider: fo-flaky }, { provider: fo-recover-backup, priority: 1 } ] }",
+    "  - { name: pair-2x, targets: [ { provider: fo-fast }, { provider: fo-half } ] }",
+    "  - { name: pair-down, targets: [ { provider: dead }, { provider: fo-down-503 } ] }",
+    "  - { name: pair-probe, targets: [ { provider: probe-dead }, { provider: steady } ] }",
+    "  - { name: pair-mix-refused, targets: [ { provider: dead }, { provider: steady } ] }",
+    "  - { name: pair-mix-500, targets: [ { provider: mix-500 }, { provider: steady } ] }",
+    "  - { name: pair-mix-garbage, targets: [ { provider: mix-garbage }, { provider: steady } ] }",
+    "  - { name: pair-mix-429, targets: [ { provider: mix-429 }, { provider: steady } ] }",
+];
 
 /// 模拟上游说的协议，决定测试配置中的 provider 类型。
 #[derive(Clone, Copy)]
@@ -48,6 +76,8 @@ struct MockSpec {
     kind: Kind,
     settings: MockSettings,
     key: &'static str,
+    /// provider 行中的超时与健康检查选项。
+    options: &'static str,
 }
 
 /// Gemini 模拟器视为无效的上游密钥（返回 400 API_KEY_INVALID）。
@@ -83,18 +113,23 @@ impl TestEnv {
 /// 全部测试共享一个环境（Pingora 的 `Server` 适合每进程一个）。
 pub static ENV: Lazy<TestEnv> = Lazy::new(start_env);
 
+/// 用测试的上游密钥与缺省选项描述一个模拟上游。
+fn spec(name: &'static str, kind: Kind, settings: MockSettings) -> MockSpec {
+    MockSpec {
+        name,
+        kind,
+        settings,
+        key: UPSTREAM_KEY,
+        options: DEFAULT_OPTIONS,
+    }
+}
+
 fn mock_specs() -> Vec<MockSpec> {
     let with = |chunks, delay, fault| MockSettings {
         chunks,
         chunk_delay_ms: delay,
         fault,
         ..MockSettings::default()
-    };
-    let spec = |name, kind, settings| MockSpec {
-        name,
-        kind,
-        settings,
-        key: UPSTREAM_KEY,
     };
     let mut specs = vec![
         spec("fast", Kind::OpenAi, with(5, 0, None)),
@@ -127,7 +162,87 @@ fn mock_specs() -> Vec<MockSpec> {
         Kind::OpenAiOfficial,
         with(40, 50, None),
     ));
+    specs.extend(failover_specs());
     specs
+}
+
+/// 故障转移测试的模拟上游：每种故障一个（测试据各自的记录断言请求确实到过它）。
+fn failover_specs() -> Vec<MockSpec> {
+    let healthy = MockSettings {
+        chunks: 3,
+        ..MockSettings::default()
+    };
+    let delayed = |ms| MockSettings {
+        first_byte_delay_ms: ms,
+        ..healthy.clone()
+    };
+    let mut specs = vec![
+        spec("steady", Kind::OpenAi, healthy.clone()),
+        spec("fo-slow", Kind::OpenAi, delayed(3_000)),
+        spec("fo-thinking", Kind::OpenAi, delayed(300)),
+        spec("fo-drop-backup", Kind::OpenAi, healthy.clone()),
+        spec("fo-recover-backup", Kind::OpenAi, healthy.clone()),
+        spec("fo-fast", Kind::OpenAi, delayed(40)),
+        spec("fo-half", Kind::OpenAi, delayed(80)),
+    ];
+    specs.extend(fault_specs());
+    specs.extend(timeout_specs(&healthy));
+    specs
+}
+
+/// 带故障的模拟上游；限流与 503 的 `Retry-After` 为 120 秒，测试期间一直有效。
+fn fault_specs() -> Vec<MockSpec> {
+    let fault = |f| MockSettings {
+        chunks: 3,
+        retry_after_secs: 120,
+        fault: Some(f),
+        ..MockSettings::default()
+    };
+    vec![
+        spec("fo-500", Kind::OpenAi, fault(Fault::Status(500))),
+        spec("fo-503", Kind::OpenAi, fault(Fault::Status(503))),
+        spec("fo-529", Kind::Anthropic, fault(Fault::Status(529))),
+        spec("fo-gem-500", Kind::Gemini, fault(Fault::Status(500))),
+        spec("fo-429", Kind::OpenAi, fault(Fault::Status(429))),
+        spec("fo-hang", Kind::OpenAi, fault(Fault::Hang)),
+        spec("fo-garbage", Kind::OpenAi, fault(Fault::Garbage)),
+        spec("fo-drop", Kind::OpenAi, fault(Fault::DropAfter(1))),
+        spec("fo-flaky", Kind::OpenAi, fault(Fault::Status(500))),
+        spec("fo-down-503", Kind::OpenAi, fault(Fault::Status(503))),
+        spec("mix-500", Kind::OpenAi, fault(Fault::Status(500))),
+        spec("mix-garbage", Kind::OpenAi, fault(Fault::Garbage)),
+        spec("mix-429", Kind::OpenAi, fault(Fault::Status(429))),
+    ]
+}
+
+/// 超时与主动健康检查用的模拟上游：总时长、块间隔超时各一个，以及一个被定期探测的健康上游。
+fn timeout_specs(healthy: &MockSettings) -> Vec<MockSpec> {
+    let paced = |delay| MockSettings {
+        chunks: 10,
+        chunk_delay_ms: delay,
+        ..MockSettings::default()
+    };
+    let with_options = |name, settings, options| MockSpec {
+        options,
+        ..spec(name, Kind::OpenAi, settings)
+    };
+    vec![
+        with_options(
+            "fo-total",
+            paced(200),
+            "timeouts: { first_byte_ms: 1000, idle_ms: 2000, total_ms: 700 }",
+        ),
+        with_options(
+            "fo-idle",
+            paced(1_500),
+            "timeouts: { first_byte_ms: 1000, idle_ms: 300 }",
+        ),
+        with_options(
+            "fo-probed",
+            healthy.clone(),
+            "timeouts: { first_byte_ms: 1000, idle_ms: 2000 }, health_check: { path: /v1/models, interval_ms: 200, timeout_ms: 200 }",
+        ),
+    ]
 }
 
 /// 说 Anthropic、Gemini、Azure 协议的模拟上游：正常（带缓存与推理用量）、限流或过载、流中断开。
@@ -135,12 +250,6 @@ fn translated_specs() -> Vec<MockSpec> {
     let fault = |f| MockSettings {
         fault: Some(f),
         ..MockSettings::default()
-    };
-    let spec = |name, kind, settings| MockSpec {
-        name,
-        kind,
-        settings,
-        key: UPSTREAM_KEY,
     };
     let usage = MockSettings {
         chunks: 4,
@@ -168,8 +277,7 @@ fn translated_specs() -> Vec<MockSpec> {
 
 /// 一个模拟上游在配置中的 provider 行。
 fn provider_line(spec: &MockSpec, port: u16) -> String {
-    let (name, key) = (spec.name, spec.key);
-    let timeouts = "timeouts: { first_byte_ms: 1000, idle_ms: 2000 }";
+    let (name, key, options) = (spec.name, spec.key, spec.options);
     let (kind, url, extra) = match spec.kind {
         Kind::OpenAi => ("openai_compatible", format!("{LOOPBACK}:{port}/v1"), ""),
         Kind::OpenAiOfficial => ("openai", format!("{LOOPBACK}:{port}/v1"), ""),
@@ -181,7 +289,7 @@ fn provider_line(spec: &MockSpec, port: u16) -> String {
             ", api_version: \"2024-10-21\"",
         ),
     };
-    format!("  - {{ name: {name}, kind: {kind}, base_url: \"{url}\", api_key: \"{key}\", {timeouts}{extra} }}")
+    format!("  - {{ name: {name}, kind: {kind}, base_url: \"{url}\", api_key: \"{key}\", {options}{extra} }}")
 }
 
 /// 一个模拟上游对应的模型行（模型名与上游同名）。
@@ -214,6 +322,7 @@ fn config_yaml(layout: &Layout) -> String {
     let mut lines = vec![
         format!("server: {{ listen: \"127.0.0.1:{gateway}\", threads: 2, ca_file: \"{ca_file}\", metrics_listen: \"127.0.0.1:{metrics}\" }}"),
         format!("auth: {{ keys: [ {{ name: 测试团队, sha256: \"{client}\" }}, {{ name: 停用, sha256: \"{disabled}\", disabled: true }} ] }}"),
+        FAILOVER_SETTINGS.to_string(),
         "providers:".to_string(),
     ];
     lines.extend(
@@ -226,6 +335,7 @@ fn config_yaml(layout: &Layout) -> String {
     lines.push(format!(
         "  - {{ name: dead, kind: openai_compatible, base_url: \"{LOOPBACK}:{dead}\" }}"
     ));
+    lines.push(format!("  - {{ name: probe-dead, kind: openai_compatible, base_url: \"{LOOPBACK}:{dead}\", health_check: {{ path: /v1/models, interval_ms: 200, timeout_ms: 200 }} }}"));
     lines.push(format!("  - {{ name: nokey, kind: openai, base_url: \"{OPENAI_URL}\", api_key_env: CHATNEXUS_TEST_UNSET_KEY }}"));
     lines.push(format!(
         "  - {{ name: secure, kind: openai_compatible, base_url: \"{SECURE_URL}:{secure}\" }}"
@@ -243,6 +353,7 @@ fn config_yaml(layout: &Layout) -> String {
     lines.push(
         "  - { name: 改名, targets: [ { provider: fast, model: upstream-model } ] }".to_string(),
     );
+    lines.extend(FAILOVER_MODELS.iter().map(|line| line.to_string()));
     lines.push("pricing:".to_string());
     for model in ["metered", "metered-exact"] {
         lines.push(format!("  - {{ model: {model}, input: {PRICE_INPUT}, output: {PRICE_OUTPUT}, cached: {PRICE_CACHED} }}"));

@@ -6,6 +6,7 @@ mod body;
 mod chat;
 mod common;
 mod errors;
+mod failover;
 mod gemini;
 mod metrics;
 #[path = "../support/mod.rs"]

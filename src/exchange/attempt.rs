@@ -1,0 +1,210 @@
+//! 与一个目标的一次尝试：翻译请求、连接、发送、读响应头，成功时把回复写回客户端；
+//! 失败时给出能否换目标重试，以及对该目标的健康结论（被动健康检测）。
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::HeaderName;
+use pingora::http::ResponseHeader;
+use pingora::protocols::http::client::HttpSession;
+use pingora_proxy::Session;
+
+use super::budget::Budget;
+use super::{io, stream, ExchangeReport, Failure, UpstreamClient};
+use crate::config::Provider;
+use crate::error::ApiError;
+use crate::providers::{
+    filter_for, map_upstream_error, ProviderFilter, TranslateCtx, UpstreamRequest,
+};
+use crate::proxy::{respond, REQUEST_ID_HEADER};
+use crate::request::ChatRequest;
+use crate::streaming::Usage;
+use crate::upstream::{Lease, Verdict};
+
+/// 上游错误响应体读取的上限。
+const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
+/// 上游完整（非流式）响应体的上限。
+const MAX_RESPONSE_BODY_BYTES: usize = 64 * 1024 * 1024;
+/// 限流状态码。
+const STATUS_TOO_MANY_REQUESTS: u16 = 429;
+/// 说明目标故障、值得换一个目标的状态码（映射之后；上游认证失败已映射为 502，Anthropic 529 为 503）。
+const FAILOVER_STATUSES: [u16; 5] = [500, 502, 503, 504, 529];
+
+/// 一次尝试的失败。
+pub(super) struct AttemptError {
+    /// 若不再重试，返回给客户端的失败。
+    pub failure: Failure,
+    /// 换一个目标是否可能成功（调用方还要确认客户端尚未收到任何字节）。
+    pub retryable: bool,
+    /// 对该目标的健康结论。
+    pub verdict: Verdict,
+}
+
+impl From<Failure> for AttemptError {
+    /// 上游侧的失败（连接、超时、读写、无法解析）可以重试并计入熔断；客户端断开则两者都不是。
+    fn from(failure: Failure) -> Self {
+        let gone = matches!(failure, Failure::ClientGone);
+        AttemptError {
+            failure,
+            retryable: !gone,
+            verdict: if gone {
+                Verdict::Unknown
+            } else {
+                Verdict::Failed { retry_after: None }
+            },
+        }
+    }
+}
+
+impl From<ApiError> for AttemptError {
+    fn from(error: ApiError) -> Self {
+        Failure::Api(error).into()
+    }
+}
+
+/// 用租约中的目标完成一次交换；尝试次数、等待时间、首块时刻与用量记入 `report`。
+///
+/// 返回：写给客户端的状态码。错误：见 [`AttemptError`]。
+pub(super) async fn once(
+    client: &UpstreamClient,
+    down: &mut Session,
+    req: &ChatRequest,
+    lease: &Lease<'_>,
+    budget: &Budget<'_>,
+    report: &mut ExchangeReport,
+) -> Result<u16, AttemptError> {
+    let target = lease.target();
+    let provider = &target.provider;
+    let filter = filter_for(provider.kind);
+    let mut request = filter.build_request(req, target).map_err(untranslatable)?;
+    report.attempts += 1;
+    forward_request_id(down, &mut request);
+    let (mut up, peer) = client.connect(provider, budget).await?;
+    send_request(&mut up, provider, request).await?;
+    let header = report.wait(io::read_header(&mut up, down, budget)).await;
+    if !matches!(header, Err(Failure::ClientGone)) {
+        lease.record_first_byte();
+    }
+    let header = header?;
+    if !header.status.is_success() {
+        let reply = Reply {
+            filter,
+            provider,
+            header: &header,
+        };
+        return Err(reject(&mut up, down, reply, budget, report).await);
+    }
+    if req.stream {
+        stream::ensure_event_stream(&header, &provider.name)?;
+        let mut translator = filter.stream_translator(TranslateCtx::for_request(req));
+        let relayed = stream::relay(&mut up, down, translator.as_mut(), budget, report).await;
+        report.settle_stream_usage(translator.usage(), relayed.is_ok(), req.raw.len());
+        relayed?;
+    } else {
+        deliver_json(&mut up, down, req, filter, budget, report).await?;
+    }
+    client.release(up, &peer).await;
+    Ok(200)
+}
+
+/// 非流式：读完上游响应体，翻译后一次写给客户端。
+async fn deliver_json(
+    up: &mut HttpSession,
+    down: &mut Session,
+    req: &ChatRequest,
+    filter: &dyn ProviderFilter,
+    budget: &Budget<'_>,
+    report: &mut ExchangeReport,
+) -> Result<(), AttemptError> {
+    let body = report
+        .wait(io::read_body(up, down, budget, MAX_RESPONSE_BODY_BYTES))
+        .await?;
+    let reply = filter.translate_response(body, &TranslateCtx::for_request(req))?;
+    report.usage = Usage::from_openai_body(&reply);
+    let written = report.wait(respond::write_json(down, 200, reply)).await;
+    written.map_err(|_| Failure::ClientGone)?;
+    report.mark_output();
+    Ok(())
+}
+
+/// 把客户端请求的请求 id 一并发给上游，便于跨系统排查。
+fn forward_request_id(down: &Session, request: &mut UpstreamRequest) {
+    if let Some(id) = down.req_header().headers.get(REQUEST_ID_HEADER) {
+        request
+            .headers
+            .push((HeaderName::from_static(REQUEST_ID_HEADER), id.clone()));
+    }
+}
+
+/// 上游的非 2xx 回复：用哪个过滤器解析、来自哪个上游、响应头。
+struct Reply<'a> {
+    filter: &'a dyn ProviderFilter,
+    provider: &'a Provider,
+    header: &'a ResponseHeader,
+}
+
+/// 请求无法翻译成该目标的协议（例如某家不支持的参数）：换一个协议不同的目标也许可以，
+/// 但这不说明目标不健康。
+fn untranslatable(error: ApiError) -> AttemptError {
+    AttemptError {
+        failure: error.into(),
+        retryable: true,
+        verdict: Verdict::Unknown,
+    }
+}
+
+/// 上游返回了非 2xx：读错误体，映射为客户端错误，并判断是否换目标。
+///
+/// 429 按 `Retry-After` 暂停该目标；500/502/503/504/529 与上游拒绝网关密钥计为故障；
+/// 其余 4xx 是请求本身的问题，换目标也没用，目标本身是健康的。
+async fn reject(
+    up: &mut HttpSession,
+    down: &mut Session,
+    reply: Reply<'_>,
+    budget: &Budget<'_>,
+    report: &mut ExchangeReport,
+) -> AttemptError {
+    let status = reply.header.status.as_u16();
+    let read = io::read_body(up, down, budget, MAX_ERROR_BODY_BYTES);
+    let body = match report.wait(read).await {
+        Ok(body) => body,
+        Err(failure) => return failure.into(),
+    };
+    let info = reply.filter.parse_error(status, &body);
+    let mut error = map_upstream_error(status, info, &reply.provider.name);
+    if error.retry_after.is_none() {
+        error.retry_after = io::retry_after(reply.header);
+    }
+    let retry_after = error.retry_after.map(Duration::from_secs);
+    let verdict = match error.status {
+        STATUS_TOO_MANY_REQUESTS => Verdict::Throttled { retry_after },
+        s if FAILOVER_STATUSES.contains(&s) => Verdict::Failed { retry_after },
+        _ => Verdict::Healthy,
+    };
+    AttemptError {
+        failure: error.into(),
+        retryable: verdict != Verdict::Healthy,
+        verdict,
+    }
+}
+
+/// 写出请求头与请求体。通用头（Host、长度、编码）在这里统一设置，认证头来自过滤器。
+async fn send_request(
+    up: &mut HttpSession,
+    provider: &Provider,
+    request: UpstreamRequest,
+) -> Result<(), ApiError> {
+    let header = io::build_request_header(provider, &request)?;
+    let failed = |e: Box<pingora::Error>| {
+        ApiError::bad_gateway(
+            "upstream_write_failed",
+            format!("向上游 `{}` 发送请求失败：{e}", provider.name),
+        )
+    };
+    up.write_request_header(Box::new(header))
+        .await
+        .map_err(failed)?;
+    let body: Bytes = request.body;
+    up.write_request_body(body, true).await.map_err(failed)?;
+    up.finish_request_body().await.map_err(failed)
+}

@@ -1,0 +1,360 @@
+//! 一个目标跨请求共享的运行时状态：延迟估计、在途请求数、熔断器、上游要求的等待，以及所属上游的主动探测结果。
+
+use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use log::{info, warn};
+
+use super::breaker::{Admission, Breaker, BreakerState};
+use super::ewma::PeakEwma;
+use crate::config::{BreakerSettings, Target};
+
+/// 429 没有给出 `Retry-After` 时暂停使用该目标的时长。
+pub const DEFAULT_THROTTLE: Duration = Duration::from_secs(1);
+
+/// 探测状态：尚未探测。
+const PROBE_UNKNOWN: u8 = 0;
+/// 探测状态：健康。
+const PROBE_UP: u8 = 1;
+/// 探测状态：不健康。
+const PROBE_DOWN: u8 = 2;
+
+/// 一个上游最近一次主动探测的结果。
+///
+/// 用途：探测服务写入，选择目标时读取；探测失败的上游的全部目标暂不参与选择。
+///
+/// ```
+/// let p = chatnexus::upstream::ProbeState::default(); // 尚未探测
+/// p.record(false, "连接被拒绝".into()); // 一次失败的探测
+/// assert_eq!(p.status(), Some(false)); // 已知不健康
+/// ```
+#[derive(Debug, Default)]
+pub struct ProbeState {
+    status: AtomicU8,
+    detail: Mutex<String>,
+}
+
+impl ProbeState {
+    /// 记录一次探测结果及说明（状态码或错误）。
+    pub fn record(&self, healthy: bool, detail: String) {
+        let status = if healthy { PROBE_UP } else { PROBE_DOWN };
+        self.status.store(status, Ordering::Relaxed);
+        *self.detail.lock().unwrap_or_else(|p| p.into_inner()) = detail;
+    }
+
+    /// 最近一次探测是否健康；尚未探测时为 `None`。
+    pub fn status(&self) -> Option<bool> {
+        match self.status.load(Ordering::Relaxed) {
+            PROBE_UNKNOWN => None,
+            status => Some(status == PROBE_UP),
+        }
+    }
+
+    /// 最近一次探测的说明。
+    pub fn detail(&self) -> String {
+        self.detail
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+/// 一次尝试的结论，用于被动健康检测。
+///
+/// 用途：`exchange` 在每次尝试结束时交给 [`Lease::settle`]。
+///
+/// ```
+/// use chatnexus::upstream::Verdict; // 尝试结论
+/// let v = Verdict::Failed { retry_after: None }; // 上游故障
+/// assert_ne!(v, Verdict::Healthy); // 与成功不同
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// 上游正常应答（包括因客户端请求本身有误而返回的 4xx）。
+    Healthy,
+    /// 上游故障：连接、TLS、超时、5xx、无法解析的回复、流中断开；可带上游要求的等待时间。
+    Failed {
+        /// 上游 `Retry-After` 给出的等待时间。
+        retry_after: Option<Duration>,
+    },
+    /// 被限流（429）：按 `Retry-After`（没有时按 [`DEFAULT_THROTTLE`]）暂停使用，不计入熔断。
+    Throttled {
+        /// 上游 `Retry-After` 给出的等待时间。
+        retry_after: Option<Duration>,
+    },
+    /// 无法判断目标好坏（例如客户端中途断开）。
+    Unknown,
+}
+
+/// 目标此刻的健康状况。
+///
+/// 用途：选择时过滤，`/health` 展示，全部不可用时写进 503 的说明。
+///
+/// ```
+/// use chatnexus::upstream::Health; // 健康状况
+/// assert!(Health::Healthy.is_usable() && !Health::Disabled.is_usable()); // 停用的不可用
+/// assert_eq!(Health::Disabled.name(), "disabled"); // /health 中的名字
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    /// 正常。
+    Healthy,
+    /// 冷却结束，可以放行一个试探请求。
+    HalfOpen,
+    /// 试探请求进行中，暂不放行其他请求。
+    Probing,
+    /// 被熔断摘除，直到 `until`。
+    Ejected {
+        /// 冷却结束时间。
+        until: Instant,
+    },
+    /// 上游要求等待（`Retry-After`），直到 `until`。
+    RateLimited {
+        /// 可以再用的时间。
+        until: Instant,
+    },
+    /// 主动探测失败。
+    ProbeFailed,
+    /// 上游被停用（例如密钥环境变量未设置）。
+    Disabled,
+}
+
+impl Health {
+    /// 现在能否选它。
+    pub fn is_usable(self) -> bool {
+        matches!(self, Health::Healthy | Health::HalfOpen)
+    }
+
+    /// `/health` 中显示的状态名。
+    pub fn name(self) -> &'static str {
+        match self {
+            Health::Healthy => "healthy",
+            Health::HalfOpen | Health::Probing => "half_open",
+            Health::Ejected { .. } => "ejected",
+            Health::RateLimited { .. } => "rate_limited",
+            Health::ProbeFailed => "probe_failed",
+            Health::Disabled => "disabled",
+        }
+    }
+
+    /// 不可用状态的结束时间（只有熔断与限流有）。
+    pub fn until(self) -> Option<Instant> {
+        match self {
+            Health::Ejected { until } | Health::RateLimited { until } => Some(until),
+            _ => None,
+        }
+    }
+}
+
+/// 锁内的可变部分。
+#[derive(Debug)]
+struct Inner {
+    latency: PeakEwma,
+    breaker: Breaker,
+    hold_until: Option<Instant>,
+}
+
+/// 一个目标的共享运行时状态。
+///
+/// 用途：`Balancer` 按目标键保存它（配置重载后沿用），所有请求共享；选择时读取代价与健康状况，
+/// 尝试时由 [`Lease`] 计入在途数并报告结果。
+///
+/// ```
+/// use std::sync::Arc; // 共享指针
+/// use std::time::Instant; // 时间
+/// let probe = Arc::new(chatnexus::upstream::ProbeState::default()); // 所属上游的探测结果
+/// let state = chatnexus::upstream::TargetState::new(probe, Instant::now()); // 新目标
+/// assert_eq!(state.inflight(), 0); // 还没有在途请求
+/// ```
+#[derive(Debug)]
+pub struct TargetState {
+    inner: Mutex<Inner>,
+    inflight: AtomicU32,
+    probe: Arc<ProbeState>,
+}
+
+impl TargetState {
+    /// 创建状态；`probe` 是所属上游的探测结果（同一上游的目标共享）。
+    pub fn new(probe: Arc<ProbeState>, now: Instant) -> Self {
+        TargetState {
+            inner: Mutex::new(Inner {
+                latency: PeakEwma::new(now),
+                breaker: Breaker::new(now),
+                hold_until: None,
+            }),
+            inflight: AtomicU32::new(0),
+            probe,
+        }
+    }
+
+    /// 当前在途请求数。
+    pub fn inflight(&self) -> u32 {
+        self.inflight.load(Ordering::Relaxed)
+    }
+
+    /// 当前的首字节延迟估计。
+    pub fn latency(&self, now: Instant, decay: Duration) -> Duration {
+        self.lock().latency.estimate(now, decay)
+    }
+
+    /// 当前的连续失败次数。
+    pub fn consecutive_failures(&self) -> u32 {
+        self.lock().breaker.consecutive_failures()
+    }
+
+    /// 目标此刻的健康状况。
+    pub fn health(&self, target: &Target, now: Instant) -> Health {
+        health_of(&self.lock(), target, &self.probe, now)
+    }
+
+    /// 可用时返回选择代价（延迟估计 ×（在途数 + 1），单位秒），不可用时返回 `None`。
+    pub fn cost(&self, target: &Target, now: Instant, decay: Duration) -> Option<f64> {
+        let inner = self.lock();
+        if !health_of(&inner, target, &self.probe, now).is_usable() {
+            return None;
+        }
+        let load = f64::from(self.inflight() + 1);
+        Some(inner.latency.estimate(now, decay).as_secs_f64() * load)
+    }
+
+    /// 为一次尝试占用目标：再次检查可用性（可能已被并发请求改变），半开时占用试探名额，在途数加一。
+    ///
+    /// 返回：`None` 表示此刻不可用。
+    pub(super) fn admit(&self, target: &Target, now: Instant) -> Option<bool> {
+        let mut inner = self.lock();
+        if !health_of(&inner, target, &self.probe, now).is_usable() {
+            return None;
+        }
+        let trial = inner.breaker.admit(now)?;
+        self.inflight.fetch_add(1, Ordering::Relaxed);
+        Some(trial)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// 依次检查：上游停用、主动探测失败、上游要求等待、熔断器。
+fn health_of(inner: &Inner, target: &Target, probe: &ProbeState, now: Instant) -> Health {
+    if !target.provider.enabled {
+        return Health::Disabled;
+    }
+    if target.provider.health_check.is_some() && probe.status() == Some(false) {
+        return Health::ProbeFailed;
+    }
+    if let Some(until) = inner.hold_until.filter(|until| *until > now) {
+        return Health::RateLimited { until };
+    }
+    match inner.breaker.admission(now) {
+        Admission::Allowed => Health::Healthy,
+        Admission::Trial => Health::HalfOpen,
+        Admission::Rejected { until: Some(until) } => Health::Ejected { until },
+        Admission::Rejected { until: None } => Health::Probing,
+    }
+}
+
+/// 一次尝试对目标的占用：在途数加一，结束（释放）时减一。
+///
+/// 用途：`Plan::next` 返回它，`exchange` 用它取得目标、记录首字节延迟并报告结论；
+/// 没有报告结论就被释放（例如请求被取消）时，占用的试探名额会被交还。
+pub struct Lease<'a> {
+    target: &'a Target,
+    state: Arc<TargetState>,
+    started: Instant,
+    trial: bool,
+    settled: bool,
+    breaker: BreakerSettings,
+    decay: Duration,
+}
+
+impl<'a> Lease<'a> {
+    /// 由 `Plan` 在成功占用目标后创建。
+    pub(super) fn new(
+        target: &'a Target,
+        state: Arc<TargetState>,
+        trial: bool,
+        breaker: BreakerSettings,
+        decay: Duration,
+    ) -> Self {
+        Lease {
+            target,
+            state,
+            started: Instant::now(),
+            trial,
+            settled: false,
+            breaker,
+            decay,
+        }
+    }
+
+    /// 本次尝试的目标。
+    pub fn target(&self) -> &'a Target {
+        self.target
+    }
+
+    /// 记录从开始尝试到收到上游响应头（或首字节超时）的延迟样本。
+    pub fn record_first_byte(&self) {
+        let now = Instant::now();
+        let elapsed = now.saturating_duration_since(self.started);
+        self.state.lock().latency.observe(elapsed, now, self.decay);
+    }
+
+    /// 报告本次尝试的结论并释放占用。
+    pub fn settle(mut self, verdict: Verdict) {
+        self.settled = true;
+        let now = Instant::now();
+        let mut inner = self.state.lock();
+        let before = inner.breaker.state();
+        match verdict {
+            Verdict::Healthy => inner.breaker.on_success(now, &self.breaker),
+            Verdict::Failed { retry_after } => {
+                inner.breaker.on_failure(now, &self.breaker);
+                hold(&mut inner, now, retry_after);
+            }
+            Verdict::Throttled { retry_after } => {
+                hold(
+                    &mut inner,
+                    now,
+                    Some(retry_after.unwrap_or(DEFAULT_THROTTLE)),
+                );
+                inner.breaker.abandon_trial();
+            }
+            Verdict::Unknown => inner.breaker.abandon_trial(),
+        }
+        log_transition(&self.target.key, before, inner.breaker.state(), now);
+    }
+}
+
+/// 熔断与恢复是运维最关心的状态变化，各记一条日志。
+fn log_transition(key: &str, before: BreakerState, after: BreakerState, now: Instant) {
+    match (before, after) {
+        (BreakerState::Open { .. }, BreakerState::Open { .. }) => {}
+        (_, BreakerState::Open { until }) => {
+            let cooldown = until.saturating_duration_since(now).as_millis();
+            warn!("目标 `{key}` 失败过多被熔断，{cooldown} 毫秒后放行一个试探请求");
+        }
+        (BreakerState::HalfOpen { .. }, BreakerState::Closed) => {
+            info!("目标 `{key}` 试探请求成功，恢复使用");
+        }
+        _ => {}
+    }
+}
+
+/// 记下上游要求的等待：取已有等待与新等待中较晚的一个。
+fn hold(inner: &mut Inner, now: Instant, wait: Option<Duration>) {
+    if let Some(wait) = wait.filter(|w| !w.is_zero()) {
+        let until = now + wait;
+        inner.hold_until = Some(inner.hold_until.map_or(until, |old| old.max(until)));
+    }
+}
+
+impl Drop for Lease<'_> {
+    fn drop(&mut self) {
+        self.state.inflight.fetch_sub(1, Ordering::Relaxed);
+        if self.trial && !self.settled {
+            self.state.lock().breaker.abandon_trial();
+        }
+    }
+}
