@@ -7,6 +7,8 @@
 
 #![warn(clippy::all)]
 
+/// 墙上时钟。
+pub mod clock;
 /// 配置：YAML、环境变量与 `.env` 的加载和校验。
 pub mod config;
 /// 返回给客户端的错误与 OpenAI 错误信封。

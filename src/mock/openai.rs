@@ -10,6 +10,7 @@ use serde_json::{json, Map, Value};
 use super::io::{send_data, send_raw, start_stream, write_json, write_json_with};
 use super::plan::{self, MockUsage, PlannedCall, Reply, ToolSpec, Turn};
 use super::{Fault, MockApp};
+use crate::clock::unix_now;
 use crate::streaming::DONE_SENTINEL;
 
 /// 聊天补全接口路径的结尾（前缀可以是 `/v1`、Azure 的部署路径或任意 base 路径）。
@@ -53,7 +54,7 @@ pub(super) async fn chat(app: &MockApp, session: &mut ServerSession, body: Bytes
     let model = response_model(uri.path(), &request, azure);
     let c = Completion {
         id: plan::next_id("chatcmpl-mock-"),
-        created: plan::unix_now(),
+        created: unix_now(),
         model,
         usage: plan::usage(&app.settings, &turn),
         azure,

@@ -3,7 +3,6 @@
 //! 各家格式的模拟器先把请求解析成中立的 [`Turn`]，再由 [`plan`] 决定 [`Reply`]，最后按自家格式写出。
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Map, Value};
 
@@ -135,14 +134,6 @@ pub(super) fn split_reply(reply: &str, n: usize) -> Vec<String> {
 /// 生成带前缀的递增 id（如 `msg_mock_3`）。
 pub(super) fn next_id(prefix: &str) -> String {
     format!("{prefix}{}", NEXT_ID.fetch_add(1, Ordering::Relaxed))
-}
-
-/// 当前 Unix 秒。
-pub(super) fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default()
 }
 
 #[cfg(test)]

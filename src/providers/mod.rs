@@ -90,10 +90,7 @@ pub struct TranslateCtx {
 impl TranslateCtx {
     /// 由客户端请求生成。
     pub fn for_request(req: &ChatRequest) -> Self {
-        let created = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or_default();
+        let created = crate::clock::unix_now();
         TranslateCtx {
             model: req.model.clone(),
             include_usage: convert::include_usage(req),

@@ -1,10 +1,11 @@
 //! 网关自己应答的接口：`/health` 与 `/v1/models`。
 
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use bytes::Bytes;
 use serde_json::{json, Value};
 
+use crate::clock::unix_now;
 use crate::config::Config;
 use crate::security::Client;
 use crate::upstream::Balancer;
@@ -44,10 +45,7 @@ pub fn health_body(config: &Config, balancer: &Balancer, started: Instant) -> By
 /// 生成 `/v1/models` 的响应体（OpenAI 列表格式），按配置顺序列出该客户端可用的模型名
 /// （客户端有模型允许列表时只列出其中的模型；鉴权关闭时 `client` 为 `None`，列出全部）。
 pub fn models_body(config: &Config, client: Option<&Client>) -> Bytes {
-    let created = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default();
+    let created = unix_now();
     let data: Vec<Value> = config
         .models
         .iter()

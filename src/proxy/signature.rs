@@ -3,10 +3,11 @@
 //! 顺序：签名头格式 → 时间窗口 → HMAC（常量时间比较）→ 认领 nonce。签名通过之后才认领 nonce，
 //! 没有签名密钥的人既不能消耗别人的 nonce，也不能往存储里塞垃圾。
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use pingora_proxy::Session;
 
+use crate::clock::unix_now;
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::security::nonce::{Claim, NonceError, NonceStore};
@@ -77,13 +78,6 @@ fn reject(error: SignatureError) -> ApiError {
         _ => "invalid_signature",
     };
     ApiError::signature(code, error.to_string())
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default()
 }
 
 #[cfg(test)]

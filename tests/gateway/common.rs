@@ -540,16 +540,4 @@ pub async fn expect_stream_cut(model: &str) -> serde_json::Value {
     last["error"].clone()
 }
 
-/// 断言响应是给定状态码的 OpenAI 错误信封，并返回其中的 `error` 对象。
-pub async fn expect_error(resp: reqwest::Response, status: u16) -> serde_json::Value {
-    assert_eq!(resp.status().as_u16(), status, "状态码不符");
-    let body: serde_json::Value = resp.json().await.expect("错误响应必须是 JSON");
-    let error = body["error"].clone();
-    assert!(error["message"].is_string(), "缺少 error.message：{body}");
-    assert!(error["type"].is_string(), "缺少 error.type：{body}");
-    assert!(
-        error.get("param").is_some() && error.get("code").is_some(),
-        "缺少 param/code：{body}"
-    );
-    error
-}
+pub use crate::support::expect_error;

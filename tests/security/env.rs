@@ -264,16 +264,4 @@ pub fn signed_chat(
     )
 }
 
-/// 断言是给定状态码的 OpenAI 错误信封，返回 `error` 对象。
-pub async fn expect_error(resp: reqwest::Response, status: u16) -> serde_json::Value {
-    assert_eq!(resp.status().as_u16(), status, "状态码不符");
-    let body: serde_json::Value = resp.json().await.expect("错误响应必须是 JSON");
-    let error = body["error"].clone();
-    assert!(error["message"].is_string(), "缺少 error.message：{body}");
-    assert!(error["type"].is_string(), "缺少 error.type：{body}");
-    assert!(
-        error.get("param").is_some() && error.get("code").is_some(),
-        "{body}"
-    );
-    error
-}
+pub use crate::support::expect_error;

@@ -182,41 +182,33 @@ async fn 缺少签名_要求签名的密钥_401() {
     );
 }
 
+/// 用给定时间戳发一个签名请求（签名本身正确）。
+async fn 按时间戳签名发送(client: &reqwest::Client, timestamp: u64) -> reqwest::Response {
+    let body = chat_body("mock", false);
+    let signed = sign_request(
+        SIGNING_SECRET,
+        "POST",
+        CHAT,
+        timestamp,
+        &fresh_nonce(),
+        &body,
+    );
+    signed_post(client, ENV.memory, CHAT, SIGNED_KEY, body, &signed)
+        .send()
+        .await
+        .expect("请求失败")
+}
+
 #[tokio::test]
 async fn 时间戳超出正负三百秒_401() {
     let client = reqwest::Client::new();
     for timestamp in [now() - 301, now() + 400, 0] {
-        let body = chat_body("mock", false);
-        let signed = sign_request(
-            SIGNING_SECRET,
-            "POST",
-            CHAT,
-            timestamp,
-            &fresh_nonce(),
-            &body,
-        );
-        let resp = signed_post(&client, ENV.memory, CHAT, SIGNED_KEY, body, &signed)
-            .send()
-            .await
-            .expect("请求失败");
-        let error = expect_error(resp, 401).await;
+        let error = expect_error(按时间戳签名发送(&client, timestamp).await, 401).await;
         assert_eq!(error["code"], "signature_expired", "时间戳 {timestamp}");
     }
     // 窗口内（稍早、稍晚）都通过
     for timestamp in [now() - 250, now() + 250] {
-        let body = chat_body("mock", false);
-        let signed = sign_request(
-            SIGNING_SECRET,
-            "POST",
-            CHAT,
-            timestamp,
-            &fresh_nonce(),
-            &body,
-        );
-        let resp = signed_post(&client, ENV.memory, CHAT, SIGNED_KEY, body, &signed)
-            .send()
-            .await
-            .expect("请求失败");
+        let resp = 按时间戳签名发送(&client, timestamp).await;
         assert_eq!(resp.status(), 200, "时间戳 {timestamp}");
     }
 }
