@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use once_cell::sync::Lazy;
 use pingora_prometheus::prometheus::{
-    register_counter_vec, register_histogram_vec, register_int_counter_vec, register_int_gauge,
-    CounterVec, HistogramVec, IntCounterVec, IntGauge,
+    register_counter_vec, register_gauge_vec, register_histogram_vec, register_int_counter_vec,
+    register_int_gauge, register_int_gauge_vec, CounterVec, GaugeVec, HistogramVec, IntCounterVec,
+    IntGauge, IntGaugeVec,
 };
 
 use crate::streaming::Usage;
@@ -58,6 +59,12 @@ pub struct Metrics {
     pub inflight_requests: IntGauge,
     /// 进行中的流：`llm_inflight_streams`
     pub inflight_streams: IntGauge,
+    /// 上游目标是否可用：`llm_upstream_healthy{provider,target}`（1 可用，0 熔断、暂停或探测失败）。
+    pub upstream_healthy: IntGaugeVec,
+    /// 上游目标的首字节延迟估计：`llm_upstream_latency_seconds{provider,target}`（peak-EWMA）。
+    pub upstream_latency: GaugeVec,
+    /// 故障转移的重试次数：`llm_retries_total{provider,model}`（按最终服务的上游计）。
+    pub retries: IntCounterVec,
     /// 配置重载：`llm_config_reloads_total{result}`，结果为 ok 或 error。
     pub config_reloads: IntCounterVec,
 }
@@ -67,42 +74,93 @@ pub static METRICS: Lazy<Metrics> = Lazy::new(Metrics::register);
 
 impl Metrics {
     fn register() -> Self {
-        let pm = &["provider", "model"];
         let (requests, tokens, estimated, config_reloads) = register_counters();
+        let (duration, ttft, overhead) = register_histograms();
+        let (upstream_healthy, upstream_latency, retries) = register_upstream();
         Metrics {
             requests,
-            duration: register_histogram_vec!(
-                "llm_request_duration_seconds",
-                "请求总时长（秒）",
-                pm,
-                DURATION_BUCKETS.to_vec()
-            )
-            .expect(DEFINITION_BUG),
-            ttft: register_histogram_vec!(
-                "llm_time_to_first_token_seconds",
-                "首个内容块到达客户端的时间（秒）",
-                pm,
-                TTFT_BUCKETS.to_vec()
-            )
-            .expect(DEFINITION_BUG),
-            overhead: register_histogram_vec!(
-                "llm_gateway_overhead_seconds",
-                "网关自身处理时间（秒，不含等待上游与客户端）",
-                pm,
-                OVERHEAD_BUCKETS.to_vec()
-            )
-            .expect(DEFINITION_BUG),
+            duration,
+            ttft,
+            overhead,
             tokens,
-            cost: register_counter_vec!("llm_cost_usd_total", "按价目表计算的费用（美元）", pm)
-                .expect(DEFINITION_BUG),
+            cost: register_counter_vec!(
+                "llm_cost_usd_total",
+                "按价目表计算的费用（美元）",
+                &["provider", "model"]
+            )
+            .expect(DEFINITION_BUG),
             estimated,
             inflight_requests: register_int_gauge!("llm_inflight_requests", "进行中的请求数")
                 .expect(DEFINITION_BUG),
             inflight_streams: register_int_gauge!("llm_inflight_streams", "进行中的流式响应数")
                 .expect(DEFINITION_BUG),
+            upstream_healthy,
+            upstream_latency,
+            retries,
             config_reloads,
         }
     }
+}
+
+/// 注册直方图：请求总时长、首字时间、网关自身开销。
+fn register_histograms() -> (HistogramVec, HistogramVec, HistogramVec) {
+    let pm = &["provider", "model"];
+    let histogram = |name: &str, help: &str, buckets: &[f64]| {
+        register_histogram_vec!(name, help, pm, buckets.to_vec()).expect(DEFINITION_BUG)
+    };
+    (
+        histogram(
+            "llm_request_duration_seconds",
+            "请求总时长（秒）",
+            DURATION_BUCKETS,
+        ),
+        histogram(
+            "llm_time_to_first_token_seconds",
+            "首个内容块到达客户端的时间（秒）",
+            TTFT_BUCKETS,
+        ),
+        histogram(
+            "llm_gateway_overhead_seconds",
+            "网关自身处理时间（秒，不含等待上游与客户端）",
+            OVERHEAD_BUCKETS,
+        ),
+    )
+}
+
+/// 注册上游相关的量：目标是否可用、延迟估计、重试次数。
+fn register_upstream() -> (IntGaugeVec, GaugeVec, IntCounterVec) {
+    let pt = &["provider", "target"];
+    (
+        register_int_gauge_vec!(
+            "llm_upstream_healthy",
+            "上游目标是否可用（1 可用，0 不可用）",
+            pt
+        )
+        .expect(DEFINITION_BUG),
+        register_gauge_vec!(
+            "llm_upstream_latency_seconds",
+            "上游目标的首字节延迟估计（秒，peak-EWMA）",
+            pt
+        )
+        .expect(DEFINITION_BUG),
+        register_int_counter_vec!(
+            "llm_retries_total",
+            "故障转移的重试次数",
+            &["provider", "model"]
+        )
+        .expect(DEFINITION_BUG),
+    )
+}
+
+/// 记录一次尝试结束后目标的状态（标签是配置中的上游名与目标键，基数有限）。
+pub fn record_target(provider: &str, target: &str, usable: bool, latency: Duration) {
+    let m = &*METRICS;
+    m.upstream_healthy
+        .with_label_values(&[provider, target])
+        .set(i64::from(usable));
+    m.upstream_latency
+        .with_label_values(&[provider, target])
+        .set(latency.as_secs_f64());
 }
 
 /// 注册整数计数器：请求数、token 数、估算用量的请求数、配置重载次数。
@@ -164,6 +222,8 @@ pub struct RequestRecord<'a> {
     pub estimated: bool,
     /// 费用（美元）。
     pub cost: Option<f64>,
+    /// 尝试上游的次数（大于 1 说明发生了故障转移）。
+    pub attempts: u32,
 }
 
 /// 把一个请求记入全部相关指标。
@@ -201,6 +261,11 @@ pub fn record_request(r: &RequestRecord<'_>) {
     }
     if r.estimated {
         m.estimated.with_label_values(&pm).inc();
+    }
+    if r.attempts > 1 {
+        m.retries
+            .with_label_values(&pm)
+            .inc_by(u64::from(r.attempts - 1));
     }
 }
 

@@ -34,6 +34,7 @@ pub fn finish_request(method: &str, path: &str, ctx: &RequestCtx, config: &Confi
         usage,
         estimated: ctx.report.estimated,
         cost,
+        attempts: ctx.report.attempts,
     };
     record_request(&record);
     match config.access_log.format {

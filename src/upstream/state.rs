@@ -9,6 +9,7 @@ use log::{info, warn};
 use super::breaker::{Admission, Breaker, BreakerState};
 use super::ewma::PeakEwma;
 use crate::config::{BreakerSettings, Target};
+use crate::metrics;
 
 /// 429 没有给出 `Retry-After` 时暂停使用该目标的时长。
 pub const DEFAULT_THROTTLE: Duration = Duration::from_secs(1);
@@ -324,6 +325,15 @@ impl<'a> Lease<'a> {
             Verdict::Unknown => inner.breaker.abandon_trial(),
         }
         log_transition(&self.target.key, before, inner.breaker.state(), now);
+        drop(inner);
+        let usable = self.state.health(self.target, now).is_usable();
+        let latency = self.state.latency(now, self.decay);
+        metrics::record_target(
+            &self.target.provider.name,
+            &self.target.key,
+            usable,
+            latency,
+        );
     }
 }
 

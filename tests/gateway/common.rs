@@ -41,6 +41,7 @@ const FAILOVER_SETTINGS: &str = "retry: { max_attempts: 3 }\ncircuit_breaker: { 
 const FAILOVER_MODELS: &[&str] = &[
     "  - { name: pair-refused, targets: [ { provider: dead }, { provider: steady, priority: 1 } ] }",
     "  - { name: pair-500, targets: [ { provider: fo-500 }, { provider: steady, priority: 1 } ] }",
+    "  - { name: metered-retry, targets: [ { provider: retry-500 }, { provider: steady, priority: 1 } ] }",
     "  - { name: pair-503, targets: [ { provider: fo-503 }, { provider: steady, priority: 1 } ] }",
     "  - { name: pair-529, targets: [ { provider: fo-529, model: claude-sonnet-4-5, max_tokens: 1024 }, { provider: steady, priority: 1 } ] }",
     "  - { name: pair-429, targets: [ { provider: fo-429 }, { provider: steady, priority: 1 } ] }",
@@ -212,6 +213,7 @@ fn fault_specs() -> Vec<MockSpec> {
         spec("mix-500", Kind::OpenAi, fault(Fault::Status(500))),
         spec("mix-garbage", Kind::OpenAi, fault(Fault::Garbage)),
         spec("mix-429", Kind::OpenAi, fault(Fault::Status(429))),
+        spec("retry-500", Kind::OpenAi, fault(Fault::Status(500))),
     ]
 }
 

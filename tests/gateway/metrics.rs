@@ -127,9 +127,9 @@ async fn 用量块_没要求时隐藏_要求时恰好一个() {
         .recent()
         .into_iter()
         .rev()
-        .find(|r| r.body.windows(6).any(|w| w == b"stream"));
-    let upstream: Value =
-        serde_json::from_slice(&recorded.expect("上游必须收到请求").body).expect("JSON");
+        .filter_map(|r| serde_json::from_slice::<Value>(&r.body).ok())
+        .find(|body| body["stream"] == true);
+    let upstream = recorded.expect("上游必须收到流式请求");
     assert_eq!(
         upstream["stream_options"]["include_usage"], true,
         "网关总是向 OpenAI 要用量"
@@ -222,4 +222,25 @@ async fn 请求id_沿用客户端的并传给上游_没有时生成() {
         id.starts_with("req_") && id.len() > 8,
         "没有时网关生成请求 id：{id}"
     );
+}
+
+#[tokio::test]
+async fn 故障转移_重试次数与上游状态进入指标() {
+    let retries = |t: &str| sample(t, "llm_retries_total", &[("model", "metered-retry")]);
+    let before = scrape().await;
+    let resp = send_chat("metered-retry", false).await;
+    assert_eq!(resp.status(), 200, "首选目标 500 后应换到备用目标");
+    resp.text().await.expect("读取响应");
+    let after = wait_for(|t| retries(t) > retries(&before)).await;
+    assert_eq!(retries(&after) - retries(&before), 1.0, "一次重试");
+    let healthy =
+        |provider: &str| sample(&after, "llm_upstream_healthy", &[("provider", provider)]);
+    assert_eq!(healthy("retry-500"), 1.0, "一次失败还不足以熔断");
+    assert_eq!(healthy("steady").min(1.0), 1.0, "成功的目标记为可用");
+    let latency = sample(
+        &after,
+        "llm_upstream_latency_seconds",
+        &[("provider", "steady")],
+    );
+    assert!(latency > 0.0, "成功的尝试留下延迟估计");
 }
