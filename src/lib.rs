@@ -11,6 +11,8 @@
 pub mod clock;
 /// 配置：YAML、环境变量与 `.env` 的加载和校验。
 pub mod config;
+/// 优雅退出时进行中的请求一结束就退出。
+pub mod drain;
 /// 返回给客户端的错误与 OpenAI 错误信封。
 pub mod error;
 /// 与上游的一次交换（Pingora `Connector`）。

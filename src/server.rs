@@ -10,6 +10,7 @@ use pingora::server::Server;
 use pingora::services::background::background_service;
 
 use crate::config::Config;
+use crate::drain::DrainExit;
 use crate::exchange::{HealthProber, UpstreamClient};
 use crate::mock::mock_service;
 use crate::proxy::Gateway;
@@ -22,6 +23,8 @@ const DNS_REFRESH_INTERVAL: Duration = Duration::from_secs(60);
 const PROXY_SERVICE_NAME: &str = "ChatNexus 网关";
 /// DNS 刷新服务的名称。
 const DNS_SERVICE_NAME: &str = "DNS 刷新";
+/// 关停时提前退出服务的名称。
+const DRAIN_SERVICE_NAME: &str = "关停时提前退出";
 /// 配置热重载服务的名称。
 const RELOAD_SERVICE_NAME: &str = "配置热重载";
 /// 主动健康检查服务的名称。
@@ -29,7 +32,7 @@ const PROBE_SERVICE_NAME: &str = "上游健康检查";
 
 /// 按配置构建一个可运行的 Pingora `Server`（已 bootstrap，尚未运行）。
 ///
-/// 参数：运行时配置；配置文件路径（给出时加入 SIGHUP 热重载服务）；Pingora 命令行选项
+/// 参数：运行时配置；配置文件路径（命令行运行时给出：加入 SIGHUP 热重载与关停时提前退出服务）；Pingora 命令行选项
 /// （升级、守护进程），测试中传 `None`。
 /// 返回：加好全部服务的 `Server`，调用方用 `run_forever` 或 `run` 启动。
 pub fn build(config: Config, path: Option<PathBuf>, opt: Option<Opt>) -> Server {
@@ -74,6 +77,7 @@ pub fn build(config: Config, path: Option<PathBuf>, opt: Option<Opt>) -> Server 
     if let Some(path) = path {
         let reloader = ConfigReloader::new(path, shared);
         server.add_service(background_service(RELOAD_SERVICE_NAME, reloader));
+        server.add_service(background_service(DRAIN_SERVICE_NAME, DrainExit));
     }
     server
 }

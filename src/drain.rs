@@ -1,0 +1,54 @@
+//! 优雅退出时提前结束：Pingora 在平滑升级或 SIGTERM 后无条件等满 `grace_period_seconds`，
+//! 即使早已没有进行中的请求。本服务在关停开始后轮询进行中的请求数，降为 0 即退出进程，
+//! 让 `systemctl stop` 与平滑升级不必空等十分钟；有长流时仍最多等到宽限期结束。
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use log::info;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+
+use crate::metrics::METRICS;
+
+/// 关停开始后检查进行中请求数的间隔。
+const POLL_INTERVAL: Duration = Duration::from_millis(200);
+/// 进行中请求数需连续为 0 的检查次数（约 1 秒）：刚被接受、请求头还没读完的连接不计入进行中，
+/// 多等一会儿让它们进入计数。
+const QUIET_POLLS: u32 = 5;
+/// 进程正常退出的状态码。
+const EXIT_OK: i32 = 0;
+
+/// 关停开始后、进行中的请求全部结束时退出进程的后台服务。
+///
+/// 用途：只在命令行运行网关时加入（测试进程里不加，免得结束测试进程）。
+///
+/// ```
+/// let _drain = chatnexus::drain::DrainExit; // 由 server::build 在命令行模式下加入
+/// ```
+pub struct DrainExit;
+
+#[async_trait]
+impl BackgroundService for DrainExit {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        while !*shutdown.borrow() {
+            if shutdown.changed().await.is_err() {
+                return;
+            }
+        }
+        // 关停已开始：监听已停止接受新连接，只等进行中的请求
+        let mut quiet = 0;
+        loop {
+            quiet = if METRICS.inflight_requests.get() <= 0 {
+                quiet + 1
+            } else {
+                0
+            };
+            if quiet >= QUIET_POLLS {
+                info!("进行中的请求已全部结束，提前退出（不必等满宽限期）");
+                std::process::exit(EXIT_OK);
+            }
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
+    }
+}
