@@ -112,6 +112,20 @@ impl ApiError {
         Self::new(503, TYPE_SERVER, "nonce_store_unavailable", message).with_retry_after(Some(1))
     }
 
+    /// 429：超过限流上限。
+    ///
+    /// 参数：`type`（OpenAI 用 `requests` 或 `tokens` 区分超的是哪种上限）、中文消息（点名是哪一层）、
+    /// 建议等待的秒数（写入 `Retry-After`）。
+    pub fn rate_limited(kind: &'static str, message: impl Into<String>, retry_after: u64) -> Self {
+        Self::new(429, kind, "rate_limit_exceeded", message).with_retry_after(Some(retry_after))
+    }
+
+    /// 503：限流存储（Redis）不可用，而该层配置为故障时关闭。
+    pub fn limiter_unavailable(message: impl Into<String>, retry_after: u64) -> Self {
+        Self::new(503, TYPE_SERVER, "rate_limiter_unavailable", message)
+            .with_retry_after(Some(retry_after))
+    }
+
     /// 404：请求的模型未配置。
     pub fn model_not_found(model: &str) -> Self {
         Self::new(

@@ -17,6 +17,8 @@ pub mod drain;
 pub mod error;
 /// 与上游的一次交换（Pingora `Connector`）。
 pub mod exchange;
+/// 多层限流（本地 + Redis）。
+pub mod limits;
 /// 日志脱敏：认证类请求头的值不进日志。
 pub mod logging;
 /// Prometheus 指标、用量与费用。
@@ -27,6 +29,8 @@ pub mod mock;
 pub mod providers;
 /// Pingora `ProxyHttp` 实现与本地应答的接口。
 pub mod proxy;
+/// 防重放与限流共用的 Redis 连接。
+pub mod redis_link;
 /// 配置热重载（SIGHUP）。
 pub mod reload;
 /// 客户端请求的解析与校验。

@@ -12,6 +12,9 @@ command -v cmake > /dev/null || need+=(cmake)
 command -v curl > /dev/null || need+=(curl)
 command -v openssl > /dev/null || need+=(openssl)
 python3 -c 'import venv, ensurepip' 2> /dev/null || need+=(python3-venv)
+# 限流测试自己启动 redis-server（停掉再重启的故障测试、三主节点集群），所以无论是否已有可用的 Redis 都需要它
+command -v redis-server > /dev/null || need+=(redis-server)
+command -v redis-cli > /dev/null || need+=(redis-tools)
 if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
@@ -19,12 +22,16 @@ fi
 
 LOG=$(mktemp)
 REDIS_DIR=""
+CLUSTER_DIR=""
 cleanup() {
-  # 只停本脚本自己启动的 redis-server（按它的 pid 文件）
-  if [ -n "$REDIS_DIR" ] && [ -f "$REDIS_DIR/redis.pid" ]; then
-    kill "$(cat "$REDIS_DIR/redis.pid")" 2> /dev/null || true
-  fi
+  # 只停本脚本自己启动的 redis-server（按它们的 pid 文件）
+  for pidfile in "$REDIS_DIR/redis.pid" "$CLUSTER_DIR"/*/redis.pid; do
+    if [ -n "$pidfile" ] && [ -f "$pidfile" ]; then
+      kill "$(cat "$pidfile")" 2> /dev/null || true
+    fi
+  done
   if [ -n "$REDIS_DIR" ]; then rm -rf "$REDIS_DIR"; fi
+  if [ -n "$CLUSTER_DIR" ]; then rm -rf "$CLUSTER_DIR"; fi
   rm -f "$LOG"
 }
 trap cleanup EXIT
@@ -61,10 +68,6 @@ PY
 if redis_answers "$REDIS_URL"; then
   echo "使用已有的 Redis：${REDIS_URL##*@}"
 else
-  if ! command -v redis-server > /dev/null; then
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server
-  fi
   REDIS_DIR=$(mktemp -d)
   REDIS_PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
   redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no --daemonize yes \
@@ -77,6 +80,45 @@ else
   redis_answers "$REDIS_URL" || { echo "redis-server 没有启动"; cat "$REDIS_DIR/redis.log"; exit 1; }
   echo "已在 $REDIS_URL 临时启动 redis-server"
 fi
+
+# 限流的集群测试需要三主节点的 Redis Cluster：在回环地址的空闲端口上临时启动（不落盘），
+# 集群总线端口也显式取空闲端口（缺省的“端口 + 10000”可能超出 65535），测试结束时随 cleanup 停掉
+CLUSTER_DIR=$(mktemp -d)
+read -r -a CLUSTER_PORTS <<< "$(python3 -c '
+import socket
+socks = [socket.socket() for _ in range(6)]
+for s in socks:
+    s.bind(("127.0.0.1", 0))
+print(" ".join(str(s.getsockname()[1]) for s in socks))
+')"
+CLUSTER_NODES=()
+CLUSTER_URLS=()
+for i in 0 1 2; do
+  port=${CLUSTER_PORTS[$i]}
+  bus=${CLUSTER_PORTS[$((i + 3))]}
+  mkdir -p "$CLUSTER_DIR/$port"
+  redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --daemonize yes \
+    --cluster-enabled yes --cluster-port "$bus" --cluster-node-timeout 5000 \
+    --dir "$CLUSTER_DIR/$port" --pidfile "$CLUSTER_DIR/$port/redis.pid" --logfile "$CLUSTER_DIR/$port/redis.log"
+  CLUSTER_NODES+=("127.0.0.1:$port")
+  CLUSTER_URLS+=("redis://127.0.0.1:$port")
+done
+for node in "${CLUSTER_URLS[@]}"; do
+  for _ in $(seq 1 50); do
+    if redis_answers "$node"; then break; fi
+    sleep 0.1
+  done
+done
+redis-cli --cluster create "${CLUSTER_NODES[@]}" --cluster-replicas 0 --cluster-yes > "$CLUSTER_DIR/create.log"
+for _ in $(seq 1 100); do
+  if redis-cli -p "${CLUSTER_PORTS[0]}" cluster info | grep -q 'cluster_state:ok'; then break; fi
+  sleep 0.1
+done
+redis-cli -p "${CLUSTER_PORTS[0]}" cluster info | grep -q 'cluster_state:ok' || { echo "Redis 集群没有建好"; cat "$CLUSTER_DIR/create.log"; exit 1; }
+REDIS_CLUSTER_URLS=$(IFS=,; echo "${CLUSTER_URLS[*]}")
+export REDIS_CLUSTER_URLS
+echo "已在 ${CLUSTER_NODES[*]} 临时启动三主节点的 Redis 集群"
+
 cargo test --all-targets 2>&1 | tee -a "$LOG"
 cargo test --doc 2>&1 | tee -a "$LOG"
 bash tests/e2e/run.sh 2>&1 | tee -a "$LOG"

@@ -4,6 +4,7 @@
 //! 构建运行时 [`Config`]（解析上游密钥，缺失密钥的上游被停用并警告）。
 
 mod failover;
+mod limits;
 mod schema;
 #[cfg(test)]
 mod security_tests;
@@ -23,6 +24,10 @@ use crate::security::crypto::{MasterKeys, MASTER_KEY_ENV};
 use crate::security::{Client, ClientKey, ClientKeys, Secret};
 
 pub use failover::{BalancingSettings, BreakerSettings, HealthCheck, RetrySettings};
+pub use limits::{
+    AdaptiveSettings, ConcurrencySettings, FailureMode, LayerSettings, LimitOverride,
+    RateLimitSettings,
+};
 pub use schema::{
     AccessLogFormat, AccessLogSettings, AuthSettings, BaseUrl, ConfigFile, CorsSettings,
     ListenAddr, MockListen, ModelConfig, ProviderConfig, ProviderKind, RedisSettings,
@@ -150,6 +155,8 @@ pub struct Provider {
     pub api_version: Option<String>,
     /// 主动健康探测（没有配置时只做被动检测）。
     pub health_check: Option<HealthCheck>,
+    /// 每个目标的自适应并发设置（没有配置时不限制并发）。
+    pub concurrency: Option<ConcurrencySettings>,
 }
 
 /// 一个上游目标：由哪个提供方、以什么模型名服务。
@@ -186,7 +193,7 @@ pub struct Target {
 /// 用途：`/v1/models` 列出它们；聊天请求按名字找到目标。
 ///
 /// ```
-/// let m = chatnexus::config::Model { name: "演示".into(), targets: vec![] }; // 没有目标的模型
+/// let m = chatnexus::config::Model { name: "演示".into(), targets: vec![], limits: None }; // 没有目标的模型
 /// assert!(m.targets.is_empty()); // 请求它会得到 503
 /// ```
 #[derive(Debug, Clone)]
@@ -195,6 +202,8 @@ pub struct Model {
     pub name: String,
     /// 上游目标（按配置顺序）。
     pub targets: Vec<Target>,
+    /// 该模型对每个模型一层限流的覆盖。
+    pub limits: Option<LimitOverride>,
 }
 
 /// 校验并构建完成的运行时配置。
@@ -234,6 +243,10 @@ pub struct Config {
     pub breaker: BreakerSettings,
     /// 负载均衡参数。
     pub balancing: BalancingSettings,
+    /// 多层限流。
+    pub rate_limits: RateLimitSettings,
+    /// 上游自适应并发的调整阈值。
+    pub adaptive: AdaptiveSettings,
     model_index: HashMap<String, usize>,
 }
 
@@ -254,6 +267,8 @@ pub struct RedisTarget {
     pub key_prefix: String,
     /// 连接与单条命令的超时。
     pub timeout: Duration,
+    /// 是否为 Redis Cluster（`url` 为逗号分隔的节点列表）。
+    pub cluster: bool,
 }
 
 impl Config {
@@ -362,6 +377,8 @@ fn assemble(
         retry: file.retry,
         breaker: file.circuit_breaker,
         balancing: file.load_balancing,
+        rate_limits: file.rate_limits,
+        adaptive: file.adaptive_limits,
         model_index,
     }
 }
@@ -466,6 +483,7 @@ fn build_provider(
         enabled,
         api_version: p.api_version.clone(),
         health_check: p.health_check.clone(),
+        concurrency: p.concurrency,
     }
 }
 
@@ -514,7 +532,7 @@ fn build_redis(
                 ));
                 return None;
             };
-            if let Err(message) = validate::check_redis_url(value) {
+            if let Err(message) = validate::check_redis_url(value, redis.cluster) {
                 issues.push(ConfigIssue::new(
                     "redis.url_env",
                     format!("环境变量 {var}：{message}"),
@@ -526,13 +544,15 @@ fn build_redis(
         (None, None) => return None,
     };
     info!(
-        "防重放 nonce 存储使用 Redis（键前缀 `{}`）",
+        "防重放与分布式限流使用 Redis{}（键前缀 `{}`）",
+        if redis.cluster { " 集群" } else { "" },
         redis.key_prefix
     );
     Some(RedisTarget {
         url,
         key_prefix: redis.key_prefix.clone(),
         timeout: Duration::from_millis(redis.timeout_ms),
+        cluster: redis.cluster,
     })
 }
 
@@ -561,6 +581,7 @@ fn build_models(models: &[ModelConfig], providers: &[Arc<Provider>]) -> Vec<Mode
         .iter()
         .map(|m| Model {
             name: m.name.clone(),
+            limits: m.limits,
             targets: m
                 .targets
                 .iter()

@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::failover::{BalancingSettings, BreakerSettings, HealthCheck, RetrySettings};
+use super::limits::{AdaptiveSettings, ConcurrencySettings, LimitOverride, RateLimitSettings};
 use crate::metrics::Price;
 use crate::mock::MockSettings;
 use crate::security::{ClientKey, Secret};
@@ -85,6 +86,12 @@ pub struct ConfigFile {
     /// 负载均衡（延迟估计）参数。
     #[serde(default)]
     pub load_balancing: BalancingSettings,
+    /// 多层限流（全局、客户端密钥、客户端 IP、模型）。
+    #[serde(default)]
+    pub rate_limits: RateLimitSettings,
+    /// 上游自适应并发的调整阈值。
+    #[serde(default)]
+    pub adaptive_limits: AdaptiveSettings,
 }
 
 /// 访问日志的格式。
@@ -312,6 +319,9 @@ pub struct ProviderConfig {
     /// 主动健康探测（缺省不探测，只靠真实流量做被动检测）。
     #[serde(default)]
     pub health_check: Option<HealthCheck>,
+    /// 每个目标的自适应并发上限（缺省不限制并发）。
+    #[serde(default)]
+    pub concurrency: Option<ConcurrencySettings>,
 }
 
 /// 与上游交换时的各阶段超时（毫秒）。
@@ -533,9 +543,10 @@ fn default_cors_max_age_secs() -> u64 {
     DEFAULT_CORS_MAX_AGE_SECS
 }
 
-/// `redis` 段：防重放 nonce 存储用的 Redis。
+/// `redis` 段：防重放 nonce 存储与分布式限流共用的 Redis（单机或集群）。
 ///
-/// 用途：`url`（明文连接串）与 `url_env`（存放连接串的环境变量名，推荐，连接串常含密码）二选一。
+/// 用途：`url`（明文连接串）与 `url_env`（存放连接串的环境变量名，推荐，连接串常含密码）二选一；
+/// `cluster: true` 时连接串是逗号分隔的若干集群节点。
 ///
 /// ```
 /// let r: chatnexus::config::RedisSettings = serde_yaml::from_str("url_env: REDIS_URL").unwrap(); // 从环境变量取连接串
@@ -553,9 +564,12 @@ pub struct RedisSettings {
     /// 键前缀，多个网关集群共用一个 Redis 时用它隔离。
     #[serde(default = "default_redis_key_prefix")]
     pub key_prefix: String,
-    /// 连接或单条命令的超时（毫秒）；超时按不可用处理，签名请求得到 503。
+    /// 连接或单条命令的超时（毫秒）；超时按不可用处理：签名请求得到 503，限流改用本地阶段。
     #[serde(default = "default_redis_timeout_ms")]
     pub timeout_ms: u64,
+    /// 为真时按 Redis Cluster 连接（连接串为逗号分隔的节点列表）。
+    #[serde(default)]
+    pub cluster: bool,
 }
 
 fn default_redis_key_prefix() -> String {
@@ -582,6 +596,9 @@ pub struct ModelConfig {
     pub name: String,
     /// 上游目标。
     pub targets: Vec<TargetConfig>,
+    /// 该模型对 `rate_limits.per_model` 的覆盖。
+    #[serde(default)]
+    pub limits: Option<LimitOverride>,
 }
 
 /// 一个上游目标。

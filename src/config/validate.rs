@@ -3,6 +3,7 @@
 use std::collections::{HashMap, HashSet};
 
 use super::{ConfigFile, ConfigIssue, HealthCheck, ProviderConfig, ProviderKind, TargetConfig};
+use crate::redis_link::CLUSTER_URL_SEPARATOR;
 use crate::security::crypto::parse_ciphertext;
 
 /// 名称的最大长度（提供方名会成为指标标签，必须短而规整）。
@@ -37,6 +38,7 @@ pub(super) fn validate(file: &ConfigFile) -> Vec<ConfigIssue> {
     validate_security(file, &mut issues);
     validate_redis(file, &mut issues);
     validate_failover(file, &mut issues);
+    super::limits::validate(file, &mut issues);
     issues
 }
 
@@ -413,7 +415,7 @@ fn validate_redis(file: &ConfigFile, issues: &mut Vec<ConfigIssue>) {
             "必须配置 url_env（推荐，如 REDIS_URL）或 url；不需要 Redis 时删除整个 redis 段",
         )),
         (Some(url), None) => {
-            if let Err(message) = check_redis_url(url.expose()) {
+            if let Err(message) = check_redis_url(url.expose(), redis.cluster) {
                 issues.push(ConfigIssue::new("redis.url", message));
             }
         }
@@ -437,8 +439,20 @@ fn validate_redis(file: &ConfigFile, issues: &mut Vec<ConfigIssue>) {
     }
 }
 
-/// 用 redis 客户端自己的解析器检查连接串；错误信息不含连接串本身（其中可能有密码）。
-pub(super) fn check_redis_url(url: &str) -> Result<(), String> {
+/// 检查连接串；集群时逐个检查逗号分隔的节点。错误信息不含连接串本身（其中可能有密码）。
+pub(super) fn check_redis_url(url: &str, cluster: bool) -> Result<(), String> {
+    if !cluster {
+        return check_one_redis_url(url);
+    }
+    let nodes: Vec<&str> = url.split(CLUSTER_URL_SEPARATOR).map(str::trim).collect();
+    if nodes.iter().any(|n| n.is_empty()) {
+        return Err("集群节点列表中有空项（应为逗号分隔的 redis://主机:端口）".to_string());
+    }
+    nodes.into_iter().try_for_each(check_one_redis_url)
+}
+
+/// 用 redis 客户端自己的解析器检查一个连接串。
+fn check_one_redis_url(url: &str) -> Result<(), String> {
     if url.starts_with("rediss://") {
         return Err(
             "暂不支持 rediss://（TLS）：请在可信内网使用 redis://，或经本机 TLS 隧道（如 stunnel）连接"

@@ -34,8 +34,8 @@ use budget::{Budget, Phase};
 
 pub use probe::HealthProber;
 
-/// 估算 token 时每个 token 对应的字节数。
-const BYTES_PER_TOKEN: usize = 4;
+/// 估算 token 时每个 token 对应的字节数（被取消的流估算输入用量、限流预留输入 token 时使用）。
+pub const BYTES_PER_TOKEN: usize = 4;
 /// 归还连接前等待上游响应体结束的最长时间。
 const DRAIN_TIMEOUT: Duration = Duration::from_millis(100);
 

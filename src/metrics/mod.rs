@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use once_cell::sync::Lazy;
 use pingora_prometheus::prometheus::{
-    register_counter_vec, register_gauge_vec, register_histogram_vec, register_int_counter_vec,
-    register_int_gauge, register_int_gauge_vec, CounterVec, GaugeVec, HistogramVec, IntCounterVec,
-    IntGauge, IntGaugeVec,
+    register_counter_vec, register_gauge_vec, register_histogram_vec, register_int_counter,
+    register_int_counter_vec, register_int_gauge, register_int_gauge_vec, CounterVec, GaugeVec,
+    HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
 };
 
 use crate::streaming::Usage;
@@ -67,6 +67,14 @@ pub struct Metrics {
     pub retries: IntCounterVec,
     /// 配置重载：`llm_config_reloads_total{result}`，结果为 ok 或 error。
     pub config_reloads: IntCounterVec,
+    /// 限流拒绝：`llm_limiter_refusals_total{layer}`，层为 global/key/ip/model/upstream。
+    pub limiter_refusals: IntCounterVec,
+    /// Redis 不可用时由本地阶段判定的请求数：`llm_limiter_fallback_total`。
+    pub limiter_fallback: IntCounter,
+    /// Redis 操作失败：`llm_redis_errors_total{op}`，操作为 admit/settle/nonce。
+    pub redis_errors: IntCounterVec,
+    /// 目标当前的自适应并发上限：`llm_upstream_adaptive_limit{target}`，目标为配置中的 `提供方名/部署名`。
+    pub adaptive_limit: IntGaugeVec,
 }
 
 /// 全局指标实例（注册在默认注册表）。
@@ -77,6 +85,7 @@ impl Metrics {
         let (requests, tokens, estimated, config_reloads) = register_counters();
         let (duration, ttft, overhead) = register_histograms();
         let (upstream_healthy, upstream_latency, retries) = register_upstream();
+        let limits = register_limits();
         Metrics {
             requests,
             duration,
@@ -98,6 +107,10 @@ impl Metrics {
             upstream_latency,
             retries,
             config_reloads,
+            limiter_refusals: limits.refusals,
+            limiter_fallback: limits.fallback,
+            redis_errors: limits.redis_errors,
+            adaptive_limit: limits.adaptive_limit,
         }
     }
 }
@@ -161,6 +174,43 @@ pub fn record_target(provider: &str, target: &str, usable: bool, latency: Durati
     m.upstream_latency
         .with_label_values(&[provider, target])
         .set(latency.as_secs_f64());
+}
+
+/// 限流相关的指标。
+struct LimitMetrics {
+    refusals: IntCounterVec,
+    fallback: IntCounter,
+    redis_errors: IntCounterVec,
+    adaptive_limit: IntGaugeVec,
+}
+
+/// 注册限流相关的指标：拒绝数、降级判定数、Redis 错误数、自适应并发上限。
+fn register_limits() -> LimitMetrics {
+    LimitMetrics {
+        refusals: register_int_counter_vec!(
+            "llm_limiter_refusals_total",
+            "限流拒绝的请求数（按层）",
+            &["layer"]
+        )
+        .expect(DEFINITION_BUG),
+        fallback: register_int_counter!(
+            "llm_limiter_fallback_total",
+            "Redis 不可用时由本地阶段判定的请求数"
+        )
+        .expect(DEFINITION_BUG),
+        redis_errors: register_int_counter_vec!(
+            "llm_redis_errors_total",
+            "Redis 操作失败次数（按操作）",
+            &["op"]
+        )
+        .expect(DEFINITION_BUG),
+        adaptive_limit: register_int_gauge_vec!(
+            "llm_upstream_adaptive_limit",
+            "目标当前的自适应并发上限",
+            &["target"]
+        )
+        .expect(DEFINITION_BUG),
+    }
 }
 
 /// 注册整数计数器：请求数、token 数、估算用量的请求数、配置重载次数。

@@ -1011,6 +1011,7 @@ mod tests {
             enabled: true,
             api_version: None,
             health_check: None,
+            concurrency: None,
         };
         Target {
             provider: Arc::new(provider),

@@ -191,6 +191,7 @@ mod tests {
             enabled: true,
             api_version: Some("2024-10-21".into()),
             health_check: None,
+            concurrency: None,
         };
         Target {
             provider: Arc::new(provider),

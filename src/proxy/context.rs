@@ -7,6 +7,7 @@ use pingora_proxy::Session;
 
 use crate::config::Config;
 use crate::exchange::ExchangeReport;
+use crate::limits::Ticket;
 use crate::metrics::{InflightGuard, METRICS};
 use crate::providers::{random_id, truncate_chars};
 use crate::request::ChatRequest;
@@ -56,6 +57,8 @@ pub struct RequestCtx {
     pub config: Option<Arc<Config>>,
     /// 进行中请求数的守卫，上下文释放时计数减一。
     pub inflight: InflightGuard,
+    /// 限流准入记录（请求受限流约束且被放行时才有），请求结束时按实际用量结算。
+    pub limit: Option<Ticket>,
 }
 
 impl Default for RequestCtx {
@@ -74,6 +77,7 @@ impl Default for RequestCtx {
             error: None,
             config: None,
             inflight: InflightGuard::new(&METRICS.inflight_requests),
+            limit: None,
         }
     }
 }

@@ -34,8 +34,8 @@ const CSP: &str = "default-src 'none'; frame-ancestors 'none'; sandbox";
 const FRAME_DENY: &str = "DENY";
 /// 不发送 Referer。
 const NO_REFERRER: &str = "no-referrer";
-/// 允许跨域读取的响应头。
-const EXPOSE_HEADERS: &str = "retry-after";
+/// 允许跨域读取的响应头：限流时的等待时间与放行时的额度。
+const EXPOSE_HEADERS: &str = "retry-after, x-ratelimit-limit-requests, x-ratelimit-remaining-requests, x-ratelimit-reset-requests, x-ratelimit-limit-tokens, x-ratelimit-remaining-tokens, x-ratelimit-reset-tokens";
 /// 预检应答允许的方法。
 const ALLOW_METHODS: &str = "GET, POST";
 /// 预检请求里 `Access-Control-Request-Headers` 的长度上限。

@@ -26,12 +26,15 @@ use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorType};
 use pingora_proxy::{ProxyHttp, Session};
 
-use crate::config::Config;
+use crate::config::{Config, Model};
 use crate::error::ApiError;
 use crate::exchange::{self, Failure, UpstreamClient};
+use crate::limits::{self, Limiter, RateLimitHeadersBuilder, Subjects};
+use crate::redis_link::RedisLink;
 use crate::reload::SharedConfig;
 use crate::request::ChatRequest;
 use crate::security::nonce::{NonceStore, RedisNonces};
+use crate::security::Client;
 use routes::Route;
 
 pub use context::{RequestCtx, REQUEST_ID_HEADER};
@@ -41,10 +44,11 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// 客户端在响应完成前断开时记录的状态码（沿用 nginx 的约定）。
 const STATUS_CLIENT_CLOSED: u16 = 499;
 
-/// 网关本体：持有当前配置、共享的上游客户端与防重放存储。
+/// 网关本体：持有当前配置、共享的上游客户端、防重放存储与限流器。
 ///
 /// 用途：交给 `pingora_proxy::http_proxy_service` 成为代理服务的逻辑。
-/// 防重放存储在创建时按配置的 `redis` 段建立，之后跨配置热替换保留（已见过的 nonce 不会丢）。
+/// 防重放存储与限流器在创建时按配置的 `redis` 段建立（两者共用一条 Redis 连接），之后跨配置热替换保留
+/// （已见过的 nonce、本地限流计数都不会丢）。
 ///
 /// ```
 /// let cfg = chatnexus::config::build(chatnexus::config::parse("auth: { disabled: true }").unwrap(), |_| None).unwrap(); // 空配置
@@ -55,41 +59,49 @@ pub struct Gateway {
     config: SharedConfig,
     upstream: UpstreamClient,
     nonces: NonceStore,
+    limiter: Limiter,
     started: Instant,
 }
 
 impl Gateway {
-    /// 用共享配置和上游客户端创建网关，并按配置建立防重放存储（Redis 在第一次使用时才连接）。
+    /// 用共享配置和上游客户端创建网关，并按配置建立防重放存储与限流器（Redis 在第一次使用时才连接）。
     pub fn new(config: SharedConfig, upstream: UpstreamClient) -> Self {
-        let nonces = nonce_store(&config.load());
+        let current = config.load_full();
+        let (nonces, limiter) = stores(&current);
         info!("签名请求的防重放存储：{}", nonces.describe());
         Gateway {
             config,
             upstream,
             nonces,
+            limiter,
             started: Instant::now(),
         }
     }
 }
 
-/// 按配置建立防重放存储：配置了 Redis 用 Redis，否则用进程内存储。
-fn nonce_store(config: &Config) -> NonceStore {
+/// 按配置建立防重放存储与限流器：配置了 Redis 时两者共用一条连接，否则用进程内存储与本地限流。
+fn stores(config: &Config) -> (NonceStore, Limiter) {
     let Some(redis) = &config.redis else {
         if config.clients.any_signing() {
             warn!("签名请求的防重放使用进程内存储：多实例部署时重放请求可能打到另一个实例，平滑升级后也会忘记已见过的 nonce；请配置 redis 段");
         }
-        return NonceStore::memory(config.security.memory_nonce_capacity);
+        let nonces = NonceStore::memory(config.security.memory_nonce_capacity);
+        return (nonces, Limiter::new(None, ""));
     };
-    match redis::Client::open(redis.url.expose()) {
-        Ok(client) => NonceStore::Redis(RedisNonces::new(
-            client,
-            redis.key_prefix.clone(),
-            redis.timeout,
-        )),
+    match RedisLink::open(redis) {
+        Ok(link) => {
+            let link = Arc::new(link);
+            let nonces = RedisNonces::new(Arc::clone(&link), redis.key_prefix.clone());
+            let limiter = Limiter::new(Some(link), &redis.key_prefix);
+            (NonceStore::Redis(nonces), limiter)
+        }
         // 配置校验已检查过连接串，走到这里说明校验有缺陷：宁可让签名请求全部 503 也不退回进程内存储
         Err(e) => {
-            warn!("Redis 连接串无法解析（{:?}），签名请求将被拒绝", e.kind());
-            NonceStore::unavailable()
+            warn!(
+                "Redis 连接串无法解析（{:?}），签名请求将被拒绝，限流只用本地阶段",
+                e.kind()
+            );
+            (NonceStore::unavailable(), Limiter::new(None, ""))
         }
     }
 }
@@ -108,6 +120,7 @@ impl ProxyHttp for Gateway {
         modules.add_module(Box::new(headers::SecurityHeadersBuilder::new(Arc::clone(
             &self.config,
         ))));
+        modules.add_module(Box::new(RateLimitHeadersBuilder));
     }
 
     /// 不会被调用：所有请求都在 `request_filter` 中应答完毕。
@@ -138,11 +151,16 @@ impl ProxyHttp for Gateway {
         Ok(true)
     }
 
+    /// 请求结束（包括客户端中途断开的流）：先按实际用量结算 token 预留，再记指标与访问日志。
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
         let config = ctx
             .config
             .clone()
             .unwrap_or_else(|| self.config.load_full());
+        if let Some(ticket) = ctx.limit.take() {
+            let used = limits::consumed(&ctx.report, ctx.status);
+            self.limiter.settle(&config.rate_limits, ticket, used).await;
+        }
         let req = session.req_header();
         access_log::finish_request(req.method.as_str(), req.uri.path(), ctx, &config);
     }
@@ -207,7 +225,32 @@ impl Gateway {
         if config.access_log.include_prompts {
             ctx.prompt = context::prompt_excerpt(&req);
         }
+        self.admit(session, ctx, config, (client, model), &req)
+            .await?;
         exchange::run(&self.upstream, session, &req, model, config, ctx).await
+    }
+
+    /// 限流准入：放行时记下准入记录并给之后的响应加上额度头；超限返回 429。
+    async fn admit(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        config: &Config,
+        (client, model): (Option<&Client>, &Model),
+        req: &ChatRequest,
+    ) -> Result<(), ApiError> {
+        let settings = &config.rate_limits;
+        let subjects = Subjects {
+            client,
+            ip: limits::request_ip(session, &settings.trusted_proxies),
+            model,
+        };
+        let tokens = limits::reservation(req, settings.default_max_tokens);
+        if let Some(ticket) = self.limiter.admit(settings, &subjects, tokens).await? {
+            limits::attach(session, ticket.headers.clone());
+            ctx.limit = Some(ticket);
+        }
+        Ok(())
     }
 }
 

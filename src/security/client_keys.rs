@@ -8,6 +8,7 @@ use sha2::{Digest, Sha256};
 use subtle::{Choice, ConstantTimeEq};
 
 use super::Secret;
+use crate::config::LimitOverride;
 
 /// SHA-256 摘要的字节数。
 const HASH_LEN: usize = 32;
@@ -83,6 +84,9 @@ pub struct ClientKey {
     /// 加密保存的签名密钥（`v1:…`，附加数据是本条目的 `name`）。
     #[serde(default)]
     pub signing_secret_enc: Option<String>,
+    /// 该密钥对 `rate_limits.per_key` 的覆盖。
+    #[serde(default)]
+    pub limits: Option<LimitOverride>,
 }
 
 /// 运行时的一个客户端：鉴权通过后请求处理据此检查模型权限与签名。
@@ -107,6 +111,8 @@ pub struct Client {
     pub require_signature: bool,
     /// 解密后的签名密钥。
     pub signing_secret: Option<Secret>,
+    /// 该密钥对每个密钥一层限流的覆盖。
+    pub limits: Option<LimitOverride>,
 }
 
 impl Client {
@@ -119,6 +125,7 @@ impl Client {
             models: None,
             require_signature: false,
             signing_secret: None,
+            limits: None,
         }
     }
 
@@ -131,12 +138,19 @@ impl Client {
             models: key.models.as_ref().map(|m| m.iter().cloned().collect()),
             require_signature: key.require_signature,
             signing_secret,
+            limits: key.limits,
         }
     }
 
     /// 限定允许的模型，返回新的客户端。
     pub fn with_models(mut self, models: Vec<String>) -> Self {
         self.models = Some(models.into_iter().collect());
+        self
+    }
+
+    /// 设置该密钥的限流覆盖，返回新的客户端。
+    pub fn with_limits(mut self, limits: LimitOverride) -> Self {
+        self.limits = Some(limits);
         self
     }
 

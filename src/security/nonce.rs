@@ -10,16 +10,17 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use log::{info, warn};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use tokio::sync::OnceCell;
+use log::warn;
+
+use crate::metrics::METRICS;
+use crate::redis_link::RedisLink;
 
 /// 进程内存储的缺省条目上限（每条约 200 字节，十万条约 20 MB）。
 pub const DEFAULT_MEMORY_CAPACITY: usize = 100_000;
 /// Redis 键中 nonce 部分的固定段。
 const NONCE_SEGMENT: &str = "nonce:";
-/// Redis 重连的最少退避。
-const REDIS_RETRY_MIN_DELAY: Duration = Duration::from_millis(50);
+/// Redis 错误计数中本模块的操作名。
+const REDIS_OP: &str = "nonce";
 
 /// 一次认领的结果。
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,7 +108,7 @@ impl NonceStore {
         match self {
             NonceStore::Memory(store) => format!("进程内（上限 {} 条）", store.capacity),
             NonceStore::Redis(store) => {
-                format!("Redis {}（键前缀 `{}`）", store.addr, store.prefix)
+                format!("Redis {}（键前缀 `{}`）", store.link.addr(), store.prefix)
             }
             NonceStore::Unavailable => {
                 "不可用（Redis 连接串无法解析，签名请求将被拒绝）".to_string()
@@ -201,87 +202,37 @@ impl MemoryState {
     }
 }
 
-/// Redis nonce 存储：连接在第一次使用时（已在 Pingora 的 tokio 运行时里）建立。
+/// Redis nonce 存储：使用与限流器共用的 [`RedisLink`]（第一次使用时才连接）。
 pub struct RedisNonces {
-    client: redis::Client,
-    manager: OnceCell<ConnectionManager>,
+    link: Arc<RedisLink>,
     prefix: String,
-    timeout: Duration,
-    addr: String,
 }
 
 impl RedisNonces {
-    /// 用已解析的客户端、键前缀与单次操作超时新建（不连接）。
-    pub fn new(client: redis::Client, prefix: String, timeout: Duration) -> Self {
-        let addr = client.get_connection_info().addr().to_string();
-        RedisNonces {
-            client,
-            manager: OnceCell::new(),
-            prefix,
-            timeout,
-            addr,
-        }
-    }
-
-    /// 取得（必要时建立）连接管理器；失败不缓存，下次再试。
-    async fn connection(&self) -> Result<ConnectionManager, NonceError> {
-        let manager = self
-            .manager
-            .get_or_try_init(|| async {
-                let config = ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(self.timeout))
-                    .set_response_timeout(Some(self.timeout))
-                    .set_number_of_retries(1)
-                    .set_min_delay(REDIS_RETRY_MIN_DELAY)
-                    .set_max_delay(self.timeout);
-                let connect = self.client.get_connection_manager_with_config(config);
-                match tokio::time::timeout(self.timeout, connect).await {
-                    Ok(Ok(manager)) => {
-                        info!("已连接防重放存储 Redis {}", self.addr);
-                        Ok(manager)
-                    }
-                    Ok(Err(e)) => Err(self.unavailable(format!("连接失败（{}）", describe(&e)))),
-                    Err(_) => Err(self.unavailable(format!("连接超时（{:?}）", self.timeout))),
-                }
-            })
-            .await?;
-        Ok(manager.clone())
-    }
-
-    fn unavailable(&self, reason: String) -> NonceError {
-        let error = NonceError::Unavailable {
-            addr: self.addr.clone(),
-            reason,
-        };
-        warn!("{error}");
-        error
+    /// 用共享的 Redis 连接与键前缀新建（不连接）。
+    pub fn new(link: Arc<RedisLink>, prefix: String) -> Self {
+        RedisNonces { link, prefix }
     }
 
     async fn claim(&self, scope: &str, nonce: &str, ttl: Duration) -> Result<Claim, NonceError> {
-        let mut conn = self.connection().await?;
         let key = store_key(&self.prefix, scope, nonce);
         let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
         // 一条原子命令：键不存在才写入并设置过期时间；已存在时返回 nil
         let mut set = redis::cmd("SET");
         set.arg(&key).arg(1).arg("NX").arg("PX").arg(ttl_ms);
-        let command = set.query_async::<Option<String>>(&mut conn);
-        match tokio::time::timeout(self.timeout, command).await {
-            Ok(Ok(Some(_))) => Ok(Claim::Fresh),
-            Ok(Ok(None)) => Ok(Claim::Replayed),
-            Ok(Err(e)) => Err(self.unavailable(format!("命令失败（{}）", describe(&e)))),
-            Err(_) => Err(self.unavailable(format!("命令超时（{:?}）", self.timeout))),
+        match self.link.query::<Option<String>>(&set).await {
+            Ok(Some(_)) => Ok(Claim::Fresh),
+            Ok(None) => Ok(Claim::Replayed),
+            Err(failure) => {
+                METRICS.redis_errors.with_label_values(&[REDIS_OP]).inc();
+                let error = NonceError::Unavailable {
+                    addr: failure.addr,
+                    reason: failure.reason,
+                };
+                warn!("{error}");
+                Err(error)
+            }
         }
-    }
-}
-
-/// 描述 Redis 错误：只用错误类别，不用可能带连接串的原文。
-fn describe(e: &redis::RedisError) -> String {
-    if e.is_connection_refusal() {
-        "连接被拒绝".to_string()
-    } else if e.is_timeout() {
-        "超时".to_string()
-    } else {
-        format!("{:?}", e.kind())
     }
 }
 
@@ -389,15 +340,23 @@ mod tests {
         std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_string())
     }
 
+    /// 按连接串与超时建立共享连接（不连接）。
+    fn 连接(url: &str, timeout: Duration) -> Arc<RedisLink> {
+        let target = crate::config::RedisTarget {
+            url: crate::security::Secret::new(url.to_string()),
+            key_prefix: String::new(),
+            timeout,
+            cluster: false,
+        };
+        Arc::new(RedisLink::open(&target).expect("连接串合法"))
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn redis_并发认领同一个_nonce_只有一个成功并设置过期时间() {
         let client = redis::Client::open(redis_url()).expect("REDIS_URL 合法");
         let prefix = format!("chatnexus-unit-{}-{}:", std::process::id(), line!());
-        let store = Arc::new(NonceStore::Redis(RedisNonces::new(
-            client.clone(),
-            prefix.clone(),
-            Duration::from_secs(2),
-        )));
+        let link = 连接(&redis_url(), Duration::from_secs(2));
+        let store = Arc::new(NonceStore::Redis(RedisNonces::new(link, prefix.clone())));
         let tasks: Vec<_> = (0..50)
             .map(|_| {
                 let store = Arc::clone(&store);
@@ -439,12 +398,11 @@ mod tests {
             .and_then(|l| l.local_addr())
             .expect("空闲端口")
             .port();
-        let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).expect("URL 合法");
-        let store = NonceStore::Redis(RedisNonces::new(
-            client,
-            "p:".into(),
+        let link = 连接(
+            &format!("redis://127.0.0.1:{port}"),
             Duration::from_millis(300),
-        ));
+        );
+        let store = NonceStore::Redis(RedisNonces::new(link, "p:".into()));
         let started = Instant::now();
         let err = store
             .claim("甲", "nonce-0123456789ab", TTL)

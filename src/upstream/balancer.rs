@@ -10,14 +10,18 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde_json::{json, Value};
 
 use super::select::{choose, Choice};
-use super::state::{Health, Lease, ProbeState, TargetState};
-use crate::config::{BreakerSettings, Config, Model, Provider, Target};
+use super::state::{Health, Lease, LeaseSettings, ProbeState, TargetState};
+use crate::config::{Config, Model, Provider, Target};
 use crate::error::ApiError;
+use crate::limits::Layer;
+use crate::metrics::METRICS;
 
 /// 一秒的毫秒数（JSON 中的延迟以毫秒表示）。
 const MILLIS_PER_SEC: f64 = 1000.0;
 /// 延迟保留一位小数。
 const LATENCY_ROUNDING: f64 = 10.0;
+/// 全部目标只是并发已满时建议客户端等待的秒数（有请求结束就能腾出位置）。
+const SATURATED_RETRY_SECS: u64 = 1;
 
 /// 一个候选：目标与它的共享状态。
 type Candidate<'a> = (&'a Target, Arc<TargetState>);
@@ -52,8 +56,11 @@ impl Balancer {
         Plan {
             model: &model.name,
             remaining,
-            breaker: config.breaker,
-            decay: config.balancing.latency_decay(),
+            settings: LeaseSettings {
+                breaker: config.breaker,
+                decay: config.balancing.latency_decay(),
+                adaptive: config.adaptive,
+            },
         }
     }
 
@@ -73,7 +80,14 @@ impl Balancer {
             .iter()
             .flat_map(|m| m.targets.iter().map(|t| &*t.key))
             .collect();
-        write(&self.targets).retain(|key, _| keys.contains(&**key));
+        write(&self.targets).retain(|key, _| {
+            let keep = keys.contains(&**key);
+            if !keep {
+                // 目标已从配置中删除：它的自适应上限指标也不再导出（删除不存在的标签组合会报错，忽略即可）
+                let _ = METRICS.adaptive_limit.remove_label_values(&[&**key]);
+            }
+            keep
+        });
         let providers: HashSet<&str> = config.providers.iter().map(|p| p.name.as_str()).collect();
         write(&self.probes).retain(|name, _| providers.contains(name.as_str()));
     }
@@ -90,7 +104,8 @@ impl Balancer {
             for target in &model.targets {
                 let state = self.state(target, now);
                 let health = state.health(target, now);
-                servable |= health.is_usable() || health == Health::Probing;
+                servable |= health.is_usable()
+                    || matches!(health, Health::Probing | Health::Saturated { .. });
                 match index.get(&*target.key) {
                     Some(&i) => push_model(&mut rows[i], &model.name),
                     None => {
@@ -178,6 +193,7 @@ fn target_row(
         "remaining_ms": remaining.map(|d| d.as_millis() as u64),
         "latency_ms": latency.round() / LATENCY_ROUNDING,
         "inflight": state.inflight(),
+        "adaptive_limit": state.concurrency_limit(target),
         "consecutive_failures": state.consecutive_failures(),
     })
 }
@@ -203,8 +219,7 @@ fn unix_ms_after(after: Duration) -> u64 {
 pub struct Plan<'a> {
     model: &'a str,
     remaining: Vec<Candidate<'a>>,
-    breaker: BreakerSettings,
-    decay: Duration,
+    settings: LeaseSettings,
 }
 
 impl<'a> Iterator for Plan<'a> {
@@ -226,21 +241,22 @@ impl<'a> Iterator for Plan<'a> {
                         index,
                         priority: target.priority,
                         weight: target.weight,
-                        cost: state.cost(target, now, self.decay)?,
+                        cost: state.cost(target, now, self.settings.decay)?,
                     })
                 })
                 .collect();
             let picked = choose(&choices, &mut rng)?;
             let (target, state) = self.remaining.swap_remove(picked);
             if let Some(trial) = state.admit(target, now) {
-                return Some(Lease::new(target, state, trial, self.breaker, self.decay));
+                return Some(Lease::new(target, state, trial, self.settings));
             }
         }
     }
 }
 
 impl Plan<'_> {
-    /// 一个目标都没法尝试时返回给客户端的 503：列出每个目标的状况，`Retry-After` 取最早恢复的时间。
+    /// 一个目标都没法尝试时返回给客户端的 503：列出每个目标的状况，`Retry-After` 取最早恢复的时间
+    /// （有目标只是并发已满时为 1 秒）。因并发上限而拒绝时计入 `llm_limiter_refusals_total{layer="upstream"}`。
     pub fn unavailable(&self) -> ApiError {
         let now = Instant::now();
         let health: Vec<(&Target, Health)> = self
@@ -252,6 +268,13 @@ impl Plan<'_> {
             .iter()
             .map(|(target, h)| format!("`{}` {}", target.key, describe(*h, now)))
             .collect();
+        let saturated = health
+            .iter()
+            .any(|(_, h)| matches!(h, Health::Saturated { .. }));
+        if saturated {
+            let layer = Layer::Upstream.label();
+            METRICS.limiter_refusals.with_label_values(&[layer]).inc();
+        }
         let retry_after = health
             .iter()
             .filter_map(|(_, h)| h.until())
@@ -262,7 +285,8 @@ impl Plan<'_> {
                     .as_secs_f64()
                     .ceil()
                     .max(1.0) as u64
-            });
+            })
+            .or(saturated.then_some(SATURATED_RETRY_SECS));
         let mut error = ApiError::no_available_upstream(self.model).with_retry_after(retry_after);
         if !details.is_empty() {
             error.message = format!("{}：{}", error.message, details.join("；"));
@@ -279,6 +303,7 @@ fn describe(health: Health, now: Instant) -> String {
         Health::Probing => "熔断后的试探请求进行中".to_string(),
         Health::Ejected { until } => format!("连续失败已被熔断，约 {} 秒后试探", seconds(until)),
         Health::RateLimited { until } => format!("上游要求等待，约 {} 秒后可用", seconds(until)),
+        Health::Saturated { limit } => format!("在途请求已达自适应并发上限 {limit}"),
         Health::ProbeFailed => "主动健康检查失败".to_string(),
         Health::Disabled => "上游已停用（缺少密钥）".to_string(),
     }

@@ -1,5 +1,6 @@
 //! 上游目标：选择目标（延迟与健康感知）、熔断、解析主机名、构造 Pingora 的 `HttpPeer`。
 
+mod adaptive;
 mod balancer;
 mod breaker;
 mod dns;
@@ -14,12 +15,13 @@ use pingora::upstreams::peer::HttpPeer;
 
 use crate::config::Provider;
 
+pub use adaptive::{decide, Adaptive, Change, Step};
 pub use balancer::{Balancer, HealthReport, Plan};
 pub use breaker::{Admission, Breaker, BreakerState};
 pub use dns::{Addrs, DnsCache, DnsRefresher};
 pub use ewma::{PeakEwma, INITIAL_LATENCY};
 pub use select::{choose, Choice};
-pub use state::{Health, Lease, ProbeState, TargetState, Verdict, DEFAULT_THROTTLE};
+pub use state::{Health, Lease, LeaseSettings, ProbeState, TargetState, Verdict, DEFAULT_THROTTLE};
 
 /// 空闲的上游连接在连接池中保留的时长。
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -57,6 +59,7 @@ mod tests {
             enabled,
             api_version: None,
             health_check: None,
+            concurrency: None,
         })
     }
 

@@ -1,15 +1,17 @@
-//! 一个目标跨请求共享的运行时状态：延迟估计、在途请求数、熔断器、上游要求的等待，以及所属上游的主动探测结果。
+//! 一个目标跨请求共享的运行时状态：延迟估计、在途请求数、熔断器、上游要求的等待、自适应并发上限，
+//! 以及所属上游的主动探测结果。
 
-use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use log::{info, warn};
 
+use super::adaptive::{Adaptive, Change};
 use super::breaker::{Admission, Breaker, BreakerState};
 use super::ewma::PeakEwma;
-use crate::config::{BreakerSettings, Target};
-use crate::metrics;
+use crate::config::{AdaptiveSettings, BreakerSettings, Target};
+use crate::metrics::{self, METRICS};
 
 /// 429 没有给出 `Retry-After` 时暂停使用该目标的时长。
 pub const DEFAULT_THROTTLE: Duration = Duration::from_secs(1);
@@ -20,6 +22,10 @@ const PROBE_UNKNOWN: u8 = 0;
 const PROBE_UP: u8 = 1;
 /// 探测状态：不健康。
 const PROBE_DOWN: u8 = 2;
+/// 还没有记录首字节延迟的标记。
+const NO_LATENCY: u64 = u64::MAX;
+/// 百分比换算。
+const PERCENT: f64 = 100.0;
 
 /// 一个上游最近一次主动探测的结果。
 ///
@@ -115,6 +121,11 @@ pub enum Health {
         /// 可以再用的时间。
         until: Instant,
     },
+    /// 在途请求数已达自适应并发上限，有请求结束才能再用。
+    Saturated {
+        /// 当前上限。
+        limit: u32,
+    },
     /// 主动探测失败。
     ProbeFailed,
     /// 上游被停用（例如密钥环境变量未设置）。
@@ -134,6 +145,7 @@ impl Health {
             Health::HalfOpen | Health::Probing => "half_open",
             Health::Ejected { .. } => "ejected",
             Health::RateLimited { .. } => "rate_limited",
+            Health::Saturated { .. } => "saturated",
             Health::ProbeFailed => "probe_failed",
             Health::Disabled => "disabled",
         }
@@ -154,6 +166,38 @@ struct Inner {
     latency: PeakEwma,
     breaker: Breaker,
     hold_until: Option<Instant>,
+    adaptive: Option<Adaptive>,
+}
+
+impl Inner {
+    /// 当前的并发上限：已有自适应状态用它，尚未建立时用配置的基准；上游没有配置 `concurrency` 时为 `None`。
+    fn concurrency_limit(&self, target: &Target) -> Option<u32> {
+        let settings = target.provider.concurrency?;
+        Some(
+            self.adaptive
+                .as_ref()
+                .map_or(settings.base, Adaptive::limit),
+        )
+    }
+
+    /// 让自适应状态跟上当前配置（热重载可能加上、去掉或修改 `concurrency`）。
+    fn sync_adaptive(&mut self, target: &Target, now: Instant) {
+        let Some(settings) = target.provider.concurrency else {
+            self.adaptive = None;
+            return;
+        };
+        let reset = match &mut self.adaptive {
+            Some(adaptive) => adaptive.sync(settings, now),
+            None => {
+                self.adaptive = Some(Adaptive::new(settings, now));
+                true
+            }
+        };
+        if reset {
+            let gauge = METRICS.adaptive_limit.with_label_values(&[&*target.key]);
+            gauge.set(i64::from(settings.base));
+        }
+    }
 }
 
 /// 一个目标的共享运行时状态。
@@ -183,6 +227,7 @@ impl TargetState {
                 latency: PeakEwma::new(now),
                 breaker: Breaker::new(now),
                 hold_until: None,
+                adaptive: None,
             }),
             inflight: AtomicU32::new(0),
             probe,
@@ -206,25 +251,32 @@ impl TargetState {
 
     /// 目标此刻的健康状况。
     pub fn health(&self, target: &Target, now: Instant) -> Health {
-        health_of(&self.lock(), target, &self.probe, now)
+        health_of(&self.lock(), target, &self.probe, self.inflight(), now)
+    }
+
+    /// 当前的自适应并发上限（上游没有配置 `concurrency` 时为 `None`）。
+    pub fn concurrency_limit(&self, target: &Target) -> Option<u32> {
+        self.lock().concurrency_limit(target)
     }
 
     /// 可用时返回选择代价（延迟估计 ×（在途数 + 1），单位秒），不可用时返回 `None`。
     pub fn cost(&self, target: &Target, now: Instant, decay: Duration) -> Option<f64> {
         let inner = self.lock();
-        if !health_of(&inner, target, &self.probe, now).is_usable() {
+        if !health_of(&inner, target, &self.probe, self.inflight(), now).is_usable() {
             return None;
         }
         let load = f64::from(self.inflight() + 1);
         Some(inner.latency.estimate(now, decay).as_secs_f64() * load)
     }
 
-    /// 为一次尝试占用目标：再次检查可用性（可能已被并发请求改变），半开时占用试探名额，在途数加一。
+    /// 为一次尝试占用目标：再次检查可用性（可能已被并发请求改变，包括在途数已达并发上限），
+    /// 半开时占用试探名额，在途数加一。检查与加一都在锁内，并发的占用不会一起越过上限。
     ///
     /// 返回：`None` 表示此刻不可用。
     pub(super) fn admit(&self, target: &Target, now: Instant) -> Option<bool> {
         let mut inner = self.lock();
-        if !health_of(&inner, target, &self.probe, now).is_usable() {
+        inner.sync_adaptive(target, now);
+        if !health_of(&inner, target, &self.probe, self.inflight(), now).is_usable() {
             return None;
         }
         let trial = inner.breaker.admit(now)?;
@@ -237,8 +289,14 @@ impl TargetState {
     }
 }
 
-/// 依次检查：上游停用、主动探测失败、上游要求等待、熔断器。
-fn health_of(inner: &Inner, target: &Target, probe: &ProbeState, now: Instant) -> Health {
+/// 依次检查：上游停用、主动探测失败、上游要求等待、熔断器，最后是自适应并发上限。
+fn health_of(
+    inner: &Inner,
+    target: &Target,
+    probe: &ProbeState,
+    inflight: u32,
+    now: Instant,
+) -> Health {
     if !target.provider.enabled {
         return Health::Disabled;
     }
@@ -248,11 +306,15 @@ fn health_of(inner: &Inner, target: &Target, probe: &ProbeState, now: Instant) -
     if let Some(until) = inner.hold_until.filter(|until| *until > now) {
         return Health::RateLimited { until };
     }
-    match inner.breaker.admission(now) {
+    let health = match inner.breaker.admission(now) {
         Admission::Allowed => Health::Healthy,
         Admission::Trial => Health::HalfOpen,
         Admission::Rejected { until: Some(until) } => Health::Ejected { until },
         Admission::Rejected { until: None } => Health::Probing,
+    };
+    match inner.concurrency_limit(target) {
+        Some(limit) if health.is_usable() && inflight >= limit => Health::Saturated { limit },
+        _ => health,
     }
 }
 
@@ -266,8 +328,27 @@ pub struct Lease<'a> {
     started: Instant,
     trial: bool,
     settled: bool,
-    breaker: BreakerSettings,
-    decay: Duration,
+    settings: LeaseSettings,
+    /// 首字节延迟（微秒），没有记录时为 [`NO_LATENCY`]；原子量让租约可以跨 `await` 共享引用。
+    first_byte_micros: AtomicU64,
+}
+
+/// 租约报告结论时用到的配置：熔断参数、延迟估计的衰减、自适应并发的阈值。
+///
+/// 用途：`Plan` 从当前配置取出后交给每个租约。
+///
+/// ```
+/// let s = chatnexus::upstream::LeaseSettings::default(); // 全部缺省
+/// assert_eq!(s.breaker.consecutive_failures, 5); // 缺省连续 5 次失败熔断
+/// ```
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LeaseSettings {
+    /// 熔断参数。
+    pub breaker: BreakerSettings,
+    /// 延迟估计的衰减时间常数。
+    pub decay: Duration,
+    /// 自适应并发的阈值。
+    pub adaptive: AdaptiveSettings,
 }
 
 impl<'a> Lease<'a> {
@@ -276,8 +357,7 @@ impl<'a> Lease<'a> {
         target: &'a Target,
         state: Arc<TargetState>,
         trial: bool,
-        breaker: BreakerSettings,
-        decay: Duration,
+        settings: LeaseSettings,
     ) -> Self {
         Lease {
             target,
@@ -285,8 +365,8 @@ impl<'a> Lease<'a> {
             started: Instant::now(),
             trial,
             settled: false,
-            breaker,
-            decay,
+            settings,
+            first_byte_micros: AtomicU64::new(NO_LATENCY),
         }
     }
 
@@ -299,7 +379,12 @@ impl<'a> Lease<'a> {
     pub fn record_first_byte(&self) {
         let now = Instant::now();
         let elapsed = now.saturating_duration_since(self.started);
-        self.state.lock().latency.observe(elapsed, now, self.decay);
+        let micros = u64::try_from(elapsed.as_micros()).unwrap_or(NO_LATENCY - 1);
+        self.first_byte_micros.store(micros, Ordering::Relaxed);
+        self.state
+            .lock()
+            .latency
+            .observe(elapsed, now, self.settings.decay);
     }
 
     /// 报告本次尝试的结论并释放占用。
@@ -308,10 +393,11 @@ impl<'a> Lease<'a> {
         let now = Instant::now();
         let mut inner = self.state.lock();
         let before = inner.breaker.state();
+        let breaker = &self.settings.breaker;
         match verdict {
-            Verdict::Healthy => inner.breaker.on_success(now, &self.breaker),
+            Verdict::Healthy => inner.breaker.on_success(now, breaker),
             Verdict::Failed { retry_after } => {
-                inner.breaker.on_failure(now, &self.breaker);
+                inner.breaker.on_failure(now, breaker);
                 hold(&mut inner, now, retry_after);
             }
             Verdict::Throttled { retry_after } => {
@@ -325,9 +411,13 @@ impl<'a> Lease<'a> {
             Verdict::Unknown => inner.breaker.abandon_trial(),
         }
         log_transition(&self.target.key, before, inner.breaker.state(), now);
+        let change = self.adapt(&mut inner, verdict, now);
         drop(inner);
+        if let Some(change) = change {
+            log_adaptation(&self.target.key, &change);
+        }
         let usable = self.state.health(self.target, now).is_usable();
-        let latency = self.state.latency(now, self.decay);
+        let latency = self.state.latency(now, self.settings.decay);
         metrics::record_target(
             &self.target.provider.name,
             &self.target.key,
@@ -335,6 +425,36 @@ impl<'a> Lease<'a> {
             latency,
         );
     }
+
+    /// 把本次尝试记入自适应并发：成功是好样本，故障与上游 429 是坏样本，无法判断的不计。
+    fn adapt(&self, inner: &mut Inner, verdict: Verdict, now: Instant) -> Option<Change> {
+        let error = match verdict {
+            Verdict::Healthy => false,
+            Verdict::Failed { .. } | Verdict::Throttled { .. } => true,
+            Verdict::Unknown => return None,
+        };
+        let micros = self.first_byte_micros.load(Ordering::Relaxed);
+        let latency = (micros != NO_LATENCY).then(|| Duration::from_micros(micros));
+        let adaptive = inner.adaptive.as_mut()?;
+        adaptive.record(error, latency, now, &self.settings.adaptive)
+    }
+}
+
+/// 自适应上限变化时更新指标并记一条日志（说明依据）。
+fn log_adaptation(key: &str, change: &Change) {
+    METRICS
+        .adaptive_limit
+        .with_label_values(&[key])
+        .set(i64::from(change.after));
+    let latency = change
+        .latency
+        .map_or_else(|| "无".to_string(), |l| format!("{} 毫秒", l.as_millis()));
+    info!(
+        "目标 `{key}` 的自适应并发上限 {} → {}（最近错误率 {:.1}%，平均首字节延迟 {latency}）",
+        change.before,
+        change.after,
+        change.error_rate * PERCENT
+    );
 }
 
 /// 熔断与恢复是运维最关心的状态变化，各记一条日志。

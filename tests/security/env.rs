@@ -53,8 +53,6 @@ pub struct SecurityEnv {
     pub redis_prefix: String,
 }
 
-/// 没有设置 REDIS_URL 时使用的本机 Redis。
-const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
 /// 本机回环地址上的 HTTP 服务前缀。
 const LOOPBACK: &str = "http://127.0.0.1";
 /// 本机回环地址上的 Redis 前缀（用于一个没人监听的端口）。
@@ -64,14 +62,6 @@ const HTTP_SCHEME: &str = "http://";
 
 /// 全部测试共享一个环境。
 pub static ENV: Lazy<SecurityEnv> = Lazy::new(start);
-
-/// 测试使用的 Redis 地址。
-pub fn redis_url() -> String {
-    std::env::var("REDIS_URL")
-        .ok()
-        .filter(|u| !u.trim().is_empty())
-        .unwrap_or_else(|| DEFAULT_REDIS_URL.to_string())
-}
 
 /// 一个网关的配置。
 fn gateway_yaml(port: u16, mock_port: u16, master: &MasterKey, extra: &str) -> String {
@@ -107,8 +97,8 @@ fn start() -> SecurityEnv {
     let ports = crate::support::free_ports(5);
     let (memory, redis, redis_down, mock_port, dead) =
         (ports[0], ports[1], ports[2], ports[3], ports[4]);
-    let redis_url = redis_url();
-    let redis_prefix = unique_prefix();
+    let redis_url = crate::support::redis_url();
+    let redis_prefix = crate::support::unique_prefix("chatnexus-it");
     let configs = [
         (memory, format!("security: {{ cors: {{ allowed_origins: [\"{ALLOWED_ORIGIN}\"], max_age_secs: 120 }} }}")),
         (redis, format!("redis: {{ url_env: TEST_REDIS_URL, key_prefix: \"{redis_prefix}\", timeout_ms: 2000 }}")),
@@ -148,14 +138,6 @@ fn start() -> SecurityEnv {
 }
 
 /// 每次测试运行独有的 Redis 键前缀，避免与其他运行或残留数据互相干扰。
-fn unique_prefix() -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
-    format!("chatnexus-it-{}-{nanos}:", std::process::id())
-}
-
 /// 网关上某个路径的完整地址。
 pub fn url(gateway: SocketAddr, path: &str) -> String {
     format!("{HTTP_SCHEME}{gateway}{path}")

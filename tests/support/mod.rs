@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
@@ -13,6 +13,25 @@ use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
 /// 轮询端口的间隔。
 const POLL_INTERVAL: Duration = Duration::from_millis(20);
+/// 没有设置 REDIS_URL 时使用的本机 Redis。
+const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
+
+/// 测试使用的 Redis 地址（`REDIS_URL`，tests/run.sh 保证它可用）。
+pub fn redis_url() -> String {
+    std::env::var("REDIS_URL")
+        .ok()
+        .filter(|u| !u.trim().is_empty())
+        .unwrap_or_else(|| DEFAULT_REDIS_URL.to_string())
+}
+
+/// 每个测试进程（与调用点）不同的 Redis 键前缀，多个测试共用一个 Redis 也互不干扰。
+pub fn unique_prefix(name: &str) -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!("{name}-{}-{nanos}:", std::process::id())
+}
 
 /// 一次取得 `count` 个互不相同的空闲端口。
 ///

@@ -1,0 +1,272 @@
+//! 本地阶段：每个网关实例自己的计数（`pingora_limits::Rate`，无锁的 count-min sketch，纳秒级、没有 I/O）。
+//!
+//! `Rate` 按固定窗口计数并保留上一个窗口；这里用 Cloudflare 的比例估计把它变成滑动窗口：
+//! 估计值 = 上一窗口计数 ×（1 − 当前窗口已过的比例）+ 当前窗口计数。
+//! 先计数再判断（超限就撤回），并发请求不会一起挤过上限；任何一层超限时撤回本请求在各层的计数，
+//! 所以本地计数只包含本实例放行的请求——Redis 不可用时它正好接上，作为本实例的份额继续限流。
+
+use std::collections::hash_map::RandomState;
+use std::collections::HashMap;
+use std::fmt;
+use std::hash::BuildHasher;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use pingora_limits::rate::Rate;
+
+use super::layer::{Check, Kind};
+use super::verdict::{Quota, Refusal};
+
+/// count-min sketch 的哈希函数个数。
+const HASHES: usize = 4;
+/// 每个哈希函数的槽数：主体（密钥、IP）很多时槽少会因碰撞高估，提前拒绝。
+const SLOTS: usize = 8192;
+/// `Rate` 以整毫秒计时：判断计数是否在当前窗口时容许这么多误差。
+const CLOCK_RESOLUTION: Duration = Duration::from_millis(1);
+
+/// 本请求在一个本地计数上记下的量，用于撤回与结算。
+pub struct LocalCharge {
+    rate: Arc<Rate>,
+    /// 计数的键：（种类、层、主体）预先哈希成的 64 位整数。
+    key: u64,
+    kind: Kind,
+    amount: u64,
+    at: Instant,
+}
+
+impl fmt::Debug for LocalCharge {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "LocalCharge({:?}, {})", self.kind, self.amount)
+    }
+}
+
+impl LocalCharge {
+    /// 按实际用量调整记下的量：`delta` 为实际减预留（负数即退还）。
+    ///
+    /// 退还只在计数所在的窗口还是当前窗口时进行：窗口已轮换时旧计数只剩逐渐衰减的权重，
+    /// 把负数记到新窗口会让它低估、多放请求。
+    pub fn adjust(&self, delta: i64) {
+        if delta > 0 {
+            self.rate.observe(&self.key, clamp(delta.unsigned_abs()));
+        } else if delta < 0 && self.in_current_window() {
+            self.rate.observe(&self.key, -clamp(delta.unsigned_abs()));
+        }
+    }
+
+    /// 撤回全部记下的量（本请求最终被拒绝）。
+    fn revert(&self) {
+        self.adjust(-i64::try_from(self.amount).unwrap_or(i64::MAX));
+    }
+
+    /// 是否是 token 计数（结算时只调整 token）。
+    pub fn is_tokens(&self) -> bool {
+        self.kind == Kind::Tokens
+    }
+
+    fn in_current_window(&self) -> bool {
+        let started = self.rate.rate_with(&self.key, |c| {
+            c.interval.mul_f64(c.current_interval_fraction)
+        });
+        self.at.elapsed() <= started + CLOCK_RESOLUTION
+    }
+}
+
+/// 计数值转换为 `isize`（溢出时取最大值）。
+fn clamp(value: u64) -> isize {
+    isize::try_from(value).unwrap_or(isize::MAX)
+}
+
+/// 本地阶段的判定。
+#[derive(Debug)]
+pub enum LocalVerdict {
+    /// 全部通过：各层额度与本请求记下的量。
+    Admitted {
+        /// 各层各种计数的额度。
+        quotas: Vec<Quota>,
+        /// 本请求记下的量。
+        charges: Vec<LocalCharge>,
+    },
+    /// 被拒绝（已撤回本请求在各层记下的量）。
+    Refused(Refusal),
+}
+
+/// 本地阶段：按窗口长度各建一个 `Rate`，键里区分种类、层与主体。
+///
+/// 用途：`Limiter` 持有一个，跨配置热替换保留（窗口不变的计数接着用）。
+///
+/// ```
+/// use chatnexus::limits::{Check, Layer, LocalStage, LocalVerdict}; // 本地阶段
+/// let local = LocalStage::default(); // 空
+/// let check = Check { layer: Layer::Global, subject: String::new(), requests: Some(1), window: std::time::Duration::from_secs(60), tokens: None, on_failure: Default::default() }; // 每分钟 1 次
+/// assert!(matches!(local.admit(&[check.clone()], 0, 1), LocalVerdict::Admitted { .. })); // 第一次放行
+/// assert!(matches!(local.admit(&[check], 0, 1), LocalVerdict::Refused(_))); // 第二次拒绝
+/// ```
+#[derive(Default)]
+pub struct LocalStage {
+    rates: RwLock<HashMap<Duration, Arc<Rate>>>,
+    /// 把（种类、层、主体）哈希成一个整数：每个计数只哈希一次主体字符串，
+    /// 之后 count-min sketch 的多次哈希都只处理 8 个字节；随机种子让外部无法构造碰撞。
+    hasher: RandomState,
+}
+
+impl LocalStage {
+    /// 检查并计入全部层；任何一层超限时撤回已记下的量并拒绝。
+    ///
+    /// 参数：检查、本请求预留的 token 数、份额（上限按 `上限 ÷ share` 向上取整；有 Redis 时为 1）。
+    pub fn admit(&self, checks: &[Check], tokens: u64, share: u32) -> LocalVerdict {
+        let now = Instant::now();
+        let mut quotas = Vec::new();
+        let mut charges = Vec::new();
+        for check in checks {
+            for (kind, limit, window, amount) in check.limits(tokens) {
+                let limit = limit.div_ceil(u64::from(share.max(1)));
+                let key = self
+                    .hasher
+                    .hash_one((kind, check.layer, check.subject.as_str()));
+                let rate = self.rate(window);
+                let (used, left) = count(&rate, key, amount);
+                charges.push(LocalCharge {
+                    rate,
+                    key,
+                    kind,
+                    amount,
+                    at: now,
+                });
+                if used > limit {
+                    LocalStage::revert(&charges);
+                    return LocalVerdict::Refused(Refusal {
+                        layer: check.layer,
+                        kind,
+                        limit,
+                        window,
+                        requested: amount,
+                        retry_after: (amount <= limit).then_some(left),
+                    });
+                }
+                let (layer, remaining, reset) = (check.layer, limit - used, left + window);
+                quotas.push(Quota {
+                    layer,
+                    kind,
+                    limit,
+                    remaining,
+                    reset,
+                });
+            }
+        }
+        LocalVerdict::Admitted { quotas, charges }
+    }
+
+    /// 撤回一组记下的量（分布式阶段拒绝了，或要按另一份额重新判定）。
+    pub fn revert(charges: &[LocalCharge]) {
+        charges.iter().for_each(LocalCharge::revert);
+    }
+
+    /// 取得（没有时建立）某个窗口长度的计数器。
+    fn rate(&self, window: Duration) -> Arc<Rate> {
+        let found = self
+            .rates
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&window)
+            .cloned();
+        if let Some(rate) = found {
+            return rate;
+        }
+        let mut rates = self.rates.write().unwrap_or_else(|p| p.into_inner());
+        let rate = rates
+            .entry(window)
+            .or_insert_with(|| Arc::new(Rate::new_with_estimator_config(window, HASHES, SLOTS)));
+        Arc::clone(rate)
+    }
+}
+
+/// 先记下 `amount`，再按比例估计算出滑动窗口内的用量（含本次）。
+///
+/// 返回：（用量, 当前固定窗口还剩多久）。
+fn count(rate: &Rate, key: u64, amount: u64) -> (u64, Duration) {
+    let (previous, left) = rate.rate_with(&key, |c| {
+        let weight = 1.0 - c.current_interval_fraction;
+        (
+            c.prev_samples.max(0) as f64 * weight,
+            c.interval.mul_f64(weight),
+        )
+    });
+    let current = rate.observe(&key, clamp(amount));
+    ((previous + current.max(0) as f64).ceil() as u64, left)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::FailureMode;
+    use crate::limits::layer::{Layer, TOKEN_WINDOW};
+
+    fn 检查(layer: Layer, subject: &str, requests: Option<u64>, tokens: Option<u64>) -> Check {
+        Check {
+            layer,
+            subject: subject.to_string(),
+            requests,
+            window: TOKEN_WINDOW,
+            tokens,
+            on_failure: FailureMode::Open,
+        }
+    }
+
+    fn 放行(v: &LocalVerdict) -> bool {
+        matches!(v, LocalVerdict::Admitted { .. })
+    }
+
+    #[test]
+    fn 本地_一层拒绝时不消耗其他层() {
+        let local = LocalStage::default();
+        let global = 检查(Layer::Global, "", Some(10), None);
+        let key = 检查(Layer::Key, "甲", Some(2), None);
+        let both = [global.clone(), key];
+        assert!(放行(&local.admit(&both, 0, 1)));
+        assert!(放行(&local.admit(&both, 0, 1)));
+        match local.admit(&both, 0, 1) {
+            LocalVerdict::Refused(r) => assert_eq!((r.layer, r.limit), (Layer::Key, 2)),
+            other => panic!("第三个请求应被密钥层拒绝：{other:?}"),
+        }
+        let alone = [global];
+        for _ in 0..8 {
+            assert!(
+                放行(&local.admit(&alone, 0, 1)),
+                "被拒绝的请求不能占用全局额度"
+            );
+        }
+        assert!(!放行(&local.admit(&alone, 0, 1)), "全局第 11 个请求被拒绝");
+    }
+
+    #[test]
+    fn 本地_份额按实例数分摊上限() {
+        let local = LocalStage::default();
+        let global = [检查(Layer::Global, "", Some(10), None)];
+        let admitted = (0..10)
+            .filter(|_| 放行(&local.admit(&global, 0, 3)))
+            .count();
+        assert_eq!(admitted, 4, "10 ÷ 3 向上取整为 4");
+    }
+
+    #[test]
+    fn 本地_token_预留超限被拒_结算退还后可再用() {
+        let local = LocalStage::default();
+        let key = [检查(Layer::Key, "乙", None, Some(1000))];
+        let LocalVerdict::Admitted { charges, quotas } = local.admit(&key, 800, 1) else {
+            panic!("第一次预留 800 应放行");
+        };
+        assert_eq!(quotas[0].remaining, 200);
+        assert!(!放行(&local.admit(&key, 300, 1)), "只剩 200");
+        charges[0].adjust(100 - 800);
+        assert!(
+            放行(&local.admit(&key, 300, 1)),
+            "实际只用了 100，退还后够用"
+        );
+        match local.admit(&key, 5000, 1) {
+            LocalVerdict::Refused(r) => {
+                assert_eq!(r.retry_after, None, "超过上限本身的请求永远不会被接受")
+            }
+            other => panic!("应拒绝：{other:?}"),
+        }
+    }
+}

@@ -1,0 +1,279 @@
+//! 多层限流：全局、每个客户端密钥、每个客户端 IP、每个模型，各有请求数（滑动窗口）与每分钟 token 上限。
+//!
+//! 每个聊天请求经过两个阶段（详见 docs/rate-limiting.md）：
+//! 1. 本地阶段（[`LocalStage`]，`pingora-limits`，纳秒级、没有 I/O）：挡住明显超限的流量，Redis 不可用时
+//!    按“上限 ÷ 实例数”独自限流，保护进程；
+//! 2. 分布式阶段（[`RemoteStage`]，Redis 中一个原子 Lua 脚本）：先检查全部层、全部通过才计数，
+//!    任意多个网关实例共享同一份精确的额度。
+//!
+//! token 在准入时按“输入估算 + max_tokens”预留，响应或流结束时（包括被取消的流）按实际用量结算。
+
+mod headers;
+mod health;
+mod ip;
+mod layer;
+mod local;
+mod remote;
+mod verdict;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use pingora_proxy::Session;
+
+use crate::config::{FailureMode, RateLimitSettings};
+use crate::error::ApiError;
+use crate::exchange::{ExchangeReport, BYTES_PER_TOKEN};
+use crate::metrics::METRICS;
+use crate::redis_link::{RedisFailure, RedisLink};
+use crate::request::ChatRequest;
+use health::RedisHealth;
+
+pub use headers::{
+    attach, go_duration, rate_limit_headers, RateLimitHeaders, RateLimitHeadersBuilder,
+    LIMIT_REQUESTS, LIMIT_TOKENS, REMAINING_REQUESTS, REMAINING_TOKENS, RESET_REQUESTS,
+    RESET_TOKENS,
+};
+pub use ip::{client_ip, ip_subject, Cidr, FORWARDED_FOR};
+pub use layer::{checks, Check, Kind, Layer, Subjects, TOKEN_WINDOW};
+pub use local::{LocalCharge, LocalStage, LocalVerdict};
+pub use remote::{RemoteStage, RemoteTicket, RemoteVerdict, BUCKETS};
+pub use verdict::{seconds, Quota, Refusal};
+
+/// 客户端没有给出 `n` 时生成的回答数。
+const DEFAULT_CHOICES: u64 = 1;
+/// 最小的错误状态码：不低于它的请求没有成功。
+const FIRST_ERROR_STATUS: u16 = 400;
+
+/// 一个准入的请求在限流器中的记录：结束时据此结算 token，并给响应加上额度头。
+///
+/// 用途：请求上下文持有它，`logging` 钩子在响应或流结束后交给 [`Limiter::settle`]。
+#[derive(Debug)]
+pub struct Ticket {
+    local: Vec<LocalCharge>,
+    remote: Option<RemoteTicket>,
+    reserved: u64,
+    /// 最紧一层的额度头。
+    pub headers: Vec<(&'static str, String)>,
+}
+
+/// 限流器：本地阶段、可选的分布式阶段，以及限流用 Redis 的健康状况。
+///
+/// 用途：网关创建时建立一个，跨配置热替换保留（计数不丢）；每个聊天请求调用 [`Limiter::admit`]。
+///
+/// ```
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async { // 在运行时里执行
+/// use chatnexus::limits::{Limiter, Subjects}; // 限流器
+/// let settings: chatnexus::config::RateLimitSettings = serde_yaml::from_str("{ global: { requests: 1 } }").unwrap(); // 全局每分钟 1 次
+/// let model = chatnexus::config::Model { name: "演示".into(), targets: vec![], limits: None }; // 模型
+/// let subjects = Subjects { client: None, ip: None, model: &model }; // 主体
+/// let limiter = Limiter::new(None, ""); // 没有 Redis：只有本地阶段
+/// assert!(limiter.admit(&settings, &subjects, 10).await.is_ok()); // 第一次放行
+/// assert_eq!(limiter.admit(&settings, &subjects, 10).await.unwrap_err().status, 429); // 第二次 429
+/// # });
+/// ```
+pub struct Limiter {
+    local: LocalStage,
+    remote: Option<RemoteStage>,
+    health: RedisHealth,
+}
+
+impl Limiter {
+    /// 创建限流器；给出 Redis 连接时启用分布式阶段（键前缀取 `redis.key_prefix`）。
+    pub fn new(link: Option<Arc<RedisLink>>, prefix: &str) -> Self {
+        Limiter {
+            local: LocalStage::default(),
+            remote: link.map(|link| RemoteStage::new(link, prefix)),
+            health: RedisHealth::default(),
+        }
+    }
+
+    /// 准入一个请求：先本地、再分布式；任何一层超限返回 429 并且不消耗任何一层的额度。
+    ///
+    /// 参数：`rate_limits` 段、请求的主体、预留的 token 数。
+    /// 返回：没有任何层约束这个请求时为 `None`，否则为准入记录。
+    /// 错误：429（超限，带 `Retry-After`）；Redis 不可用且某层配置为故障时关闭时 503。
+    pub async fn admit(
+        &self,
+        settings: &RateLimitSettings,
+        subjects: &Subjects<'_>,
+        tokens: u64,
+    ) -> Result<Option<Ticket>, ApiError> {
+        let checks = checks(settings, subjects);
+        if checks.is_empty() {
+            return Ok(None);
+        }
+        let Some(remote) = &self.remote else {
+            // 没有 Redis：本地阶段就是全部，各实例按份额分摊
+            return self
+                .local_only(&checks, tokens, settings.instances)
+                .map(Some);
+        };
+        if !self.health.should_try(settings.redis_retry()) {
+            return self.fallback(&checks, tokens, settings).map(Some);
+        }
+        // 本地阶段先挡一道（完整上限、只计本实例放行的请求）：它拒绝的请求 Redis 也一定会拒绝，省下一次往返
+        let charges = match self.local.admit(&checks, tokens, 1) {
+            LocalVerdict::Admitted { charges, .. } => charges,
+            LocalVerdict::Refused(refusal) => return Err(refuse(&refusal)),
+        };
+        match remote.admit(&checks, tokens).await {
+            Ok(RemoteVerdict::Admitted { quotas, bucket }) => {
+                self.health.succeeded(remote.link().addr());
+                let ticket = remote.ticket(&checks, bucket);
+                Ok(Some(ticket_of(charges, ticket, tokens, &quotas)))
+            }
+            Ok(RemoteVerdict::Refused(refusal)) => {
+                self.health.succeeded(remote.link().addr());
+                LocalStage::revert(&charges);
+                Err(refuse(&refusal))
+            }
+            Err(failure) => {
+                LocalStage::revert(&charges);
+                self.redis_failed(&failure, remote::OP_ADMIT, settings);
+                self.fallback(&checks, tokens, settings).map(Some)
+            }
+        }
+    }
+
+    /// 请求结束：按实际用量结算 token 预留（退还没用完的，补记超出的）。
+    ///
+    /// 参数：`rate_limits` 段、准入记录、实际用量（`None` 表示不知道，保留预留不动）。
+    /// Redis 不可用时只结算本地计数，并按间隔告警。
+    pub async fn settle(&self, settings: &RateLimitSettings, ticket: Ticket, used: Option<u64>) {
+        let Some(used) = used else {
+            return;
+        };
+        let delta = i64::try_from(used).unwrap_or(i64::MAX)
+            - i64::try_from(ticket.reserved).unwrap_or(i64::MAX);
+        if delta == 0 {
+            return;
+        }
+        ticket.local.iter().for_each(|c| c.adjust(delta));
+        let (Some(remote), Some(remote_ticket)) = (&self.remote, &ticket.remote) else {
+            return;
+        };
+        if !self.health.should_try(settings.redis_retry()) {
+            return;
+        }
+        match remote.settle(remote_ticket, delta).await {
+            Ok(()) => self.health.succeeded(remote.link().addr()),
+            Err(failure) => self.redis_failed(&failure, remote::OP_SETTLE, settings),
+        }
+    }
+
+    /// 没有配置 Redis：只按本地阶段判定。
+    fn local_only(&self, checks: &[Check], tokens: u64, share: u32) -> Result<Ticket, ApiError> {
+        match self.local.admit(checks, tokens, share) {
+            LocalVerdict::Admitted { quotas, charges } => {
+                Ok(ticket_of(charges, None, tokens, &quotas))
+            }
+            LocalVerdict::Refused(refusal) => Err(refuse(&refusal)),
+        }
+    }
+
+    /// Redis 不可用：故障时关闭的层拒绝请求（503），其余按本实例的份额在本地限流。
+    fn fallback(
+        &self,
+        checks: &[Check],
+        tokens: u64,
+        settings: &RateLimitSettings,
+    ) -> Result<Ticket, ApiError> {
+        if let Some(closed) = checks.iter().find(|c| c.on_failure == FailureMode::Closed) {
+            METRICS
+                .limiter_refusals
+                .with_label_values(&[closed.layer.label()])
+                .inc();
+            let message = format!(
+                "限流存储（Redis）暂时不可用，「{}」层配置为故障时关闭（on_redis_failure: closed），请求被拒绝",
+                closed.layer.name()
+            );
+            return Err(ApiError::limiter_unavailable(
+                message,
+                seconds(settings.redis_retry()),
+            ));
+        }
+        METRICS.limiter_fallback.inc();
+        self.local_only(checks, tokens, settings.instances)
+    }
+
+    fn redis_failed(&self, failure: &RedisFailure, op: &str, settings: &RateLimitSettings) {
+        let (retry, interval) = (settings.redis_retry(), settings.warn_interval());
+        self.health
+            .failed(failure, op, retry, interval, settings.instances);
+    }
+}
+
+/// 组装准入记录：只保留 token 的本地计数（请求数不需要结算）。
+fn ticket_of(
+    charges: Vec<LocalCharge>,
+    remote: Option<RemoteTicket>,
+    tokens: u64,
+    quotas: &[Quota],
+) -> Ticket {
+    Ticket {
+        local: charges.into_iter().filter(LocalCharge::is_tokens).collect(),
+        remote,
+        reserved: tokens,
+        headers: rate_limit_headers(quotas),
+    }
+}
+
+/// 记一次拒绝并转换成 429。
+fn refuse(refusal: &Refusal) -> ApiError {
+    METRICS
+        .limiter_refusals
+        .with_label_values(&[refusal.layer.label()])
+        .inc();
+    refusal.to_error()
+}
+
+/// 本请求要预留的 token 数：输入按请求体字节数 ÷ 4 估算（与被取消的流估算用量的规则相同），
+/// 加上输出上限（`max_completion_tokens`、`max_tokens`，都没有时取 `default_max_tokens`）乘以回答数 `n`。
+///
+/// ```
+/// let req = chatnexus::request::ChatRequest::parse(r#"{"model":"m","messages":[{"role":"user","content":"你好"}],"max_tokens":100,"n":2}"#.into()).unwrap(); // 两个回答
+/// assert_eq!(chatnexus::limits::reservation(&req, 1024), req.raw.len() as u64 / 4 + 200); // 输入估算 + 100 × 2
+/// ```
+pub fn reservation(req: &ChatRequest, default_max_tokens: u64) -> u64 {
+    let field = |name: &str| req.body.get(name).and_then(serde_json::Value::as_u64);
+    let output = field("max_completion_tokens")
+        .or_else(|| field("max_tokens"))
+        .unwrap_or(default_max_tokens);
+    let choices = field("n").unwrap_or(DEFAULT_CHOICES).max(1);
+    let input = (req.raw.len() / BYTES_PER_TOKEN) as u64;
+    input.saturating_add(output.saturating_mul(choices))
+}
+
+/// 请求实际消耗的 token：有用量（真实或估算）就用它；没有用量时，失败的请求算 0（全部退还），
+/// 成功却不知道用量的请求返回 `None`（保留预留）。
+///
+/// ```
+/// let report = chatnexus::exchange::ExchangeReport::default(); // 没有用量
+/// assert_eq!(chatnexus::limits::consumed(&report, 502), Some(0)); // 上游失败：全部退还
+/// assert_eq!(chatnexus::limits::consumed(&report, 200), None); // 成功但不知道用量：不动
+/// ```
+pub fn consumed(report: &ExchangeReport, status: u16) -> Option<u64> {
+    match report.usage {
+        Some(usage) => Some(usage.prompt.saturating_add(usage.completion)),
+        None if status >= FIRST_ERROR_STATUS => Some(0),
+        None => None,
+    }
+}
+
+/// 请求的客户端 IP：直连对端；对端是可信代理时按 `X-Forwarded-For`（多个头按出现顺序拼接）。
+pub fn request_ip(session: &Session, trusted: &[Cidr]) -> Option<IpAddr> {
+    let peer = session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip());
+    let forwarded: Vec<&str> = session
+        .req_header()
+        .headers
+        .get_all(FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    let forwarded = (!forwarded.is_empty()).then(|| forwarded.join(","));
+    client_ip(peer, forwarded.as_deref(), trusted)
+}

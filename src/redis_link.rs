@@ -1,0 +1,215 @@
+//! 防重放与限流共用的 Redis 连接：单机（`ConnectionManager`，断线自动重连）或集群
+//! （`cluster_async::ClusterConnection`，按槽路由、拓扑变化自动刷新）。
+//!
+//! 两者都必须在 tokio 运行时里创建，而网关对象是在 Pingora 启动运行时之前构造的，
+//! 所以连接放在 `tokio::sync::OnceCell` 里、第一次用到时才建立；建立失败不缓存，下次再试。
+//! 每个操作都有超时（`redis.timeout_ms`），调用方据此降级或拒绝，绝不无限等待。
+//! 这里不写日志：防重放每次失败都要告警，限流只按间隔告警，由调用方各自决定。
+
+use std::future::Future;
+use std::time::Duration;
+
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::{ClusterClient, ClusterClientBuilder};
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, FromRedisValue, Pipeline, RedisError, RedisFuture, RedisResult, Value};
+use tokio::sync::OnceCell;
+
+use crate::config::RedisTarget;
+
+/// 单机连接断开后重连的最少退避。
+const RETRY_MIN_DELAY: Duration = Duration::from_millis(50);
+/// 单条命令失败后连接层自己的重试次数（再多就超出调用方的超时了）。
+const RETRIES: u32 = 1;
+/// 集群节点列表中各节点连接串的分隔符。
+pub const CLUSTER_URL_SEPARATOR: char = ',';
+
+/// Redis 不可用：连不上、超时或返回错误。消息只含地址与错误类别，不含连接串（其中可能有密码）。
+///
+/// 用途：[`RedisLink`] 的每个操作失败时返回它，调用方转换成自己的错误（503、降级到本地限流）。
+///
+/// ```
+/// let e = chatnexus::redis_link::RedisFailure { addr: "127.0.0.1:6379".into(), reason: "连接被拒绝".into() }; // 一次失败
+/// assert!(e.to_string().contains("127.0.0.1:6379")); // 消息带地址
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("Redis {addr} 不可用：{reason}")]
+pub struct RedisFailure {
+    /// Redis 地址（主机:端口，集群时为第一个节点，不含密码）。
+    pub addr: String,
+    /// 原因（中文）。
+    pub reason: String,
+}
+
+/// 一个已建立的连接（单机或集群）；克隆开销很小，多个请求共用同一条多路复用的连接。
+///
+/// 用途：[`RedisLink::connection`] 返回它，调用方直接用它执行命令或脚本。
+#[derive(Clone)]
+pub enum RedisConn {
+    /// 单机。
+    Single(ConnectionManager),
+    /// 集群。
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for RedisConn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            RedisConn::Single(conn) => conn.req_packed_command(cmd),
+            RedisConn::Cluster(conn) => conn.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            RedisConn::Single(conn) => conn.req_packed_commands(pipeline, offset, count),
+            RedisConn::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            RedisConn::Single(conn) => conn.get_db(),
+            RedisConn::Cluster(conn) => conn.get_db(),
+        }
+    }
+}
+
+/// 客户端：单机或集群。
+enum LinkClient {
+    Single(redis::Client),
+    Cluster(Box<ClusterClient>),
+}
+
+/// 共享的 Redis 连接（懒建立、带超时）。
+///
+/// 用途：网关按配置的 `redis` 段建立一个，防重放存储与限流器共用，跨配置热替换保留。
+///
+/// ```
+/// let yaml = "auth: { disabled: true }\nredis: { url_env: R }"; // 连接串来自环境变量
+/// let cfg = chatnexus::config::build(chatnexus::config::parse(yaml).unwrap(), |_| Some("redis://127.0.0.1:6379".into())).unwrap(); // 注入变量
+/// let link = chatnexus::redis_link::RedisLink::open(cfg.redis.as_ref().unwrap()).unwrap(); // 不连接
+/// assert_eq!(link.addr(), "127.0.0.1:6379"); // 只显示地址
+/// ```
+pub struct RedisLink {
+    client: LinkClient,
+    conn: OnceCell<RedisConn>,
+    timeout: Duration,
+    addr: String,
+}
+
+impl RedisLink {
+    /// 按解析好的 Redis 设置创建（不连接）。
+    ///
+    /// 错误：连接串无法解析（配置校验已检查过，出现即是缺陷）。
+    pub fn open(target: &RedisTarget) -> Result<Self, RedisError> {
+        let url = target.url.expose();
+        let (client, addr) = if target.cluster {
+            let nodes: Vec<&str> = url.split(CLUSTER_URL_SEPARATOR).map(str::trim).collect();
+            let first = redis::Client::open(nodes.first().copied().unwrap_or_default())?;
+            let client = ClusterClientBuilder::new(nodes)
+                .connection_timeout(target.timeout)
+                .response_timeout(target.timeout)
+                .retries(RETRIES)
+                .build()?;
+            (LinkClient::Cluster(Box::new(client)), address_of(&first))
+        } else {
+            let client = redis::Client::open(url)?;
+            let addr = address_of(&client);
+            (LinkClient::Single(client), addr)
+        };
+        Ok(RedisLink {
+            client,
+            conn: OnceCell::new(),
+            timeout: target.timeout,
+            addr,
+        })
+    }
+
+    /// Redis 地址（不含密码），用于日志与错误消息。
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// 取得（必要时建立）连接；建立失败不缓存，下次再试。
+    ///
+    /// 错误：连接失败或超时。
+    pub async fn connection(&self) -> Result<RedisConn, RedisFailure> {
+        let conn = self
+            .conn
+            .get_or_try_init(|| self.within(self.connect(), "连接"))
+            .await?;
+        Ok(conn.clone())
+    }
+
+    /// 在超时内执行一个 Redis 操作（命令、管道或脚本）。
+    ///
+    /// 参数：操作；`what` 是出错时写进原因的操作名（如“命令”）。
+    /// 错误：操作失败或超时。
+    pub async fn within<T>(
+        &self,
+        op: impl Future<Output = RedisResult<T>>,
+        what: &str,
+    ) -> Result<T, RedisFailure> {
+        match tokio::time::timeout(self.timeout, op).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => Err(self.failure(format!("{what}失败（{}）", describe(&e)))),
+            Err(_) => Err(self.failure(format!("{what}超时（{:?}）", self.timeout))),
+        }
+    }
+
+    /// 取得连接并在超时内执行一条命令。
+    ///
+    /// 错误：连不上、命令失败或超时。
+    pub async fn query<T: FromRedisValue>(&self, cmd: &Cmd) -> Result<T, RedisFailure> {
+        let mut conn = self.connection().await?;
+        self.within(cmd.query_async(&mut conn), "命令").await
+    }
+
+    /// 建立连接（调用方负责超时）。
+    async fn connect(&self) -> RedisResult<RedisConn> {
+        match &self.client {
+            LinkClient::Single(client) => {
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(self.timeout))
+                    .set_response_timeout(Some(self.timeout))
+                    .set_number_of_retries(RETRIES as usize)
+                    .set_min_delay(RETRY_MIN_DELAY)
+                    .set_max_delay(self.timeout);
+                let manager = client.get_connection_manager_with_config(config).await?;
+                Ok(RedisConn::Single(manager))
+            }
+            LinkClient::Cluster(client) => {
+                Ok(RedisConn::Cluster(client.get_async_connection().await?))
+            }
+        }
+    }
+
+    fn failure(&self, reason: String) -> RedisFailure {
+        RedisFailure {
+            addr: self.addr.clone(),
+            reason,
+        }
+    }
+}
+
+/// 客户端连接的地址（主机:端口），不含用户名与密码。
+fn address_of(client: &redis::Client) -> String {
+    client.get_connection_info().addr().to_string()
+}
+
+/// 描述 Redis 错误：只用错误类别，不用可能带连接串的原文。
+fn describe(e: &RedisError) -> String {
+    if e.is_connection_refusal() {
+        "连接被拒绝".to_string()
+    } else if e.is_timeout() {
+        "超时".to_string()
+    } else {
+        format!("{:?}", e.kind())
+    }
+}
