@@ -4,6 +4,7 @@
 //! 标签只取自配置（模型名、上游名）或有限的枚举（状态码、token 类型），客户端输入不能撑大基数。
 
 mod pricing;
+mod usage_store;
 
 use std::time::Duration;
 
@@ -17,6 +18,7 @@ use pingora_prometheus::prometheus::{
 use crate::streaming::Usage;
 
 pub use pricing::{Price, PriceTable};
+pub use usage_store::{usage_key, UsageStore};
 
 /// 未知模型（客户端请求了未配置的模型）时使用的标签值，防止客户端输入进入标签。
 pub const UNKNOWN_LABEL: &str = "unknown";

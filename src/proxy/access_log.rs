@@ -15,7 +15,8 @@ const EMPTY: &str = "-";
 /// 请求结束：记指标并写一行访问日志。
 ///
 /// 参数：请求方法与路径、请求上下文、当前配置（价目表、日志格式）。
-pub fn finish_request(method: &str, path: &str, ctx: &RequestCtx, config: &Config) {
+/// 返回：按价目表算出的费用（没有用量或价目时为 `None`）。
+pub fn finish_request(method: &str, path: &str, ctx: &RequestCtx, config: &Config) -> Option<f64> {
     let usage = ctx.report.usage;
     let cost = match (ctx.upstream_model.as_deref(), usage.as_ref()) {
         (Some(model), Some(usage)) => config.pricing.cost(model, usage),
@@ -45,6 +46,7 @@ pub fn finish_request(method: &str, path: &str, ctx: &RequestCtx, config: &Confi
             info!(target: ACCESS_TARGET, "{}", json_line(method, path, ctx, &record))
         }
     }
+    cost
 }
 
 fn millis(d: Option<std::time::Duration>) -> Option<f64> {

@@ -30,6 +30,7 @@ use crate::config::{Config, Model};
 use crate::error::ApiError;
 use crate::exchange::{self, Failure, UpstreamClient};
 use crate::limits::{self, Limiter, RateLimitHeadersBuilder, Subjects};
+use crate::metrics::UsageStore;
 use crate::redis_link::RedisLink;
 use crate::reload::SharedConfig;
 use crate::request::ChatRequest;
@@ -60,6 +61,7 @@ pub struct Gateway {
     upstream: UpstreamClient,
     nonces: NonceStore,
     limiter: Limiter,
+    usage: UsageStore,
     started: Instant,
 }
 
@@ -67,33 +69,36 @@ impl Gateway {
     /// 用共享配置和上游客户端创建网关，并按配置建立防重放存储与限流器（Redis 在第一次使用时才连接）。
     pub fn new(config: SharedConfig, upstream: UpstreamClient) -> Self {
         let current = config.load_full();
-        let (nonces, limiter) = stores(&current);
+        let (nonces, limiter, usage) = stores(&current);
         info!("签名请求的防重放存储：{}", nonces.describe());
         Gateway {
             config,
             upstream,
             nonces,
             limiter,
+            usage,
             started: Instant::now(),
         }
     }
 }
 
-/// 按配置建立防重放存储与限流器：配置了 Redis 时两者共用一条连接，否则用进程内存储与本地限流。
-fn stores(config: &Config) -> (NonceStore, Limiter) {
+/// 按配置建立防重放存储、限流器与用量累计：配置了 Redis 时三者共用一条连接，否则用进程内存储、
+/// 本地限流，不累计用量。
+fn stores(config: &Config) -> (NonceStore, Limiter, UsageStore) {
     let Some(redis) = &config.redis else {
         if config.clients.any_signing() {
             warn!("签名请求的防重放使用进程内存储：多实例部署时重放请求可能打到另一个实例，平滑升级后也会忘记已见过的 nonce；请配置 redis 段");
         }
         let nonces = NonceStore::memory(config.security.memory_nonce_capacity);
-        return (nonces, Limiter::new(None, ""));
+        return (nonces, Limiter::new(None, ""), UsageStore::disabled());
     };
     match RedisLink::open(redis) {
         Ok(link) => {
             let link = Arc::new(link);
             let nonces = RedisNonces::new(Arc::clone(&link), redis.key_prefix.clone());
+            let usage = UsageStore::new(Arc::clone(&link), &redis.key_prefix);
             let limiter = Limiter::new(Some(link), &redis.key_prefix);
-            (NonceStore::Redis(nonces), limiter)
+            (NonceStore::Redis(nonces), limiter, usage)
         }
         // 配置校验已检查过连接串，走到这里说明校验有缺陷：宁可让签名请求全部 503 也不退回进程内存储
         Err(e) => {
@@ -101,7 +106,11 @@ fn stores(config: &Config) -> (NonceStore, Limiter) {
                 "Redis 连接串无法解析（{:?}），签名请求将被拒绝，限流只用本地阶段",
                 e.kind()
             );
-            (NonceStore::unavailable(), Limiter::new(None, ""))
+            (
+                NonceStore::unavailable(),
+                Limiter::new(None, ""),
+                UsageStore::disabled(),
+            )
         }
     }
 }
@@ -162,7 +171,10 @@ impl ProxyHttp for Gateway {
             self.limiter.settle(&config.rate_limits, ticket, used).await;
         }
         let req = session.req_header();
-        access_log::finish_request(req.method.as_str(), req.uri.path(), ctx, &config);
+        let cost = access_log::finish_request(req.method.as_str(), req.uri.path(), ctx, &config);
+        if let (Some(client), Some(usage)) = (&ctx.client, &ctx.report.usage) {
+            self.usage.add(client, usage, cost).await;
+        }
     }
 }
 

@@ -26,6 +26,8 @@ pub const SOFT_KEY: &str = "sk-cnx-test-soft-client";
 pub const LIMITED_KEY: &str = "sk-cnx-test-limited-client";
 /// 不签名、不限模型的客户端密钥（名 `plain`）。
 pub const PLAIN_KEY: &str = "sk-cnx-test-plain-client";
+/// 只用于用量累计测试的客户端密钥（名 `usage`）。
+pub const USAGE_KEY: &str = "sk-cnx-test-usage-client";
 /// `signed` 的签名密钥明文。
 pub const SIGNING_SECRET: &str = "cnxs-test-signing-secret-0123456789abcdef";
 /// `soft` 的签名密钥明文。
@@ -77,6 +79,7 @@ auth:
     - {{ name: soft, sha256: "{soft}", signing_secret_enc: "{soft_enc}" }}
     - {{ name: limited, sha256: "{limited}", models: [mock] }}
     - {{ name: plain, sha256: "{plain}" }}
+    - {{ name: usage, sha256: "{usage}" }}
 providers:
   - {{ name: mock, kind: openai_compatible, base_url: "{LOOPBACK}:{mock_port}", api_key_enc: "{upstream_enc}", timeouts: {{ first_byte_ms: 2000, idle_ms: 2000 }} }}
 models:
@@ -87,6 +90,7 @@ models:
         soft = hash(SOFT_KEY),
         limited = hash(LIMITED_KEY),
         plain = hash(PLAIN_KEY),
+        usage = hash(USAGE_KEY),
     )
 }
 

@@ -6,3 +6,4 @@ mod policy;
 mod signing;
 #[path = "../support/mod.rs"]
 mod support;
+mod usage;
