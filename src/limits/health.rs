@@ -117,7 +117,9 @@ mod tests {
         };
         health.failed(&failure, "admit", retry, interval, 2);
         assert!(!health.should_try(retry), "等待期内直接用本地限流");
+        let deadline = Instant::now() + Duration::from_secs(10);
         while !health.should_try(retry) {
+            assert!(Instant::now() < deadline, "等待期满后必须放一个试探请求");
             std::thread::sleep(Duration::from_millis(5));
         }
         assert!(!health.should_try(retry), "试探名额只有一个");

@@ -12,7 +12,7 @@ use std::hash::BuildHasher;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use pingora_limits::rate::Rate;
+use pingora_limits::rate::{Rate, RateComponents};
 
 use super::layer::{Check, Kind};
 use super::verdict::{Quota, Refusal};
@@ -21,8 +21,6 @@ use super::verdict::{Quota, Refusal};
 const HASHES: usize = 4;
 /// 每个哈希函数的槽数：主体（密钥、IP）很多时槽少会因碰撞高估，提前拒绝。
 const SLOTS: usize = 8192;
-/// `Rate` 以整毫秒计时：判断计数是否在当前窗口时容许这么多误差。
-const CLOCK_RESOLUTION: Duration = Duration::from_millis(1);
 
 /// 本请求在一个本地计数上记下的量，用于撤回与结算。
 pub struct LocalCharge {
@@ -31,7 +29,8 @@ pub struct LocalCharge {
     key: u64,
     kind: Kind,
     amount: u64,
-    at: Instant,
+    /// 计数所在固定窗口的开始时刻（由 `Rate` 报告的窗口进度推算）。
+    window_start: Instant,
 }
 
 impl fmt::Debug for LocalCharge {
@@ -63,12 +62,30 @@ impl LocalCharge {
         self.kind == Kind::Tokens
     }
 
+    /// 计数所在的窗口是否仍是当前窗口：相邻窗口的开始时刻至少相差一个窗口长度，
+    /// 而同一窗口的两次推算只差几毫秒的计时误差，所以以半个窗口为界判断。
     fn in_current_window(&self) -> bool {
-        let started = self.rate.rate_with(&self.key, |c| {
-            c.interval.mul_f64(c.current_interval_fraction)
-        });
-        self.at.elapsed() <= started + CLOCK_RESOLUTION
+        let (left, interval) = self
+            .rate
+            .rate_with(&self.key, |c| (left_of(&c), c.interval));
+        let start = window_start(Instant::now(), left, interval);
+        let drift = if start > self.window_start {
+            start - self.window_start
+        } else {
+            self.window_start - start
+        };
+        drift < interval / 2
     }
+}
+
+/// 当前固定窗口还剩多久。
+fn left_of(c: &RateComponents) -> Duration {
+    c.interval.mul_f64(1.0 - c.current_interval_fraction)
+}
+
+/// 由“现在”与当前窗口还剩的时长推算窗口的开始时刻（进程刚启动、无法回推时取现在）。
+fn window_start(now: Instant, left: Duration, interval: Duration) -> Instant {
+    (now + left).checked_sub(interval).unwrap_or(now)
 }
 
 /// 计数值转换为 `isize`（溢出时取最大值）。
@@ -114,7 +131,6 @@ impl LocalStage {
     ///
     /// 参数：检查、本请求预留的 token 数、份额（上限按 `上限 ÷ share` 向上取整；有 Redis 时为 1）。
     pub fn admit(&self, checks: &[Check], tokens: u64, share: u32) -> LocalVerdict {
-        let now = Instant::now();
         let mut quotas = Vec::new();
         let mut charges = Vec::new();
         for check in checks {
@@ -130,7 +146,7 @@ impl LocalStage {
                     key,
                     kind,
                     amount,
-                    at: now,
+                    window_start: window_start(Instant::now(), left, window),
                 });
                 if used > limit {
                     LocalStage::revert(&charges);
@@ -186,10 +202,7 @@ impl LocalStage {
 fn count(rate: &Rate, key: u64, amount: u64) -> (u64, Duration) {
     let (previous, left) = rate.rate_with(&key, |c| {
         let weight = 1.0 - c.current_interval_fraction;
-        (
-            c.prev_samples.max(0) as f64 * weight,
-            c.interval.mul_f64(weight),
-        )
+        (c.prev_samples.max(0) as f64 * weight, left_of(&c))
     });
     let current = rate.observe(&key, clamp(amount));
     ((previous + current.max(0) as f64).ceil() as u64, left)

@@ -277,3 +277,74 @@ pub fn request_ip(session: &Session, trusted: &[Cidr]) -> Option<IpAddr> {
     let forwarded = (!forwarded.is_empty()).then(|| forwarded.join(","));
     client_ip(peer, forwarded.as_deref(), trusted)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Model, RedisTarget};
+    use crate::security::{Client, KeyHash, Secret};
+
+    /// 指向一个没人监听的端口的 Redis 连接（连接被拒绝）。
+    fn 不可达的_redis() -> Arc<RedisLink> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("空闲端口")
+            .port();
+        let target = RedisTarget {
+            url: Secret::new(format!("redis://127.0.0.1:{port}")),
+            key_prefix: String::new(),
+            timeout: std::time::Duration::from_millis(300),
+            cluster: false,
+        };
+        Arc::new(RedisLink::open(&target).expect("连接串合法"))
+    }
+
+    #[tokio::test]
+    async fn redis_不可用时_故障关闭的层拒绝_故障放行的层按本地份额放行() {
+        let settings: RateLimitSettings = serde_yaml::from_str(
+            "{ instances: 2, global: { requests: 4 }, per_key: { requests: 100, on_redis_failure: closed } }",
+        )
+        .expect("可解析");
+        let limiter = Limiter::new(Some(不可达的_redis()), "故障:");
+        let model = Model {
+            name: "演示".into(),
+            targets: vec![],
+            limits: None,
+        };
+        let client = Client::new("团队甲", KeyHash::of("sk-甲"));
+        let keyed = Subjects {
+            client: Some(&client),
+            ip: None,
+            model: &model,
+        };
+        let error = limiter
+            .admit(&settings, &keyed, 1)
+            .await
+            .expect_err("密钥层故障时关闭");
+        assert_eq!(
+            (error.status, error.code.as_deref()),
+            (503, Some("rate_limiter_unavailable"))
+        );
+        assert!(
+            error.message.contains("客户端密钥") && error.retry_after.is_some(),
+            "{}",
+            error.message
+        );
+        let anonymous = Subjects {
+            client: None,
+            ..keyed
+        };
+        for _ in 0..2 {
+            let ticket = limiter
+                .admit(&settings, &anonymous, 1)
+                .await
+                .expect("全局层故障时放行");
+            assert!(ticket.is_some());
+        }
+        let error = limiter
+            .admit(&settings, &anonymous, 1)
+            .await
+            .expect_err("本地份额 4 ÷ 2 = 2 已用完");
+        assert_eq!(error.status, 429);
+    }
+}

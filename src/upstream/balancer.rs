@@ -56,6 +56,7 @@ impl Balancer {
         Plan {
             model: &model.name,
             remaining,
+            contended: Vec::new(),
             settings: LeaseSettings {
                 breaker: config.breaker,
                 decay: config.balancing.latency_decay(),
@@ -219,6 +220,9 @@ fn unix_ms_after(after: Duration) -> u64 {
 pub struct Plan<'a> {
     model: &'a str,
     remaining: Vec<Candidate<'a>>,
+    /// 选中后占用失败的目标（并发请求抢先占满了并发上限或试探名额）：本请求不再选它们，
+    /// 但全部不可用时仍要在 503 里说明它们的状况。
+    contended: Vec<Candidate<'a>>,
     settings: LeaseSettings,
 }
 
@@ -250,6 +254,7 @@ impl<'a> Iterator for Plan<'a> {
             if let Some(trial) = state.admit(target, now) {
                 return Some(Lease::new(target, state, trial, self.settings));
             }
+            self.contended.push((target, state));
         }
     }
 }
@@ -262,6 +267,7 @@ impl Plan<'_> {
         let health: Vec<(&Target, Health)> = self
             .remaining
             .iter()
+            .chain(&self.contended)
             .map(|(target, state)| (*target, state.health(target, now)))
             .collect();
         let details: Vec<String> = health
@@ -286,7 +292,7 @@ impl Plan<'_> {
                     .ceil()
                     .max(1.0) as u64
             })
-            .or(saturated.then_some(SATURATED_RETRY_SECS));
+            .or((saturated || !self.contended.is_empty()).then_some(SATURATED_RETRY_SECS));
         let mut error = ApiError::no_available_upstream(self.model).with_retry_after(retry_after);
         if !details.is_empty() {
             error.message = format!("{}：{}", error.message, details.join("；"));
@@ -299,7 +305,8 @@ impl Plan<'_> {
 fn describe(health: Health, now: Instant) -> String {
     let seconds = |until: Instant| until.saturating_duration_since(now).as_secs_f64().ceil() as u64;
     match health {
-        Health::Healthy | Health::HalfOpen => "可用".to_string(),
+        // 计划用尽时仍可用的只有“选中后被并发请求抢先占用”的目标
+        Health::Healthy | Health::HalfOpen => "刚被并发的请求占用，稍后可重试".to_string(),
         Health::Probing => "熔断后的试探请求进行中".to_string(),
         Health::Ejected { until } => format!("连续失败已被熔断，约 {} 秒后试探", seconds(until)),
         Health::RateLimited { until } => format!("上游要求等待，约 {} 秒后可用", seconds(until)),
