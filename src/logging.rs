@@ -37,6 +37,10 @@ const SENSITIVE_HEADERS: &[&str] = &[
 /// assert_eq!(scrub("请在 Authorization 头中以 Bearer 方式提供"), "请在 Authorization 头中以 Bearer 方式提供"); // 普通文字不受影响
 /// ```
 pub fn scrub(text: &str) -> Cow<'_, str> {
+    // 每个敏感值都紧跟在 `名字:` 之后；没有冒号的文本（如文本格式的访问日志）不必逐个查找
+    if memchr::memchr(b':', text.as_bytes()).is_none() {
+        return Cow::Borrowed(text);
+    }
     let lower = text.to_ascii_lowercase();
     let mut spans: Vec<(usize, usize)> = Vec::new();
     for name in SENSITIVE_HEADERS {
@@ -129,22 +133,25 @@ impl<L: Log> Log for Redacting<L> {
         if !self.inner.enabled(record.metadata()) {
             return;
         }
+        // 只格式化一次：脱敏检查与真正写出用同一份文本
+        let formatted;
         let text = match record.args().as_str() {
-            Some(plain) => Cow::Borrowed(plain),
-            None => Cow::Owned(record.args().to_string()),
+            Some(plain) => plain,
+            None => {
+                formatted = record.args().to_string();
+                &formatted
+            }
         };
-        match scrub(&text) {
-            Cow::Borrowed(_) => self.inner.log(record),
-            Cow::Owned(clean) => self.inner.log(
-                &Record::builder()
-                    .args(format_args!("{clean}"))
-                    .metadata(record.metadata().clone())
-                    .module_path(record.module_path())
-                    .file(record.file())
-                    .line(record.line())
-                    .build(),
-            ),
-        }
+        let clean = scrub(text);
+        self.inner.log(
+            &Record::builder()
+                .args(format_args!("{clean}"))
+                .metadata(record.metadata().clone())
+                .module_path(record.module_path())
+                .file(record.file())
+                .line(record.line())
+                .build(),
+        );
     }
 
     fn flush(&self) {

@@ -1,5 +1,7 @@
 //! 每个请求一行访问日志（中文字段名的文本，或 JSON 行），并把同样的信息记入 Prometheus 指标。
 
+use std::fmt;
+
 use log::info;
 use serde_json::json;
 
@@ -40,7 +42,13 @@ pub fn finish_request(method: &str, path: &str, ctx: &RequestCtx, config: &Confi
     record_request(&record);
     match config.access_log.format {
         AccessLogFormat::Text => {
-            info!(target: ACCESS_TARGET, "{}", text_line(method, path, ctx, &record))
+            let line = TextLine {
+                method,
+                path,
+                ctx,
+                record: &record,
+            };
+            info!(target: ACCESS_TARGET, "{line}")
         }
         AccessLogFormat::Json => {
             info!(target: ACCESS_TARGET, "{}", json_line(method, path, ctx, &record))
@@ -53,28 +61,58 @@ fn millis(d: Option<std::time::Duration>) -> Option<f64> {
     d.map(|d| (d.as_secs_f64() * 1e6).round() / 1e3)
 }
 
-fn text_line(method: &str, path: &str, ctx: &RequestCtx, r: &RequestRecord<'_>) -> String {
-    let opt = |v: Option<String>| v.unwrap_or_else(|| EMPTY.to_string());
-    let u = r.usage.unwrap_or_default();
-    format!(
-        "访问 请求ID={} {method} {path} 状态={} 客户端={} 模型={} 上游={} 尝试={} 耗时毫秒={} 首字毫秒={} 输入={} 输出={} 缓存={} 推理={} 费用美元={} 用量估算={} 错误={}{}",
-        ctx.request_id,
-        r.status,
-        ctx.client.as_deref().unwrap_or(EMPTY),
-        ctx.model.as_deref().unwrap_or(EMPTY),
-        ctx.provider.as_deref().unwrap_or(EMPTY),
-        ctx.report.attempts,
-        opt(millis(Some(r.duration)).map(|m| m.to_string())),
-        opt(millis(r.ttft).map(|m| m.to_string())),
-        u.prompt,
-        u.completion,
-        u.cached,
-        u.reasoning,
-        opt(r.cost.map(|c| format!("{c:.9}"))),
-        if r.estimated { "是" } else { "否" },
-        ctx.error.as_deref().unwrap_or(EMPTY),
-        ctx.prompt.as_deref().map(|p| format!(" 提示词={p}")).unwrap_or_default(),
-    )
+/// 文本格式的一行访问日志：字段直接写进日志器的缓冲区，不先拼出一串中间字符串。
+struct TextLine<'a> {
+    method: &'a str,
+    path: &'a str,
+    ctx: &'a RequestCtx,
+    record: &'a RequestRecord<'a>,
+}
+
+impl fmt::Display for TextLine<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (ctx, r) = (self.ctx, self.record);
+        write!(
+            f,
+            "访问 请求ID={} {} {} 状态={} 客户端={} 模型={} 上游={} 尝试={} 耗时毫秒=",
+            ctx.request_id,
+            self.method,
+            self.path,
+            r.status,
+            ctx.client.as_deref().unwrap_or(EMPTY),
+            ctx.model.as_deref().unwrap_or(EMPTY),
+            ctx.provider.as_deref().unwrap_or(EMPTY),
+            ctx.report.attempts,
+        )?;
+        write_or_empty(f, millis(Some(r.duration)))?;
+        f.write_str(" 首字毫秒=")?;
+        write_or_empty(f, millis(r.ttft))?;
+        let u = r.usage.unwrap_or_default();
+        write!(
+            f,
+            " 输入={} 输出={} 缓存={} 推理={} 费用美元=",
+            u.prompt, u.completion, u.cached, u.reasoning
+        )?;
+        match r.cost {
+            Some(cost) => write!(f, "{cost:.9}")?,
+            None => f.write_str(EMPTY)?,
+        }
+        let estimated = if r.estimated { "是" } else { "否" };
+        let error = ctx.error.as_deref().unwrap_or(EMPTY);
+        write!(f, " 用量估算={estimated} 错误={error}")?;
+        match &ctx.prompt {
+            Some(prompt) => write!(f, " 提示词={prompt}"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// 写出一个可选的数值，没有时写占位符。
+fn write_or_empty(f: &mut fmt::Formatter<'_>, value: Option<f64>) -> fmt::Result {
+    match value {
+        Some(v) => write!(f, "{v}"),
+        None => f.write_str(EMPTY),
+    }
 }
 
 fn json_line(method: &str, path: &str, ctx: &RequestCtx, r: &RequestRecord<'_>) -> String {
