@@ -113,18 +113,20 @@ fn validate_messages(messages: Option<&Value>) -> Result<(), ApiError> {
         let Value::Object(fields) = message else {
             return Err(wrong_type(&format!("messages[{i}]"), "对象"));
         };
-        let param = format!("messages[{i}].role");
+        // 出错时才拼参数名：合法的消息不为错误信息付出分配
+        let param = || format!("messages[{i}].role");
         match fields.get("role") {
             Some(Value::String(role)) if ROLES.contains(&role.as_str()) => {}
             Some(Value::String(role)) => {
+                let param = param();
                 return Err(ApiError::bad_request(
                     "invalid_value",
                     format!("`{param}` 的值 `{role}` 无效，应为 {}", ROLES.join("、")),
                 )
-                .with_param(param))
+                .with_param(param));
             }
-            Some(_) => return Err(wrong_type(&param, "字符串")),
-            None => return Err(missing_field(&param)),
+            Some(_) => return Err(wrong_type(&param(), "字符串")),
+            None => return Err(missing_field(&param())),
         }
     }
     Ok(())

@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::HeaderName;
 use pingora::http::ResponseHeader;
 use pingora::protocols::http::client::HttpSession;
 use pingora_proxy::Session;
@@ -18,7 +17,6 @@ use crate::providers::{
 };
 use crate::proxy::{respond, REQUEST_ID_HEADER};
 use crate::request::ChatRequest;
-use crate::streaming::Usage;
 use crate::upstream::{Lease, Verdict};
 
 /// 上游错误响应体读取的上限。
@@ -120,8 +118,10 @@ async fn deliver_json(
         .wait(io::read_body(up, down, budget, MAX_RESPONSE_BODY_BYTES))
         .await?;
     let reply = filter.translate_response(body, &TranslateCtx::for_request(req))?;
-    report.usage = Usage::from_openai_body(&reply);
-    let written = report.wait(respond::write_json(down, 200, reply)).await;
+    report.usage = reply.usage;
+    let written = report
+        .wait(respond::write_json(down, 200, reply.body))
+        .await;
     written.map_err(|_| Failure::ClientGone)?;
     report.mark_output();
     Ok(())
@@ -129,10 +129,10 @@ async fn deliver_json(
 
 /// 把客户端请求的请求 id 一并发给上游，便于跨系统排查。
 fn forward_request_id(down: &Session, request: &mut UpstreamRequest) {
-    if let Some(id) = down.req_header().headers.get(REQUEST_ID_HEADER) {
+    if let Some(id) = down.req_header().headers.get(&REQUEST_ID_HEADER) {
         request
             .headers
-            .push((HeaderName::from_static(REQUEST_ID_HEADER), id.clone()));
+            .push((REQUEST_ID_HEADER.clone(), id.clone()));
     }
 }
 

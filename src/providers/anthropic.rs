@@ -21,8 +21,8 @@ use serde_json::{json, Map, Value};
 use super::convert::{self, Completion, ToolCall};
 use super::{
     json_content_type, key_header, map_upstream_error, truncate_chars, ProviderFilter,
-    StreamStatus, StreamTranslator, TranslateCtx, UpstreamErrorInfo, UpstreamRequest,
-    MAX_ERROR_TEXT_CHARS,
+    StreamStatus, StreamTranslator, TranslateCtx, TranslatedReply, UpstreamErrorInfo,
+    UpstreamRequest, MAX_ERROR_TEXT_CHARS,
 };
 use crate::config::Target;
 use crate::error::ApiError;
@@ -112,8 +112,12 @@ impl ProviderFilter for AnthropicFilter {
         })
     }
 
-    fn translate_response(&self, body: Bytes, ctx: &TranslateCtx) -> Result<Bytes, ApiError> {
-        Ok(completion_of(&body, ctx)?.to_bytes())
+    fn translate_response(
+        &self,
+        body: Bytes,
+        ctx: &TranslateCtx,
+    ) -> Result<TranslatedReply, ApiError> {
+        completion_of(&body, ctx).map(TranslatedReply::from)
     }
 
     fn parse_error(&self, status: u16, body: &[u8]) -> UpstreamErrorInfo {
@@ -1544,7 +1548,7 @@ mod tests {
             "usage": { "prompt_tokens": 33, "completion_tokens": 65, "total_tokens": 98,
                 "prompt_tokens_details": { "cached_tokens": 10 }, "completion_tokens_details": { "reasoning_tokens": 0 } },
         });
-        let actual: Value = serde_json::from_slice(&reply).expect("JSON");
+        let actual: Value = serde_json::from_slice(&reply.body).expect("JSON");
         assert_eq!(actual, expected, "工具参数必须是 JSON 字符串，id 原样保留");
     }
 
@@ -1558,7 +1562,7 @@ mod tests {
         let reply = AnthropicFilter
             .translate_response(Bytes::from(body.to_string()), &上下文(false))
             .expect("应当翻译成功");
-        let v: Value = serde_json::from_slice(&reply).expect("JSON");
+        let v: Value = serde_json::from_slice(&reply.body).expect("JSON");
         assert!(v["choices"][0]["message"]["content"].is_null());
         assert_eq!(
             v["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"],
@@ -1589,7 +1593,7 @@ mod tests {
             let reply = AnthropicFilter
                 .translate_response(Bytes::from(body.to_string()), &上下文(false))
                 .expect("应当翻译成功");
-            let v: Value = serde_json::from_slice(&reply).expect("JSON");
+            let v: Value = serde_json::from_slice(&reply.body).expect("JSON");
             assert_eq!(
                 v["choices"][0]["finish_reason"], expected,
                 "stop_reason {reason}"
@@ -1758,7 +1762,7 @@ mod tests {
         let reply = AnthropicFilter
             .translate_response(Bytes::from(完整响应().to_string()), &上下文(false))
             .expect("应当翻译成功");
-        let full: Value = serde_json::from_slice(&reply).expect("JSON");
+        let full: Value = serde_json::from_slice(&reply.body).expect("JSON");
         assert_eq!(stream_usage, full["usage"]);
         assert_eq!(
             stream_usage["prompt_tokens"], 33,

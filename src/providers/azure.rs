@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 use super::openai::parse_openai_error;
 use super::{
     json_content_type, key_header, take_usage, upstream_body, ProviderFilter, StreamStatus,
-    StreamTranslator, TranslateCtx, UpstreamErrorInfo, UpstreamRequest,
+    StreamTranslator, TranslateCtx, TranslatedReply, UpstreamErrorInfo, UpstreamRequest,
 };
 use crate::config::Target;
 use crate::error::ApiError;
@@ -59,7 +59,11 @@ impl ProviderFilter for AzureFilter {
         })
     }
 
-    fn translate_response(&self, body: Bytes, ctx: &TranslateCtx) -> Result<Bytes, ApiError> {
+    fn translate_response(
+        &self,
+        body: Bytes,
+        ctx: &TranslateCtx,
+    ) -> Result<TranslatedReply, ApiError> {
         let Ok(Value::Object(mut response)) = serde_json::from_slice::<Value>(&body) else {
             return Err(ApiError::bad_gateway(
                 "invalid_upstream_response",
@@ -67,7 +71,11 @@ impl ProviderFilter for AzureFilter {
             ));
         };
         normalize(&mut response, ctx);
-        Ok(Bytes::from(Value::Object(response).to_string()))
+        let usage = response.get("usage").and_then(Usage::from_openai);
+        Ok(TranslatedReply {
+            body: Bytes::from(Value::Object(response).to_string()),
+            usage,
+        })
     }
 
     fn parse_error(&self, status: u16, body: &[u8]) -> UpstreamErrorInfo {
@@ -245,7 +253,7 @@ mod tests {
         let out = AzureFilter
             .translate_response(Bytes::from(upstream.to_string()), &上下文())
             .expect("可翻译");
-        let v: Value = serde_json::from_slice(&out).expect("JSON");
+        let v: Value = serde_json::from_slice(&out.body).expect("JSON");
         assert!(v.get(PROMPT_FILTER_RESULTS).is_none());
         assert!(v["choices"][0].get(CONTENT_FILTER_RESULTS).is_none());
         assert_eq!(

@@ -17,7 +17,7 @@ use serde_json::{json, Map, Value};
 use super::convert::{self, Completion, ToolCall};
 use super::{
     json_content_type, key_header, truncate_chars, ProviderFilter, StreamStatus, StreamTranslator,
-    TranslateCtx, UpstreamErrorInfo, UpstreamRequest, MAX_ERROR_TEXT_CHARS,
+    TranslateCtx, TranslatedReply, UpstreamErrorInfo, UpstreamRequest, MAX_ERROR_TEXT_CHARS,
 };
 use crate::config::Target;
 use crate::error::ApiError;
@@ -166,9 +166,13 @@ impl ProviderFilter for GeminiFilter {
         })
     }
 
-    fn translate_response(&self, body: Bytes, ctx: &TranslateCtx) -> Result<Bytes, ApiError> {
+    fn translate_response(
+        &self,
+        body: Bytes,
+        ctx: &TranslateCtx,
+    ) -> Result<TranslatedReply, ApiError> {
         let response = parse_object(&body)?;
-        Ok(completion(&response, ctx).to_bytes())
+        Ok(completion(&response, ctx).into())
     }
 
     fn parse_error(&self, status: u16, body: &[u8]) -> UpstreamErrorInfo {
@@ -1114,7 +1118,7 @@ mod tests {
         let body = GeminiFilter
             .translate_response(Bytes::from(gemini.to_string()), &上下文(false))
             .expect("响应应能翻译");
-        serde_json::from_slice(&body).expect("翻译结果必须是 JSON")
+        serde_json::from_slice(&body.body).expect("翻译结果必须是 JSON")
     }
 
     /// 逐个喂入流事件（每个元素是一个事件的 data），返回输出文本与 `on_eof` 的结果。
@@ -2249,7 +2253,7 @@ mod tests {
                 let bytes = Bytes::from(document.to_string());
                 if let Ok(reply) = GeminiFilter.translate_response(bytes.clone(), &上下文(false))
                 {
-                    serde_json::from_slice::<Value>(&reply).expect("完整响应必须是 JSON");
+                    serde_json::from_slice::<Value>(&reply.body).expect("完整响应必须是 JSON");
                 }
                 let _ = GeminiFilter.parse_error(429, &bytes);
             }

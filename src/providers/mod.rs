@@ -45,6 +45,31 @@ pub struct UpstreamRequest {
     pub body: Bytes,
 }
 
+/// 翻译好的完整（非流式）响应。
+///
+/// 用途：过滤器翻译时已经读过上游的用量，一并交给 `exchange` 计量，不必再解析一遍响应体。
+///
+/// ```
+/// let r = chatnexus::providers::TranslatedReply { body: "{}".into(), usage: None }; // 没有用量的响应
+/// assert_eq!(r.body.len(), 2); // 原样写给客户端
+/// ```
+#[derive(Debug)]
+pub struct TranslatedReply {
+    /// OpenAI 格式的响应体。
+    pub body: Bytes,
+    /// 其中的用量（OpenAI 语义）。
+    pub usage: Option<Usage>,
+}
+
+impl From<Completion> for TranslatedReply {
+    fn from(completion: Completion) -> Self {
+        TranslatedReply {
+            body: completion.to_bytes(),
+            usage: Some(completion.usage),
+        }
+    }
+}
+
 /// 从上游错误响应体中提取出的信息。
 ///
 /// 用途：各过滤器解析自家错误格式，再由 [`map_upstream_error`] 统一决定返回给客户端的状态码。
@@ -164,10 +189,14 @@ pub trait ProviderFilter: Send + Sync {
         target: &Target,
     ) -> Result<UpstreamRequest, ApiError>;
 
-    /// 把上游的完整（非流式）成功响应翻译为 OpenAI 响应体。
+    /// 把上游的完整（非流式）成功响应翻译为 OpenAI 响应体，并给出其中的用量。
     ///
     /// 错误：上游响应无法解析时返回 502。
-    fn translate_response(&self, body: Bytes, ctx: &TranslateCtx) -> Result<Bytes, ApiError>;
+    fn translate_response(
+        &self,
+        body: Bytes,
+        ctx: &TranslateCtx,
+    ) -> Result<TranslatedReply, ApiError>;
 
     /// 从上游错误响应（HTTP 状态码与响应体）中提取错误信息。
     fn parse_error(&self, status: u16, body: &[u8]) -> UpstreamErrorInfo;

@@ -2,13 +2,12 @@
 
 use bytes::{Bytes, BytesMut};
 use http::header::AUTHORIZATION;
-use serde::de::IgnoredAny;
 use serde_json::{Map, Value};
 
 use super::{
     json_content_type, key_header, take_usage, truncate_chars, upstream_body, ProviderFilter,
-    StreamStatus, StreamTranslator, TranslateCtx, UpstreamErrorInfo, UpstreamRequest,
-    MAX_ERROR_TEXT_CHARS,
+    StreamStatus, StreamTranslator, TranslateCtx, TranslatedReply, UpstreamErrorInfo,
+    UpstreamRequest, MAX_ERROR_TEXT_CHARS,
 };
 use crate::config::{ProviderKind, Target};
 use crate::error::ApiError;
@@ -49,14 +48,18 @@ impl ProviderFilter for OpenAiFilter {
         })
     }
 
-    fn translate_response(&self, body: Bytes, _ctx: &TranslateCtx) -> Result<Bytes, ApiError> {
-        serde_json::from_slice::<IgnoredAny>(&body).map_err(|e| {
+    fn translate_response(
+        &self,
+        body: Bytes,
+        _ctx: &TranslateCtx,
+    ) -> Result<TranslatedReply, ApiError> {
+        let usage = Usage::from_openai_body(&body).map_err(|e| {
             ApiError::bad_gateway(
                 "invalid_upstream_response",
                 format!("上游返回了无法解析的 JSON：{e}"),
             )
         })?;
-        Ok(body)
+        Ok(TranslatedReply { body, usage })
     }
 
     fn parse_error(&self, _status: u16, body: &[u8]) -> UpstreamErrorInfo {

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use http::HeaderName;
 use pingora_proxy::Session;
 
 use crate::config::Config;
@@ -12,8 +13,8 @@ use crate::metrics::{InflightGuard, METRICS};
 use crate::providers::{random_id, truncate_chars};
 use crate::request::ChatRequest;
 
-/// 请求 id 的请求头与响应头名。
-pub const REQUEST_ID_HEADER: &str = "x-request-id";
+/// 请求 id 的请求头与响应头名（预先构造好，每个请求不必再解析头名）。
+pub static REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
 /// 接受客户端给出的请求 id 的最大长度。
 const MAX_REQUEST_ID_LEN: usize = 128;
 /// 网关生成的请求 id 的前缀。
@@ -88,14 +89,14 @@ pub fn assign_request_id(session: &mut Session) -> String {
     let given = session
         .req_header()
         .headers
-        .get(REQUEST_ID_HEADER)
+        .get(&REQUEST_ID_HEADER)
         .and_then(|v| v.to_str().ok())
         .filter(|v| is_valid_request_id(v))
         .map(str::to_string);
     let id = given.unwrap_or_else(|| random_id(REQUEST_ID_PREFIX));
     if let Err(e) = session
         .req_header_mut()
-        .insert_header(REQUEST_ID_HEADER, &id)
+        .insert_header(REQUEST_ID_HEADER.clone(), &id)
     {
         log::warn!("无法写入请求 id 请求头：{e}");
     }

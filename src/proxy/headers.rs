@@ -13,7 +13,7 @@ use http::header::{
     ACCESS_CONTROL_REQUEST_METHOD, CACHE_CONTROL, CONTENT_SECURITY_POLICY, ORIGIN, REFERRER_POLICY,
     VARY, X_CONTENT_TYPE_OPTIONS, X_FRAME_OPTIONS,
 };
-use http::{HeaderName, Method};
+use http::{HeaderName, HeaderValue, Method};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::modules::http::{HttpModule, HttpModuleBuilder, Module};
 use pingora_proxy::Session;
@@ -24,16 +24,17 @@ use crate::proxy::respond;
 use crate::proxy::routes;
 use crate::reload::SharedConfig;
 
-/// 禁止浏览器猜测内容类型。
-const NOSNIFF: &str = "nosniff";
+/// 禁止浏览器猜测内容类型（头值是编译期常量，每个响应不必再逐字节校验）。
+static NOSNIFF: HeaderValue = HeaderValue::from_static("nosniff");
 /// 任何中间层都不得保存响应（补全内容与错误都可能含敏感信息）。
-const NO_STORE: &str = "no-store";
+static NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
 /// JSON/SSE 接口不需要加载任何资源，也不允许被嵌入。
-const CSP: &str = "default-src 'none'; frame-ancestors 'none'; sandbox";
+static CSP: HeaderValue =
+    HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'; sandbox");
 /// 禁止被嵌入框架（老浏览器不认 CSP 的 frame-ancestors）。
-const FRAME_DENY: &str = "DENY";
+static FRAME_DENY: HeaderValue = HeaderValue::from_static("DENY");
 /// 不发送 Referer。
-const NO_REFERRER: &str = "no-referrer";
+static NO_REFERRER: HeaderValue = HeaderValue::from_static("no-referrer");
 /// 允许跨域读取的响应头：限流时的等待时间与放行时的额度。
 const EXPOSE_HEADERS: &str = "retry-after, x-ratelimit-limit-requests, x-ratelimit-remaining-requests, x-ratelimit-reset-requests, x-ratelimit-limit-tokens, x-ratelimit-remaining-tokens, x-ratelimit-reset-tokens";
 /// 预检应答允许的方法。
@@ -105,11 +106,11 @@ impl HttpModule for SecurityHeaders {
         resp: &mut ResponseHeader,
         _end_of_stream: bool,
     ) -> pingora::Result<()> {
-        resp.insert_header(X_CONTENT_TYPE_OPTIONS, NOSNIFF)?;
-        resp.insert_header(CACHE_CONTROL, NO_STORE)?;
-        resp.insert_header(CONTENT_SECURITY_POLICY, CSP)?;
-        resp.insert_header(X_FRAME_OPTIONS, FRAME_DENY)?;
-        resp.insert_header(REFERRER_POLICY, NO_REFERRER)?;
+        resp.insert_header(X_CONTENT_TYPE_OPTIONS, NOSNIFF.clone())?;
+        resp.insert_header(CACHE_CONTROL, NO_STORE.clone())?;
+        resp.insert_header(CONTENT_SECURITY_POLICY, CSP.clone())?;
+        resp.insert_header(X_FRAME_OPTIONS, FRAME_DENY.clone())?;
+        resp.insert_header(REFERRER_POLICY, NO_REFERRER.clone())?;
         if self.cors_enabled {
             // 响应随 Origin 变化，缓存必须按 Origin 区分
             resp.append_header(VARY, "Origin")?;

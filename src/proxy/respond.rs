@@ -17,8 +17,8 @@ const EVENT_STREAM_CONTENT_TYPE: &str = "text/event-stream; charset=utf-8";
 const NO_CACHE: &str = "no-cache";
 /// 让 nginx 等前置代理不要缓冲 SSE。
 const X_ACCEL_BUFFERING: &str = "x-accel-buffering";
-/// 响应头预留的条目数。
-const HEADER_CAPACITY: usize = 4;
+/// 响应头预留的条目数：自己写的至多 5 个，加上安全头模块的 5 个与 CORS 的 3 个，避免逐个插入时反复扩容。
+const HEADER_CAPACITY: usize = 13;
 
 /// 写一个完整的 JSON 响应（带 Content-Length）。
 ///
@@ -53,7 +53,7 @@ pub async fn write_no_content(
     session: &mut Session,
     headers: Vec<(http::HeaderName, String)>,
 ) -> pingora::Result<()> {
-    let mut header = ResponseHeader::build(204, Some(HEADER_CAPACITY + headers.len()))?;
+    let mut header = ResponseHeader::build_no_case(204, Some(HEADER_CAPACITY + headers.len()))?;
     for (name, value) in headers {
         header.insert_header(name, value)?;
     }
@@ -68,10 +68,12 @@ fn json_header(session: &Session, status: u16, length: usize) -> pingora::Result
 }
 
 /// 所有响应共有的部分：状态码与请求 id（`request_filter` 已把它写进请求头）。
+///
+/// 头名一律小写写出（HTTP 头名不区分大小写）：保留大小写要为每个头另外维护一份名字表，是白做的功。
 fn base_header(session: &Session, status: u16) -> pingora::Result<ResponseHeader> {
-    let mut header = ResponseHeader::build(status, Some(HEADER_CAPACITY))?;
-    if let Some(id) = session.req_header().headers.get(REQUEST_ID_HEADER) {
-        header.insert_header(REQUEST_ID_HEADER, id.clone())?;
+    let mut header = ResponseHeader::build_no_case(status, Some(HEADER_CAPACITY))?;
+    if let Some(id) = session.req_header().headers.get(&REQUEST_ID_HEADER) {
+        header.insert_header(REQUEST_ID_HEADER.clone(), id.clone())?;
     }
     Ok(header)
 }

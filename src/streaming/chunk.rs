@@ -1,6 +1,8 @@
 //! OpenAI 流式块的构造：翻译器用它写出 `chat.completion.chunk` 事件、用量块和结束标记。
 
 use bytes::BytesMut;
+use serde::de::IgnoredAny;
+use serde::{Deserialize, Deserializer};
 use serde_json::{json, Value};
 
 use super::{write_data, write_done};
@@ -75,14 +77,17 @@ impl Usage {
         })
     }
 
-    /// 从 OpenAI 格式的完整响应体读出用量；没有或无法解析时为 `None`。
-    pub fn from_openai_body(body: &[u8]) -> Option<Usage> {
-        #[derive(serde::Deserialize)]
-        struct WithUsage {
-            usage: Option<Value>,
+    /// 校验 OpenAI 格式的完整响应体是合法 JSON，同时读出其中的用量（没有或形状不合规范时为 `None`）。
+    ///
+    /// 只用定型结构解析 `usage`，其余字段只检查语法、不建树，一遍扫描完成校验与计量。
+    ///
+    /// 错误：响应体不是合法 JSON。
+    pub fn from_openai_body(body: &[u8]) -> Result<Option<Usage>, serde_json::Error> {
+        match serde_json::from_slice::<UsageEnvelope>(body) {
+            Ok(envelope) => Ok(envelope.usage.map(Usage::from)),
+            // 用量的形状不合规范（或顶层不是对象）时不计量，但只要是合法 JSON 就照常转发
+            Err(_) => serde_json::from_slice::<IgnoredAny>(body).map(|_| None),
         }
-        let parsed: WithUsage = serde_json::from_slice(body).ok()?;
-        Usage::from_openai(&parsed.usage?)
     }
 
     /// 序列化为 OpenAI 的 `usage` 对象；总数用饱和加法，上游给出异常巨大的计数时不会溢出。
@@ -94,6 +99,65 @@ impl Usage {
             "prompt_tokens_details": { "cached_tokens": self.cached },
             "completion_tokens_details": { "reasoning_tokens": self.reasoning },
         })
+    }
+}
+
+/// OpenAI 完整响应里与用量有关的部分。
+#[derive(Deserialize)]
+struct UsageEnvelope {
+    #[serde(default)]
+    usage: Option<WireUsage>,
+}
+
+/// OpenAI 的 `usage` 对象。
+#[derive(Deserialize)]
+struct WireUsage {
+    #[serde(default)]
+    prompt_tokens: Count,
+    #[serde(default)]
+    completion_tokens: Count,
+    #[serde(default)]
+    prompt_tokens_details: Option<PromptDetails>,
+    #[serde(default)]
+    completion_tokens_details: Option<CompletionDetails>,
+}
+
+/// 输入用量的细分 `usage.prompt_tokens_details`。
+#[derive(Deserialize)]
+struct PromptDetails {
+    #[serde(default)]
+    cached_tokens: Count,
+}
+
+/// 输出用量的细分 `usage.completion_tokens_details`。
+#[derive(Deserialize)]
+struct CompletionDetails {
+    #[serde(default)]
+    reasoning_tokens: Count,
+}
+
+/// 宽容的计数：非负整数照收，null、小数、字符串等一律当作 0（与 [`Usage::from_openai`] 一致）。
+#[derive(Default)]
+struct Count(u64);
+
+impl<'de> Deserialize<'de> for Count {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Ok(Count(
+            Value::deserialize(deserializer)?.as_u64().unwrap_or(0),
+        ))
+    }
+}
+
+impl From<WireUsage> for Usage {
+    fn from(wire: WireUsage) -> Self {
+        Usage {
+            prompt: wire.prompt_tokens.0,
+            completion: wire.completion_tokens.0,
+            cached: wire.prompt_tokens_details.map_or(0, |d| d.cached_tokens.0),
+            reasoning: wire
+                .completion_tokens_details
+                .map_or(0, |d| d.reasoning_tokens.0),
+        }
     }
 }
 
