@@ -166,15 +166,20 @@ async fn 取消的流_按已发出内容估算并标记() {
     resp.chunk().await.expect("读取失败").expect("必须收到首块");
     drop(resp);
     drop(client);
-    let after = wait_for(|t| estimated(t) > estimated(&before)).await;
+    let input = |t: &str| tokens(t, "metered-slow", "input");
+    // 一次抓取按指标名依次读取各族，可能恰好夹在一次记录的中间：等两族都更新了再断言
+    let after = wait_for(|t| estimated(t) > estimated(&before) && input(t) > input(&before)).await;
     assert_eq!(
         estimated(&after) - estimated(&before),
         1.0,
         "被取消的流记为估算"
     );
     let request_bytes = serde_json::to_vec(&body).expect("可序列化").len() as f64;
-    let input = tokens(&after, "metered-slow", "input") - tokens(&before, "metered-slow", "input");
-    assert_eq!(input, (request_bytes / 4.0).floor(), "输入按请求字节数估算");
+    assert_eq!(
+        input(&after) - input(&before),
+        (request_bytes / 4.0).floor(),
+        "输入按请求字节数估算"
+    );
     assert!(
         tokens(&after, "metered-slow", "output") > tokens(&before, "metered-slow", "output"),
         "已发出的内容计入输出"
