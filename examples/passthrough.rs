@@ -12,6 +12,10 @@ use pingora::server::Server;
 use pingora::upstreams::peer::HttpPeer;
 use pingora_proxy::{ProxyHttp, Session};
 
+/// 与网关用同一个全局分配器：对照组与被测对象只差网关自己的工作，比值才有意义。
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// 命令行参数。
 #[derive(Parser)]
 #[command(about = "裸 Pingora 透传代理（压测对照组）")]

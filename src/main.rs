@@ -16,6 +16,10 @@ use pingora::server::Server;
 use chatnexus::config::{self, Config, DEFAULT_CONFIG_PATH};
 use chatnexus::mock::{mock_service, Fault, MockSettings};
 
+/// 全局分配器用 mimalloc：请求路径上大量短命的小块分配，它比 glibc malloc 快得多（见 Cargo.toml 与 docs/performance.md）。
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// 指定配置文件路径的环境变量。
 const CONFIG_ENV: &str = "CHATNEXUS_CONFIG";
 /// 缺省日志级别（生产环境 INFO，开发时用 RUST_LOG=debug）。

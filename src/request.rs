@@ -132,9 +132,14 @@ fn validate_messages(messages: Option<&Value>) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// 逐个检查请求里出现的字段：只遍历客户端实际给出的几个字段，而不是对类型表里的每个名字都查一次
+/// 哈希表（剖析显示那十几次查找曾是解析请求的一半开销）。
 fn validate_field_types(body: &Map<String, Value>) -> Result<(), ApiError> {
-    for (name, expect) in FIELD_TYPES {
-        let Some(value) = body.get(*name).filter(|v| !v.is_null()) else {
+    for (name, value) in body {
+        if value.is_null() {
+            continue;
+        }
+        let Some((_, expect)) = FIELD_TYPES.iter().find(|(known, _)| known == name) else {
             continue;
         };
         let (ok, label) = match expect {

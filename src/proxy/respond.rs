@@ -2,6 +2,7 @@
 
 use bytes::{Bytes, BytesMut};
 use http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER, TRANSFER_ENCODING};
+use http::HeaderValue;
 use pingora::http::ResponseHeader;
 use pingora_proxy::Session;
 
@@ -9,8 +10,8 @@ use super::REQUEST_ID_HEADER;
 use crate::error::ApiError;
 use crate::streaming::write_data;
 
-/// JSON 响应的内容类型。
-const JSON_CONTENT_TYPE: &str = "application/json";
+/// JSON 响应的内容类型（头值是编译期常量，每个响应不必再逐字节校验）。
+static JSON_CONTENT_TYPE: HeaderValue = HeaderValue::from_static("application/json");
 /// SSE 响应的内容类型。
 const EVENT_STREAM_CONTENT_TYPE: &str = "text/event-stream; charset=utf-8";
 /// SSE 不可缓存。
@@ -62,8 +63,8 @@ pub async fn write_no_content(
 
 fn json_header(session: &Session, status: u16, length: usize) -> pingora::Result<ResponseHeader> {
     let mut header = base_header(session, status)?;
-    header.insert_header(CONTENT_TYPE, JSON_CONTENT_TYPE)?;
-    header.insert_header(CONTENT_LENGTH, length.to_string())?;
+    header.insert_header(CONTENT_TYPE, JSON_CONTENT_TYPE.clone())?;
+    header.insert_header(CONTENT_LENGTH, HeaderValue::from(length))?;
     Ok(header)
 }
 
