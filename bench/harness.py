@@ -47,6 +47,8 @@ STREAM_EXTRA_EVENTS = 4
 FDS_PER_STREAM = 2
 FD_MARGIN = 64
 MICROS = 1e6
+# 压测配置里各层限流的上限：足够高，压测中从不触发拒绝，但每个请求仍完整地判定与计数
+BENCH_LIMIT = 1_000_000_000
 KIB = 1024
 
 # 路径名（表格的行）
@@ -157,7 +159,7 @@ class Proc:
 
 
 def gateway_config(workdir, port, metrics_port, mock_port, settings):
-    """生成 ChatNexus 配置：鉴权、指标、OpenAI 与 Anthropic 两个目标（都指向模拟器）、价目表。"""
+    """生成 ChatNexus 配置：鉴权、本地限流、指标、OpenAI 与 Anthropic 两个目标（都指向模拟器）、价目表。"""
     digest = hashlib.sha256(CLIENT_KEY.encode()).hexdigest()
     base = f"http://{LOOPBACK}:{mock_port}"
     text = f"""server:
@@ -174,6 +176,11 @@ providers:
 models:
   - {{ name: {OPENAI_MODEL}, targets: [ {{ provider: openai }} ] }}
   - {{ name: {ANTHROPIC_MODEL}, targets: [ {{ provider: anthropic, model: claude-bench }} ] }}
+# 限流照常判定与计数（全局、密钥、IP 三层，请求数与 token），上限高到压测时不会拒绝
+rate_limits:
+  global: {{ requests: {BENCH_LIMIT}, tokens_per_minute: {BENCH_LIMIT} }}
+  per_key: {{ requests: {BENCH_LIMIT}, tokens_per_minute: {BENCH_LIMIT} }}
+  per_ip: {{ requests: {BENCH_LIMIT} }}
 pricing:
   - {{ model: {OPENAI_MODEL}, input: 0.15, output: 0.60 }}
   - {{ model: claude-bench, input: 3, output: 15 }}

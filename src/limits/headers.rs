@@ -8,6 +8,7 @@ use std::any::Any;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use http::{HeaderMap, HeaderName, HeaderValue};
 use pingora::http::ResponseHeader;
 use pingora::modules::http::{HttpModule, HttpModuleBuilder, Module};
 use pingora_proxy::Session;
@@ -16,34 +17,46 @@ use super::layer::Kind;
 use super::verdict::Quota;
 
 /// 请求数上限的响应头。
-pub const LIMIT_REQUESTS: &str = "x-ratelimit-limit-requests";
+pub static LIMIT_REQUESTS: HeaderName = HeaderName::from_static("x-ratelimit-limit-requests");
 /// 剩余请求数的响应头。
-pub const REMAINING_REQUESTS: &str = "x-ratelimit-remaining-requests";
+pub static REMAINING_REQUESTS: HeaderName =
+    HeaderName::from_static("x-ratelimit-remaining-requests");
 /// 请求数额度完全恢复时间的响应头。
-pub const RESET_REQUESTS: &str = "x-ratelimit-reset-requests";
+pub static RESET_REQUESTS: HeaderName = HeaderName::from_static("x-ratelimit-reset-requests");
 /// token 上限的响应头。
-pub const LIMIT_TOKENS: &str = "x-ratelimit-limit-tokens";
+pub static LIMIT_TOKENS: HeaderName = HeaderName::from_static("x-ratelimit-limit-tokens");
 /// 剩余 token 的响应头。
-pub const REMAINING_TOKENS: &str = "x-ratelimit-remaining-tokens";
+pub static REMAINING_TOKENS: HeaderName = HeaderName::from_static("x-ratelimit-remaining-tokens");
 /// token 额度完全恢复时间的响应头。
-pub const RESET_TOKENS: &str = "x-ratelimit-reset-tokens";
+pub static RESET_TOKENS: HeaderName = HeaderName::from_static("x-ratelimit-reset-tokens");
 /// 一分钟的秒数。
 const SECS_PER_MINUTE: u64 = 60;
 /// 一小时的分钟数。
 const MINUTES_PER_HOUR: u64 = 60;
 /// 一秒的毫秒数。
 const MILLIS_PER_SEC: u64 = 1000;
+/// 秒的小数部分最多的位数（毫秒精度）。
+const FRACTION_DIGITS: usize = 3;
+/// 十进制的基数。
+const DECIMAL_BASE: u64 = 10;
+/// 时长文本预留的长度（如 `12h34m56.789s`）。
+const GO_DURATION_CAPACITY: usize = 16;
+
+/// 一个请求的额度头（名字与值都已构造好，写响应头时直接放进头表）。
+pub type QuotaHeaders = Vec<(HeaderName, HeaderValue)>;
 
 /// 从各层额度中选出最紧的一层（剩余最少，相同时上限较小者），生成六个响应头（没有该种上限的不生成）。
+///
+/// 数值直接转换成头值（整数格式化，不经 `format!`）：每个受限流的请求都要生成它们。
 ///
 /// ```
 /// use chatnexus::limits::{rate_limit_headers, Kind, Layer, Quota}; // 额度与响应头
 /// let q = |layer, remaining| Quota { layer, kind: Kind::Requests, limit: 100, remaining, reset: std::time::Duration::from_secs(90) }; // 一层的请求额度
 /// let headers = rate_limit_headers(&[q(Layer::Global, 80), q(Layer::Key, 3)]); // 两层
-/// assert_eq!(headers[1], ("x-ratelimit-remaining-requests", "3".to_string())); // 取最紧的密钥层
+/// assert_eq!((headers[1].0.as_str(), headers[1].1.to_str().unwrap()), ("x-ratelimit-remaining-requests", "3")); // 取最紧的密钥层
 /// assert_eq!(headers[2].1, "1m30s"); // 与 OpenAI 相同的时长格式
 /// ```
-pub fn rate_limit_headers(quotas: &[Quota]) -> Vec<(&'static str, String)> {
+pub fn rate_limit_headers(quotas: &[Quota]) -> QuotaHeaders {
     let tightest = |kind: Kind| {
         quotas
             .iter()
@@ -54,45 +67,76 @@ pub fn rate_limit_headers(quotas: &[Quota]) -> Vec<(&'static str, String)> {
     let names = [
         (
             Kind::Requests,
-            [LIMIT_REQUESTS, REMAINING_REQUESTS, RESET_REQUESTS],
+            [&LIMIT_REQUESTS, &REMAINING_REQUESTS, &RESET_REQUESTS],
         ),
-        (Kind::Tokens, [LIMIT_TOKENS, REMAINING_TOKENS, RESET_TOKENS]),
+        (
+            Kind::Tokens,
+            [&LIMIT_TOKENS, &REMAINING_TOKENS, &RESET_TOKENS],
+        ),
     ];
     for (kind, [limit, remaining, reset]) in names {
         if let Some(q) = tightest(kind) {
-            headers.push((limit, q.limit.to_string()));
-            headers.push((remaining, q.remaining.to_string()));
-            headers.push((reset, go_duration(q.reset)));
+            headers.push((limit.clone(), HeaderValue::from(q.limit)));
+            headers.push((remaining.clone(), HeaderValue::from(q.remaining)));
+            headers.push((reset.clone(), duration_value(q.reset)));
         }
     }
     headers
 }
 
+/// 时长转换成头值（只含数字与字母，必然是合法的头值）。
+fn duration_value(d: Duration) -> HeaderValue {
+    HeaderValue::try_from(go_duration(d)).unwrap_or_else(|_| HeaderValue::from_static("0s"))
+}
+
 /// 把时长写成 OpenAI 响应头使用的格式：`20ms`、`1.5s`、`6m0s`、`1h2m3s`。
+///
+/// 每个受限流的请求都要写两次，所以逐段追加整数，不经 `format!`。
 pub fn go_duration(d: Duration) -> String {
     let millis = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    let mut out = String::with_capacity(GO_DURATION_CAPACITY);
+    let mut digits = itoa::Buffer::new();
     if millis < MILLIS_PER_SEC {
-        return format!("{millis}ms");
+        out.push_str(digits.format(millis));
+        out.push_str("ms");
+        return out;
     }
     let total_secs = millis / MILLIS_PER_SEC;
-    let fraction = millis % MILLIS_PER_SEC;
-    let secs = total_secs % SECS_PER_MINUTE;
-    let seconds = if fraction == 0 {
-        format!("{secs}s")
-    } else {
-        let text = format!("{secs}.{fraction:03}");
-        format!("{}s", text.trim_end_matches('0'))
-    };
     let minutes = total_secs / SECS_PER_MINUTE;
-    match (minutes / MINUTES_PER_HOUR, minutes % MINUTES_PER_HOUR) {
-        (0, 0) => seconds,
-        (0, m) => format!("{m}m{seconds}"),
-        (h, m) => format!("{h}h{m}m{seconds}"),
+    let (hours, minutes) = (minutes / MINUTES_PER_HOUR, minutes % MINUTES_PER_HOUR);
+    if hours > 0 {
+        out.push_str(digits.format(hours));
+        out.push('h');
     }
+    if hours > 0 || minutes > 0 {
+        out.push_str(digits.format(minutes));
+        out.push('m');
+    }
+    out.push_str(digits.format(total_secs % SECS_PER_MINUTE));
+    push_millis_fraction(&mut out, millis % MILLIS_PER_SEC);
+    out.push('s');
+    out
+}
+
+/// 追加秒的小数部分（毫秒，去掉末尾的 0；为 0 时不写）：250 → `.25`，5 → `.005`。
+fn push_millis_fraction(out: &mut String, millis: u64) {
+    if millis == 0 {
+        return;
+    }
+    let (mut value, mut width) = (millis, FRACTION_DIGITS);
+    while value % DECIMAL_BASE == 0 {
+        value /= DECIMAL_BASE;
+        width -= 1;
+    }
+    let mut digits = itoa::Buffer::new();
+    let text = digits.format(value);
+    out.push('.');
+    (text.len()..width).for_each(|_| out.push('0'));
+    out.push_str(text);
 }
 
 /// 把响应头交给本请求的模块实例，之后写出的响应头都会带上它们。
-pub fn attach(session: &mut Session, headers: Vec<(&'static str, String)>) {
+pub fn attach(session: &mut Session, headers: QuotaHeaders) {
     if let Some(module) = session.downstream_modules_ctx.get_mut::<RateLimitHeaders>() {
         module.headers = headers;
     }
@@ -112,7 +156,16 @@ impl HttpModuleBuilder for RateLimitHeadersBuilder {
 /// 每个请求一个：保存准入时算好的 `x-ratelimit-*` 头，写响应头时补上。
 #[derive(Default)]
 pub struct RateLimitHeaders {
-    headers: Vec<(&'static str, String)>,
+    headers: QuotaHeaders,
+}
+
+impl RateLimitHeaders {
+    /// 把额度头直接写进一张头表（网关自己构造响应头时用，见 `proxy::respond`）。
+    pub fn write_to(&self, headers: &mut HeaderMap) {
+        for (name, value) in &self.headers {
+            headers.insert(name.clone(), value.clone());
+        }
+    }
 }
 
 #[async_trait]
@@ -122,8 +175,15 @@ impl HttpModule for RateLimitHeaders {
         resp: &mut ResponseHeader,
         _end_of_stream: bool,
     ) -> pingora::Result<()> {
+        // 网关自己构造的响应头已经直接写好了这些头；这里只补上别的路径写出的响应
+        let Some((first, _)) = self.headers.first() else {
+            return Ok(());
+        };
+        if resp.headers.contains_key(first) {
+            return Ok(());
+        }
         for (name, value) in &self.headers {
-            resp.insert_header(*name, value.as_str())?;
+            resp.insert_header(name.clone(), value.clone())?;
         }
         Ok(())
     }
@@ -149,5 +209,9 @@ mod tests {
         assert_eq!(go_duration(ms(12_000)), "12s");
         assert_eq!(go_duration(ms(360_000)), "6m0s");
         assert_eq!(go_duration(ms(3_723_250)), "1h2m3.25s");
+        assert_eq!(go_duration(ms(1_005)), "1.005s");
+        assert_eq!(go_duration(ms(60_050)), "1m0.05s");
+        assert_eq!(go_duration(ms(0)), "0ms");
+        assert_eq!(go_duration(ms(7_200_000)), "2h0m0s");
     }
 }

@@ -30,9 +30,9 @@ use crate::request::ChatRequest;
 use health::RedisHealth;
 
 pub use headers::{
-    attach, go_duration, rate_limit_headers, RateLimitHeaders, RateLimitHeadersBuilder,
-    LIMIT_REQUESTS, LIMIT_TOKENS, REMAINING_REQUESTS, REMAINING_TOKENS, RESET_REQUESTS,
-    RESET_TOKENS,
+    attach, go_duration, rate_limit_headers, QuotaHeaders, RateLimitHeaders,
+    RateLimitHeadersBuilder, LIMIT_REQUESTS, LIMIT_TOKENS, REMAINING_REQUESTS, REMAINING_TOKENS,
+    RESET_REQUESTS, RESET_TOKENS,
 };
 pub use ip::{client_ip, ip_subject, Cidr, FORWARDED_FOR};
 pub use layer::{checks, Check, Kind, Layer, Subjects, TOKEN_WINDOW};
@@ -54,7 +54,7 @@ pub struct Ticket {
     remote: Option<RemoteTicket>,
     reserved: u64,
     /// 最紧一层的额度头。
-    pub headers: Vec<(&'static str, String)>,
+    pub headers: QuotaHeaders,
 }
 
 /// 限流器：本地阶段、可选的分布式阶段，以及限流用 Redis 的健康状况。

@@ -26,6 +26,12 @@ pub use convert::{random_id, Completion, ToolCall};
 const JSON_CONTENT_TYPE: &str = "application/json";
 /// 上游错误信息在日志与客户端消息中保留的最大字符数。
 const MAX_ERROR_TEXT_CHARS: usize = 300;
+/// 流式块中用量字段的键（带引号，用于不解析 JSON 的快速判断）。
+const USAGE_KEY: &[u8] = b"\"usage\"";
+/// JSON 键与值之间的分隔符。
+const KEY_VALUE_SEPARATOR: u8 = b':';
+/// JSON 对象的起始字节。
+const OBJECT_OPEN: u8 = 0x7b;
 
 /// 发往上游的请求（方法固定为 POST）。
 ///
@@ -173,6 +179,19 @@ pub(crate) fn take_usage(chunk: &Map<String, Value>, usage: &mut Option<Usage>) 
         *usage = found;
     }
     usage_only
+}
+
+/// OpenAI 格式的流式块是否可能带有用量对象：某个 `"usage"` 键之后（允许空白）紧跟 `:` 与 `{`。
+///
+/// 要求上游报告用量时，OpenAI 的每个块都带 `"usage":null`，只有最后一块是对象；先做这个字节级判断，
+/// 只解析真正带用量的块，其余块保持零解析透传。内容里的引号总是转义成 `\"`，不会被误认成键。
+pub(crate) fn may_carry_usage(data: &str) -> bool {
+    let bytes = data.as_bytes();
+    memchr::memmem::find_iter(bytes, USAGE_KEY).any(|at| {
+        let mut rest = bytes[at + USAGE_KEY.len()..].iter().copied();
+        let mut next = || rest.find(|b| !b.is_ascii_whitespace());
+        next() == Some(KEY_VALUE_SEPARATOR) && next() == Some(OBJECT_OPEN)
+    })
 }
 
 /// 一种上游协议的翻译规则（无状态，全进程共享）。
@@ -332,6 +351,25 @@ pub fn upstream_body(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn 用量判断_只有对象形式的用量才需要解析() {
+        assert!(may_carry_usage(
+            r#"{"choices":[],"usage":{"prompt_tokens":9}}"#
+        ));
+        assert!(may_carry_usage(
+            "{\"choices\":[],\"usage\" :\n {\"prompt_tokens\":9}}"
+        ));
+        assert!(!may_carry_usage(
+            r#"{"choices":[{"delta":{"content":"你"}}],"usage":null}"#
+        ));
+        assert!(!may_carry_usage(
+            r#"{"choices":[{"delta":{"content":"谈谈 \"usage\": {一}"}}]}"#
+        ));
+        assert!(!may_carry_usage(
+            r#"{"choices":[{"delta":{"content":"好"}}]}"#
+        ));
+    }
 
     fn 信息(message: &str) -> UpstreamErrorInfo {
         UpstreamErrorInfo {

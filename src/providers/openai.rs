@@ -5,9 +5,9 @@ use http::header::AUTHORIZATION;
 use serde_json::{Map, Value};
 
 use super::{
-    json_content_type, key_header, take_usage, truncate_chars, upstream_body, ProviderFilter,
-    StreamStatus, StreamTranslator, TranslateCtx, TranslatedReply, UpstreamErrorInfo,
-    UpstreamRequest, MAX_ERROR_TEXT_CHARS,
+    json_content_type, key_header, may_carry_usage, take_usage, truncate_chars, upstream_body,
+    ProviderFilter, StreamStatus, StreamTranslator, TranslateCtx, TranslatedReply,
+    UpstreamErrorInfo, UpstreamRequest, MAX_ERROR_TEXT_CHARS,
 };
 use crate::config::{ProviderKind, Target};
 use crate::error::ApiError;
@@ -18,8 +18,6 @@ use crate::streaming::{write_data, write_done, SseEvent, Usage, DONE_SENTINEL};
 const CHAT_PATH: &str = "/chat/completions";
 /// API 版本前缀：`base_url` 未以它结尾时自动补上。
 const VERSION_PREFIX: &str = "/v1";
-/// 流式块中用量字段的键（带引号，用于快速判断是否需要解析）。
-const USAGE_KEY: &str = "\"usage\"";
 /// Bearer 认证头的前缀。
 const BEARER_PREFIX: &str = "Bearer ";
 
@@ -125,7 +123,7 @@ impl StreamTranslator for OpenAiStream {
             return Ok(StreamStatus::Done);
         }
         // 只有可能带用量的块才解析，其余原样转发，保持透传的零解析开销
-        if event.data.contains(USAGE_KEY) {
+        if may_carry_usage(&event.data) {
             let parsed = serde_json::from_str::<Map<String, Value>>(&event.data);
             let usage_only = parsed.is_ok_and(|chunk| take_usage(&chunk, &mut self.usage));
             if usage_only && !self.include_usage {

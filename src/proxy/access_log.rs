@@ -17,9 +17,13 @@ const EMPTY: &str = "-";
 /// 费用字段的名字（文本格式）。
 const COST_LABEL: &str = " 费用美元=";
 /// 一毫秒的微秒数。
-const MICROS_PER_MILLI: u128 = 1_000;
+const MICROS_PER_MILLI: u64 = 1_000;
+/// 毫秒数的小数位数（微秒精度）。
+const MILLI_DIGITS: usize = 3;
 /// 一美元的纳美元数（费用保留九位小数）。
 const NANOS_PER_DOLLAR: u64 = 1_000_000_000;
+/// 费用的小数位数（纳美元精度）。
+const NANO_DIGITS: usize = 9;
 
 /// 请求结束：记指标并写一行访问日志。
 ///
@@ -92,19 +96,18 @@ impl fmt::Display for TextLine<'_> {
         ] {
             f.write_str(part)?;
         }
-        write!(f, " 状态={}", r.status)?;
+        write_number(f, " 状态=", u64::from(r.status))?;
         write_text(f, " 客户端=", ctx.client.as_deref())?;
         write_text(f, " 模型=", ctx.model.as_deref())?;
         write_text(f, " 上游=", ctx.provider.as_deref())?;
-        write!(f, " 尝试={}", ctx.report.attempts)?;
+        write_number(f, " 尝试=", u64::from(ctx.report.attempts))?;
         write_millis(f, " 耗时毫秒=", Some(r.duration))?;
         write_millis(f, " 首字毫秒=", r.ttft)?;
         let u = r.usage.unwrap_or_default();
-        write!(
-            f,
-            " 输入={} 输出={} 缓存={} 推理={}",
-            u.prompt, u.completion, u.cached, u.reasoning
-        )?;
+        write_number(f, " 输入=", u.prompt)?;
+        write_number(f, " 输出=", u.completion)?;
+        write_number(f, " 缓存=", u.cached)?;
+        write_number(f, " 推理=", u.reasoning)?;
         write_cost(f, r.cost)?;
         f.write_str(if r.estimated {
             " 用量估算=是"
@@ -125,14 +128,37 @@ fn write_text(f: &mut fmt::Formatter<'_>, label: &str, value: Option<&str>) -> f
     f.write_str(value.unwrap_or(EMPTY))
 }
 
+/// 写出 ` 名=整数`。
+fn write_number(f: &mut fmt::Formatter<'_>, label: &str, value: u64) -> fmt::Result {
+    f.write_str(label)?;
+    f.write_str(itoa::Buffer::new().format(value))
+}
+
+/// 写出 ` 名=整数部分.小数部分`，小数部分补零到 `width` 位。
+fn write_decimal(
+    f: &mut fmt::Formatter<'_>,
+    label: &str,
+    (whole, frac): (u64, u64),
+    width: usize,
+) -> fmt::Result {
+    write_number(f, label, whole)?;
+    f.write_str(".")?;
+    let mut digits = itoa::Buffer::new();
+    let text = digits.format(frac);
+    for _ in text.len()..width {
+        f.write_str("0")?;
+    }
+    f.write_str(text)
+}
+
 /// 写出 ` 名=毫秒数`（保留三位小数，即微秒精度），没有值时写占位符。
 fn write_millis(f: &mut fmt::Formatter<'_>, label: &str, value: Option<Duration>) -> fmt::Result {
     let Some(d) = value else {
         return write_text(f, label, None);
     };
-    let micros = d.as_micros();
-    let (whole, frac) = (micros / MICROS_PER_MILLI, micros % MICROS_PER_MILLI);
-    write!(f, "{label}{whole}.{frac:03}")
+    let micros = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+    let parts = (micros / MICROS_PER_MILLI, micros % MICROS_PER_MILLI);
+    write_decimal(f, label, parts, MILLI_DIGITS)
 }
 
 /// 写出 ` 费用美元=金额`（九位小数，即十亿分之一美元），没有费用时写占位符。
@@ -142,8 +168,8 @@ fn write_cost(f: &mut fmt::Formatter<'_>, cost: Option<f64>) -> fmt::Result {
     };
     // 价目与用量都非负，换算成整数纳美元后只做整数格式化
     let nanos = (cost * NANOS_PER_DOLLAR as f64).round() as u64;
-    let (whole, frac) = (nanos / NANOS_PER_DOLLAR, nanos % NANOS_PER_DOLLAR);
-    write!(f, "{COST_LABEL}{whole}.{frac:09}")
+    let parts = (nanos / NANOS_PER_DOLLAR, nanos % NANOS_PER_DOLLAR);
+    write_decimal(f, COST_LABEL, parts, NANO_DIGITS)
 }
 
 fn json_line(method: &str, path: &str, ctx: &RequestCtx, r: &RequestRecord<'_>) -> String {

@@ -13,7 +13,7 @@ use http::header::{
     ACCESS_CONTROL_REQUEST_METHOD, CACHE_CONTROL, CONTENT_SECURITY_POLICY, ORIGIN, REFERRER_POLICY,
     VARY, X_CONTENT_TYPE_OPTIONS, X_FRAME_OPTIONS,
 };
-use http::{HeaderName, HeaderValue, Method};
+use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::modules::http::{HttpModule, HttpModuleBuilder, Module};
 use pingora_proxy::Session;
@@ -36,7 +36,9 @@ static FRAME_DENY: HeaderValue = HeaderValue::from_static("DENY");
 /// 不发送 Referer。
 static NO_REFERRER: HeaderValue = HeaderValue::from_static("no-referrer");
 /// 允许跨域读取的响应头：限流时的等待时间与放行时的额度。
-const EXPOSE_HEADERS: &str = "retry-after, x-ratelimit-limit-requests, x-ratelimit-remaining-requests, x-ratelimit-reset-requests, x-ratelimit-limit-tokens, x-ratelimit-remaining-tokens, x-ratelimit-reset-tokens";
+static EXPOSE_HEADERS: HeaderValue = HeaderValue::from_static("retry-after, x-ratelimit-limit-requests, x-ratelimit-remaining-requests, x-ratelimit-reset-requests, x-ratelimit-limit-tokens, x-ratelimit-remaining-tokens, x-ratelimit-reset-tokens");
+/// 开启 CORS 时响应随请求的 Origin 变化。
+static VARY_ORIGIN: HeaderValue = HeaderValue::from_static("Origin");
 /// 预检应答允许的方法。
 const ALLOW_METHODS: &str = "GET, POST";
 /// 预检请求里 `Access-Control-Request-Headers` 的长度上限。
@@ -81,7 +83,31 @@ impl HttpModuleBuilder for SecurityHeadersBuilder {
 pub struct SecurityHeaders {
     config: SharedConfig,
     cors_enabled: bool,
-    allowed_origin: Option<String>,
+    allowed_origin: Option<HeaderValue>,
+}
+
+impl SecurityHeaders {
+    /// 把安全头与 CORS 头直接写进一张头表（网关自己构造响应头时用，见 `proxy::respond`）。
+    pub fn write_to(&self, headers: &mut HeaderMap) {
+        let fixed = [
+            (X_CONTENT_TYPE_OPTIONS, &NOSNIFF),
+            (CACHE_CONTROL, &NO_STORE),
+            (CONTENT_SECURITY_POLICY, &CSP),
+            (X_FRAME_OPTIONS, &FRAME_DENY),
+            (REFERRER_POLICY, &NO_REFERRER),
+        ];
+        for (name, value) in fixed {
+            headers.insert(name, value.clone());
+        }
+        if self.cors_enabled {
+            // 响应随 Origin 变化，缓存必须按 Origin 区分
+            headers.append(VARY, VARY_ORIGIN.clone());
+        }
+        if let Some(origin) = &self.allowed_origin {
+            headers.insert(ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+            headers.insert(ACCESS_CONTROL_EXPOSE_HEADERS, EXPOSE_HEADERS.clone());
+        }
+    }
 }
 
 #[async_trait]
@@ -94,9 +120,8 @@ impl HttpModule for SecurityHeaders {
             self.allowed_origin = req
                 .headers
                 .get(ORIGIN)
-                .and_then(|v| v.to_str().ok())
-                .filter(|origin| origin_allowed(cors, origin))
-                .map(str::to_string);
+                .filter(|v| v.to_str().is_ok_and(|origin| origin_allowed(cors, origin)))
+                .cloned();
         }
         Ok(())
     }
@@ -106,18 +131,19 @@ impl HttpModule for SecurityHeaders {
         resp: &mut ResponseHeader,
         _end_of_stream: bool,
     ) -> pingora::Result<()> {
-        resp.insert_header(X_CONTENT_TYPE_OPTIONS, NOSNIFF.clone())?;
-        resp.insert_header(CACHE_CONTROL, NO_STORE.clone())?;
-        resp.insert_header(CONTENT_SECURITY_POLICY, CSP.clone())?;
-        resp.insert_header(X_FRAME_OPTIONS, FRAME_DENY.clone())?;
-        resp.insert_header(REFERRER_POLICY, NO_REFERRER.clone())?;
-        if self.cors_enabled {
-            // 响应随 Origin 变化，缓存必须按 Origin 区分
-            resp.append_header(VARY, "Origin")?;
+        // 网关自己构造的响应头已直接写好这些头（见 respond）；这里只补上别的路径写出的响应，
+        // 例如 Pingora 自己生成的错误页
+        if resp.headers.contains_key(X_CONTENT_TYPE_OPTIONS) {
+            return Ok(());
         }
-        if let Some(origin) = &self.allowed_origin {
-            resp.insert_header(ACCESS_CONTROL_ALLOW_ORIGIN, origin.as_str())?;
-            resp.insert_header(ACCESS_CONTROL_EXPOSE_HEADERS, EXPOSE_HEADERS)?;
+        let mut extra = HeaderMap::new();
+        self.write_to(&mut extra);
+        for (name, value) in &extra {
+            if name == VARY {
+                resp.append_header(name.clone(), value.clone())?;
+            } else {
+                resp.insert_header(name.clone(), value.clone())?;
+            }
         }
         Ok(())
     }

@@ -258,8 +258,8 @@ impl Gateway {
             model,
         };
         let tokens = limits::reservation(req, settings.default_max_tokens);
-        if let Some(ticket) = self.limiter.admit(settings, &subjects, tokens).await? {
-            limits::attach(session, ticket.headers.clone());
+        if let Some(mut ticket) = self.limiter.admit(settings, &subjects, tokens).await? {
+            limits::attach(session, std::mem::take(&mut ticket.headers));
             ctx.limit = Some(ticket);
         }
         Ok(())

@@ -1,31 +1,38 @@
 //! 写给客户端的响应：JSON、OpenAI 错误信封、SSE 流的开始/分块/结束与流中错误事件。
 
 use bytes::{Bytes, BytesMut};
-use http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER, TRANSFER_ENCODING};
-use http::HeaderValue;
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER, TRANSFER_ENCODING};
+use http::response::Parts;
+use http::{HeaderName, HeaderValue, StatusCode};
 use pingora::http::ResponseHeader;
+use pingora::{ErrorType, OrErr};
 use pingora_proxy::Session;
 
+use super::headers::SecurityHeaders;
 use super::REQUEST_ID_HEADER;
 use crate::error::ApiError;
+use crate::limits::RateLimitHeaders;
 use crate::streaming::write_data;
 
 /// JSON 响应的内容类型（头值是编译期常量，每个响应不必再逐字节校验）。
 static JSON_CONTENT_TYPE: HeaderValue = HeaderValue::from_static("application/json");
 /// SSE 响应的内容类型。
-const EVENT_STREAM_CONTENT_TYPE: &str = "text/event-stream; charset=utf-8";
-/// SSE 不可缓存。
-const NO_CACHE: &str = "no-cache";
+static EVENT_STREAM_CONTENT_TYPE: HeaderValue =
+    HeaderValue::from_static("text/event-stream; charset=utf-8");
+/// 分块传输（SSE 的长度事先未知）。
+static CHUNKED: HeaderValue = HeaderValue::from_static("chunked");
 /// 让 nginx 等前置代理不要缓冲 SSE。
-const X_ACCEL_BUFFERING: &str = "x-accel-buffering";
-/// 响应头预留的条目数：自己写的至多 5 个，加上安全头模块的 5 个与 CORS 的 3 个，避免逐个插入时反复扩容。
-const HEADER_CAPACITY: usize = 13;
+static X_ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-buffering");
+/// `x-accel-buffering` 的值：不缓冲。
+static NO_BUFFERING: HeaderValue = HeaderValue::from_static("no");
+/// 响应头预留的条目数：自己写的至多 5 个、安全头 5 个、CORS 3 个、限流额度 6 个，避免逐个插入时反复扩容。
+const HEADER_CAPACITY: usize = 19;
 
 /// 写一个完整的 JSON 响应（带 Content-Length）。
 ///
 /// 错误：写客户端失败（通常是客户端已断开）。
 pub async fn write_json(session: &mut Session, status: u16, body: Bytes) -> pingora::Result<()> {
-    let header = json_header(session, status, body.len())?;
+    let header = ResponseHeader::from(json_parts(session, status, body.len())?);
     session
         .write_response_header(Box::new(header), false)
         .await?;
@@ -37,10 +44,13 @@ pub async fn write_json(session: &mut Session, status: u16, body: Bytes) -> ping
 /// 错误：写客户端失败。
 pub async fn write_error(session: &mut Session, error: &ApiError) -> pingora::Result<()> {
     let body = error.to_body();
-    let mut header = json_header(session, error.status, body.len())?;
+    let mut parts = json_parts(session, error.status, body.len())?;
     if let Some(seconds) = error.retry_after {
-        header.insert_header(RETRY_AFTER, seconds.to_string())?;
+        parts
+            .headers
+            .insert(RETRY_AFTER, HeaderValue::from(seconds));
     }
+    let header = ResponseHeader::from(parts);
     session
         .write_response_header(Box::new(header), false)
         .await?;
@@ -61,33 +71,51 @@ pub async fn write_no_content(
     session.write_response_header(Box::new(header), true).await
 }
 
-fn json_header(session: &Session, status: u16, length: usize) -> pingora::Result<ResponseHeader> {
-    let mut header = base_header(session, status)?;
-    header.insert_header(CONTENT_TYPE, JSON_CONTENT_TYPE.clone())?;
-    header.insert_header(CONTENT_LENGTH, HeaderValue::from(length))?;
-    Ok(header)
+fn json_parts(session: &Session, status: u16, length: usize) -> pingora::Result<Parts> {
+    let mut parts = base_parts(session, status)?;
+    parts
+        .headers
+        .insert(CONTENT_TYPE, JSON_CONTENT_TYPE.clone());
+    parts
+        .headers
+        .insert(CONTENT_LENGTH, HeaderValue::from(length));
+    Ok(parts)
 }
 
-/// 所有响应共有的部分：状态码与请求 id（`request_filter` 已把它写进请求头）。
+/// 所有响应共有的部分：状态码、请求 id（`request_filter` 已把它写进请求头）、安全头与 CORS 头、限流额度头。
 ///
-/// 头名一律小写写出（HTTP 头名不区分大小写）：保留大小写要为每个头另外维护一份名字表，是白做的功。
-fn base_header(session: &Session, status: u16) -> pingora::Result<ResponseHeader> {
-    let mut header = ResponseHeader::build_no_case(status, Some(HEADER_CAPACITY))?;
+/// 直接在 `http` 的头表上构造，最后才转成 Pingora 的响应头（不带大小写表，头名一律小写写出）：
+/// Pingora 的 `insert_header` 会把每个头名转成字节再解析回来，每个响应十几个头时是剖析中的热点。
+/// 安全头与额度头的内容由对应的下游模块给出，模块在写出时看到已经写好便不再重复。
+fn base_parts(session: &Session, status: u16) -> pingora::Result<Parts> {
+    let (mut parts, ()) = http::Response::new(()).into_parts();
+    parts.status =
+        StatusCode::from_u16(status).or_err(ErrorType::InternalError, "响应状态码不合法")?;
+    let headers = &mut parts.headers;
+    headers.reserve(HEADER_CAPACITY);
     if let Some(id) = session.req_header().headers.get(&REQUEST_ID_HEADER) {
-        header.insert_header(REQUEST_ID_HEADER.clone(), id.clone())?;
+        headers.insert(REQUEST_ID_HEADER.clone(), id.clone());
     }
-    Ok(header)
+    let modules = &session.downstream_modules_ctx;
+    if let Some(security) = modules.get::<SecurityHeaders>() {
+        security.write_to(headers);
+    }
+    if let Some(quota) = modules.get::<RateLimitHeaders>() {
+        quota.write_to(headers);
+    }
+    Ok(parts)
 }
 
-/// 写出 SSE 响应头（分块传输，不缓存）。
+/// 写出 SSE 响应头（分块传输；不缓存由安全头的 `cache-control: no-store` 保证）。
 ///
 /// 错误：写客户端失败。
 pub async fn start_event_stream(session: &mut Session) -> pingora::Result<()> {
-    let mut header = base_header(session, 200)?;
-    header.insert_header(CONTENT_TYPE, EVENT_STREAM_CONTENT_TYPE)?;
-    header.insert_header(CACHE_CONTROL, NO_CACHE)?;
-    header.insert_header(TRANSFER_ENCODING, "chunked")?;
-    header.insert_header(X_ACCEL_BUFFERING, "no")?;
+    let mut parts = base_parts(session, 200)?;
+    let headers = &mut parts.headers;
+    headers.insert(CONTENT_TYPE, EVENT_STREAM_CONTENT_TYPE.clone());
+    headers.insert(TRANSFER_ENCODING, CHUNKED.clone());
+    headers.insert(X_ACCEL_BUFFERING.clone(), NO_BUFFERING.clone());
+    let header = ResponseHeader::from(parts);
     session.write_response_header(Box::new(header), false).await
 }
 

@@ -77,6 +77,12 @@ fn 断言安全头(resp: &reqwest::Response, what: &str) {
     );
     assert_eq!(get("x-frame-options"), "DENY", "{what}");
     assert_eq!(get("referrer-policy"), "no-referrer", "{what}");
+    for name in ["x-content-type-options", "cache-control", "x-request-id"] {
+        assert!(
+            h.get_all(name).iter().count() <= 1,
+            "{what}：{name} 不应重复出现"
+        );
+    }
 }
 
 #[tokio::test]
