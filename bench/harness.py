@@ -492,6 +492,33 @@ def print_header(settings, title):
     print(f"- 代理工作线程：{settings.threads}；{layout}；ChatNexus 日志级别：{settings.log_level}")
 
 
+# /proc/stat 每个 CPU 行中 steal 字段的位置（cpuN user nice system idle iowait irq softirq steal …）
+STAT_STEAL_FIELD = 8
+
+
+def cpu_times():
+    """每个 CPU 的（steal 节拍数, 总节拍数），来自 /proc/stat。"""
+    times = {}
+    with open("/proc/stat") as f:
+        for line in f:
+            name, *fields = line.split()
+            if name.startswith("cpu") and name != "cpu":
+                ticks = [int(x) for x in fields]
+                times[name] = (ticks[STAT_STEAL_FIELD - 1], sum(ticks))
+    return times
+
+
+def steal_report(before):
+    """从 before 到现在各 CPU 被宿主机拿走（steal）的时间比例：虚拟机上它直接压低吞吐，结果要结合它看。"""
+    after = cpu_times()
+    parts = []
+    for name, (steal, total) in sorted(after.items()):
+        old_steal, old_total = before.get(name, (steal, total))
+        share = (steal - old_steal) / max(total - old_total, 1) * 100
+        parts.append(f"{name.upper()} {share:.1f}%")
+    return "运行期间各 CPU 被宿主机占用（steal）的时间：" + "，".join(parts)
+
+
 def save(name, data):
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -503,12 +530,13 @@ def save(name, data):
 def cmd_bench(settings, workdir):
     rounds = int(env_num("ROUNDS", "1"))
     print_header(settings, "ChatNexus 压测（bench/run.sh）")
+    before = cpu_times()
     nonstream = bench_nonstream(settings, workdir, rounds)
     streams = bench_streams(settings, workdir, rounds)
     print_nonstream(settings, nonstream)
     print_streams(settings, streams)
     load = os.getloadavg()
-    print(f"\n结束时的系统负载：{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    print(f"\n结束时的系统负载：{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}；{steal_report(before)}")
     save("bench", {"nonstream": {f"{k[0]}|{k[1]}": v for k, v in nonstream.items()},
                    "streams": {f"{k[0]}|{k[1]}|{k[2]}": v for k, v in streams.items()}})
     errors = sum(r["errors"] for r in nonstream.values()) + sum(r["errors"] for r in streams.values())
@@ -588,6 +616,7 @@ def cmd_soak(settings, workdir):
     warmup = env_num("SOAK_WARMUP_SECS", "60")
     limit = env_num("SOAK_GROWTH_LIMIT_PCT", "5")
     print_header(settings, "浸泡测试（bench/run.sh soak）")
+    before = cpu_times()
     stack = Stack(settings, tempfile.mkdtemp(dir=workdir), 10, proxies=False)
     try:
         gateway, url = stack.procs[CHATNEXUS], stack.urls[CHATNEXUS]
@@ -606,6 +635,7 @@ def cmd_soak(settings, workdir):
         stream_result = json.loads(streams.stdout.read().strip().splitlines()[-1])
     finally:
         stack.stop()
+    print(f"- {steal_report(before)}")
     return report_soak(secs, warmup, limit, samples, wrk_result, stream_result)
 
 
