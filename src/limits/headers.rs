@@ -15,20 +15,20 @@ use pingora_proxy::Session;
 
 use super::layer::Kind;
 use super::verdict::Quota;
+use crate::proxy::headers::fill_missing;
 
 /// 请求数上限的响应头。
-pub static LIMIT_REQUESTS: HeaderName = HeaderName::from_static("x-ratelimit-limit-requests");
+static LIMIT_REQUESTS: HeaderName = HeaderName::from_static("x-ratelimit-limit-requests");
 /// 剩余请求数的响应头。
-pub static REMAINING_REQUESTS: HeaderName =
-    HeaderName::from_static("x-ratelimit-remaining-requests");
+static REMAINING_REQUESTS: HeaderName = HeaderName::from_static("x-ratelimit-remaining-requests");
 /// 请求数额度完全恢复时间的响应头。
-pub static RESET_REQUESTS: HeaderName = HeaderName::from_static("x-ratelimit-reset-requests");
+static RESET_REQUESTS: HeaderName = HeaderName::from_static("x-ratelimit-reset-requests");
 /// token 上限的响应头。
-pub static LIMIT_TOKENS: HeaderName = HeaderName::from_static("x-ratelimit-limit-tokens");
+static LIMIT_TOKENS: HeaderName = HeaderName::from_static("x-ratelimit-limit-tokens");
 /// 剩余 token 的响应头。
-pub static REMAINING_TOKENS: HeaderName = HeaderName::from_static("x-ratelimit-remaining-tokens");
+static REMAINING_TOKENS: HeaderName = HeaderName::from_static("x-ratelimit-remaining-tokens");
 /// token 额度完全恢复时间的响应头。
-pub static RESET_TOKENS: HeaderName = HeaderName::from_static("x-ratelimit-reset-tokens");
+static RESET_TOKENS: HeaderName = HeaderName::from_static("x-ratelimit-reset-tokens");
 /// 一分钟的秒数。
 const SECS_PER_MINUTE: u64 = 60;
 /// 一小时的分钟数。
@@ -175,17 +175,9 @@ impl HttpModule for RateLimitHeaders {
         resp: &mut ResponseHeader,
         _end_of_stream: bool,
     ) -> pingora::Result<()> {
-        // 网关自己构造的响应头已经直接写好了这些头；这里只补上别的路径写出的响应
-        let Some((first, _)) = self.headers.first() else {
-            return Ok(());
-        };
-        if resp.headers.contains_key(first) {
-            return Ok(());
-        }
-        for (name, value) in &self.headers {
-            resp.insert_header(name.clone(), value.clone())?;
-        }
-        Ok(())
+        let mut extra = HeaderMap::new();
+        self.write_to(&mut extra);
+        fill_missing(resp, &extra)
     }
 
     fn as_any(&self) -> &dyn Any {

@@ -31,8 +31,7 @@ use health::RedisHealth;
 
 pub use headers::{
     attach, go_duration, rate_limit_headers, QuotaHeaders, RateLimitHeaders,
-    RateLimitHeadersBuilder, LIMIT_REQUESTS, LIMIT_TOKENS, REMAINING_REQUESTS, REMAINING_TOKENS,
-    RESET_REQUESTS, RESET_TOKENS,
+    RateLimitHeadersBuilder,
 };
 pub use ip::{client_ip, ip_subject, Cidr, FORWARDED_FOR};
 pub use layer::{checks, Check, Kind, Layer, Subjects, TOKEN_WINDOW};

@@ -35,16 +35,17 @@ pub fn finish_request(method: &str, path: &str, ctx: &RequestCtx, config: &Confi
         (Some(model), Some(usage)) => config.pricing.cost(model, usage),
         _ => None,
     };
+    let duration = ctx.started.elapsed();
     let record = RequestRecord {
         provider: ctx.provider.as_deref().unwrap_or(NO_PROVIDER_LABEL),
         model: ctx.model_label.as_deref().unwrap_or(UNKNOWN_LABEL),
         status: ctx.status,
-        duration: ctx.started.elapsed(),
+        duration,
         ttft: ctx
             .report
             .first_output
             .map(|t| t.duration_since(ctx.started)),
-        overhead: ctx.report.overhead(ctx.started.elapsed()),
+        overhead: ctx.report.overhead(duration),
         usage,
         estimated: ctx.report.estimated,
         cost,
@@ -72,7 +73,7 @@ fn millis(d: Option<Duration>) -> Option<f64> {
     d.map(|d| (d.as_secs_f64() * 1e6).round() / 1e3)
 }
 
-/// 文本格式的一行访问日志：字段直接写进日志器的缓冲区，不先拼出一串中间字符串。
+/// 文本格式的一行访问日志：日志器（经脱敏包装）格式化它时逐字段写出，不另拼中间字符串。
 ///
 /// 每个请求都要写一行，所以只用整数格式化与 `write_str`：浮点数的最短表示与定点格式化、
 /// 以及 `{}` 对字符串的填充处理，在剖析中占了这一行的大半开销。

@@ -131,21 +131,9 @@ impl HttpModule for SecurityHeaders {
         resp: &mut ResponseHeader,
         _end_of_stream: bool,
     ) -> pingora::Result<()> {
-        // 网关自己构造的响应头已直接写好这些头（见 respond）；这里只补上别的路径写出的响应，
-        // 例如 Pingora 自己生成的错误页
-        if resp.headers.contains_key(X_CONTENT_TYPE_OPTIONS) {
-            return Ok(());
-        }
         let mut extra = HeaderMap::new();
         self.write_to(&mut extra);
-        for (name, value) in &extra {
-            if name == VARY {
-                resp.append_header(name.clone(), value.clone())?;
-            } else {
-                resp.insert_header(name.clone(), value.clone())?;
-            }
-        }
-        Ok(())
+        fill_missing(resp, &extra)
     }
 
     fn as_any(&self) -> &dyn Any {
@@ -155,6 +143,28 @@ impl HttpModule for SecurityHeaders {
     fn as_any_mut(&mut self) -> &mut dyn Any {
         self
     }
+}
+
+/// 给响应头补上一组头：网关自己构造的响应头（见 `respond`）已经直接写好它们，这时整组跳过；
+/// 别的路径写出的响应（例如 Pingora 自己生成的错误页）才逐个补上，`Vary` 追加，其余覆盖同名头。
+///
+/// 用途：安全头与限流额度头两个下游模块共用。
+/// 错误：头名不合法（只可能来自带大小写表的响应头）。
+pub(crate) fn fill_missing(resp: &mut ResponseHeader, extra: &HeaderMap) -> pingora::Result<()> {
+    let Some(first) = extra.keys().next() else {
+        return Ok(());
+    };
+    if resp.headers.contains_key(first) {
+        return Ok(());
+    }
+    for (name, value) in extra {
+        if name == VARY {
+            resp.append_header(name.clone(), value.clone())?;
+        } else {
+            resp.insert_header(name.clone(), value.clone())?;
+        }
+    }
+    Ok(())
 }
 
 /// 应答 CORS 预检（`OPTIONS` 且带 `Origin` 与 `Access-Control-Request-Method`）。
@@ -229,6 +239,29 @@ fn allowed_request_headers(requested: &str) -> Result<String, ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn 补头_别的路径写出的响应补齐且不重复_已写好时跳过() {
+        let mut extra = HeaderMap::new();
+        extra.insert(X_CONTENT_TYPE_OPTIONS, NOSNIFF.clone());
+        extra.insert(CACHE_CONTROL, NO_STORE.clone());
+        extra.append(VARY, VARY_ORIGIN.clone());
+        // Pingora 自己的错误页带大小写表，且已有 Cache-Control 与 Vary
+        let mut resp = ResponseHeader::build(502, None).expect("状态码合法");
+        resp.insert_header(CACHE_CONTROL, "private")
+            .expect("头合法");
+        resp.insert_header(VARY, "Accept-Encoding").expect("头合法");
+        fill_missing(&mut resp, &extra).expect("补头成功");
+        fill_missing(&mut resp, &extra).expect("再补一次");
+        let values = |name: HeaderName| resp.headers.get_all(name).iter().count();
+        assert_eq!(
+            resp.headers.get(CACHE_CONTROL),
+            Some(&NO_STORE),
+            "覆盖同名头"
+        );
+        assert_eq!(values(X_CONTENT_TYPE_OPTIONS), 1, "第二次调用不应重复");
+        assert_eq!(values(VARY), 2, "Vary 追加而不是覆盖");
+    }
 
     #[test]
     fn 预检_请求头名逐个校验() {
