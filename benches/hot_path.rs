@@ -8,7 +8,7 @@ use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
 use chatnexus::providers::upstream_body;
-use chatnexus::request::ChatRequest;
+use chatnexus::dialects::ChatRequest;
 use chatnexus::streaming::SseParser;
 
 /// 一个流的事件数。

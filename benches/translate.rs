@@ -10,7 +10,7 @@ use serde_json::json;
 
 use chatnexus::config::{self, Config, Target};
 use chatnexus::providers::{filter_for, TranslateCtx};
-use chatnexus::request::ChatRequest;
+use chatnexus::dialects::ChatRequest;
 use chatnexus::streaming::SseEvent;
 
 /// 流中的内容块数。

@@ -11,6 +11,8 @@
 pub mod clock;
 /// 配置：YAML、环境变量与 `.env` 的加载和校验。
 pub mod config;
+/// 客户端方言：Chat Completions（枢纽格式）及其解析与校验。
+pub mod dialects;
 /// 优雅退出时进行中的请求一结束就退出。
 pub mod drain;
 /// 返回给客户端的错误与 OpenAI 错误信封。
@@ -33,8 +35,6 @@ pub mod proxy;
 pub mod redis_link;
 /// 配置热重载（SIGHUP）。
 pub mod reload;
-/// 客户端请求的解析与校验。
-pub mod request;
 /// 密钥的内存保护与客户端鉴权。
 pub mod security;
 /// 组装 Pingora `Server`。

@@ -16,7 +16,7 @@ use crate::providers::{
     filter_for, map_upstream_error, ProviderFilter, TranslateCtx, UpstreamRequest,
 };
 use crate::proxy::{respond, REQUEST_ID_HEADER};
-use crate::request::ChatRequest;
+use crate::dialects::ChatRequest;
 use crate::upstream::{Lease, Verdict};
 
 /// 上游错误响应体读取的上限。

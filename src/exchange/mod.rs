@@ -28,7 +28,7 @@ use pingora_proxy::Session;
 use crate::config::{Config, Model, Provider};
 use crate::error::ApiError;
 use crate::proxy::RequestCtx;
-use crate::request::ChatRequest;
+use crate::dialects::ChatRequest;
 use crate::streaming::Usage;
 use crate::upstream::{build_peer, Balancer, DnsCache, Verdict};
 use budget::{Budget, Phase};

@@ -26,7 +26,7 @@ use crate::error::ApiError;
 use crate::exchange::{ExchangeReport, BYTES_PER_TOKEN};
 use crate::metrics::METRICS;
 use crate::redis_link::{RedisFailure, RedisLink};
-use crate::request::ChatRequest;
+use crate::dialects::ChatRequest;
 use health::RedisHealth;
 
 pub use headers::{
@@ -231,7 +231,7 @@ fn refuse(refusal: &Refusal) -> ApiError {
 /// 加上输出上限（`max_completion_tokens`、`max_tokens`，都没有时取 `default_max_tokens`）乘以回答数 `n`。
 ///
 /// ```
-/// let req = chatnexus::request::ChatRequest::parse(r#"{"model":"m","messages":[{"role":"user","content":"你好"}],"max_tokens":100,"n":2}"#.into()).unwrap(); // 两个回答
+/// let req = chatnexus::dialects::ChatRequest::parse(r#"{"model":"m","messages":[{"role":"user","content":"你好"}],"max_tokens":100,"n":2}"#.into()).unwrap(); // 两个回答
 /// assert_eq!(chatnexus::limits::reservation(&req, 1024), req.raw.len() as u64 / 4 + 200); // 输入估算 + 100 × 2
 /// ```
 pub fn reservation(req: &ChatRequest, default_max_tokens: u64) -> u64 {

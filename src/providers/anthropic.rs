@@ -26,7 +26,7 @@ use super::{
 };
 use crate::config::Target;
 use crate::error::ApiError;
-use crate::request::ChatRequest;
+use crate::dialects::ChatRequest;
 use crate::streaming::{ChunkWriter, FinishReason, SseEvent, Usage};
 
 /// Messages 接口相对 `base_url` 路径的位置。

@@ -14,7 +14,7 @@ use super::{
 };
 use crate::config::Target;
 use crate::error::ApiError;
-use crate::request::ChatRequest;
+use crate::dialects::ChatRequest;
 use crate::streaming::{write_data, write_done, SseEvent, Usage, DONE_SENTINEL};
 
 /// 部署路径的前缀。

@@ -10,7 +10,7 @@ use log::debug;
 use serde_json::{json, Map, Value};
 
 use crate::error::ApiError;
-use crate::request::ChatRequest;
+use crate::dialects::ChatRequest;
 use crate::streaming::{FinishReason, Usage};
 
 /// 完整响应的 `object` 字段。

@@ -21,7 +21,7 @@ use super::{
 };
 use crate::config::Target;
 use crate::error::ApiError;
-use crate::request::ChatRequest;
+use crate::dialects::ChatRequest;
 use crate::streaming::{ChunkWriter, FinishReason, SseEvent, Usage};
 
 /// 模型接口的路径前缀（API 版本 v1beta）。

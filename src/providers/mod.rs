@@ -19,7 +19,7 @@ use serde_json::{Map, Value};
 
 use crate::config::{Provider, ProviderKind, Target};
 use crate::error::{ApiError, TYPE_INVALID_REQUEST, TYPE_SERVER};
-use crate::request::ChatRequest;
+use crate::dialects::ChatRequest;
 use crate::streaming::{SseEvent, Usage};
 
 pub use convert::{random_id, Completion, ToolCall};

@@ -11,7 +11,7 @@ use super::{
 };
 use crate::config::{ProviderKind, Target};
 use crate::error::ApiError;
-use crate::request::ChatRequest;
+use crate::dialects::ChatRequest;
 use crate::streaming::{write_data, write_done, SseEvent, Usage, DONE_SENTINEL};
 
 /// 聊天补全接口相对 `/v1` 的路径。

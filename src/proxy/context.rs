@@ -11,7 +11,7 @@ use crate::exchange::ExchangeReport;
 use crate::limits::Ticket;
 use crate::metrics::{InflightGuard, METRICS};
 use crate::providers::{random_id, truncate_chars};
-use crate::request::ChatRequest;
+use crate::dialects::ChatRequest;
 
 /// 请求 id 的请求头与响应头名（预先构造好，每个请求不必再解析头名）。
 pub static REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");

@@ -33,7 +33,7 @@ use crate::limits::{self, Limiter, RateLimitHeadersBuilder, Subjects};
 use crate::metrics::UsageStore;
 use crate::redis_link::RedisLink;
 use crate::reload::SharedConfig;
-use crate::request::ChatRequest;
+use crate::dialects::ChatRequest;
 use crate::security::nonce::{NonceStore, RedisNonces};
 use crate::security::Client;
 use routes::Route;

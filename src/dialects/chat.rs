@@ -52,7 +52,7 @@ const FIELD_TYPES: &[(&str, Expect)] = &[
 ///
 /// ```
 /// let raw = r#"{"model":"演示","messages":[{"role":"user","content":"你好"}],"stream":true}"#;
-/// let req = chatnexus::request::ChatRequest::parse(raw.into()).unwrap(); // 校验通过
+/// let req = chatnexus::dialects::ChatRequest::parse(raw.into()).unwrap(); // 校验通过
 /// assert_eq!((req.model.as_str(), req.stream), ("演示", true)); // 取出路由需要的字段
 /// ```
 #[derive(Debug, Clone)]
