@@ -7,8 +7,8 @@ use std::hint::black_box;
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
-use chatnexus::providers::upstream_body;
 use chatnexus::dialects::ChatRequest;
+use chatnexus::providers::upstream_body;
 use chatnexus::streaming::SseParser;
 
 /// 一个流的事件数。

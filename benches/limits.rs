@@ -12,7 +12,6 @@ use criterion::{criterion_group, criterion_main, Criterion};
 
 use chatnexus::config::{Model, RateLimitSettings, RedisTarget};
 use chatnexus::limits::{checks, Check, Limiter, LocalStage, RemoteStage, Subjects};
-use chatnexus::redis_link::RedisLink;
 use chatnexus::security::{Client, KeyHash, Secret};
 
 /// 三层（全局、密钥、IP）各有请求数与 token 上限；上限足够大，基准期间一直放行。
@@ -93,7 +92,9 @@ fn bench_remote(c: &mut Criterion) {
         timeout: REDIS_TIMEOUT,
         cluster: false,
     };
-    let link = RedisLink::open(&target).unwrap_or_else(|e| panic!("Redis 连接串无效：{e}"));
+    let link = target
+        .link()
+        .unwrap_or_else(|e| panic!("Redis 连接串无效：{e}"));
     let stage = RemoteStage::new(Arc::new(link), PREFIX);
     let runtime = runtime();
     runtime

@@ -9,8 +9,8 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use serde_json::json;
 
 use chatnexus::config::{self, Config, Target};
-use chatnexus::providers::{filter_for, TranslateCtx};
 use chatnexus::dialects::ChatRequest;
+use chatnexus::providers::{filter_for, TranslateCtx};
 use chatnexus::streaming::SseEvent;
 
 /// 流中的内容块数。

@@ -13,6 +13,8 @@ pub mod clock;
 pub mod config;
 /// 客户端方言：Chat Completions（枢纽格式）及其解析与校验。
 pub mod dialects;
+/// 网关写给客户端的响应与每个响应都带的头。
+pub mod downstream;
 /// 优雅退出时进行中的请求一结束就退出。
 pub mod drain;
 /// 返回给客户端的错误与 OpenAI 错误信封。

@@ -15,8 +15,6 @@ use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, FromRedisValue, Pipeline, RedisError, RedisFuture, RedisResult, Value};
 use tokio::sync::OnceCell;
 
-use crate::config::RedisTarget;
-
 /// 单机连接断开后重连的最少退避。
 const RETRY_MIN_DELAY: Duration = Duration::from_millis(50);
 /// 单条命令失败后连接层自己的重试次数（再多就超出调用方的超时了）。
@@ -91,9 +89,8 @@ enum LinkClient {
 /// 用途：网关按配置的 `redis` 段建立一个，防重放存储与限流器共用，跨配置热替换保留。
 ///
 /// ```
-/// let yaml = "auth: { disabled: true }\nredis: { url_env: R }"; // 连接串来自环境变量
-/// let cfg = chatnexus::config::build(chatnexus::config::parse(yaml).unwrap(), |_| Some("redis://127.0.0.1:6379".into())).unwrap(); // 注入变量
-/// let link = chatnexus::redis_link::RedisLink::open(cfg.redis.as_ref().unwrap()).unwrap(); // 不连接
+/// let timeout = std::time::Duration::from_millis(100); // 连接与命令超时
+/// let link = chatnexus::redis_link::RedisLink::open("redis://127.0.0.1:6379", false, timeout).unwrap(); // 不连接
 /// assert_eq!(link.addr(), "127.0.0.1:6379"); // 只显示地址
 /// ```
 pub struct RedisLink {
@@ -104,17 +101,17 @@ pub struct RedisLink {
 }
 
 impl RedisLink {
-    /// 按解析好的 Redis 设置创建（不连接）。
+    /// 创建（不连接）。
     ///
+    /// 参数：连接串（集群时为逗号分隔的节点列表）、是否为 Redis Cluster、连接与单条命令的超时。
     /// 错误：连接串无法解析（配置校验已检查过，出现即是缺陷）。
-    pub fn open(target: &RedisTarget) -> Result<Self, RedisError> {
-        let url = target.url.expose();
-        let (client, addr) = if target.cluster {
+    pub fn open(url: &str, cluster: bool, timeout: Duration) -> Result<Self, RedisError> {
+        let (client, addr) = if cluster {
             let nodes: Vec<&str> = url.split(CLUSTER_URL_SEPARATOR).map(str::trim).collect();
             let first = redis::Client::open(nodes.first().copied().unwrap_or_default())?;
             let client = ClusterClientBuilder::new(nodes)
-                .connection_timeout(target.timeout)
-                .response_timeout(target.timeout)
+                .connection_timeout(timeout)
+                .response_timeout(timeout)
                 .retries(RETRIES)
                 .build()?;
             (LinkClient::Cluster(Box::new(client)), address_of(&first))
@@ -126,7 +123,7 @@ impl RedisLink {
         Ok(RedisLink {
             client,
             conn: OnceCell::new(),
-            timeout: target.timeout,
+            timeout,
             addr,
         })
     }

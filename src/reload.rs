@@ -7,23 +7,19 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use log::{error, info, warn};
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::config::{self, Config, ConfigError};
+use crate::config::{self, Config, ConfigError, SharedConfig};
 use crate::metrics::METRICS;
 
 /// 重载指标的结果标签：成功。
 const RELOAD_OK: &str = "ok";
 /// 重载指标的结果标签：失败。
 const RELOAD_ERROR: &str = "error";
-
-/// 运行时可共享、可原子替换的配置。
-pub type SharedConfig = Arc<ArcSwap<Config>>;
 
 /// 从 `path` 重新加载配置并替换 `shared`。
 ///
@@ -122,6 +118,8 @@ impl BackgroundService for ConfigReloader {
 
 #[cfg(test)]
 mod tests {
+    use arc_swap::ArcSwap;
+
     use super::*;
 
     fn 写配置(dir: &Path, models: &str) -> PathBuf {

@@ -10,12 +10,12 @@ use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::Server;
 use pingora::services::background::background_service;
 
-use crate::config::Config;
+use crate::config::{Config, SharedConfig};
 use crate::drain::DrainExit;
 use crate::exchange::{HealthProber, UpstreamClient};
 use crate::mock::mock_service;
 use crate::proxy::Gateway;
-use crate::reload::{ConfigReloader, SharedConfig};
+use crate::reload::ConfigReloader;
 use crate::upstream::{DnsCache, DnsRefresher};
 
 /// 上游主机名的刷新间隔。

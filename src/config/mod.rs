@@ -16,12 +16,17 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use log::{info, warn};
 use zeroize::Zeroizing;
 
 use crate::metrics::PriceTable;
+use crate::redis_link::RedisLink;
 use crate::security::crypto::{MasterKeys, MASTER_KEY_ENV};
 use crate::security::{Client, ClientKey, ClientKeys, Secret};
+
+/// 运行时可共享、可原子替换的配置（热重载整体替换，每个请求读取一次）。
+pub type SharedConfig = Arc<ArcSwap<Config>>;
 
 pub use failover::{BalancingSettings, BreakerSettings, HealthCheck, RetrySettings};
 pub use limits::{
@@ -269,6 +274,15 @@ pub struct RedisTarget {
     pub timeout: Duration,
     /// 是否为 Redis Cluster（`url` 为逗号分隔的节点列表）。
     pub cluster: bool,
+}
+
+impl RedisTarget {
+    /// 按这些设置创建共享的 Redis 连接（不连接）。
+    ///
+    /// 错误：连接串无法解析（配置校验已检查过，出现即是缺陷）。
+    pub fn link(&self) -> Result<RedisLink, redis::RedisError> {
+        RedisLink::open(self.url.expose(), self.cluster, self.timeout)
+    }
 }
 
 impl Config {

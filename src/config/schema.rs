@@ -530,6 +530,21 @@ pub struct CorsSettings {
     pub max_age_secs: u64,
 }
 
+impl CorsSettings {
+    /// 来源是否在允许列表里（ASCII 大小写不敏感的精确匹配，不做前缀匹配）。
+    ///
+    /// ```
+    /// let cors: chatnexus::config::CorsSettings = serde_yaml::from_str("allowed_origins: ['https://app.example.com']").unwrap(); // 允许一个来源
+    /// assert!(cors.allows_origin("https://app.example.com")); // 列表中的来源
+    /// assert!(!cors.allows_origin("https://app.example.com.evil.test")); // 不做前缀匹配
+    /// ```
+    pub fn allows_origin(&self, origin: &str) -> bool {
+        self.allowed_origins
+            .iter()
+            .any(|allowed| allowed.eq_ignore_ascii_case(origin))
+    }
+}
+
 impl Default for CorsSettings {
     fn default() -> Self {
         CorsSettings {

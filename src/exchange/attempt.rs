@@ -11,12 +11,12 @@ use pingora_proxy::Session;
 use super::budget::Budget;
 use super::{io, stream, ExchangeReport, Failure, UpstreamClient};
 use crate::config::Provider;
+use crate::dialects::ChatRequest;
+use crate::downstream::{self, REQUEST_ID_HEADER};
 use crate::error::ApiError;
 use crate::providers::{
     filter_for, map_upstream_error, ProviderFilter, TranslateCtx, UpstreamRequest,
 };
-use crate::proxy::{respond, REQUEST_ID_HEADER};
-use crate::dialects::ChatRequest;
 use crate::upstream::{Lease, Verdict};
 
 /// 上游错误响应体读取的上限。
@@ -120,7 +120,7 @@ async fn deliver_json(
     let reply = filter.translate_response(body, &TranslateCtx::for_request(req))?;
     report.usage = reply.usage;
     let written = report
-        .wait(respond::write_json(down, 200, reply.body))
+        .wait(downstream::write_json(down, 200, reply.body))
         .await;
     written.map_err(|_| Failure::ClientGone)?;
     report.mark_output();

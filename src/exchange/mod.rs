@@ -26,23 +26,21 @@ use pingora::ErrorType;
 use pingora_proxy::Session;
 
 use crate::config::{Config, Model, Provider};
-use crate::error::ApiError;
-use crate::proxy::RequestCtx;
 use crate::dialects::ChatRequest;
-use crate::streaming::Usage;
+use crate::error::ApiError;
+use crate::streaming::{estimate_tokens, Usage};
 use crate::upstream::{build_peer, Balancer, DnsCache, Verdict};
 use budget::{Budget, Phase};
 
 pub use probe::HealthProber;
 
-/// 估算 token 时每个 token 对应的字节数（被取消的流估算输入用量、限流预留输入 token 时使用）。
-pub const BYTES_PER_TOKEN: usize = 4;
 /// 归还连接前等待上游响应体结束的最长时间。
 const DRAIN_TIMEOUT: Duration = Duration::from_millis(100);
 
-/// 一次（或多次尝试的）上游交换留下的记录，供访问日志与指标使用。
+/// 一次（或多次尝试的）上游交换留下的记录，供访问日志、指标与限流结算使用。
 ///
-/// 用途：请求上下文持有一个，交换过程中逐步填写；即使交换失败（如客户端中途断开）也保留已知的部分。
+/// 用途：[`run`] 在交换过程中逐步填写并连同结果一起返回，由调用方记入请求上下文；
+/// 即使交换失败（如客户端中途断开）也保留已知的部分。
 ///
 /// ```
 /// let r = chatnexus::exchange::ExchangeReport::default(); // 尚未交换
@@ -50,6 +48,10 @@ const DRAIN_TIMEOUT: Duration = Duration::from_millis(100);
 /// ```
 #[derive(Debug, Clone, Default)]
 pub struct ExchangeReport {
+    /// 最后一次尝试的上游提供方（故障转移时是最终应答或最后失败的那个）。
+    pub provider: Option<String>,
+    /// 最后一次尝试发给上游的模型名（用于查价目表）。
+    pub upstream_model: Option<String>,
     /// 尝试连接上游的次数。
     pub attempts: u32,
     /// 首个内容写给客户端的时刻（流式为第一块，非流式为完整响应）。
@@ -101,7 +103,7 @@ impl ExchangeReport {
         let prompt = if base.prompt > 0 {
             base.prompt
         } else {
-            (request_bytes / BYTES_PER_TOKEN) as u64
+            estimate_tokens(request_bytes)
         };
         self.usage = Some(Usage {
             prompt,
@@ -241,18 +243,29 @@ impl UpstreamClient {
 
 /// 为一个聊天请求选择目标并与之交换，失败时在还没向客户端写出任何字节前换下一个目标重试。
 ///
-/// 参数：共享客户端、客户端会话、已校验的请求、模型、当前配置（重试上限、熔断与衰减参数）、
-/// 请求上下文（每次尝试都把所用的上游与上游模型名记入其中，交换报告也写在里面）。
-/// 返回：写给客户端的 HTTP 状态码。
-/// 错误：全部尝试失败时返回最后一次的错误（消息附上此前每个目标的失败原因）；一个目标都不可用时
-/// 返回 503（带最早恢复时间）；已开始流式输出后出错则不再重试，调用方写一个流中错误事件。
+/// 参数：共享客户端、客户端会话、已校验的请求、模型、当前配置（重试上限、熔断与衰减参数）。
+/// 返回：交换报告（所用的上游与上游模型名、尝试次数、用量……），以及写给客户端的 HTTP 状态码或失败：
+/// 全部尝试失败时是最后一次的错误（消息附上此前每个目标的失败原因）；一个目标都不可用时
+/// 是 503（带最早恢复时间）；已开始流式输出后出错则不再重试，调用方写一个流中错误事件。
 pub async fn run(
     client: &UpstreamClient,
     down: &mut Session,
     req: &ChatRequest,
     model: &Model,
     config: &Config,
-    ctx: &mut RequestCtx,
+) -> (ExchangeReport, Result<u16, Failure>) {
+    let mut report = ExchangeReport::default();
+    let result = try_targets(client, down, (req, model), config, &mut report).await;
+    (report, result)
+}
+
+/// 按计划逐个尝试目标，直到一个成功、不可重试的失败、尝试次数用完或没有可用目标。
+async fn try_targets(
+    client: &UpstreamClient,
+    down: &mut Session,
+    (req, model): (&ChatRequest, &Model),
+    config: &Config,
+    report: &mut ExchangeReport,
 ) -> Result<u16, Failure> {
     let started = Instant::now();
     let mut plan = client.balancer.plan(model, config);
@@ -261,14 +274,14 @@ pub async fn run(
     for attempt in 1..=config.retry.max_attempts {
         let Some(lease) = plan.next() else { break };
         let target = lease.target();
-        ctx.provider = Some(target.provider.name.clone());
-        ctx.upstream_model = Some(target.model.clone());
+        report.provider = Some(target.provider.name.clone());
+        report.upstream_model = Some(target.model.clone());
         let budget = Budget::new(started, &target.provider);
         if budget.expired() {
             last = Some((Arc::clone(&target.key), budget.total_error().into()));
             break;
         }
-        let error = match attempt::once(client, down, req, &lease, &budget, &mut ctx.report).await {
+        let error = match attempt::once(client, down, req, &lease, &budget, report).await {
             Ok(status) => {
                 lease.settle(Verdict::Healthy);
                 return Ok(status);

@@ -7,10 +7,10 @@ use pingora_proxy::Session;
 
 use super::budget::Budget;
 use super::{io, ExchangeReport, Failure};
+use crate::downstream;
 use crate::error::ApiError;
 use crate::metrics::{InflightGuard, METRICS};
 use crate::providers::{StreamStatus, StreamTranslator};
-use crate::proxy::respond;
 use crate::streaming::{SseEvent, SseParser};
 
 /// SSE 的内容类型前缀。
@@ -63,7 +63,7 @@ pub(super) async fn relay(
         if !out.is_empty() {
             start_once(down, report).await?;
             report
-                .wait(respond::write_chunk(down, out.split().freeze()))
+                .wait(downstream::write_chunk(down, out.split().freeze()))
                 .await
                 .map_err(gone)?;
             report.mark_output();
@@ -71,7 +71,10 @@ pub(super) async fn relay(
         }
         if step? == StreamStatus::Done {
             start_once(down, report).await?;
-            return report.wait(respond::finish_body(down)).await.map_err(gone);
+            return report
+                .wait(downstream::finish_body(down))
+                .await
+                .map_err(gone);
         }
     }
 }
@@ -82,7 +85,7 @@ async fn start_once(down: &mut Session, report: &mut ExchangeReport) -> Result<(
         return Ok(());
     }
     report
-        .wait(respond::start_event_stream(down))
+        .wait(downstream::start_event_stream(down))
         .await
         .map_err(|_| Failure::ClientGone)
 }

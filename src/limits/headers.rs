@@ -1,21 +1,14 @@
 //! 准入的响应带上最紧一层的额度：`x-ratelimit-limit-requests`、`x-ratelimit-remaining-requests`、
 //! `x-ratelimit-reset-requests` 与对应的 `-tokens`，与 OpenAI 的同名响应头含义一致。
 //!
-//! 以 Pingora 下游模块实现：`request_filter` 准入后把头交给本请求的模块实例，
-//! JSON、SSE 与错误响应无论由哪段代码写出，都在 `write_response_header` 时补上。
+//! 这里只算出头的名字与值；`proxy` 准入后交给 `downstream` 的网关头模块，由它写进每个响应。
 
-use std::any::Any;
 use std::time::Duration;
 
-use async_trait::async_trait;
-use http::{HeaderMap, HeaderName, HeaderValue};
-use pingora::http::ResponseHeader;
-use pingora::modules::http::{HttpModule, HttpModuleBuilder, Module};
-use pingora_proxy::Session;
+use http::{HeaderName, HeaderValue};
 
 use super::layer::Kind;
 use super::verdict::Quota;
-use crate::proxy::headers::fill_missing;
 
 /// 请求数上限的响应头。
 static LIMIT_REQUESTS: HeaderName = HeaderName::from_static("x-ratelimit-limit-requests");
@@ -133,60 +126,6 @@ fn push_millis_fraction(out: &mut String, millis: u64) {
     out.push('.');
     (text.len()..width).for_each(|_| out.push('0'));
     out.push_str(text);
-}
-
-/// 把响应头交给本请求的模块实例，之后写出的响应头都会带上它们。
-pub fn attach(session: &mut Session, headers: QuotaHeaders) {
-    if let Some(module) = session.downstream_modules_ctx.get_mut::<RateLimitHeaders>() {
-        module.headers = headers;
-    }
-}
-
-/// 下游模块的构造器：每个请求创建一个 [`RateLimitHeaders`]。
-///
-/// 用途：网关在 `init_downstream_modules` 中登记它。
-pub struct RateLimitHeadersBuilder;
-
-impl HttpModuleBuilder for RateLimitHeadersBuilder {
-    fn init(&self) -> Module {
-        Box::new(RateLimitHeaders::default())
-    }
-}
-
-/// 每个请求一个：保存准入时算好的 `x-ratelimit-*` 头，写响应头时补上。
-#[derive(Default)]
-pub struct RateLimitHeaders {
-    headers: QuotaHeaders,
-}
-
-impl RateLimitHeaders {
-    /// 把额度头直接写进一张头表（网关自己构造响应头时用，见 `proxy::respond`）。
-    pub fn write_to(&self, headers: &mut HeaderMap) {
-        for (name, value) in &self.headers {
-            headers.insert(name.clone(), value.clone());
-        }
-    }
-}
-
-#[async_trait]
-impl HttpModule for RateLimitHeaders {
-    async fn response_header_filter(
-        &mut self,
-        resp: &mut ResponseHeader,
-        _end_of_stream: bool,
-    ) -> pingora::Result<()> {
-        let mut extra = HeaderMap::new();
-        self.write_to(&mut extra);
-        fill_missing(resp, &extra)
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-
-    fn as_any_mut(&mut self) -> &mut dyn Any {
-        self
-    }
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use crate::config::{FailureMode, LayerSettings, LimitOverride, Model, RateLimitSettings};
+use crate::metrics::UPSTREAM_LAYER_LABEL;
 use crate::security::Client;
 
 use super::ip::ip_subject;
@@ -38,7 +39,7 @@ impl Layer {
             Layer::Key => "key",
             Layer::Ip => "ip",
             Layer::Model => "model",
-            Layer::Upstream => "upstream",
+            Layer::Upstream => UPSTREAM_LAYER_LABEL,
         }
     }
 

@@ -23,16 +23,12 @@ use pingora_proxy::Session;
 
 use crate::config::{FailureMode, RateLimitSettings};
 use crate::error::ApiError;
-use crate::exchange::{ExchangeReport, BYTES_PER_TOKEN};
 use crate::metrics::METRICS;
 use crate::redis_link::{RedisFailure, RedisLink};
-use crate::dialects::ChatRequest;
+use crate::streaming::{estimate_tokens, Usage};
 use health::RedisHealth;
 
-pub use headers::{
-    attach, go_duration, rate_limit_headers, QuotaHeaders, RateLimitHeaders,
-    RateLimitHeadersBuilder,
-};
+pub use headers::{go_duration, rate_limit_headers, QuotaHeaders};
 pub use ip::{client_ip, ip_subject, Cidr, FORWARDED_FOR};
 pub use layer::{checks, Check, Kind, Layer, Subjects, TOKEN_WINDOW};
 pub use local::{LocalCharge, LocalStage, LocalVerdict};
@@ -230,17 +226,23 @@ fn refuse(refusal: &Refusal) -> ApiError {
 /// 本请求要预留的 token 数：输入按请求体字节数 ÷ 4 估算（与被取消的流估算用量的规则相同），
 /// 加上输出上限（`max_completion_tokens`、`max_tokens`，都没有时取 `default_max_tokens`）乘以回答数 `n`。
 ///
+/// 参数：请求体的 JSON 对象、请求体字节数、没有输出上限时的缺省值。
+///
 /// ```
-/// let req = chatnexus::dialects::ChatRequest::parse(r#"{"model":"m","messages":[{"role":"user","content":"你好"}],"max_tokens":100,"n":2}"#.into()).unwrap(); // 两个回答
-/// assert_eq!(chatnexus::limits::reservation(&req, 1024), req.raw.len() as u64 / 4 + 200); // 输入估算 + 100 × 2
+/// let body = serde_json::json!({"model":"m","max_tokens":100,"n":2}); // 两个回答
+/// assert_eq!(chatnexus::limits::reservation(body.as_object().unwrap(), 4000, 1024), 1000 + 200); // 输入估算 + 100 × 2
 /// ```
-pub fn reservation(req: &ChatRequest, default_max_tokens: u64) -> u64 {
-    let field = |name: &str| req.body.get(name).and_then(serde_json::Value::as_u64);
+pub fn reservation(
+    body: &serde_json::Map<String, serde_json::Value>,
+    body_bytes: usize,
+    default_max_tokens: u64,
+) -> u64 {
+    let field = |name: &str| body.get(name).and_then(serde_json::Value::as_u64);
     let output = field("max_completion_tokens")
         .or_else(|| field("max_tokens"))
         .unwrap_or(default_max_tokens);
     let choices = field("n").unwrap_or(DEFAULT_CHOICES).max(1);
-    let input = (req.raw.len() / BYTES_PER_TOKEN) as u64;
+    let input = estimate_tokens(body_bytes);
     input.saturating_add(output.saturating_mul(choices))
 }
 
@@ -248,12 +250,11 @@ pub fn reservation(req: &ChatRequest, default_max_tokens: u64) -> u64 {
 /// 成功却不知道用量的请求返回 `None`（保留预留）。
 ///
 /// ```
-/// let report = chatnexus::exchange::ExchangeReport::default(); // 没有用量
-/// assert_eq!(chatnexus::limits::consumed(&report, 502), Some(0)); // 上游失败：全部退还
-/// assert_eq!(chatnexus::limits::consumed(&report, 200), None); // 成功但不知道用量：不动
+/// assert_eq!(chatnexus::limits::consumed(None, 502), Some(0)); // 上游失败：全部退还
+/// assert_eq!(chatnexus::limits::consumed(None, 200), None); // 成功但不知道用量：不动
 /// ```
-pub fn consumed(report: &ExchangeReport, status: u16) -> Option<u64> {
-    match report.usage {
+pub fn consumed(usage: Option<Usage>, status: u16) -> Option<u64> {
+    match usage {
         Some(usage) => Some(usage.prompt.saturating_add(usage.completion)),
         None if status >= FIRST_ERROR_STATUS => Some(0),
         None => None,
@@ -280,8 +281,8 @@ pub fn request_ip(session: &Session, trusted: &[Cidr]) -> Option<IpAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Model, RedisTarget};
-    use crate::security::{Client, KeyHash, Secret};
+    use crate::config::Model;
+    use crate::security::{Client, KeyHash};
 
     /// 指向一个没人监听的端口的 Redis 连接（连接被拒绝）。
     fn 不可达的_redis() -> Arc<RedisLink> {
@@ -289,13 +290,9 @@ mod tests {
             .and_then(|l| l.local_addr())
             .expect("空闲端口")
             .port();
-        let target = RedisTarget {
-            url: Secret::new(format!("redis://127.0.0.1:{port}")),
-            key_prefix: String::new(),
-            timeout: std::time::Duration::from_millis(300),
-            cluster: false,
-        };
-        Arc::new(RedisLink::open(&target).expect("连接串合法"))
+        let url = format!("redis://127.0.0.1:{port}");
+        let timeout = std::time::Duration::from_millis(300);
+        Arc::new(RedisLink::open(&url, false, timeout).expect("连接串合法"))
     }
 
     #[tokio::test]

@@ -20,6 +20,8 @@ use crate::streaming::Usage;
 pub use pricing::{Price, PriceTable};
 pub use usage_store::{usage_key, UsageStore};
 
+/// 限流拒绝指标中“上游自适应并发已满”一层的标签值（限流器与上游选择共用）。
+pub const UPSTREAM_LAYER_LABEL: &str = "upstream";
 /// 未知模型（客户端请求了未配置的模型）时使用的标签值，防止客户端输入进入标签。
 pub const UNKNOWN_LABEL: &str = "unknown";
 /// 请求没有走到任何上游时的上游标签值。

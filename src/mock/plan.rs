@@ -7,9 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde_json::{json, Map, Value};
 
 use super::MockSettings;
+use crate::streaming::estimate_tokens;
 
-/// 估算 token 时每个 token 对应的字节数。
-const BYTES_PER_TOKEN: u64 = 4;
 /// 一轮最多并行调用的工具数。
 pub(super) const MAX_PARALLEL_CALLS: usize = 2;
 /// 字符串参数的示例值。
@@ -79,7 +78,7 @@ pub(super) fn plan(settings: &MockSettings, turn: &Turn) -> Reply {
 
 /// 本轮报告的用量。
 pub(super) fn usage(settings: &MockSettings, turn: &Turn) -> MockUsage {
-    let estimated = (turn.body_len as u64 / BYTES_PER_TOKEN).max(1);
+    let estimated = estimate_tokens(turn.body_len).max(1);
     let prompt = settings
         .prompt_tokens
         .unwrap_or(estimated)

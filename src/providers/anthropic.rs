@@ -25,8 +25,8 @@ use super::{
     UpstreamRequest, MAX_ERROR_TEXT_CHARS,
 };
 use crate::config::Target;
-use crate::error::ApiError;
 use crate::dialects::ChatRequest;
+use crate::error::ApiError;
 use crate::streaming::{ChunkWriter, FinishReason, SseEvent, Usage};
 
 /// Messages 接口相对 `base_url` 路径的位置。

@@ -13,8 +13,8 @@ use super::{
     StreamTranslator, TranslateCtx, TranslatedReply, UpstreamErrorInfo, UpstreamRequest,
 };
 use crate::config::Target;
-use crate::error::ApiError;
 use crate::dialects::ChatRequest;
+use crate::error::ApiError;
 use crate::streaming::{write_data, write_done, SseEvent, Usage, DONE_SENTINEL};
 
 /// 部署路径的前缀。

@@ -9,8 +9,8 @@ use bytes::Bytes;
 use log::debug;
 use serde_json::{json, Map, Value};
 
-use crate::error::ApiError;
 use crate::dialects::ChatRequest;
+use crate::error::ApiError;
 use crate::streaming::{FinishReason, Usage};
 
 /// 完整响应的 `object` 字段。

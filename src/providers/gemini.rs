@@ -20,8 +20,8 @@ use super::{
     TranslateCtx, TranslatedReply, UpstreamErrorInfo, UpstreamRequest, MAX_ERROR_TEXT_CHARS,
 };
 use crate::config::Target;
-use crate::error::ApiError;
 use crate::dialects::ChatRequest;
+use crate::error::ApiError;
 use crate::streaming::{ChunkWriter, FinishReason, SseEvent, Usage};
 
 /// 模型接口的路径前缀（API 版本 v1beta）。

@@ -18,8 +18,8 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::config::{Provider, ProviderKind, Target};
-use crate::error::{ApiError, TYPE_INVALID_REQUEST, TYPE_SERVER};
 use crate::dialects::ChatRequest;
+use crate::error::{ApiError, TYPE_INVALID_REQUEST, TYPE_SERVER};
 use crate::streaming::{SseEvent, Usage};
 
 pub use convert::{random_id, Completion, ToolCall};

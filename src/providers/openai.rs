@@ -10,8 +10,8 @@ use super::{
     UpstreamErrorInfo, UpstreamRequest, MAX_ERROR_TEXT_CHARS,
 };
 use crate::config::{ProviderKind, Target};
-use crate::error::ApiError;
 use crate::dialects::ChatRequest;
+use crate::error::ApiError;
 use crate::streaming::{write_data, write_done, SseEvent, Usage, DONE_SENTINEL};
 
 /// 聊天补全接口相对 `/v1` 的路径。

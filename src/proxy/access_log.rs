@@ -31,13 +31,13 @@ const NANO_DIGITS: usize = 9;
 /// 返回：按价目表算出的费用（没有用量或价目时为 `None`）。
 pub fn finish_request(method: &str, path: &str, ctx: &RequestCtx, config: &Config) -> Option<f64> {
     let usage = ctx.report.usage;
-    let cost = match (ctx.upstream_model.as_deref(), usage.as_ref()) {
+    let cost = match (ctx.report.upstream_model.as_deref(), usage.as_ref()) {
         (Some(model), Some(usage)) => config.pricing.cost(model, usage),
         _ => None,
     };
     let duration = ctx.started.elapsed();
     let record = RequestRecord {
-        provider: ctx.provider.as_deref().unwrap_or(NO_PROVIDER_LABEL),
+        provider: ctx.report.provider.as_deref().unwrap_or(NO_PROVIDER_LABEL),
         model: ctx.model_label.as_deref().unwrap_or(UNKNOWN_LABEL),
         status: ctx.status,
         duration,
@@ -100,7 +100,7 @@ impl fmt::Display for TextLine<'_> {
         write_number(f, " 状态=", u64::from(r.status))?;
         write_text(f, " 客户端=", ctx.client.as_deref())?;
         write_text(f, " 模型=", ctx.model.as_deref())?;
-        write_text(f, " 上游=", ctx.provider.as_deref())?;
+        write_text(f, " 上游=", ctx.report.provider.as_deref())?;
         write_number(f, " 尝试=", u64::from(ctx.report.attempts))?;
         write_millis(f, " 耗时毫秒=", Some(r.duration))?;
         write_millis(f, " 首字毫秒=", r.ttft)?;
@@ -177,7 +177,7 @@ fn json_line(method: &str, path: &str, ctx: &RequestCtx, r: &RequestRecord<'_>) 
     let u = r.usage.unwrap_or_default();
     json!({
         "request_id": ctx.request_id, "method": method, "path": path, "status": r.status,
-        "client": ctx.client, "model": ctx.model, "provider": ctx.provider, "attempts": ctx.report.attempts,
+        "client": ctx.client, "model": ctx.model, "provider": ctx.report.provider, "attempts": ctx.report.attempts,
         "latency_ms": millis(Some(r.duration)), "ttft_ms": millis(r.ttft),
         "tokens": { "input": u.prompt, "output": u.completion, "cached": u.cached, "reasoning": u.reasoning },
         "cost_usd": r.cost, "usage_estimated": r.estimated, "error": ctx.error, "prompt": ctx.prompt,
@@ -212,14 +212,14 @@ mod tests {
 
     #[test]
     fn 文本访问日志_字段齐全且数值精确() {
-        let ctx = RequestCtx {
+        let mut ctx = RequestCtx {
             request_id: "req_1".into(),
             client: Some("演示客户端".into()),
             model: Some("演示".into()),
-            provider: Some("openai".into()),
             prompt: Some("你好".into()),
             ..RequestCtx::default()
         };
+        ctx.report.provider = Some("openai".into());
         let record = 记录(Some(0.000_012_345), Some(Duration::from_micros(2_105)));
         let line = TextLine {
             method: "POST",

@@ -3,18 +3,17 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use http::HeaderName;
+use http::HeaderValue;
 use pingora_proxy::Session;
 
 use crate::config::Config;
+use crate::dialects::ChatRequest;
+use crate::downstream::{GatewayHeaders, REQUEST_ID_HEADER};
 use crate::exchange::ExchangeReport;
 use crate::limits::Ticket;
 use crate::metrics::{InflightGuard, METRICS};
 use crate::providers::{random_id, truncate_chars};
-use crate::dialects::ChatRequest;
 
-/// 请求 id 的请求头与响应头名（预先构造好，每个请求不必再解析头名）。
-pub static REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
 /// 接受客户端给出的请求 id 的最大长度。
 const MAX_REQUEST_ID_LEN: usize = 128;
 /// 网关生成的请求 id 的前缀。
@@ -44,11 +43,7 @@ pub struct RequestCtx {
     pub model: Option<String>,
     /// 已配置的模型名（可作为指标标签）。
     pub model_label: Option<String>,
-    /// 最后一次尝试的上游提供方（故障转移时是最终应答或最后失败的那个；尝试次数见 `report.attempts`）。
-    pub provider: Option<String>,
-    /// 最后一次尝试发给上游的模型名（用于查价目表）。
-    pub upstream_model: Option<String>,
-    /// 与上游交换的报告（首字时间、用量、等待时间）。
+    /// 与上游交换的报告（所用的上游、尝试次数、首字时间、用量、等待时间）。
     pub report: ExchangeReport,
     /// 请求的 `messages`（只在配置允许记录提示词时保存，已截断）。
     pub prompt: Option<String>,
@@ -71,8 +66,6 @@ impl Default for RequestCtx {
             client: None,
             model: None,
             model_label: None,
-            provider: None,
-            upstream_model: None,
             report: ExchangeReport::default(),
             prompt: None,
             error: None,
@@ -84,7 +77,7 @@ impl Default for RequestCtx {
 }
 
 /// 确定请求 id：客户端给出的合法 `x-request-id` 原样沿用，否则生成一个；写回请求头，
-/// 以便响应与发往上游的请求都带上同一个 id。
+/// 以便发往上游的请求带上同一个 id；并交给网关头模块，写给客户端的每个响应都带上它。
 pub fn assign_request_id(session: &mut Session) -> String {
     let given = session
         .req_header()
@@ -94,11 +87,19 @@ pub fn assign_request_id(session: &mut Session) -> String {
         .filter(|v| is_valid_request_id(v))
         .map(str::to_string);
     let id = given.unwrap_or_else(|| random_id(REQUEST_ID_PREFIX));
+    // 只含安全字符（客户端给出的已校验，生成的是字母数字），必然是合法的头值
+    let Ok(value) = HeaderValue::from_str(&id) else {
+        log::warn!("请求 id 不是合法的头值：{id:?}");
+        return id;
+    };
     if let Err(e) = session
         .req_header_mut()
-        .insert_header(REQUEST_ID_HEADER.clone(), &id)
+        .insert_header(REQUEST_ID_HEADER.clone(), value.clone())
     {
         log::warn!("无法写入请求 id 请求头：{e}");
+    }
+    if let Some(headers) = GatewayHeaders::of(session) {
+        headers.set_request_id(value);
     }
     id
 }

@@ -5,11 +5,8 @@ mod access_log;
 mod auth;
 mod body;
 mod context;
-/// 安全响应头与 CORS。
-pub mod headers;
+mod cors;
 mod local;
-/// 写给客户端的响应。
-pub mod respond;
 /// 路由表。
 pub mod routes;
 /// 请求签名与防重放。
@@ -26,19 +23,18 @@ use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorType};
 use pingora_proxy::{ProxyHttp, Session};
 
-use crate::config::{Config, Model};
+use crate::config::{Config, Model, SharedConfig};
+use crate::dialects::ChatRequest;
+use crate::downstream::{self, GatewayHeaders, GatewayHeadersBuilder};
 use crate::error::ApiError;
 use crate::exchange::{self, Failure, UpstreamClient};
-use crate::limits::{self, Limiter, RateLimitHeadersBuilder, Subjects};
+use crate::limits::{self, Limiter, Subjects};
 use crate::metrics::UsageStore;
-use crate::redis_link::RedisLink;
-use crate::reload::SharedConfig;
-use crate::dialects::ChatRequest;
 use crate::security::nonce::{NonceStore, RedisNonces};
 use crate::security::Client;
 use routes::Route;
 
-pub use context::{RequestCtx, REQUEST_ID_HEADER};
+pub use context::RequestCtx;
 
 /// 在读完请求体之前就应答（401、413……）时，Pingora 在复用连接前读掉剩余请求体的最长时间。
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -92,7 +88,7 @@ fn stores(config: &Config) -> (NonceStore, Limiter, UsageStore) {
         let nonces = NonceStore::memory(config.security.memory_nonce_capacity);
         return (nonces, Limiter::new(None, ""), UsageStore::disabled());
     };
-    match RedisLink::open(redis) {
+    match redis.link() {
         Ok(link) => {
             let link = Arc::new(link);
             let nonces = RedisNonces::new(Arc::clone(&link), redis.key_prefix.clone());
@@ -123,13 +119,12 @@ impl ProxyHttp for Gateway {
         RequestCtx::default()
     }
 
-    /// 保留 Pingora 缺省的（关闭的）压缩模块，再加上安全头与 CORS 模块。
+    /// 保留 Pingora 缺省的（关闭的）压缩模块，再加上网关头模块（请求 id、安全头、CORS、额度头）。
     fn init_downstream_modules(&self, modules: &mut HttpModules) {
         modules.add_module(ResponseCompressionBuilder::enable(0));
-        modules.add_module(Box::new(headers::SecurityHeadersBuilder::new(Arc::clone(
+        modules.add_module(Box::new(GatewayHeadersBuilder::new(Arc::clone(
             &self.config,
         ))));
-        modules.add_module(Box::new(RateLimitHeadersBuilder));
     }
 
     /// 不会被调用：所有请求都在 `request_filter` 中应答完毕。
@@ -167,7 +162,7 @@ impl ProxyHttp for Gateway {
             .clone()
             .unwrap_or_else(|| self.config.load_full());
         if let Some(ticket) = ctx.limit.take() {
-            let used = limits::consumed(&ctx.report, ctx.status);
+            let used = limits::consumed(ctx.report.usage, ctx.status);
             self.limiter.settle(&config.rate_limits, ticket, used).await;
         }
         let req = session.req_header();
@@ -186,7 +181,7 @@ impl Gateway {
         ctx: &mut RequestCtx,
         config: &Config,
     ) -> Result<u16, Failure> {
-        if let Some(status) = headers::preflight(session, config).await? {
+        if let Some(status) = cors::preflight(session, config).await? {
             return Ok(status);
         }
         let header = session.req_header();
@@ -239,7 +234,9 @@ impl Gateway {
         }
         self.admit(session, ctx, config, (client, model), &req)
             .await?;
-        exchange::run(&self.upstream, session, &req, model, config, ctx).await
+        let (report, result) = exchange::run(&self.upstream, session, &req, model, config).await;
+        ctx.report = report;
+        result
     }
 
     /// 限流准入：放行时记下准入记录并给之后的响应加上额度头；超限返回 429。
@@ -257,9 +254,11 @@ impl Gateway {
             ip: limits::request_ip(session, &settings.trusted_proxies),
             model,
         };
-        let tokens = limits::reservation(req, settings.default_max_tokens);
+        let tokens = limits::reservation(&req.body, req.raw.len(), settings.default_max_tokens);
         if let Some(mut ticket) = self.limiter.admit(settings, &subjects, tokens).await? {
-            limits::attach(session, std::mem::take(&mut ticket.headers));
+            if let Some(headers) = GatewayHeaders::of(session) {
+                headers.set_quota(std::mem::take(&mut ticket.headers));
+            }
             ctx.limit = Some(ticket);
         }
         Ok(())
@@ -267,7 +266,7 @@ impl Gateway {
 }
 
 async fn reply(session: &mut Session, body: bytes::Bytes) -> Result<u16, Failure> {
-    respond::write_json(session, 200, body)
+    downstream::write_json(session, 200, body)
         .await
         .map_err(|_| Failure::ClientGone)?;
     Ok(200)
@@ -292,18 +291,18 @@ async fn finish(session: &mut Session, ctx: &mut RequestCtx, result: Result<u16,
             "请求失败：{} 模型={:?} 上游={:?} 错误={}",
             session.request_summary(),
             ctx.model,
-            ctx.provider,
+            ctx.report.provider,
             error.message
         );
     }
     let written = match session.response_written() {
         Some(header) => {
             ctx.status = header.status.as_u16();
-            respond::write_stream_error(session, &error).await
+            downstream::write_stream_error(session, &error).await
         }
         None => {
             ctx.status = error.status;
-            respond::write_error(session, &error).await
+            downstream::write_error(session, &error).await
         }
     };
     if written.is_err() {

@@ -342,13 +342,7 @@ mod tests {
 
     /// 按连接串与超时建立共享连接（不连接）。
     fn 连接(url: &str, timeout: Duration) -> Arc<RedisLink> {
-        let target = crate::config::RedisTarget {
-            url: crate::security::Secret::new(url.to_string()),
-            key_prefix: String::new(),
-            timeout,
-            cluster: false,
-        };
-        Arc::new(RedisLink::open(&target).expect("连接串合法"))
+        Arc::new(RedisLink::open(url, false, timeout).expect("连接串合法"))
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -44,6 +44,18 @@ impl FinishReason {
     }
 }
 
+/// 估算 token 时每个 token 对应的字节数（限流预留输入 token、估算被取消的流的输入、模拟器报告用量时使用）。
+pub const BYTES_PER_TOKEN: usize = 4;
+
+/// 按字节数估算 token 数（字节数 ÷ [`BYTES_PER_TOKEN`]，向下取整）。
+///
+/// ```
+/// assert_eq!(chatnexus::streaming::estimate_tokens(4001), 1000); // 约四个字节一个 token
+/// ```
+pub fn estimate_tokens(bytes: usize) -> u64 {
+    u64::try_from(bytes / BYTES_PER_TOKEN).unwrap_or(u64::MAX)
+}
+
 /// OpenAI 语义下的 token 用量：`prompt` 含缓存命中，`completion` 含推理 token。
 ///
 /// 用途：翻译器把各家的用量字段换算到它；序列化时保证 `total = prompt + completion`。

@@ -3,5 +3,5 @@
 mod chunk;
 mod sse;
 
-pub use chunk::{ChunkWriter, FinishReason, Usage};
+pub use chunk::{estimate_tokens, ChunkWriter, FinishReason, Usage, BYTES_PER_TOKEN};
 pub use sse::{write_data, write_done, SseEvent, SseParser, DONE_SENTINEL};

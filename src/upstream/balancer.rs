@@ -13,8 +13,7 @@ use super::select::{choose, Choice};
 use super::state::{Health, Lease, LeaseSettings, ProbeState, TargetState};
 use crate::config::{Config, Model, Provider, Target};
 use crate::error::ApiError;
-use crate::limits::Layer;
-use crate::metrics::METRICS;
+use crate::metrics::{METRICS, UPSTREAM_LAYER_LABEL};
 
 /// 一秒的毫秒数（JSON 中的延迟以毫秒表示）。
 const MILLIS_PER_SEC: f64 = 1000.0;
@@ -278,8 +277,10 @@ impl Plan<'_> {
             .iter()
             .any(|(_, h)| matches!(h, Health::Saturated { .. }));
         if saturated {
-            let layer = Layer::Upstream.label();
-            METRICS.limiter_refusals.with_label_values(&[layer]).inc();
+            METRICS
+                .limiter_refusals
+                .with_label_values(&[UPSTREAM_LAYER_LABEL])
+                .inc();
         }
         let retry_after = health
             .iter()

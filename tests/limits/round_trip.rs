@@ -27,7 +27,7 @@ fn 连接(url: &str) -> Arc<RedisLink> {
         timeout: Duration::from_secs(2),
         cluster: false,
     };
-    Arc::new(RedisLink::open(&target).expect("连接串合法"))
+    Arc::new(target.link().expect("连接串合法"))
 }
 
 /// 一个全局层加一个 IP 层的检查。

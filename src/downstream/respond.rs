@@ -8,10 +8,8 @@ use pingora::http::ResponseHeader;
 use pingora::{ErrorType, OrErr};
 use pingora_proxy::Session;
 
-use super::headers::SecurityHeaders;
-use super::REQUEST_ID_HEADER;
+use super::headers::GatewayHeaders;
 use crate::error::ApiError;
-use crate::limits::RateLimitHeaders;
 use crate::streaming::write_data;
 
 /// JSON 响应的内容类型（头值是编译期常量，每个响应不必再逐字节校验）。
@@ -82,26 +80,18 @@ fn json_parts(session: &Session, status: u16, length: usize) -> pingora::Result<
     Ok(parts)
 }
 
-/// 所有响应共有的部分：状态码、请求 id（`request_filter` 已把它写进请求头）、安全头与 CORS 头、限流额度头。
+/// 所有响应共有的部分：状态码与本请求的网关头（请求 id、安全头与 CORS 头、限流额度头）。
 ///
 /// 直接在 `http` 的头表上构造，最后才转成 Pingora 的响应头（不带大小写表，头名一律小写写出）：
 /// Pingora 的 `insert_header` 会把每个头名转成字节再解析回来，每个响应十几个头时是剖析中的热点。
-/// 安全头与额度头的内容由对应的下游模块给出，模块在写出时看到已经写好便不再重复。
+/// 下游模块在写出时看到网关头已经写好便不再重复。
 fn base_parts(session: &Session, status: u16) -> pingora::Result<Parts> {
     let (mut parts, ()) = http::Response::new(()).into_parts();
     parts.status =
         StatusCode::from_u16(status).or_err(ErrorType::InternalError, "响应状态码不合法")?;
-    let headers = &mut parts.headers;
-    headers.reserve(HEADER_CAPACITY);
-    if let Some(id) = session.req_header().headers.get(&REQUEST_ID_HEADER) {
-        headers.insert(REQUEST_ID_HEADER.clone(), id.clone());
-    }
-    let modules = &session.downstream_modules_ctx;
-    if let Some(security) = modules.get::<SecurityHeaders>() {
-        security.write_to(headers);
-    }
-    if let Some(quota) = modules.get::<RateLimitHeaders>() {
-        quota.write_to(headers);
+    parts.headers.reserve(HEADER_CAPACITY);
+    if let Some(gateway) = session.downstream_modules_ctx.get::<GatewayHeaders>() {
+        gateway.write_to(&mut parts.headers);
     }
     Ok(parts)
 }
