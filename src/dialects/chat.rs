@@ -6,7 +6,7 @@
 use bytes::Bytes;
 use serde_json::{Map, Value};
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 
 /// 允许的消息角色。
 const ROLES: &[&str] = &[
@@ -74,11 +74,14 @@ impl ChatRequest {
     /// `param` 指向出错字段。
     pub fn parse(raw: Bytes) -> Result<Self, ApiError> {
         let value: Value = serde_json::from_slice(&raw).map_err(|e| {
-            ApiError::bad_request("invalid_json", format!("请求体不是合法的 JSON：{e}"))
+            ApiError::bad_request(
+                ErrorCode::InvalidJson,
+                format!("请求体不是合法的 JSON：{e}"),
+            )
         })?;
         let Value::Object(body) = value else {
             return Err(ApiError::bad_request(
-                "invalid_type",
+                ErrorCode::InvalidType,
                 "请求体必须是 JSON 对象",
             ));
         };
@@ -120,7 +123,7 @@ fn validate_messages(messages: Option<&Value>) -> Result<(), ApiError> {
             Some(Value::String(role)) => {
                 let param = param();
                 return Err(ApiError::bad_request(
-                    "invalid_value",
+                    ErrorCode::InvalidValue,
                     format!("`{param}` 的值 `{role}` 无效，应为 {}", ROLES.join("、")),
                 )
                 .with_param(param));
@@ -159,19 +162,20 @@ fn validate_field_types(body: &Map<String, Value>) -> Result<(), ApiError> {
 
 fn missing_field(param: &str) -> ApiError {
     ApiError::bad_request(
-        "missing_required_parameter",
+        ErrorCode::MissingRequiredParameter,
         format!("缺少必填字段 `{param}`"),
     )
     .with_param(param)
 }
 
 fn empty_field(param: &str) -> ApiError {
-    ApiError::bad_request("invalid_value", format!("字段 `{param}` 不能为空")).with_param(param)
+    ApiError::bad_request(ErrorCode::InvalidValue, format!("字段 `{param}` 不能为空"))
+        .with_param(param)
 }
 
 fn wrong_type(param: &str, expected: &str) -> ApiError {
     ApiError::bad_request(
-        "invalid_type",
+        ErrorCode::InvalidType,
         format!("字段 `{param}` 的类型应为{expected}"),
     )
     .with_param(param)
@@ -201,7 +205,10 @@ mod tests {
     #[test]
     fn 请求_非法_json_返回_400() {
         let e = 解析("{不是 json").expect_err("应当失败");
-        assert_eq!((e.status, e.code.as_deref()), (400, Some("invalid_json")));
+        assert_eq!(
+            (e.status, Some(e.envelope_code())),
+            (400, Some("invalid_json"))
+        );
     }
 
     #[test]

@@ -13,7 +13,7 @@ use super::{io, stream, ExchangeReport, Failure, UpstreamClient};
 use crate::config::Provider;
 use crate::dialects::ChatRequest;
 use crate::downstream::{self, REQUEST_ID_HEADER};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::providers::{
     filter_for, map_upstream_error, ProviderFilter, TranslateCtx, UpstreamRequest,
 };
@@ -41,7 +41,7 @@ pub(super) struct AttemptError {
 impl From<Failure> for AttemptError {
     /// 上游侧的失败（连接、超时、读写、无法解析）可以重试并计入熔断；客户端断开则两者都不是。
     fn from(failure: Failure) -> Self {
-        let gone = matches!(failure, Failure::ClientGone);
+        let gone = matches!(failure, Failure::ClientGone(_));
         AttemptError {
             failure,
             retryable: !gone,
@@ -80,7 +80,7 @@ pub(super) async fn once(
     let (mut up, peer) = client.connect(provider, budget).await?;
     send_request(&mut up, provider, request).await?;
     let header = report.wait(io::read_header(&mut up, down, budget)).await;
-    if !matches!(header, Err(Failure::ClientGone)) {
+    if !matches!(header, Err(Failure::ClientGone(_))) {
         lease.record_first_byte();
     }
     let header = header?;
@@ -122,7 +122,7 @@ async fn deliver_json(
     let written = report
         .wait(downstream::write_json(down, 200, reply.body))
         .await;
-    written.map_err(|_| Failure::ClientGone)?;
+    written.map_err(Failure::gone)?;
     report.mark_output();
     Ok(())
 }
@@ -197,9 +197,10 @@ async fn send_request(
     let header = io::build_request_header(provider, &request)?;
     let failed = |e: Box<pingora::Error>| {
         ApiError::bad_gateway(
-            "upstream_write_failed",
-            format!("向上游 `{}` 发送请求失败：{e}", provider.name),
+            ErrorCode::UpstreamWriteFailed,
+            format!("向上游 `{}` 发送请求失败", provider.name),
         )
+        .with_cause(*e)
     };
     up.write_request_header(Box::new(header))
         .await

@@ -133,7 +133,7 @@ mod tests {
         assert_eq!(wait.duration, Duration::from_millis(200));
         let e = wait.timeout_error();
         assert_eq!(
-            (e.status, e.code.as_deref()),
+            (e.status, Some(e.envelope_code())),
             (504, Some("upstream_timeout"))
         );
         assert!(

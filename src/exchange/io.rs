@@ -13,7 +13,7 @@ use pingora_proxy::Session;
 use super::budget::{Budget, Phase, Wait};
 use super::Failure;
 use crate::config::Provider;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::providers::UpstreamRequest;
 
 /// 发往上游的 User-Agent。
@@ -77,7 +77,7 @@ pub(super) async fn read_header(
     let wait = budget.wait(Phase::FirstByte);
     guarded(down, &wait, "响应头", up.read_response_header()).await?;
     up.response_header().cloned().ok_or_else(|| {
-        ApiError::bad_gateway("invalid_upstream_response", "上游没有返回响应头").into()
+        ApiError::bad_gateway(ErrorCode::InvalidUpstreamResponse, "上游没有返回响应头").into()
     })
 }
 
@@ -102,7 +102,7 @@ pub(super) async fn read_body(
     while let Some(chunk) = read_chunk(up, down, budget).await? {
         if body.len() + chunk.len() > limit {
             return Err(ApiError::bad_gateway(
-                "upstream_response_too_large",
+                ErrorCode::UpstreamResponseTooLarge,
                 format!("上游响应超过 {limit} 字节上限"),
             )
             .into());
@@ -127,12 +127,13 @@ async fn guarded<T>(
         result = fast_timeout(wait.duration, read) => match result {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(e)) => Err(ApiError::bad_gateway(
-                "upstream_read_failed",
-                format!("读取上游{what}失败：{e}"),
+                ErrorCode::UpstreamReadFailed,
+                format!("读取上游{what}失败"),
             )
+            .with_cause(*e)
             .into()),
             Err(_) => Err(wait.timeout_error().into()),
         },
-        _ = down.read_body_or_idle(true) => Err(Failure::ClientGone),
+        _ = down.read_body_or_idle(true) => Err(Failure::ClientGone(None)),
     }
 }

@@ -27,7 +27,7 @@ use pingora_proxy::Session;
 
 use crate::config::{Config, Model, Provider};
 use crate::dialects::ChatRequest;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::streaming::{estimate_tokens, Usage};
 use crate::upstream::{build_peer, Balancer, DnsCache, Verdict};
 use budget::{Budget, Phase};
@@ -126,8 +126,15 @@ impl ExchangeReport {
 pub enum Failure {
     /// 需要告诉客户端的错误。
     Api(ApiError),
-    /// 客户端已断开，上游连接已随之丢弃。
-    ClientGone,
+    /// 客户端已断开，上游连接已随之丢弃；写客户端失败时带着写失败的原因（只进日志）。
+    ClientGone(Option<Box<pingora::Error>>),
+}
+
+impl Failure {
+    /// 写客户端失败：客户端已断开，保留写失败的原因。
+    pub fn gone(cause: Box<pingora::Error>) -> Failure {
+        Failure::ClientGone(Some(cause))
+    }
 }
 
 impl From<ApiError> for Failure {
@@ -140,7 +147,8 @@ impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Failure::Api(e) => write!(f, "{} {}", e.status, e.message),
-            Failure::ClientGone => f.write_str("客户端已断开"),
+            Failure::ClientGone(None) => f.write_str("客户端已断开"),
+            Failure::ClientGone(Some(cause)) => write!(f, "客户端已断开（写失败：{cause}）"),
         }
     }
 }
@@ -201,7 +209,7 @@ impl UpstreamClient {
         let url = &provider.base_url;
         let addrs = self.dns.resolve(&url.host, url.port).await.map_err(|e| {
             ApiError::bad_gateway(
-                "upstream_unreachable",
+                ErrorCode::UpstreamUnreachable,
                 format!("上游 `{}` 不可达：{e}", provider.name),
             )
         })?;
@@ -330,11 +338,11 @@ fn connect_error(provider: &Provider, error: Option<Box<pingora::Error>>) -> Api
             format!("连接上游 `{name}` 超时（连接超时 timeouts.connect_ms）：{e}"),
         ),
         Some(e) => ApiError::bad_gateway(
-            "upstream_unreachable",
+            ErrorCode::UpstreamUnreachable,
             format!("无法连接上游 `{name}`：{e}"),
         ),
         None => ApiError::bad_gateway(
-            "upstream_unreachable",
+            ErrorCode::UpstreamUnreachable,
             format!("上游 `{name}` 没有可用地址"),
         ),
     }

@@ -8,7 +8,7 @@ use pingora_proxy::Session;
 use super::budget::Budget;
 use super::{io, ExchangeReport, Failure};
 use crate::downstream;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::metrics::{InflightGuard, METRICS};
 use crate::providers::{StreamStatus, StreamTranslator};
 use crate::streaming::{SseEvent, SseParser};
@@ -27,7 +27,7 @@ pub(super) fn ensure_event_stream(header: &ResponseHeader, provider: &str) -> Re
         Ok(())
     } else {
         Err(ApiError::bad_gateway(
-            "invalid_upstream_response",
+            ErrorCode::InvalidUpstreamResponse,
             format!("请求了流式响应，但上游 `{provider}` 返回的内容类型是 `{content_type}`"),
         ))
     }
@@ -48,7 +48,6 @@ pub(super) async fn relay(
     report: &mut ExchangeReport,
 ) -> Result<(), Failure> {
     let _inflight = InflightGuard::new(&METRICS.inflight_streams);
-    let gone = |_| Failure::ClientGone;
     let mut parser = SseParser::default();
     let mut events: Vec<SseEvent> = Vec::new();
     let mut out = BytesMut::new();
@@ -65,7 +64,7 @@ pub(super) async fn relay(
             report
                 .wait(downstream::write_chunk(down, out.split().freeze()))
                 .await
-                .map_err(gone)?;
+                .map_err(Failure::gone)?;
             report.mark_output();
             report.chunks += 1;
         }
@@ -74,7 +73,7 @@ pub(super) async fn relay(
             return report
                 .wait(downstream::finish_body(down))
                 .await
-                .map_err(gone);
+                .map_err(Failure::gone);
         }
     }
 }
@@ -87,7 +86,7 @@ async fn start_once(down: &mut Session, report: &mut ExchangeReport) -> Result<(
     report
         .wait(downstream::start_event_stream(down))
         .await
-        .map_err(|_| Failure::ClientGone)
+        .map_err(Failure::gone)
 }
 
 /// 翻译本批事件；上游已结束时让翻译器判断是否被截断。

@@ -318,7 +318,7 @@ mod tests {
             .await
             .expect_err("密钥层故障时关闭");
         assert_eq!(
-            (error.status, error.code.as_deref()),
+            (error.status, Some(error.envelope_code())),
             (503, Some("rate_limiter_unavailable"))
         );
         assert!(

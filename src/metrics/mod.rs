@@ -15,6 +15,7 @@ use pingora_prometheus::prometheus::{
     HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
 };
 
+use crate::error::ErrorCode;
 use crate::streaming::Usage;
 
 pub use pricing::{Price, PriceTable};
@@ -24,6 +25,8 @@ pub use usage_store::{usage_key, UsageStore};
 pub const UPSTREAM_LAYER_LABEL: &str = "upstream";
 /// 未知模型（客户端请求了未配置的模型）时使用的标签值，防止客户端输入进入标签。
 pub const UNKNOWN_LABEL: &str = "unknown";
+/// 成功的请求在 `error_code` 标签上的值。
+pub const NO_ERROR_LABEL: &str = "none";
 /// 请求没有走到任何上游时的上游标签值。
 pub const NO_PROVIDER_LABEL: &str = "none";
 /// 请求总时延直方图的分桶（秒）。
@@ -45,7 +48,7 @@ const DEFINITION_BUG: &str = "指标定义是常量，注册失败说明指标�
 /// chatnexus::metrics::METRICS.config_reloads.with_label_values(&["ok"]).inc(); // 一次成功的重载
 /// ```
 pub struct Metrics {
-    /// 请求数：`llm_requests_total{provider,model,status}`
+    /// 请求数：`llm_requests_total{provider,model,status,error_code}`，成功的请求错误码为 `none`。
     pub requests: IntCounterVec,
     /// 请求总时长：`llm_request_duration_seconds{provider,model}`
     pub duration: HistogramVec,
@@ -222,8 +225,8 @@ fn register_counters() -> (IntCounterVec, IntCounterVec, IntCounterVec, IntCount
     (
         register_int_counter_vec!(
             "llm_requests_total",
-            "请求数（按上游、模型与状态码）",
-            &["provider", "model", "status"]
+            "请求数（按上游、模型、状态码与错误码）",
+            &["provider", "model", "status", "error_code"]
         )
         .expect(DEFINITION_BUG),
         register_int_counter_vec!(
@@ -278,6 +281,8 @@ pub struct RequestRecord<'a> {
     pub cost: Option<f64>,
     /// 尝试上游的次数（大于 1 说明发生了故障转移）。
     pub attempts: u32,
+    /// 失败的错误码（成功时为 `None`）。
+    pub error_code: Option<ErrorCode>,
 }
 
 /// 把一个请求记入全部相关指标。
@@ -285,7 +290,12 @@ pub fn record_request(r: &RequestRecord<'_>) {
     let m = &*METRICS;
     let pm = [r.provider, r.model];
     m.requests
-        .with_label_values(&[r.provider, r.model, &r.status.to_string()])
+        .with_label_values(&[
+            r.provider,
+            r.model,
+            &r.status.to_string(),
+            r.error_code.map_or(NO_ERROR_LABEL, ErrorCode::as_str),
+        ])
         .inc();
     m.duration
         .with_label_values(&pm)

@@ -26,7 +26,7 @@ use super::{
 };
 use crate::config::Target;
 use crate::dialects::ChatRequest;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::streaming::{ChunkWriter, FinishReason, SseEvent, Usage};
 
 /// Messages 接口相对 `base_url` 路径的位置。
@@ -141,7 +141,7 @@ fn request_body(req: &ChatRequest, target: &Target) -> Result<Map<String, Value>
     let messages = conversation(all)?;
     if messages.is_empty() {
         return Err(ApiError::bad_request(
-            "invalid_value",
+            ErrorCode::InvalidValue,
             "Anthropic 上游至少需要一条非系统消息（user、assistant 或 tool）",
         )
         .with_param("messages"));
@@ -172,7 +172,7 @@ fn request_body(req: &ChatRequest, target: &Target) -> Result<Map<String, Value>
 fn reject_multiple_choices(req: &ChatRequest) -> Result<(), ApiError> {
     if req.body.get("n").and_then(Value::as_u64).unwrap_or(1) > 1 {
         return Err(ApiError::bad_request(
-            "unsupported_parameter",
+            ErrorCode::UnsupportedParameter,
             "Anthropic 上游每次只能生成一个候选回复，不支持 n 大于 1",
         )
         .with_param("n"));
@@ -225,7 +225,7 @@ fn conversation(messages: &[Value]) -> Result<Vec<Value>, ApiError> {
             Some("tool") => append(&mut turns, ROLE_USER, vec![tool_result(message, i)?]),
             Some("function") => {
                 return Err(ApiError::bad_request(
-                    "unsupported_value",
+                    ErrorCode::UnsupportedValue,
                     "Anthropic 上游不支持已弃用的 function 角色消息，请改用 tool 消息",
                 )
                 .with_param(format!("messages[{i}].role")))
@@ -326,7 +326,7 @@ fn part_block(part: &Value, param: &str) -> Result<Option<Value>, ApiError> {
 /// 内容无法翻译为 Anthropic 格式的 400 错误。
 fn unsupported_content(param: &str, what: &str) -> ApiError {
     ApiError::bad_request(
-        "unsupported_content",
+        ErrorCode::UnsupportedContent,
         format!("Anthropic 上游不支持 `{param}` 中的{what}"),
     )
     .with_param(param)
@@ -345,7 +345,7 @@ fn image_block(image_url: &Value, param: &str) -> Result<Value, ApiError> {
         return Ok(json!({ "type": "image", "source": { "type": "url", "url": url } }));
     }
     Err(ApiError::bad_request(
-        "invalid_image_url",
+        ErrorCode::InvalidImageUrl,
         format!("`{param}` 必须是 http(s) 地址或 base64 编码的 data URL"),
     )
     .with_param(param))
@@ -364,7 +364,7 @@ fn base64_block(mime: &str, data: &str, param: &str) -> Result<Value, ApiError> 
         );
     }
     Err(ApiError::bad_request(
-        "unsupported_media_type",
+        ErrorCode::UnsupportedMediaType,
         format!(
             "`{param}` 的类型 `{mime}` 不受 Anthropic 支持，图片只能是 {}，文档只能是 PDF",
             IMAGE_TYPES.join("、")
@@ -378,7 +378,7 @@ fn file_block(file: &Value, param: &str) -> Result<Value, ApiError> {
     match file["file_data"].as_str().and_then(convert::parse_data_url) {
         Some((mime, data)) if mime == PDF_MIME => base64_block(mime, data, param),
         _ => Err(ApiError::bad_request(
-            "unsupported_content",
+            ErrorCode::UnsupportedContent,
             format!("`{param}` 只支持 PDF 的 base64 data URL（不支持 file_id 与其他文件类型）"),
         )
         .with_param(param)),
@@ -455,7 +455,7 @@ fn tool_use_block(call: &Value, param: &str) -> Result<Value, ApiError> {
 fn required_str<'a>(value: &'a Value, param: &str) -> Result<&'a str, ApiError> {
     value.as_str().filter(|s| !s.is_empty()).ok_or_else(|| {
         ApiError::bad_request(
-            "missing_required_parameter",
+            ErrorCode::MissingRequiredParameter,
             format!("缺少必填字段 `{param}`"),
         )
         .with_param(param)
@@ -559,7 +559,7 @@ fn tool_choice(req: &ChatRequest) -> Result<Option<Value>, ApiError> {
 /// 无法翻译的 `tool_choice`。
 fn bad_tool_choice() -> ApiError {
     ApiError::bad_request(
-        "invalid_value",
+        ErrorCode::InvalidValue,
         "`tool_choice` 应为 auto、none、required 或 {\"type\":\"function\",\"function\":{\"name\":…}}",
     )
     .with_param("tool_choice")
@@ -569,7 +569,7 @@ fn bad_tool_choice() -> ApiError {
 
 /// 上游响应无法理解时的 502。
 fn invalid_response(message: String) -> ApiError {
-    ApiError::bad_gateway("invalid_upstream_response", message)
+    ApiError::bad_gateway(ErrorCode::InvalidUpstreamResponse, message)
 }
 
 /// 上游的消息 id；缺失时合成一个。
@@ -923,7 +923,7 @@ impl StreamTranslator for AnthropicStream {
             return Ok(());
         }
         Err(ApiError::bad_gateway(
-            "upstream_stream_truncated",
+            ErrorCode::UpstreamStreamTruncated,
             "上游 Anthropic 在发送 message_stop 之前断开了流",
         ))
     }
@@ -1617,7 +1617,7 @@ mod tests {
                 .translate_response(Bytes::from(body), &上下文(false))
                 .expect_err("应当失败");
             assert_eq!(
-                (e.status, e.code.as_deref()),
+                (e.status, Some(e.envelope_code())),
                 (502, Some("invalid_upstream_response"))
             );
         }
@@ -1659,7 +1659,7 @@ mod tests {
         assert_eq!(info.message, "<html>overloaded</html>");
         let e = map_upstream_error(529, info, "claude");
         assert_eq!(
-            (e.status, e.kind, e.code.as_deref()),
+            (e.status, e.kind, Some(e.envelope_code())),
             (503, "server_error", Some("overloaded"))
         );
         let info = AnthropicFilter.parse_error(413, b"request too large");
@@ -1854,7 +1854,7 @@ mod tests {
         let (out, end) = 翻译流(&[stream.as_bytes()], true);
         let e = end.expect_err("流中错误必须交给 exchange");
         assert_eq!(
-            (e.status, e.kind, e.code.as_deref()),
+            (e.status, e.kind, Some(e.envelope_code())),
             (503, "server_error", Some("overloaded"))
         );
         assert!(
@@ -1882,7 +1882,7 @@ mod tests {
         let (out, end) = 翻译流(&[&RECORDED_STREAM.as_bytes()[..cut]], true);
         let e = end.expect_err("截断必须报错");
         assert_eq!(
-            (e.status, e.code.as_deref()),
+            (e.status, Some(e.envelope_code())),
             (502, Some("upstream_stream_truncated"))
         );
         assert!(

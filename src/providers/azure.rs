@@ -14,7 +14,7 @@ use super::{
 };
 use crate::config::Target;
 use crate::dialects::ChatRequest;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::streaming::{write_data, write_done, SseEvent, Usage, DONE_SENTINEL};
 
 /// 部署路径的前缀。
@@ -66,7 +66,7 @@ impl ProviderFilter for AzureFilter {
     ) -> Result<TranslatedReply, ApiError> {
         let Ok(Value::Object(mut response)) = serde_json::from_slice::<Value>(&body) else {
             return Err(ApiError::bad_gateway(
-                "invalid_upstream_response",
+                ErrorCode::InvalidUpstreamResponse,
                 "Azure 返回了无法解析的 JSON",
             ));
         };
@@ -132,7 +132,7 @@ impl StreamTranslator for AzureStream {
         }
         let Ok(Value::Object(mut chunk)) = serde_json::from_str::<Value>(&event.data) else {
             return Err(ApiError::bad_gateway(
-                "invalid_upstream_response",
+                ErrorCode::InvalidUpstreamResponse,
                 "Azure 流中出现无法解析的事件",
             ));
         };
@@ -158,7 +158,7 @@ impl StreamTranslator for AzureStream {
             Ok(())
         } else {
             Err(ApiError::bad_gateway(
-                "upstream_stream_truncated",
+                ErrorCode::UpstreamStreamTruncated,
                 "Azure 在发送结束标记 [DONE] 之前断开了流",
             ))
         }
@@ -294,7 +294,7 @@ mod tests {
     fn 流_缺少结束标记_视为截断() {
         let mut s = AzureFilter.stream_translator(上下文());
         let e = s.on_eof(&mut BytesMut::new()).expect_err("截断必须报错");
-        assert_eq!(e.code.as_deref(), Some("upstream_stream_truncated"));
+        assert_eq!(Some(e.envelope_code()), Some("upstream_stream_truncated"));
     }
 
     #[test]
@@ -302,13 +302,13 @@ mod tests {
         let missing = br#"{"error":{"code":"DeploymentNotFound","message":"The API deployment for this resource does not exist."}}"#;
         let e = map_upstream_error(404, AzureFilter.parse_error(404, missing), "az");
         assert_eq!(
-            (e.status, e.code.as_deref()),
+            (e.status, Some(e.envelope_code())),
             (404, Some("model_not_found"))
         );
         let limited = br#"{"error":{"code":"429","message":"Please retry after 7 seconds."}}"#;
         let e = map_upstream_error(429, AzureFilter.parse_error(429, limited), "az");
         assert_eq!(
-            (e.status, e.code.as_deref()),
+            (e.status, Some(e.envelope_code())),
             (429, Some("rate_limit_exceeded"))
         );
     }
@@ -318,7 +318,7 @@ mod tests {
         let body = br#"{"error":{"code":"content_filter","status":400,"param":"prompt","type":null,"message":"filtered","innererror":{"code":"ResponsibleAIPolicyViolation"}}}"#;
         let e = map_upstream_error(400, AzureFilter.parse_error(400, body), "az");
         assert_eq!(
-            (e.status, e.code.as_deref(), e.param.as_deref()),
+            (e.status, Some(e.envelope_code()), e.param.as_deref()),
             (400, Some("content_filter"), Some("prompt"))
         );
     }

@@ -10,7 +10,7 @@ use log::debug;
 use serde_json::{json, Map, Value};
 
 use crate::dialects::ChatRequest;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::streaming::{FinishReason, Usage};
 
 /// 完整响应的 `object` 字段。
@@ -87,7 +87,7 @@ pub fn tool_arguments(arguments: &Value, param: &str) -> Result<Map<String, Valu
 
 fn bad_arguments(param: &str, reason: &str) -> ApiError {
     ApiError::bad_request(
-        "invalid_tool_arguments",
+        ErrorCode::InvalidToolArguments,
         format!("工具调用参数 `{param}` {reason}"),
     )
     .with_param(param)

@@ -21,7 +21,7 @@ use super::{
 };
 use crate::config::Target;
 use crate::dialects::ChatRequest;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::streaming::{ChunkWriter, FinishReason, SseEvent, Usage};
 
 /// 模型接口的路径前缀（API 版本 v1beta）。
@@ -84,7 +84,7 @@ const COMPLETION_ID_PREFIX: &str = "chatcmpl-";
 /// 没有参数的函数调用在 OpenAI 中的参数字符串。
 const EMPTY_ARGUMENTS: &str = "{}";
 /// 上游响应无法解析时的错误码。
-const CODE_INVALID_RESPONSE: &str = "invalid_upstream_response";
+const CODE_INVALID_RESPONSE: ErrorCode = ErrorCode::InvalidUpstreamResponse;
 /// 合成的工具调用 id 的前缀。
 const CALL_ID_PREFIX: &str = "call_";
 /// 工具调用 id 中思维签名的起始标记，其后一个字符表示编码方式。
@@ -278,7 +278,7 @@ impl Conversation {
 /// 不支持的消息角色（如已弃用的 `function`）→ 400。
 fn unsupported_role(role: &str, i: usize) -> ApiError {
     ApiError::bad_request(
-        "unsupported_role",
+        ErrorCode::UnsupportedRole,
         format!("Gemini 上游不支持角色为 `{role}` 的消息，请改用 tool 消息回传工具结果"),
     )
     .with_param(format!("messages[{i}].role"))
@@ -302,10 +302,11 @@ fn user_parts(content: &Value, i: usize) -> Result<Vec<Value>, ApiError> {
             })
             .collect(),
         Value::Null => Ok(Vec::new()),
-        _ => Err(
-            ApiError::bad_request("invalid_content", "消息内容必须是字符串或内容部分数组")
-                .with_param(format!("messages[{i}].content")),
-        ),
+        _ => Err(ApiError::bad_request(
+            ErrorCode::InvalidContent,
+            "消息内容必须是字符串或内容部分数组",
+        )
+        .with_param(format!("messages[{i}].content"))),
     }
 }
 
@@ -316,7 +317,7 @@ fn user_part(part: &Value, param: &str) -> Result<Option<Value>, ApiError> {
         Some("image_url") => image_part(&part["image_url"], param).map(Some),
         Some("input_audio") => audio_part(&part["input_audio"], param).map(Some),
         other => Err(ApiError::bad_request(
-            "unsupported_content_part",
+            ErrorCode::UnsupportedContentPart,
             format!(
                 "Gemini 上游不支持内容部分类型 `{}`",
                 other.unwrap_or("（缺失）")
@@ -333,7 +334,7 @@ fn image_part(image: &Value, param: &str) -> Result<Value, ApiError> {
     if let Some((mime, data)) = convert::parse_data_url(url) {
         if !mime.starts_with(IMAGE_MIME_PREFIX) {
             return Err(ApiError::bad_request(
-                "unsupported_image_type",
+                ErrorCode::UnsupportedImageType,
                 format!("图片的 MIME 类型 `{mime}` 不是图片类型"),
             )
             .with_param(param));
@@ -344,7 +345,7 @@ fn image_part(image: &Value, param: &str) -> Result<Value, ApiError> {
         return Ok(json!({ "fileData": { "mimeType": guess_image_mime(url), "fileUri": url } }));
     }
     Err(ApiError::bad_request(
-        "invalid_image_url",
+        ErrorCode::InvalidImageUrl,
         "图片地址必须是 base64 data URL 或 http(s) 地址",
     )
     .with_param(param))
@@ -367,7 +368,7 @@ fn audio_part(audio: &Value, param: &str) -> Result<Value, ApiError> {
             json!({ "inlineData": { "mimeType": format!("{AUDIO_MIME_PREFIX}{format}"), "data": data } }),
         ),
         _ => Err(ApiError::bad_request(
-            "invalid_input_audio",
+            ErrorCode::InvalidInputAudio,
             "input_audio 必须包含 data 与 format",
         )
         .with_param(format!("{param}.input_audio"))),
@@ -401,7 +402,7 @@ fn function_call_part(call: &Value, param: &str) -> Result<Value, ApiError> {
         .as_str()
         .filter(|n| !n.is_empty())
         .ok_or_else(|| {
-            ApiError::bad_request("missing_tool_name", "工具调用缺少函数名")
+            ApiError::bad_request(ErrorCode::MissingToolName, "工具调用缺少函数名")
                 .with_param(format!("{param}.function.name"))
         })?;
     let args = convert::tool_arguments(
@@ -424,7 +425,7 @@ fn function_response(
     let id = message["tool_call_id"].as_str().unwrap_or_default();
     let name = names.get(id).ok_or_else(|| {
         ApiError::bad_request(
-            "unknown_tool_call_id",
+            ErrorCode::UnknownToolCallId,
             format!("tool 消息的 tool_call_id `{id}` 找不到对应的助手工具调用，无法得知 Gemini 需要的函数名"),
         )
         .with_param(format!("messages[{i}].tool_call_id"))
@@ -464,7 +465,7 @@ fn tools(req: &ChatRequest) -> Result<Option<Value>, ApiError> {
 fn declaration(tool: &Value, param: &str) -> Result<Value, ApiError> {
     if tool["type"] != "function" {
         return Err(ApiError::bad_request(
-            "unsupported_tool_type",
+            ErrorCode::UnsupportedToolType,
             "Gemini 上游只支持 function 类型的工具",
         )
         .with_param(format!("{param}.type")));
@@ -474,7 +475,7 @@ fn declaration(tool: &Value, param: &str) -> Result<Value, ApiError> {
         .as_str()
         .filter(|n| !n.is_empty())
         .ok_or_else(|| {
-            ApiError::bad_request("missing_tool_name", "工具定义缺少函数名")
+            ApiError::bad_request(ErrorCode::MissingToolName, "工具定义缺少函数名")
                 .with_param(format!("{param}.function.name"))
         })?;
     let mut declaration = Map::new();
@@ -506,7 +507,7 @@ fn tool_config(req: &ChatRequest) -> Result<Option<Value>, ApiError> {
         (None, Some(name)) => json!({ "mode": "ANY", "allowedFunctionNames": [name] }),
         _ => {
             return Err(ApiError::bad_request(
-                "invalid_tool_choice",
+                ErrorCode::InvalidToolChoice,
                 "tool_choice 只能是 auto、none、required 或指定一个函数",
             )
             .with_param("tool_choice"))
@@ -552,7 +553,7 @@ fn response_format(req: &ChatRequest, config: &mut Map<String, Value>) -> Result
         }
         _ => {
             return Err(ApiError::bad_request(
-                "unsupported_response_format",
+                ErrorCode::UnsupportedResponseFormat,
                 "response_format.type 只能是 text、json_object 或 json_schema",
             )
             .with_param("response_format.type"))
@@ -938,7 +939,7 @@ impl StreamTranslator for GeminiStream {
     fn on_eof(&mut self, out: &mut BytesMut) -> Result<(), ApiError> {
         let (Some(writer), Some(end)) = (&self.writer, &self.state.end) else {
             return Err(ApiError::bad_gateway(
-                "upstream_stream_truncated",
+                ErrorCode::UpstreamStreamTruncated,
                 "上游在给出结束原因（finishReason）之前断开了流",
             ));
         };
@@ -995,7 +996,7 @@ fn parse_event(data: &str) -> Result<Value, ApiError> {
     if value["error"].is_object() {
         let info = error_info(0, &value["error"]);
         return Err(ApiError::bad_gateway(
-            "upstream_stream_error",
+            ErrorCode::UpstreamStreamError,
             format!(
                 "上游在流中报告了错误：{}",
                 truncate_chars(&info.message, MAX_ERROR_TEXT_CHARS)
@@ -1751,7 +1752,7 @@ mod tests {
                 .translate_response(Bytes::copy_from_slice(body), &上下文(false))
                 .expect_err("应失败");
             assert_eq!(
-                (e.status, e.code.as_deref()),
+                (e.status, Some(e.envelope_code())),
                 (502, Some("invalid_upstream_response"))
             );
         }
@@ -1771,7 +1772,7 @@ mod tests {
         );
         let e = super::super::map_upstream_error(400, info, "gem");
         assert_eq!(
-            (e.status, e.code.as_deref()),
+            (e.status, Some(e.envelope_code())),
             (502, Some("upstream_auth_failed"))
         );
         let plain = GeminiFilter.parse_error(
@@ -2070,7 +2071,7 @@ mod tests {
         let (out, end) = 运行流(&[事件(json!([ { "text": "说到一半" } ]), None)], true);
         let e = end.expect_err("没有结束原因的流必须报错");
         assert_eq!(
-            (e.status, e.code.as_deref()),
+            (e.status, Some(e.envelope_code())),
             (502, Some("upstream_stream_truncated"))
         );
         assert!(
@@ -2079,7 +2080,7 @@ mod tests {
         );
         let (_, empty) = 运行流(&[], true);
         assert_eq!(
-            empty.expect_err("空流必须报错").code.as_deref(),
+            Some(empty.expect_err("空流必须报错").envelope_code()),
             Some("upstream_stream_truncated")
         );
     }
@@ -2104,7 +2105,7 @@ mod tests {
                 .on_event(&event, &mut BytesMut::new())
                 .expect_err("应返回错误");
             assert_eq!(
-                (e.status, e.code.as_deref()),
+                (e.status, Some(e.envelope_code())),
                 (502, Some(code)),
                 "事件 {data}"
             );

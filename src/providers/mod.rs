@@ -19,7 +19,7 @@ use serde_json::{Map, Value};
 
 use crate::config::{Provider, ProviderKind, Target};
 use crate::dialects::ChatRequest;
-use crate::error::{ApiError, TYPE_INVALID_REQUEST, TYPE_SERVER};
+use crate::error::{ApiError, ErrorCode, TYPE_INVALID_REQUEST, TYPE_SERVER};
 use crate::streaming::{SseEvent, Usage};
 
 pub use convert::{random_id, Completion, ToolCall};
@@ -238,6 +238,22 @@ pub fn filter_for(kind: ProviderKind) -> &'static dyn ProviderFilter {
     }
 }
 
+/// 转告上游的错误：信封里保留上游自己的错误码；网关认识的错误码同时作为指标标签，其余记为 `upstream_error`。
+fn relayed(
+    status: u16,
+    kind: &'static str,
+    upstream_code: Option<String>,
+    message: String,
+) -> ApiError {
+    let code = upstream_code
+        .as_deref()
+        .and_then(ErrorCode::parse)
+        .unwrap_or(ErrorCode::UpstreamError);
+    let mut error = ApiError::new(status, kind, code, message);
+    error.upstream_code = upstream_code;
+    error
+}
+
 /// 把上游错误状态码与信息映射为返回给客户端的错误。
 ///
 /// 上游的 401/403 说明网关自己的上游密钥有问题，不能原样返回，否则客户端会误以为
@@ -245,19 +261,18 @@ pub fn filter_for(kind: ProviderKind) -> &'static dyn ProviderFilter {
 pub fn map_upstream_error(status: u16, info: UpstreamErrorInfo, provider: &str) -> ApiError {
     let status = info.status.unwrap_or(status);
     let detail = truncate_chars(&info.message, MAX_ERROR_TEXT_CHARS);
-    let code = info.code.as_deref().unwrap_or("upstream_error");
     let error = match status {
         401 | 403 => ApiError::bad_gateway(
-            "upstream_auth_failed",
+            ErrorCode::UpstreamAuthFailed,
             format!("上游 `{provider}` 拒绝了网关的认证（{status}），请检查网关配置的上游密钥：{detail}"),
         ),
         400..=499 => {
             let message = format!("上游 `{provider}` 拒绝了请求：{detail}");
-            ApiError::new(status, TYPE_INVALID_REQUEST, code, message).with_param_opt(info.param)
+            relayed(status, TYPE_INVALID_REQUEST, info.code, message).with_param_opt(info.param)
         }
-        500..=599 => ApiError::new(status, TYPE_SERVER, code, format!("上游 `{provider}` 服务错误（{status}）：{detail}")),
+        500..=599 => relayed(status, TYPE_SERVER, info.code, format!("上游 `{provider}` 服务错误（{status}）：{detail}")),
         _ => ApiError::bad_gateway(
-            "upstream_error",
+            ErrorCode::UpstreamError,
             format!("上游 `{provider}` 返回了意外的状态码 {status}：{detail}"),
         ),
     };
@@ -389,7 +404,7 @@ mod tests {
     fn 上游错误_认证失败映射为_502() {
         let e = map_upstream_error(401, 信息("Incorrect API key"), "openai");
         assert_eq!(
-            (e.status, e.code.as_deref()),
+            (e.status, Some(e.envelope_code())),
             (502, Some("upstream_auth_failed"))
         );
     }

@@ -11,7 +11,7 @@ use super::{
 };
 use crate::config::{ProviderKind, Target};
 use crate::dialects::ChatRequest;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::streaming::{write_data, write_done, SseEvent, Usage, DONE_SENTINEL};
 
 /// 聊天补全接口相对 `/v1` 的路径。
@@ -53,7 +53,7 @@ impl ProviderFilter for OpenAiFilter {
     ) -> Result<TranslatedReply, ApiError> {
         let usage = Usage::from_openai_body(&body).map_err(|e| {
             ApiError::bad_gateway(
-                "invalid_upstream_response",
+                ErrorCode::InvalidUpstreamResponse,
                 format!("上游返回了无法解析的 JSON：{e}"),
             )
         })?;
@@ -139,7 +139,7 @@ impl StreamTranslator for OpenAiStream {
             Ok(())
         } else {
             Err(ApiError::bad_gateway(
-                "upstream_stream_truncated",
+                ErrorCode::UpstreamStreamTruncated,
                 "上游在发送结束标记 [DONE] 之前断开了流",
             ))
         }
@@ -272,7 +272,7 @@ mod tests {
             done: false,
         };
         let e = s.on_eof(&mut BytesMut::new()).expect_err("截断必须报错");
-        assert_eq!(e.code.as_deref(), Some("upstream_stream_truncated"));
+        assert_eq!(Some(e.envelope_code()), Some("upstream_stream_truncated"));
     }
 
     #[test]

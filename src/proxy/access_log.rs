@@ -8,6 +8,7 @@ use serde_json::json;
 
 use super::context::RequestCtx;
 use crate::config::{AccessLogFormat, Config};
+use crate::error::ErrorCode;
 use crate::metrics::{record_request, RequestRecord, NO_PROVIDER_LABEL, UNKNOWN_LABEL};
 
 /// 访问日志使用的日志目标，便于单独过滤或转发。
@@ -50,6 +51,7 @@ pub fn finish_request(method: &str, path: &str, ctx: &RequestCtx, config: &Confi
         estimated: ctx.report.estimated,
         cost,
         attempts: ctx.report.attempts,
+        error_code: ctx.error_code,
     };
     record_request(&record);
     match config.access_log.format {
@@ -115,6 +117,7 @@ impl fmt::Display for TextLine<'_> {
         } else {
             " 用量估算=否"
         })?;
+        write_text(f, " 错误码=", r.error_code.map(ErrorCode::as_str))?;
         write_text(f, " 错误=", ctx.error.as_deref())?;
         match &ctx.prompt {
             Some(prompt) => write_text(f, " 提示词=", Some(prompt)),
@@ -180,7 +183,8 @@ fn json_line(method: &str, path: &str, ctx: &RequestCtx, r: &RequestRecord<'_>) 
         "client": ctx.client, "model": ctx.model, "provider": ctx.report.provider, "attempts": ctx.report.attempts,
         "latency_ms": millis(Some(r.duration)), "ttft_ms": millis(r.ttft),
         "tokens": { "input": u.prompt, "output": u.completion, "cached": u.cached, "reasoning": u.reasoning },
-        "cost_usd": r.cost, "usage_estimated": r.estimated, "error": ctx.error, "prompt": ctx.prompt,
+        "cost_usd": r.cost, "usage_estimated": r.estimated, "error_code": r.error_code.map(ErrorCode::as_str),
+        "error": ctx.error, "prompt": ctx.prompt,
     })
     .to_string()
 }
@@ -207,6 +211,7 @@ mod tests {
             estimated: false,
             cost,
             attempts: 1,
+            error_code: None,
         }
     }
 
@@ -232,7 +237,7 @@ mod tests {
             line,
             "访问 请求ID=req_1 POST /v1/chat/completions 状态=200 客户端=演示客户端 模型=演示 上游=openai \
              尝试=0 耗时毫秒=251.300 首字毫秒=2.105 输入=17 输出=8 缓存=2 推理=1 费用美元=0.000012345 \
-             用量估算=否 错误=- 提示词=你好"
+             用量估算=否 错误码=- 错误=- 提示词=你好"
         );
     }
 

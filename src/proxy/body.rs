@@ -4,7 +4,7 @@ use bytes::{Bytes, BytesMut};
 use http::header::{CONTENT_LENGTH, EXPECT};
 use pingora_proxy::Session;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::exchange::Failure;
 
 /// `Expect` 头要求先回 100 的取值。
@@ -23,14 +23,13 @@ pub async fn read(session: &mut Session, limit: usize) -> Result<Bytes, Failure>
         session
             .write_continue_response()
             .await
-            .map_err(|_| Failure::ClientGone)?;
+            .map_err(Failure::gone)?;
     }
     let mut body = BytesMut::with_capacity(declared.unwrap_or(0));
     loop {
-        let chunk = session
-            .read_request_body()
-            .await
-            .map_err(|e| ApiError::bad_request("invalid_body", format!("读取请求体失败：{e}")))?;
+        let chunk = session.read_request_body().await.map_err(|e| {
+            ApiError::bad_request(ErrorCode::InvalidBody, "读取请求体失败").with_cause(*e)
+        })?;
         let Some(chunk) = chunk else {
             return Ok(body.freeze());
         };
@@ -60,5 +59,7 @@ fn declared_length(session: &Session) -> Result<Option<usize>, ApiError> {
         .ok()
         .and_then(|v| v.trim().parse().ok())
         .map(Some)
-        .ok_or_else(|| ApiError::bad_request("invalid_header", "Content-Length 不是合法的数字"))
+        .ok_or_else(|| {
+            ApiError::bad_request(ErrorCode::InvalidHeader, "Content-Length 不是合法的数字")
+        })
 }

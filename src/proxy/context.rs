@@ -9,6 +9,7 @@ use pingora_proxy::Session;
 use crate::config::Config;
 use crate::dialects::ChatRequest;
 use crate::downstream::{GatewayHeaders, REQUEST_ID_HEADER};
+use crate::error::ErrorCode;
 use crate::exchange::ExchangeReport;
 use crate::limits::Ticket;
 use crate::metrics::{InflightGuard, METRICS};
@@ -49,6 +50,8 @@ pub struct RequestCtx {
     pub prompt: Option<String>,
     /// 错误说明（成功时为空）。
     pub error: Option<String>,
+    /// 错误码（成功时为空），进访问日志与指标标签。
+    pub error_code: Option<ErrorCode>,
     /// 处理本请求时使用的配置（访问日志按它的价目表计费）。
     pub config: Option<Arc<Config>>,
     /// 进行中请求数的守卫，上下文释放时计数减一。
@@ -69,6 +72,7 @@ impl Default for RequestCtx {
             report: ExchangeReport::default(),
             prompt: None,
             error: None,
+            error_code: None,
             config: None,
             inflight: InflightGuard::new(&METRICS.inflight_requests),
             limit: None,

@@ -10,7 +10,7 @@ use pingora_proxy::Session;
 use super::routes;
 use crate::config::Config;
 use crate::downstream;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 
 /// 预检应答允许的方法。
 const ALLOW_METHODS: &str = "GET, POST";
@@ -42,7 +42,10 @@ pub async fn preflight(session: &mut Session, config: &Config) -> Result<Option<
         return Err(ApiError::cors_forbidden(&origin));
     }
     let method = Method::from_bytes(method.trim().as_bytes()).map_err(|_| {
-        ApiError::bad_request("invalid_header", "Access-Control-Request-Method 不合法")
+        ApiError::bad_request(
+            ErrorCode::InvalidHeader,
+            "Access-Control-Request-Method 不合法",
+        )
     })?;
     routes::route(&method, header.uri.path())?;
     let mut extra = vec![
@@ -66,7 +69,7 @@ pub async fn preflight(session: &mut Session, config: &Config) -> Result<Option<
 fn allowed_request_headers(requested: &str) -> Result<String, ApiError> {
     let invalid = || {
         ApiError::bad_request(
-            "invalid_header",
+            ErrorCode::InvalidHeader,
             "Access-Control-Request-Headers 不合法或过长",
         )
     };

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use log::{info, warn};
+use log::{debug, info, warn};
 use pingora::modules::http::compression::ResponseCompressionBuilder;
 use pingora::modules::http::HttpModules;
 use pingora::upstreams::peer::HttpPeer;
@@ -26,7 +26,7 @@ use pingora_proxy::{ProxyHttp, Session};
 use crate::config::{Config, Model, SharedConfig};
 use crate::dialects::ChatRequest;
 use crate::downstream::{self, GatewayHeaders, GatewayHeadersBuilder};
-use crate::error::ApiError;
+use crate::error::{self, ApiError, ErrorCode};
 use crate::exchange::{self, Failure, UpstreamClient};
 use crate::limits::{self, Limiter, Subjects};
 use crate::metrics::UsageStore;
@@ -268,7 +268,7 @@ impl Gateway {
 async fn reply(session: &mut Session, body: bytes::Bytes) -> Result<u16, Failure> {
     downstream::write_json(session, 200, body)
         .await
-        .map_err(|_| Failure::ClientGone)?;
+        .map_err(Failure::gone)?;
     Ok(200)
 }
 
@@ -279,20 +279,30 @@ async fn finish(session: &mut Session, ctx: &mut RequestCtx, result: Result<u16,
             ctx.status = status;
             return;
         }
-        Err(Failure::ClientGone) => {
+        Err(Failure::ClientGone(cause)) => {
+            if let Some(cause) = cause {
+                debug!(
+                    "请求 {} 写客户端失败：{}",
+                    ctx.request_id,
+                    error::chain(cause.as_ref())
+                );
+            }
             ctx.status = STATUS_CLIENT_CLOSED;
             ctx.error = Some("客户端在响应完成前断开".to_string());
+            ctx.error_code = Some(ErrorCode::ClientClosed);
             return;
         }
         Err(Failure::Api(error)) => error,
     };
     if error.status >= 500 {
         warn!(
-            "请求失败：{} 模型={:?} 上游={:?} 错误={}",
+            "请求失败：请求ID={} {} 模型={:?} 上游={:?} 错误码={} 错误={}",
+            ctx.request_id,
             session.request_summary(),
             ctx.model,
             ctx.report.provider,
-            error.message
+            error.code.as_str(),
+            error.describe()
         );
     }
     let written = match session.response_written() {
@@ -308,5 +318,6 @@ async fn finish(session: &mut Session, ctx: &mut RequestCtx, result: Result<u16,
     if written.is_err() {
         ctx.status = STATUS_CLIENT_CLOSED;
     }
+    ctx.error_code = Some(error.code);
     ctx.error = Some(error.message);
 }

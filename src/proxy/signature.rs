@@ -9,7 +9,7 @@ use pingora_proxy::Session;
 
 use crate::clock::unix_now;
 use crate::config::Config;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::security::nonce::{Claim, NonceError, NonceStore};
 use crate::security::signing::{self, SignatureError};
 use crate::security::Client;
@@ -52,7 +52,7 @@ pub async fn check(
     {
         Ok(Claim::Fresh) => Ok(()),
         Ok(Claim::Replayed) => Err(ApiError::signature(
-            "replayed_request",
+            ErrorCode::ReplayedRequest,
             "重放请求：该 X-ChatNexus-Nonce 在有效期内已经用过，每个请求都必须使用新的 nonce 并重新签名",
         )),
         Err(NonceError::Unavailable { .. }) => Err(ApiError::nonce_store_unavailable(
@@ -73,9 +73,9 @@ pub fn nonce_ttl(window_secs: u64) -> Duration {
 
 fn reject(error: SignatureError) -> ApiError {
     let code = match error {
-        SignatureError::Missing(_) => "signature_required",
-        SignatureError::Expired { .. } => "signature_expired",
-        _ => "invalid_signature",
+        SignatureError::Missing(_) => ErrorCode::SignatureRequired,
+        SignatureError::Expired { .. } => ErrorCode::SignatureExpired,
+        _ => ErrorCode::InvalidSignature,
     };
     ApiError::signature(code, error.to_string())
 }
@@ -93,18 +93,16 @@ mod tests {
     #[test]
     fn 错误码_按原因区分() {
         assert_eq!(
-            reject(SignatureError::Missing("X")).code.as_deref(),
-            Some("signature_required")
+            reject(SignatureError::Missing("X")).code,
+            ErrorCode::SignatureRequired
         );
         assert_eq!(
-            reject(SignatureError::Expired { window: 1, now: 2 })
-                .code
-                .as_deref(),
-            Some("signature_expired")
+            reject(SignatureError::Expired { window: 1, now: 2 }).code,
+            ErrorCode::SignatureExpired
         );
         let e = reject(SignatureError::Mismatch);
         assert_eq!(
-            (e.status, e.code.as_deref()),
+            (e.status, Some(e.envelope_code())),
             (401, Some("invalid_signature"))
         );
     }

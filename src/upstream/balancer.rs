@@ -370,7 +370,7 @@ mod tests {
         assert!(plan.next().is_none(), "全部熔断后没有可选目标");
         let error = plan.unavailable();
         assert_eq!(
-            (error.status, error.code.as_deref()),
+            (error.status, Some(error.envelope_code())),
             (503, Some("no_available_upstream"))
         );
         assert_eq!(error.retry_after, Some(60), "冷却 60 秒");

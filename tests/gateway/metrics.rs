@@ -187,7 +187,11 @@ async fn 取消的流_按已发出内容估算并标记() {
     let closed = sample(
         &after,
         "llm_requests_total",
-        &[("model", "metered-slow"), ("status", "499")],
+        &[
+            ("model", "metered-slow"),
+            ("status", "499"),
+            ("error_code", "client_closed"),
+        ],
     );
     assert!(closed >= 1.0, "客户端断开记为 499");
 }

@@ -2,9 +2,17 @@
 //!
 //! 官方 OpenAI SDK 按状态码抛出对应的异常类型，所以每个错误都带准确的状态码，
 //! 正文固定为 `{"error":{"message","type","param","code"}}`，消息使用中文。
+//! 底层原因（Pingora 错误、I/O 错误）保留在错误里只进日志，不进给客户端的信封。
+
+mod code;
+
+use std::fmt;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use serde_json::json;
+
+pub use code::ErrorCode;
 
 /// 错误类型：请求本身有问题（4xx）。
 pub const TYPE_INVALID_REQUEST: &str = "invalid_request_error";
@@ -19,37 +27,107 @@ pub const TYPE_PERMISSION: &str = "permission_error";
 ///
 /// ```
 /// let e = chatnexus::error::ApiError::model_not_found("不存在的模型"); // 未配置的模型
-/// assert_eq!((e.status, e.code.as_deref()), (404, Some("model_not_found"))); // SDK 抛出 NotFoundError
+/// assert_eq!((e.status, e.envelope_code()), (404, "model_not_found")); // SDK 抛出 NotFoundError
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{status} {code:?}: {message}")]
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{status} {}: {message}", code.as_str())]
 pub struct ApiError {
     /// HTTP 状态码。
     pub status: u16,
     /// OpenAI 信封中的 `type`。
     pub kind: &'static str,
-    /// OpenAI 信封中的 `code`。
-    pub code: Option<String>,
+    /// 网关的错误码（取值有限，也是指标与访问日志的 `error_code`）。
+    pub code: ErrorCode,
+    /// 上游自己的错误码：转告客户端时放进信封的 `code`（不进指标标签）。
+    pub upstream_code: Option<String>,
     /// 出错的请求字段（如 `messages[0].role`）。
     pub param: Option<String>,
     /// 中文错误信息。
     pub message: String,
     /// 建议客户端等待的秒数，写入 `Retry-After` 头（限流、过载时）。
     pub retry_after: Option<u64>,
+    /// 底层原因（只进日志）。
+    pub cause: Option<Cause>,
+}
+
+/// 两个错误相同：给客户端的内容（状态码、信封、等待时间）都相同；底层原因只进日志，不参与比较。
+impl PartialEq for ApiError {
+    fn eq(&self, other: &Self) -> bool {
+        (self.status, self.kind, self.code, &self.upstream_code)
+            == (other.status, other.kind, other.code, &other.upstream_code)
+            && (&self.param, &self.message, self.retry_after)
+                == (&other.param, &other.message, other.retry_after)
+    }
+}
+
+impl Eq for ApiError {}
+
+/// 错误的底层原因（Pingora 错误、I/O 错误），共享以便错误可以克隆。
+pub type Cause = Arc<dyn std::error::Error + Send + Sync>;
+
+/// 把错误连同它的整条原因链写成一行（`外层：内层：……`），供日志使用。
+///
+/// ```
+/// let io = std::io::Error::new(std::io::ErrorKind::BrokenPipe, "管道已断开"); // 底层错误
+/// assert_eq!(chatnexus::error::chain(&io).to_string(), "管道已断开"); // 没有更深的原因
+/// ```
+pub fn chain<'a>(error: &'a (dyn std::error::Error + 'static)) -> impl fmt::Display + 'a {
+    Chain(error)
+}
+
+/// [`chain`] 的显示包装。
+struct Chain<'a>(&'a (dyn std::error::Error + 'static));
+
+impl fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut next = self.0.source();
+        while let Some(cause) = next {
+            write!(f, "：{cause}")?;
+            next = cause.source();
+        }
+        Ok(())
+    }
 }
 
 impl ApiError {
     /// 构造任意错误。
     ///
     /// 参数：状态码、`type`、`code`、中文消息；返回不带 `param` 的错误。
-    pub fn new(status: u16, kind: &'static str, code: &str, message: impl Into<String>) -> Self {
+    pub fn new(
+        status: u16,
+        kind: &'static str,
+        code: ErrorCode,
+        message: impl Into<String>,
+    ) -> Self {
         ApiError {
             status,
             kind,
-            code: Some(code.to_string()),
+            code,
+            upstream_code: None,
             param: None,
             message: message.into(),
             retry_after: None,
+            cause: None,
+        }
+    }
+
+    /// 附上底层原因（只进日志），返回新的错误。
+    pub fn with_cause(mut self, cause: impl std::error::Error + Send + Sync + 'static) -> Self {
+        self.cause = Some(Arc::new(cause));
+        self
+    }
+
+    /// 信封中的 `code`：转告的上游错误码，否则网关自己的错误码。
+    pub fn envelope_code(&self) -> &str {
+        self.upstream_code.as_deref().unwrap_or(self.code.as_str())
+    }
+
+    /// 日志用的完整说明：消息，再加上底层原因链（有的话）。
+    pub fn describe(&self) -> String {
+        match &self.cause {
+            Some(cause) => format!("{}（原因：{}）", self.message, chain(cause.as_ref())),
+            None => self.message.clone(),
         }
     }
 
@@ -72,17 +150,17 @@ impl ApiError {
     }
 
     /// 400：请求体不合法（JSON 错误、字段缺失或类型不对）。
-    pub fn bad_request(code: &str, message: impl Into<String>) -> Self {
+    pub fn bad_request(code: ErrorCode, message: impl Into<String>) -> Self {
         Self::new(400, TYPE_INVALID_REQUEST, code, message)
     }
 
     /// 401：缺少或错误的客户端密钥。
     pub fn unauthorized(message: impl Into<String>) -> Self {
-        Self::new(401, TYPE_INVALID_REQUEST, "invalid_api_key", message)
+        Self::new(401, TYPE_INVALID_REQUEST, ErrorCode::InvalidApiKey, message)
     }
 
     /// 401：请求签名缺失、格式错误、过期或不匹配，或 nonce 已用过（重放）。
-    pub fn signature(code: &str, message: impl Into<String>) -> Self {
+    pub fn signature(code: ErrorCode, message: impl Into<String>) -> Self {
         Self::new(401, TYPE_INVALID_REQUEST, code, message)
     }
 
@@ -91,7 +169,7 @@ impl ApiError {
         Self::new(
             403,
             TYPE_PERMISSION,
-            "model_not_allowed",
+            ErrorCode::ModelNotAllowed,
             format!("当前 API 密钥无权使用模型 `{model}`"),
         )
         .with_param("model")
@@ -102,14 +180,15 @@ impl ApiError {
         Self::new(
             403,
             TYPE_PERMISSION,
-            "cors_origin_not_allowed",
+            ErrorCode::CorsOriginNotAllowed,
             format!("来源 `{origin}` 不在 security.cors.allowed_origins 中"),
         )
     }
 
     /// 503：防重放存储不可用，签名请求一律拒绝（故障时关闭而不是放行）。
     pub fn nonce_store_unavailable(message: impl Into<String>) -> Self {
-        Self::new(503, TYPE_SERVER, "nonce_store_unavailable", message).with_retry_after(Some(1))
+        Self::new(503, TYPE_SERVER, ErrorCode::NonceStoreUnavailable, message)
+            .with_retry_after(Some(1))
     }
 
     /// 429：超过限流上限。
@@ -117,12 +196,13 @@ impl ApiError {
     /// 参数：`type`（OpenAI 用 `requests` 或 `tokens` 区分超的是哪种上限）、中文消息（点名是哪一层）、
     /// 建议等待的秒数（写入 `Retry-After`）。
     pub fn rate_limited(kind: &'static str, message: impl Into<String>, retry_after: u64) -> Self {
-        Self::new(429, kind, "rate_limit_exceeded", message).with_retry_after(Some(retry_after))
+        Self::new(429, kind, ErrorCode::RateLimitExceeded, message)
+            .with_retry_after(Some(retry_after))
     }
 
     /// 503：限流存储（Redis）不可用，而该层配置为故障时关闭。
     pub fn limiter_unavailable(message: impl Into<String>, retry_after: u64) -> Self {
-        Self::new(503, TYPE_SERVER, "rate_limiter_unavailable", message)
+        Self::new(503, TYPE_SERVER, ErrorCode::RateLimiterUnavailable, message)
             .with_retry_after(Some(retry_after))
     }
 
@@ -131,7 +211,7 @@ impl ApiError {
         Self::new(
             404,
             TYPE_INVALID_REQUEST,
-            "model_not_found",
+            ErrorCode::ModelNotFound,
             format!("模型 `{model}` 不存在或未在网关中配置"),
         )
         .with_param("model")
@@ -142,7 +222,7 @@ impl ApiError {
         Self::new(
             404,
             TYPE_INVALID_REQUEST,
-            "unknown_url",
+            ErrorCode::UnknownUrl,
             format!("未知的接口：{method} {path}"),
         )
     }
@@ -152,7 +232,7 @@ impl ApiError {
         Self::new(
             405,
             TYPE_INVALID_REQUEST,
-            "method_not_allowed",
+            ErrorCode::MethodNotAllowed,
             format!("接口 {path} 不支持 {method} 方法，只支持 {allowed}"),
         )
     }
@@ -162,13 +242,13 @@ impl ApiError {
         Self::new(
             413,
             TYPE_INVALID_REQUEST,
-            "request_too_large",
+            ErrorCode::RequestTooLarge,
             format!("请求体超过上限 {limit} 字节"),
         )
     }
 
     /// 502：上游不可达或回复无法理解。
-    pub fn bad_gateway(code: &str, message: impl Into<String>) -> Self {
+    pub fn bad_gateway(code: ErrorCode, message: impl Into<String>) -> Self {
         Self::new(502, TYPE_SERVER, code, message)
     }
 
@@ -177,19 +257,19 @@ impl ApiError {
         Self::new(
             503,
             TYPE_SERVER,
-            "no_available_upstream",
+            ErrorCode::NoAvailableUpstream,
             format!("模型 `{model}` 当前没有可用的上游"),
         )
     }
 
     /// 504：等待上游超时。
     pub fn gateway_timeout(message: impl Into<String>) -> Self {
-        Self::new(504, TYPE_SERVER, "upstream_timeout", message)
+        Self::new(504, TYPE_SERVER, ErrorCode::UpstreamTimeout, message)
     }
 
     /// 500：网关内部错误（不应出现，出现即是缺陷）。
     pub fn internal(message: impl Into<String>) -> Self {
-        Self::new(500, TYPE_SERVER, "internal_error", message)
+        Self::new(500, TYPE_SERVER, ErrorCode::InternalError, message)
     }
 
     /// 序列化为 OpenAI 错误信封 JSON 对象。
@@ -199,7 +279,7 @@ impl ApiError {
                 "message": self.message,
                 "type": self.kind,
                 "param": self.param,
-                "code": self.code,
+                "code": self.envelope_code(),
             }
         })
     }
@@ -216,7 +296,8 @@ mod tests {
 
     #[test]
     fn 错误信封_四个字段齐全() {
-        let e = ApiError::bad_request("invalid_type", "字段类型错误").with_param("messages");
+        let e =
+            ApiError::bad_request(ErrorCode::InvalidType, "字段类型错误").with_param("messages");
         let v: serde_json::Value = serde_json::from_slice(&e.to_body()).expect("错误体必须是 JSON");
         assert_eq!(v["error"]["message"], "字段类型错误");
         assert_eq!(v["error"]["type"], TYPE_INVALID_REQUEST);
