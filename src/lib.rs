@@ -6,6 +6,7 @@
 //! 由 `providers` 翻译、`streaming` 解析 SSE）→ 客户端。
 
 #![warn(clippy::all)]
+#![deny(clippy::too_many_lines)]
 
 /// 墙上时钟。
 pub mod clock;

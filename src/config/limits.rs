@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::cidr::Cidr;
 use super::{ConfigFile, ConfigIssue};
-use crate::limits::Cidr;
+use crate::security::LimitOverride;
 
 /// 请求数窗口的缺省长度：1 分钟。
 const DEFAULT_WINDOW_MS: u64 = 60_000;
@@ -106,29 +107,6 @@ impl Default for LayerSettings {
 
 fn default_window_ms() -> u64 {
     DEFAULT_WINDOW_MS
-}
-
-/// 单个客户端密钥或模型对所在层上限的覆盖（`auth.keys[].limits`、`models[].limits`）。
-///
-/// 用途：给出的字段替换 `rate_limits.per_key` / `per_model` 中的对应字段；该层没有配置时，
-/// 只有带覆盖的密钥或模型受这一层约束。
-///
-/// ```
-/// let o: chatnexus::config::LimitOverride = serde_yaml::from_str("{ requests: 10 }").unwrap(); // 只改请求数
-/// assert_eq!((o.requests, o.tokens_per_minute), (Some(10), None)); // token 上限沿用层的设置
-/// ```
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LimitOverride {
-    /// 窗口内最多的请求数。
-    #[serde(default)]
-    pub requests: Option<u64>,
-    /// 请求数窗口长度（毫秒）。
-    #[serde(default)]
-    pub window_ms: Option<u64>,
-    /// 每分钟最多的 token 数。
-    #[serde(default)]
-    pub tokens_per_minute: Option<u64>,
 }
 
 /// `rate_limits` 段：多层限流。

@@ -3,6 +3,7 @@
 //! 加载分三步：反序列化（字段级错误带 YAML 路径）→ 跨字段校验（一次列出全部问题）→
 //! 构建运行时 [`Config`]（解析上游密钥，缺失密钥的上游被停用并警告）。
 
+mod cidr;
 mod failover;
 mod limits;
 mod schema;
@@ -23,15 +24,15 @@ use zeroize::Zeroizing;
 use crate::metrics::PriceTable;
 use crate::redis_link::RedisLink;
 use crate::security::crypto::{MasterKeys, MASTER_KEY_ENV};
-use crate::security::{Client, ClientKey, ClientKeys, Secret};
+use crate::security::{Client, ClientKey, ClientKeys, LimitOverride, Secret};
 
 /// 运行时可共享、可原子替换的配置（热重载整体替换，每个请求读取一次）。
 pub type SharedConfig = Arc<ArcSwap<Config>>;
 
+pub use cidr::{canonical_ip, Cidr};
 pub use failover::{BalancingSettings, BreakerSettings, HealthCheck, RetrySettings};
 pub use limits::{
-    AdaptiveSettings, ConcurrencySettings, FailureMode, LayerSettings, LimitOverride,
-    RateLimitSettings,
+    AdaptiveSettings, ConcurrencySettings, FailureMode, LayerSettings, RateLimitSettings,
 };
 pub use schema::{
     AccessLogFormat, AccessLogSettings, AuthSettings, BaseUrl, ConfigFile, CorsSettings,

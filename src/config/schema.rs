@@ -7,10 +7,10 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::failover::{BalancingSettings, BreakerSettings, HealthCheck, RetrySettings};
-use super::limits::{AdaptiveSettings, ConcurrencySettings, LimitOverride, RateLimitSettings};
+use super::limits::{AdaptiveSettings, ConcurrencySettings, RateLimitSettings};
 use crate::metrics::Price;
 use crate::mock::MockSettings;
-use crate::security::{ClientKey, Secret};
+use crate::security::{ClientKey, LimitOverride, Secret};
 
 /// 默认监听 IP：所有 IPv4 地址。
 const DEFAULT_LISTEN_IP: [u8; 4] = [0, 0, 0, 0];

@@ -39,7 +39,7 @@ pub struct ApiError {
     /// 网关的错误码（取值有限，也是指标与访问日志的 `error_code`）。
     pub code: ErrorCode,
     /// 上游自己的错误码：转告客户端时放进信封的 `code`（不进指标标签）。
-    pub upstream_code: Option<String>,
+    pub upstream_code: Option<Box<str>>,
     /// 出错的请求字段（如 `messages[0].role`）。
     pub param: Option<String>,
     /// 中文错误信息。

@@ -3,9 +3,9 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use crate::config::{FailureMode, LayerSettings, LimitOverride, Model, RateLimitSettings};
+use crate::config::{FailureMode, LayerSettings, Model, RateLimitSettings};
 use crate::metrics::UPSTREAM_LAYER_LABEL;
-use crate::security::Client;
+use crate::security::{Client, LimitOverride};
 
 use super::ip::ip_subject;
 

@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use pingora_proxy::Session;
 
-use crate::config::{FailureMode, RateLimitSettings};
+use crate::config::{Cidr, FailureMode, RateLimitSettings};
 use crate::error::ApiError;
 use crate::metrics::METRICS;
 use crate::redis_link::{RedisFailure, RedisLink};
@@ -29,7 +29,7 @@ use crate::streaming::{estimate_tokens, Usage};
 use health::RedisHealth;
 
 pub use headers::{go_duration, rate_limit_headers, QuotaHeaders};
-pub use ip::{client_ip, ip_subject, Cidr, FORWARDED_FOR};
+pub use ip::{client_ip, ip_subject, FORWARDED_FOR};
 pub use layer::{checks, Check, Kind, Layer, Subjects, TOKEN_WINDOW};
 pub use local::{LocalCharge, LocalStage, LocalVerdict};
 pub use remote::{RemoteStage, RemoteTicket, RemoteVerdict, BUCKETS};

@@ -250,7 +250,7 @@ fn relayed(
         .and_then(ErrorCode::parse)
         .unwrap_or(ErrorCode::UpstreamError);
     let mut error = ApiError::new(status, kind, code, message);
-    error.upstream_code = upstream_code;
+    error.upstream_code = upstream_code.map(String::into_boxed_str);
     error
 }
 

@@ -8,7 +8,29 @@ use sha2::{Digest, Sha256};
 use subtle::{Choice, ConstantTimeEq};
 
 use super::Secret;
-use crate::config::LimitOverride;
+
+/// 单个客户端密钥或模型对所在层上限的覆盖（`auth.keys[].limits`、`models[].limits`）。
+///
+/// 用途：给出的字段替换 `rate_limits.per_key` / `per_model` 中的对应字段；该层没有配置时，
+/// 只有带覆盖的密钥或模型受这一层约束。
+///
+/// ```
+/// let o: chatnexus::security::LimitOverride = serde_yaml::from_str("{ requests: 10 }").unwrap(); // 只改请求数
+/// assert_eq!((o.requests, o.tokens_per_minute), (Some(10), None)); // token 上限沿用层的设置
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitOverride {
+    /// 窗口内最多的请求数。
+    #[serde(default)]
+    pub requests: Option<u64>,
+    /// 请求数窗口长度（毫秒）。
+    #[serde(default)]
+    pub window_ms: Option<u64>,
+    /// 每分钟最多的 token 数。
+    #[serde(default)]
+    pub tokens_per_minute: Option<u64>,
+}
 
 /// SHA-256 摘要的字节数。
 const HASH_LEN: usize = 32;
