@@ -7,9 +7,10 @@ use serde_json::{json, Value};
 use chatnexus::mock::{MockSettings, Recorded};
 
 use crate::common::{
-    authed, chat_body, content_type, expect_error, expect_stream_cut, send_chat, sse_payloads,
-    stream_content, CLIENT_KEY, ENV, UPSTREAM_KEY,
+    authed, content_type, expect_error, expect_stream_cut, send_chat, sse_payloads, stream_content,
+    CLIENT_KEY, ENV, UPSTREAM_KEY,
 };
+use crate::support::body::chat_body;
 
 /// 说 Anthropic 格式的模拟上游（同名模型指向它）。
 const CLAUDE: &str = "claude";

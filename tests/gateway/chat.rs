@@ -5,9 +5,9 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::common::{
-    authed, chat_body, content_type, send_chat, sse_payloads, stream_content, CLIENT_KEY, ENV,
-    UPSTREAM_KEY,
+    authed, content_type, send_chat, sse_payloads, stream_content, CLIENT_KEY, ENV, UPSTREAM_KEY,
 };
+use crate::support::body::chat_body;
 
 /// 模拟器的缺省回复。
 const MOCK_REPLY: &str = "你好！我是 ChatNexus 内置的模拟上游，这条回复没有调用任何真实模型。";
