@@ -455,14 +455,6 @@ pub async fn send_chat(model: &str, stream: bool) -> reqwest::Response {
         .expect("请求失败")
 }
 
-/// 响应的内容类型（没有时为空串）。
-pub fn content_type(resp: &reqwest::Response) -> &str {
-    resp.headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-}
-
 /// 发送请求并把响应体解析为 JSON。
 pub async fn json_of(request: reqwest::RequestBuilder) -> serde_json::Value {
     let resp = request.send().await.expect("请求失败");

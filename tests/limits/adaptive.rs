@@ -7,8 +7,9 @@ use once_cell::sync::Lazy;
 
 use chatnexus::metrics::METRICS;
 
-use crate::env::{chat, header, key, start_gateway, Ask, HANG_GUARD, MOCKS};
+use crate::env::{chat, key, start_gateway, Ask, HANG_GUARD, MOCKS};
 use crate::support::gateway::Gateway;
+use crate::support::header;
 
 /// 本文件的测试共用一个不限流的网关（只看上游的并发上限）。
 static GATEWAY: Lazy<Gateway> = Lazy::new(|| start_gateway(None, None));

@@ -12,6 +12,7 @@ use crate::support::config::{
     Target, Timeouts,
 };
 use crate::support::gateway::{Emulators, Gateway, Launch};
+use crate::support::header;
 
 /// 聊天接口路径。
 const CHAT_PATH: &str = "/v1/chat/completions";
@@ -242,14 +243,6 @@ pub async fn chat(
         request = request.header("x-forwarded-for", forwarded);
     }
     request.send().await.expect("请求必须送达网关")
-}
-
-/// 响应头的文本值（没有时为空串）。
-pub fn header<'a>(resp: &'a reqwest::Response, name: &str) -> &'a str {
-    resp.headers()
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
 }
 
 /// 限流键：`{<前缀>rl}:<层>:<主体>`（与 docs/rate-limiting.md 描述的格式一致）。

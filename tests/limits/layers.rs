@@ -2,8 +2,9 @@
 
 use once_cell::sync::Lazy;
 
-use crate::env::{chat, expect_refused, header, key, Ask, RedisGateway};
+use crate::env::{chat, expect_refused, key, Ask, RedisGateway};
 use crate::support::config::{Limits, RateLimits};
+use crate::support::header;
 
 /// 全局层的请求数上限。
 const GLOBAL_LIMIT: u64 = 1_000;

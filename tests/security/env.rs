@@ -6,13 +6,10 @@
 //!
 //! 上游密钥与签名密钥都以密文（`api_key_enc`、`signing_secret_enc`）写在配置里，由本进程生成的主密钥解密。
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use once_cell::sync::Lazy;
 
 use chatnexus::mock::{MockSettings, MockStats};
 use chatnexus::security::crypto::{MasterKey, MASTER_KEY_ENV};
-use chatnexus::security::signing::{canonical_string, sign};
 
 use crate::support::body::chat_bytes;
 use crate::support::config::{
@@ -20,6 +17,7 @@ use crate::support::config::{
 };
 use crate::support::gateway::{Emulators, Gateway, Launch};
 use crate::support::now;
+use crate::support::signing::{fresh_nonce, sign_request, signed_post};
 
 /// 要求签名的客户端密钥（名 `signed`）。
 pub const SIGNED_KEY: &str = "sk-cnx-test-signed-client";
@@ -68,6 +66,8 @@ impl SecurityEnv {
     }
 }
 
+/// 聊天接口路径。
+const CHAT_PATH: &str = "/v1/chat/completions";
 /// 模拟上游、它的 provider 与同名模型的名字。
 const MOCK: &str = "mock";
 /// 本机回环地址上的 Redis 前缀（用于一个没人监听的端口）。
@@ -144,66 +144,6 @@ fn start() -> SecurityEnv {
     }
 }
 
-/// 一个新的随机 nonce（32 个 URL 安全字符）。
-pub fn fresh_nonce() -> String {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
-    format!("n{:x}-{n:08x}-{}", nanos, std::process::id())
-}
-
-/// 一组签名参数。
-#[derive(Clone)]
-pub struct Signed {
-    /// 时间戳。
-    pub timestamp: String,
-    /// 请求携带的 nonce。
-    pub nonce: String,
-    /// 签名。
-    pub signature: String,
-}
-
-/// 按 docs/security.md 的规范串签名。
-pub fn sign_request(
-    secret: &str,
-    method: &str,
-    path: &str,
-    timestamp: u64,
-    nonce: &str,
-    body: &[u8],
-) -> Signed {
-    let ts = timestamp.to_string();
-    let canonical = canonical_string(method, path, &ts, nonce, body);
-    Signed {
-        signature: sign(secret.as_bytes(), &canonical),
-        timestamp: ts,
-        nonce: nonce.to_string(),
-    }
-}
-
-/// 带客户端密钥与签名头的 POST。
-pub fn signed_post(
-    client: &reqwest::Client,
-    gateway: Gateway,
-    path: &str,
-    key: &str,
-    body: Vec<u8>,
-    signed: &Signed,
-) -> reqwest::RequestBuilder {
-    client
-        .post(gateway.url(path))
-        .bearer_auth(key)
-        .header("content-type", "application/json")
-        .header("x-chatnexus-timestamp", &signed.timestamp)
-        .header("x-chatnexus-nonce", &signed.nonce)
-        .header("x-chatnexus-signature", &signed.signature)
-        .body(body)
-}
-
 /// 签好名的聊天请求（`signed` 密钥、当前时间、新 nonce）。
 pub fn signed_chat(
     client: &reqwest::Client,
@@ -214,19 +154,12 @@ pub fn signed_chat(
     let signed = sign_request(
         SIGNING_SECRET,
         "POST",
-        "/v1/chat/completions",
+        CHAT_PATH,
         now(),
         &fresh_nonce(),
         &body,
     );
-    signed_post(
-        client,
-        gateway,
-        "/v1/chat/completions",
-        SIGNED_KEY,
-        body,
-        &signed,
-    )
+    signed_post(client, gateway, CHAT_PATH, SIGNED_KEY, body, &signed)
 }
 
 pub use crate::support::expect_error;

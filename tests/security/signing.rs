@@ -3,12 +3,12 @@
 use serde_json::Value;
 
 use crate::env::{
-    expect_error, fresh_nonce, sign_request, signed_chat, signed_post, ENV, PLAIN_KEY, SIGNED_KEY,
-    SIGNING_SECRET, SOFT_KEY, SOFT_SECRET,
+    expect_error, signed_chat, ENV, PLAIN_KEY, SIGNED_KEY, SIGNING_SECRET, SOFT_KEY, SOFT_SECRET,
 };
 use crate::support::body::chat_bytes;
 use crate::support::gateway::Gateway;
 use crate::support::now;
+use crate::support::signing::{fresh_nonce, sign_request, signed_post};
 
 /// 同一 nonce 的并发请求数。
 const CONCURRENT_REPLAYS: usize = 50;

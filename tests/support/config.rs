@@ -2,12 +2,14 @@
 //!
 //! 字段名与 src/config 中的配置文件结构一致；没有设置的可选项不写入 YAML，由网关取缺省值。
 //!
-//! ```ignore
-//! let config = GatewayConfig::on_loopback()
-//!     .key(ClientKey::new("团队", "sk-test"))
-//!     .provider(Provider::new("mock", ProviderKind::OpenAiCompatible, url))
-//!     .model(Model::direct("mock"));
 //! ```
+//! let config = GatewayConfig::on_loopback() // 监听回环地址的空闲端口
+//!     .key(ClientKey::new("团队", "sk-test")) // 配置里只有摘要
+//!     .provider(Provider::new("mock", ProviderKind::OpenAiCompatible, url)) // 一个上游
+//!     .model(Model::direct("mock")); // 同名模型直达同名上游
+//! ```
+
+use std::net::SocketAddr;
 
 use serde::Serialize;
 
@@ -19,7 +21,20 @@ pub use chatnexus::config::ProviderKind;
 /// 测试网关的代理线程数：两个足以覆盖并发路径，又不占满这台机器。
 const TEST_THREADS: usize = 2;
 /// 回环地址。
-const LOOPBACK_IP: &str = "127.0.0.1";
+const LOOPBACK_IP: [u8; 4] = [127, 0, 0, 1];
+
+/// 为可选字段生成链式设置：`字段名(值)` 把值存为 `Some(值.into())`，其余字段不变。
+macro_rules! setters {
+    ($($(#[doc = $doc:literal])* $field:ident: $ty:ty;)*) => {
+        $(
+            $(#[doc = $doc])*
+            pub fn $field(mut self, value: $ty) -> Self {
+                self.$field = Some(value.into());
+                self
+            }
+        )*
+    };
+}
 
 /// 整个配置文件：每段都可省略，省略的段不写入 YAML。
 ///
@@ -58,7 +73,7 @@ impl GatewayConfig {
         let port = crate::support::free_port();
         GatewayConfig {
             server: Some(ServerSection {
-                listen: format!("{LOOPBACK_IP}:{port}"),
+                listen: (LOOPBACK_IP, port).into(),
                 threads: TEST_THREADS,
                 ca_file: None,
                 metrics_listen: None,
@@ -70,7 +85,7 @@ impl GatewayConfig {
     /// 在回环地址的另一个空闲端口上导出 Prometheus 指标。
     pub fn with_metrics(mut self) -> Self {
         let port = crate::support::free_port();
-        self.server_mut().metrics_listen = Some(format!("{LOOPBACK_IP}:{port}"));
+        self.server_mut().metrics_listen = Some((LOOPBACK_IP, port).into());
         self
     }
 
@@ -116,12 +131,6 @@ impl GatewayConfig {
         self
     }
 
-    /// 设置熔断参数。
-    pub fn circuit_breaker(mut self, breaker: Breaker) -> Self {
-        self.circuit_breaker = Some(breaker);
-        self
-    }
-
     /// 设置延迟估计的衰减时间。
     pub fn latency_decay_ms(mut self, latency_decay_ms: u64) -> Self {
         self.load_balancing = Some(Balancing { latency_decay_ms });
@@ -137,16 +146,13 @@ impl GatewayConfig {
         self
     }
 
-    /// 设置多层限流。
-    pub fn rate_limits(mut self, limits: RateLimits) -> Self {
-        self.rate_limits = Some(limits);
-        self
-    }
-
-    /// 设置 Redis。
-    pub fn redis(mut self, redis: Redis) -> Self {
-        self.redis = Some(redis);
-        self
+    setters! {
+        /// 设置熔断参数。
+        circuit_breaker: Breaker;
+        /// 设置多层限流。
+        rate_limits: RateLimits;
+        /// 设置 Redis。
+        redis: Redis;
     }
 
     /// 允许这些来源跨域访问，预检结果缓存 `max_age_secs` 秒。
@@ -159,14 +165,14 @@ impl GatewayConfig {
         self
     }
 
-    /// 网关监听的端口（[`GatewayConfig::on_loopback`] 选定的）。
-    pub fn listen_port(&self) -> u16 {
-        port_of(&self.server_ref().listen)
+    /// 网关的监听地址（[`GatewayConfig::on_loopback`] 选定的）。
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.server_ref().listen
     }
 
-    /// 指标监听的端口（没有导出指标时为 `None`）。
-    pub fn metrics_port(&self) -> Option<u16> {
-        self.server_ref().metrics_listen.as_deref().map(port_of)
+    /// 指标的监听地址（没有导出指标时为 `None`）。
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.server_ref().metrics_listen
     }
 
     /// 序列化成网关读取的 YAML 文本。
@@ -175,8 +181,13 @@ impl GatewayConfig {
     }
 
     /// 像网关启动时一样解析并校验配置；`env` 提供环境变量（主密钥、上游密钥等）。
+    ///
+    /// 序列化出的 YAML 必须能解析（解析失败是测试脚手架的错误，直接失败）；校验错误原样返回。
     pub fn build(&self, env: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-        config::build(config::parse(&self.to_yaml())?, env)
+        let yaml = self.to_yaml();
+        let file =
+            config::parse(&yaml).unwrap_or_else(|e| panic!("测试配置必须能解析：{e}\n{yaml}"));
+        config::build(file, env)
     }
 
     fn server_mut(&mut self) -> &mut ServerSection {
@@ -192,23 +203,15 @@ impl GatewayConfig {
     }
 }
 
-/// 取 `IP:端口` 中的端口。
-fn port_of(addr: &str) -> u16 {
-    addr.rsplit(':')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .expect("监听地址必须是 IP:端口")
-}
-
 /// `server` 段。
 #[derive(Debug, Clone, Serialize)]
 struct ServerSection {
-    listen: String,
+    listen: SocketAddr,
     threads: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
     ca_file: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    metrics_listen: Option<String>,
+    metrics_listen: Option<SocketAddr>,
 }
 
 /// `auth` 段。
@@ -232,7 +235,7 @@ fn is_false(value: &bool) -> bool {
 }
 
 /// `auth.keys` 中的一项：由明文算出 SHA-256，配置里只有摘要。
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct ClientKey {
     name: String,
     sha256: String,
@@ -254,11 +257,7 @@ impl ClientKey {
         ClientKey {
             name: name.to_string(),
             sha256: KeyHash::of(plaintext).to_hex(),
-            disabled: false,
-            models: None,
-            require_signature: false,
-            signing_secret_enc: None,
-            limits: None,
+            ..ClientKey::default()
         }
     }
 
@@ -274,22 +273,17 @@ impl ClientKey {
         self
     }
 
-    /// 加密保存的签名密钥（`v1:…`）。
-    pub fn signing_secret_enc(mut self, enc: String) -> Self {
-        self.signing_secret_enc = Some(enc);
-        self
-    }
-
     /// 强制每个请求都签名。
     pub fn require_signature(mut self) -> Self {
         self.require_signature = true;
         self
     }
 
-    /// 该密钥对 `rate_limits.per_key` 的覆盖。
-    pub fn limits(mut self, limits: Limits) -> Self {
-        self.limits = Some(limits);
-        self
+    setters! {
+        /// 加密保存的签名密钥（`v1:…`）。
+        signing_secret_enc: String;
+        /// 该密钥对 `rate_limits.per_key` 的覆盖。
+        limits: Limits;
     }
 }
 
@@ -332,34 +326,17 @@ impl Provider {
         }
     }
 
-    /// 明文上游密钥。
-    pub fn api_key(mut self, key: &str) -> Self {
-        self.api_key = Some(key.to_string());
-        self
-    }
-
-    /// 存放上游密钥的环境变量名。
-    pub fn api_key_env(mut self, var: &str) -> Self {
-        self.api_key_env = Some(var.to_string());
-        self
-    }
-
-    /// 加密保存的上游密钥（`v1:…`）。
-    pub fn api_key_enc(mut self, enc: String) -> Self {
-        self.api_key_enc = Some(enc);
-        self
-    }
-
-    /// Azure 的 `api-version`。
-    pub fn api_version(mut self, version: &str) -> Self {
-        self.api_version = Some(version.to_string());
-        self
-    }
-
-    /// 各阶段超时。
-    pub fn timeouts(mut self, timeouts: Timeouts) -> Self {
-        self.timeouts = Some(timeouts);
-        self
+    setters! {
+        /// 明文上游密钥。
+        api_key: &str;
+        /// 存放上游密钥的环境变量名。
+        api_key_env: &str;
+        /// 加密保存的上游密钥（`v1:…`）。
+        api_key_enc: String;
+        /// Azure 的 `api-version`。
+        api_version: &str;
+        /// 各阶段超时。
+        timeouts: Timeouts;
     }
 
     /// 每 `interval_ms` 毫秒探测一次 `path`，`timeout_ms` 内没有应答算失败。
@@ -398,14 +375,13 @@ impl Timeouts {
         }
     }
 
-    /// 总时长上限。
-    pub fn total_ms(mut self, total_ms: u64) -> Self {
-        self.total_ms = Some(total_ms);
-        self
+    setters! {
+        /// 总时长上限。
+        total_ms: u64;
     }
 }
 
-/// `providers[].health_check`。
+/// 主动健康检查 `providers[].health_check`。
 #[derive(Debug, Clone, Serialize)]
 struct HealthCheck {
     path: String,
@@ -413,7 +389,7 @@ struct HealthCheck {
     timeout_ms: u64,
 }
 
-/// `providers[].concurrency`。
+/// 自适应并发 `providers[].concurrency`。
 #[derive(Debug, Clone, Copy, Serialize)]
 struct Concurrency {
     base: u32,
@@ -450,15 +426,14 @@ impl Model {
         self
     }
 
-    /// 该模型对 `rate_limits.per_model` 的覆盖。
-    pub fn limits(mut self, limits: Limits) -> Self {
-        self.limits = Some(limits);
-        self
+    setters! {
+        /// 该模型对 `rate_limits.per_model` 的覆盖。
+        limits: Limits;
     }
 }
 
 /// `models[].targets` 中的一项。
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Target {
     provider: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -476,35 +451,19 @@ impl Target {
     pub fn to(provider: &str) -> Self {
         Target {
             provider: provider.to_string(),
-            model: None,
-            max_tokens: None,
-            deployment: None,
-            priority: None,
+            ..Target::default()
         }
     }
 
-    /// 发给上游的模型名。
-    pub fn model(mut self, model: &str) -> Self {
-        self.model = Some(model.to_string());
-        self
-    }
-
-    /// 客户端没给 `max_tokens` 时使用的值。
-    pub fn max_tokens(mut self, max_tokens: u64) -> Self {
-        self.max_tokens = Some(max_tokens);
-        self
-    }
-
-    /// Azure 部署名。
-    pub fn deployment(mut self, deployment: &str) -> Self {
-        self.deployment = Some(deployment.to_string());
-        self
-    }
-
-    /// 优先级层（0 最优先）。
-    pub fn priority(mut self, priority: u32) -> Self {
-        self.priority = Some(priority);
-        self
+    setters! {
+        /// 发给上游的模型名。
+        model: &str;
+        /// 客户端没给 `max_tokens` 时使用的值。
+        max_tokens: u64;
+        /// Azure 部署名。
+        deployment: &str;
+        /// 优先级层（0 最优先）。
+        priority: u32;
     }
 }
 
@@ -630,10 +589,10 @@ pub struct Redis {
 }
 
 impl Redis {
-    /// 连接串写在配置里，命令超时 `timeout_ms` 毫秒。
-    pub fn url(url: &str, timeout_ms: u64) -> Self {
+    /// 命令超时 `timeout_ms` 毫秒、还没有连接串的 `redis` 段。
+    fn new(timeout_ms: u64) -> Self {
         Redis {
-            url: Some(url.to_string()),
+            url: None,
             url_env: None,
             key_prefix: None,
             timeout_ms,
@@ -641,19 +600,25 @@ impl Redis {
         }
     }
 
-    /// 连接串从环境变量 `var` 读取，命令超时 `timeout_ms` 毫秒。
-    pub fn url_env(var: &str, timeout_ms: u64) -> Self {
+    /// 连接串写在配置里，命令超时 `timeout_ms` 毫秒。
+    pub fn url(url: &str, timeout_ms: u64) -> Self {
         Redis {
-            url: None,
-            url_env: Some(var.to_string()),
-            ..Redis::url("", timeout_ms)
+            url: Some(url.to_string()),
+            ..Redis::new(timeout_ms)
         }
     }
 
-    /// 键前缀。
-    pub fn key_prefix(mut self, prefix: &str) -> Self {
-        self.key_prefix = Some(prefix.to_string());
-        self
+    /// 连接串从环境变量 `var` 读取，命令超时 `timeout_ms` 毫秒。
+    pub fn url_env(var: &str, timeout_ms: u64) -> Self {
+        Redis {
+            url_env: Some(var.to_string()),
+            ..Redis::new(timeout_ms)
+        }
+    }
+
+    setters! {
+        /// 键前缀。
+        key_prefix: &str;
     }
 
     /// 按 Redis Cluster 连接（连接串为逗号分隔的节点）。

@@ -1,10 +1,10 @@
 //! 在进程内启动网关与模拟上游：全部监听 127.0.0.1 的空闲端口，测试进程结束时随之结束。
 //!
-//! ```ignore
-//! let mut mocks = Emulators::default();
-//! let url = mocks.add("mock", MockSettings::default());
-//! let config = GatewayConfig::on_loopback().provider(Provider::new("mock", kind, &url));
-//! let gateway = Launch::new(config).emulators(&mut mocks).start();
+//! ```
+//! let mut mocks = Emulators::default(); // 一组模拟上游
+//! let url = mocks.add("mock", MockSettings::default()); // 取得空闲端口上的地址
+//! let config = GatewayConfig::on_loopback().provider(Provider::new("mock", kind, &url)); // 写进配置
+//! let gateway = Launch::new(config).emulators(&mut mocks).start(); // 同一进程里一起运行
 //! ```
 
 use std::collections::HashMap;
@@ -20,8 +20,6 @@ use super::config::GatewayConfig;
 
 /// 回环地址上 HTTP 服务的地址前缀。
 pub const LOOPBACK_HTTP: &str = "http://127.0.0.1";
-/// 回环地址。
-const LOOPBACK_IP: [u8; 4] = [127, 0, 0, 1];
 
 /// 一个在进程内运行的网关：对客户端的地址与（若导出）指标地址。
 #[derive(Debug, Clone, Copy)]
@@ -112,22 +110,28 @@ impl Emulators {
     pub fn run_alone(&mut self) {
         let mut server = Server::new(None).expect("创建模拟上游服务");
         server.bootstrap();
-        let mut ports = Vec::new();
-        for (port, service) in self.take_pending() {
-            server.add_service(service);
-            ports.push(port);
-        }
+        let ports = serve(&mut server, self.take_pending());
         crate::support::spawn(server);
         crate::support::wait_ports(ports);
     }
+}
+
+/// 把模拟上游加入 `server`，返回它们的端口。
+fn serve(server: &mut Server, emulators: Vec<(u16, Service<MockApp>)>) -> Vec<u16> {
+    emulators
+        .into_iter()
+        .map(|(port, service)| {
+            server.add_service(service);
+            port
+        })
+        .collect()
 }
 
 /// 启动一个网关：配置、它读取的环境变量、与它同进程运行的模拟上游。
 pub struct Launch {
     config: GatewayConfig,
     env: HashMap<String, String>,
-    services: Vec<Service<MockApp>>,
-    ports: Vec<u16>,
+    emulators: Vec<(u16, Service<MockApp>)>,
 }
 
 impl Launch {
@@ -136,8 +140,7 @@ impl Launch {
         Launch {
             config,
             env: HashMap::new(),
-            services: Vec::new(),
-            ports: Vec::new(),
+            emulators: Vec::new(),
         }
     }
 
@@ -149,10 +152,7 @@ impl Launch {
 
     /// 与网关在同一个 `Server` 里运行这些模拟上游中还没运行的那些。
     pub fn emulators(mut self, emulators: &mut Emulators) -> Self {
-        for (port, service) in emulators.take_pending() {
-            self.ports.push(port);
-            self.services.push(service);
-        }
+        self.emulators.extend(emulators.take_pending());
         self
     }
 
@@ -167,24 +167,18 @@ impl Launch {
         // 有人把整个配置打进调试日志也不能泄露密钥：no_leak 测试依赖这一行
         log::debug!("运行时配置：{cfg:?}");
         let mut server = chatnexus::server::build(cfg, None, None);
-        for service in self.services {
-            server.add_service(service);
-        }
+        let emulator_ports = serve(&mut server, self.emulators);
         crate::support::spawn(server);
         let gateway = Gateway {
-            addr: (LOOPBACK_IP, self.config.listen_port()).into(),
-            metrics: self
-                .config
-                .metrics_port()
-                .map(|port| (LOOPBACK_IP, port).into()),
+            addr: self.config.listen_addr(),
+            metrics: self.config.metrics_addr(),
         };
-        let metrics = gateway.metrics.map(|m| m.port());
-        crate::support::wait_ports(
-            [gateway.addr.port()]
-                .into_iter()
-                .chain(metrics)
-                .chain(self.ports),
-        );
+        crate::support::wait_ready(gateway.addr);
+        gateway
+            .metrics
+            .into_iter()
+            .for_each(crate::support::wait_ready);
+        crate::support::wait_ports(emulator_ports);
         gateway
     }
 }

@@ -7,6 +7,7 @@
 pub mod body;
 pub mod config;
 pub mod gateway;
+pub mod signing;
 
 use std::collections::HashSet;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -108,6 +109,14 @@ pub fn spawn(server: Server) {
             shutdown_signal: Box::new(NeverShutdown),
         })
     });
+}
+
+/// 响应头的文本值（没有时为空串）。
+pub fn header<'a>(resp: &'a reqwest::Response, name: &str) -> &'a str {
+    resp.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
 }
 
 /// 断言响应是给定状态码的 OpenAI 错误信封（`message`、`type`、`param`、`code` 齐全），返回 `error` 对象。
