@@ -1,12 +1,17 @@
 //! `chatnexus keys …` 命令行：运行构建好的二进制，明文经标准输入传入，
 //! 再证明它打印的密文能经配置加载解密、打印的摘要能通过鉴权。
 
+#[path = "support/mod.rs"]
+mod support;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use chatnexus::config;
 use chatnexus::security::crypto::{MASTER_KEY_ENV, MASTER_KEY_OLD_ENV};
+
+use support::config::{GatewayConfig, Provider, ProviderKind};
 
 const BIN: &str = env!("CARGO_BIN_EXE_chatnexus");
 /// 配置里引用的 OpenAI 地址（不会被访问）。
@@ -15,6 +20,13 @@ const OPENAI_URL: &str = "https://api.openai.com";
 const ANTHROPIC_URL: &str = "https://api.anthropic.com";
 /// 配置里引用的本机兼容上游（不会被访问）。
 const LOCAL_URL: &str = "http://127.0.0.1:1";
+
+/// 关闭鉴权、只有一个以密文 `enc` 保存密钥的上游的配置。
+fn 单上游配置(name: &str, kind: ProviderKind, base_url: &str, enc: &str) -> GatewayConfig {
+    GatewayConfig::default()
+        .auth_disabled()
+        .provider(Provider::new(name, kind, base_url).api_key_enc(enc.to_string()))
+}
 
 /// 测试结束时删除的临时目录。
 struct 临时目录(PathBuf);
@@ -119,19 +131,19 @@ fn 加密上游密钥_标准输入读入_密文经配置加载解密() {
     assert!(!stdout.contains(plaintext), "明文不得回显");
     assert!(!String::from_utf8_lossy(&out.stderr).contains(plaintext));
     let enc = 密文(&stdout, "api_key_enc");
-    let yaml = format!(
-        "auth: {{ disabled: true }}\nproviders: [ {{ name: openai, kind: openai, base_url: '{OPENAI_URL}', api_key_enc: '{enc}' }} ]"
-    );
     let env = |var: &str| (var == MASTER_KEY_ENV).then(|| master.clone());
-    let cfg = config::build(config::parse(&yaml).expect("可解析"), env).expect("密文必须能解密");
+    let cfg = 单上游配置("openai", ProviderKind::OpenAi, OPENAI_URL, &enc)
+        .build(env)
+        .expect("密文必须能解密");
     assert_eq!(
         cfg.providers[0].api_key.as_ref().map(|k| k.expose()),
         Some(plaintext),
         "去掉了管道带来的换行"
     );
     // 挪到别的上游名下就解不开
-    let moved = yaml.replace("name: openai", "name: other");
-    let err = config::build(config::parse(&moved).expect("可解析"), env)
+    let moved = 单上游配置("other", ProviderKind::OpenAi, OPENAI_URL, &enc);
+    let err = moved
+        .build(env)
         .expect_err("附加数据不同必须失败")
         .to_string();
     assert!(err.contains("providers[0].api_key_enc"), "{err}");
@@ -150,11 +162,8 @@ fn 写密文配置(dir: &Path) -> (String, String) {
         "api_key_enc",
     );
     let conf = dir.join("chatnexus.yaml");
-    std::fs::write(
-        &conf,
-        format!("auth: {{ disabled: true }}\nproviders: [ {{ name: claude, kind: anthropic, base_url: '{ANTHROPIC_URL}', api_key_enc: '{enc}' }} ]\n"),
-    )
-    .expect("写配置");
+    let config = 单上游配置("claude", ProviderKind::Anthropic, ANTHROPIC_URL, &enc);
+    std::fs::write(&conf, config.to_yaml()).expect("写配置");
     (conf.display().to_string(), master)
 }
 
@@ -263,9 +272,10 @@ fn 生成客户端密钥_打印一次明文与只含摘要的配置行() {
     assert!(key.starts_with("sk-cnx-") && key.len() == 7 + 43, "{key}");
     let line = lines[1];
     assert!(!line.contains(key), "配置行不得含明文");
-    let yaml = format!(
-        "auth:\n  keys:\n{line}\nproviders: [ {{ name: local, kind: openai_compatible, base_url: '{LOCAL_URL}' }} ]"
-    );
+    // 打印的配置行原样贴到 `auth.keys` 下（这正是运维的用法），其余部分由类型化配置生成
+    let local = Provider::new("local", ProviderKind::OpenAiCompatible, LOCAL_URL);
+    let rest = GatewayConfig::default().provider(local).to_yaml();
+    let yaml = format!("auth:\n  keys:\n{line}\n{rest}");
     let cfg = config::build(
         config::parse(&yaml).expect("配置行必须是合法 YAML"),
         |_| None,
@@ -341,13 +351,9 @@ fn 轮换_旧主密钥的密文重新加密后只需新主密钥() {
     );
     let new_enc = 密文(&标准输出(&out), "api_key_enc");
     assert_ne!(new_enc, old_enc);
-    let yaml = format!(
-        "auth: {{ disabled: true }}\nproviders: [ {{ name: openai, kind: openai, base_url: '{OPENAI_URL}', api_key_enc: '{new_enc}' }} ]"
-    );
-    let cfg = config::build(config::parse(&yaml).expect("可解析"), |var| {
-        (var == MASTER_KEY_ENV).then(|| new.clone())
-    })
-    .expect("只用新主密钥即可解密");
+    let cfg = 单上游配置("openai", ProviderKind::OpenAi, OPENAI_URL, &new_enc)
+        .build(|var| (var == MASTER_KEY_ENV).then(|| new.clone()))
+        .expect("只用新主密钥即可解密");
     assert_eq!(
         cfg.providers[0].api_key.as_ref().map(|k| k.expose()),
         Some("sk-轮换")

@@ -9,16 +9,19 @@
 mod support;
 
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use log::{LevelFilter, Log, Metadata, Record};
 
-use chatnexus::config;
 use chatnexus::logging::{Redacting, REDACTED};
-use chatnexus::mock::{mock_service, Fault, MockSettings};
+use chatnexus::mock::{Fault, MockSettings};
 use chatnexus::security::crypto::{MasterKey, MASTER_KEY_ENV};
-use chatnexus::security::signing::{canonical_string, sign};
-use chatnexus::security::KeyHash;
+
+use support::body::chat_bytes;
+use support::config::{ClientKey, GatewayConfig, Model, Provider, ProviderKind, Target};
+use support::gateway::{Emulators, Gateway, Launch};
+use support::now;
+use support::signing::{fresh_nonce, sign_request, signed_post, Signed};
 
 /// 以 api_key_enc 保存的上游密钥（四种协议各一个）。
 const ENCRYPTED_KEYS: [(&str, &str); 4] = [
@@ -76,93 +79,70 @@ impl Log for ToCapture {
     fn flush(&self) {}
 }
 
-/// 本机回环地址上的 HTTP 服务前缀。
-const LOOPBACK: &str = "http://127.0.0.1";
+/// 签名客户端的密钥。
+const SIGNED_CLIENT_KEY: &str = "sk-cnx-LEAKCANARY-signed-client";
+/// `fromenv` 上游读取密钥的环境变量。
+const LEAK_KEY_ENV: &str = "LEAK_TEST_KEY";
+/// 聊天接口路径。
+const CHAT_PATH: &str = "/v1/chat/completions";
+/// 伪造签名的长度：与真实签名（64 个十六进制字符）一样长。
+const FORGED_SIGNATURE_LEN: usize = 64;
+/// OpenAI 协议上游的路径前缀。
+const OPENAI_PATH: &str = "/v1";
 
-fn 配置(gateway: u16, mock: u16, rejecting: u16, master: &MasterKey) -> String {
-    let base = format!("{LOOPBACK}:{mock}");
-    let enc = |name: &str, key: &str| master.encrypt(name, key.as_bytes());
-    let [oai, claude, gem, az] = ENCRYPTED_KEYS.map(|(n, k)| enc(n, k));
+/// 网关配置：四种协议的上游密钥以密文保存，另有从环境变量取密钥的与会被上游拒绝的上游。
+fn 配置(base: &str, rejecting: &str, master: &MasterKey) -> GatewayConfig {
+    let [oai, claude, gem, az] = ENCRYPTED_KEYS.map(|(n, k)| master.encrypt(n, k.as_bytes()));
     let signing = master.encrypt("签名客户端", SIGNING_SECRET.as_bytes());
-    let client = KeyHash::of(CLIENT_KEY).to_hex();
-    let signed_client = KeyHash::of("sk-cnx-LEAKCANARY-signed-client").to_hex();
-    format!(
-        r#"server: {{ listen: "127.0.0.1:{gateway}", threads: 2 }}
-auth:
-  keys:
-    - {{ name: 普通客户端, sha256: "{client}" }}
-    - {{ name: 签名客户端, sha256: "{signed_client}", require_signature: true, signing_secret_enc: "{signing}" }}
-providers:
-  - {{ name: oai, kind: openai_compatible, base_url: "{base}/v1", api_key_enc: "{oai}" }}
-  - {{ name: claude, kind: anthropic, base_url: "{base}", api_key_enc: "{claude}" }}
-  - {{ name: gem, kind: gemini, base_url: "{base}", api_key_enc: "{gem}" }}
-  - {{ name: az, kind: azure, base_url: "{base}", api_key_enc: "{az}", api_version: "2024-10-21" }}
-  - {{ name: fromenv, kind: openai, base_url: "{base}", api_key_env: LEAK_TEST_KEY }}
-  - {{ name: rejecting, kind: openai_compatible, base_url: "{LOOPBACK}:{rejecting}", api_key: "{REJECTED_KEY}" }}
-models:
-  - {{ name: oai, targets: [ {{ provider: oai }} ] }}
-  - {{ name: claude, targets: [ {{ provider: claude, model: claude-sonnet-4-5 }} ] }}
-  - {{ name: gem, targets: [ {{ provider: gem, model: gemini-2.5-flash }} ] }}
-  - {{ name: az, targets: [ {{ provider: az, deployment: gpt-4o-prod }} ] }}
-  - {{ name: fromenv, targets: [ {{ provider: fromenv }} ] }}
-  - {{ name: rejecting, targets: [ {{ provider: rejecting }} ] }}
-"#
-    )
+    let openai_url = format!("{base}{OPENAI_PATH}");
+    GatewayConfig::on_loopback()
+        .key(ClientKey::new("普通客户端", CLIENT_KEY))
+        .key(
+            ClientKey::new("签名客户端", SIGNED_CLIENT_KEY)
+                .require_signature()
+                .signing_secret_enc(signing),
+        )
+        .provider(
+            Provider::new("oai", ProviderKind::OpenAiCompatible, &openai_url).api_key_enc(oai),
+        )
+        .provider(Provider::new("claude", ProviderKind::Anthropic, base).api_key_enc(claude))
+        .provider(Provider::new("gem", ProviderKind::Gemini, base).api_key_enc(gem))
+        .provider(
+            Provider::new("az", ProviderKind::Azure, base)
+                .api_key_enc(az)
+                .api_version("2024-10-21"),
+        )
+        .provider(Provider::new("fromenv", ProviderKind::OpenAi, base).api_key_env(LEAK_KEY_ENV))
+        .provider(
+            Provider::new("rejecting", ProviderKind::OpenAiCompatible, rejecting)
+                .api_key(REJECTED_KEY),
+        )
+        .model(Model::direct("oai"))
+        .model(Model::new("claude").target(Target::to("claude").model("claude-sonnet-4-5")))
+        .model(Model::new("gem").target(Target::to("gem").model("gemini-2.5-flash")))
+        .model(Model::new("az").target(Target::to("az").deployment("gpt-4o-prod")))
+        .model(Model::direct("fromenv"))
+        .model(Model::direct("rejecting"))
 }
 
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default()
-}
-
-fn body(model: &str, stream: bool) -> Vec<u8> {
-    serde_json::to_vec(&serde_json::json!({
-        "model": model, "stream": stream,
-        "messages": [ { "role": "user", "content": "你好" } ],
-    }))
-    .expect("JSON")
-}
-
-/// 本测试用到的三个端口：网关、正常上游、拒绝网关密钥的上游。
-struct Ports {
-    gateway: u16,
-    mock: u16,
-    rejecting: u16,
-}
-
-/// 用捕获日志的环境启动网关与两个模拟上游。
-fn 启动(master: &MasterKey, master_b64: &str) -> Ports {
-    let ports = support::free_ports(3);
-    let (gateway, mock, rejecting) = (ports[0], ports[1], ports[2]);
-    let yaml = 配置(gateway, mock, rejecting, master);
-    let env = |var: &str| match var {
-        MASTER_KEY_ENV => Some(master_b64.to_string()),
-        "LEAK_TEST_KEY" => Some(ENV_KEY.to_string()),
-        _ => None,
-    };
-    let cfg = config::build(config::parse(&yaml).expect("配置可解析"), env).expect("配置可构建");
-    // 有人把整个配置打进调试日志，也不能泄露
-    log::debug!("运行时配置：{cfg:?}");
-    let mut server = chatnexus::server::build(cfg, None, None);
-    let (mut ok_mock, _) = mock_service(MockSettings::default());
-    ok_mock.add_tcp(&format!("127.0.0.1:{mock}"));
-    server.add_service(ok_mock);
-    let (mut bad_mock, _) = mock_service(MockSettings {
-        fault: Some(Fault::Status(401)),
-        ..MockSettings::default()
-    });
-    bad_mock.add_tcp(&format!("127.0.0.1:{rejecting}"));
-    server.add_service(bad_mock);
-    support::spawn(server);
-    support::wait_ports([gateway, mock, rejecting]);
-
-    Ports {
-        gateway,
-        mock,
-        rejecting,
-    }
+/// 用捕获日志的环境启动网关与两个模拟上游（正常的、拒绝网关密钥的），返回网关与它的配置。
+fn 启动(master: &MasterKey, master_b64: &str) -> (Gateway, GatewayConfig) {
+    let mut mocks = Emulators::default();
+    let base = mocks.add("正常", MockSettings::default());
+    let rejecting = mocks.add(
+        "拒绝",
+        MockSettings {
+            fault: Some(Fault::Status(401)),
+            ..MockSettings::default()
+        },
+    );
+    let config = 配置(&base, &rejecting, master);
+    let gateway = Launch::new(config.clone())
+        .env(MASTER_KEY_ENV, master_b64)
+        .env(LEAK_KEY_ENV, ENV_KEY)
+        .emulators(&mut mocks)
+        .start();
+    (gateway, config)
 }
 
 /// 四种上游各发非流式与流式请求，全部应当成功。
@@ -172,7 +152,7 @@ async fn 正常流量(client: &reqwest::Client, url: &str) {
             let resp = client
                 .post(url)
                 .bearer_auth(CLIENT_KEY)
-                .body(body(model, stream))
+                .body(chat_bytes(model, stream))
                 .send()
                 .await
                 .expect("请求失败");
@@ -188,7 +168,7 @@ async fn 错误流量(client: &reqwest::Client, url: &str) {
     let resp = client
         .post(url)
         .bearer_auth(CLIENT_KEY)
-        .body(body("rejecting", false))
+        .body(chat_bytes("rejecting", false))
         .send()
         .await
         .expect("请求失败");
@@ -202,7 +182,7 @@ async fn 错误流量(client: &reqwest::Client, url: &str) {
     let resp = client
         .post(url)
         .bearer_auth("sk-cnx-LEAKCANARY-wrong-key")
-        .body(body("oai", false))
+        .body(chat_bytes("oai", false))
         .send()
         .await
         .expect("请求失败");
@@ -210,30 +190,32 @@ async fn 错误流量(client: &reqwest::Client, url: &str) {
 }
 
 /// 签名请求：正确、重放、签名错误。
-async fn 签名流量(client: &reqwest::Client, url: &str) {
-    // 签名请求：正确、重放、签名错误
-    let signed_body = body("oai", false);
-    let nonce = format!("leak-test-nonce-{}", now());
-    let ts = now().to_string();
-    let signature = sign(
-        SIGNING_SECRET.as_bytes(),
-        &canonical_string("POST", "/v1/chat/completions", &ts, &nonce, &signed_body),
+async fn 签名流量(client: &reqwest::Client, gateway: Gateway) {
+    let body = chat_bytes("oai", false);
+    let signed = sign_request(
+        SIGNING_SECRET,
+        "POST",
+        CHAT_PATH,
+        now(),
+        &fresh_nonce(),
+        &body,
     );
-    for (sig, expected) in [
-        (signature.clone(), 200),
-        (signature.clone(), 401),
-        ("0".repeat(64), 401),
-    ] {
-        let resp = client
-            .post(url)
-            .bearer_auth("sk-cnx-LEAKCANARY-signed-client")
-            .header("x-chatnexus-timestamp", &ts)
-            .header("x-chatnexus-nonce", &nonce)
-            .header("x-chatnexus-signature", sig)
-            .body(signed_body.clone())
-            .send()
-            .await
-            .expect("请求失败");
+    let forged = Signed {
+        signature: "0".repeat(FORGED_SIGNATURE_LEN),
+        ..signed.clone()
+    };
+    for (signed, expected) in [(&signed, 200), (&signed, 401), (&forged, 401)] {
+        let resp = signed_post(
+            client,
+            gateway,
+            CHAT_PATH,
+            SIGNED_CLIENT_KEY,
+            body.clone(),
+            signed,
+        )
+        .send()
+        .await
+        .expect("请求失败");
         assert_eq!(resp.status(), expected);
         let _ = resp.text().await;
     }
@@ -290,22 +272,20 @@ async fn 调试日志下跑完各种流量_日志中没有任何密钥明文() {
     log::set_max_level(LevelFilter::Trace);
     let master = MasterKey::generate();
     let master_b64 = master.to_base64().to_string();
-    let ports = 启动(&master, &master_b64);
-    let url = format!("{LOOPBACK}:{}/v1/chat/completions", ports.gateway);
+    let (gateway, config) = 启动(&master, &master_b64);
+    let url = gateway.url(CHAT_PATH);
     let client = reqwest::Client::new();
     正常流量(&client, &url).await;
     错误流量(&client, &url).await;
-    签名流量(&client, &url).await;
+    签名流量(&client, gateway).await;
     // 访问日志在响应写完之后才记，稍等片刻
     tokio::time::sleep(Duration::from_millis(300)).await;
     // 配置加载失败的错误消息同样不含明文
     let wrong_master = MasterKey::generate().to_base64().to_string();
-    let yaml = 配置(ports.gateway, ports.mock, ports.rejecting, &master);
-    let err = config::build(config::parse(&yaml).expect("可解析"), |var| {
-        (var == MASTER_KEY_ENV).then(|| wrong_master.clone())
-    })
-    .expect_err("主密钥不对必须失败")
-    .to_string();
+    let err = config
+        .build(|var| (var == MASTER_KEY_ENV).then(|| wrong_master.clone()))
+        .expect_err("主密钥不对必须失败")
+        .to_string();
 
     断言日志干净(&err, &master_b64);
 }

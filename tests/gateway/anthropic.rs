@@ -7,9 +7,11 @@ use serde_json::{json, Value};
 use chatnexus::mock::{MockSettings, Recorded};
 
 use crate::common::{
-    authed, chat_body, content_type, expect_error, expect_stream_cut, send_chat, sse_payloads,
-    stream_content, CLIENT_KEY, ENV, UPSTREAM_KEY,
+    authed, expect_error, expect_stream_cut, send_chat, sse_payloads, stream_content, CLIENT_KEY,
+    ENV, UPSTREAM_KEY,
 };
+use crate::support::body::chat_body;
+use crate::support::header;
 
 /// 说 Anthropic 格式的模拟上游（同名模型指向它）。
 const CLAUDE: &str = "claude";
@@ -91,7 +93,7 @@ fn 块(payloads: &[String]) -> Vec<Value> {
 /// 读完流，返回全部负载。
 async fn 读流(resp: reqwest::Response) -> Vec<String> {
     assert_eq!(resp.status(), 200);
-    assert!(content_type(&resp).starts_with("text/event-stream"));
+    assert!(header(&resp, "content-type").starts_with("text/event-stream"));
     sse_payloads(&resp.text().await.expect("读取流失败"))
 }
 
@@ -99,7 +101,7 @@ async fn 读流(resp: reqwest::Response) -> Vec<String> {
 async fn anthropic_非流式_翻译为_openai_响应() {
     let resp = send_chat(CLAUDE, false).await;
     assert_eq!(resp.status(), 200);
-    assert!(content_type(&resp).starts_with("application/json"));
+    assert!(header(&resp, "content-type").starts_with("application/json"));
     let body: Value = resp.json().await.expect("响应必须是 JSON");
     assert_eq!(body["object"], "chat.completion");
     assert_eq!(body["model"], CLAUDE, "响应使用客户端请求的模型名");

@@ -3,9 +3,9 @@
 use serde_json::{json, Value};
 
 use crate::common::{
-    authed, chat_body, expect_error, send_chat, sse_payloads, stream_content, CLIENT_KEY, ENV,
-    UPSTREAM_KEY,
+    authed, expect_error, send_chat, sse_payloads, stream_content, CLIENT_KEY, ENV, UPSTREAM_KEY,
 };
+use crate::support::body::chat_body;
 
 /// 模拟器的缺省回复。
 const MOCK_REPLY: &str = "你好！我是 ChatNexus 内置的模拟上游，这条回复没有调用任何真实模型。";

@@ -3,6 +3,7 @@
 use sha2::{Digest, Sha256};
 
 use crate::common::{authed, expect_error, ENV};
+use crate::support::body::chat_body;
 
 /// 大请求的目标大小。
 const BIG_BODY_BYTES: usize = 8 * 1024 * 1024;
@@ -78,8 +79,8 @@ async fn 分块上传超过上限_同样返回_413() {
 async fn 期待_100_continue_的客户端先收到_100_再上传() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    let body = serde_json::to_vec(&crate::common::chat_body("fast", false)).expect("可序列化");
-    let mut stream = tokio::net::TcpStream::connect(ENV.gateway)
+    let body = serde_json::to_vec(&chat_body("fast", false)).expect("可序列化");
+    let mut stream = tokio::net::TcpStream::connect(ENV.gateway.addr)
         .await
         .expect("连接网关");
     let head = format!(

@@ -5,9 +5,10 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::common::{
-    authed, chat_body, content_type, send_chat, sse_payloads, stream_content, CLIENT_KEY, ENV,
-    UPSTREAM_KEY,
+    authed, send_chat, sse_payloads, stream_content, CLIENT_KEY, ENV, UPSTREAM_KEY,
 };
+use crate::support::body::chat_body;
+use crate::support::header;
 
 /// 模拟器的缺省回复。
 const MOCK_REPLY: &str = "你好！我是 ChatNexus 内置的模拟上游，这条回复没有调用任何真实模型。";
@@ -20,7 +21,7 @@ const DISCONNECT_DEADLINE: Duration = Duration::from_secs(1);
 async fn 非流式_返回完整的_openai_响应() {
     let resp = send_chat("fast", false).await;
     assert_eq!(resp.status(), 200);
-    assert!(content_type(&resp).starts_with("application/json"));
+    assert!(header(&resp, "content-type").starts_with("application/json"));
     let body: Value = resp.json().await.expect("响应必须是 JSON");
     assert_eq!(body["object"], "chat.completion");
     assert_eq!(body["choices"][0]["message"]["content"], MOCK_REPLY);
@@ -36,7 +37,7 @@ async fn 非流式_返回完整的_openai_响应() {
 async fn 流式_事件完整且以_done_结束() {
     let resp = send_chat("paced", true).await;
     assert_eq!(resp.status(), 200);
-    assert!(content_type(&resp).starts_with("text/event-stream"));
+    assert!(header(&resp, "content-type").starts_with("text/event-stream"));
     let text = resp.text().await.expect("读取流失败");
     let payloads = sse_payloads(&text);
     assert_eq!(

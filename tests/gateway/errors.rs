@@ -1,8 +1,7 @@
 //! 错误路径：每种错误都是准确的状态码加 OpenAI 错误信封；本地接口 `/health` 与 `/v1/models`。
 
-use crate::common::{
-    authed, chat_body, expect_error, expect_stream_cut, json_of, send_chat, CLIENT_KEY, ENV,
-};
+use crate::common::{authed, expect_error, expect_stream_cut, json_of, send_chat, CLIENT_KEY, ENV};
+use crate::support::body::chat_body;
 
 async fn 发送原文(body: &'static str) -> reqwest::Response {
     let client = reqwest::Client::new();

@@ -5,11 +5,12 @@
 use std::time::Duration;
 
 use futures_util::stream::{self, StreamExt};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::common::{
     authed, expect_error, expect_stream_cut, json_of, send_chat, sse_payloads, stream_content, ENV,
 };
+use crate::support::body::chat_body_saying;
 use chatnexus::mock::{MockStats, Recorded};
 
 /// 模拟器的缺省回复（备用目标回复的内容）。
@@ -27,11 +28,7 @@ const BREAKER_THRESHOLD: usize = 3;
 
 /// 带唯一标记的聊天请求体：测试凭标记在模拟器的记录里找到自己的请求。
 fn marked_body(model: &str, stream: bool, marker: &str) -> Value {
-    json!({
-        "model": model,
-        "stream": stream,
-        "messages": [ { "role": "user", "content": format!("故障转移测试：{marker}") } ],
-    })
+    chat_body_saying(model, stream, &format!("故障转移测试：{marker}"))
 }
 
 /// 发送带标记的请求（带防挂死上限）。

@@ -5,9 +5,10 @@ use serde_json::{json, Value};
 use chatnexus::mock::Recorded;
 
 use crate::common::{
-    authed, chat_body, expect_error, expect_stream_cut, send_chat, sse_payloads, stream_content,
-    CLIENT_KEY, ENV, UPSTREAM_KEY,
+    authed, expect_error, expect_stream_cut, send_chat, sse_payloads, stream_content, CLIENT_KEY,
+    ENV, UPSTREAM_KEY,
 };
+use crate::support::body::{chat_body, chat_body_saying};
 
 /// 模拟器的缺省回复。
 const MOCK_REPLY: &str = "你好！我是 ChatNexus 内置的模拟上游，这条回复没有调用任何真实模型。";
@@ -29,9 +30,7 @@ fn 工具定义() -> Value {
 
 /// 带唯一标记文本的请求体（用标记在模拟器的记录里找到这次请求）。
 fn 带标记(marker: &str, stream: bool) -> Value {
-    let mut body = chat_body(GEM, stream);
-    body["messages"][0]["content"] = json!(marker);
-    body
+    chat_body_saying(GEM, stream, marker)
 }
 
 async fn 发送(body: &Value) -> reqwest::Response {

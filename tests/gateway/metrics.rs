@@ -6,8 +6,9 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::common::{
-    authed, chat_body, send_chat, sse_payloads, ENV, PRICE_CACHED, PRICE_INPUT, PRICE_OUTPUT,
+    authed, send_chat, sse_payloads, ENV, PRICE_CACHED, PRICE_INPUT, PRICE_OUTPUT,
 };
+use crate::support::body::chat_body;
 
 /// 等待请求被记入指标的最长时间（日志钩子在响应写完之后才运行）。
 const RECORD_WAIT: Duration = Duration::from_secs(5);
@@ -16,8 +17,7 @@ const USAGE: (f64, f64, f64, f64) = (30.0, 12.0, 10.0, 5.0);
 
 /// 抓取 /metrics 文本。
 async fn scrape() -> String {
-    let url = format!("http://{}/metrics", ENV.metrics);
-    reqwest::get(url)
+    reqwest::get(ENV.gateway.metrics_url())
         .await
         .expect("抓取指标失败")
         .text()

@@ -1,17 +1,18 @@
 //! 上游的自适应并发上限：并发已满的目标把流量让给模型的其他目标，全部目标都满了网关才拒绝；
 //! 上游持续出错时上限按 AIMD 下降，并体现在 `/health` 与指标中。
 
-use std::net::SocketAddr;
 use std::time::Instant;
 
 use once_cell::sync::Lazy;
 
 use chatnexus::metrics::METRICS;
 
-use crate::env::{chat, header, key, start_gateway, Ask, HANG_GUARD, MOCKS};
+use crate::env::{chat, key, start_gateway, Ask, HANG_GUARD, MOCKS};
+use crate::support::gateway::Gateway;
+use crate::support::header;
 
 /// 本文件的测试共用一个不限流的网关（只看上游的并发上限）。
-static GATEWAY: Lazy<SocketAddr> = Lazy::new(|| start_gateway(""));
+static GATEWAY: Lazy<Gateway> = Lazy::new(|| start_gateway(None, None));
 
 /// 同时向模型发 `count` 个请求，返回各自的状态码与响应。
 async fn 同时请求(model: &'static str, count: usize) -> Vec<reqwest::Response> {
@@ -74,7 +75,7 @@ async fn 全部目标的并发都满了才拒绝_503_并计入上游层() {
 /// `/health` 中目标 `fails/fails` 当前的自适应并发上限。
 async fn 当前上限(client: &reqwest::Client) -> u64 {
     let health: serde_json::Value = client
-        .get(format!("http://{}/health", *GATEWAY))
+        .get(GATEWAY.url("/health"))
         .send()
         .await
         .expect("请求 /health")

@@ -1,19 +1,19 @@
 //! 限流测试的环境：一组模拟上游（整个测试进程共用）与按需启动的网关实例。
 
-use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use once_cell::sync::Lazy;
-use pingora::server::Server;
 
-use chatnexus::config;
-use chatnexus::mock::{mock_service, Fault, MockSettings, MockStats};
-use chatnexus::security::KeyHash;
+use chatnexus::mock::{Fault, MockSettings};
 
-/// 模拟上游的地址前缀（只用回环地址）。
-const LOOPBACK: &str = "http://127.0.0.1";
+use crate::support::body::chat_body;
+use crate::support::config::{
+    Breaker, ClientKey, GatewayConfig, Limits, Model, Provider, ProviderKind, RateLimits, Redis,
+    Target, Timeouts,
+};
+use crate::support::gateway::{Emulators, Gateway, Launch};
+use crate::support::header;
+
 /// 聊天接口路径。
 const CHAT_PATH: &str = "/v1/chat/completions";
 /// 轮询 Redis 等待结算的间隔。
@@ -28,6 +28,14 @@ pub const FAST_PROMPT_TOKENS: u64 = 30;
 pub const FAST_COMPLETION_TOKENS: u64 = 12;
 /// 首字节很慢的模拟上游的延迟：远长于并发请求到达网关的时间，测试因此不依赖调度快慢。
 const SLOW_FIRST_BYTE_MS: u64 = 3_000;
+/// 共享 Redis 的命令超时（毫秒）。
+const REDIS_TIMEOUT_MS: u64 = 2000;
+/// OpenAI 协议上游的路径前缀。
+const OPENAI_PATH: &str = "/v1";
+/// 名为 `甲` 的密钥每分钟的请求数覆盖。
+const FIRST_KEY_REQUESTS: u64 = 3;
+/// 模型 `cheap` 每分钟的请求数覆盖。
+const CHEAP_MODEL_REQUESTS: u64 = 2;
 
 /// 测试用的客户端密钥：名 → 明文（HTTP 头只能是 ASCII）。名为 `甲` 的密钥配置了每分钟 3 个请求的覆盖。
 pub const KEYS: &[(&str, &str)] = &[
@@ -46,30 +54,8 @@ pub fn key(name: &str) -> &'static str {
         .unwrap_or_else(|| panic!("没有名为 {name} 的测试密钥"))
 }
 
-/// 全部模拟上游：名称 → （端口、统计）。
-pub struct Mocks {
-    by_name: HashMap<&'static str, (u16, Arc<MockStats>)>,
-}
-
-impl Mocks {
-    /// 一个模拟上游的统计。
-    pub fn stats(&self, name: &str) -> &MockStats {
-        self.by_name
-            .get(name)
-            .map(|(_, s)| s.as_ref())
-            .unwrap_or_else(|| panic!("没有名为 {name} 的模拟上游"))
-    }
-
-    fn port(&self, name: &str) -> u16 {
-        self.by_name
-            .get(name)
-            .map(|(p, _)| *p)
-            .unwrap_or_else(|| panic!("没有名为 {name} 的模拟上游"))
-    }
-}
-
-/// 整个测试进程共用的模拟上游。
-pub static MOCKS: Lazy<Mocks> = Lazy::new(start_mocks);
+/// 整个测试进程共用的模拟上游（单独运行，各网关实例共用）。
+pub static MOCKS: Lazy<Emulators> = Lazy::new(start_mocks);
 
 fn mock_specs() -> Vec<(&'static str, MockSettings)> {
     let fast = MockSettings {
@@ -105,105 +91,89 @@ fn mock_specs() -> Vec<(&'static str, MockSettings)> {
     ]
 }
 
-fn start_mocks() -> Mocks {
+fn start_mocks() -> Emulators {
     let _ = env_logger::builder().is_test(true).try_init();
-    let specs = mock_specs();
-    let ports = crate::support::free_ports(specs.len());
-    let mut server = Server::new(None).expect("创建模拟上游服务");
-    server.bootstrap();
-    let mut by_name = HashMap::new();
-    for ((name, settings), port) in specs.into_iter().zip(ports) {
-        let (mut service, stats) = mock_service(settings);
-        service.add_tcp(&format!("127.0.0.1:{port}"));
-        server.add_service(service);
-        by_name.insert(name, (port, stats));
+    let mut mocks = Emulators::default();
+    for (name, settings) in mock_specs() {
+        mocks.add(name, settings);
     }
-    let all: Vec<u16> = by_name.values().map(|(p, _)| *p).collect();
-    crate::support::spawn(server);
-    crate::support::wait_ports(all);
-    Mocks { by_name }
+    mocks.run_alone();
+    mocks
 }
 
-/// 网关配置：客户端密钥、上游与模型固定，`extra` 追加 `redis`、`rate_limits` 等段。
-fn gateway_yaml(port: u16, extra: &str) -> String {
-    let keys: Vec<String> = KEYS
-        .iter()
-        .map(|(name, key)| {
-            let hash = KeyHash::of(key).to_hex();
-            let over = if *name == "甲" {
-                ", limits: { requests: 3 }"
-            } else {
-                ""
-            };
-            format!("    - {{ name: {name}, sha256: \"{hash}\"{over} }}")
+/// 一个模拟上游对应的 provider：首字节 10 秒、块间隔 5 秒超时。
+fn provider(name: &str) -> Provider {
+    let url = format!("{}{OPENAI_PATH}", MOCKS.url(name));
+    Provider::new(name, ProviderKind::OpenAiCompatible, &url).timeouts(Timeouts::new(10_000, 5_000))
+}
+
+/// 网关配置：客户端密钥、上游与模型固定；熔断实际上关闭，自适应并发每 200 毫秒评估一次。
+fn gateway_config() -> GatewayConfig {
+    let mut config = GatewayConfig::on_loopback();
+    for (name, plaintext) in KEYS {
+        let key = ClientKey::new(name, plaintext);
+        config = config.key(match *name {
+            "甲" => key.limits(Limits::requests(FIRST_KEY_REQUESTS)),
+            _ => key,
+        });
+    }
+    config
+        .circuit_breaker(Breaker {
+            consecutive_failures: Some(1000),
+            failure_ratio: Some(1.0),
+            min_requests: Some(1000),
+            ..Breaker::default()
         })
-        .collect();
-    let provider = |name: &str, options: &str| {
-        let port = MOCKS.port(name);
-        format!("  - {{ name: {name}, kind: openai_compatible, base_url: \"{LOOPBACK}:{port}/v1\", timeouts: {{ first_byte_ms: 10000, idle_ms: 5000 }}{options} }}")
-    };
-    let concurrency = ", concurrency: { base: 2, floor: 1 }";
-    let providers = [
-        provider("fast", ""),
-        provider("backup", ""),
-        provider("stream", ""),
-        provider("slow-a", concurrency),
-        provider("slow-b", ", concurrency: { base: 1, floor: 1 }"),
-        provider("fails", ", concurrency: { base: 8, floor: 1 }"),
-    ];
-    format!(
-        r#"server: {{ listen: "127.0.0.1:{port}", threads: 2 }}
-auth:
-  keys:
-{keys}
-circuit_breaker: {{ consecutive_failures: 1000, failure_ratio: 1.0, min_requests: 1000 }}
-adaptive_limits: {{ interval_ms: 200, min_samples: 5 }}
-providers:
-{providers}
-models:
-  - {{ name: fast, targets: [ {{ provider: fast }} ] }}
-  - {{ name: cheap, targets: [ {{ provider: fast }} ], limits: {{ requests: 2 }} }}
-  - {{ name: stream, targets: [ {{ provider: stream }} ] }}
-  - {{ name: shed, targets: [ {{ provider: slow-a }}, {{ provider: backup, priority: 1 }} ] }}
-  - {{ name: lone, targets: [ {{ provider: slow-b }} ] }}
-  - {{ name: fails, targets: [ {{ provider: fails }} ] }}
-{extra}
-"#,
-        keys = keys.join("\n"),
-        providers = providers.join("\n"),
-    )
+        .adaptive_limits(200, 5)
+        .provider(provider("fast"))
+        .provider(provider("backup"))
+        .provider(provider("stream"))
+        .provider(provider("slow-a").concurrency(2, 1))
+        .provider(provider("slow-b").concurrency(1, 1))
+        .provider(provider("fails").concurrency(8, 1))
+        .model(Model::direct("fast"))
+        .model(
+            Model::new("cheap")
+                .target(Target::to("fast"))
+                .limits(Limits::requests(CHEAP_MODEL_REQUESTS)),
+        )
+        .model(Model::direct("stream"))
+        .model(
+            Model::new("shed")
+                .target(Target::to("slow-a"))
+                .target(Target::to("backup").priority(1)),
+        )
+        .model(Model::new("lone").target(Target::to("slow-b")))
+        .model(Model::direct("fails"))
 }
 
-/// 启动一个网关实例，返回它的地址。
-///
-/// 参数：追加的配置段（`redis`、`rate_limits`）。
-pub fn start_gateway(extra: &str) -> SocketAddr {
-    let port = crate::support::free_ports(1)[0];
-    let yaml = gateway_yaml(port, extra);
-    let parsed = config::parse(&yaml).unwrap_or_else(|e| panic!("测试配置必须能解析：{e}"));
-    let cfg = config::build(parsed, |_| None)
-        .unwrap_or_else(|e| panic!("测试配置必须通过校验：{e}\n{yaml}"));
-    crate::support::spawn(chatnexus::server::build(cfg, None, None));
-    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    crate::support::wait_ready(addr);
-    addr
+/// 启动一个网关实例：`redis` 与 `limits` 为追加的 `redis`、`rate_limits` 段（没有则不写）。
+pub fn start_gateway(redis: Option<Redis>, limits: Option<RateLimits>) -> Gateway {
+    let mut config = gateway_config();
+    if let Some(redis) = redis {
+        config = config.redis(redis);
+    }
+    if let Some(limits) = limits {
+        config = config.rate_limits(limits);
+    }
+    Launch::new(config).start()
 }
 
 /// 一个使用共享 Redis（`REDIS_URL`）的网关及其 Redis 键前缀。
 pub struct RedisGateway {
-    /// 网关地址。
-    pub gateway: SocketAddr,
+    /// 网关。
+    pub gateway: Gateway,
     /// 该网关使用的 Redis 键前缀（每个测试文件不同）。
     pub prefix: String,
 }
 
 impl RedisGateway {
     /// 启动一个使用共享 Redis 的网关：`name` 用于键前缀，`limits` 为 `rate_limits` 段。
-    pub fn start(name: &str, limits: &str) -> Self {
+    pub fn start(name: &str, limits: RateLimits) -> Self {
         let prefix = crate::support::unique_prefix(name);
-        let redis = redis_section(&crate::support::redis_url(), &prefix);
+        let redis = single_redis(&crate::support::redis_url(), &prefix);
         RedisGateway {
-            gateway: start_gateway(&format!("{redis}\n{limits}")),
+            gateway: start_gateway(Some(redis), Some(limits)),
             prefix,
         }
     }
@@ -216,13 +186,20 @@ impl RedisGateway {
 }
 
 /// 启动共享同一个 Redis 的 `count` 个网关实例。
-pub fn start_gateways(count: usize, extra: &str) -> Vec<SocketAddr> {
-    (0..count).map(|_| start_gateway(extra)).collect()
+pub fn start_gateways(count: usize, redis: Redis, limits: RateLimits) -> Vec<Gateway> {
+    (0..count)
+        .map(|_| start_gateway(Some(redis.clone()), Some(limits.clone())))
+        .collect()
 }
 
-/// `redis` 段：单机。
-pub fn redis_section(url: &str, prefix: &str) -> String {
-    format!("redis: {{ url: \"{url}\", key_prefix: \"{prefix}\", timeout_ms: 2000 }}")
+/// `redis` 段：单机，键前缀为 `prefix`。
+pub fn single_redis(url: &str, prefix: &str) -> Redis {
+    Redis::url(url, REDIS_TIMEOUT_MS).key_prefix(prefix)
+}
+
+/// `redis` 段：三主节点集群（`urls` 为逗号分隔的节点），键前缀为 `prefix`。
+pub fn cluster_redis(urls: &str, prefix: &str) -> Redis {
+    single_redis(urls, prefix).cluster()
 }
 
 /// 一个请求的选项：模型、是否流式、`max_tokens`、可选的 `X-Forwarded-For`。
@@ -252,32 +229,20 @@ impl Default for Ask<'_> {
 /// 用密钥 `key` 向网关发一个聊天请求。
 pub async fn chat(
     client: &reqwest::Client,
-    gateway: SocketAddr,
+    gateway: Gateway,
     key: &str,
     ask: Ask<'_>,
 ) -> reqwest::Response {
-    let body = serde_json::json!({
-        "model": ask.model,
-        "stream": ask.stream,
-        "max_tokens": ask.max_tokens,
-        "messages": [ { "role": "user", "content": "请讲一个关于限流的笑话" } ],
-    });
+    let mut body = chat_body(ask.model, ask.stream);
+    body["max_tokens"] = ask.max_tokens.into();
     let mut request = client
-        .post(format!("http://{gateway}{CHAT_PATH}"))
+        .post(gateway.url(CHAT_PATH))
         .bearer_auth(key)
         .json(&body);
     if let Some(forwarded) = ask.forwarded {
         request = request.header("x-forwarded-for", forwarded);
     }
     request.send().await.expect("请求必须送达网关")
-}
-
-/// 响应头的文本值（没有时为空串）。
-pub fn header<'a>(resp: &'a reqwest::Response, name: &str) -> &'a str {
-    resp.headers()
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
 }
 
 /// 限流键：`{<前缀>rl}:<层>:<主体>`（与 docs/rate-limiting.md 描述的格式一致）。

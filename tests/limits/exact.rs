@@ -1,9 +1,9 @@
 //! 精确性：三个网关实例共享一个 Redis（或三主节点的 Redis 集群），两千个并发请求对上限五百。
 
-use std::net::SocketAddr;
-
-use crate::env::{chat, key, limiter_key, redis_section, start_gateways, Ask};
+use crate::env::{chat, cluster_redis, key, limiter_key, single_redis, start_gateways, Ask};
 use crate::redis_server::Cluster;
+use crate::support::config::{Limits, RateLimits};
+use crate::support::gateway::Gateway;
 use crate::support::{redis_url, unique_prefix};
 
 /// 全局请求数上限。
@@ -18,12 +18,19 @@ const MIN_ADMITTED: usize = 495;
 const WINDOW_MS: u64 = 600_000;
 
 /// `rate_limits` 段：只有全局层。
-fn limits_section() -> String {
-    format!("rate_limits: {{ instances: {INSTANCES}, global: {{ requests: {LIMIT}, window_ms: {WINDOW_MS} }} }}")
+fn limits() -> RateLimits {
+    RateLimits {
+        instances: Some(INSTANCES as u64),
+        global: Some(Limits {
+            window_ms: Some(WINDOW_MS),
+            ..Limits::requests(LIMIT as u64)
+        }),
+        ..RateLimits::default()
+    }
 }
 
 /// 把两千个请求同时轮流发给各实例，返回（放行数, 拒绝数）。
-async fn 并发压测(gateways: &[SocketAddr]) -> (usize, usize) {
+async fn 并发压测(gateways: &[Gateway]) -> (usize, usize) {
     let client = reqwest::Client::new();
     let tasks: Vec<_> = (0..REQUESTS)
         .map(|i| {
@@ -63,8 +70,7 @@ fn 断言精确(admitted: usize, refused: usize, counted: i64) {
 async fn 三个实例共享单机_redis_两千并发对上限五百_放行不多不少() {
     let url = redis_url();
     let prefix = unique_prefix("cnx-exact");
-    let extra = format!("{}\n{}", redis_section(&url, &prefix), limits_section());
-    let gateways = start_gateways(INSTANCES, &extra);
+    let gateways = start_gateways(INSTANCES, single_redis(&url, &prefix), limits());
     let (admitted, refused) = 并发压测(&gateways).await;
     let counted = crate::env::hash_field(&url, &limiter_key(&prefix, "g", ""), "r");
     断言精确(admitted, refused, counted);
@@ -74,11 +80,8 @@ async fn 三个实例共享单机_redis_两千并发对上限五百_放行不多
 async fn 三个实例共享三主节点集群_两千并发对上限五百_放行不多不少() {
     let cluster = Cluster::get();
     let prefix = unique_prefix("cnx-exact-cluster");
-    let redis = format!(
-        "redis: {{ url: \"{}\", cluster: true, key_prefix: \"{prefix}\", timeout_ms: 2000 }}",
-        cluster.urls
-    );
-    let gateways = start_gateways(INSTANCES, &format!("{redis}\n{}", limits_section()));
+    let redis = cluster_redis(&cluster.urls, &prefix);
+    let gateways = start_gateways(INSTANCES, redis, limits());
     let (admitted, refused) = 并发压测(&gateways).await;
     let client = redis::cluster::ClusterClient::new(cluster.nodes()).expect("集群节点合法");
     let mut conn = client.get_connection().expect("连接集群");

@@ -2,22 +2,35 @@
 
 use once_cell::sync::Lazy;
 
-use crate::env::{chat, expect_refused, header, key, Ask, RedisGateway};
+use crate::env::{chat, expect_refused, key, Ask, RedisGateway};
+use crate::support::config::{Limits, RateLimits};
+use crate::support::header;
 
 /// 全局层的请求数上限。
 const GLOBAL_LIMIT: u64 = 1_000;
 /// 每个 IP 的请求数上限。
 const IP_LIMIT: u64 = 5;
+/// 每个密钥的请求数上限（远高于本文件各测试的请求数）。
+const KEY_REQUESTS: u64 = 1_000;
 /// 每个密钥的 token 上限（每分钟）。
 const KEY_TOKENS: u64 = 100_000;
+/// 唯一信任其 `X-Forwarded-For` 的代理：测试客户端自己。
+const TRUSTED_PROXY: &str = "127.0.0.1";
 
 /// 本文件的测试共用一个网关：全局、密钥（甲覆盖为 3）、IP（信任 127.0.0.1 转发的 `X-Forwarded-For`）、
 /// 模型（cheap 覆盖为 2）四层。
 static ENV: Lazy<RedisGateway> = Lazy::new(|| {
-    let limits = format!(
-        "rate_limits: {{ trusted_proxies: [127.0.0.1], global: {{ requests: {GLOBAL_LIMIT} }}, per_key: {{ requests: 1000, tokens_per_minute: {KEY_TOKENS} }}, per_ip: {{ requests: {IP_LIMIT} }} }}"
-    );
-    RedisGateway::start("cnx-layers", &limits)
+    let limits = RateLimits {
+        trusted_proxies: vec![TRUSTED_PROXY.to_string()],
+        global: Some(Limits::requests(GLOBAL_LIMIT)),
+        per_key: Some(Limits {
+            tokens_per_minute: Some(KEY_TOKENS),
+            ..Limits::requests(KEY_REQUESTS)
+        }),
+        per_ip: Some(Limits::requests(IP_LIMIT)),
+        ..RateLimits::default()
+    };
+    RedisGateway::start("cnx-layers", limits)
 });
 
 fn 计数(segment: &str, subject: &str) -> i64 {

@@ -1,15 +1,16 @@
 //! Redis 出故障：宕机时按本地份额继续限流、Redis 回来后自动恢复；脚本缓存被清空（NOSCRIPT）后自动重新加载。
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use chatnexus::metrics::METRICS;
 
 use crate::env::{
-    chat, expect_refused, hash_field, key, limiter_key, redis_section, start_gateway, Ask,
+    chat, expect_refused, hash_field, key, limiter_key, single_redis, start_gateway, Ask,
     HANG_GUARD,
 };
 use crate::redis_server::RedisProcess;
+use crate::support::config::{Limits, RateLimits, Redis};
+use crate::support::gateway::Gateway;
 use crate::support::unique_prefix;
 
 /// 每个密钥的请求数上限。
@@ -22,11 +23,17 @@ const BEFORE: u64 = 5;
 const DURING: u64 = 30;
 /// 等待恢复时两次请求的间隔。
 const RECOVERY_POLL: Duration = Duration::from_millis(100);
+/// Redis 宕机测试的命令超时（毫秒）：短，宕机期间的请求不必久等。
+const OUTAGE_REDIS_TIMEOUT_MS: u64 = 300;
+/// Redis 出错后再试的间隔（毫秒）。
+const REDIS_RETRY_MS: u64 = 100;
+/// 脚本缓存测试的全局请求数上限（远高于测试的请求数）。
+const NOSCRIPT_GLOBAL_LIMIT: u64 = 100;
 /// 准入脚本。
 const ADMIT_LUA: &str = include_str!("../../src/limits/admit.lua");
 
 /// 发 `count` 个请求，返回放行数；拒绝的必须是密钥层的 429。
-async fn 放行数(client: &reqwest::Client, gateway: SocketAddr, count: u64) -> u64 {
+async fn 放行数(client: &reqwest::Client, gateway: Gateway, count: u64) -> u64 {
     let mut admitted = 0;
     for _ in 0..count {
         let resp = chat(client, gateway, key("戊"), Ask::default()).await;
@@ -40,7 +47,7 @@ async fn 放行数(client: &reqwest::Client, gateway: SocketAddr, count: u64) ->
 }
 
 /// Redis 刚回来时计数为空：一直发请求，直到有请求重新计入 Redis（本地份额已用完的请求会先得到 429）。
-async fn 等到恢复(client: &reqwest::Client, gateway: SocketAddr, counted: impl Fn() -> i64) {
+async fn 等到恢复(client: &reqwest::Client, gateway: Gateway, counted: impl Fn() -> i64) {
     let deadline = Instant::now() + HANG_GUARD;
     while counted() == 0 {
         assert!(Instant::now() < deadline, "Redis 回来后没有恢复分布式限流");
@@ -53,9 +60,14 @@ async fn 等到恢复(client: &reqwest::Client, gateway: SocketAddr, counted: im
 async fn redis_宕机时按本地份额继续服务_恢复后自动回到分布式限流() {
     let mut server = RedisProcess::start();
     let (url, prefix) = (server.url(), unique_prefix("cnx-outage"));
-    let limits = format!("rate_limits: {{ instances: {INSTANCES}, redis_retry_ms: 100, per_key: {{ requests: {KEY_LIMIT} }} }}");
-    let redis = format!("redis: {{ url: \"{url}\", key_prefix: \"{prefix}\", timeout_ms: 300 }}");
-    let gateway = start_gateway(&format!("{redis}\n{limits}"));
+    let limits = RateLimits {
+        instances: Some(INSTANCES),
+        redis_retry_ms: Some(REDIS_RETRY_MS),
+        per_key: Some(Limits::requests(KEY_LIMIT)),
+        ..RateLimits::default()
+    };
+    let redis = Redis::url(&url, OUTAGE_REDIS_TIMEOUT_MS).key_prefix(&prefix);
+    let gateway = start_gateway(Some(redis), Some(limits));
     let client = reqwest::Client::new();
     let counted = || hash_field(&url, &limiter_key(&prefix, "k", "戊"), "r");
     assert_eq!(放行数(&client, gateway, BEFORE).await, BEFORE);
@@ -85,11 +97,11 @@ async fn redis_宕机时按本地份额继续服务_恢复后自动回到分布�
 async fn 脚本缓存被清空后_遇到_noscript_自动重新加载() {
     let server = RedisProcess::start();
     let prefix = unique_prefix("cnx-noscript");
-    let limits = "rate_limits: { global: { requests: 100 } }";
-    let gateway = start_gateway(&format!(
-        "{}\n{limits}",
-        redis_section(&server.url(), &prefix)
-    ));
+    let limits = RateLimits {
+        global: Some(Limits::requests(NOSCRIPT_GLOBAL_LIMIT)),
+        ..RateLimits::default()
+    };
+    let gateway = start_gateway(Some(single_redis(&server.url(), &prefix)), Some(limits));
     let client = reqwest::Client::new();
     let sha = redis::Script::new(ADMIT_LUA).get_hash().to_string();
     let mut conn = redis::Client::open(server.url())

@@ -29,7 +29,7 @@ pub struct RedisProcess {
 impl RedisProcess {
     /// 在空闲端口上启动一个单机 redis-server 并等它就绪。
     pub fn start() -> Self {
-        Self::start_on(crate::support::free_ports(1)[0], None)
+        Self::start_on(crate::support::free_port(), None)
     }
 
     fn start_on(port: u16, cluster_bus: Option<u16>) -> Self {

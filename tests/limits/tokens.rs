@@ -8,6 +8,7 @@ use crate::env::{
     chat, eventually, expect_refused, key, Ask, RedisGateway, FAST_COMPLETION_TOKENS,
     FAST_PROMPT_TOKENS,
 };
+use crate::support::config::{Limits, RateLimits};
 
 /// 每个密钥每分钟的 token 上限。
 const KEY_TOKENS: u64 = 5_000;
@@ -20,8 +21,11 @@ const CANCELLED_USAGE_CEILING: i64 = 200;
 
 /// 本文件的测试共用一个网关：只有每个密钥的 token 上限。
 static ENV: Lazy<RedisGateway> = Lazy::new(|| {
-    let limits = format!("rate_limits: {{ per_key: {{ tokens_per_minute: {KEY_TOKENS} }} }}");
-    RedisGateway::start("cnx-tokens", &limits)
+    let limits = RateLimits {
+        per_key: Some(Limits::tokens_per_minute(KEY_TOKENS)),
+        ..RateLimits::default()
+    };
+    RedisGateway::start("cnx-tokens", limits)
 });
 
 /// 某个密钥在 Redis 中的 token 总和。

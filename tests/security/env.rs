@@ -6,17 +6,18 @@
 //!
 //! 上游密钥与签名密钥都以密文（`api_key_enc`、`signing_secret_enc`）写在配置里，由本进程生成的主密钥解密。
 
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use once_cell::sync::Lazy;
 
-use chatnexus::config;
-use chatnexus::mock::{mock_service, MockSettings, MockStats};
+use chatnexus::mock::{MockSettings, MockStats};
 use chatnexus::security::crypto::{MasterKey, MASTER_KEY_ENV};
-use chatnexus::security::signing::{canonical_string, sign};
-use chatnexus::security::KeyHash;
+
+use crate::support::body::chat_bytes;
+use crate::support::config::{
+    ClientKey, GatewayConfig, Model, Provider, ProviderKind, Redis, Target, Timeouts,
+};
+use crate::support::gateway::{Emulators, Gateway, Launch};
+use crate::support::now;
+use crate::support::signing::{fresh_nonce, sign_request, signed_post};
 
 /// 要求签名的客户端密钥（名 `signed`）。
 pub const SIGNED_KEY: &str = "sk-cnx-test-signed-client";
@@ -40,214 +41,125 @@ pub const ALLOWED_ORIGIN: &str = "https://app.example.com";
 /// 测试环境。
 pub struct SecurityEnv {
     /// 进程内存储的网关。
-    pub memory: SocketAddr,
+    pub memory: Gateway,
     /// Redis 存储的网关。
-    pub redis: SocketAddr,
+    pub redis: Gateway,
     /// Redis 不可达的网关。
-    pub redis_down: SocketAddr,
-    /// 模拟上游的统计与请求记录。
-    pub mock: Arc<MockStats>,
-    /// 模拟上游的端口。
-    pub mock_port: u16,
+    pub redis_down: Gateway,
+    /// 模拟上游（名为 `mock`）。
+    pub mocks: Emulators,
     /// Redis 网关使用的 Redis 地址。
     pub redis_url: String,
     /// Redis 网关使用的键前缀（每个测试进程不同）。
     pub redis_prefix: String,
 }
 
-/// 本机回环地址上的 HTTP 服务前缀。
-const LOOPBACK: &str = "http://127.0.0.1";
+impl SecurityEnv {
+    /// 模拟上游的统计与请求记录。
+    pub fn mock(&self) -> &MockStats {
+        self.mocks.stats(MOCK)
+    }
+
+    /// 模拟上游的端口。
+    pub fn mock_port(&self) -> u16 {
+        self.mocks.port(MOCK)
+    }
+}
+
+/// 聊天接口路径。
+const CHAT_PATH: &str = "/v1/chat/completions";
+/// 模拟上游、它的 provider 与同名模型的名字。
+const MOCK: &str = "mock";
 /// 本机回环地址上的 Redis 前缀（用于一个没人监听的端口）。
 const REDIS_LOOPBACK: &str = "redis://127.0.0.1";
-/// HTTP 协议前缀。
-const HTTP_SCHEME: &str = "http://";
+/// Redis 网关从这个环境变量读取连接串。
+const REDIS_URL_ENV: &str = "TEST_REDIS_URL";
+/// 可用 Redis 的命令超时（毫秒）。
+const REDIS_TIMEOUT_MS: u64 = 2000;
+/// 不可达 Redis 的命令超时（毫秒）：短，签名请求很快得到 503。
+const DOWN_REDIS_TIMEOUT_MS: u64 = 300;
+/// CORS 预检结果的缓存时间（秒）。
+const CORS_MAX_AGE_SECS: u64 = 120;
+/// 模拟上游的首字节与块间隔超时（毫秒）。
+const MOCK_TIMEOUT_MS: u64 = 2000;
 
 /// 全部测试共享一个环境。
 pub static ENV: Lazy<SecurityEnv> = Lazy::new(start);
 
-/// 一个网关的配置。
-fn gateway_yaml(port: u16, mock_port: u16, master: &MasterKey, extra: &str) -> String {
-    let hash = |k: &str| KeyHash::of(k).to_hex();
-    let signed_enc = master.encrypt("signed", SIGNING_SECRET.as_bytes());
-    let soft_enc = master.encrypt("soft", SOFT_SECRET.as_bytes());
-    let upstream_enc = master.encrypt("mock", UPSTREAM_KEY.as_bytes());
-    format!(
-        r#"server: {{ listen: "127.0.0.1:{port}", threads: 2 }}
-auth:
-  keys:
-    - {{ name: signed, sha256: "{signed}", require_signature: true, signing_secret_enc: "{signed_enc}" }}
-    - {{ name: soft, sha256: "{soft}", signing_secret_enc: "{soft_enc}" }}
-    - {{ name: limited, sha256: "{limited}", models: [mock] }}
-    - {{ name: plain, sha256: "{plain}" }}
-    - {{ name: usage, sha256: "{usage}" }}
-providers:
-  - {{ name: mock, kind: openai_compatible, base_url: "{LOOPBACK}:{mock_port}", api_key_enc: "{upstream_enc}", timeouts: {{ first_byte_ms: 2000, idle_ms: 2000 }} }}
-models:
-  - {{ name: mock, targets: [ {{ provider: mock }} ] }}
-  - {{ name: other, targets: [ {{ provider: mock, model: other-upstream }} ] }}
-{extra}"#,
-        signed = hash(SIGNED_KEY),
-        soft = hash(SOFT_KEY),
-        limited = hash(LIMITED_KEY),
-        plain = hash(PLAIN_KEY),
-        usage = hash(USAGE_KEY),
-    )
+/// 三个网关共同的配置：五个客户端密钥、以密文保存密钥的上游与两个模型。
+fn gateway_config(mock_url: &str, master: &MasterKey) -> GatewayConfig {
+    let encrypt = |name: &str, secret: &str| master.encrypt(name, secret.as_bytes());
+    let upstream = Provider::new(MOCK, ProviderKind::OpenAiCompatible, mock_url)
+        .api_key_enc(encrypt(MOCK, UPSTREAM_KEY))
+        .timeouts(Timeouts::new(MOCK_TIMEOUT_MS, MOCK_TIMEOUT_MS));
+    GatewayConfig::on_loopback()
+        .key(
+            ClientKey::new("signed", SIGNED_KEY)
+                .require_signature()
+                .signing_secret_enc(encrypt("signed", SIGNING_SECRET)),
+        )
+        .key(ClientKey::new("soft", SOFT_KEY).signing_secret_enc(encrypt("soft", SOFT_SECRET)))
+        .key(ClientKey::new("limited", LIMITED_KEY).models(&[MOCK]))
+        .key(ClientKey::new("plain", PLAIN_KEY))
+        .key(ClientKey::new("usage", USAGE_KEY))
+        .provider(upstream)
+        .model(Model::direct(MOCK))
+        .model(Model::new("other").target(Target::to(MOCK).model("other-upstream")))
 }
 
 fn start() -> SecurityEnv {
     let _ = env_logger::builder().is_test(true).try_init();
     let master = MasterKey::generate();
     let master_b64 = master.to_base64().to_string();
-    let ports = crate::support::free_ports(5);
-    let (memory, redis, redis_down, mock_port, dead) =
-        (ports[0], ports[1], ports[2], ports[3], ports[4]);
     let redis_url = crate::support::redis_url();
     let redis_prefix = crate::support::unique_prefix("chatnexus-it");
-    let configs = [
-        (memory, format!("security: {{ cors: {{ allowed_origins: [\"{ALLOWED_ORIGIN}\"], max_age_secs: 120 }} }}")),
-        (redis, format!("redis: {{ url_env: TEST_REDIS_URL, key_prefix: \"{redis_prefix}\", timeout_ms: 2000 }}")),
-        (redis_down, format!("redis: {{ url: \"{REDIS_LOOPBACK}:{dead}\", timeout_ms: 300 }}")),
-    ];
-    let (mut mock_svc, stats) = mock_service(MockSettings {
-        chunks: 3,
-        ..MockSettings::default()
-    });
-    mock_svc.add_tcp(&format!("127.0.0.1:{mock_port}"));
-    let mut mock_svc = Some(mock_svc);
-    for (port, extra) in configs {
-        let yaml = gateway_yaml(port, mock_port, &master, &extra);
-        let env = |var: &str| match var {
-            MASTER_KEY_ENV => Some(master_b64.clone()),
-            "TEST_REDIS_URL" => Some(redis_url.clone()),
-            _ => None,
-        };
-        let cfg = config::build(config::parse(&yaml).expect("测试配置必须能解析"), env)
-            .expect("测试配置必须通过校验");
-        let mut server = chatnexus::server::build(cfg, None, None);
-        if let Some(service) = mock_svc.take() {
-            server.add_service(service);
-        }
-        crate::support::spawn(server);
-    }
-    crate::support::wait_ports([memory, redis, redis_down, mock_port]);
+    let mut mocks = Emulators::default();
+    let mock_url = mocks.add(
+        MOCK,
+        MockSettings {
+            chunks: 3,
+            ..MockSettings::default()
+        },
+    );
+    let base = || gateway_config(&mock_url, &master);
+    let launch = |config| {
+        Launch::new(config)
+            .env(MASTER_KEY_ENV, &master_b64)
+            .env(REDIS_URL_ENV, &redis_url)
+    };
+    let memory = launch(base().cors(&[ALLOWED_ORIGIN], CORS_MAX_AGE_SECS))
+        .emulators(&mut mocks)
+        .start();
+    let shared = Redis::url_env(REDIS_URL_ENV, REDIS_TIMEOUT_MS).key_prefix(&redis_prefix);
+    let redis = launch(base().redis(shared)).start();
+    let dead = format!("{REDIS_LOOPBACK}:{}", crate::support::free_port());
+    let redis_down = launch(base().redis(Redis::url(&dead, DOWN_REDIS_TIMEOUT_MS))).start();
     SecurityEnv {
-        memory: ([127, 0, 0, 1], memory).into(),
-        redis: ([127, 0, 0, 1], redis).into(),
-        redis_down: ([127, 0, 0, 1], redis_down).into(),
-        mock: stats,
-        mock_port,
+        memory,
+        redis,
+        redis_down,
+        mocks,
         redis_url,
         redis_prefix,
     }
 }
 
-/// 每次测试运行独有的 Redis 键前缀，避免与其他运行或残留数据互相干扰。
-/// 网关上某个路径的完整地址。
-pub fn url(gateway: SocketAddr, path: &str) -> String {
-    format!("{HTTP_SCHEME}{gateway}{path}")
-}
-
-/// 当前 Unix 秒。
-pub fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default()
-}
-
-/// 一个新的随机 nonce（32 个 URL 安全字符）。
-pub fn fresh_nonce() -> String {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
-    format!("n{:x}-{n:08x}-{}", nanos, std::process::id())
-}
-
-/// 聊天请求体。
-pub fn chat_body(model: &str, stream: bool) -> Vec<u8> {
-    serde_json::to_vec(&serde_json::json!({
-        "model": model,
-        "stream": stream,
-        "messages": [ { "role": "user", "content": "签名请求测试" } ],
-    }))
-    .expect("JSON")
-}
-
-/// 一组签名参数。
-#[derive(Clone)]
-pub struct Signed {
-    /// 时间戳。
-    pub timestamp: String,
-    /// 请求携带的 nonce。
-    pub nonce: String,
-    /// 签名。
-    pub signature: String,
-}
-
-/// 按 docs/security.md 的规范串签名。
-pub fn sign_request(
-    secret: &str,
-    method: &str,
-    path: &str,
-    timestamp: u64,
-    nonce: &str,
-    body: &[u8],
-) -> Signed {
-    let ts = timestamp.to_string();
-    let canonical = canonical_string(method, path, &ts, nonce, body);
-    Signed {
-        signature: sign(secret.as_bytes(), &canonical),
-        timestamp: ts,
-        nonce: nonce.to_string(),
-    }
-}
-
-/// 带客户端密钥与签名头的 POST。
-pub fn signed_post(
-    client: &reqwest::Client,
-    gateway: SocketAddr,
-    path: &str,
-    key: &str,
-    body: Vec<u8>,
-    signed: &Signed,
-) -> reqwest::RequestBuilder {
-    client
-        .post(url(gateway, path))
-        .bearer_auth(key)
-        .header("content-type", "application/json")
-        .header("x-chatnexus-timestamp", &signed.timestamp)
-        .header("x-chatnexus-nonce", &signed.nonce)
-        .header("x-chatnexus-signature", &signed.signature)
-        .body(body)
-}
-
 /// 签好名的聊天请求（`signed` 密钥、当前时间、新 nonce）。
 pub fn signed_chat(
     client: &reqwest::Client,
-    gateway: SocketAddr,
+    gateway: Gateway,
     model: &str,
 ) -> reqwest::RequestBuilder {
-    let body = chat_body(model, false);
+    let body = chat_bytes(model, false);
     let signed = sign_request(
         SIGNING_SECRET,
         "POST",
-        "/v1/chat/completions",
+        CHAT_PATH,
         now(),
         &fresh_nonce(),
         &body,
     );
-    signed_post(
-        client,
-        gateway,
-        "/v1/chat/completions",
-        SIGNED_KEY,
-        body,
-        &signed,
-    )
+    signed_post(client, gateway, CHAT_PATH, SIGNED_KEY, body, &signed)
 }
 
 pub use crate::support::expect_error;

@@ -7,18 +7,19 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::env::{
-    chat_body, expect_error, signed_chat, url, ALLOWED_ORIGIN, ENV, LIMITED_KEY, PLAIN_KEY,
-    SIGNED_KEY, SIGNING_SECRET, UPSTREAM_KEY,
+    expect_error, signed_chat, ALLOWED_ORIGIN, ENV, LIMITED_KEY, PLAIN_KEY, SIGNED_KEY,
+    SIGNING_SECRET, UPSTREAM_KEY,
 };
+use crate::support::body::chat_bytes;
 
 const CHAT: &str = "/v1/chat/completions";
 
 async fn 聊天(key: &str, model: &str) -> reqwest::Response {
     reqwest::Client::new()
-        .post(url(ENV.memory, CHAT))
+        .post(ENV.memory.url(CHAT))
         .bearer_auth(key)
         .header("content-type", "application/json")
-        .body(chat_body(model, false))
+        .body(chat_bytes(model, false))
         .send()
         .await
         .expect("请求失败")
@@ -44,7 +45,7 @@ async fn 模型允许列表_之外的模型_403_permission_error() {
 
 async fn 模型列表(key: &str) -> Vec<String> {
     let body: Value = reqwest::Client::new()
-        .get(url(ENV.memory, "/v1/models"))
+        .get(ENV.memory.url("/v1/models"))
         .bearer_auth(key)
         .send()
         .await
@@ -90,31 +91,31 @@ async fn 安全头_成功_流式_错误_本地接口都有() {
     let client = reqwest::Client::new();
     断言安全头(&聊天(PLAIN_KEY, "mock").await, "非流式 200");
     let stream = client
-        .post(url(ENV.memory, CHAT))
+        .post(ENV.memory.url(CHAT))
         .bearer_auth(PLAIN_KEY)
-        .body(chat_body("mock", true))
+        .body(chat_bytes("mock", true))
         .send()
         .await
         .expect("请求失败");
     断言安全头(&stream, "SSE");
     let _ = stream.text().await;
     let unauthorized = client
-        .post(url(ENV.memory, CHAT))
-        .body(chat_body("mock", false))
+        .post(ENV.memory.url(CHAT))
+        .body(chat_bytes("mock", false))
         .send()
         .await
         .expect("请求失败");
     assert_eq!(unauthorized.status(), 401);
     断言安全头(&unauthorized, "401");
     let missing = client
-        .get(url(ENV.redis, "/nope"))
+        .get(ENV.redis.url("/nope"))
         .send()
         .await
         .expect("请求失败");
     assert_eq!(missing.status(), 404);
     断言安全头(&missing, "404");
     let health = client
-        .get(url(ENV.redis, "/health"))
+        .get(ENV.redis.url("/health"))
         .send()
         .await
         .expect("请求失败");
@@ -137,7 +138,7 @@ fn 头(resp: &reqwest::Response, name: &str) -> Option<String> {
 #[tokio::test]
 async fn cors_允许的来源_预检_204_并带允许头() {
     let resp = reqwest::Client::new()
-        .request(reqwest::Method::OPTIONS, url(ENV.memory, CHAT))
+        .request(reqwest::Method::OPTIONS, ENV.memory.url(CHAT))
         .header("origin", ALLOWED_ORIGIN)
         .header("access-control-request-method", "POST")
         .header(
@@ -171,7 +172,7 @@ async fn cors_允许的来源_预检_204_并带允许头() {
 #[tokio::test]
 async fn cors_不允许的来源_预检_403_且没有允许头() {
     let resp = reqwest::Client::new()
-        .request(reqwest::Method::OPTIONS, url(ENV.memory, CHAT))
+        .request(reqwest::Method::OPTIONS, ENV.memory.url(CHAT))
         .header("origin", "https://evil.example.com")
         .header("access-control-request-method", "POST")
         .send()
@@ -187,10 +188,10 @@ async fn cors_实际请求_只给允许的来源加允许头() {
     let client = reqwest::Client::new();
     let send = |origin: &'static str| {
         client
-            .post(url(ENV.memory, CHAT))
+            .post(ENV.memory.url(CHAT))
             .bearer_auth(PLAIN_KEY)
             .header("origin", origin)
-            .body(chat_body("mock", false))
+            .body(chat_bytes("mock", false))
             .send()
     };
     let allowed = send(ALLOWED_ORIGIN).await.expect("请求失败");
@@ -209,9 +210,9 @@ async fn cors_实际请求_只给允许的来源加允许头() {
     assert_eq!(头(&denied, "vary").as_deref(), Some("Origin"));
     // 错误响应也要带，浏览器里的前端才能读到错误信息
     let error = client
-        .post(url(ENV.memory, CHAT))
+        .post(ENV.memory.url(CHAT))
         .header("origin", ALLOWED_ORIGIN)
-        .body(chat_body("mock", false))
+        .body(chat_bytes("mock", false))
         .send()
         .await
         .expect("请求失败");
@@ -225,7 +226,7 @@ async fn cors_实际请求_只给允许的来源加允许头() {
 #[tokio::test]
 async fn cors_缺省关闭_预检得到_405_且没有任何_cors_头() {
     let resp = reqwest::Client::new()
-        .request(reqwest::Method::OPTIONS, url(ENV.redis, CHAT))
+        .request(reqwest::Method::OPTIONS, ENV.redis.url(CHAT))
         .header("origin", ALLOWED_ORIGIN)
         .header("access-control-request-method", "POST")
         .send()
@@ -235,10 +236,10 @@ async fn cors_缺省关闭_预检得到_405_且没有任何_cors_头() {
     assert!(头(&resp, "access-control-allow-origin").is_none());
     assert!(头(&resp, "vary").is_none());
     let actual = reqwest::Client::new()
-        .post(url(ENV.redis, CHAT))
+        .post(ENV.redis.url(CHAT))
         .bearer_auth(PLAIN_KEY)
         .header("origin", ALLOWED_ORIGIN)
-        .body(chat_body("mock", false))
+        .body(chat_bytes("mock", false))
         .send()
         .await
         .expect("请求失败");
@@ -255,7 +256,7 @@ async fn 上游_收到解密后的上游密钥_收不到客户端凭据与签名
         .expect("请求失败");
     assert_eq!(resp.status(), 200);
     let recorded = ENV
-        .mock
+        .mock()
         .recent()
         .into_iter()
         .rev()
@@ -287,7 +288,7 @@ async fn 上游_收到解密后的上游密钥_收不到客户端凭据与签名
 
 /// 用原始 TCP 发一个请求行为绝对形式、Host 指向别处的请求。
 fn 原始请求(request: &str) -> String {
-    let mut stream = TcpStream::connect(ENV.memory).expect("连接网关");
+    let mut stream = TcpStream::connect(ENV.memory.addr).expect("连接网关");
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .expect("设置超时");
@@ -299,8 +300,8 @@ fn 原始请求(request: &str) -> String {
 
 #[tokio::test]
 async fn 上游地址只来自配置_客户端的_host_与绝对_url_不起作用() {
-    let body = String::from_utf8(chat_body("other", false)).expect("UTF-8");
-    let before = ENV.mock.requests();
+    let body = String::from_utf8(chat_bytes("other", false)).expect("UTF-8");
+    let before = ENV.mock().requests();
     let request = format!(
         "POST http://evil.invalid:9/v1/chat/completions HTTP/1.1\r\nHost: evil.invalid:9\r\nAuthorization: Bearer {PLAIN_KEY}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
@@ -309,11 +310,11 @@ async fn 上游地址只来自配置_客户端的_host_与绝对_url_不起作�
         .await
         .expect("任务不应 panic");
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
-    assert!(ENV.mock.requests() > before, "请求必须到达配置里的上游");
-    let recorded = ENV.mock.recent().pop().expect("上游收到请求");
+    assert!(ENV.mock().requests() > before, "请求必须到达配置里的上游");
+    let recorded = ENV.mock().recent().pop().expect("上游收到请求");
     assert_eq!(
         recorded.header("host"),
-        Some(format!("127.0.0.1:{}", ENV.mock_port).as_str()),
+        Some(format!("127.0.0.1:{}", ENV.mock_port()).as_str()),
         "Host 来自配置的 base_url，而不是客户端"
     );
 }

@@ -1,19 +1,20 @@
 //! 请求签名与防重放：经真实 HTTP 访问进程内网关；进程内存储与真实 Redis 各测一遍。
 
-use std::net::SocketAddr;
-
 use serde_json::Value;
 
 use crate::env::{
-    chat_body, expect_error, fresh_nonce, now, sign_request, signed_chat, signed_post, url, ENV,
-    PLAIN_KEY, SIGNED_KEY, SIGNING_SECRET, SOFT_KEY, SOFT_SECRET,
+    expect_error, signed_chat, ENV, PLAIN_KEY, SIGNED_KEY, SIGNING_SECRET, SOFT_KEY, SOFT_SECRET,
 };
+use crate::support::body::chat_bytes;
+use crate::support::gateway::Gateway;
+use crate::support::now;
+use crate::support::signing::{fresh_nonce, sign_request, signed_post};
 
 /// 同一 nonce 的并发请求数。
 const CONCURRENT_REPLAYS: usize = 50;
 const CHAT: &str = "/v1/chat/completions";
 
-async fn 签名成功(gateway: SocketAddr) {
+async fn 签名成功(gateway: Gateway) {
     let client = reqwest::Client::new();
     let resp = signed_chat(&client, gateway, "mock")
         .send()
@@ -23,7 +24,7 @@ async fn 签名成功(gateway: SocketAddr) {
     let body: Value = resp.json().await.expect("JSON");
     assert_eq!(body["object"], "chat.completion");
 
-    let stream_body = chat_body("mock", true);
+    let stream_body = chat_bytes("mock", true);
     let signed = sign_request(
         SIGNING_SECRET,
         "POST",
@@ -54,9 +55,9 @@ async fn 签名正确_redis_存储_通过() {
     签名成功(ENV.redis).await;
 }
 
-async fn 重放被拒(gateway: SocketAddr) {
+async fn 重放被拒(gateway: Gateway) {
     let client = reqwest::Client::new();
-    let body = chat_body("mock", false);
+    let body = chat_bytes("mock", false);
     let signed = sign_request(SIGNING_SECRET, "POST", CHAT, now(), &fresh_nonce(), &body);
     let first = signed_post(&client, gateway, CHAT, SIGNED_KEY, body.clone(), &signed)
         .send()
@@ -86,11 +87,11 @@ async fn 重放_redis_存储_第二次_401() {
 }
 
 /// 五十个完全相同的签名请求同时发出，恰好一个通过，其余都是重放。
-async fn 并发重放只放行一个(gateway: SocketAddr) {
+async fn 并发重放只放行一个(gateway: Gateway) {
     let client = reqwest::Client::new();
-    let body = chat_body("mock", false);
+    let body = chat_bytes("mock", false);
     let signed = sign_request(SIGNING_SECRET, "POST", CHAT, now(), &fresh_nonce(), &body);
-    let before = ENV.mock.requests();
+    let before = ENV.mock().requests();
     let tasks: Vec<_> = (0..CONCURRENT_REPLAYS)
         .map(|_| {
             let request = signed_post(&client, gateway, CHAT, SIGNED_KEY, body.clone(), &signed);
@@ -114,7 +115,7 @@ async fn 并发重放只放行一个(gateway: SocketAddr) {
     }
     assert_eq!(accepted, 1, "同一个 nonce 只能有一个请求通过");
     assert_eq!(replayed, CONCURRENT_REPLAYS - 1);
-    assert!(ENV.mock.requests() > before, "通过的那个请求到达了上游");
+    assert!(ENV.mock().requests() > before, "通过的那个请求到达了上游");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -130,7 +131,7 @@ async fn 并发五十个同_nonce_redis_存储_恰好一个通过() {
 #[tokio::test]
 async fn redis_中的_nonce_键带前缀与密钥名且设置了过期时间() {
     let client = reqwest::Client::new();
-    let body = chat_body("mock", false);
+    let body = chat_bytes("mock", false);
     let nonce = fresh_nonce();
     let signed = sign_request(SIGNING_SECRET, "POST", CHAT, now(), &nonce, &body);
     let resp = signed_post(&client, ENV.redis, CHAT, SIGNED_KEY, body, &signed)
@@ -159,20 +160,20 @@ async fn redis_中的_nonce_键带前缀与密钥名且设置了过期时间() {
 async fn 缺少签名_要求签名的密钥_401() {
     let client = reqwest::Client::new();
     let resp = client
-        .post(url(ENV.memory, CHAT))
+        .post(ENV.memory.url(CHAT))
         .bearer_auth(SIGNED_KEY)
         .header("content-type", "application/json")
-        .body(chat_body("mock", false))
+        .body(chat_bytes("mock", false))
         .send()
         .await
         .expect("请求失败");
     let error = expect_error(resp, 401).await;
     assert_eq!(error["code"], "signature_required");
     let partial = client
-        .post(url(ENV.memory, CHAT))
+        .post(ENV.memory.url(CHAT))
         .bearer_auth(SIGNED_KEY)
         .header("x-chatnexus-nonce", fresh_nonce())
-        .body(chat_body("mock", false))
+        .body(chat_bytes("mock", false))
         .send()
         .await
         .expect("请求失败");
@@ -184,7 +185,7 @@ async fn 缺少签名_要求签名的密钥_401() {
 
 /// 用给定时间戳发一个签名请求（签名本身正确）。
 async fn 按时间戳签名发送(client: &reqwest::Client, timestamp: u64) -> reqwest::Response {
-    let body = chat_body("mock", false);
+    let body = chat_bytes("mock", false);
     let signed = sign_request(
         SIGNING_SECRET,
         "POST",
@@ -216,7 +217,7 @@ async fn 时间戳超出正负三百秒_401() {
 #[tokio::test]
 async fn 签名错误_401_且不消耗_nonce() {
     let client = reqwest::Client::new();
-    let body = chat_body("mock", false);
+    let body = chat_bytes("mock", false);
     let nonce = fresh_nonce();
     let ts = now();
     // 用错误的密钥签名
@@ -235,7 +236,7 @@ async fn 签名错误_401_且不消耗_nonce() {
     assert_eq!(expect_error(resp, 401).await["code"], "invalid_signature");
     // 签名后篡改请求体
     let good = sign_request(SIGNING_SECRET, "POST", CHAT, ts, &nonce, &body);
-    let tampered = chat_body("other", false);
+    let tampered = chat_bytes("other", false);
     let resp = signed_post(&client, ENV.redis, CHAT, SIGNED_KEY, tampered, &good)
         .send()
         .await
@@ -265,7 +266,7 @@ async fn 签名错误_401_且不消耗_nonce() {
 #[tokio::test]
 async fn 签名覆盖查询串_带查询串签名也能通过() {
     let client = reqwest::Client::new();
-    let body = chat_body("mock", false);
+    let body = chat_bytes("mock", false);
     let path = "/v1/chat/completions?trace=abc&x=1";
     let signed = sign_request(SIGNING_SECRET, "POST", path, now(), &fresh_nonce(), &body);
     let resp = signed_post(&client, ENV.memory, path, SIGNED_KEY, body, &signed)
@@ -278,7 +279,7 @@ async fn 签名覆盖查询串_带查询串签名也能通过() {
 #[tokio::test]
 async fn 签名头格式错误或重复_401() {
     let client = reqwest::Client::new();
-    let body = chat_body("mock", false);
+    let body = chat_bytes("mock", false);
     let good = sign_request(SIGNING_SECRET, "POST", CHAT, now(), &fresh_nonce(), &body);
     let cases = [
         ("x-chatnexus-nonce", "short"),
@@ -328,7 +329,7 @@ async fn 模型列表_签名的_get_也校验并防重放() {
     );
     let send = || {
         client
-            .get(url(ENV.memory, "/v1/models"))
+            .get(ENV.memory.url("/v1/models"))
             .bearer_auth(SIGNED_KEY)
             .header("x-chatnexus-timestamp", &signed.timestamp)
             .header("x-chatnexus-nonce", &signed.nonce)
@@ -340,7 +341,7 @@ async fn 模型列表_签名的_get_也校验并防重放() {
     let again = send().await.expect("请求失败");
     assert_eq!(expect_error(again, 401).await["code"], "replayed_request");
     let unsigned = client
-        .get(url(ENV.memory, "/v1/models"))
+        .get(ENV.memory.url("/v1/models"))
         .bearer_auth(SIGNED_KEY)
         .send()
         .await
@@ -354,9 +355,9 @@ async fn 模型列表_签名的_get_也校验并防重放() {
 #[tokio::test]
 async fn 不强制签名的密钥_不签可以_签了就必须正确() {
     let client = reqwest::Client::new();
-    let body = chat_body("mock", false);
+    let body = chat_bytes("mock", false);
     let resp = client
-        .post(url(ENV.memory, CHAT))
+        .post(ENV.memory.url(CHAT))
         .bearer_auth(SOFT_KEY)
         .body(body.clone())
         .send()
@@ -385,7 +386,7 @@ async fn 不强制签名的密钥_不签可以_签了就必须正确() {
 #[tokio::test]
 async fn 不同密钥的_nonce_互不影响() {
     let client = reqwest::Client::new();
-    let body = chat_body("mock", false);
+    let body = chat_bytes("mock", false);
     let nonce = fresh_nonce();
     let a = sign_request(SIGNING_SECRET, "POST", CHAT, now(), &nonce, &body);
     let b = sign_request(SOFT_SECRET, "POST", CHAT, now(), &nonce, &body);
@@ -431,7 +432,7 @@ async fn redis_不可达_签名请求_503_故障关闭_未签名请求不受影�
 async fn redis_不可达_签名错误先被拒_未签名请求不受影响() {
     let client = reqwest::Client::new();
     // 签名不对的请求在查 Redis 之前就被拒（401 而不是 503）
-    let body = chat_body("mock", false);
+    let body = chat_bytes("mock", false);
     let bad = sign_request(
         "cnxs-wrong-secret-0000000000000000000000",
         "POST",
@@ -454,7 +455,7 @@ async fn redis_不可达_签名错误先被拒_未签名请求不受影响() {
     assert_eq!(resp.status(), 401);
     // 不签名的密钥不依赖防重放存储
     let resp = client
-        .post(url(ENV.redis_down, CHAT))
+        .post(ENV.redis_down.url(CHAT))
         .bearer_auth(PLAIN_KEY)
         .body(body)
         .send()

@@ -4,7 +4,8 @@ use std::time::{Duration, Instant};
 
 use chatnexus::metrics::usage_key;
 
-use crate::env::{chat_body, url, ENV, USAGE_KEY};
+use crate::env::{ENV, USAGE_KEY};
+use crate::support::body::chat_bytes;
 
 /// 等待日志钩子写完 Redis 的最长时间（只防挂起）。
 const WRITE_WAIT: Duration = Duration::from_secs(5);
@@ -26,9 +27,9 @@ fn 读哈希(key: &str) -> std::collections::HashMap<String, String> {
 async fn 用量_按密钥与日期累计到_redis() {
     let day = chrono::Utc::now().format("%Y-%m-%d").to_string();
     let key = usage_key(&ENV.redis_prefix, "usage", &day);
-    let body = chat_body("mock", false);
+    let body = chat_bytes("mock", false);
     let resp = reqwest::Client::new()
-        .post(url(ENV.redis, "/v1/chat/completions"))
+        .post(ENV.redis.url("/v1/chat/completions"))
         .bearer_auth(USAGE_KEY)
         .body(body.clone())
         .send()

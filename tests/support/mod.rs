@@ -1,9 +1,18 @@
-//! 多个集成测试二进制共用的小工具：取空闲端口、等待端口就绪、在后台线程运行 Pingora `Server`。
+//! 多个集成测试二进制共用的测试脚手架：取空闲端口、等待端口就绪、在后台线程运行 Pingora `Server`，
+//! 以及类型化的网关配置（[`config`]）、进程内启动网关与模拟上游（[`gateway`]）、请求体（[`body`]）、
+//! 请求签名（[`signing`]）。
 //!
 //! 每个测试二进制用 `#[path = "../support/mod.rs"]` 引入；不是每个二进制都用到全部函数。
 #![allow(dead_code)]
 
+pub mod body;
+pub mod config;
+pub mod gateway;
+pub mod signing;
+
+use std::collections::HashSet;
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
@@ -33,18 +42,36 @@ pub fn unique_prefix(name: &str) -> String {
     format!("{name}-{}-{nanos}:", std::process::id())
 }
 
-/// 一次取得 `count` 个互不相同的空闲端口。
+/// 本进程已经分出去的端口：同一个端口绝不分给两个服务。
+static HANDED_OUT: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+
+/// 取一个本进程还没分出去的空闲端口。
 ///
-/// 监听器全部同时持有、最后一起释放：逐个绑定再释放时，系统可能把刚释放的端口再分给下一个调用，
-/// 而 Pingora 的监听开启了端口复用，两个服务绑到同一端口时连接会被随机分给其中一个。
+/// 绑定后立即释放的端口可能被系统再分给下一次绑定，而 Pingora 的监听开启了端口复用，
+/// 两个服务绑到同一端口时连接会被随机分给其中一个；所以记下分出去的端口，重复的换一个。
+pub fn free_port() -> u16 {
+    let mut guard = HANDED_OUT.lock().unwrap_or_else(|p| p.into_inner());
+    let handed_out = guard.get_or_insert_with(HashSet::new);
+    loop {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("必须能在回环地址上找到空闲端口");
+        let port = listener.local_addr().expect("监听器必须有本地地址").port();
+        if handed_out.insert(port) {
+            return port;
+        }
+    }
+}
+
+/// 取 `count` 个互不相同、本进程还没分出去的空闲端口。
 pub fn free_ports(count: usize) -> Vec<u16> {
-    let listeners: Vec<TcpListener> = (0..count)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("必须能在回环地址上找到空闲端口"))
-        .collect();
-    listeners
-        .iter()
-        .map(|l| l.local_addr().expect("监听器必须有本地地址").port())
-        .collect()
+    (0..count).map(|_| free_port()).collect()
+}
+
+/// 当前 Unix 秒。
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
 }
 
 /// 等到 `addr` 开始接受连接。
@@ -83,6 +110,14 @@ pub fn spawn(server: Server) {
             shutdown_signal: Box::new(NeverShutdown),
         })
     });
+}
+
+/// 响应头的文本值（没有时为空串）。
+pub fn header<'a>(resp: &'a reqwest::Response, name: &str) -> &'a str {
+    resp.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
 }
 
 /// 断言响应是给定状态码的 OpenAI 错误信封（`message`、`type`、`param`、`code` 齐全），返回 `error` 对象。
