@@ -1,6 +1,8 @@
 //! `chatnexus` 命令行：运行网关（缺省）、检查配置（`-t`）、运行上游模拟器（`mock`）、热重载（`reload`）、
 //! 密钥工具（`keys`）。
 
+#![deny(clippy::too_many_lines)]
+
 mod cli_keys;
 
 use std::path::{Path, PathBuf};
