@@ -18,6 +18,8 @@ pub use code::ErrorCode;
 pub const TYPE_INVALID_REQUEST: &str = "invalid_request_error";
 /// 错误类型：网关或上游故障（5xx）。
 pub const TYPE_SERVER: &str = "server_error";
+/// 错误类型：请求数超限（429，与 OpenAI 的按请求数限流一致）。
+pub const TYPE_REQUESTS: &str = "requests";
 /// 错误类型：密钥有效但无权执行该操作（403）。
 pub const TYPE_PERMISSION: &str = "permission_error";
 
@@ -61,6 +63,11 @@ impl PartialEq for ApiError {
 }
 
 impl Eq for ApiError {}
+
+/// 只给运维看的说明（例如带目标名的上游状况），作为错误的原因进日志。
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Detail(String);
 
 /// 错误的底层原因（Pingora 错误、I/O 错误），共享以便错误可以克隆。
 pub type Cause = Arc<dyn std::error::Error + Send + Sync>;
@@ -110,6 +117,11 @@ impl ApiError {
             retry_after: None,
             cause: None,
         }
+    }
+
+    /// 附上只给运维看的说明（作为原因进日志，不进给客户端的信封），返回新的错误。
+    pub fn with_detail(self, detail: String) -> Self {
+        self.with_cause(Detail(detail))
     }
 
     /// 附上底层原因（只进日志），返回新的错误。
@@ -250,6 +262,17 @@ impl ApiError {
     /// 502：上游不可达或回复无法理解。
     pub fn bad_gateway(code: ErrorCode, message: impl Into<String>) -> Self {
         Self::new(502, TYPE_SERVER, code, message)
+    }
+
+    /// 429：模型的每个上游目标都要求等待（上游限流），SDK 据 `Retry-After` 退避。
+    pub fn upstream_throttled(model: &str, retry_after: u64) -> Self {
+        Self::new(
+            429,
+            TYPE_REQUESTS,
+            ErrorCode::RateLimitExceeded,
+            format!("模型 `{model}` 的上游正在限流，请在 {retry_after} 秒后重试"),
+        )
+        .with_retry_after(Some(retry_after))
     }
 
     /// 503：模型没有可用的上游目标。

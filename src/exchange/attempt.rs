@@ -17,7 +17,7 @@ use crate::error::{ApiError, ErrorCode};
 use crate::providers::{
     filter_for, map_upstream_error, ProviderFilter, TranslateCtx, UpstreamRequest,
 };
-use crate::upstream::{Lease, Verdict};
+use crate::upstream::{Lease, Verdict, MAX_UPSTREAM_WAIT};
 
 /// 上游错误响应体读取的上限。
 const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
@@ -172,19 +172,26 @@ async fn reject(
     };
     let info = reply.filter.parse_error(status, &body);
     let mut error = map_upstream_error(status, info, &reply.provider.name);
-    if error.retry_after.is_none() {
-        error.retry_after = io::retry_after(reply.header);
-    }
-    let retry_after = error.retry_after.map(Duration::from_secs);
-    let verdict = match error.status {
-        STATUS_TOO_MANY_REQUESTS => Verdict::Throttled { retry_after },
-        s if FAILOVER_STATUSES.contains(&s) => Verdict::Failed { retry_after },
-        _ => Verdict::Healthy,
-    };
+    // 上游给出的等待时间不可信：截到上限再告诉客户端与记入目标状态
+    error.retry_after = error
+        .retry_after
+        .or_else(|| io::retry_after(reply.header))
+        .map(|secs| secs.min(MAX_UPSTREAM_WAIT.as_secs()));
+    let verdict = verdict_for(error.status, error.retry_after.map(Duration::from_secs));
     AttemptError {
         failure: error.into(),
         retryable: verdict != Verdict::Healthy,
         verdict,
+    }
+}
+
+/// 上游错误（映射之后的状态码）对目标的结论：429 是限流（按等待时间暂停，不计入熔断）；
+/// 500/502/503/504/529 与上游拒绝网关密钥是故障；其余 4xx（400、404、413、422……）是客户端请求的问题，目标是健康的。
+fn verdict_for(status: u16, retry_after: Option<Duration>) -> Verdict {
+    match status {
+        STATUS_TOO_MANY_REQUESTS => Verdict::Throttled { retry_after },
+        s if FAILOVER_STATUSES.contains(&s) => Verdict::Failed { retry_after },
+        _ => Verdict::Healthy,
     }
 }
 
@@ -208,4 +215,35 @@ async fn send_request(
     let body: Bytes = request.body;
     up.write_request_body(body, true).await.map_err(failed)?;
     up.finish_request_body().await.map_err(failed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn 客户端自己的错误_不计入目标的故障() {
+        for status in [400, 404, 413, 422] {
+            assert_eq!(
+                verdict_for(status, None),
+                Verdict::Healthy,
+                "{status} 是请求本身的问题"
+            );
+        }
+    }
+
+    #[test]
+    fn 限流与故障_分别暂停与计入熔断() {
+        let wait = Some(Duration::from_secs(7));
+        assert_eq!(
+            verdict_for(429, wait),
+            Verdict::Throttled { retry_after: wait }
+        );
+        for status in FAILOVER_STATUSES {
+            assert_eq!(
+                verdict_for(status, None),
+                Verdict::Failed { retry_after: None }
+            );
+        }
+    }
 }

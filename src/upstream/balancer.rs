@@ -259,8 +259,12 @@ impl<'a> Iterator for Plan<'a> {
 }
 
 impl Plan<'_> {
-    /// 一个目标都没法尝试时返回给客户端的 503：列出每个目标的状况，`Retry-After` 取最早恢复的时间
-    /// （有目标只是并发已满时为 1 秒）。因并发上限而拒绝时计入 `llm_limiter_refusals_total{layer="upstream"}`。
+    /// 一个目标都没法尝试时返回给客户端的错误。
+    ///
+    /// 每个目标都只是上游要求等待（`Retry-After`）时返回 429 `rate_limit_exceeded`，`Retry-After` 取最短的剩余等待
+    /// （向上取整），SDK 据此退避；其余情况（熔断、探测失败、停用、并发已满）返回 503，`Retry-After` 取最早恢复的时间
+    /// （有目标只是并发已满时为 1 秒）。给客户端的消息只说每个目标的状况，不含目标名；带目标名的说明作为原因只进日志。
+    /// 因并发上限而拒绝时计入 `llm_limiter_refusals_total{layer="upstream"}`。
     pub fn unavailable(&self) -> ApiError {
         let now = Instant::now();
         let health: Vec<(&Target, Health)> = self
@@ -268,10 +272,6 @@ impl Plan<'_> {
             .iter()
             .chain(&self.contended)
             .map(|(target, state)| (*target, state.health(target, now)))
-            .collect();
-        let details: Vec<String> = health
-            .iter()
-            .map(|(target, h)| format!("`{}` {}", target.key, describe(*h, now)))
             .collect();
         let saturated = health
             .iter()
@@ -282,29 +282,47 @@ impl Plan<'_> {
                 .with_label_values(&[UPSTREAM_LAYER_LABEL])
                 .inc();
         }
-        let retry_after = health
-            .iter()
-            .filter_map(|(_, h)| h.until())
-            .min()
-            .map(|until| {
-                until
-                    .saturating_duration_since(now)
-                    .as_secs_f64()
-                    .ceil()
-                    .max(1.0) as u64
-            })
+        let earliest = health.iter().filter_map(|(_, h)| h.until()).min();
+        let retry_after = earliest
+            .map(|until| ceil_secs(until, now).max(1))
             .or((saturated || !self.contended.is_empty()).then_some(SATURATED_RETRY_SECS));
-        let mut error = ApiError::no_available_upstream(self.model).with_retry_after(retry_after);
-        if !details.is_empty() {
-            error.message = format!("{}：{}", error.message, details.join("；"));
-        }
-        error
+        let all_throttled = !health.is_empty()
+            && self.contended.is_empty()
+            && health
+                .iter()
+                .all(|(_, h)| matches!(h, Health::RateLimited { .. }));
+        let error = if all_throttled {
+            ApiError::upstream_throttled(self.model, retry_after.unwrap_or(SATURATED_RETRY_SECS))
+        } else {
+            ApiError::no_available_upstream(self.model).with_retry_after(retry_after)
+        };
+        explain(error, &health, now)
     }
+}
+
+/// 给错误补上每个目标的状况：消息里只有状况，带目标名的完整说明作为原因（只进日志）。
+fn explain(mut error: ApiError, health: &[(&Target, Health)], now: Instant) -> ApiError {
+    if health.is_empty() {
+        return error;
+    }
+    let states: Vec<String> = health.iter().map(|(_, h)| describe(*h, now)).collect();
+    let details: Vec<String> = health
+        .iter()
+        .map(|(target, h)| format!("`{}` {}", target.key, describe(*h, now)))
+        .collect();
+    error.message = format!("{}：{}", error.message, states.join("；"));
+    error.with_detail(details.join("；"))
+}
+
+/// 距 `until` 还有多少秒（向上取整）。
+fn ceil_secs(until: Instant, now: Instant) -> u64 {
+    let left = until.saturating_duration_since(now);
+    left.as_secs() + u64::from(left.subsec_nanos() > 0)
 }
 
 /// 不可用原因的中文说明。
 fn describe(health: Health, now: Instant) -> String {
-    let seconds = |until: Instant| until.saturating_duration_since(now).as_secs_f64().ceil() as u64;
+    let seconds = |until: Instant| ceil_secs(until, now);
     match health {
         // 计划用尽时仍可用的只有“选中后被并发请求抢先占用”的目标
         Health::Healthy | Health::HalfOpen => "刚被并发的请求占用，稍后可重试".to_string(),

@@ -21,7 +21,10 @@ pub use breaker::{Admission, Breaker, BreakerState};
 pub use dns::{Addrs, DnsCache, DnsRefresher};
 pub use ewma::{PeakEwma, INITIAL_LATENCY};
 pub use select::{choose, Choice};
-pub use state::{Health, Lease, LeaseSettings, ProbeState, TargetState, Verdict, DEFAULT_THROTTLE};
+pub use state::{
+    Health, Lease, LeaseSettings, ProbeState, TargetState, Verdict, DEFAULT_THROTTLE,
+    MAX_UPSTREAM_WAIT,
+};
 
 /// 空闲的上游连接在连接池中保留的时长。
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);

@@ -13,6 +13,8 @@ use super::ewma::PeakEwma;
 use crate::config::{AdaptiveSettings, BreakerSettings, Target};
 use crate::metrics::{self, METRICS};
 
+/// 上游要求的等待（`Retry-After`、`retryDelay`）最多采信这么久：更长的值截到它。
+pub const MAX_UPSTREAM_WAIT: Duration = Duration::from_secs(3600);
 /// 429 没有给出 `Retry-After` 时暂停使用该目标的时长。
 pub const DEFAULT_THROTTLE: Duration = Duration::from_secs(1);
 
@@ -473,9 +475,15 @@ fn log_transition(key: &str, before: BreakerState, after: BreakerState, now: Ins
 }
 
 /// 记下上游要求的等待：取已有等待与新等待中较晚的一个。
+///
+/// 等待时间来自上游（`Retry-After`、Gemini 的 `retryDelay`），不可信：先截到 [`MAX_UPSTREAM_WAIT`]，
+/// 时刻相加也用不会溢出的算法（否则 `Retry-After: 18446744073709551615` 会让请求任务 panic）。
 fn hold(inner: &mut Inner, now: Instant, wait: Option<Duration>) {
     if let Some(wait) = wait.filter(|w| !w.is_zero()) {
-        let until = now + wait;
+        let wait = wait.min(MAX_UPSTREAM_WAIT);
+        let Some(until) = now.checked_add(wait) else {
+            return;
+        };
         inner.hold_until = Some(inner.hold_until.map_or(until, |old| old.max(until)));
     }
 }

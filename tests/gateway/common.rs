@@ -202,6 +202,15 @@ fn fault_specs() -> Vec<MockSpec> {
         spec("mix-garbage", OpenAiCompatible, fault(Fault::Garbage)),
         spec("mix-429", OpenAiCompatible, fault(Fault::Status(429))),
         spec("retry-500", OpenAiCompatible, fault(Fault::Status(500))),
+        spec("only-429", OpenAiCompatible, fault(Fault::Status(429))),
+        spec(
+            "huge-429",
+            OpenAiCompatible,
+            MockSettings {
+                retry_after_secs: u64::MAX,
+                ..fault(Fault::Status(429))
+            },
+        ),
     ]
 }
 
