@@ -16,7 +16,7 @@ use pingora::server::configuration::Opt;
 use pingora::server::Server;
 
 use chatnexus::config::{self, Config, DEFAULT_CONFIG_PATH};
-use chatnexus::mock::{mock_service, Fault, MockSettings};
+use chatnexus::mock::{mock_service, FaultOptions, MockSettings};
 
 /// 全局分配器用 mimalloc：请求路径上大量短命的小块分配，它比 glibc malloc 快得多（见 Cargo.toml 与 docs/performance.md）。
 #[global_allocator]
@@ -73,18 +73,9 @@ struct MockArgs {
     /// 相邻两块之间的延迟（毫秒）
     #[arg(long, default_value_t = 0)]
     chunk_delay_ms: u64,
-    /// 故障：以该状态码返回错误
-    #[arg(long)]
-    fault_status: Option<u16>,
-    /// 故障：读完请求后不应答
-    #[arg(long)]
-    hang: bool,
-    /// 故障：流式发出 N 块后断开
-    #[arg(long)]
-    drop_after: Option<usize>,
-    /// 故障：回一串不是 HTTP 的乱码后断开
-    #[arg(long)]
-    garbage: bool,
+    /// 故障模式（至多一种）
+    #[command(flatten)]
+    fault: FaultOptions,
     /// 写响应头之前的延迟（毫秒）
     #[arg(long, default_value_t = 0)]
     first_byte_delay_ms: u64,
@@ -200,14 +191,13 @@ fn send_reload(cli: &Cli) -> ExitCode {
 
 /// 单独运行上游模拟器。
 fn run_mock(args: &MockArgs) -> ExitCode {
-    let fault =
-        match Fault::from_options(args.fault_status, args.hang, args.drop_after, args.garbage) {
-            Ok(fault) => fault,
-            Err(e) => {
-                eprintln!("{e}");
-                return ExitCode::FAILURE;
-            }
-        };
+    let fault = match args.fault.fault() {
+        Ok(fault) => fault,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let settings = MockSettings {
         chunks: args.chunks,
         chunk_delay_ms: args.chunk_delay_ms,

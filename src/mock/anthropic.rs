@@ -10,8 +10,11 @@ use serde_json::{json, Map, Value};
 
 use super::io::{send_named, send_raw, start_stream, write_json, write_json_with};
 use super::plan::{self, MockUsage, PlannedCall, Reply, ToolSpec, Turn};
+use super::STREAM_ERROR_MESSAGE;
 use super::{Fault, MockApp};
 
+/// Anthropic 的过载状态码（流中错误故障报告 `overloaded_error`）。
+const OVERLOADED: u16 = 529;
 /// Messages 接口路径的结尾。
 pub(super) const MESSAGES_PATH: &str = "/v1/messages";
 /// 携带密钥的请求头。
@@ -421,6 +424,9 @@ async fn stream(app: &MockApp, session: &mut ServerSession, m: &Message) -> bool
             break;
         }
         if !app.before_piece(i).await {
+            if app.error_due(i) {
+                send_event(session, &error_body(OVERLOADED, STREAM_ERROR_MESSAGE)).await;
+            }
             return false;
         }
         ok = send_event(session, event).await;

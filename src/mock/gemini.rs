@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 
 use super::io::{send_raw, start_stream, write_json_with};
 use super::plan::{self, MockUsage, PlannedCall, Reply, ToolSpec, Turn};
+use super::STREAM_ERROR_MESSAGE;
 use super::{Fault, MockApp};
 
 /// Gemini 模型路径中的片段（`/v1beta/models/{model}:method`）。
@@ -92,6 +93,8 @@ const GRPC_STATUS: &[(u16, &str)] = &[
     (503, "UNAVAILABLE"),
     (504, "DEADLINE_EXCEEDED"),
 ];
+/// 流中错误故障报告的状态码（INTERNAL）。
+const STREAM_ERROR_STATUS: u16 = 500;
 /// 表中没有的状态码对应的 gRPC 状态名。
 const GRPC_UNKNOWN: &str = "UNKNOWN";
 /// 函数响应数量与函数调用数量不符时真实 API 的错误文本。
@@ -454,6 +457,10 @@ async fn stream(app: &MockApp, session: &mut ServerSession, meta: &Meta, reply: 
     }
     for (i, event) in stream_events(meta, reply).iter().enumerate() {
         if !app.before_piece(i).await {
+            if app.error_due(i) {
+                let error = GeminiError::new(STREAM_ERROR_STATUS, STREAM_ERROR_MESSAGE);
+                send_event(session, &error.body(), false).await;
+            }
             return false;
         }
         if !send_event(session, event, false).await {

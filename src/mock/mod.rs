@@ -38,13 +38,18 @@ const RECORD_CAPACITY: usize = 16;
 const KEEPALIVE_SECS: u64 = 60;
 /// 429 与 503 故障缺省建议的重试秒数。
 const DEFAULT_RETRY_AFTER_SECS: u64 = 1;
+/// 流中错误故障报告的消息。
+const STREAM_ERROR_MESSAGE: &str = "模拟的流中错误";
+/// 故障模式选项的说明。
+const FAULT_CHOICES: &str =
+    "fault 必须在 status、hang: true、drop_after、error_after、garbage: true 中恰好选一种";
 /// 乱码故障写出的字节：不是 HTTP 响应，也不是任何协议。
 const GARBAGE: &[u8] = b"\x00\xff\xfe garbage \x13\x37 not-http \r\n\r\n\x00";
 
 /// 故障模式。
 ///
 /// 用途：让测试与演示复现上游的各种坏行为。YAML 写法：`{ status: 503 }`、`{ hang: true }`、
-/// `{ drop_after: 2 }`、`{ garbage: true }`，只能选一种。
+/// `{ drop_after: 2 }`、`{ error_after: 2 }`、`{ garbage: true }`，只能选一种。
 ///
 /// ```
 /// use chatnexus::mock::Fault; // 故障模式
@@ -53,7 +58,7 @@ const GARBAGE: &[u8] = b"\x00\xff\xfe garbage \x13\x37 not-http \r\n\r\n\x00";
 /// assert!(serde_yaml::from_str::<Fault>("{ hang: true, status: 500 }").is_err()); // 只能选一种故障
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(try_from = "FaultSpec")]
+#[serde(try_from = "FaultOptions")]
 pub enum Fault {
     /// 以该状态码返回 OpenAI 错误信封。
     Status(u16),
@@ -61,51 +66,69 @@ pub enum Fault {
     Hang,
     /// 流式时发出这么多个内容块后直接断开连接（不发 `[DONE]`）。
     DropAfter(usize),
+    /// 流式时发出这么多个内容块后，按各家格式在流中报告一个错误，然后断开连接。
+    ErrorAfter(usize),
     /// 读完请求后写出一串不是 HTTP 的乱码字节并关闭连接。
     Garbage,
 }
 
-/// 故障模式在 YAML 中的写法。
-#[derive(Deserialize)]
+/// 故障模式的各个选项（配置文件的 `fault` 段与 `chatnexus mock` 的命令行参数共用），至多设置一个。
+///
+/// ```
+/// let options = chatnexus::mock::FaultOptions { error_after: Some(1), ..Default::default() }; // 一块之后报错
+/// assert_eq!(options.fault(), Ok(Some(chatnexus::mock::Fault::ErrorAfter(1)))); // 流中错误故障
+/// ```
+#[derive(Debug, Clone, Default, Deserialize, clap::Args)]
 #[serde(deny_unknown_fields)]
-struct FaultSpec {
-    status: Option<u16>,
+pub struct FaultOptions {
+    /// 故障：以该状态码返回错误
+    #[arg(long = "fault-status")]
+    pub status: Option<u16>,
+    /// 故障：读完请求后不应答
+    #[arg(long)]
     #[serde(default)]
-    hang: bool,
-    drop_after: Option<usize>,
+    pub hang: bool,
+    /// 故障：流式发出 N 块后断开
+    #[arg(long)]
+    pub drop_after: Option<usize>,
+    /// 故障：流式发出 N 块后在流中报告错误再断开
+    #[arg(long)]
+    pub error_after: Option<usize>,
+    /// 故障：回一串不是 HTTP 的乱码后断开
+    #[arg(long)]
     #[serde(default)]
-    garbage: bool,
+    pub garbage: bool,
 }
 
-impl Fault {
-    /// 由四个可选项组成故障模式（配置文件与命令行共用）。
+impl FaultOptions {
+    /// 选定的故障模式。
     ///
     /// 返回：都未设置时为 `None`。错误：设置了多于一种。
-    pub fn from_options(
-        status: Option<u16>,
-        hang: bool,
-        drop_after: Option<usize>,
-        garbage: bool,
-    ) -> Result<Option<Fault>, String> {
-        match (status, hang, drop_after, garbage) {
-            (None, false, None, false) => Ok(None),
-            (Some(code), false, None, false) => Ok(Some(Fault::Status(code))),
-            (None, true, None, false) => Ok(Some(Fault::Hang)),
-            (None, false, Some(n), false) => Ok(Some(Fault::DropAfter(n))),
-            (None, false, None, true) => Ok(Some(Fault::Garbage)),
-            _ => Err("故障模式只能在 status、hang、drop_after、garbage 中选一种".to_string()),
+    pub fn fault(&self) -> Result<Option<Fault>, String> {
+        let chosen: Vec<Fault> = [
+            self.status.map(Fault::Status),
+            self.hang.then_some(Fault::Hang),
+            self.drop_after.map(Fault::DropAfter),
+            self.error_after.map(Fault::ErrorAfter),
+            self.garbage.then_some(Fault::Garbage),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        match chosen.as_slice() {
+            [] => Ok(None),
+            [one] => Ok(Some(*one)),
+            _ => Err(FAULT_CHOICES.to_string()),
         }
     }
 }
 
-impl TryFrom<FaultSpec> for Fault {
+impl TryFrom<FaultOptions> for Fault {
     type Error = String;
 
-    /// 三种故障恰好选一种，否则返回中文错误。
-    fn try_from(spec: FaultSpec) -> Result<Self, Self::Error> {
-        Fault::from_options(spec.status, spec.hang, spec.drop_after, spec.garbage)?.ok_or_else(
-            || "fault 必须设置 status、hang: true、drop_after、garbage: true 之一".to_string(),
-        )
+    /// 恰好选一种故障，否则返回中文错误。
+    fn try_from(options: FaultOptions) -> Result<Self, Self::Error> {
+        options.fault()?.ok_or_else(|| FAULT_CHOICES.to_string())
     }
 }
 
@@ -370,9 +393,10 @@ impl MockApp {
         matches!(status, 429 | 503).then(|| self.settings.retry_after_secs.to_string())
     }
 
-    /// 流式发第 `index` 块之前调用：按设置延迟；返回 `false` 表示按故障设置应在此断开。
+    /// 流式发第 `index` 块之前调用：按设置延迟；返回 `false` 表示按故障设置应在此断开
+    /// （`ErrorAfter` 时调用方先用 [`MockApp::error_due`] 发出流中错误）。
     async fn before_piece(&self, index: usize) -> bool {
-        if self.fault() == Some(Fault::DropAfter(index)) {
+        if matches!(self.fault(), Some(Fault::DropAfter(n) | Fault::ErrorAfter(n)) if n == index) {
             return false;
         }
         let delay = Duration::from_millis(self.settings.chunk_delay_ms);
@@ -380,6 +404,11 @@ impl MockApp {
             tokio::time::sleep(delay).await;
         }
         true
+    }
+
+    /// 按故障设置，发第 `index` 块之前是否应在流中报告错误。
+    fn error_due(&self, index: usize) -> bool {
+        self.fault() == Some(Fault::ErrorAfter(index))
     }
 
     /// 记录一个流的结局：写完为完成，写失败（对端断开）为中断。

@@ -9,10 +9,13 @@ use serde_json::{json, Map, Value};
 
 use super::io::{send_data, send_raw, start_stream, write_json, write_json_with};
 use super::plan::{self, MockUsage, PlannedCall, Reply, ToolSpec, Turn};
+use super::STREAM_ERROR_MESSAGE;
 use super::{Fault, MockApp};
 use crate::clock::unix_now;
 use crate::streaming::DONE_SENTINEL;
 
+/// 流中错误故障报告的状态码（server_error）。
+const STREAM_ERROR_STATUS: u16 = 500;
 /// 聊天补全接口路径的结尾（前缀可以是 `/v1`、Azure 的部署路径或任意 base 路径）。
 pub(super) const CHAT_PATH: &str = "/chat/completions";
 /// 模型列表接口路径的结尾。
@@ -178,6 +181,13 @@ async fn stream(
     let deltas = reply_deltas(reply);
     for (i, delta) in deltas.iter().enumerate() {
         if !app.before_piece(i).await {
+            if app.error_due(i) {
+                send_data(
+                    session,
+                    &error_body(STREAM_ERROR_STATUS, STREAM_ERROR_MESSAGE),
+                )
+                .await;
+            }
             return false;
         }
         if !send_data(session, &chunk(c, delta.clone(), None)).await {

@@ -9,8 +9,9 @@ use serde_json::{Map, Value};
 
 use super::openai::parse_openai_error;
 use super::{
-    json_content_type, key_header, take_usage, upstream_body, ProviderFilter, StreamStatus,
-    StreamTranslator, TranslateCtx, TranslatedReply, UpstreamErrorInfo, UpstreamRequest,
+    json_content_type, key_header, stream_error, take_usage, upstream_body, ProviderFilter,
+    StreamStatus, StreamTranslator, TranslateCtx, TranslatedReply, UpstreamErrorInfo,
+    UpstreamRequest,
 };
 use crate::config::Target;
 use crate::dialects::ChatRequest;
@@ -137,8 +138,7 @@ impl StreamTranslator for AzureStream {
             ));
         };
         if chunk.contains_key("error") {
-            write_data(out, event.data.as_bytes());
-            return Ok(StreamStatus::Continue);
+            return Err(stream_error(parse_openai_error(event.data.as_bytes())));
         }
         let usage_only = take_usage(&chunk, &mut self.usage);
         let no_choices = chunk

@@ -16,8 +16,9 @@ use serde_json::{json, Map, Value};
 
 use super::convert::{self, Completion, ToolCall};
 use super::{
-    json_content_type, key_header, truncate_chars, ProviderFilter, StreamStatus, StreamTranslator,
-    TranslateCtx, TranslatedReply, UpstreamErrorInfo, UpstreamRequest, MAX_ERROR_TEXT_CHARS,
+    json_content_type, key_header, stream_error, truncate_chars, ProviderFilter, StreamStatus,
+    StreamTranslator, TranslateCtx, TranslatedReply, UpstreamErrorInfo, UpstreamRequest,
+    MAX_ERROR_TEXT_CHARS,
 };
 use crate::config::Target;
 use crate::dialects::ChatRequest;
@@ -994,14 +995,7 @@ impl StreamState {
 fn parse_event(data: &str) -> Result<Value, ApiError> {
     let value = parse_object(data.as_bytes())?;
     if value["error"].is_object() {
-        let info = error_info(0, &value["error"]);
-        return Err(ApiError::bad_gateway(
-            ErrorCode::UpstreamStreamError,
-            format!(
-                "上游在流中报告了错误：{}",
-                truncate_chars(&info.message, MAX_ERROR_TEXT_CHARS)
-            ),
-        ));
+        return Err(stream_error(error_info(0, &value["error"])));
     }
     Ok(value)
 }
@@ -2104,11 +2098,7 @@ mod tests {
             let e = translator
                 .on_event(&event, &mut BytesMut::new())
                 .expect_err("应返回错误");
-            assert_eq!(
-                (e.status, Some(e.envelope_code())),
-                (502, Some(code)),
-                "事件 {data}"
-            );
+            assert_eq!((e.status, e.code.as_str()), (502, code), "事件 {data}");
         }
         let mut translator = GeminiFilter.stream_translator(上下文(false));
         let blank = SseEvent {

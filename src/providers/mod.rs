@@ -254,6 +254,19 @@ fn relayed(
     error
 }
 
+/// 上游在流中（响应头已是 200 之后）报告的错误：502 `upstream_stream_error`，信封里转告上游自己的错误码。
+///
+/// 流中错误之后流即结束：翻译器返回它，`exchange` 只写这一个错误事件，不再报告截断。
+pub fn stream_error(info: UpstreamErrorInfo) -> ApiError {
+    let message = format!(
+        "上游在流中报告了错误：{}",
+        truncate_chars(&info.message, MAX_ERROR_TEXT_CHARS)
+    );
+    let mut error = ApiError::bad_gateway(ErrorCode::UpstreamStreamError, message);
+    error.upstream_code = info.code.map(String::into_boxed_str);
+    error
+}
+
 /// 把上游错误状态码与信息映射为返回给客户端的错误。
 ///
 /// 上游的 401/403 说明网关自己的上游密钥有问题，不能原样返回，否则客户端会误以为

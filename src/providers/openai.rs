@@ -5,8 +5,8 @@ use http::header::AUTHORIZATION;
 use serde_json::{Map, Value};
 
 use super::{
-    json_content_type, key_header, may_carry_usage, take_usage, truncate_chars, upstream_body,
-    ProviderFilter, StreamStatus, StreamTranslator, TranslateCtx, TranslatedReply,
+    json_content_type, key_header, may_carry_usage, stream_error, take_usage, truncate_chars,
+    upstream_body, ProviderFilter, StreamStatus, StreamTranslator, TranslateCtx, TranslatedReply,
     UpstreamErrorInfo, UpstreamRequest, MAX_ERROR_TEXT_CHARS,
 };
 use crate::config::{ProviderKind, Target};
@@ -16,6 +16,8 @@ use crate::streaming::{write_data, write_done, SseEvent, Usage, DONE_SENTINEL};
 
 /// 聊天补全接口相对 `/v1` 的路径。
 const CHAT_PATH: &str = "/chat/completions";
+/// OpenAI 流中错误块的开头。
+const ERROR_CHUNK_PREFIX: &str = "{\"error\"";
 /// API 版本前缀：`base_url` 未以它结尾时自动补上。
 const VERSION_PREFIX: &str = "/v1";
 /// Bearer 认证头的前缀。
@@ -121,6 +123,10 @@ impl StreamTranslator for OpenAiStream {
             self.done = true;
             write_done(out);
             return Ok(StreamStatus::Done);
+        }
+        // 上游在流中报告的错误（`{"error":…}`）结束这个流：只看开头，正常的块不多花解析
+        if event.data.trim_start().starts_with(ERROR_CHUNK_PREFIX) {
+            return Err(stream_error(parse_openai_error(event.data.as_bytes())));
         }
         // 只有可能带用量的块才解析，其余原样转发，保持透传的零解析开销
         if may_carry_usage(&event.data) {

@@ -260,6 +260,14 @@ fn translated_specs() -> Vec<MockSpec> {
         },
         spec("az", Azure, usage),
         spec("az-429", Azure, fault(Fault::Status(429))),
+        spec("inband-claude", Anthropic, fault(Fault::ErrorAfter(1))),
+        spec("inband-gem", Gemini, fault(Fault::ErrorAfter(1))),
+        spec("inband-az", Azure, fault(Fault::ErrorAfter(1))),
+        spec(
+            "inband-openai",
+            ProviderKind::OpenAiCompatible,
+            fault(Fault::ErrorAfter(1)),
+        ),
     ]
 }
 

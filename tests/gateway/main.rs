@@ -9,6 +9,6 @@ mod errors;
 mod failover;
 mod gemini;
 mod metrics;
-mod upstream_trouble;
 #[path = "../support/mod.rs"]
 mod support;
+mod upstream_trouble;

@@ -1,6 +1,6 @@
 //! 上游出问题时客户端拿到正确的答复：上游限流是 429 而不是 503，荒唐的等待时间不会让请求任务崩溃。
 
-use crate::common::send_chat;
+use crate::common::{expect_stream_cut, send_chat};
 use crate::support::expect_error;
 
 /// 网关采信的上游等待时间上限（秒），与 `upstream::MAX_UPSTREAM_WAIT` 一致。
@@ -24,13 +24,19 @@ async fn 唯一目标被上游限流_之后的请求得到_429_而不是_503() {
         let held = send_chat("only-429", stream).await;
         let wait = retry_after(&held);
         let error = expect_error(held, 429).await;
-        assert_eq!(error["code"], "rate_limit_exceeded", "等待期内仍是限流：{error}");
+        assert_eq!(
+            error["code"], "rate_limit_exceeded",
+            "等待期内仍是限流：{error}"
+        );
         assert!(
             (1..=first_wait).contains(&wait),
             "Retry-After 取剩余等待（向上取整）：{wait} / {first_wait}"
         );
         assert!(
-            !error["message"].as_str().unwrap_or_default().contains("only-429/"),
+            !error["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("only-429/"),
             "消息不带目标名：{error}"
         );
     }
@@ -49,6 +55,19 @@ async fn 上游给出荒唐的_retry_after_截到一小时_请求任务不崩溃
         let error = expect_error(resp, 429).await;
         if attempt > 0 {
             assert_eq!(error["code"], "rate_limit_exceeded", "等待期内：{error}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn 上游在流中报错后断开_每种上游都只给客户端一个错误事件() {
+    for model in ["inband-openai", "inband-az", "inband-claude", "inband-gem"] {
+        let error = expect_stream_cut(model).await;
+        for later in ["upstream_stream_truncated", "upstream_read_failed"] {
+            assert_ne!(
+                error["code"], later,
+                "{model}：唯一的错误事件应是上游报告的错误：{error}"
+            );
         }
     }
 }
