@@ -25,8 +25,8 @@ use crate::security::{Client, ClientKey, ClientKeys, Secret};
 
 pub use failover::{BalancingSettings, BreakerSettings, HealthCheck, RetrySettings};
 pub use limits::{
-    AdaptiveSettings, ConcurrencySettings, FailureMode, LayerSettings, LimitOverride,
-    RateLimitSettings,
+    AdaptiveSettings, AuthFailureSettings, ConcurrencySettings, FailureMode, LayerSettings,
+    LimitOverride, RateLimitSettings,
 };
 pub use schema::{
     AccessLogFormat, AccessLogSettings, AuthSettings, BaseUrl, ConfigFile, CorsSettings,

@@ -14,12 +14,50 @@ const NEVER: u64 = u64::MAX;
 /// “健康，不需要等待”的标记。
 const HEALTHY: u64 = 0;
 
+/// 按间隔限频的告警闸门：间隔内只放行一条（无锁，并发调用只有一个得到放行）。
+///
+/// 用途：Redis 长时间不可用时，限流器与用量累计各用一个，告警不会每个请求一条地刷屏。
+///
+/// ```
+/// let gate = chatnexus::limits::WarnGate::default(); // 从没告警过
+/// let interval = std::time::Duration::from_secs(60); // 每分钟至多一条
+/// assert!(gate.due(interval)); // 第一条放行
+/// assert!(!gate.due(interval)); // 间隔内不再放行
+/// ```
+pub struct WarnGate {
+    epoch: Instant,
+    /// 上次放行的时刻（自 `epoch` 起的毫秒数）。
+    last: AtomicU64,
+}
+
+impl Default for WarnGate {
+    fn default() -> Self {
+        WarnGate {
+            epoch: Instant::now(),
+            last: AtomicU64::new(NEVER),
+        }
+    }
+}
+
+impl WarnGate {
+    /// 现在该不该告警：从没告警过，或距上次放行已满 `interval` 时为真（并记下此刻）。
+    pub fn due(&self, interval: Duration) -> bool {
+        let now = millis(self.epoch.elapsed());
+        let last = self.last.load(Ordering::Acquire);
+        let due = last == NEVER || now.saturating_sub(last) >= millis(interval);
+        due && self
+            .last
+            .compare_exchange(last, now, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+}
+
 /// Redis 的健康状况（全部为原子量，无锁）。
 pub struct RedisHealth {
     epoch: Instant,
     /// 在这个时刻（自 `epoch` 起的毫秒数）之前不试 Redis；0 表示健康。
     retry_at: AtomicU64,
-    last_warn: AtomicU64,
+    warn: WarnGate,
     degraded: AtomicBool,
 }
 
@@ -28,7 +66,7 @@ impl Default for RedisHealth {
         RedisHealth {
             epoch: Instant::now(),
             retry_at: AtomicU64::new(HEALTHY),
-            last_warn: AtomicU64::new(NEVER),
+            warn: WarnGate::default(),
             degraded: AtomicBool::new(false),
         }
     }
@@ -75,14 +113,7 @@ impl RedisHealth {
         let now = self.now_ms();
         self.retry_at.store(now + millis(retry), Ordering::Release);
         self.degraded.store(true, Ordering::Release);
-        let last = self.last_warn.load(Ordering::Acquire);
-        let due = last == NEVER || now.saturating_sub(last) >= millis(interval);
-        if due
-            && self
-                .last_warn
-                .compare_exchange(last, now, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
-        {
+        if self.warn.due(interval) {
             warn!(
                 "{failure}：限流改用本地阶段（每个实例按上限的 1/{instances}），{} 毫秒后再试；{} 毫秒内不再重复告警",
                 millis(retry),

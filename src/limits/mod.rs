@@ -8,6 +8,7 @@
 //!
 //! token 在准入时按“输入估算 + max_tokens”预留，响应或流结束时（包括被取消的流）按实际用量结算。
 
+mod auth_guard;
 mod headers;
 mod health;
 mod ip;
@@ -29,10 +30,12 @@ use crate::redis_link::{RedisFailure, RedisLink};
 use crate::request::ChatRequest;
 use health::RedisHealth;
 
+pub use auth_guard::AuthGuard;
 pub use headers::{
     attach, go_duration, rate_limit_headers, QuotaHeaders, RateLimitHeaders,
     RateLimitHeadersBuilder,
 };
+pub use health::WarnGate;
 pub use ip::{client_ip, ip_subject, Cidr, FORWARDED_FOR};
 pub use layer::{checks, Check, Kind, Layer, Subjects, TOKEN_WINDOW};
 pub use local::{LocalCharge, LocalStage, LocalVerdict};
@@ -41,6 +44,12 @@ pub use verdict::{seconds, Quota, Refusal};
 
 /// 客户端没有给出 `n` 时生成的回答数。
 const DEFAULT_CHOICES: u64 = 1;
+/// 限流计数中单个上限、单次预留与单次结算的最大值（一万亿）。
+///
+/// 为什么要有上限：本地计数器是 `isize`，`max_tokens` 可以填到 2⁶³−1，不封顶就会让计数回绕成负数、
+/// 读作 0 而放过后续请求；Redis 的 Lua 脚本用双精度浮点数运算，超过 2⁵³ 会丢精度、写出科学计数法。
+/// 一万亿远大于任何真实的请求量，又离这两个边界足够远。
+pub const MAX_COUNT: u64 = 1_000_000_000_000;
 /// 最小的错误状态码：不低于它的请求没有成功。
 const FIRST_ERROR_STATUS: u16 = 400;
 
@@ -56,9 +65,10 @@ pub struct Ticket {
     pub headers: QuotaHeaders,
 }
 
-/// 限流器：本地阶段、可选的分布式阶段，以及限流用 Redis 的健康状况。
+/// 限流器：鉴权失败的限流、本地阶段、可选的分布式阶段，以及限流用 Redis 的健康状况。
 ///
-/// 用途：网关创建时建立一个，跨配置热替换保留（计数不丢）；每个聊天请求调用 [`Limiter::admit`]。
+/// 用途：网关创建时建立一个，跨配置热替换保留（计数不丢）；每个聊天请求鉴权前后用 [`Limiter::auth_guard`]，
+/// 鉴权之后调用 [`Limiter::admit`]。
 ///
 /// ```
 /// # tokio::runtime::Runtime::new().unwrap().block_on(async { // 在运行时里执行
@@ -72,6 +82,7 @@ pub struct Ticket {
 /// # });
 /// ```
 pub struct Limiter {
+    auth: AuthGuard,
     local: LocalStage,
     remote: Option<RemoteStage>,
     health: RedisHealth,
@@ -81,10 +92,16 @@ impl Limiter {
     /// 创建限流器；给出 Redis 连接时启用分布式阶段（键前缀取 `redis.key_prefix`）。
     pub fn new(link: Option<Arc<RedisLink>>, prefix: &str) -> Self {
         Limiter {
+            auth: AuthGuard::default(),
             local: LocalStage::default(),
             remote: link.map(|link| RemoteStage::new(link, prefix)),
             health: RedisHealth::default(),
         }
+    }
+
+    /// 鉴权失败的限流（在鉴权与读请求体之前使用）。
+    pub fn auth_guard(&self) -> &AuthGuard {
+        &self.auth
     }
 
     /// 准入一个请求：先本地、再分布式；任何一层超限返回 429 并且不消耗任何一层的额度。
@@ -138,13 +155,13 @@ impl Limiter {
     /// 请求结束：按实际用量结算 token 预留（退还没用完的，补记超出的）。
     ///
     /// 参数：`rate_limits` 段、准入记录、实际用量（`None` 表示不知道，保留预留不动）。
+    /// 上游报告的用量不可信（可能荒谬地大），先封顶到 [`MAX_COUNT`] 再结算。
     /// Redis 不可用时只结算本地计数，并按间隔告警。
     pub async fn settle(&self, settings: &RateLimitSettings, ticket: Ticket, used: Option<u64>) {
         let Some(used) = used else {
             return;
         };
-        let delta = i64::try_from(used).unwrap_or(i64::MAX)
-            - i64::try_from(ticket.reserved).unwrap_or(i64::MAX);
+        let delta = adjustment(used, ticket.reserved);
         if delta == 0 {
             return;
         }
@@ -203,6 +220,18 @@ impl Limiter {
     }
 }
 
+/// 结算量：实际用量减预留，两者都先封顶到 [`MAX_COUNT`]（结果因此总在 ±`MAX_COUNT` 之内）。
+///
+/// ```
+/// use chatnexus::limits::{adjustment, MAX_COUNT}; // 结算量
+/// assert_eq!(adjustment(30, 100), -70); // 退还没用完的
+/// assert_eq!(adjustment(u64::MAX, 100), (MAX_COUNT - 100) as i64); // 荒谬的用量被封顶
+/// ```
+pub fn adjustment(used: u64, reserved: u64) -> i64 {
+    let capped = |value: u64| i64::try_from(value.min(MAX_COUNT)).unwrap_or(i64::MAX);
+    capped(used) - capped(reserved)
+}
+
 /// 组装准入记录：只保留 token 的本地计数（请求数不需要结算）。
 fn ticket_of(
     charges: Vec<LocalCharge>,
@@ -228,7 +257,8 @@ fn refuse(refusal: &Refusal) -> ApiError {
 }
 
 /// 本请求要预留的 token 数：输入按请求体字节数 ÷ 4 估算（与被取消的流估算用量的规则相同），
-/// 加上输出上限（`max_completion_tokens`、`max_tokens`，都没有时取 `default_max_tokens`）乘以回答数 `n`。
+/// 加上输出上限（`max_completion_tokens`、`max_tokens`，都没有时取 `default_max_tokens`）乘以回答数 `n`；
+/// 饱和运算，结果不超过 [`MAX_COUNT`]。
 ///
 /// ```
 /// let req = chatnexus::request::ChatRequest::parse(r#"{"model":"m","messages":[{"role":"user","content":"你好"}],"max_tokens":100,"n":2}"#.into()).unwrap(); // 两个回答
@@ -241,7 +271,9 @@ pub fn reservation(req: &ChatRequest, default_max_tokens: u64) -> u64 {
         .unwrap_or(default_max_tokens);
     let choices = field("n").unwrap_or(DEFAULT_CHOICES).max(1);
     let input = (req.raw.len() / BYTES_PER_TOKEN) as u64;
-    input.saturating_add(output.saturating_mul(choices))
+    input
+        .saturating_add(output.saturating_mul(choices))
+        .min(MAX_COUNT)
 }
 
 /// 请求实际消耗的 token：有用量（真实或估算）就用它；没有用量时，失败的请求算 0（全部退还），
