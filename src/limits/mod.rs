@@ -115,6 +115,8 @@ impl Limiter {
         subjects: &Subjects<'_>,
         tokens: u64,
     ) -> Result<Option<Ticket>, ApiError> {
+        // 调用方不一定经过 `reservation`：超过上限的量 Redis 脚本会拒绝，这里先封顶
+        let tokens = tokens.min(MAX_COUNT);
         let checks = checks(settings, subjects);
         if checks.is_empty() {
             return Ok(None);
