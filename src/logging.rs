@@ -7,11 +7,15 @@
 //! `x-chatnexus-signature`、Cookie 等）的值一律替换为 `[已隐藏]`，与日志级别和来源无关。
 
 use std::borrow::Cow;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use log::{Log, Metadata, Record};
 
 /// 替换敏感值的占位符。
 pub const REDACTED: &str = "[已隐藏]";
+/// 告警闸门“从没告警过”的标记（见 [`WarnGate`]）。
+const NEVER: u64 = u64::MAX;
 
 /// 值需要隐藏的请求头（小写）。
 const SENSITIVE_HEADERS: &[&str] = &[
@@ -170,6 +174,49 @@ pub fn init(default_level: &str) -> Result<(), log::SetLoggerError> {
     log::set_boxed_logger(Box::new(Redacting::new(logger)))?;
     log::set_max_level(max);
     Ok(())
+}
+
+/// 按间隔限频的告警闸门：间隔内只放行一条（无锁，并发调用只有一个得到放行）。
+///
+/// 用途：Redis 长时间不可用时，限流器与用量累计各用一个，告警不会每个请求一条地刷屏。
+///
+/// ```
+/// let gate = chatnexus::logging::WarnGate::default(); // 从没告警过
+/// let interval = std::time::Duration::from_secs(60); // 每分钟至多一条
+/// assert!(gate.due(interval)); // 第一条放行
+/// assert!(!gate.due(interval)); // 间隔内不再放行
+/// ```
+pub struct WarnGate {
+    epoch: Instant,
+    /// 上次放行的时刻（自 `epoch` 起的毫秒数）。
+    last: AtomicU64,
+}
+
+impl Default for WarnGate {
+    fn default() -> Self {
+        WarnGate {
+            epoch: Instant::now(),
+            last: AtomicU64::new(NEVER),
+        }
+    }
+}
+
+impl WarnGate {
+    /// 现在该不该告警：从没告警过，或距上次放行已满 `interval` 时为真（并记下此刻）。
+    pub fn due(&self, interval: Duration) -> bool {
+        let now = whole_millis(self.epoch.elapsed());
+        let last = self.last.load(Ordering::Acquire);
+        let due = last == NEVER || now.saturating_sub(last) >= whole_millis(interval);
+        due && self
+            .last
+            .compare_exchange(last, now, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+}
+
+/// 时长的整毫秒数（超出 `u64` 时取最大值）。
+fn whole_millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]

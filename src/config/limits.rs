@@ -8,6 +8,7 @@ use serde::Deserialize;
 
 use super::cidr::Cidr;
 use super::{ConfigFile, ConfigIssue};
+use crate::metrics::MAX_COUNT;
 use crate::security::LimitOverride;
 
 /// 请求数窗口的缺省长度：1 分钟。
@@ -18,6 +19,10 @@ const DEFAULT_MAX_TOKENS: u64 = 1024;
 const DEFAULT_WARN_INTERVAL_MS: u64 = 10_000;
 /// Redis 失败后改用本地限流、再试 Redis 之前的缺省时长：1 秒。
 const DEFAULT_REDIS_RETRY_MS: u64 = 1_000;
+/// 鉴权失败限流的缺省次数：每个客户端 IP 每窗口 20 次。
+const DEFAULT_AUTH_FAILURES: u64 = 20;
+/// 鉴权失败限流的缺省窗口：1 分钟。
+const DEFAULT_AUTH_FAILURE_WINDOW_MS: u64 = 60_000;
 /// 自适应调整的缺省评估间隔：5 秒。
 const DEFAULT_ADAPTIVE_INTERVAL_MS: u64 = 5_000;
 /// 一次评估至少需要的样本数（样本太少时错误率没有意义）。
@@ -109,6 +114,40 @@ fn default_window_ms() -> u64 {
     DEFAULT_WINDOW_MS
 }
 
+/// `rate_limits.auth_failures`：鉴权失败的限流（按客户端 IP，进程内）。
+///
+/// 用途：在鉴权与读请求体之前查一次；同一 IP 在窗口内鉴权失败达到 `limit` 次后，它的请求直接 429
+/// （带 `Retry-After`），不再读请求体、不再比对密钥。成功的鉴权不计数。
+///
+/// ```
+/// let a = chatnexus::config::AuthFailureSettings::default(); // 缺省
+/// assert_eq!((a.limit, a.window().as_secs()), (20, 60)); // 每分钟 20 次
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthFailureSettings {
+    /// 窗口内允许的鉴权失败次数；达到后该 IP 的请求一律 429。
+    pub limit: u64,
+    /// 滑动窗口的长度（毫秒）。
+    pub window_ms: u64,
+}
+
+impl AuthFailureSettings {
+    /// 窗口。
+    pub fn window(&self) -> Duration {
+        Duration::from_millis(self.window_ms)
+    }
+}
+
+impl Default for AuthFailureSettings {
+    fn default() -> Self {
+        AuthFailureSettings {
+            limit: DEFAULT_AUTH_FAILURES,
+            window_ms: DEFAULT_AUTH_FAILURE_WINDOW_MS,
+        }
+    }
+}
+
 /// `rate_limits` 段：多层限流。
 ///
 /// 用途：每个聊天请求在鉴权、读体、校验之后、选上游之前经过本地阶段（进程内、纳秒级）与
@@ -140,6 +179,8 @@ pub struct RateLimitSettings {
     pub warn_interval_ms: u64,
     /// Redis 失败后，这么久（毫秒）之内直接用本地限流，之后放一个请求去试 Redis。
     pub redis_retry_ms: u64,
+    /// 鉴权失败的限流（按客户端 IP，在鉴权与读请求体之前）。
+    pub auth_failures: AuthFailureSettings,
 }
 
 impl RateLimitSettings {
@@ -166,6 +207,7 @@ impl Default for RateLimitSettings {
             default_max_tokens: DEFAULT_MAX_TOKENS,
             warn_interval_ms: DEFAULT_WARN_INTERVAL_MS,
             redis_retry_ms: DEFAULT_REDIS_RETRY_MS,
+            auth_failures: AuthFailureSettings::default(),
         }
     }
 }
@@ -326,6 +368,12 @@ fn validate_override(over: &LimitOverride, path: &str, issues: &mut Vec<ConfigIs
                 "必须大于 0（不限制请删除该字段）",
             ));
         }
+        if value.is_some_and(|v| v > MAX_COUNT) {
+            issues.push(ConfigIssue::new(
+                format!("{path}.{field}"),
+                format!("不能超过 {MAX_COUNT}"),
+            ));
+        }
     }
     if let Some(window) = over.window_ms {
         if !(MIN_WINDOW_MS..=MAX_WINDOW_MS).contains(&window) {
@@ -361,6 +409,23 @@ fn validate_general(r: &RateLimitSettings, issues: &mut Vec<ConfigIssue>) {
         issues.push(ConfigIssue::new(
             "rate_limits.redis_retry_ms",
             format!("必须在 1 到 {MAX_REDIS_RETRY_MS} 之间"),
+        ));
+    }
+    validate_auth_failures(&r.auth_failures, issues);
+}
+
+/// 鉴权失败的限流：次数在 1 到 [`MAX_COUNT`] 之间，窗口与请求数窗口的范围相同。
+fn validate_auth_failures(a: &AuthFailureSettings, issues: &mut Vec<ConfigIssue>) {
+    if a.limit == 0 || a.limit > MAX_COUNT {
+        issues.push(ConfigIssue::new(
+            "rate_limits.auth_failures.limit",
+            format!("必须在 1 到 {MAX_COUNT} 之间"),
+        ));
+    }
+    if !(MIN_WINDOW_MS..=MAX_WINDOW_MS).contains(&a.window_ms) {
+        issues.push(ConfigIssue::new(
+            "rate_limits.auth_failures.window_ms",
+            format!("必须在 {MIN_WINDOW_MS} 到 {MAX_WINDOW_MS} 之间"),
         ));
     }
 }
@@ -402,7 +467,7 @@ mod tests {
     use crate::config::{build, parse, ConfigError};
 
     /// 限流与自适应参数全部越界的配置。
-    const 越界配置: &str = "auth:\n  keys: [ { name: 甲, sha256: 2e4c961d46e66a959b65e87302316f4e2f2ccf5c85d03c71d23011a5206b18d9, limits: { requests: 0 } } ]\nrate_limits:\n  instances: 0\n  redis_retry_ms: 0\n  global: { window_ms: 10 }\n  per_ip: { requests: 5, window_ms: 999 }\nadaptive_limits: { interval_ms: 10, error_grow: 0.5 }\nproviders: [ { name: p, kind: openai_compatible, base_url: 'http://127.0.0.1:1', concurrency: { base: 2, floor: 3 } } ]\nmodels: [ { name: m, targets: [ { provider: p } ], limits: { tokens_per_minute: 0 } } ]\n";
+    const 越界配置: &str = "auth:\n  keys: [ { name: 甲, sha256: 2e4c961d46e66a959b65e87302316f4e2f2ccf5c85d03c71d23011a5206b18d9, limits: { requests: 0 } } ]\nrate_limits:\n  instances: 0\n  redis_retry_ms: 0\n  auth_failures: { limit: 0, window_ms: 10 }\n  global: { window_ms: 10 }\n  per_key: { tokens_per_minute: 9223372036854775807 }\n  per_ip: { requests: 5, window_ms: 999 }\nadaptive_limits: { interval_ms: 10, error_grow: 0.5 }\nproviders: [ { name: p, kind: openai_compatible, base_url: 'http://127.0.0.1:1', concurrency: { base: 2, floor: 3 } } ]\nmodels: [ { name: m, targets: [ { provider: p } ], limits: { tokens_per_minute: 0 } } ]\n";
 
     #[test]
     fn 校验_限流参数越界_逐项指出路径() {
@@ -416,11 +481,14 @@ mod tests {
             vec![
                 "rate_limits.global",
                 "rate_limits.global.window_ms",
+                "rate_limits.per_key.tokens_per_minute",
                 "rate_limits.per_ip.window_ms",
                 "auth.keys[0].limits.requests",
                 "models[0].limits.tokens_per_minute",
                 "rate_limits.instances",
                 "rate_limits.redis_retry_ms",
+                "rate_limits.auth_failures.limit",
+                "rate_limits.auth_failures.window_ms",
                 "providers[0].concurrency",
                 "adaptive_limits.interval_ms",
                 "adaptive_limits",

@@ -32,7 +32,8 @@ pub type SharedConfig = Arc<ArcSwap<Config>>;
 pub use cidr::{canonical_ip, Cidr};
 pub use failover::{BalancingSettings, BreakerSettings, HealthCheck, RetrySettings};
 pub use limits::{
-    AdaptiveSettings, ConcurrencySettings, FailureMode, LayerSettings, RateLimitSettings,
+    AdaptiveSettings, AuthFailureSettings, ConcurrencySettings, FailureMode, LayerSettings,
+    RateLimitSettings,
 };
 pub use schema::{
     AccessLogFormat, AccessLogSettings, AuthSettings, BaseUrl, ConfigFile, CorsSettings,

@@ -20,6 +20,8 @@ pub const TYPE_INVALID_REQUEST: &str = "invalid_request_error";
 pub const TYPE_SERVER: &str = "server_error";
 /// 错误类型：请求数超限（429，与 OpenAI 的按请求数限流一致）。
 pub const TYPE_REQUESTS: &str = "requests";
+/// 错误类型：token 数超限（429，与 OpenAI 的按 token 限流一致）。
+pub const TYPE_TOKENS: &str = "tokens";
 /// 错误类型：密钥有效但无权执行该操作（403）。
 pub const TYPE_PERMISSION: &str = "permission_error";
 

@@ -6,11 +6,10 @@ use std::time::{Duration, Instant};
 
 use log::{info, warn};
 
+use crate::logging::WarnGate;
 use crate::metrics::METRICS;
 use crate::redis_link::RedisFailure;
 
-/// “从没告警过”的标记。
-const NEVER: u64 = u64::MAX;
 /// “健康，不需要等待”的标记。
 const HEALTHY: u64 = 0;
 
@@ -19,7 +18,7 @@ pub struct RedisHealth {
     epoch: Instant,
     /// 在这个时刻（自 `epoch` 起的毫秒数）之前不试 Redis；0 表示健康。
     retry_at: AtomicU64,
-    last_warn: AtomicU64,
+    warn: WarnGate,
     degraded: AtomicBool,
 }
 
@@ -28,7 +27,7 @@ impl Default for RedisHealth {
         RedisHealth {
             epoch: Instant::now(),
             retry_at: AtomicU64::new(HEALTHY),
-            last_warn: AtomicU64::new(NEVER),
+            warn: WarnGate::default(),
             degraded: AtomicBool::new(false),
         }
     }
@@ -75,14 +74,7 @@ impl RedisHealth {
         let now = self.now_ms();
         self.retry_at.store(now + millis(retry), Ordering::Release);
         self.degraded.store(true, Ordering::Release);
-        let last = self.last_warn.load(Ordering::Acquire);
-        let due = last == NEVER || now.saturating_sub(last) >= millis(interval);
-        if due
-            && self
-                .last_warn
-                .compare_exchange(last, now, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
-        {
+        if self.warn.due(interval) {
             warn!(
                 "{failure}：限流改用本地阶段（每个实例按上限的 1/{instances}），{} 毫秒后再试；{} 毫秒内不再重复告警",
                 millis(retry),

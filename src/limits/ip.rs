@@ -15,8 +15,9 @@ const IPV6_CLIENT_PREFIX: u8 = 64;
 /// 确定客户端 IP。
 ///
 /// 参数：直连对端的地址（可能没有，如 Unix 套接字）、`X-Forwarded-For` 的值、可信代理列表。
-/// 返回：对端不可信或没有该头时为对端地址；否则从右往左跳过可信代理后的第一个地址
-/// （全是可信代理时取最左边的）；无法确定时为 `None`。
+/// 返回：对端不可信或没有该头时为对端地址；否则从右往左走，遇到第一个不可信的地址就是客户端；
+/// 遇到无法解析的条目就停下，取最后一个可信的一跳（它报告的客户端地址不可用）；
+/// 全是可信代理时取最左边的；无法确定时为 `None`。
 pub fn client_ip(
     peer: Option<IpAddr>,
     forwarded: Option<&str>,
@@ -27,17 +28,19 @@ pub fn client_ip(
     let Some(forwarded) = forwarded.filter(|_| is_trusted(peer)) else {
         return Some(peer);
     };
-    let hops: Option<Vec<IpAddr>> = forwarded
-        .split(',')
-        .map(|hop| hop.trim().parse::<IpAddr>().ok().map(canonical_ip))
-        .collect();
-    // 有无法解析的条目说明头被篡改或格式不对：整个头都不采信，退回对端地址
-    let Some(hops) = hops else {
-        return Some(peer);
-    };
-    // 从右往左：末尾的条目是离我们最近的代理写的，跳过可信代理后的第一个就是客户端
-    let client = hops.iter().rev().find(|ip| !is_trusted(**ip));
-    Some(client.or(hops.first()).copied().unwrap_or(peer))
+    // 从右往左：末尾的条目是离我们最近的代理写的。无法解析的条目只截断它左边的部分——
+    // 整个头都不采信的话，客户端在最左边塞一个垃圾值就能让所有请求都算成代理的 IP
+    let mut last_trusted = peer;
+    for hop in forwarded.rsplit(',') {
+        let Ok(ip) = hop.trim().parse::<IpAddr>().map(canonical_ip) else {
+            return Some(last_trusted);
+        };
+        if !is_trusted(ip) {
+            return Some(ip);
+        }
+        last_trusted = ip;
+    }
+    Some(last_trusted)
 }
 
 /// 限流用的 IP 主体：IPv4 为地址本身，IPv6 为所在 /64 网段。
@@ -91,10 +94,26 @@ mod tests {
             Some(ip("10.0.0.7")),
             "全是可信代理时取最左边的"
         );
+    }
+
+    #[test]
+    fn 客户端ip_无法解析的条目只截断它左边的部分() {
+        let trusted = [网段("10.0.0.0/8")];
+        let peer = Some(ip("10.0.0.2"));
         assert_eq!(
-            client_ip(peer, Some("垃圾, 198.51.100.7"), &trusted),
+            client_ip(peer, Some("garbage, 198.51.100.7"), &trusted),
+            Some(ip("198.51.100.7")),
+            "最左边塞一个垃圾值不能让请求算成代理的 IP"
+        );
+        assert_eq!(
+            client_ip(peer, Some("198.51.100.7, 垃圾, 10.0.0.9"), &trusted),
+            Some(ip("10.0.0.9")),
+            "遇到无法解析的条目就停下，取最后一个可信的一跳"
+        );
+        assert_eq!(
+            client_ip(peer, Some("198.51.100.7, 垃圾"), &trusted),
             peer,
-            "转发头无法解析时退回对端地址"
+            "最右边就无法解析：取对端"
         );
         assert_eq!(client_ip(peer, None, &trusted), peer);
         assert_eq!(client_ip(None, Some("1.2.3.4"), &trusted), None);

@@ -120,6 +120,8 @@ impl LocalStage {
     /// 检查并计入全部层；任何一层超限时撤回已记下的量并拒绝。
     ///
     /// 参数：检查、本请求预留的 token 数、份额（上限按 `上限 ÷ share` 向上取整；有 Redis 时为 1）。
+    /// 单个请求的量本身就超过上限时在计数之前拒绝：超大的量（如 `max_tokens` 填 2⁶³−1）
+    /// 永远不进计数器，计数器也就不会回绕成负数。
     pub fn admit(&self, checks: &[Check], tokens: u64, share: u32) -> LocalVerdict {
         // 每层至多两种计数（请求数与 token），一次分配到位
         let mut quotas = Vec::with_capacity(checks.len() * KINDS_PER_LAYER);
@@ -128,28 +130,23 @@ impl LocalStage {
         for check in checks {
             for (kind, limit, window, amount) in check.limits(tokens) {
                 let limit = limit.div_ceil(u64::from(share.max(1)));
-                let key = self
-                    .hasher
-                    .hash_one((kind, check.layer, check.subject.as_str()));
-                let rate = self.rate(window);
-                let (used, left) = count(&rate, key, amount);
-                charges.push(LocalCharge {
-                    rate,
-                    key,
+                let refusal = |retry_after| Refusal {
+                    layer: check.layer,
                     kind,
-                    amount,
-                    window_end: now + left,
-                });
+                    limit,
+                    window,
+                    requested: amount,
+                    retry_after,
+                };
+                if amount > limit {
+                    LocalStage::revert(&charges);
+                    return LocalVerdict::Refused(refusal(None));
+                }
+                let (charge, used, left) = self.charge(check, kind, window, amount, now);
+                charges.push(charge);
                 if used > limit {
                     LocalStage::revert(&charges);
-                    return LocalVerdict::Refused(Refusal {
-                        layer: check.layer,
-                        kind,
-                        limit,
-                        window,
-                        requested: amount,
-                        retry_after: (amount <= limit).then_some(left),
-                    });
+                    return LocalVerdict::Refused(refusal(Some(left)));
                 }
                 let (layer, remaining, reset) = (check.layer, limit - used, left + window);
                 quotas.push(Quota {
@@ -162,6 +159,52 @@ impl LocalStage {
             }
         }
         LocalVerdict::Admitted { quotas, charges }
+    }
+
+    /// 在一层一种计数上记下 `amount`。
+    ///
+    /// 返回：（记下的量、含本次的滑动窗口用量、当前固定窗口还剩多久）。
+    fn charge(
+        &self,
+        check: &Check,
+        kind: Kind,
+        window: Duration,
+        amount: u64,
+        now: Instant,
+    ) -> (LocalCharge, u64, Duration) {
+        let key = self
+            .hasher
+            .hash_one((kind, check.layer, check.subject.as_str()));
+        let rate = self.rate(window);
+        let (used, left) = count(&rate, key, amount);
+        let charge = LocalCharge {
+            rate,
+            key,
+            kind,
+            amount,
+            window_end: now + left,
+        };
+        (charge, used, left)
+    }
+
+    /// 只读：一个主体在滑动窗口内的计数估计，以及当前固定窗口还剩多久（一次查询，不计入）。
+    ///
+    /// 用途：鉴权失败的限流（[`super::AuthGuard`]）在每个请求鉴权之前查一次，成功的请求只付出这一次查询。
+    pub fn peek(&self, window: Duration, subject: &str) -> (u64, Duration) {
+        let key = self.hasher.hash_one(subject);
+        let (estimate, left) = self.rate(window).rate_with(&key, |c| {
+            (
+                previous_share(&c) + c.curr_samples.max(0) as f64,
+                left_of(&c),
+            )
+        });
+        (estimate.ceil() as u64, left)
+    }
+
+    /// 给一个主体记一次（与 [`LocalStage::peek`] 配对使用）。
+    pub fn bump(&self, window: Duration, subject: &str) {
+        let key = self.hasher.hash_one(subject);
+        self.rate(window).observe(&key, 1);
     }
 
     /// 撤回一组记下的量（分布式阶段拒绝了，或要按另一份额重新判定）。
@@ -192,12 +235,14 @@ impl LocalStage {
 ///
 /// 返回：（用量, 当前固定窗口还剩多久）。
 fn count(rate: &Rate, key: u64, amount: u64) -> (u64, Duration) {
-    let (previous, left) = rate.rate_with(&key, |c| {
-        let weight = 1.0 - c.current_interval_fraction;
-        (c.prev_samples.max(0) as f64 * weight, left_of(&c))
-    });
+    let (previous, left) = rate.rate_with(&key, |c| (previous_share(&c), left_of(&c)));
     let current = rate.observe(&key, clamp(amount));
     ((previous + current.max(0) as f64).ceil() as u64, left)
+}
+
+/// 上一窗口的计数在滑动窗口中还占的份额：上一窗口计数 ×（1 − 当前窗口已过的比例）。
+fn previous_share(c: &RateComponents) -> f64 {
+    c.prev_samples.max(0) as f64 * (1.0 - c.current_interval_fraction)
 }
 
 #[cfg(test)]
@@ -251,6 +296,38 @@ mod tests {
             .filter(|_| 放行(&local.admit(&global, 0, 3)))
             .count();
         assert_eq!(admitted, 4, "10 ÷ 3 向上取整为 4");
+    }
+
+    #[test]
+    fn 本地_超大预留在计数之前被拒_计数器不回绕() {
+        let local = LocalStage::default();
+        let key = [检查(Layer::Key, "庚", None, Some(1000))];
+        assert!(放行(&local.admit(&key, 920, 1)), "第一个 920 放行");
+        match local.admit(&key, u64::MAX, 1) {
+            LocalVerdict::Refused(r) => assert_eq!(
+                (r.retry_after, r.requested),
+                (None, u64::MAX),
+                "单个请求就超过上限：永远不会被接受"
+            ),
+            other => panic!("超大预留必须被拒绝：{other:?}"),
+        }
+        for _ in 0..8 {
+            assert!(
+                !放行(&local.admit(&key, 920, 1)),
+                "超大预留不能让计数回绕成负数而放过后续请求"
+            );
+        }
+    }
+
+    #[test]
+    fn 本地_只读估计不计入_记一次后估计加一() {
+        let local = LocalStage::default();
+        let window = Duration::from_secs(60);
+        assert_eq!(local.peek(window, "192.0.2.1").0, 0);
+        local.bump(window, "192.0.2.1");
+        local.bump(window, "192.0.2.1");
+        assert_eq!(local.peek(window, "192.0.2.1").0, 2, "只读估计不改变计数");
+        assert_eq!(local.peek(window, "192.0.2.2").0, 0, "不同主体互不影响");
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //!
 //! token 在准入时按“输入估算 + max_tokens”预留，响应或流结束时（包括被取消的流）按实际用量结算。
 
+mod auth_guard;
 mod headers;
 mod health;
 mod ip;
@@ -23,11 +24,12 @@ use pingora_proxy::Session;
 
 use crate::config::{Cidr, FailureMode, RateLimitSettings};
 use crate::error::ApiError;
-use crate::metrics::METRICS;
+use crate::metrics::{MAX_COUNT, METRICS};
 use crate::redis_link::{RedisFailure, RedisLink};
 use crate::streaming::{estimate_tokens, Usage};
 use health::RedisHealth;
 
+pub use auth_guard::AuthGuard;
 pub use headers::{go_duration, rate_limit_headers, QuotaHeaders};
 pub use ip::{client_ip, ip_subject, FORWARDED_FOR};
 pub use layer::{checks, Check, Kind, Layer, Subjects, TOKEN_WINDOW};
@@ -52,9 +54,10 @@ pub struct Ticket {
     pub headers: QuotaHeaders,
 }
 
-/// 限流器：本地阶段、可选的分布式阶段，以及限流用 Redis 的健康状况。
+/// 限流器：鉴权失败的限流、本地阶段、可选的分布式阶段，以及限流用 Redis 的健康状况。
 ///
-/// 用途：网关创建时建立一个，跨配置热替换保留（计数不丢）；每个聊天请求调用 [`Limiter::admit`]。
+/// 用途：网关创建时建立一个，跨配置热替换保留（计数不丢）；每个聊天请求鉴权前后用 [`Limiter::auth_guard`]，
+/// 鉴权之后调用 [`Limiter::admit`]。
 ///
 /// ```
 /// # tokio::runtime::Runtime::new().unwrap().block_on(async { // 在运行时里执行
@@ -68,6 +71,7 @@ pub struct Ticket {
 /// # });
 /// ```
 pub struct Limiter {
+    auth: AuthGuard,
     local: LocalStage,
     remote: Option<RemoteStage>,
     health: RedisHealth,
@@ -77,10 +81,16 @@ impl Limiter {
     /// 创建限流器；给出 Redis 连接时启用分布式阶段（键前缀取 `redis.key_prefix`）。
     pub fn new(link: Option<Arc<RedisLink>>, prefix: &str) -> Self {
         Limiter {
+            auth: AuthGuard::default(),
             local: LocalStage::default(),
             remote: link.map(|link| RemoteStage::new(link, prefix)),
             health: RedisHealth::default(),
         }
+    }
+
+    /// 鉴权失败的限流（在鉴权与读请求体之前使用）。
+    pub fn auth_guard(&self) -> &AuthGuard {
+        &self.auth
     }
 
     /// 准入一个请求：先本地、再分布式；任何一层超限返回 429 并且不消耗任何一层的额度。
@@ -94,6 +104,8 @@ impl Limiter {
         subjects: &Subjects<'_>,
         tokens: u64,
     ) -> Result<Option<Ticket>, ApiError> {
+        // 调用方不一定经过 `reservation`：超过上限的量 Redis 脚本会拒绝，这里先封顶
+        let tokens = tokens.min(MAX_COUNT);
         let checks = checks(settings, subjects);
         if checks.is_empty() {
             return Ok(None);
@@ -134,13 +146,13 @@ impl Limiter {
     /// 请求结束：按实际用量结算 token 预留（退还没用完的，补记超出的）。
     ///
     /// 参数：`rate_limits` 段、准入记录、实际用量（`None` 表示不知道，保留预留不动）。
+    /// 上游报告的用量不可信（可能荒谬地大），先封顶到 [`MAX_COUNT`] 再结算。
     /// Redis 不可用时只结算本地计数，并按间隔告警。
     pub async fn settle(&self, settings: &RateLimitSettings, ticket: Ticket, used: Option<u64>) {
         let Some(used) = used else {
             return;
         };
-        let delta = i64::try_from(used).unwrap_or(i64::MAX)
-            - i64::try_from(ticket.reserved).unwrap_or(i64::MAX);
+        let delta = adjustment(used, ticket.reserved);
         if delta == 0 {
             return;
         }
@@ -199,6 +211,18 @@ impl Limiter {
     }
 }
 
+/// 结算量：实际用量减预留，两者都先封顶到 [`MAX_COUNT`]（结果因此总在 ±`MAX_COUNT` 之内）。
+///
+/// ```
+/// use chatnexus::{limits::adjustment, metrics::MAX_COUNT}; // 结算量
+/// assert_eq!(adjustment(30, 100), -70); // 退还没用完的
+/// assert_eq!(adjustment(u64::MAX, 100), (MAX_COUNT - 100) as i64); // 荒谬的用量被封顶
+/// ```
+pub fn adjustment(used: u64, reserved: u64) -> i64 {
+    let capped = |value: u64| i64::try_from(value.min(MAX_COUNT)).unwrap_or(i64::MAX);
+    capped(used) - capped(reserved)
+}
+
 /// 组装准入记录：只保留 token 的本地计数（请求数不需要结算）。
 fn ticket_of(
     charges: Vec<LocalCharge>,
@@ -224,7 +248,8 @@ fn refuse(refusal: &Refusal) -> ApiError {
 }
 
 /// 本请求要预留的 token 数：输入按请求体字节数 ÷ 4 估算（与被取消的流估算用量的规则相同），
-/// 加上输出上限（`max_completion_tokens`、`max_tokens`，都没有时取 `default_max_tokens`）乘以回答数 `n`。
+/// 加上输出上限（`max_completion_tokens`、`max_tokens`，都没有时取 `default_max_tokens`）乘以回答数 `n`；
+/// 饱和运算，结果不超过 [`MAX_COUNT`]。
 ///
 /// 参数：请求体的 JSON 对象、请求体字节数、没有输出上限时的缺省值。
 ///
@@ -243,7 +268,9 @@ pub fn reservation(
         .unwrap_or(default_max_tokens);
     let choices = field("n").unwrap_or(DEFAULT_CHOICES).max(1);
     let input = estimate_tokens(body_bytes);
-    input.saturating_add(output.saturating_mul(choices))
+    input
+        .saturating_add(output.saturating_mul(choices))
+        .min(MAX_COUNT)
 }
 
 /// 请求实际消耗的 token：有用量（真实或估算）就用它；没有用量时，失败的请求算 0（全部退还），

@@ -4,7 +4,9 @@
 //! 脚本以 EVALSHA 调用（只传 40 字节的摘要，一次往返）；Redis 重启或 `SCRIPT FLUSH` 后返回 NOSCRIPT 时，
 //! 由 redis 客户端自动 `SCRIPT LOAD` 再重试（集群中 `SCRIPT LOAD` 发给全部主节点）。
 //!
-//! 键：`{<前缀>rl}:<层>:<主体>`。多键脚本在 Redis Cluster 中要求全部键在同一个槽，
+//! 两个脚本都先校验全部数值参数（整数、不超过 [`MAX_COUNT`]）再写入，越界时报错且不留下半截写入。
+//!
+//! 键：`{<前缀>rl}:<层>:<主体>`；哈希里记着计数时的桶宽，配置改了窗口时这一种计数从头开始。多键脚本在 Redis Cluster 中要求全部键在同一个槽，
 //! 而全局层的键出现在每个请求里，所以全部限流键共用一个哈希标签 `{<前缀>rl}`：
 //! 代价是限流只用得上集群中的一个节点（对 LLM 请求的速率绰绰有余），换来跨层的原子性。
 
@@ -15,6 +17,7 @@ use redis::Script;
 
 use super::layer::{Check, Kind, Layer, TOKEN_WINDOW};
 use super::verdict::{Quota, Refusal};
+use super::MAX_COUNT;
 use crate::redis_link::{RedisFailure, RedisLink};
 
 /// 准入脚本。
@@ -96,7 +99,10 @@ impl RemoteStage {
         tokens: u64,
     ) -> Result<RemoteVerdict, RedisFailure> {
         let mut call = self.admit.prepare_invoke();
-        call.arg(BUCKETS).arg(tokens).arg(width(TOKEN_WINDOW));
+        call.arg(BUCKETS)
+            .arg(tokens)
+            .arg(width(TOKEN_WINDOW))
+            .arg(MAX_COUNT);
         for check in checks {
             call.key(self.key(check));
             call.arg(check.requests.unwrap_or(0))
@@ -132,7 +138,8 @@ impl RemoteStage {
         call.arg(BUCKETS)
             .arg(width(TOKEN_WINDOW))
             .arg(ticket.bucket)
-            .arg(delta);
+            .arg(delta)
+            .arg(MAX_COUNT);
         let mut conn = self.link.connection().await?;
         self.link
             .within(call.invoke_async::<i64>(&mut conn), "结算脚本")

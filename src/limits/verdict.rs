@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use super::layer::{Kind, Layer, TOKEN_WINDOW};
-use crate::error::ApiError;
+use crate::error::{ApiError, TYPE_REQUESTS, TYPE_TOKENS};
 
 /// 每秒的毫秒数。
 const MILLIS_PER_SEC: u64 = 1000;
@@ -65,7 +65,7 @@ impl Refusal {
         let layer = self.layer.name();
         let (kind, message) = match (self.kind, self.retry_after) {
             (Kind::Requests, Some(wait)) => (
-                "requests",
+                TYPE_REQUESTS,
                 format!(
                     "已超过「{layer}」层的请求数限制：每 {} 秒最多 {} 个请求，请 {} 秒后重试",
                     self.window.as_secs(),
@@ -74,7 +74,7 @@ impl Refusal {
                 ),
             ),
             (Kind::Tokens, Some(wait)) => (
-                "tokens",
+                TYPE_TOKENS,
                 format!(
                     "已超过「{layer}」层的 token 限制：每分钟最多 {} 个 token，本请求预留 {} 个（输入估算加 max_tokens），请 {} 秒后重试",
                     self.limit,
@@ -83,7 +83,11 @@ impl Refusal {
                 ),
             ),
             (kind, None) => (
-                if kind == Kind::Tokens { "tokens" } else { "requests" },
+                if kind == Kind::Tokens {
+                    TYPE_TOKENS
+                } else {
+                    TYPE_REQUESTS
+                },
                 format!(
                     "本请求预留 {} 个 token（输入估算加 max_tokens），超过「{layer}」层每分钟 {} 个的上限，永远不会被接受：请减小 max_tokens 或缩短输入",
                     self.requested, self.limit

@@ -21,6 +21,12 @@ use crate::streaming::Usage;
 pub use pricing::{Price, PriceTable};
 pub use usage_store::{usage_key, UsageStore};
 
+/// 限流计数中单个上限、单次预留与单次结算的最大值（一万亿）。
+///
+/// 为什么要有上限：本地计数器是 `isize`，`max_tokens` 可以填到 2⁶³−1，不封顶就会让计数回绕成负数、
+/// 读作 0 而放过后续请求；Redis 的 Lua 脚本用双精度浮点数运算，超过 2⁵³ 会丢精度、写出科学计数法。
+/// 一万亿远大于任何真实的请求量，又离这两个边界足够远。
+pub const MAX_COUNT: u64 = 1_000_000_000_000;
 /// 限流拒绝指标中“上游自适应并发已满”一层的标签值（限流器与上游选择共用）。
 pub const UPSTREAM_LAYER_LABEL: &str = "upstream";
 /// 未知模型（客户端请求了未配置的模型）时使用的标签值，防止客户端输入进入标签。

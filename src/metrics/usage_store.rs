@@ -1,15 +1,22 @@
 //! 按客户端密钥累计用量与费用到 Redis（为预算功能打基础）。
 //!
 //! 每个密钥每天一个哈希：`<前缀>usage:<密钥名>:<UTC 日期>`，字段 requests、input、output、cached、
-//! reasoning（整数累加）与 cost_usd（浮点累加），保留 90 天。一个请求的全部累加放在一个管道里，
+//! reasoning（整数累加）与 cost_usd（浮点累加），保留 90 天。一个哈希的全部累加放在一个管道里，
 //! 只有一次往返；单个键，Redis Cluster 下落在同一个槽。
+//!
+//! Redis 短暂不可用时用量不丢：写不进去的累加按（密钥, 日期）合并暂存在内存里（条目数有上限），
+//! 下一次写入时连同暂存的一起补写，Redis 恢复后每天的累计就等于指标里的总数；告警按间隔限频。
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use chrono::Utc;
 use log::warn;
 
+use super::MAX_COUNT;
 use super::METRICS;
+use crate::logging::WarnGate;
 use crate::redis_link::{RedisFailure, RedisLink};
 use crate::streaming::Usage;
 
@@ -19,6 +26,43 @@ const USAGE_TTL_SECS: i64 = 90 * 24 * 3600;
 const DAY_FORMAT: &str = "%Y-%m-%d";
 /// Redis 错误指标中本操作的标签。
 const OP_LABEL: &str = "usage";
+/// 内存中暂存的（密钥, 日期）条目数上限：超出的新条目丢弃并告警，Redis 长时间不可用也不会耗尽内存。
+const MAX_PENDING: usize = 10_000;
+
+/// 一个（密钥, 日期）上还没写进 Redis 的累加量。
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct Tally {
+    requests: u64,
+    input: u64,
+    output: u64,
+    cached: u64,
+    reasoning: u64,
+    cost: f64,
+}
+
+impl Tally {
+    /// 一个请求的累加量；上游报告的荒谬用量封顶到 [`MAX_COUNT`]，累加不会让 Redis 的整数溢出。
+    fn of(usage: &Usage, cost: Option<f64>) -> Self {
+        Tally {
+            requests: 1,
+            input: usage.prompt.min(MAX_COUNT),
+            output: usage.completion.min(MAX_COUNT),
+            cached: usage.cached.min(MAX_COUNT),
+            reasoning: usage.reasoning.min(MAX_COUNT),
+            cost: cost.unwrap_or(0.0),
+        }
+    }
+
+    /// 并入另一份累加量。
+    fn merge(&mut self, other: &Tally) {
+        self.requests = self.requests.saturating_add(other.requests);
+        self.input = self.input.saturating_add(other.input);
+        self.output = self.output.saturating_add(other.output);
+        self.cached = self.cached.saturating_add(other.cached);
+        self.reasoning = self.reasoning.saturating_add(other.reasoning);
+        self.cost += other.cost;
+    }
+}
 
 /// 用量累计器；没有配置 Redis 时什么也不做。
 ///
@@ -31,6 +75,9 @@ const OP_LABEL: &str = "usage";
 pub struct UsageStore {
     link: Option<Arc<RedisLink>>,
     prefix: String,
+    /// 哈希键 → 还没写进 Redis 的累加量。
+    pending: Mutex<HashMap<String, Tally>>,
+    warn: WarnGate,
 }
 
 impl UsageStore {
@@ -39,6 +86,8 @@ impl UsageStore {
         UsageStore {
             link: Some(link),
             prefix: prefix.to_string(),
+            pending: Mutex::default(),
+            warn: WarnGate::default(),
         }
     }
 
@@ -47,6 +96,8 @@ impl UsageStore {
         UsageStore {
             link: None,
             prefix: String::new(),
+            pending: Mutex::default(),
+            warn: WarnGate::default(),
         }
     }
 
@@ -55,49 +106,97 @@ impl UsageStore {
         self.link.is_some()
     }
 
-    /// 记一个请求的用量与费用；Redis 出错只记指标与警告，不影响请求（请求已经结束）。
-    pub async fn add(&self, client: &str, usage: &Usage, cost: Option<f64>) {
+    /// 记一个请求的用量与费用，并补写之前暂存的累加量。
+    ///
+    /// Redis 出错不影响请求（请求已经结束）：没写进去的累加量暂存在内存里，记指标，
+    /// 告警最多每 `warn_interval` 一条。
+    pub async fn add(
+        &self,
+        client: &str,
+        usage: &Usage,
+        cost: Option<f64>,
+        warn_interval: Duration,
+    ) {
         let Some(link) = &self.link else {
             return;
         };
-        if let Err(e) = self.write(link, client, usage, cost).await {
-            METRICS.redis_errors.with_label_values(&[OP_LABEL]).inc();
-            warn!("累计客户端 `{client}` 的用量失败：{e}");
+        let day = Utc::now().format(DAY_FORMAT).to_string();
+        let key = usage_key(&self.prefix, client, &day);
+        let mut batch = self.take_pending(key, Tally::of(usage, cost)).into_iter();
+        while let Some((key, tally)) = batch.next() {
+            if let Err(e) = write(link, &key, &tally).await {
+                // 一个写失败，其余的多半也会失败：不再逐个等超时，连同它一起放回暂存
+                let dropped = self.restore(std::iter::once((key, tally)).chain(batch));
+                self.report(&e, dropped, warn_interval);
+                return;
+            }
         }
     }
 
-    async fn write(
-        &self,
-        link: &RedisLink,
-        client: &str,
-        u: &Usage,
-        cost: Option<f64>,
-    ) -> Result<(), RedisFailure> {
-        let key = usage_key(
-            &self.prefix,
-            client,
-            &Utc::now().format(DAY_FORMAT).to_string(),
-        );
-        let mut pipe = redis::pipe();
-        for (field, value) in [
-            ("requests", 1),
-            ("input", u.prompt),
-            ("output", u.completion),
-            ("cached", u.cached),
-            ("reasoning", u.reasoning),
-        ] {
-            pipe.hincr(&key, field, value).ignore();
-        }
-        pipe.cmd("HINCRBYFLOAT")
-            .arg(&key)
-            .arg("cost_usd")
-            .arg(cost.unwrap_or(0.0))
-            .ignore();
-        pipe.expire(&key, USAGE_TTL_SECS).ignore();
-        let mut conn = link.connection().await?;
-        link.within(pipe.query_async::<()>(&mut conn), "累计用量")
-            .await
+    /// 把本请求的累加量并入暂存，再取走全部暂存（由本次调用负责写入）。
+    fn take_pending(&self, key: String, tally: Tally) -> HashMap<String, Tally> {
+        let mut pending = self.lock();
+        pending.entry(key).or_default().merge(&tally);
+        std::mem::take(&mut *pending)
     }
+
+    /// 把没写进去的累加量放回暂存（与期间新到的合并）；返回因条目数达到上限而丢弃的请求数。
+    fn restore(&self, unwritten: impl Iterator<Item = (String, Tally)>) -> u64 {
+        let mut pending = self.lock();
+        let mut dropped = 0;
+        for (key, tally) in unwritten {
+            let room = pending.len() < MAX_PENDING;
+            match pending.get_mut(&key) {
+                Some(existing) => existing.merge(&tally),
+                None if room => {
+                    pending.insert(key, tally);
+                }
+                None => dropped += tally.requests,
+            }
+        }
+        dropped
+    }
+
+    /// 记指标，并按间隔告警。
+    fn report(&self, failure: &RedisFailure, dropped: u64, interval: Duration) {
+        METRICS.redis_errors.with_label_values(&[OP_LABEL]).inc();
+        if !self.warn.due(interval) {
+            return;
+        }
+        let held = self.lock().len();
+        warn!(
+            "累计客户端用量失败（{failure}）：{held} 个（密钥, 日期）的用量暂存在内存中，Redis 恢复后补写；\
+             本次因暂存已满（上限 {MAX_PENDING}）丢弃 {dropped} 个请求的用量；{} 毫秒内不再重复告警",
+            interval.as_millis()
+        );
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Tally>> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// 一个哈希的全部累加放在一个管道里（一次往返）。
+async fn write(link: &RedisLink, key: &str, t: &Tally) -> Result<(), RedisFailure> {
+    let mut pipe = redis::pipe();
+    for (field, value) in [
+        ("requests", t.requests),
+        ("input", t.input),
+        ("output", t.output),
+        ("cached", t.cached),
+        ("reasoning", t.reasoning),
+    ] {
+        pipe.hincr(key, field, value).ignore();
+    }
+    pipe.cmd("HINCRBYFLOAT")
+        .arg(key)
+        .arg("cost_usd")
+        .arg(t.cost)
+        .ignore();
+    pipe.expire(key, USAGE_TTL_SECS).ignore();
+    let mut conn = link.connection().await?;
+    link.within(pipe.query_async::<()>(&mut conn), "累计用量")
+        .await
 }
 
 /// 某个密钥某天的用量哈希键。
@@ -108,6 +207,30 @@ pub fn usage_key(prefix: &str, client: &str, day: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn 暂存_按键合并_超出上限的新键被丢弃() {
+        let store = UsageStore::disabled();
+        let usage = Usage {
+            prompt: 30,
+            completion: u64::MAX,
+            cached: 0,
+            reasoning: 0,
+        };
+        let one = Tally::of(&usage, Some(0.5));
+        assert_eq!(one.output, MAX_COUNT, "荒谬的用量被封顶");
+        let batch = store.take_pending("甲".into(), one);
+        assert_eq!(store.restore(batch.into_iter()), 0);
+        let batch = store.take_pending("甲".into(), one);
+        assert_eq!(batch["甲"].requests, 2, "同一个键合并");
+        assert_eq!(batch["甲"].input, 60);
+        assert_eq!(store.restore(batch.into_iter()), 0);
+        let full = (1..MAX_PENDING).map(|i| (format!("键{i}"), one));
+        assert_eq!(store.restore(full), 0);
+        let extra = [("甲".to_string(), one), ("新键".to_string(), one)];
+        assert_eq!(store.restore(extra.into_iter()), 1, "已满时新键被丢弃");
+        assert_eq!(store.lock().len(), MAX_PENDING);
+    }
 
     #[test]
     fn 键_带前缀_密钥名与日期() {

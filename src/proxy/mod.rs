@@ -85,7 +85,10 @@ fn stores(config: &Config) -> (NonceStore, Limiter, UsageStore) {
         if config.clients.any_signing() {
             warn!("签名请求的防重放使用进程内存储：多实例部署时重放请求可能打到另一个实例，平滑升级后也会忘记已见过的 nonce；请配置 redis 段");
         }
-        let nonces = NonceStore::memory(config.security.memory_nonce_capacity);
+        let nonces = NonceStore::memory(
+            config.security.memory_nonce_capacity,
+            config.clients.signing_count(),
+        );
         return (nonces, Limiter::new(None, ""), UsageStore::disabled());
     };
     match redis.link() {
@@ -168,7 +171,8 @@ impl ProxyHttp for Gateway {
         let req = session.req_header();
         let cost = access_log::finish_request(req.method.as_str(), req.uri.path(), ctx, &config);
         if let (Some(client), Some(usage)) = (&ctx.client, &ctx.report.usage) {
-            self.usage.add(client, usage, cost).await;
+            let warn_interval = config.rate_limits.warn_interval();
+            self.usage.add(client, usage, cost, warn_interval).await;
         }
     }
 }
@@ -191,7 +195,7 @@ impl Gateway {
                 reply(session, body).await
             }
             Route::Models => {
-                let client = auth::authenticate(session, config)?;
+                let client = auth::authenticate(session, config, self.limiter.auth_guard())?;
                 ctx.client = client.map(|c| c.name.clone());
                 if let Some(client) = client {
                     // GET 没有请求体：签名里的请求体摘要是空串的 SHA-256
@@ -213,7 +217,7 @@ impl Gateway {
         ctx: &mut RequestCtx,
         config: &Config,
     ) -> Result<u16, Failure> {
-        let client = auth::authenticate(session, config)?;
+        let client = auth::authenticate(session, config, self.limiter.auth_guard())?;
         ctx.client = client.map(|c| c.name.clone());
         let raw = body::read(session, config.server.max_body_bytes).await?;
         if let Some(client) = client {

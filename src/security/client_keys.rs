@@ -208,6 +208,14 @@ impl ClientKeys {
         self.keys.is_empty()
     }
 
+    /// 配置了签名密钥的客户端数（进程内防重放存储按它平分上限）。
+    pub fn signing_count(&self) -> usize {
+        self.keys
+            .iter()
+            .filter(|k| k.signing_secret.is_some())
+            .count()
+    }
+
     /// 是否有客户端配置了签名密钥（决定是否提醒防重放存储的部署方式）。
     pub fn any_signing(&self) -> bool {
         self.keys.iter().any(|k| k.signing_secret.is_some())

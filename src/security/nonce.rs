@@ -5,6 +5,8 @@
 //!   [`NonceError::Unavailable`]，调用方拒绝请求（故障时关闭，而不是放行）。
 //! - 进程内：没有配置 Redis 时使用；互斥锁内完成查与记，条目按到期时间清理，
 //!   条目数有硬上限，满了也拒绝请求（绝不靠淘汰未到期的 nonce 腾地方——那等于允许重放）。
+//!   上限按签名密钥平分：每个密钥最多占“总上限 ÷ 签名密钥数”条，一个密钥只能用满自己的那一份，
+//!   不能让别的签名密钥跟着 503。
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -42,10 +44,10 @@ pub enum NonceError {
         /// 原因。
         reason: String,
     },
-    /// 进程内存储已满。
+    /// 进程内存储已满，或该密钥的那一份已满。
     #[error("进程内防重放存储已满（上限 {capacity} 条）")]
     Full {
-        /// 上限。
+        /// 达到的上限（总上限或该密钥的份额）。
         capacity: usize,
     },
 }
@@ -57,7 +59,7 @@ pub enum NonceError {
 /// ```
 /// # tokio::runtime::Runtime::new().unwrap().block_on(async { // 在运行时里执行
 /// use chatnexus::security::nonce::{Claim, NonceStore}; // 防重放存储
-/// let store = NonceStore::memory(1_000); // 进程内，最多 1000 条
+/// let store = NonceStore::memory(1_000, 2); // 进程内，最多 1000 条，两个签名密钥各 500 条
 /// let ttl = std::time::Duration::from_secs(600); // 记住 10 分钟
 /// assert_eq!(store.claim("团队甲", "nonce-0123456789ab", ttl).await, Ok(Claim::Fresh)); // 第一次
 /// assert_eq!(store.claim("团队甲", "nonce-0123456789ab", ttl).await, Ok(Claim::Replayed)); // 重放
@@ -74,9 +76,9 @@ pub enum NonceStore {
 }
 
 impl NonceStore {
-    /// 进程内存储，最多 `capacity` 条未过期的 nonce。
-    pub fn memory(capacity: usize) -> Self {
-        NonceStore::Memory(MemoryNonces::new(capacity))
+    /// 进程内存储，最多 `capacity` 条未过期的 nonce，由 `signing_keys` 个签名密钥平分。
+    pub fn memory(capacity: usize, signing_keys: usize) -> Self {
+        NonceStore::Memory(MemoryNonces::new(capacity, signing_keys))
     }
 
     /// 永远不可用的存储（见 [`NonceStore::Unavailable`]）。
@@ -106,7 +108,10 @@ impl NonceStore {
     /// 一句话描述（启动日志用，不含密码）。
     pub fn describe(&self) -> String {
         match self {
-            NonceStore::Memory(store) => format!("进程内（上限 {} 条）", store.capacity),
+            NonceStore::Memory(store) => format!(
+                "进程内（上限 {} 条，每个签名密钥 {} 条）",
+                store.capacity, store.per_key
+            ),
             NonceStore::Redis(store) => {
                 format!("Redis {}（键前缀 `{}`）", store.link.addr(), store.prefix)
             }
@@ -117,25 +122,38 @@ impl NonceStore {
     }
 }
 
-/// 进程内 nonce 存储。
+/// 进程内 nonce 存储：总上限之外，每个密钥（scope）还有自己的份额。
 pub struct MemoryNonces {
     capacity: usize,
+    per_key: usize,
     state: Mutex<MemoryState>,
+}
+
+/// 进程内存储的一个条目在清理队列中的记录。
+struct Entry {
+    expiry: Instant,
+    key: Arc<str>,
+    scope: Arc<str>,
 }
 
 #[derive(Default)]
 struct MemoryState {
     /// 键 → 到期时刻。
     seen: HashMap<Arc<str>, Instant>,
-    /// 按插入顺序排列的（到期时刻, 键），用于清理。
-    order: VecDeque<(Instant, Arc<str>)>,
+    /// 按插入顺序排列的条目，用于清理。
+    order: VecDeque<Entry>,
+    /// 密钥名 → 它占用的条目数（为 0 时删除）。
+    per_scope: HashMap<Arc<str>, usize>,
 }
 
 impl MemoryNonces {
-    /// 新建，最多 `capacity` 条。
-    pub fn new(capacity: usize) -> Self {
+    /// 新建：最多 `capacity` 条，每个密钥最多 `capacity ÷ signing_keys` 条（至少 1 条）。
+    ///
+    /// 份额在网关启动时按签名密钥数算好；热重载新增的签名密钥也得到同样大的份额，总上限仍然有效。
+    pub fn new(capacity: usize, signing_keys: usize) -> Self {
         MemoryNonces {
             capacity,
+            per_key: (capacity / signing_keys.max(1)).max(1),
             state: Mutex::new(MemoryState::default()),
         }
     }
@@ -172,31 +190,50 @@ impl MemoryNonces {
         if state.seen.get(&key).is_some_and(|&expiry| expiry > now) {
             return Ok(Claim::Replayed);
         }
+        let held = state.per_scope.get(scope).copied().unwrap_or(0);
+        if held >= self.per_key {
+            return Err(NonceError::Full {
+                capacity: self.per_key,
+            });
+        }
         if state.seen.len() >= self.capacity {
             return Err(NonceError::Full {
                 capacity: self.capacity,
             });
         }
-        let expiry = now + ttl;
-        state.seen.insert(Arc::clone(&key), expiry);
-        state.order.push_back((expiry, key));
+        state.insert(key, Arc::from(scope), now + ttl);
         Ok(Claim::Fresh)
     }
 }
 
 impl MemoryState {
+    /// 记下一个条目并给它的密钥计数。
+    fn insert(&mut self, key: Arc<str>, scope: Arc<str>, expiry: Instant) {
+        self.seen.insert(Arc::clone(&key), expiry);
+        *self.per_scope.entry(Arc::clone(&scope)).or_insert(0) += 1;
+        self.order.push_back(Entry { expiry, key, scope });
+    }
+
     /// 清掉到期的条目。TTL 固定时插入顺序即到期顺序；TTL 不同时，队首未到期就停，
     /// 稍后到期的条目留到下次（查找时仍按各自的到期时刻判断，结果不受影响）。
     fn purge(&mut self, now: Instant) {
-        while let Some((expiry, _)) = self.order.front() {
-            if *expiry > now {
-                break;
-            }
-            let Some((expiry, key)) = self.order.pop_front() else {
+        while self.order.front().is_some_and(|e| e.expiry <= now) {
+            let Some(entry) = self.order.pop_front() else {
                 break;
             };
-            if self.seen.get(&key) == Some(&expiry) {
-                self.seen.remove(&key);
+            self.release(&entry.scope);
+            if self.seen.get(&entry.key) == Some(&entry.expiry) {
+                self.seen.remove(&entry.key);
+            }
+        }
+    }
+
+    /// 队列中的一个条目出队：它的密钥少占一条。
+    fn release(&mut self, scope: &str) {
+        if let Some(held) = self.per_scope.get_mut(scope) {
+            *held -= 1;
+            if *held == 0 {
+                self.per_scope.remove(scope);
             }
         }
     }
@@ -250,7 +287,7 @@ mod tests {
 
     #[test]
     fn 进程内_到期后可再次使用且条目被清理() {
-        let store = MemoryNonces::new(10);
+        let store = MemoryNonces::new(10, 1);
         let t0 = Instant::now();
         assert_eq!(store.claim_at("甲", "n1", TTL, t0), Ok(Claim::Fresh));
         assert_eq!(
@@ -263,7 +300,7 @@ mod tests {
 
     #[test]
     fn 进程内_满了拒绝而不淘汰未过期的条目() {
-        let store = MemoryNonces::new(3);
+        let store = MemoryNonces::new(3, 1);
         let t0 = Instant::now();
         for n in ["a", "b", "c"] {
             assert_eq!(store.claim_at("甲", n, TTL, t0), Ok(Claim::Fresh));
@@ -282,8 +319,36 @@ mod tests {
     }
 
     #[test]
+    fn 进程内_一个密钥用满自己的份额_不影响其他密钥() {
+        let store = MemoryNonces::new(6, 2);
+        let t0 = Instant::now();
+        for n in ["a", "b", "c"] {
+            assert_eq!(store.claim_at("甲", n, TTL, t0), Ok(Claim::Fresh));
+        }
+        assert_eq!(
+            store.claim_at("甲", "d", TTL, t0),
+            Err(NonceError::Full { capacity: 3 }),
+            "甲只能用满自己的一半"
+        );
+        for n in ["a", "b", "c"] {
+            assert_eq!(
+                store.claim_at("乙", n, TTL, t0),
+                Ok(Claim::Fresh),
+                "甲用满了自己的份额，乙照常签名"
+            );
+        }
+        assert_eq!(store.claim_at("甲", "a", TTL, t0), Ok(Claim::Replayed));
+        assert_eq!(
+            store.claim_at("甲", "d", TTL, t0 + TTL),
+            Ok(Claim::Fresh),
+            "到期后份额释放"
+        );
+        assert_eq!(store.len(), 1);
+    }
+
+    #[test]
     fn 进程内_并发认领同一个_nonce_只有一个成功() {
-        let store = Arc::new(MemoryNonces::new(1000));
+        let store = Arc::new(MemoryNonces::new(1000, 1));
         let threads: Vec<_> = (0..50)
             .map(|_| {
                 let store = Arc::clone(&store);
@@ -300,7 +365,7 @@ mod tests {
 
     #[test]
     fn 进程内_不同_ttl_混用时结果仍正确() {
-        let store = MemoryNonces::new(10);
+        let store = MemoryNonces::new(10, 1);
         let t0 = Instant::now();
         let long = Duration::from_secs(100);
         let short = Duration::from_secs(10);

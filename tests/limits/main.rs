@@ -4,6 +4,7 @@
 mod adaptive;
 mod env;
 mod exact;
+mod hardening;
 mod layers;
 mod outage;
 mod redis_server;

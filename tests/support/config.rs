@@ -572,6 +572,18 @@ pub struct RateLimits {
     /// Redis 出错后多久再试（毫秒）。
     #[serde(skip_serializing_if = "Option::is_none")]
     pub redis_retry_ms: Option<u64>,
+    /// 按 IP 的鉴权失败限流。
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth_failures: Option<AuthFailures>,
+}
+
+/// `rate_limits.auth_failures` 段：窗口内允许的鉴权失败次数。
+#[derive(Debug, Clone, Serialize)]
+pub struct AuthFailures {
+    /// 窗口内允许的失败次数。
+    pub limit: u64,
+    /// 窗口（毫秒）。
+    pub window_ms: u64,
 }
 
 /// `redis` 段：`url` 与 `url_env` 二选一。
