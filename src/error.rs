@@ -36,6 +36,9 @@ pub struct ApiError {
     pub message: String,
     /// 建议客户端等待的秒数，写入 `Retry-After` 头（限流、过载时）。
     pub retry_after: Option<u64>,
+    /// 只写进网关日志的细节（上游地址、目标键、上游原文）：从不写给客户端。
+    /// 装箱（只占一个指针）：错误在每个 `Result` 里按值传递，整个错误要保持在 128 字节以内。
+    pub detail: Option<Box<String>>,
 }
 
 impl ApiError {
@@ -50,6 +53,7 @@ impl ApiError {
             param: None,
             message: message.into(),
             retry_after: None,
+            detail: None,
         }
     }
 
@@ -68,6 +72,12 @@ impl ApiError {
     /// 附上建议的重试等待秒数，返回新的错误。
     pub fn with_retry_after(mut self, seconds: Option<u64>) -> Self {
         self.retry_after = seconds;
+        self
+    }
+
+    /// 附上只进日志的细节（内部地址、上游原文等），返回新的错误；客户端只看到 `message`。
+    pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(Box::new(detail.into()));
         self
     }
 

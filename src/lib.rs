@@ -35,6 +35,8 @@ pub mod redis_link;
 pub mod reload;
 /// 客户端请求的解析与校验。
 pub mod request;
+/// 私有运行时目录（进程号文件、升级套接字）与私密文件的权限检查。
+pub mod runtime_dir;
 /// 密钥的内存保护与客户端鉴权。
 pub mod security;
 /// 组装 Pingora `Server`。

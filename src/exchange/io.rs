@@ -128,8 +128,9 @@ async fn guarded<T>(
             Ok(Ok(value)) => Ok(value),
             Ok(Err(e)) => Err(ApiError::bad_gateway(
                 "upstream_read_failed",
-                format!("读取上游{what}失败：{e}"),
+                format!("读取上游{what}失败"),
             )
+            .with_detail(e.to_string())
             .into()),
             Err(_) => Err(wait.timeout_error().into()),
         },

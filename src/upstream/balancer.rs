@@ -260,7 +260,7 @@ impl<'a> Iterator for Plan<'a> {
 }
 
 impl Plan<'_> {
-    /// 一个目标都没法尝试时返回给客户端的 503：列出每个目标的状况，`Retry-After` 取最早恢复的时间
+    /// 一个目标都没法尝试时返回给客户端的 503：消息给出去重后的原因，每个目标的状况（含目标键）只进日志，`Retry-After` 取最早恢复的时间
     /// （有目标只是并发已满时为 1 秒）。因并发上限而拒绝时计入 `llm_limiter_refusals_total{layer="upstream"}`。
     pub fn unavailable(&self) -> ApiError {
         let now = Instant::now();
@@ -270,9 +270,11 @@ impl Plan<'_> {
             .chain(&self.contended)
             .map(|(target, state)| (*target, state.health(target, now)))
             .collect();
+        let reasons: Vec<String> = health.iter().map(|(_, h)| describe(*h, now)).collect();
         let details: Vec<String> = health
             .iter()
-            .map(|(target, h)| format!("`{}` {}", target.key, describe(*h, now)))
+            .zip(&reasons)
+            .map(|((target, _), reason)| format!("`{}` {reason}", target.key))
             .collect();
         let saturated = health
             .iter()
@@ -295,7 +297,11 @@ impl Plan<'_> {
             .or((saturated || !self.contended.is_empty()).then_some(SATURATED_RETRY_SECS));
         let mut error = ApiError::no_available_upstream(self.model).with_retry_after(retry_after);
         if !details.is_empty() {
-            error.message = format!("{}：{}", error.message, details.join("；"));
+            // 客户端只看到去重后的原因（熔断、限流、并发已满），目标键只进日志
+            let mut unique: Vec<&str> = reasons.iter().map(String::as_str).collect();
+            unique.dedup();
+            error.message = format!("{}：{}", error.message, unique.join("；"));
+            error = error.with_detail(details.join("；"));
         }
         error
     }
@@ -373,9 +379,14 @@ mod tests {
             (503, Some("no_available_upstream"))
         );
         assert_eq!(error.retry_after, Some(60), "冷却 60 秒");
+        let detail = error.detail.as_deref().map_or("", String::as_str);
         assert!(
-            error.message.contains("熔断") && error.message.contains("停用"),
-            "{}",
+            detail.contains("熔断") && detail.contains("停用"),
+            "每个目标的状况应进日志细节：{detail}"
+        );
+        assert!(
+            error.message.contains("熔断") && !error.message.contains("a/m"),
+            "客户端消息只给原因、不列目标键：{}",
             error.message
         );
     }
