@@ -23,8 +23,8 @@ pub const PID_FILE_NAME: &str = "chatnexus.pid";
 pub const UPGRADE_SOCK_NAME: &str = "upgrade.sock";
 /// 私有目录的权限：只有属主能读写进入。
 const PRIVATE_DIR_MODE: u32 = 0o700;
-/// 组与其他用户的全部权限位。
-const GROUP_OTHER_BITS: u32 = 0o077;
+/// 组与其他用户的写权限位：有它们，别人就能在目录里抢先建同名文件或套接字。
+const GROUP_OTHER_WRITE: u32 = 0o022;
 /// 权限位（不含 setuid 等特殊位），告警时显示。
 const PERMISSION_BITS: u32 = 0o777;
 /// 组与其他用户的读权限位。
@@ -43,8 +43,8 @@ pub enum RuntimeDirError {
     /// 无法创建目录或读取其属性。
     #[error("无法准备运行时目录 {0}：{1}")]
     Io(String, io::Error),
-    /// 目录属于别的用户，或组与其他用户也能访问。
-    #[error("运行时目录 {0} 不是本用户私有的（属主不是本用户或权限不是 0700）：可能被其他本机用户抢先创建，请删除它或在配置中指定 server.pid_file 与 server.upgrade_sock")]
+    /// 目录属于别的用户，或组与其他用户也能写入。
+    #[error("运行时目录 {0} 不是本用户私有的（属主不是本用户，或组与其他用户可写）：可能被其他本机用户抢先创建，请删除它或在配置中指定 server.pid_file 与 server.upgrade_sock")]
     NotPrivate(String),
 }
 
@@ -63,8 +63,9 @@ pub fn default_dir() -> PathBuf {
     }
 }
 
-/// 确保 `file` 所在目录存在且只有本用户能访问：不存在时建成 0700；缺省目录若已存在却不私有则报错，
-/// 用户在配置里指定的目录不私有时只告警（例如有意放在共享目录）。
+/// 确保 `file` 所在目录存在且只有本用户能写入：不存在时建成 0700；缺省目录若已存在却属于别人或组与其他用户
+/// 可写则报错（systemd 以 0755 建的 `/run/chatnexus` 属于本用户、别人不可写，照常使用），用户在配置里指定的
+/// 目录不私有时只告警（例如有意放在共享目录）。
 ///
 /// 错误：无法创建目录，或缺省目录不是本用户私有的。
 pub fn prepare(file: &Path) -> Result<(), RuntimeDirError> {
@@ -78,7 +79,7 @@ pub fn prepare(file: &Path) -> Result<(), RuntimeDirError> {
         .create(dir)
         .map_err(|e| RuntimeDirError::Io(shown(), e))?;
     let meta = std::fs::metadata(dir).map_err(|e| RuntimeDirError::Io(shown(), e))?;
-    let private = meta.uid() == getuid().as_raw() && meta.mode() & GROUP_OTHER_BITS == 0;
+    let private = meta.uid() == getuid().as_raw() && meta.mode() & GROUP_OTHER_WRITE == 0;
     if private {
         return Ok(());
     }

@@ -29,8 +29,8 @@ const WORLD_READABLE: u32 = 0o644;
 const PRIVATE_DIR: u32 = 0o700;
 /// 权限位。
 const PERMISSION_BITS: u32 = 0o777;
-/// 组与其他用户也能进入的目录权限。
-const OPEN_DIR: u32 = 0o755;
+/// 人人可写的目录权限。
+const OPEN_DIR: u32 = 0o777;
 
 /// 测试结束时删除的临时目录。
 struct 临时目录(PathBuf);
