@@ -26,6 +26,9 @@ const ROLES: &[&str] = &[
 /// 模型名的最大长度（字节）：与配置中模型名的上限一致，更长的名字不可能匹配任何模型。
 const MAX_MODEL_LEN: usize = 256;
 
+/// 错误消息里最多显示的重复键名字符数。
+const MAX_KEY_SHOWN: usize = 64;
+
 /// 期望的 JSON 类型，用于可选字段的类型表。
 #[derive(Clone, Copy)]
 enum Expect {
@@ -201,8 +204,13 @@ fn validate_model(model: &str) -> Result<String, ApiError> {
     Ok(model.to_string())
 }
 
+/// 重复键的错误：键名去掉控制字符、最多保留 [`MAX_KEY_SHOWN`] 个字符（键名来自客户端，可能很长）。
 fn duplicate_key(key: &str) -> ApiError {
-    let shown: String = key.chars().filter(|c| !c.is_control()).collect();
+    let shown: String = key
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(MAX_KEY_SHOWN)
+        .collect();
     ApiError::bad_request(
         "duplicate_key",
         format!("请求体的顶层字段 `{shown}` 出现了不止一次，请只保留一个"),
