@@ -1,6 +1,7 @@
 //! 优雅退出时提前结束：Pingora 在平滑升级或 SIGTERM 后无条件等满 `grace_period_seconds`，
 //! 即使早已没有进行中的请求。本服务在关停开始后轮询进行中的请求数，降为 0 即退出进程，
 //! 让 `systemctl stop` 与平滑升级不必空等十分钟；有长流时仍最多等到宽限期结束。
+//! 独立运行的模拟器（`chatnexus mock`）用自己的进行中请求数，同样提前退出。
 
 use std::time::Duration;
 
@@ -21,12 +22,29 @@ const EXIT_OK: i32 = 0;
 
 /// 关停开始后、进行中的请求全部结束时退出进程的后台服务。
 ///
-/// 用途：只在命令行运行网关时加入（测试进程里不加，免得结束测试进程）。
+/// 用途：只在命令行运行网关或模拟器时加入（测试进程里不加，免得结束测试进程）。
 ///
 /// ```
-/// let _drain = chatnexus::drain::DrainExit; // 由 server::build 在命令行模式下加入
+/// let _gateway = chatnexus::drain::DrainExit::gateway(); // 由 server::build 在命令行模式下加入
+/// let _mock = chatnexus::drain::DrainExit::new(|| 0); // 模拟器传入自己的进行中请求数
 /// ```
-pub struct DrainExit;
+pub struct DrainExit {
+    inflight: Box<dyn Fn() -> i64 + Send + Sync>,
+}
+
+impl DrainExit {
+    /// 按网关的进行中请求数（指标 `llm_inflight_requests`）判断何时退出。
+    pub fn gateway() -> Self {
+        Self::new(|| METRICS.inflight_requests.get())
+    }
+
+    /// 按给定的进行中请求数判断何时退出。
+    pub fn new(inflight: impl Fn() -> i64 + Send + Sync + 'static) -> Self {
+        DrainExit {
+            inflight: Box::new(inflight),
+        }
+    }
+}
 
 #[async_trait]
 impl BackgroundService for DrainExit {
@@ -39,11 +57,7 @@ impl BackgroundService for DrainExit {
         // 关停已开始：监听已停止接受新连接，只等进行中的请求
         let mut quiet = 0;
         loop {
-            quiet = if METRICS.inflight_requests.get() <= 0 {
-                quiet + 1
-            } else {
-                0
-            };
+            quiet = if (self.inflight)() <= 0 { quiet + 1 } else { 0 };
             if quiet >= QUIET_POLLS {
                 info!("进行中的请求已全部结束，提前退出（不必等满宽限期）");
                 std::process::exit(EXIT_OK);

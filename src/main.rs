@@ -14,9 +14,12 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use pingora::server::configuration::Opt;
 use pingora::server::Server;
+use pingora::services::background::background_service;
 
 use chatnexus::config::{self, Config, DEFAULT_CONFIG_PATH};
+use chatnexus::drain::DrainExit;
 use chatnexus::mock::{mock_service, FaultOptions, MockSettings};
+use chatnexus::runtime_dir;
 
 /// 全局分配器用 mimalloc：请求路径上大量短命的小块分配，它比 glibc malloc 快得多（见 Cargo.toml 与 docs/performance.md）。
 #[global_allocator]
@@ -24,6 +27,10 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// 指定配置文件路径的环境变量。
 const CONFIG_ENV: &str = "CHATNEXUS_CONFIG";
+/// 模拟器关停时提前退出服务的名称。
+const MOCK_DRAIN_SERVICE: &str = "模拟器关停时提前退出";
+/// 读取的环境变量文件名（工作目录下，以及配置文件所在目录下）。
+const ENV_FILE: &str = ".env";
 /// 缺省日志级别（生产环境 INFO，开发时用 RUST_LOG=debug）。
 const DEFAULT_LOG_LEVEL: &str = "info";
 
@@ -85,17 +92,16 @@ struct MockArgs {
 }
 
 fn main() -> ExitCode {
-    if let Err(e) = dotenvy::dotenv() {
-        if !e.not_found() {
-            eprintln!("读取 .env 失败：{e}");
-            return ExitCode::FAILURE;
-        }
+    if let Err(e) = load_env_file(Path::new(ENV_FILE)) {
+        eprintln!("{e}");
+        return ExitCode::FAILURE;
     }
     // 每条日志写出前都脱敏：即使 RUST_LOG=trace 让 Pingora 打印整个请求头，密钥也不会进日志
     if let Err(e) = chatnexus::logging::init(DEFAULT_LOG_LEVEL) {
         eprintln!("初始化日志失败：{e}");
         return ExitCode::FAILURE;
     }
+    runtime_dir::warn_if_exposed(Path::new(ENV_FILE), ".env 文件");
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Mock(ref args)) => run_mock(args),
@@ -103,6 +109,29 @@ fn main() -> ExitCode {
         Some(Command::Keys(ref command)) => cli_keys::run(command),
         None => run_gateway(&cli),
     }
+}
+
+/// 只读取给定路径的 `.env`（不存在不算错），已有的环境变量不被覆盖。
+///
+/// 不用 `dotenvy::dotenv()`：它找不到时会逐级向上层目录查找，可能读进别人放在上层目录里的 `.env`。
+fn load_env_file(path: &Path) -> Result<(), String> {
+    match dotenvy::from_path(path) {
+        Err(e) if !e.not_found() => Err(format!("读取 {} 失败：{e}", path.display())),
+        _ => Ok(()),
+    }
+}
+
+/// 配置文件所在目录的 `.env`（与工作目录不同时）：读入并检查权限。
+fn load_config_dir_env(config: &Path) -> Result<(), String> {
+    let Some(dir) = config.parent().filter(|d| !d.as_os_str().is_empty()) else {
+        return Ok(());
+    };
+    let path = dir.join(ENV_FILE);
+    if path == Path::new(ENV_FILE) || !path.exists() {
+        return Ok(());
+    }
+    runtime_dir::warn_if_exposed(&path, ".env 文件");
+    load_env_file(&path)
 }
 
 /// 配置文件路径：`-c` 优先，其次环境变量 `CHATNEXUS_CONFIG`，最后是缺省路径。
@@ -113,9 +142,13 @@ fn config_path(cli: &Cli) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH))
 }
 
-/// 加载并校验配置；失败时把全部问题写到日志与标准错误。
+/// 读入配置目录的 `.env`，加载并校验配置；失败时把全部问题写到日志与标准错误。
 fn load_config(path: &Path) -> Option<Config> {
-    match config::load(path) {
+    let loaded = load_config_dir_env(path).and_then(|()| {
+        runtime_dir::warn_if_exposed(path, "配置文件");
+        config::load(path).map_err(|e| e.to_string())
+    });
+    match loaded {
         Ok(config) => Some(config),
         Err(e) => {
             error!("{e}");
@@ -134,6 +167,13 @@ fn run_gateway(cli: &Cli) -> ExitCode {
     if cli.test {
         println!("配置检查通过：{}", path.display());
         return ExitCode::SUCCESS;
+    }
+    for file in [&config.server.pid_file, &config.server.upgrade_sock] {
+        if let Err(e) = runtime_dir::prepare(file) {
+            error!("{e}");
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
     }
     info!(
         "ChatNexus {} 启动，配置 {}，监听 {}",
@@ -211,9 +251,12 @@ fn run_mock(args: &MockArgs) -> ExitCode {
     }
     let mut server = Server::new_with_opt_and_conf(None, Default::default());
     server.bootstrap();
-    let (mut service, _stats) = mock_service(settings);
+    let (mut service, stats) = mock_service(settings);
     service.add_tcp(&args.listen);
     server.add_service(service);
+    // 与网关相同：SIGTERM 后没有进行中的请求就退出，不空等 Pingora 的宽限期
+    let drain = DrainExit::new(move || stats.inflight());
+    server.add_service(background_service(MOCK_DRAIN_SERVICE, drain));
     info!("上游模拟器监听 {}", args.listen);
     server.run_forever()
 }

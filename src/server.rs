@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use pingora::listeners::{L4BufferSettings, ListenerConfig, DEFAULT_L4_WRITE_BUFFER_SIZE};
@@ -14,6 +14,7 @@ use crate::config::{Config, SharedConfig};
 use crate::drain::DrainExit;
 use crate::exchange::{HealthProber, UpstreamClient};
 use crate::mock::mock_service;
+use crate::proxy::admin::{admin_service, AdminApp};
 use crate::proxy::Gateway;
 use crate::reload::ConfigReloader;
 use crate::upstream::{DnsCache, DnsRefresher};
@@ -53,6 +54,8 @@ pub fn build(config: Config, path: Option<PathBuf>, opt: Option<Opt>) -> Server 
         Arc::clone(&dns),
         &server.configuration,
     );
+    let balancer = Arc::clone(upstream.balancer());
+    let admin = AdminApp::new(Arc::clone(&shared), balancer, Instant::now());
     let gateway = Gateway::new(Arc::clone(&shared), upstream);
     let mut proxy = pingora_proxy::http_proxy_service_with_name(
         &server.configuration,
@@ -63,7 +66,7 @@ pub fn build(config: Config, path: Option<PathBuf>, opt: Option<Opt>) -> Server 
     server.add_service(proxy);
 
     if let Some(listen) = metrics_listen {
-        let mut metrics = pingora_prometheus::prometheus_http_service();
+        let mut metrics = admin_service(admin);
         metrics.add_tcp(&listen.0.to_string());
         server.add_service(metrics);
     }
@@ -78,7 +81,7 @@ pub fn build(config: Config, path: Option<PathBuf>, opt: Option<Opt>) -> Server 
     if let Some(path) = path {
         let reloader = ConfigReloader::new(path, shared);
         server.add_service(background_service(RELOAD_SERVICE_NAME, reloader));
-        server.add_service(background_service(DRAIN_SERVICE_NAME, DrainExit));
+        server.add_service(background_service(DRAIN_SERVICE_NAME, DrainExit::gateway()));
     }
     server
 }

@@ -17,7 +17,7 @@ const LAYERS: &[&[&str]] = &[
     &["config"],
     &["security"],
     &["metrics", "mock"],
-    &["redis_link", "streaming", "logging"],
+    &["redis_link", "streaming", "logging", "runtime_dir"],
     &["error", "clock"],
 ];
 /// 库的根文件（声明全部顶层模块）。

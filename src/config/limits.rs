@@ -467,7 +467,7 @@ mod tests {
     use crate::config::{build, parse, ConfigError};
 
     /// 限流与自适应参数全部越界的配置。
-    const 越界配置: &str = "auth:\n  keys: [ { name: 甲, sha256: 2e4c961d46e66a959b65e87302316f4e2f2ccf5c85d03c71d23011a5206b18d9, limits: { requests: 0 } } ]\nrate_limits:\n  instances: 0\n  redis_retry_ms: 0\n  auth_failures: { limit: 0, window_ms: 10 }\n  global: { window_ms: 10 }\n  per_key: { tokens_per_minute: 9223372036854775807 }\n  per_ip: { requests: 5, window_ms: 999 }\nadaptive_limits: { interval_ms: 10, error_grow: 0.5 }\nproviders: [ { name: p, kind: openai_compatible, base_url: 'http://127.0.0.1:1', concurrency: { base: 2, floor: 3 } } ]\nmodels: [ { name: m, targets: [ { provider: p } ], limits: { tokens_per_minute: 0 } } ]\n";
+    const 越界配置: &str = "server: { listen: '127.0.0.1:8080' }\nauth:\n  keys: [ { name: 甲, sha256: 2e4c961d46e66a959b65e87302316f4e2f2ccf5c85d03c71d23011a5206b18d9, limits: { requests: 0 } } ]\nrate_limits:\n  instances: 0\n  redis_retry_ms: 0\n  auth_failures: { limit: 0, window_ms: 10 }\n  global: { window_ms: 10 }\n  per_key: { tokens_per_minute: 9223372036854775807 }\n  per_ip: { requests: 5, window_ms: 999 }\nadaptive_limits: { interval_ms: 10, error_grow: 0.5 }\nproviders: [ { name: p, kind: openai_compatible, base_url: 'http://127.0.0.1:1', concurrency: { base: 2, floor: 3 } } ]\nmodels: [ { name: m, targets: [ { provider: p } ], limits: { tokens_per_minute: 0 } } ]\n";
 
     #[test]
     fn 校验_限流参数越界_逐项指出路径() {
@@ -498,7 +498,7 @@ mod tests {
 
     #[test]
     fn 构建_限流段与覆盖进入运行时配置() {
-        let yaml = "auth:\n  keys: [ { name: 甲, sha256: 2e4c961d46e66a959b65e87302316f4e2f2ccf5c85d03c71d23011a5206b18d9, limits: { requests: 9 } } ]\nrate_limits: { trusted_proxies: [10.0.0.0/8, '::1'], per_key: { requests: 60, on_redis_failure: closed } }\nredis: { url: 'redis://127.0.0.1:7001,redis://127.0.0.1:7002', cluster: true }\n";
+        let yaml = "server: { listen: '127.0.0.1:8080' }\nauth:\n  keys: [ { name: 甲, sha256: 2e4c961d46e66a959b65e87302316f4e2f2ccf5c85d03c71d23011a5206b18d9, limits: { requests: 9 } } ]\nrate_limits: { trusted_proxies: [10.0.0.0/8, '::1'], per_key: { requests: 60, on_redis_failure: closed } }\nredis: { url: 'redis://127.0.0.1:7001,redis://127.0.0.1:7002', cluster: true }\n";
         let cfg = build(parse(yaml).expect("可解析"), |_| None).expect("可构建");
         assert_eq!(cfg.rate_limits.trusted_proxies.len(), 2);
         assert_eq!(

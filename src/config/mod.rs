@@ -24,7 +24,7 @@ use zeroize::Zeroizing;
 use crate::metrics::PriceTable;
 use crate::redis_link::RedisLink;
 use crate::security::crypto::{MasterKeys, MASTER_KEY_ENV};
-use crate::security::{Client, ClientKey, ClientKeys, LimitOverride, Secret};
+use crate::security::{Client, ClientKeys, KeyHash, LimitOverride, Secret};
 
 /// 运行时可共享、可原子替换的配置（热重载整体替换，每个请求读取一次）。
 pub type SharedConfig = Arc<ArcSwap<Config>>;
@@ -358,7 +358,7 @@ pub fn build(
         .enumerate()
         .map(|(i, p)| Arc::new(build_provider(p, i, &env, &mut secrets)))
         .collect();
-    let clients = build_clients(&file.auth.keys, &mut secrets);
+    let clients = build_clients(&file, &env, &mut secrets);
     let redis = build_redis(file.redis.as_ref(), &env, &mut issues);
     if !issues.is_empty() {
         return Err(ConfigError::Invalid(issues));
@@ -503,11 +503,18 @@ fn build_provider(
     }
 }
 
-/// 构建运行时客户端：解密签名密钥（附加数据为密钥名）并检查长度。
-fn build_clients(keys: &[ClientKey], secrets: &mut Secrets<'_>) -> Vec<Client> {
-    keys.iter()
+/// 构建运行时客户端：取得密钥摘要，解密签名密钥（附加数据为密钥名）并检查长度。
+fn build_clients(
+    file: &ConfigFile,
+    env: &impl Fn(&str) -> Option<String>,
+    secrets: &mut Secrets<'_>,
+) -> Vec<Client> {
+    file.auth
+        .keys
+        .iter()
         .enumerate()
-        .map(|(i, key)| {
+        .filter_map(|(i, key)| {
+            let hash = client_hash(file, i, env, secrets.issues)?;
             let signing = key.signing_secret_enc.as_ref().and_then(|enc| {
                 let path = format!("auth.keys[{i}].signing_secret_enc");
                 let secret = secrets.decrypt(path.clone(), &key.name, enc)?;
@@ -520,9 +527,42 @@ fn build_clients(keys: &[ClientKey], secrets: &mut Secrets<'_>) -> Vec<Client> {
                 }
                 Some(secret)
             });
-            Client::from_config(key, signing)
+            Some(Client::from_config(key, hash, signing))
         })
         .collect()
+}
+
+/// 第 `i` 个客户端密钥的摘要：`sha256` 直接使用；`sha256_env` 从环境变量读取（未设置或格式不对是启动
+/// 错误），并同样不允许把演示密钥用在非回环监听上。
+fn client_hash(
+    file: &ConfigFile,
+    i: usize,
+    env: &impl Fn(&str) -> Option<String>,
+    issues: &mut Vec<ConfigIssue>,
+) -> Option<KeyHash> {
+    let key = &file.auth.keys[i];
+    if let Some(hash) = key.sha256 {
+        return Some(hash);
+    }
+    let var = key.sha256_env.as_deref()?;
+    let path = format!("auth.keys[{i}].sha256_env");
+    let parsed = match env(var) {
+        Some(text) => KeyHash::try_from(text).map_err(|e| format!("环境变量 {var}：{e}")),
+        None => Err(format!(
+            "环境变量 {var} 未设置（或写入 .env）；用 `chatnexus keys gen-client --name 名称` 生成密钥与摘要"
+        )),
+    };
+    match parsed {
+        Ok(hash) if !key.disabled && validate::exposes_demo_key(&hash, file) => {
+            issues.push(validate::demo_key_issue(&path, file));
+            None
+        }
+        Ok(hash) => Some(hash),
+        Err(message) => {
+            issues.push(ConfigIssue::new(path, message));
+            None
+        }
+    }
 }
 
 /// 取出 Redis 连接串：`url` 直接使用，`url_env` 从环境变量读取（未设置是启动错误）。

@@ -10,16 +10,13 @@ use super::failover::{BalancingSettings, BreakerSettings, HealthCheck, RetrySett
 use super::limits::{AdaptiveSettings, ConcurrencySettings, RateLimitSettings};
 use crate::metrics::Price;
 use crate::mock::MockSettings;
+use crate::runtime_dir;
 use crate::security::{ClientKey, LimitOverride, Secret};
 
 /// 默认监听 IP：所有 IPv4 地址。
 const DEFAULT_LISTEN_IP: [u8; 4] = [0, 0, 0, 0];
 /// 默认监听端口。
 const DEFAULT_LISTEN_PORT: u16 = 8080;
-/// 默认进程号文件。
-const DEFAULT_PID_FILE: &str = "/tmp/chatnexus.pid";
-/// 默认平滑升级套接字。
-const DEFAULT_UPGRADE_SOCK: &str = "/tmp/chatnexus_upgrade.sock";
 /// 默认优雅退出等待：10 分钟，长于绝大多数流式回答。
 const DEFAULT_GRACE_PERIOD_SECONDS: u64 = 600;
 /// 默认请求体上限：10 MiB。
@@ -155,9 +152,10 @@ pub struct ServerSettings {
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
     /// 进程号文件：`chatnexus reload` 从这里找到要通知的进程，守护进程模式下由 Pingora 写入。
+    /// 缺省在私有运行时目录下（见 [`runtime_dir::default_dir`]）。
     #[serde(default = "default_pid_file")]
     pub pid_file: PathBuf,
-    /// 平滑升级时新旧进程交接监听套接字用的 Unix 套接字路径（新旧进程必须相同）。
+    /// 平滑升级时新旧进程交接监听套接字用的 Unix 套接字路径（新旧进程必须相同），缺省在私有运行时目录下。
     #[serde(default = "default_upgrade_sock")]
     pub upgrade_sock: PathBuf,
     /// 平滑升级或优雅退出时，旧进程等待进行中的请求与流结束的秒数（应长于最长的流）。
@@ -192,11 +190,11 @@ fn default_max_body_bytes() -> usize {
 }
 
 fn default_pid_file() -> PathBuf {
-    PathBuf::from(DEFAULT_PID_FILE)
+    runtime_dir::default_dir().join(runtime_dir::PID_FILE_NAME)
 }
 
 fn default_upgrade_sock() -> PathBuf {
-    PathBuf::from(DEFAULT_UPGRADE_SOCK)
+    runtime_dir::default_dir().join(runtime_dir::UPGRADE_SOCK_NAME)
 }
 
 fn default_grace_period_seconds() -> u64 {
@@ -276,6 +274,17 @@ pub enum ProviderKind {
 }
 
 impl ProviderKind {
+    /// 配置里的类型名（如 `openai_compatible`）：写给客户端的上游错误只说是哪类上游，不说名字与地址。
+    pub fn label(self) -> &'static str {
+        match self {
+            ProviderKind::OpenAi => "openai",
+            ProviderKind::OpenAiCompatible => "openai_compatible",
+            ProviderKind::Anthropic => "anthropic",
+            ProviderKind::Gemini => "gemini",
+            ProviderKind::Azure => "azure",
+        }
+    }
+
     /// 该类型是否必须配置上游密钥（只有自建的兼容服务可以不要）。
     pub fn requires_key(self) -> bool {
         !matches!(self, ProviderKind::OpenAiCompatible)

@@ -5,6 +5,7 @@ use std::collections::{HashMap, HashSet};
 use super::{ConfigFile, ConfigIssue, HealthCheck, ProviderConfig, ProviderKind, TargetConfig};
 use crate::redis_link::CLUSTER_URL_SEPARATOR;
 use crate::security::crypto::parse_ciphertext;
+use crate::security::KeyHash;
 
 /// 名称的最大长度（提供方名会成为指标标签，必须短而规整）。
 pub(super) const MAX_NAME_LEN: usize = 64;
@@ -24,6 +25,8 @@ const MAX_REDIS_TIMEOUT_MS: u64 = 60_000;
 const MAX_ATTEMPTS_CEILING: u32 = 10;
 /// 目标权重的上限。
 const MAX_WEIGHT: u32 = 10_000;
+/// 公开的演示密钥 `sk-chatnexus-demo` 的 SHA-256：人人都知道它，只能用在只对本机开放的监听上。
+const DEMO_KEY_SHA256: &str = "2e4c961d46e66a959b65e87302316f4e2f2ccf5c85d03c71d23011a5206b18d9";
 /// 主动探测间隔的下限（毫秒），防止把上游探测成负载。
 const MIN_PROBE_INTERVAL_MS: u64 = 100;
 
@@ -168,12 +171,7 @@ fn validate_auth(file: &ConfigFile, issues: &mut Vec<ConfigIssue>) {
             format!("auth.keys[{i}].name"),
             issues,
         );
-        if !hashes.insert(key.sha256.to_hex()) {
-            issues.push(ConfigIssue::new(
-                format!("auth.keys[{i}].sha256"),
-                "与前面的密钥摘要重复",
-            ));
-        }
+        validate_key_hash(file, i, &mut hashes, issues);
         validate_client_models(file, i, issues);
         let path = format!("auth.keys[{i}].signing_secret_enc");
         match &key.signing_secret_enc {
@@ -189,6 +187,50 @@ fn validate_auth(file: &ConfigFile, issues: &mut Vec<ConfigIssue>) {
             None => {}
         }
     }
+}
+
+/// 第 `i` 个客户端密钥的摘要来源：`sha256` 与 `sha256_env` 二选一；直接写的摘要不能重复，
+/// 也不能是用在非回环监听上的演示密钥（`sha256_env` 的值在构建时同样检查）。
+fn validate_key_hash(
+    file: &ConfigFile,
+    i: usize,
+    hashes: &mut HashSet<String>,
+    issues: &mut Vec<ConfigIssue>,
+) {
+    let key = &file.auth.keys[i];
+    let path = format!("auth.keys[{i}].sha256");
+    match (&key.sha256, &key.sha256_env) {
+        (Some(hash), None) => {
+            if !key.disabled && exposes_demo_key(hash, file) {
+                issues.push(demo_key_issue(&path, file));
+            }
+            if !hashes.insert(hash.to_hex()) {
+                issues.push(ConfigIssue::new(path, "与前面的密钥摘要重复"));
+            }
+        }
+        (None, Some(_)) => {}
+        _ => issues.push(ConfigIssue::new(
+            format!("auth.keys[{i}]"),
+            "sha256 与 sha256_env 必须设置且只能设置一个",
+        )),
+    }
+}
+
+/// 是否把公开的演示密钥配置在了非回环监听上（网关会成为任何人都能用的开放中转）。
+pub(super) fn exposes_demo_key(hash: &KeyHash, file: &ConfigFile) -> bool {
+    hash.to_hex() == DEMO_KEY_SHA256 && !file.server.listen.0.ip().is_loopback()
+}
+
+/// 演示密钥出现在非回环监听上：拒绝启动并说明如何换成自己的密钥。
+pub(super) fn demo_key_issue(path: &str, file: &ConfigFile) -> ConfigIssue {
+    ConfigIssue::new(
+        path,
+        format!(
+            "这是公开的演示密钥 sk-chatnexus-demo，不能用在非回环监听地址 {} 上（任何人都能用它调用网关）；\
+             请删除这一条，用 `chatnexus keys gen-client --name 名称` 生成自己的密钥，把它打印的配置行写进 auth.keys",
+            file.server.listen.0
+        ),
+    )
 }
 
 /// 客户端的模型允许列表：不能为空，且只能引用 `models[]` 中存在的模型。
@@ -523,6 +565,47 @@ mod tests {
     #[test]
     fn 校验_没有客户端密钥且未关闭鉴权_拒绝启动() {
         assert_eq!(问题路径("providers: []"), vec!["auth.keys"]);
+    }
+
+    #[test]
+    fn 校验_演示密钥在非回环监听上_拒绝启动并说明如何生成密钥() {
+        let yaml = |listen: &str| {
+            format!("server: {{ listen: '{listen}' }}\nauth: {{ keys: [ {{ name: demo, sha256: {} }} ] }}", super::DEMO_KEY_SHA256)
+        };
+        for listen in ["0.0.0.0:8080", "[::]:8080", "192.0.2.7:8080"] {
+            let Err(ConfigError::Invalid(issues)) =
+                build(parse(&yaml(listen)).expect("可解析"), |_| None)
+            else {
+                panic!("{listen} 上的演示密钥必须拒绝启动");
+            };
+            assert_eq!(issues.len(), 1, "{issues:?}");
+            assert_eq!(issues[0].path, "auth.keys[0].sha256");
+            assert!(
+                issues[0].message.contains("chatnexus keys gen-client"),
+                "{}",
+                issues[0].message
+            );
+        }
+        for listen in ["127.0.0.1:8080", "[::1]:8080"] {
+            assert!(
+                build(parse(&yaml(listen)).expect("可解析"), |_| None).is_ok(),
+                "回环监听上可以试用演示密钥"
+            );
+        }
+    }
+
+    #[test]
+    fn 校验_随仓库发布的配置_本机配置可用演示密钥_容器配置不含演示密钥() {
+        let local = std::fs::read_to_string("conf/chatnexus.yaml").expect("读取默认配置");
+        assert!(
+            build(parse(&local).expect("可解析"), |_| None).is_ok(),
+            "README 的启动命令必须能离线运行"
+        );
+        let docker = std::fs::read_to_string("conf/docker.yaml").expect("读取容器配置");
+        assert!(
+            !docker.contains(super::DEMO_KEY_SHA256),
+            "容器配置监听所有地址，不能带演示密钥"
+        );
     }
 
     #[test]

@@ -3,7 +3,12 @@
 //! 只校验网关依赖的字段和常见字段的类型；未知字段原样保留并透传给上游，
 //! 这样客户端用到的新参数不会被网关吞掉。
 
+use std::fmt;
+
 use bytes::Bytes;
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
+use serde_json::map::Entry;
 use serde_json::{Map, Value};
 
 use crate::error::{ApiError, ErrorCode};
@@ -17,6 +22,12 @@ const ROLES: &[&str] = &[
     "tool",
     "function",
 ];
+
+/// 模型名的最大长度（字节）：与配置中模型名的上限一致，更长的名字不可能匹配任何模型。
+const MAX_MODEL_LEN: usize = 256;
+
+/// 错误消息里最多显示的重复键名字符数。
+const MAX_KEY_SHOWN: usize = 64;
 
 /// 期望的 JSON 类型，用于可选字段的类型表。
 #[derive(Clone, Copy)]
@@ -73,21 +84,24 @@ impl ChatRequest {
     /// 错误：非 JSON、不是对象、缺少 `model`/`messages` 或字段类型不对时返回 400，
     /// `param` 指向出错字段。
     pub fn parse(raw: Bytes) -> Result<Self, ApiError> {
-        let value: Value = serde_json::from_slice(&raw).map_err(|e| {
+        let top: TopLevel = serde_json::from_slice(&raw).map_err(|e| {
             ApiError::bad_request(
                 ErrorCode::InvalidJson,
                 format!("请求体不是合法的 JSON：{e}"),
             )
         })?;
-        let Value::Object(body) = value else {
-            return Err(ApiError::bad_request(
-                ErrorCode::InvalidType,
-                "请求体必须是 JSON 对象",
-            ));
+        let body = match top {
+            TopLevel::Object(body) => body,
+            TopLevel::Duplicate(key) => return Err(duplicate_key(&key)),
+            TopLevel::Other => {
+                return Err(ApiError::bad_request(
+                    ErrorCode::InvalidType,
+                    "请求体必须是 JSON 对象",
+                ))
+            }
         };
         let model = match body.get("model") {
-            Some(Value::String(m)) if !m.is_empty() => m.clone(),
-            Some(Value::String(_)) => return Err(empty_field("model")),
+            Some(Value::String(m)) => validate_model(m)?,
             Some(_) => return Err(wrong_type("model", "字符串")),
             None => return Err(missing_field("model")),
         };
@@ -101,6 +115,110 @@ impl ChatRequest {
             raw,
         })
     }
+}
+
+/// 请求体顶层：对象（没有重复键）、第一个重复的键，或不是对象。
+///
+/// 校验只看到 serde 保留的最后一个同名值，而模型名不变时原样转发的原始字节里两个值都在；取第一个值的
+/// 上游会用到允许列表从未批准的模型。所以解析时一遍就查出重复的顶层键，整个请求拒绝。
+enum TopLevel {
+    Object(Map<String, Value>),
+    Duplicate(String),
+    Other,
+}
+
+impl<'de> Deserialize<'de> for TopLevel {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(TopLevelVisitor)
+    }
+}
+
+/// 逐个读顶层键值对并检查重复；非对象的顶层值读完后记为 [`TopLevel::Other`]。
+struct TopLevelVisitor;
+
+impl<'de> Visitor<'de> for TopLevelVisitor {
+    type Value = TopLevel;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("JSON 对象")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<TopLevel, A::Error> {
+        let mut body = Map::new();
+        let mut duplicate = None;
+        while let Some(key) = access.next_key::<String>()? {
+            let value: Value = access.next_value()?;
+            // 后面的值照常读完（JSON 语法错误仍按语法错误报），只记下第一个重复的键名
+            match body.entry(key) {
+                Entry::Vacant(slot) => {
+                    slot.insert(value);
+                }
+                Entry::Occupied(slot) => {
+                    duplicate = duplicate.or_else(|| Some(slot.key().clone()));
+                }
+            }
+        }
+        Ok(duplicate.map_or(TopLevel::Object(body), TopLevel::Duplicate))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut access: A) -> Result<TopLevel, A::Error> {
+        while access.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(TopLevel::Other)
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<TopLevel, E> {
+        Ok(TopLevel::Other)
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<TopLevel, E> {
+        Ok(TopLevel::Other)
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<TopLevel, E> {
+        Ok(TopLevel::Other)
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<TopLevel, E> {
+        Ok(TopLevel::Other)
+    }
+
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<TopLevel, E> {
+        Ok(TopLevel::Other)
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<TopLevel, E> {
+        Ok(TopLevel::Other)
+    }
+}
+
+/// 模型名不能为空、不超过 [`MAX_MODEL_LEN`] 字节、不含控制字符：它会进访问日志与错误消息，
+/// 含换行的模型名能在日志里伪造一整行。
+fn validate_model(model: &str) -> Result<String, ApiError> {
+    if model.is_empty() {
+        return Err(empty_field("model"));
+    }
+    if model.len() > MAX_MODEL_LEN || model.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(
+            ErrorCode::InvalidValue,
+            format!("字段 `model` 不能超过 {MAX_MODEL_LEN} 字节，也不能含控制字符（如换行）"),
+        )
+        .with_param("model"));
+    }
+    Ok(model.to_string())
+}
+
+/// 重复键的错误：键名去掉控制字符、最多保留 [`MAX_KEY_SHOWN`] 个字符（键名来自客户端，可能很长）。
+fn duplicate_key(key: &str) -> ApiError {
+    let shown: String = key
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(MAX_KEY_SHOWN)
+        .collect();
+    ApiError::bad_request(
+        ErrorCode::DuplicateKey,
+        format!("请求体的顶层字段 `{shown}` 出现了不止一次，请只保留一个"),
+    )
+    .with_param(shown)
 }
 
 fn validate_messages(messages: Option<&Value>) -> Result<(), ApiError> {
@@ -200,6 +318,60 @@ mod tests {
             .expect("应当通过");
         assert!(!req.stream);
         assert_eq!(req.body["seed"], 7, "未知字段必须保留");
+    }
+
+    #[test]
+    fn 请求_重复的顶层键_拒绝并点名() {
+        for body in [
+            r#"{"model":"允许的","messages":[{"role":"user","content":"x"}],"model":"未批准的"}"#,
+            r#"{"model":"允许的","messages":[{"role":"user","content":"x"}],"mo\u0064el":"未批准的"}"#,
+        ] {
+            let e = 解析(body).expect_err("重复的键必须被拒绝");
+            assert_eq!(
+                (e.status, Some(e.envelope_code())),
+                (400, Some("duplicate_key"))
+            );
+            assert!(
+                e.message.contains("`model`"),
+                "消息应点名重复的键：{}",
+                e.message
+            );
+        }
+        let nested =
+            r#"{"model":"m","messages":[{"role":"user","content":"x"}],"metadata":{"a":1,"b":2}}"#;
+        assert!(解析(nested).is_ok(), "不同的键不算重复");
+    }
+
+    #[test]
+    fn 请求_顶层不是对象_返回类型错误() {
+        for body in ["[1,2]", "\"文本\"", "7", "null", "true"] {
+            let e = 解析(body).expect_err("非对象必须被拒绝");
+            assert_eq!(
+                (e.status, Some(e.envelope_code())),
+                (400, Some("invalid_type")),
+                "{body}"
+            );
+        }
+    }
+
+    #[test]
+    fn 请求_模型名含控制字符或过长_拒绝() {
+        let forged = "m\\n访问 请求ID=伪造 POST /v1/chat/completions 状态=200";
+        let long = "m".repeat(MAX_MODEL_LEN + 1);
+        for model in [forged, "m\\u0000", long.as_str()] {
+            let body =
+                format!(r#"{{"model":"{model}","messages":[{{"role":"user","content":"x"}}]}}"#);
+            let e = 解析(&body).expect_err("非法模型名必须被拒绝");
+            assert_eq!(
+                (e.status, Some(e.envelope_code()), e.param.as_deref()),
+                (400, Some("invalid_value"), Some("model"))
+            );
+        }
+        let ok = format!(
+            r#"{{"model":"{}","messages":[{{"role":"user","content":"x"}}]}}"#,
+            "m".repeat(MAX_MODEL_LEN)
+        );
+        assert!(解析(&ok).is_ok(), "恰好到上限的模型名可以通过");
     }
 
     #[test]

@@ -45,6 +45,8 @@ error_codes! {
     InvalidType => "invalid_type",
     /// 字段取值不合法。
     InvalidValue => "invalid_value",
+    /// 请求体有重复的顶层键。
+    DuplicateKey => "duplicate_key",
     /// 缺少必填字段。
     MissingRequiredParameter => "missing_required_parameter",
     /// 消息内容不合法。

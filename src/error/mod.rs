@@ -121,9 +121,9 @@ impl ApiError {
         }
     }
 
-    /// 附上只给运维看的说明（作为原因进日志，不进给客户端的信封），返回新的错误。
-    pub fn with_detail(self, detail: String) -> Self {
-        self.with_cause(Detail(detail))
+    /// 附上只给运维看的细节（内部地址、目标名、上游原文等）：作为原因进日志，不进给客户端的信封。
+    pub fn with_detail(self, detail: impl Into<String>) -> Self {
+        self.with_cause(Detail(detail.into()))
     }
 
     /// 附上底层原因（只进日志），返回新的错误。
@@ -135,6 +135,13 @@ impl ApiError {
     /// 信封中的 `code`：转告的上游错误码，否则网关自己的错误码。
     pub fn envelope_code(&self) -> &str {
         self.upstream_code.as_deref().unwrap_or(self.code.as_str())
+    }
+
+    /// 只进日志的细节：底层原因链（没有原因时为 `None`）。
+    pub fn detail(&self) -> Option<String> {
+        self.cause
+            .as_ref()
+            .map(|cause| chain(cause.as_ref()).to_string())
     }
 
     /// 日志用的完整说明：消息，再加上底层原因链（有的话）。

@@ -93,7 +93,7 @@ pub(super) async fn once(
         return Err(reject(&mut up, down, reply, budget, report).await);
     }
     if req.stream {
-        stream::ensure_event_stream(&header, &provider.name)?;
+        stream::ensure_event_stream(&header, provider.kind.label())?;
         let mut translator = filter.stream_translator(TranslateCtx::for_request(req));
         let relayed = stream::relay(&mut up, down, translator.as_mut(), budget, report).await;
         report.settle_stream_usage(translator.usage(), relayed.is_ok(), req.raw.len());
@@ -171,7 +171,7 @@ async fn reject(
         Err(failure) => return failure.into(),
     };
     let info = reply.filter.parse_error(status, &body);
-    let mut error = map_upstream_error(status, info, &reply.provider.name);
+    let mut error = map_upstream_error(status, info, reply.provider.kind.label());
     // 上游给出的等待时间不可信：截到上限再告诉客户端与记入目标状态
     error.retry_after = error
         .retry_after
@@ -205,7 +205,7 @@ async fn send_request(
     let failed = |e: Box<pingora::Error>| {
         ApiError::bad_gateway(
             ErrorCode::UpstreamWriteFailed,
-            format!("向上游 `{}` 发送请求失败", provider.name),
+            format!("向 {} 类型的上游发送请求失败", provider.kind.label()),
         )
         .with_cause(*e)
     };

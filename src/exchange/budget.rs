@@ -54,13 +54,13 @@ impl<'a> Budget<'a> {
         Wait {
             duration,
             cause,
-            provider: &self.provider.name,
+            provider: self.provider.kind.label(),
         }
     }
 
     /// 总时长用完时的 504。
     pub(super) fn total_error(&self) -> ApiError {
-        total_timeout(self.provider.timeouts.total(), &self.provider.name)
+        total_timeout(self.provider.timeouts.total(), self.provider.kind.label())
     }
 }
 
@@ -95,12 +95,12 @@ impl Wait<'_> {
 fn phase_timeout(phase: Phase, field: &str, wait: Duration, provider: &str) -> ApiError {
     let ms = wait.as_millis();
     let message = match phase {
-        Phase::Connect => format!("连接上游 `{provider}` 超过 {ms} 毫秒（连接超时 {field}）"),
+        Phase::Connect => format!("连接 {provider} 类型的上游超过 {ms} 毫秒（连接超时 {field}）"),
         Phase::FirstByte => {
-            format!("上游 `{provider}` 在 {ms} 毫秒内没有返回响应头（首字节超时 {field}）")
+            format!("{provider} 类型的上游在 {ms} 毫秒内没有返回响应头（首字节超时 {field}）")
         }
         Phase::Idle => {
-            format!("上游 `{provider}` 超过 {ms} 毫秒没有发来新数据（块间隔超时 {field}）")
+            format!("{provider} 类型的上游超过 {ms} 毫秒没有发来新数据（块间隔超时 {field}）")
         }
     };
     ApiError::gateway_timeout(message)
@@ -109,7 +109,7 @@ fn phase_timeout(phase: Phase, field: &str, wait: Duration, provider: &str) -> A
 /// 总时长超时的 504。
 fn total_timeout(total: Duration, provider: &str) -> ApiError {
     ApiError::gateway_timeout(format!(
-        "请求总时长超过 {} 毫秒（总超时 timeouts.total_ms），上游 `{provider}` 未能在此之前完成",
+        "请求总时长超过 {} 毫秒（总超时 timeouts.total_ms），{provider} 类型的上游未能在此之前完成",
         total.as_millis()
     ))
 }

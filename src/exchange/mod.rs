@@ -27,6 +27,7 @@ use pingora_proxy::Session;
 
 use crate::config::{Config, Model, Provider};
 use crate::dialects::ChatRequest;
+use crate::downstream::REQUEST_ID_HEADER;
 use crate::error::{ApiError, ErrorCode};
 use crate::streaming::{estimate_tokens, Usage};
 use crate::upstream::{build_peer, Balancer, DnsCache, Verdict};
@@ -146,7 +147,7 @@ impl From<ApiError> for Failure {
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Failure::Api(e) => write!(f, "{} {}", e.status, e.message),
+            Failure::Api(e) => write!(f, "{} {}", e.status, e.describe()),
             Failure::ClientGone(None) => f.write_str("客户端已断开"),
             Failure::ClientGone(Some(cause)) => write!(f, "客户端已断开（写失败：{cause}）"),
         }
@@ -210,8 +211,9 @@ impl UpstreamClient {
         let addrs = self.dns.resolve(&url.host, url.port).await.map_err(|e| {
             ApiError::bad_gateway(
                 ErrorCode::UpstreamUnreachable,
-                format!("上游 `{}` 不可达：{e}", provider.name),
+                format!("{} 类型的上游不可达（域名解析失败）", provider.kind.label()),
             )
+            .with_detail(format!("上游 `{}`：{e}", provider.name))
         })?;
         let mut last_error = None;
         for &addr in addrs.iter() {
@@ -302,7 +304,8 @@ async fn try_targets(
             return Err(error.failure);
         }
         warn!(
-            "目标 `{key}` 第 {attempt} 次尝试失败，改试其他目标：{}",
+            "请求 {} 的目标 `{key}` 第 {attempt} 次尝试失败，改试其他目标：{}",
+            request_id(down),
             error.failure
         );
         if let Some((previous_key, previous)) = last.replace((key, error.failure)) {
@@ -315,36 +318,48 @@ async fn try_targets(
     ))
 }
 
-/// 最终错误的消息后附上此前失败的目标，运维与客户端都能看到每个目标是怎么失败的。
+/// 客户端请求的请求 id（`request_filter` 已写进请求头），供日志关联。
+fn request_id(down: &Session) -> &str {
+    down.req_header()
+        .headers
+        .get(&REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+}
+
+/// 此前失败的目标（目标键与各自的失败原因）附在最终错误只进日志的细节里：运维能看到每个目标是
+/// 怎么失败的，客户端看到的消息不含目标键与内部地址。
 fn with_history(failure: Failure, earlier: &[String]) -> Failure {
     match failure {
-        Failure::Api(mut error) if !earlier.is_empty() => {
-            error.message = format!(
-                "{}（此前失败的目标：{}）",
-                error.message,
-                earlier.join("；")
-            );
-            Failure::Api(error)
+        Failure::Api(error) if !earlier.is_empty() => {
+            let last = error.detail().unwrap_or_default();
+            Failure::Api(
+                error.with_detail(format!("{last}（此前失败的目标：{}）", earlier.join("；"))),
+            )
         }
         other => other,
     }
 }
 
-/// 把最后一次连接失败映射为客户端错误：超时 504，其余 502。
+/// 把最后一次连接失败映射为客户端错误：超时 504，其余 502。消息只说上游类型，地址与原因进日志。
 fn connect_error(provider: &Provider, error: Option<Box<pingora::Error>>) -> ApiError {
-    let name = &provider.name;
+    let kind = provider.kind.label();
+    let detail = |e: &dyn fmt::Display| format!("上游 `{}`：{e}", provider.name);
     match error {
         Some(e) if matches!(e.etype(), ErrorType::ConnectTimedout) => ApiError::gateway_timeout(
-            format!("连接上游 `{name}` 超时（连接超时 timeouts.connect_ms）：{e}"),
-        ),
+            format!("连接 {kind} 类型的上游超时（连接超时 timeouts.connect_ms）"),
+        )
+        .with_detail(detail(&e)),
         Some(e) => ApiError::bad_gateway(
             ErrorCode::UpstreamUnreachable,
-            format!("无法连接上游 `{name}`：{e}"),
-        ),
+            format!("无法连接 {kind} 类型的上游"),
+        )
+        .with_detail(detail(&e)),
         None => ApiError::bad_gateway(
             ErrorCode::UpstreamUnreachable,
-            format!("上游 `{name}` 没有可用地址"),
-        ),
+            format!("{kind} 类型的上游没有可用地址"),
+        )
+        .with_detail(detail(&"没有可用地址")),
     }
 }
 

@@ -28,7 +28,7 @@ pub(super) fn ensure_event_stream(header: &ResponseHeader, provider: &str) -> Re
     } else {
         Err(ApiError::bad_gateway(
             ErrorCode::InvalidUpstreamResponse,
-            format!("请求了流式响应，但上游 `{provider}` 返回的内容类型是 `{content_type}`"),
+            format!("请求了流式响应，但 {provider} 类型的上游返回的内容类型是 `{content_type}`"),
         ))
     }
 }

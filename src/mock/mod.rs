@@ -11,7 +11,7 @@ mod openai;
 mod plan;
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -228,6 +228,7 @@ pub struct MockStats {
     requests: AtomicU64,
     streams_completed: AtomicU64,
     streams_aborted: AtomicU64,
+    inflight: AtomicI64,
     fault_suspended: AtomicBool,
     recent: Mutex<VecDeque<Recorded>>,
 }
@@ -258,6 +259,11 @@ impl MockStats {
         self.streams_aborted.load(Ordering::SeqCst)
     }
 
+    /// 正在处理的请求数（独立运行时据此在关停后提前退出）。
+    pub fn inflight(&self) -> i64 {
+        self.inflight.load(Ordering::SeqCst)
+    }
+
     /// 最近收到的请求（最多 16 条，最新的在最后）。
     pub fn recent(&self) -> Vec<Recorded> {
         self.lock().iter().cloned().collect()
@@ -274,6 +280,15 @@ impl MockStats {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Recorded>> {
         self.recent.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// 在作用域结束时（包括提前返回）把进行中请求数减一。
+struct Busy<'a>(&'a AtomicI64);
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -311,6 +326,8 @@ impl HttpServerApp for MockApp {
         if !matches!(session.read_request().await, Ok(true)) {
             return None;
         }
+        self.stats.inflight.fetch_add(1, Ordering::SeqCst);
+        let _busy = Busy(&self.stats.inflight);
         session.set_keepalive(Some(KEEPALIVE_SECS));
         let body = read_body(&mut session).await?;
         let header = session.req_header();

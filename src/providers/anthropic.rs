@@ -1858,9 +1858,9 @@ mod tests {
             (503, "server_error", Some("overloaded"))
         );
         assert!(
-            e.message.contains("Overloaded"),
-            "消息应包含上游原文：{}",
-            e.message
+            e.detail().is_some_and(|d| d.contains("Overloaded")),
+            "上游原文应留在日志细节里：{:?}",
+            e.detail()
         );
         assert!(
             !out.contains("finish_reason\":\""),

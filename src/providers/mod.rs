@@ -238,6 +238,10 @@ pub fn filter_for(kind: ProviderKind) -> &'static dyn ProviderFilter {
     }
 }
 
+/// 上游的这些 4xx 是客户端自己的请求有问题（参数错误、模型不存在、请求过大、语义错误），
+/// 原文（如“上下文超长”）对客户端有用，照原样转告；其余状态码的上游原文只进日志。
+const CLIENT_FAULT_STATUSES: &[u16] = &[400, 404, 413, 422];
+
 /// 转告上游的错误：信封里保留上游自己的错误码；网关认识的错误码同时作为指标标签，其余记为 `upstream_error`。
 fn relayed(
     status: u16,
@@ -257,39 +261,59 @@ fn relayed(
 /// 上游在流中（响应头已是 200 之后）报告的错误：502 `upstream_stream_error`，信封里转告上游自己的错误码。
 ///
 /// 流中错误之后流即结束：翻译器返回它，`exchange` 只写这一个错误事件，不再报告截断。
+/// 上游原文只进日志（与响应头之前的上游错误同一规则）。
 pub fn stream_error(info: UpstreamErrorInfo) -> ApiError {
-    let message = format!(
-        "上游在流中报告了错误：{}",
-        truncate_chars(&info.message, MAX_ERROR_TEXT_CHARS)
-    );
-    let mut error = ApiError::bad_gateway(ErrorCode::UpstreamStreamError, message);
+    let text = truncate_chars(&info.message, MAX_ERROR_TEXT_CHARS);
+    let mut error = ApiError::bad_gateway(ErrorCode::UpstreamStreamError, "上游在流中报告了错误")
+        .with_detail(format!("上游原文：{text}"));
     error.upstream_code = info.code.map(String::into_boxed_str);
     error
 }
 
 /// 把上游错误状态码与信息映射为返回给客户端的错误。
 ///
+/// 参数：状态码、上游错误信息、上游类型名（如 `openai`，不是提供方的名字或地址）。
 /// 上游的 401/403 说明网关自己的上游密钥有问题，不能原样返回，否则客户端会误以为
-/// 自己的密钥错了；这类错误改为 502。其余 4xx 与 5xx 保留状态码，让 SDK 抛出正确的异常。
-pub fn map_upstream_error(status: u16, info: UpstreamErrorInfo, provider: &str) -> ApiError {
+/// 自己的密钥错了；这类错误改为 502。其余状态码保留，让 SDK 抛出正确的异常。
+/// 只有客户端之过的 4xx（见 [`CLIENT_FAULT_STATUSES`]）转告上游原文；其余（认证失败、限流、5xx）
+/// 给出通用的中文消息（保留上游的错误码，如 `rate_limit_exceeded`），上游原文（可能含密钥末几位、
+/// 组织 id、内部地址）作为只进日志的细节。
+pub fn map_upstream_error(status: u16, info: UpstreamErrorInfo, kind: &str) -> ApiError {
     let status = info.status.unwrap_or(status);
-    let detail = truncate_chars(&info.message, MAX_ERROR_TEXT_CHARS);
+    let text = truncate_chars(&info.message, MAX_ERROR_TEXT_CHARS);
+    if CLIENT_FAULT_STATUSES.contains(&status) {
+        let message = format!("{kind} 类型的上游拒绝了请求：{text}");
+        return relayed(status, TYPE_INVALID_REQUEST, info.code, message)
+            .with_param_opt(info.param)
+            .with_retry_after(info.retry_after);
+    }
+    let detail = format!(
+        "上游原文（{}）：{text}",
+        info.code.as_deref().unwrap_or("-")
+    );
     let error = match status {
         401 | 403 => ApiError::bad_gateway(
             ErrorCode::UpstreamAuthFailed,
-            format!("上游 `{provider}` 拒绝了网关的认证（{status}），请检查网关配置的上游密钥：{detail}"),
+            format!("{kind} 类型的上游拒绝了网关的认证（{status}），请联系网关管理员检查上游密钥"),
         ),
-        400..=499 => {
-            let message = format!("上游 `{provider}` 拒绝了请求：{detail}");
-            relayed(status, TYPE_INVALID_REQUEST, info.code, message).with_param_opt(info.param)
-        }
-        500..=599 => relayed(status, TYPE_SERVER, info.code, format!("上游 `{provider}` 服务错误（{status}）：{detail}")),
+        400..=499 => relayed(
+            status,
+            TYPE_INVALID_REQUEST,
+            info.code,
+            format!("{kind} 类型的上游拒绝了请求（{status}）"),
+        ),
+        500..=599 => relayed(
+            status,
+            TYPE_SERVER,
+            info.code,
+            format!("{kind} 类型的上游服务错误（{status}）"),
+        ),
         _ => ApiError::bad_gateway(
             ErrorCode::UpstreamError,
-            format!("上游 `{provider}` 返回了意外的状态码 {status}：{detail}"),
+            format!("{kind} 类型的上游返回了意外的状态码 {status}"),
         ),
     };
-    error.with_retry_after(info.retry_after)
+    error.with_detail(detail).with_retry_after(info.retry_after)
 }
 
 /// JSON 请求体的内容类型头。
@@ -414,19 +438,42 @@ mod tests {
     }
 
     #[test]
-    fn 上游错误_认证失败映射为_502() {
-        let e = map_upstream_error(401, 信息("Incorrect API key"), "openai");
+    fn 上游错误_认证失败映射为_502且不转告上游原文() {
+        let e = map_upstream_error(
+            401,
+            信息("Incorrect API key provided: sk-proj-****WXYZ"),
+            "openai",
+        );
         assert_eq!(
             (e.status, Some(e.envelope_code())),
             (502, Some("upstream_auth_failed"))
         );
+        assert!(
+            !e.message.contains("WXYZ"),
+            "密钥末几位不能写给客户端：{}",
+            e.message
+        );
+        assert!(
+            e.message.contains("openai"),
+            "应说明是哪类上游：{}",
+            e.message
+        );
+        assert!(
+            e.detail().is_some_and(|d| d.contains("WXYZ")),
+            "上游原文应留给日志"
+        );
     }
 
     #[test]
-    fn 上游错误_其余状态码保留() {
+    fn 上游错误_客户端之过的_4xx_转告原文_其余只给通用消息() {
         let e = map_upstream_error(400, 信息("too long"), "openai");
         assert_eq!((e.status, e.param.as_deref()), (400, Some("messages")));
-        assert_eq!(map_upstream_error(503, 信息("busy"), "p").status, 503);
+        assert!(e.message.contains("too long"), "{}", e.message);
+        let busy = map_upstream_error(503, 信息("10.0.0.7:8443 busy"), "p");
+        assert_eq!(busy.status, 503);
+        assert!(!busy.message.contains("10.0.0.7"), "{}", busy.message);
+        let limited = map_upstream_error(429, 信息("org-秘密 的限额已满"), "p");
+        assert!(!limited.message.contains("org-秘密"), "{}", limited.message);
         assert_eq!(map_upstream_error(302, 信息("moved"), "p").status, 502);
     }
 

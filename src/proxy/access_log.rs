@@ -89,16 +89,9 @@ struct TextLine<'a> {
 impl fmt::Display for TextLine<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (ctx, r) = (self.ctx, self.record);
-        for part in [
-            "访问 请求ID=",
-            &ctx.request_id,
-            " ",
-            self.method,
-            " ",
-            self.path,
-        ] {
-            f.write_str(part)?;
-        }
+        write_text(f, "访问 请求ID=", Some(&ctx.request_id))?;
+        write_text(f, " ", Some(self.method))?;
+        write_text(f, " ", Some(self.path))?;
         write_number(f, " 状态=", u64::from(r.status))?;
         write_text(f, " 客户端=", ctx.client.as_deref())?;
         write_text(f, " 模型=", ctx.model.as_deref())?;
@@ -126,10 +119,34 @@ impl fmt::Display for TextLine<'_> {
     }
 }
 
-/// 写出 ` 名=值`，没有值时写占位符。
+/// 写出 ` 名=值`，没有值时写占位符；值经 [`write_escaped`] 转义。
 fn write_text(f: &mut fmt::Formatter<'_>, label: &str, value: Option<&str>) -> fmt::Result {
     f.write_str(label)?;
-    f.write_str(value.unwrap_or(EMPTY))
+    write_escaped(f, value.unwrap_or(EMPTY))
+}
+
+/// 写进文本日志前必须转义的字符：控制字符（含换行）、Unicode 行与段分隔符，以及转义符本身。
+fn needs_escape(c: char) -> bool {
+    c.is_control() || matches!(c, '\\' | '\u{2028}' | '\u{2029}')
+}
+
+/// 写出转义后的值：客户端给出的模型名、提示词、错误消息里的字段值都可能含换行，原样写出就能在日志里
+/// 伪造一整行访问记录。换行、回车、制表符写成 `\n`、`\r`、`\t`，反斜杠写成 `\\`，其余写成 `\u{…}`；
+/// 不含这些字符的值（绝大多数）原样一次写出。
+fn write_escaped(f: &mut fmt::Formatter<'_>, value: &str) -> fmt::Result {
+    let mut start = 0;
+    for (i, c) in value.char_indices().filter(|(_, c)| needs_escape(*c)) {
+        f.write_str(&value[start..i])?;
+        match c {
+            '\n' => f.write_str("\\n")?,
+            '\r' => f.write_str("\\r")?,
+            '\t' => f.write_str("\\t")?,
+            '\\' => f.write_str("\\\\")?,
+            other => write!(f, "\\u{{{:x}}}", u32::from(other))?,
+        }
+        start = i + c.len_utf8();
+    }
+    f.write_str(&value[start..])
 }
 
 /// 写出 ` 名=整数`。
@@ -258,6 +275,54 @@ mod tests {
         assert!(
             !line.contains("提示词"),
             "没有记录提示词时不应出现该字段：{line}"
+        );
+    }
+
+    fn 伪造的上下文() -> RequestCtx {
+        let forged = "x\n访问 请求ID=伪造 POST /v1/chat/completions 状态=200\r\u{2028}\\";
+        RequestCtx {
+            request_id: "req_1".into(),
+            client: Some(forged.into()),
+            model: Some(forged.into()),
+            prompt: Some(forged.into()),
+            error: Some(forged.into()),
+            ..RequestCtx::default()
+        }
+    }
+
+    #[test]
+    fn 文本访问日志_转义客户端给出的换行_不能伪造日志行() {
+        let ctx = 伪造的上下文();
+        let record = 记录(None, None);
+        let line = TextLine {
+            method: "POST",
+            path: "/v1/chat/completions",
+            ctx: &ctx,
+            record: &record,
+        }
+        .to_string();
+        assert!(
+            !line.contains(['\n', '\r', '\u{2028}']),
+            "一个请求只能写出一行：{line}"
+        );
+        assert!(
+            line.contains(
+                " 模型=x\\n访问 请求ID=伪造 POST /v1/chat/completions 状态=200\\r\\u{2028}\\\\ "
+            ),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn 访问日志_json_格式同样只有一行() {
+        let ctx = 伪造的上下文();
+        let line = json_line("POST", "/v1/chat/completions", &ctx, &记录(None, None));
+        assert!(!line.contains(['\n', '\r']), "{line}");
+        let v: serde_json::Value = serde_json::from_str(&line).expect("JSON 行");
+        assert_eq!(
+            v["model"],
+            ctx.model.as_deref().unwrap_or_default(),
+            "解析后还原原值"
         );
     }
 

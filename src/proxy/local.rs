@@ -1,4 +1,4 @@
-//! 网关自己应答的接口：`/health` 与 `/v1/models`。
+//! 网关自己应答的接口：公开的 `/health`、指标端口上的 `/health/details` 与 `/v1/models`。
 
 use std::time::Instant;
 
@@ -13,10 +13,24 @@ use crate::upstream::Balancer;
 /// 模型列表里的 `owned_by`。
 const OWNER: &str = "chatnexus";
 
-/// 生成 `/health` 的响应体：状态、版本、运行时长、每个上游的状态与主动探测结果、每个目标的运行时状态。
+
+/// 生成公开 `/health` 的响应体：只有 `{"status":"ok"}` 或 `{"status":"degraded"}`（有模型此刻没有可用目标）。
+///
+/// 两种都是 200：网关进程在服务，其他模型照常可用，负载均衡器不应因一个模型缺密钥就摘除整个实例。
+/// 该接口不鉴权，所以不列模型、上游、延迟与在途数：这些只在指标端口的 `/health/details` 上给出。
+pub fn health_body(config: &Config, balancer: &Balancer) -> Bytes {
+    if balancer.report(config).degraded_models.is_empty() {
+        Bytes::from_static(br#"{"status":"ok"}"#)
+    } else {
+        Bytes::from_static(br#"{"status":"degraded"}"#)
+    }
+}
+
+/// 生成 `/health/details`（只在指标端口上）的响应体：状态、版本、运行时长、每个上游的状态与主动探测结果、
+/// 每个目标的运行时状态。
 ///
 /// 有模型此刻没有任何可用目标（停用、熔断、限流或探测失败）时状态为 `degraded`，否则为 `ok`。
-pub fn health_body(config: &Config, balancer: &Balancer, started: Instant) -> Bytes {
+pub fn health_details(config: &Config, balancer: &Balancer, started: Instant) -> Bytes {
     let providers: Vec<Value> = config
         .providers
         .iter()
@@ -61,7 +75,20 @@ mod tests {
     use crate::config::{build, parse};
 
     fn 配置() -> Config {
-        let yaml = "auth: { disabled: true }\nproviders:\n  - { name: local, kind: openai_compatible, base_url: 'http://127.0.0.1:1' }\n  - { name: o, kind: openai, base_url: 'https://api.openai.com', api_key_env: 未设置 }\nmodels:\n  - { name: 甲, targets: [ { provider: local } ] }\n  - { name: 乙, targets: [ { provider: o } ] }\n";
+        let yaml = r#"
+auth: { disabled: true }
+providers:
+  - name: local
+    kind: openai_compatible
+    base_url: 'http://127.0.0.1:1'
+  - name: o
+    kind: openai
+    api_key_env: 未设置
+    base_url: 'https://api.openai.com'
+models:
+  - { name: 甲, targets: [ { provider: local } ] }
+  - { name: 乙, targets: [ { provider: o } ] }
+"#;
         build(parse(yaml).expect("可解析"), |_| None).expect("可构建")
     }
 
@@ -88,10 +115,20 @@ mod tests {
     }
 
     #[test]
-    fn 健康_有模型无可用上游时降级() {
+    fn 公开健康检查_只给状态() {
+        let body = health_body(&配置(), &Balancer::default());
+        assert_eq!(
+            &body[..],
+            br#"{"status":"degraded"}"#,
+            "公开接口不能列出模型与上游"
+        );
+    }
+
+    #[test]
+    fn 健康详情_有模型无可用上游时降级() {
         let balancer = Balancer::default();
-        let v: Value =
-            serde_json::from_slice(&health_body(&配置(), &balancer, Instant::now())).expect("JSON");
+        let v: Value = serde_json::from_slice(&health_details(&配置(), &balancer, Instant::now()))
+            .expect("JSON");
         assert_eq!(v["status"], "degraded");
         assert_eq!(v["providers"][1]["state"], "disabled");
         assert_eq!(v["degraded_models"], json!(["乙"]));

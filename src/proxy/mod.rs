@@ -2,6 +2,8 @@
 //! `logging` 记录访问日志。
 
 mod access_log;
+/// 指标端口上的健康详情与 Prometheus 指标。
+pub mod admin;
 mod auth;
 mod body;
 mod context;
@@ -13,7 +15,6 @@ pub mod routes;
 pub mod signature;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use log::{debug, info, warn};
@@ -36,8 +37,8 @@ use routes::Route;
 
 pub use context::RequestCtx;
 
-/// 在读完请求体之前就应答（401、413……）时，Pingora 在复用连接前读掉剩余请求体的最长时间。
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// 成功应答的状态码。
+const STATUS_OK: u16 = 200;
 /// 客户端在响应完成前断开时记录的状态码（沿用 nginx 的约定）。
 const STATUS_CLIENT_CLOSED: u16 = 499;
 
@@ -58,7 +59,6 @@ pub struct Gateway {
     nonces: NonceStore,
     limiter: Limiter,
     usage: UsageStore,
-    started: Instant,
 }
 
 impl Gateway {
@@ -73,7 +73,6 @@ impl Gateway {
             nonces,
             limiter,
             usage,
-            started: Instant::now(),
         }
     }
 }
@@ -147,13 +146,13 @@ impl ProxyHttp for Gateway {
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> pingora::Result<bool> {
-        // 提前应答时保持连接并读掉剩余请求体，否则客户端还在上传就被断开，收不到错误响应
+        // 提前应答时保持连接，应答后由 body::linger 读掉剩余请求体，否则客户端还在上传就被断开，收不到错误响应
         session.set_close_on_response_before_downstream_finish(false);
-        session.set_total_drain_timeout(Some(DRAIN_TIMEOUT));
         let config = self.config.load_full();
         ctx.request_id = context::assign_request_id(session);
         let result = self.dispatch(session, ctx, &config).await;
         finish(session, ctx, result).await;
+        body::linger(session, config.server.max_body_bytes).await;
         ctx.config = Some(config);
         Ok(true)
     }
@@ -191,8 +190,8 @@ impl Gateway {
         let header = session.req_header();
         match routes::route(&header.method, header.uri.path())? {
             Route::Health => {
-                let body = local::health_body(config, self.upstream.balancer(), self.started);
-                reply(session, body).await
+                let body = local::health_body(config, self.upstream.balancer());
+                reply(session, STATUS_OK, body).await
             }
             Route::Models => {
                 let client = auth::authenticate(session, config, self.limiter.auth_guard())?;
@@ -201,7 +200,7 @@ impl Gateway {
                     // GET 没有请求体：签名里的请求体摘要是空串的 SHA-256
                     signature::check(session, client, &[], config, &self.nonces).await?;
                 }
-                reply(session, local::models_body(config, client)).await
+                reply(session, STATUS_OK, local::models_body(config, client)).await
             }
             Route::ChatCompletions => self.chat(session, ctx, config).await,
         }
@@ -269,11 +268,12 @@ impl Gateway {
     }
 }
 
-async fn reply(session: &mut Session, body: bytes::Bytes) -> Result<u16, Failure> {
-    downstream::write_json(session, 200, body)
+/// 写出网关自己应答的 JSON；返回状态码。
+async fn reply(session: &mut Session, status: u16, body: bytes::Bytes) -> Result<u16, Failure> {
+    downstream::write_json(session, status, body)
         .await
         .map_err(Failure::gone)?;
-    Ok(200)
+    Ok(status)
 }
 
 /// 收尾：把失败写给客户端（响应头已发出时写成流中错误事件），并填写上下文供访问日志使用。
@@ -298,7 +298,7 @@ async fn finish(session: &mut Session, ctx: &mut RequestCtx, result: Result<u16,
         }
         Err(Failure::Api(error)) => error,
     };
-    if error.status >= 500 {
+    if error.status >= 500 || error.cause.is_some() {
         warn!(
             "请求失败：请求ID={} {} 模型={:?} 上游={:?} 错误码={} 错误={}",
             ctx.request_id,

@@ -92,8 +92,12 @@ impl fmt::Debug for KeyHash {
 pub struct ClientKey {
     /// 密钥名（出现在日志里，不是密钥本身）。
     pub name: String,
-    /// 密钥明文的 SHA-256。
-    pub sha256: KeyHash,
+    /// 密钥明文的 SHA-256（与 `sha256_env` 二选一）。
+    #[serde(default)]
+    pub sha256: Option<KeyHash>,
+    /// 存放密钥 SHA-256 的环境变量名（容器部署时经 `.env` 传入；与 `sha256` 二选一）。
+    #[serde(default)]
+    pub sha256_env: Option<String>,
     /// 为真时该密钥被拒绝。
     #[serde(default)]
     pub disabled: bool,
@@ -151,11 +155,11 @@ impl Client {
         }
     }
 
-    /// 由配置条目与（已解密的）签名密钥构建。
-    pub fn from_config(key: &ClientKey, signing_secret: Option<Secret>) -> Self {
+    /// 由配置条目、（已从配置或环境变量取得的）密钥摘要与（已解密的）签名密钥构建。
+    pub fn from_config(key: &ClientKey, sha256: KeyHash, signing_secret: Option<Secret>) -> Self {
         Client {
             name: key.name.clone(),
-            sha256: key.sha256,
+            sha256,
             disabled: key.disabled,
             models: key.models.as_ref().map(|m| m.iter().cloned().collect()),
             require_signature: key.require_signature,
@@ -277,7 +281,8 @@ mod tests {
     fn 客户端_调试输出不含签名密钥() {
         let yaml = "{ name: 甲, sha256: 2e4c961d46e66a959b65e87302316f4e2f2ccf5c85d03c71d23011a5206b18d9 }";
         let key: ClientKey = serde_yaml::from_str(yaml).expect("合法");
-        let c = Client::from_config(&key, Some(Secret::new("cnxs-绝密签名密钥".into())));
+        let hash = key.sha256.expect("配置了摘要");
+        let c = Client::from_config(&key, hash, Some(Secret::new("cnxs-绝密签名密钥".into())));
         assert!(!format!("{c:?}").contains("绝密"));
     }
 

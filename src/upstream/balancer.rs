@@ -305,7 +305,10 @@ fn explain(mut error: ApiError, health: &[(&Target, Health)], now: Instant) -> A
     if health.is_empty() {
         return error;
     }
-    let states: Vec<String> = health.iter().map(|(_, h)| describe(*h, now)).collect();
+    // 客户端只看到去重后的状况（熔断、限流、并发已满），目标名只进日志
+    let mut states: Vec<String> = health.iter().map(|(_, h)| describe(*h, now)).collect();
+    states.sort();
+    states.dedup();
     let details: Vec<String> = health
         .iter()
         .map(|(target, h)| format!("`{}` {}", target.key, describe(*h, now)))
@@ -392,9 +395,14 @@ mod tests {
             (503, Some("no_available_upstream"))
         );
         assert_eq!(error.retry_after, Some(60), "冷却 60 秒");
+        let detail = error.detail().unwrap_or_default();
         assert!(
-            error.message.contains("熔断") && error.message.contains("停用"),
-            "{}",
+            detail.contains("熔断") && detail.contains("停用"),
+            "每个目标的状况应进日志细节：{detail}"
+        );
+        assert!(
+            error.message.contains("熔断") && !error.message.contains("a/m"),
+            "客户端消息只给原因、不列目标键：{}",
             error.message
         );
     }

@@ -141,21 +141,29 @@ async fn 流中途断开_客户端收到一个错误事件且没有_done() {
 }
 
 #[tokio::test]
-async fn 健康检查_列出上游状态() {
+async fn 健康检查_公开端口只给状态_指标端口列出上游状态() {
     let client = reqwest::Client::new();
     for path in ["/health", "/v1/health"] {
-        let body = json_of(client.get(ENV.url(path))).await;
-        assert_eq!(body["status"], "degraded", "nokey 模型没有可用上游");
-        assert_eq!(body["version"], env!("CARGO_PKG_VERSION"));
-        assert!(body["uptime_seconds"].is_u64());
-        let nokey = body["providers"]
-            .as_array()
-            .expect("数组")
-            .iter()
-            .find(|p| p["name"] == "nokey")
-            .cloned();
-        assert_eq!(nokey.expect("必须列出 nokey")["state"], "disabled");
+        let resp = client.get(ENV.url(path)).send().await.expect("请求失败");
+        assert_eq!(resp.status().as_u16(), 200, "进程在服务：降级也是 200");
+        let body: serde_json::Value = resp.json().await.expect("JSON");
+        assert_eq!(body, serde_json::json!({ "status": "degraded" }));
     }
+    let details = format!(
+        "http://{}/health/details",
+        ENV.gateway.metrics.expect("测试网关导出指标")
+    );
+    let body = json_of(client.get(details)).await;
+    assert_eq!(body["status"], "degraded", "nokey 模型没有可用上游");
+    assert_eq!(body["version"], env!("CARGO_PKG_VERSION"));
+    assert!(body["uptime_seconds"].is_u64());
+    let nokey = body["providers"]
+        .as_array()
+        .expect("数组")
+        .iter()
+        .find(|p| p["name"] == "nokey")
+        .cloned();
+    assert_eq!(nokey.expect("必须列出 nokey")["state"], "disabled");
 }
 
 #[tokio::test]

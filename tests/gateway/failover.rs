@@ -71,18 +71,26 @@ async fn expect_success(resp: reqwest::Response, stream: bool) {
     }
 }
 
-/// `/health` 中键为 `key` 的目标行。
+/// 指标端口上健康详情的地址。
+fn health_details() -> String {
+    format!(
+        "http://{}/health/details",
+        ENV.gateway.metrics.expect("测试网关导出指标")
+    )
+}
+
+/// 健康详情中键为 `key` 的目标行。
 async fn target_row(key: &str) -> Value {
-    let body = json_of(reqwest::Client::new().get(ENV.url("/health"))).await;
+    let body = json_of(reqwest::Client::new().get(health_details())).await;
     let rows = body["targets"].as_array().cloned().unwrap_or_default();
     rows.into_iter()
         .find(|r| r["key"] == key)
-        .unwrap_or_else(|| panic!("/health 中没有目标 {key}：{body}"))
+        .unwrap_or_else(|| panic!("健康详情中没有目标 {key}：{body}"))
 }
 
-/// `/health` 中名为 `name` 的上游的主动探测状态。
+/// 健康详情中名为 `name` 的上游的主动探测状态。
 async fn probe_status(name: &str) -> Value {
-    let body = json_of(reqwest::Client::new().get(ENV.url("/health"))).await;
+    let body = json_of(reqwest::Client::new().get(health_details())).await;
     let providers = body["providers"].as_array().cloned().unwrap_or_default();
     providers
         .into_iter()

@@ -8,6 +8,7 @@ mod common;
 mod errors;
 mod failover;
 mod gemini;
+mod hardening;
 mod metrics;
 #[path = "../support/mod.rs"]
 mod support;

@@ -1,0 +1,232 @@
+//! 外部安全评审发现的命令行与部署问题的回归测试：模拟器收到 SIGTERM 后提前退出、私有运行时目录、
+//! `.env` 不向上层目录查找、演示密钥不能用在非回环监听上、私密文件权限告警。
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use chatnexus::security::KeyHash;
+
+const BIN: &str = env!("CARGO_BIN_EXE_chatnexus");
+/// 等待端口就绪、进程退出的最长时间（只防挂起，远短于 Pingora 300 秒的宽限期，不是性能断言）。
+const DEADLINE: Duration = Duration::from_secs(30);
+/// 轮询间隔。
+const POLL: Duration = Duration::from_millis(50);
+/// 测试配置引用的客户端密钥摘要所在的环境变量。
+const HASH_ENV: &str = "CHATNEXUS_TEST_CLIENT_SHA256";
+/// 公开的演示密钥。
+const DEMO_KEY: &str = "sk-chatnexus-demo";
+/// 只有属主能读写的文件权限。
+const OWNER_ONLY: u32 = 0o600;
+/// 组与其他用户也可读的文件权限。
+const WORLD_READABLE: u32 = 0o644;
+/// 只有属主能进入的目录权限。
+const PRIVATE_DIR: u32 = 0o700;
+/// 权限位。
+const PERMISSION_BITS: u32 = 0o777;
+/// 人人可写的目录权限。
+const OPEN_DIR: u32 = 0o777;
+
+/// 测试结束时删除的临时目录。
+struct 临时目录(PathBuf);
+
+impl Drop for 临时目录 {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn 工作目录(name: &str) -> 临时目录 {
+    let dir = std::env::temp_dir().join(format!("chatnexus-加固-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("创建目录");
+    临时目录(dir)
+}
+
+fn 空闲端口() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("绑定回环端口");
+    listener.local_addr().expect("本地地址").port()
+}
+
+/// 在 `dir` 下运行 chatnexus（不继承测试进程的运行时目录与密钥摘要变量）。
+fn 命令(dir: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .current_dir(dir)
+        .env("RUST_LOG", "warn")
+        .env_remove("RUNTIME_DIRECTORY")
+        .env_remove("XDG_RUNTIME_DIR")
+        .env_remove(HASH_ENV)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+fn 等待端口(port: u16, child: &mut Child) {
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let deadline = Instant::now() + DEADLINE;
+    while TcpStream::connect(addr).is_err() {
+        let exited = child.try_wait().expect("查询子进程");
+        assert!(exited.is_none(), "进程提前退出：{exited:?}");
+        assert!(Instant::now() < deadline, "{addr} 一直没有开始监听");
+        std::thread::sleep(POLL);
+    }
+}
+
+/// 发 SIGTERM，在期限内等它退出；返回它的输出。
+fn 终止并等待退出(mut child: Child) -> Output {
+    let pid = i32::try_from(child.id()).expect("进程号");
+    kill(Pid::from_raw(pid), Signal::SIGTERM).expect("发送 SIGTERM");
+    let deadline = Instant::now() + DEADLINE;
+    while child.try_wait().expect("查询子进程").is_none() {
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            panic!("收到 SIGTERM 且没有进行中的请求，进程却没有在期限内退出");
+        }
+        std::thread::sleep(POLL);
+    }
+    child.wait_with_output().expect("收集输出")
+}
+
+/// 只监听回环地址、客户端密钥摘要取自环境变量的最小配置。
+fn 写配置(dir: &Path, port: u16) -> PathBuf {
+    let path = dir.join("chatnexus.yaml");
+    let yaml = format!(
+        "server: {{ listen: \"127.0.0.1:{port}\" }}\nauth: {{ keys: [ {{ name: 测试, sha256_env: {HASH_ENV} }} ] }}\n"
+    );
+    std::fs::write(&path, yaml).expect("写配置");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(OWNER_ONLY)).expect("改权限");
+    path
+}
+
+fn 写_env(dir: &Path) {
+    let line = format!("{HASH_ENV}={}\n", KeyHash::of("sk-测试").to_hex());
+    let path = dir.join(".env");
+    std::fs::write(&path, line).expect("写 .env");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(OWNER_ONLY)).expect("改权限");
+}
+
+#[test]
+fn 模拟器收到_sigterm_后不等宽限期就退出() {
+    let dir = 工作目录("mock");
+    let port = 空闲端口();
+    let listen = format!("127.0.0.1:{port}");
+    let mut child = 命令(&dir.0, &["mock", "--listen", &listen])
+        .spawn()
+        .expect("启动模拟器");
+    等待端口(port, &mut child);
+    let out = 终止并等待退出(child);
+    assert!(out.status.success(), "应正常退出：{out:?}");
+}
+
+#[test]
+fn 网关的进程号文件放在私有运行时目录_收到_sigterm_后退出() {
+    let dir = 工作目录("runtime");
+    let port = 空闲端口();
+    let config = 写配置(&dir.0, port);
+    写_env(&dir.0);
+    let xdg = dir.0.join("xdg");
+    std::fs::create_dir_all(&xdg).expect("创建 XDG 目录");
+    let mut child = 命令(&dir.0, &["-c", &config.display().to_string()])
+        .env("XDG_RUNTIME_DIR", &xdg)
+        .spawn()
+        .expect("启动网关");
+    等待端口(port, &mut child);
+    let runtime = xdg.join("chatnexus");
+    let mode = std::fs::metadata(&runtime)
+        .expect("运行时目录已创建")
+        .permissions()
+        .mode();
+    assert_eq!(
+        mode & PERMISSION_BITS,
+        PRIVATE_DIR,
+        "运行时目录只能属主访问"
+    );
+    assert!(
+        runtime.join("chatnexus.pid").exists(),
+        "进程号文件在运行时目录里"
+    );
+    let out = 终止并等待退出(child);
+    assert!(out.status.success(), "应正常退出：{out:?}");
+}
+
+#[test]
+fn 网关_运行时目录被他人抢先建成公开目录时拒绝启动() {
+    let dir = 工作目录("抢占");
+    let config = 写配置(&dir.0, 空闲端口());
+    写_env(&dir.0);
+    let xdg = dir.0.join("xdg");
+    let runtime = xdg.join("chatnexus");
+    std::fs::create_dir_all(&runtime).expect("创建目录");
+    std::fs::set_permissions(&runtime, std::fs::Permissions::from_mode(OPEN_DIR)).expect("改权限");
+    let out = 命令(&dir.0, &["-c", &config.display().to_string()])
+        .env("XDG_RUNTIME_DIR", &xdg)
+        .output()
+        .expect("运行网关");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "必须拒绝启动");
+    assert!(stderr.contains("不是本用户私有的"), "{stderr}");
+}
+
+#[test]
+fn 只读工作目录的_env_不向上层目录查找() {
+    let parent = 工作目录("上层");
+    let child = parent.0.join("子目录");
+    std::fs::create_dir_all(&child).expect("创建子目录");
+    写配置(&child, 空闲端口());
+    写_env(&parent.0);
+    let check = || {
+        命令(&child, &["-t", "-c", "chatnexus.yaml"])
+            .output()
+            .expect("运行配置检查")
+    };
+    let out = check();
+    assert!(!out.status.success(), "上层目录的 .env 不能被读入：{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(HASH_ENV),
+        "{out:?}"
+    );
+    写_env(&child);
+    let out = check();
+    assert!(out.status.success(), "工作目录的 .env 照常读入：{out:?}");
+}
+
+#[test]
+fn 演示密钥在非回环监听上_配置检查失败并说明如何生成密钥() {
+    let dir = 工作目录("演示");
+    let path = dir.0.join("open.yaml");
+    let yaml = format!(
+        "server: {{ listen: \"0.0.0.0:{}\" }}\nauth: {{ keys: [ {{ name: demo, sha256: \"{}\" }} ] }}\n",
+        空闲端口(),
+        KeyHash::of(DEMO_KEY).to_hex()
+    );
+    std::fs::write(&path, yaml).expect("写配置");
+    let out = 命令(&dir.0, &["-t", "-c", "open.yaml"])
+        .output()
+        .expect("运行配置检查");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "必须拒绝：{stderr}");
+    assert!(stderr.contains("chatnexus keys gen-client"), "{stderr}");
+}
+
+#[test]
+fn 配置文件组或其他用户可读时告警() {
+    let dir = 工作目录("权限");
+    let config = 写配置(&dir.0, 空闲端口());
+    写_env(&dir.0);
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(WORLD_READABLE))
+        .expect("改权限");
+    let out = 命令(&dir.0, &["-t", "-c", "chatnexus.yaml"])
+        .output()
+        .expect("运行配置检查");
+    assert!(out.status.success(), "告警不影响启动：{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("组或其他用户可读"),
+        "{out:?}"
+    );
+}
