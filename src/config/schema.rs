@@ -19,6 +19,12 @@ const DEFAULT_LISTEN_IP: [u8; 4] = [0, 0, 0, 0];
 const DEFAULT_LISTEN_PORT: u16 = 8080;
 /// 默认优雅退出等待：10 分钟，长于绝大多数流式回答。
 const DEFAULT_GRACE_PERIOD_SECONDS: u64 = 600;
+/// 每次写客户端的缺省超时：30 秒。
+const DEFAULT_CLIENT_WRITE_TIMEOUT_MS: u64 = 30_000;
+/// 上游流中单个事件的缺省上限：16 MiB（容得下 base64 图片，挡住无限长的一行）。
+const DEFAULT_MAX_STREAM_EVENT_BYTES: usize = 16 * 1024 * 1024;
+/// 一个上游流的缺省总上限：256 MiB（远超最长的推理输出）。
+const DEFAULT_MAX_STREAM_BYTES: u64 = 256 * 1024 * 1024;
 /// 默认请求体上限：10 MiB。
 const DEFAULT_MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
 /// 默认连接（含 TLS 握手）超时。
@@ -164,6 +170,22 @@ pub struct ServerSettings {
     /// Prometheus 指标的独立监听地址（应只对内网开放）；不配置则不导出指标。
     #[serde(default)]
     pub metrics_listen: Option<ListenAddr>,
+    /// 每次写客户端的超时（毫秒）：客户端不读、写不出去超过这么久就放弃这个请求，释放上游连接与额度。
+    #[serde(default = "default_client_write_timeout_ms")]
+    pub client_write_timeout_ms: u64,
+    /// 上游流中单个 SSE 事件（含单行）的上限（字节），超过时以流中错误结束。
+    #[serde(default = "default_max_stream_event_bytes")]
+    pub max_stream_event_bytes: usize,
+    /// 一个上游流的总字节数上限，超过时以流中错误结束。
+    #[serde(default = "default_max_stream_bytes")]
+    pub max_stream_bytes: u64,
+}
+
+impl ServerSettings {
+    /// 每次写客户端的超时。
+    pub fn client_write_timeout(&self) -> Duration {
+        Duration::from_millis(self.client_write_timeout_ms)
+    }
 }
 
 impl Default for ServerSettings {
@@ -177,6 +199,9 @@ impl Default for ServerSettings {
             upgrade_sock: default_upgrade_sock(),
             grace_period_seconds: DEFAULT_GRACE_PERIOD_SECONDS,
             metrics_listen: None,
+            client_write_timeout_ms: DEFAULT_CLIENT_WRITE_TIMEOUT_MS,
+            max_stream_event_bytes: DEFAULT_MAX_STREAM_EVENT_BYTES,
+            max_stream_bytes: DEFAULT_MAX_STREAM_BYTES,
         }
     }
 }
@@ -199,6 +224,18 @@ fn default_upgrade_sock() -> PathBuf {
 
 fn default_grace_period_seconds() -> u64 {
     DEFAULT_GRACE_PERIOD_SECONDS
+}
+
+fn default_client_write_timeout_ms() -> u64 {
+    DEFAULT_CLIENT_WRITE_TIMEOUT_MS
+}
+
+fn default_max_stream_event_bytes() -> usize {
+    DEFAULT_MAX_STREAM_EVENT_BYTES
+}
+
+fn default_max_stream_bytes() -> u64 {
+    DEFAULT_MAX_STREAM_BYTES
 }
 
 /// 一个 `IP:端口` 监听地址。

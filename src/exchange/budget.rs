@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::config::Provider;
+use crate::config::{Provider, ServerSettings};
 use crate::error::ApiError;
 
 /// 等待的阶段。
@@ -17,19 +17,51 @@ pub(super) enum Phase {
     Idle,
 }
 
-/// 一次尝试的超时预算：阶段超时来自该目标的上游配置，总时长从请求开始与上游交换时算起（含之前的尝试）。
+/// 上游流的大小上限（来自 `server.max_stream_event_bytes` 与 `server.max_stream_bytes`）。
+#[derive(Debug, Clone, Copy)]
+pub(super) struct StreamCaps {
+    /// 单个事件（含未完成的一行）的字节上限。
+    pub event_bytes: usize,
+    /// 整个流的字节上限。
+    pub stream_bytes: u64,
+}
+
+impl StreamCaps {
+    /// 取配置中的上限。
+    pub(super) fn of(server: &ServerSettings) -> Self {
+        StreamCaps {
+            event_bytes: server.max_stream_event_bytes,
+            stream_bytes: server.max_stream_bytes,
+        }
+    }
+}
+
+/// 一次尝试的预算：超时（阶段超时来自该目标的上游配置，总时长从请求开始与上游交换时算起，含之前的尝试）
+/// 与上游流的大小上限。
 pub(super) struct Budget<'a> {
     provider: &'a Provider,
     deadline: Instant,
+    caps: StreamCaps,
 }
 
 impl<'a> Budget<'a> {
-    /// 参数：请求开始与上游交换的时间、本次尝试的上游。
-    pub(super) fn new(started: Instant, provider: &'a Provider) -> Self {
+    /// 参数：请求开始与上游交换的时间、本次尝试的上游、流的大小上限。
+    pub(super) fn new(started: Instant, provider: &'a Provider, caps: StreamCaps) -> Self {
         Budget {
             provider,
             deadline: started + provider.timeouts.total(),
+            caps,
         }
+    }
+
+    /// 上游流的大小上限。
+    pub(super) fn caps(&self) -> StreamCaps {
+        self.caps
+    }
+
+    /// 剩余的总时长。
+    pub(super) fn remaining(&self) -> Duration {
+        self.deadline.saturating_duration_since(Instant::now())
     }
 
     /// 总时长是否已经用完。
@@ -45,7 +77,7 @@ impl<'a> Budget<'a> {
             Phase::FirstByte => (t.first_byte(), "timeouts.first_byte_ms"),
             Phase::Idle => (t.idle(), "timeouts.idle_ms"),
         };
-        let remaining = self.deadline.saturating_duration_since(Instant::now());
+        let remaining = self.remaining();
         let (duration, cause) = if remaining < limit {
             (remaining, Cause::Total(t.total()))
         } else {
@@ -128,7 +160,7 @@ mod tests {
     #[test]
     fn 等待_取阶段超时_消息指明字段() {
         let p = 上游("{ connect_ms: 100, first_byte_ms: 200, idle_ms: 300, total_ms: 60000 }");
-        let budget = Budget::new(Instant::now(), &p);
+        let budget = Budget::new(Instant::now(), &p, StreamCaps::of(&Default::default()));
         let wait = budget.wait(Phase::FirstByte);
         assert_eq!(wait.duration, Duration::from_millis(200));
         let e = wait.timeout_error();
@@ -148,14 +180,15 @@ mod tests {
     #[test]
     fn 等待_剩余总时长更短时以总超时为准() {
         let p = 上游("{ first_byte_ms: 60000, total_ms: 50 }");
-        let budget = Budget::new(Instant::now(), &p);
+        let budget = Budget::new(Instant::now(), &p, StreamCaps::of(&Default::default()));
         let wait = budget.wait(Phase::FirstByte);
         assert!(wait.duration <= Duration::from_millis(50));
         assert!(wait
             .timeout_error()
             .message
             .contains("总超时 timeouts.total_ms"));
-        let expired = Budget::new(Instant::now() - Duration::from_millis(51), &p);
+        let started = Instant::now() - Duration::from_millis(51);
+        let expired = Budget::new(started, &p, StreamCaps::of(&Default::default()));
         assert!(expired.expired());
         assert!(expired.total_error().message.contains("50 毫秒"));
     }

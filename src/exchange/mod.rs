@@ -31,7 +31,7 @@ use crate::downstream::REQUEST_ID_HEADER;
 use crate::error::{ApiError, ErrorCode};
 use crate::streaming::{estimate_tokens, Usage};
 use crate::upstream::{build_peer, Balancer, DnsCache, Verdict};
-use budget::{Budget, Phase};
+use budget::{Budget, Phase, StreamCaps};
 
 pub use probe::HealthProber;
 
@@ -278,6 +278,7 @@ async fn try_targets(
     report: &mut ExchangeReport,
 ) -> Result<u16, Failure> {
     let started = Instant::now();
+    let caps = StreamCaps::of(&config.server);
     let mut plan = client.balancer.plan(model, config);
     let mut last: Option<(Arc<str>, Failure)> = None;
     let mut earlier: Vec<String> = Vec::new();
@@ -286,7 +287,7 @@ async fn try_targets(
         let target = lease.target();
         report.provider = Some(target.provider.name.clone());
         report.upstream_model = Some(target.model.clone());
-        let budget = Budget::new(started, &target.provider);
+        let budget = Budget::new(started, &target.provider, caps);
         if budget.expired() {
             last = Some((Arc::clone(&target.key), budget.total_error().into()));
             break;

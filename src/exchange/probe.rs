@@ -18,7 +18,7 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use tokio::task::JoinSet;
 
-use super::budget::{Budget, Phase};
+use super::budget::{Budget, Phase, StreamCaps};
 use super::{io, UpstreamClient};
 use crate::config::{Config, HealthCheck, Provider};
 use crate::upstream::{Balancer, DnsCache};
@@ -143,7 +143,11 @@ async fn request(
     provider: &Provider,
     check: &HealthCheck,
 ) -> Result<u16, String> {
-    let budget = Budget::new(Instant::now(), provider);
+    let budget = Budget::new(
+        Instant::now(),
+        provider,
+        StreamCaps::of(&Default::default()),
+    );
     let (mut session, _peer) = client
         .connect(provider, &budget)
         .await

@@ -3,9 +3,11 @@
 use bytes::BytesMut;
 use pingora::http::ResponseHeader;
 use pingora::protocols::http::client::HttpSession;
+use pingora::time::fast_timeout::fast_timeout;
+use pingora::ErrorType;
 use pingora_proxy::Session;
 
-use super::budget::Budget;
+use super::budget::{Budget, StreamCaps};
 use super::{io, ExchangeReport, Failure};
 use crate::downstream;
 use crate::error::{ApiError, ErrorCode};
@@ -13,6 +15,10 @@ use crate::metrics::{InflightGuard, METRICS};
 use crate::providers::{StreamStatus, StreamTranslator};
 use crate::streaming::{SseEvent, SseParser};
 
+/// 流大小指标的标签：单个事件超限。
+const OVERSIZE_EVENT: &str = "event";
+/// 流大小指标的标签：整个流超限。
+const OVERSIZE_STREAM: &str = "stream";
 /// SSE 的内容类型前缀。
 const EVENT_STREAM: &str = "text/event-stream";
 
@@ -48,45 +54,90 @@ pub(super) async fn relay(
     report: &mut ExchangeReport,
 ) -> Result<(), Failure> {
     let _inflight = InflightGuard::new(&METRICS.inflight_streams);
-    let mut parser = SseParser::default();
+    let caps = budget.caps();
+    let mut parser = SseParser::with_limit(caps.event_bytes);
     let mut events: Vec<SseEvent> = Vec::new();
     let mut out = BytesMut::new();
+    let mut received: u64 = 0;
     loop {
         let chunk = report.wait(io::read_chunk(up, down, budget)).await?;
         let eof = chunk.is_none();
         match chunk {
-            Some(bytes) => parser.push(&bytes, &mut events),
+            Some(bytes) => {
+                received = received.saturating_add(bytes.len() as u64);
+                parser.push(&bytes, &mut events);
+            }
             None => parser.finish(&mut events),
         }
+        check_size(&parser, received, caps)?;
         let step = translate(translator, &mut events, &mut out, eof);
         if !out.is_empty() {
-            start_once(down, report).await?;
-            report
-                .wait(downstream::write_chunk(down, out.split().freeze()))
-                .await
-                .map_err(Failure::gone)?;
+            start_once(down, budget, report).await?;
+            let data = out.split().freeze();
+            within_total(budget, report.wait(downstream::write_chunk(down, data))).await?;
             report.mark_output();
             report.chunks += 1;
         }
         if step? == StreamStatus::Done {
-            start_once(down, report).await?;
-            return report
-                .wait(downstream::finish_body(down))
-                .await
-                .map_err(Failure::gone);
+            start_once(down, budget, report).await?;
+            return within_total(budget, report.wait(downstream::finish_body(down))).await;
         }
     }
 }
 
+/// 上游流的大小检查：单个事件（或未完成的一行）超过上限、整个流超过上限时以 502 结束，并计入指标。
+fn check_size(parser: &SseParser, received: u64, caps: StreamCaps) -> Result<(), ApiError> {
+    let (what, message) = if parser.overflowed() {
+        (
+            OVERSIZE_EVENT,
+            format!(
+                "上游流中的单个事件超过 {} 字节上限（server.max_stream_event_bytes）",
+                caps.event_bytes
+            ),
+        )
+    } else if received > caps.stream_bytes {
+        (
+            OVERSIZE_STREAM,
+            format!(
+                "上游流超过 {} 字节上限（server.max_stream_bytes）",
+                caps.stream_bytes
+            ),
+        )
+    } else {
+        return Ok(());
+    };
+    METRICS.stream_oversize.with_label_values(&[what]).inc();
+    Err(ApiError::bad_gateway(
+        ErrorCode::UpstreamResponseTooLarge,
+        message,
+    ))
+}
+
+/// 在请求的总时长内完成一次写客户端（每次写另有 Pingora 的写超时 `server.client_write_timeout_ms`）：
+/// 客户端读得太慢、超过总时长时放弃，错误的类型与写超时相同，调用方据此计数。
+async fn within_total(
+    budget: &Budget<'_>,
+    write: impl std::future::Future<Output = pingora::Result<()>>,
+) -> Result<(), Failure> {
+    match fast_timeout(budget.remaining(), write).await {
+        Ok(written) => written.map_err(Failure::gone),
+        Err(_) => Err(Failure::gone(pingora::Error::explain(
+            ErrorType::WriteTimedout,
+            "客户端读得太慢，写客户端超过请求总时长（timeouts.total_ms）",
+        ))),
+    }
+}
+
 /// 还没向客户端写过响应头时写出 SSE 响应头。
-async fn start_once(down: &mut Session, report: &mut ExchangeReport) -> Result<(), Failure> {
+async fn start_once(
+    down: &mut Session,
+    budget: &Budget<'_>,
+    report: &mut ExchangeReport,
+) -> Result<(), Failure> {
     if down.response_written().is_some() {
         return Ok(());
     }
-    report
-        .wait(downstream::start_event_stream(down))
-        .await
-        .map_err(Failure::gone)
+    within_total(budget, report.wait(downstream::start_event_stream(down))).await
 }
 
 /// 翻译本批事件；上游已结束时让翻译器判断是否被截断。

@@ -88,6 +88,10 @@ pub struct Metrics {
     pub redis_errors: IntCounterVec,
     /// 目标当前的自适应并发上限：`llm_upstream_adaptive_limit{target}`，目标为配置中的 `提供方名/部署名`。
     pub adaptive_limit: IntGaugeVec,
+    /// 写客户端超时而放弃的请求：`llm_client_write_timeouts_total`（客户端不读，或读得太慢超过总时长）。
+    pub client_write_timeouts: IntCounter,
+    /// 上游流超过上限而被截断：`llm_stream_oversize_total{what}`，`what` 为 event（单个事件）或 stream（整个流）。
+    pub stream_oversize: IntCounterVec,
 }
 
 /// 全局指标实例（注册在默认注册表）。
@@ -124,6 +128,17 @@ impl Metrics {
             limiter_fallback: limits.fallback,
             redis_errors: limits.redis_errors,
             adaptive_limit: limits.adaptive_limit,
+            client_write_timeouts: register_int_counter!(
+                "llm_client_write_timeouts_total",
+                "写客户端超时而放弃的请求数"
+            )
+            .expect(DEFINITION_BUG),
+            stream_oversize: register_int_counter_vec!(
+                "llm_stream_oversize_total",
+                "上游流超过上限而被截断的次数（单个事件或整个流）",
+                &["what"]
+            )
+            .expect(DEFINITION_BUG),
         }
     }
 }

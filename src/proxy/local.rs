@@ -13,7 +13,6 @@ use crate::upstream::Balancer;
 /// 模型列表里的 `owned_by`。
 const OWNER: &str = "chatnexus";
 
-
 /// 生成公开 `/health` 的响应体：只有 `{"status":"ok"}` 或 `{"status":"degraded"}`（有模型此刻没有可用目标）。
 ///
 /// 两种都是 200：网关进程在服务，其他模型照常可用，负载均衡器不应因一个模型缺密钥就摘除整个实例。

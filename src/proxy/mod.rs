@@ -30,7 +30,7 @@ use crate::downstream::{self, GatewayHeaders, GatewayHeadersBuilder};
 use crate::error::{self, ApiError, ErrorCode};
 use crate::exchange::{self, Failure, UpstreamClient};
 use crate::limits::{self, Limiter, Subjects};
-use crate::metrics::UsageStore;
+use crate::metrics::{UsageStore, METRICS};
 use crate::security::nonce::{NonceStore, RedisNonces};
 use crate::security::Client;
 use routes::Route;
@@ -149,6 +149,8 @@ impl ProxyHttp for Gateway {
         // 提前应答时保持连接，应答后由 body::linger 读掉剩余请求体，否则客户端还在上传就被断开，收不到错误响应
         session.set_close_on_response_before_downstream_finish(false);
         let config = self.config.load_full();
+        // 客户端不读时写会一直挂着：每次写都有超时，到时放弃请求，释放上游连接、并发名额与 token 预留
+        session.set_write_timeout(Some(config.server.client_write_timeout()));
         ctx.request_id = context::assign_request_id(session);
         let result = self.dispatch(session, ctx, &config).await;
         finish(session, ctx, result).await;
@@ -276,6 +278,16 @@ async fn reply(session: &mut Session, status: u16, body: bytes::Bytes) -> Result
     Ok(status)
 }
 
+/// 记下写客户端失败的原因：写超时（客户端不读或读得太慢）计入指标并告警，其余（客户端断开）只进调试日志。
+fn note_write_failure(request_id: &str, cause: &pingora::Error) {
+    if matches!(cause.etype(), ErrorType::WriteTimedout) {
+        METRICS.client_write_timeouts.inc();
+        warn!("请求 {request_id} 写客户端超时，已放弃并释放上游连接：{cause}");
+    } else {
+        debug!("请求 {request_id} 写客户端失败：{}", error::chain(cause));
+    }
+}
+
 /// 收尾：把失败写给客户端（响应头已发出时写成流中错误事件），并填写上下文供访问日志使用。
 async fn finish(session: &mut Session, ctx: &mut RequestCtx, result: Result<u16, Failure>) {
     let error = match result {
@@ -285,11 +297,7 @@ async fn finish(session: &mut Session, ctx: &mut RequestCtx, result: Result<u16,
         }
         Err(Failure::ClientGone(cause)) => {
             if let Some(cause) = cause {
-                debug!(
-                    "请求 {} 写客户端失败：{}",
-                    ctx.request_id,
-                    error::chain(cause.as_ref())
-                );
+                note_write_failure(&ctx.request_id, &cause);
             }
             ctx.status = STATUS_CLIENT_CLOSED;
             ctx.error = Some("客户端在响应完成前断开".to_string());

@@ -39,7 +39,8 @@ pub struct SseEvent {
 /// 增量 SSE 解析器。
 ///
 /// 用途：每收到一块上游字节就 [`SseParser::push`]，完整事件追加到输出；上游结束时
-/// [`SseParser::finish`] 交出缺少结尾空行的最后一个事件。
+/// [`SseParser::finish`] 交出缺少结尾空行的最后一个事件。用 [`SseParser::with_limit`] 创建时，
+/// 未完成的行或事件超过上限就丢弃缓存并标记溢出（[`SseParser::overflowed`]），内存不会被一行无尽的数据撑大。
 ///
 /// ```
 /// let (mut p, mut out) = (chatnexus::streaming::SseParser::default(), Vec::new()); // 新的解析器
@@ -48,7 +49,7 @@ pub struct SseEvent {
 /// p.push(":1}\r\n\r\n".as_bytes(), &mut out); // 以 CRLF 空行结束
 /// assert_eq!(out[0].data, "{\"内容\":1}"); // 跨块拼接后完整
 /// ```
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct SseParser {
     /// 尚未构成完整行的字节。
     pending: Vec<u8>,
@@ -57,11 +58,52 @@ pub struct SseParser {
     event: Option<String>,
     data: String,
     has_data: bool,
+    /// 未完成的行与事件数据各自的字节上限。
+    limit: usize,
+    /// 是否超过过上限（之后的输入一律丢弃）。
+    overflowed: bool,
+}
+
+impl Default for SseParser {
+    /// 不设上限的解析器（测试与基准用；网关转发上游流时用 [`SseParser::with_limit`]）。
+    fn default() -> Self {
+        SseParser::with_limit(usize::MAX)
+    }
 }
 
 impl SseParser {
+    /// 创建解析器：未完成的行或一个事件的数据超过 `limit` 字节即溢出。
+    pub fn with_limit(limit: usize) -> Self {
+        SseParser {
+            pending: Vec::new(),
+            skip_lf: false,
+            event: None,
+            data: String::new(),
+            has_data: false,
+            limit,
+            overflowed: false,
+        }
+    }
+
+    /// 是否有行或事件超过了上限（超过后不再产出事件）。
+    pub fn overflowed(&self) -> bool {
+        self.overflowed
+    }
+
+    /// 缓存超过上限时丢弃它们并标记溢出。
+    fn check_limit(&mut self) {
+        if self.pending.len() > self.limit || self.data.len() > self.limit {
+            self.overflowed = true;
+            self.pending = Vec::new();
+            self.data = String::new();
+        }
+    }
+
     /// 喂入一块字节，把其中完整的事件追加到 `out`。
     pub fn push(&mut self, chunk: &[u8], out: &mut Vec<SseEvent>) {
+        if self.overflowed {
+            return;
+        }
         let mut rest = chunk;
         if self.skip_lf {
             self.skip_lf = false;
@@ -78,6 +120,10 @@ impl SseParser {
                 let line = std::mem::take(&mut self.pending);
                 self.process_line(&line, out);
             }
+            self.check_limit();
+            if self.overflowed {
+                return;
+            }
             rest = &rest[pos + 1..];
             if line_end == b'\r' {
                 match rest.first() {
@@ -88,10 +134,14 @@ impl SseParser {
             }
         }
         self.pending.extend_from_slice(rest);
+        self.check_limit();
     }
 
     /// 上游结束：把缺少结尾空行的残余事件交出（宽容对待省略最后空行的服务端）。
     pub fn finish(&mut self, out: &mut Vec<SseEvent>) {
+        if self.overflowed {
+            return;
+        }
         if !self.pending.is_empty() {
             let line = std::mem::take(&mut self.pending);
             self.process_line(&line, out);
@@ -223,5 +273,26 @@ mod tests {
         write_data(&mut out, "{\"a\":1}".as_bytes());
         write_done(&mut out);
         assert_eq!(&out[..], b"data: {\"a\":1}\n\ndata: [DONE]\n\n");
+    }
+
+    #[test]
+    fn 上限_无尽的一行与过大的事件都溢出_缓存被丢弃() {
+        let mut out = Vec::new();
+        let mut line = SseParser::with_limit(16);
+        line.push(b"data: ", &mut out);
+        line.push("没有换行的很长很长的一行".as_bytes(), &mut out);
+        assert!(line.overflowed(), "一行超过上限");
+        assert!(line.pending.capacity() == 0, "缓存已释放");
+        line.push(b"\n\ndata: {}\n\n", &mut out);
+        line.finish(&mut out);
+        assert!(out.is_empty(), "溢出后不再产出事件");
+
+        let mut event = SseParser::with_limit(16);
+        event.push(b"data: 0123456789\ndata: 0123456789\n", &mut out);
+        assert!(event.overflowed(), "多行 data 拼起来超过上限");
+
+        let mut fine = SseParser::with_limit(16);
+        fine.push(b"data: {\"a\":1}\n\n", &mut out);
+        assert!(!fine.overflowed() && out.len() == 1, "上限以内照常解析");
     }
 }

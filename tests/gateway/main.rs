@@ -3,6 +3,7 @@
 mod anthropic;
 mod azure;
 mod body;
+mod bounds;
 mod chat;
 mod common;
 mod errors;

@@ -77,6 +77,9 @@ impl GatewayConfig {
                 threads: TEST_THREADS,
                 ca_file: None,
                 metrics_listen: None,
+                client_write_timeout_ms: None,
+                max_stream_event_bytes: None,
+                max_stream_bytes: None,
             }),
             ..GatewayConfig::default()
         }
@@ -86,6 +89,20 @@ impl GatewayConfig {
     pub fn with_metrics(mut self) -> Self {
         let port = crate::support::free_port();
         self.server_mut().metrics_listen = Some((LOOPBACK_IP, port).into());
+        self
+    }
+
+    /// 每次写客户端的超时（毫秒）。
+    pub fn client_write_timeout_ms(mut self, ms: u64) -> Self {
+        self.server_mut().client_write_timeout_ms = Some(ms);
+        self
+    }
+
+    /// 上游流的大小上限：单个事件与整个流（字节）。
+    pub fn stream_caps(mut self, event_bytes: usize, stream_bytes: u64) -> Self {
+        let server = self.server_mut();
+        server.max_stream_event_bytes = Some(event_bytes);
+        server.max_stream_bytes = Some(stream_bytes);
         self
     }
 
@@ -212,6 +229,12 @@ struct ServerSection {
     ca_file: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     metrics_listen: Option<SocketAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_write_timeout_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_stream_event_bytes: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_stream_bytes: Option<u64>,
 }
 
 /// `auth` 段。
