@@ -121,15 +121,56 @@ fn system_blocks(messages: &[Value]) -> Vec<Value> {
 }
 
 /// 一条待发送的 Anthropic 消息。
+///
+/// 工具结果与其他内容分开收集，输出时工具结果在前：Anthropic 要求工具调用之后的用户消息以全部
+/// `tool_result` 块开头。分开存放让每次追加都是常数时间；过去每追加一个工具结果都要数一遍已有的
+/// 工具结果再插到中间，上万条连续的 tool 消息会造成平方级的 CPU 开销。
+#[derive(Debug)]
 pub(super) struct Turn {
     /// `user` 或 `assistant`。
-    pub(super) role: &'static str,
-    /// 内容块。
-    pub(super) blocks: Vec<Value>,
+    role: &'static str,
+    /// 按出现顺序排列的 `tool_result` 块。
+    tool_results: Vec<Value>,
+    /// 按出现顺序排列的其他内容块。
+    others: Vec<Value>,
+}
+
+impl Turn {
+    /// 创建一条没有内容的消息。
+    fn new(role: &'static str) -> Self {
+        Turn {
+            role,
+            tool_results: Vec::new(),
+            others: Vec::new(),
+        }
+    }
+
+    /// 按类型把块放到工具结果或其他内容的末尾。
+    fn extend(&mut self, blocks: Vec<Value>) {
+        for block in blocks {
+            if is_tool_result(&block) {
+                self.tool_results.push(block);
+            } else {
+                self.others.push(block);
+            }
+        }
+    }
+
+    /// 输出为 Anthropic 消息（块直接移入，不复制）：工具结果在前，其他内容在后。
+    pub(super) fn into_json(self) -> Value {
+        let mut blocks = self.tool_results;
+        blocks.extend(self.others);
+        let mut message = Map::new();
+        message.insert("role".into(), Value::from(self.role));
+        message.insert("content".into(), Value::Array(blocks));
+        Value::Object(message)
+    }
 }
 
 /// 把非系统消息翻译为 Anthropic 的 `messages`：tool 消息变为用户消息中的 `tool_result` 块，
 /// 相邻同角色消息合并，以助手消息结尾时去掉预填充文本末尾的空白。
+///
+/// 每条消息只处理一次，耗时与消息数成线性关系。
 fn conversation(messages: &[Value]) -> Result<Vec<Value>, ApiError> {
     let mut turns: Vec<Turn> = Vec::new();
     for (i, message) in messages.iter().enumerate() {
@@ -149,10 +190,7 @@ fn conversation(messages: &[Value]) -> Result<Vec<Value>, ApiError> {
         }
     }
     trim_prefill(&mut turns);
-    Ok(turns
-        .into_iter()
-        .map(|t| json!({ "role": t.role, "content": t.blocks }))
-        .collect())
+    Ok(turns.into_iter().map(Turn::into_json).collect())
 }
 
 /// 是否是 `tool_result` 块。
@@ -162,24 +200,17 @@ fn is_tool_result(block: &Value) -> bool {
 
 /// 把一条消息的块追加到对话末尾；没有块的消息（如空内容）直接跳过。
 ///
-/// 与上一条同角色时合并成一条消息，这样连续的 tool 消息与其后的用户消息落在同一条用户消息里。
-/// 工具结果块插在已有工具结果之后、其他内容之前：Anthropic 要求工具调用之后的用户消息以全部
-/// `tool_result` 块开头。
+/// 与上一条同角色时合并成一条消息，这样连续的 tool 消息与其后的用户消息落在同一条用户消息里，
+/// 且工具结果排在其他内容之前（见 [`Turn`]）。
 pub(super) fn append(turns: &mut Vec<Turn>, role: &'static str, blocks: Vec<Value>) {
     if blocks.is_empty() {
         return;
     }
-    let Some(last) = turns.last_mut().filter(|t| t.role == role) else {
-        turns.push(Turn { role, blocks });
-        return;
-    };
-    for block in blocks {
-        if is_tool_result(&block) {
-            let at = last.blocks.iter().take_while(|b| is_tool_result(b)).count();
-            last.blocks.insert(at, block);
-        } else {
-            last.blocks.push(block);
-        }
+    if turns.last().is_none_or(|t| t.role != role) {
+        turns.push(Turn::new(role));
+    }
+    if let Some(last) = turns.last_mut() {
+        last.extend(blocks);
     }
 }
 
@@ -188,7 +219,8 @@ fn trim_prefill(turns: &mut [Turn]) {
     let Some(last) = turns.last_mut().filter(|t| t.role == ROLE_ASSISTANT) else {
         return;
     };
-    if let Some(block) = last.blocks.last_mut().filter(|b| b["type"] == "text") {
+    // 助手消息没有工具结果，最后一块总在其他内容里
+    if let Some(block) = last.others.last_mut().filter(|b| b["type"] == "text") {
         let trimmed = block["text"]
             .as_str()
             .unwrap_or_default()

@@ -1,13 +1,16 @@
 //! 请求翻译的测试。
 
-use serde_json::{json, Value};
+use bytes::Bytes;
+use serde_json::{json, Map, Value};
 
 use super::request::{
-    append, Turn, DEFAULT_MAX_TOKENS, IMAGE_TYPES, MAX_TEMPERATURE, PDF_MIME, ROLE_USER,
+    append, request_body, Turn, DEFAULT_MAX_TOKENS, IMAGE_TYPES, MAX_TEMPERATURE, PDF_MIME,
+    ROLE_USER,
 };
 use super::test_support::*;
 use super::{AnthropicFilter, API_VERSION};
 use crate::providers::ProviderFilter;
+use crate::request::ChatRequest;
 
 /// 以 URL 来源发送的图片地址。
 const IMAGE_URL: &str = "https://例子.cn/猫.png";
@@ -143,19 +146,79 @@ fn 三条工具消息后接用户消息_合并为一条用户消息且工具结�
 
 #[test]
 fn 工具结果插在已有用户内容之前() {
-    let mut turns = vec![Turn {
-        role: ROLE_USER,
-        blocks: vec![json!({ "type": "text", "text": "先说的话" })],
-    }];
+    let mut turns = Vec::new();
+    append(
+        &mut turns,
+        ROLE_USER,
+        vec![json!({ "type": "text", "text": "先说的话" })],
+    );
     append(
         &mut turns,
         ROLE_USER,
         vec![json!({ "type": "tool_result", "tool_use_id": "t1" })],
     );
     assert_eq!(turns.len(), 1);
+    let message = turns.pop().map(Turn::into_json).expect("应有一条消息");
     assert_eq!(
-        turns[0].blocks[0]["type"], "tool_result",
+        message["content"][0]["type"], "tool_result",
         "用户消息必须以工具结果开头"
+    );
+}
+
+/// 大规模测试中每隔多少条工具结果插入一条用户文本。
+const TEXT_EVERY: usize = 1_000;
+/// 大规模测试的工具结果条数（超过网关的消息上限，所以直接构造请求、不经校验）。
+const MANY_TOOL_RESULTS: usize = 20_000;
+
+/// 一条用户提问、一条带 `MANY_TOOL_RESULTS` 个工具调用的助手消息，再接同样多条 tool 消息，
+/// 每隔 `TEXT_EVERY` 条夹一条用户文本。
+fn 大量工具结果的请求() -> ChatRequest {
+    let calls: Vec<Value> = (0..MANY_TOOL_RESULTS)
+        .map(|k| json!({ "id": format!("t{k}"), "type": "function", "function": { "name": "查", "arguments": "{}" } }))
+        .collect();
+    let mut messages = vec![
+        json!({ "role": "user", "content": "查两万个城市" }),
+        json!({ "role": "assistant", "content": null, "tool_calls": calls }),
+    ];
+    for k in 0..MANY_TOOL_RESULTS {
+        messages.push(json!({ "role": "tool", "tool_call_id": format!("t{k}"), "content": format!("结果{k}") }));
+        if k % TEXT_EVERY == 0 {
+            messages.push(json!({ "role": "user", "content": format!("备注{k}") }));
+        }
+    }
+    let mut body = Map::new();
+    body.insert("model".into(), json!(MODEL));
+    body.insert("messages".into(), Value::Array(messages));
+    ChatRequest {
+        model: MODEL.into(),
+        stream: false,
+        body,
+        raw: Bytes::new(),
+    }
+}
+
+#[test]
+fn 两万条工具结果_合并为一条用户消息_工具结果按原顺序在前_用户文本在后() {
+    let translated = request_body(&大量工具结果的请求(), &目标(None)).expect("应当翻译成功");
+    let turns = translated["messages"].as_array().expect("messages 是数组");
+    assert_eq!(turns.len(), 3, "工具结果与用户文本必须合并成一条用户消息");
+    let blocks = turns[2]["content"].as_array().expect("内容是块数组");
+    let texts = MANY_TOOL_RESULTS / TEXT_EVERY;
+    assert_eq!(blocks.len(), MANY_TOOL_RESULTS + texts, "不得丢失或重复块");
+    for (k, block) in blocks[..MANY_TOOL_RESULTS].iter().enumerate() {
+        let expected = json!({ "type": "tool_result", "tool_use_id": format!("t{k}"), "content": format!("结果{k}") });
+        assert_eq!(block, &expected, "第 {k} 个工具结果错位");
+    }
+    let expected_texts: Vec<String> = (0..texts)
+        .map(|n| format!("备注{}", n * TEXT_EVERY))
+        .collect();
+    let actual_texts: Vec<&str> = blocks[MANY_TOOL_RESULTS..]
+        .iter()
+        .filter_map(|b| b["text"].as_str())
+        .collect();
+    assert_eq!(
+        actual_texts, expected_texts,
+        "用户文本按原顺序排在工具结果之后"
     );
 }
 

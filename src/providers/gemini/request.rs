@@ -64,14 +64,13 @@ pub(super) fn request_path(base_path: &str, model: &str, stream: bool) -> String
 
 /// 构造 Gemini 请求体（字段名一律 lowerCamelCase）。
 pub(super) fn request_body(req: &ChatRequest, target: &Target) -> Result<Value, ApiError> {
-    let conversation = Conversation::from_messages(convert::messages(req))?;
+    let Conversation { system, contents } = Conversation::from_messages(convert::messages(req))?;
     let mut body = Map::new();
-    body.insert("contents".into(), conversation.contents_json());
-    if !conversation.system.is_empty() {
-        body.insert(
-            "systemInstruction".into(),
-            json!({ "parts": conversation.system }),
-        );
+    body.insert("contents".into(), contents_json(contents));
+    if !system.is_empty() {
+        let mut instruction = Map::new();
+        instruction.insert("parts".into(), Value::Array(system));
+        body.insert("systemInstruction".into(), Value::Object(instruction));
     }
     if let Some(tools) = tools(req)? {
         body.insert("tools".into(), tools);
@@ -127,14 +126,19 @@ impl Conversation {
             _ => self.contents.push((role, parts)),
         }
     }
+}
 
-    /// 序列化为 `contents` 数组。
-    fn contents_json(&self) -> Value {
-        self.contents
-            .iter()
-            .map(|(role, parts)| json!({ "role": role, "parts": parts }))
-            .collect()
-    }
+/// 把合并后的内容转为 `contents` 数组；各部分直接移入，不再复制一遍（上万条消息时这份复制很可观）。
+fn contents_json(contents: Vec<(&'static str, Vec<Value>)>) -> Value {
+    contents
+        .into_iter()
+        .map(|(role, parts)| {
+            let mut content = Map::new();
+            content.insert("role".into(), Value::from(role));
+            content.insert("parts".into(), Value::Array(parts));
+            Value::Object(content)
+        })
+        .collect()
 }
 
 /// 不支持的消息角色（如已弃用的 `function`）→ 400。
