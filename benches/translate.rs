@@ -1,20 +1,26 @@
-//! 翻译基准：每种上游的请求翻译，以及流式翻译的每块开销。只测量，不断言。
+//! 翻译基准：每种上游的请求翻译（典型请求与一万条消息的请求），以及流式翻译的每块开销。只测量，不断言。
 //!
-//! 运行：cargo bench --bench translate
+//! 运行：cargo bench --bench translate；只跑一万条消息的部分：cargo bench --bench translate -- 10000
 
 use std::hint::black_box;
 
 use bytes::{Bytes, BytesMut};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use serde_json::json;
+use serde_json::{json, Value};
 
 use chatnexus::config::{self, Config, Target};
-use chatnexus::dialects::ChatRequest;
+use chatnexus::dialects::chat::{ChatRequest, MAX_MESSAGES};
 use chatnexus::providers::{filter_for, TranslateCtx};
 use chatnexus::streaming::SseEvent;
 
 /// 流中的内容块数。
 const STREAM_CHUNKS: usize = 100;
+/// 一万条消息的基准每组的样本数（criterion 允许的最小值；每次迭代要翻译上万条消息）。
+const LARGE_SAMPLES: usize = 10;
+/// 混合对话每轮的消息数：用户提问、带两个工具调用的助手消息、两条工具结果、助手回答。
+const ROUND_MESSAGES: usize = 5;
+/// 连续工具结果对话中工具结果以外的消息数：开头的用户提问与带全部工具调用的助手消息。
+const LEADING_MESSAGES: usize = 2;
 /// 参与基准的模型名（与配置中的上游协议一一对应）。
 const MODELS: &[&str] = &["openai", "anthropic", "gemini", "azure"];
 /// 四种上游的最小配置。
@@ -58,6 +64,55 @@ fn chat_request(model: &str) -> ChatRequest {
             { "role": "tool", "tool_call_id": "call_2", "content": "多云，21 度" },
             { "role": "user", "content": "那我该带伞吗？" },
         ],
+        "tools": [ { "type": "function", "function": { "name": "查天气", "parameters": schema } } ],
+    });
+    ChatRequest::parse(Bytes::from(body.to_string()))
+        .unwrap_or_else(|e| panic!("基准请求无效：{e}"))
+}
+
+/// 一个查天气的工具调用。
+fn weather_call(id: &str, city: &str) -> Value {
+    json!({ "id": id, "type": "function", "function": { "name": "查天气", "arguments": json!({ "城市": city }).to_string() } })
+}
+
+/// 混合对话：系统提示后按轮重复「用户提问 → 两个工具调用 → 两条工具结果 → 助手回答」，共 `count` 条。
+fn mixed_messages(count: usize) -> Vec<Value> {
+    let mut messages = vec![json!({ "role": "system", "content": "你是一个简洁的助手。" })];
+    for round in 0..count.div_ceil(ROUND_MESSAGES) {
+        let (paris, rome) = (format!("call_{round}_a"), format!("call_{round}_b"));
+        messages.extend([
+            json!({ "role": "user", "content": format!("第{round}轮：巴黎和罗马今天天气如何？") }),
+            json!({ "role": "assistant", "content": null, "tool_calls": [ weather_call(&paris, "巴黎"), weather_call(&rome, "罗马") ] }),
+            json!({ "role": "tool", "tool_call_id": paris, "content": "晴，18 度" }),
+            json!({ "role": "tool", "tool_call_id": rome, "content": "多云，21 度" }),
+            json!({ "role": "assistant", "content": "巴黎晴，罗马多云，都不用带伞。" }),
+        ]);
+    }
+    messages.truncate(count);
+    messages
+}
+
+/// 连续工具结果（问题 6 的最坏情况）：一条提问、一条带全部工具调用的助手消息，其后全是工具结果，共 `count` 条。
+fn tool_result_messages(count: usize) -> Vec<Value> {
+    let results = count.saturating_sub(LEADING_MESSAGES);
+    let calls: Vec<Value> = (0..results)
+        .map(|i| weather_call(&format!("call_{i}"), "巴黎"))
+        .collect();
+    let mut messages = vec![
+        json!({ "role": "user", "content": "把这些城市的天气都查一遍。" }),
+        json!({ "role": "assistant", "content": null, "tool_calls": calls }),
+    ];
+    messages.extend((0..results).map(|i| {
+        json!({ "role": "tool", "tool_call_id": format!("call_{i}"), "content": format!("第{i}个城市：晴，18 度") })
+    }));
+    messages
+}
+
+/// 用给定消息构造一个经过校验的请求（与典型请求相同的工具定义与参数）。
+fn large_request(model: &str, messages: &[Value]) -> ChatRequest {
+    let schema = json!({ "type": "object", "properties": { "城市": { "type": "string" } }, "required": ["城市"] });
+    let body = json!({
+        "model": model, "stream": true, "temperature": 0.3, "max_tokens": 512, "messages": messages,
         "tools": [ { "type": "function", "function": { "name": "查天气", "parameters": schema } } ],
     });
     ChatRequest::parse(Bytes::from(body.to_string()))
@@ -121,6 +176,32 @@ fn bench_requests(c: &mut Criterion) {
     group.finish();
 }
 
+/// 每种上游翻译一万条消息（网关允许的上限）的请求：混合对话与连续工具结果两种形状。
+fn bench_large_requests(c: &mut Criterion) {
+    let cfg = load_config();
+    let mut group = c.benchmark_group(format!("请求翻译_{MAX_MESSAGES}条消息"));
+    group.sample_size(LARGE_SAMPLES);
+    let shapes = [
+        ("混合", mixed_messages(MAX_MESSAGES)),
+        ("连续工具结果", tool_result_messages(MAX_MESSAGES)),
+    ];
+    for (shape, messages) in &shapes {
+        for &model in MODELS {
+            let req = large_request(model, messages);
+            let target = target(&cfg, model);
+            let filter = filter_for(target.provider.kind);
+            group.bench_function(BenchmarkId::new(*shape, model), |b| {
+                b.iter(|| {
+                    filter
+                        .build_request(black_box(&req), target)
+                        .map(|r| r.body.len())
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
 fn bench_streams(c: &mut Criterion) {
     let cfg = load_config();
     let mut group = c.benchmark_group("流式翻译");
@@ -148,5 +229,5 @@ fn bench_streams(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_requests, bench_streams);
+criterion_group!(benches, bench_requests, bench_large_requests, bench_streams);
 criterion_main!(benches);

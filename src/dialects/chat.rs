@@ -29,6 +29,12 @@ const MAX_MODEL_LEN: usize = 256;
 /// 错误消息里最多显示的重复键名字符数。
 const MAX_KEY_SHOWN: usize = 64;
 
+/// 一个请求最多允许的消息条数。
+///
+/// 翻译与校验的耗时都随消息数线性增长；一万条已远超任何模型的上下文窗口，更多的消息只会白白占用
+/// 工作线程的 CPU 与内存，所以在解析时直接拒绝。
+pub const MAX_MESSAGES: usize = 10_000;
+
 /// 期望的 JSON 类型，用于可选字段的类型表。
 #[derive(Clone, Copy)]
 enum Expect {
@@ -230,6 +236,16 @@ fn validate_messages(messages: Option<&Value>) -> Result<(), ApiError> {
     if list.is_empty() {
         return Err(empty_field("messages"));
     }
+    if list.len() > MAX_MESSAGES {
+        return Err(ApiError::bad_request(
+            ErrorCode::TooManyMessages,
+            format!(
+                "`messages` 共有 {} 条消息，超过上限 {MAX_MESSAGES} 条，请删减对话历史后重试",
+                list.len()
+            ),
+        )
+        .with_param("messages"));
+    }
     for (i, message) in list.iter().enumerate() {
         let Value::Object(fields) = message else {
             return Err(wrong_type(&format!("messages[{i}]"), "对象"));
@@ -419,6 +435,34 @@ mod tests {
         assert!(
             解析(&format!(r#"{base}"temperature":null}}"#)).is_ok(),
             "null 视为未设置"
+        );
+    }
+
+    /// 由 `count` 条相同的用户消息组成的请求体。
+    fn 多条消息(count: usize) -> String {
+        let message = r#"{"role":"user","content":"你好"}"#;
+        format!(
+            r#"{{"model":"m","messages":[{}]}}"#,
+            vec![message; count].join(",")
+        )
+    }
+
+    #[test]
+    fn 请求_消息数上限_一万条接受_一万零一条返回_400() {
+        let req = 解析(&多条消息(MAX_MESSAGES)).expect("恰好达到上限的请求应当通过");
+        assert_eq!(
+            req.body["messages"].as_array().map(Vec::len),
+            Some(MAX_MESSAGES)
+        );
+        let e = 解析(&多条消息(MAX_MESSAGES + 1)).expect_err("超过上限必须拒绝");
+        assert_eq!(
+            (e.status, Some(e.envelope_code()), e.param.as_deref()),
+            (400, Some("too_many_messages"), Some("messages"))
+        );
+        assert!(
+            e.message.contains("10000"),
+            "错误消息应说明上限：{}",
+            e.message
         );
     }
 

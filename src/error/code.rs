@@ -47,6 +47,8 @@ error_codes! {
     InvalidValue => "invalid_value",
     /// 请求体有重复的顶层键。
     DuplicateKey => "duplicate_key",
+    /// 消息条数超过上限。
+    TooManyMessages => "too_many_messages",
     /// 缺少必填字段。
     MissingRequiredParameter => "missing_required_parameter",
     /// 消息内容不合法。

@@ -1,7 +1,7 @@
-//! 上游协议过滤器：每种上游一个文件，负责把 OpenAI 请求翻译给上游、把上游响应翻译回 OpenAI。
+//! 上游协议过滤器：每种上游一个目录，负责把 OpenAI 请求翻译给上游、把上游响应翻译回 OpenAI。
 //!
 //! `exchange` 只通过 [`ProviderFilter`] 与 [`StreamTranslator`] 两个接口驱动它们，
-//! 新增一种上游只需新增一个文件并在 [`filter_for`] 登记。
+//! 新增一种上游只需新增一个目录并在 [`filter_for`] 登记。
 
 mod anthropic;
 mod azure;

@@ -1,0 +1,89 @@
+//! OpenAI 与兼容 OpenAI 的上游（vLLM、Ollama、DeepSeek……）：协议相同，几乎原样转发。
+//!
+//! 文件分工：本文件构造请求并透传完整响应，`stream` 转发 SSE 流，`error` 解析 OpenAI 错误信封
+//! （Azure 共用）；测试在 `tests.rs`。
+
+mod error;
+mod stream;
+
+#[cfg(test)]
+mod tests;
+
+use bytes::Bytes;
+use http::header::AUTHORIZATION;
+
+use self::stream::OpenAiStream;
+use super::{
+    json_content_type, key_header, upstream_body, ProviderFilter, StreamTranslator, TranslateCtx,
+    TranslatedReply, UpstreamErrorInfo, UpstreamRequest,
+};
+use crate::config::{ProviderKind, Target};
+use crate::dialects::ChatRequest;
+use crate::error::{ApiError, ErrorCode};
+use crate::streaming::Usage;
+
+pub(super) use self::error::parse_openai_error;
+
+/// 聊天补全接口相对 `/v1` 的路径。
+const CHAT_PATH: &str = "/chat/completions";
+/// API 版本前缀：`base_url` 未以它结尾时自动补上。
+const VERSION_PREFIX: &str = "/v1";
+/// Bearer 认证头的前缀。
+const BEARER_PREFIX: &str = "Bearer ";
+
+/// OpenAI 协议过滤器。
+///
+/// 用途：由 [`super::filter_for`] 为 `openai` 与 `openai_compatible` 两种上游返回。
+pub(super) struct OpenAiFilter;
+
+impl ProviderFilter for OpenAiFilter {
+    fn build_request(
+        &self,
+        req: &ChatRequest,
+        target: &Target,
+    ) -> Result<UpstreamRequest, ApiError> {
+        let provider = &target.provider;
+        let mut headers = vec![json_content_type()];
+        headers.extend(key_header(provider, AUTHORIZATION, BEARER_PREFIX)?);
+        Ok(UpstreamRequest {
+            path: chat_path(&provider.base_url.path),
+            headers,
+            body: upstream_body(
+                req,
+                &target.model,
+                req.stream && provider.kind == ProviderKind::OpenAi,
+            )?,
+        })
+    }
+
+    fn translate_response(
+        &self,
+        body: Bytes,
+        _ctx: &TranslateCtx,
+    ) -> Result<TranslatedReply, ApiError> {
+        let usage = Usage::from_openai_body(&body).map_err(|e| {
+            ApiError::bad_gateway(
+                ErrorCode::InvalidUpstreamResponse,
+                format!("上游返回了无法解析的 JSON：{e}"),
+            )
+        })?;
+        Ok(TranslatedReply { body, usage })
+    }
+
+    fn parse_error(&self, _status: u16, body: &[u8]) -> UpstreamErrorInfo {
+        parse_openai_error(body)
+    }
+
+    fn stream_translator(&self, ctx: TranslateCtx) -> Box<dyn StreamTranslator> {
+        Box::new(OpenAiStream::new(ctx.include_usage))
+    }
+}
+
+/// 拼出聊天接口路径：`base_url` 可以带也可以不带 `/v1`（OpenAI SDK 的习惯是带）。
+fn chat_path(base_path: &str) -> String {
+    if base_path.ends_with(VERSION_PREFIX) {
+        format!("{base_path}{CHAT_PATH}")
+    } else {
+        format!("{base_path}{VERSION_PREFIX}{CHAT_PATH}")
+    }
+}

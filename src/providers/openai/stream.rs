@@ -1,0 +1,75 @@
+//! 流式翻译：OpenAI 事件本来就是 OpenAI 格式，逐个转发，只记下用量并识别结束标记。
+
+use bytes::BytesMut;
+use serde_json::{Map, Value};
+
+use super::parse_openai_error;
+use crate::error::{ApiError, ErrorCode};
+use crate::providers::{may_carry_usage, stream_error, take_usage, StreamStatus, StreamTranslator};
+use crate::streaming::{write_data, write_done, SseEvent, Usage, DONE_SENTINEL};
+
+/// OpenAI 流中错误块的开头。
+const ERROR_CHUNK_PREFIX: &str = "{\"error\"";
+
+/// OpenAI 流：事件本来就是 OpenAI 格式，逐个转发并识别 `[DONE]`。
+pub(super) struct OpenAiStream {
+    /// 客户端是否要求用量块。
+    include_usage: bool,
+    /// 上游报告的用量。
+    usage: Option<Usage>,
+    /// 是否已收到结束标记。
+    done: bool,
+}
+
+impl OpenAiStream {
+    /// 为一次流式响应创建转发器；`include_usage` 为客户端是否要求用量块。
+    pub(super) fn new(include_usage: bool) -> Self {
+        OpenAiStream {
+            include_usage,
+            usage: None,
+            done: false,
+        }
+    }
+}
+
+impl StreamTranslator for OpenAiStream {
+    fn on_event(&mut self, event: &SseEvent, out: &mut BytesMut) -> Result<StreamStatus, ApiError> {
+        if self.done {
+            return Ok(StreamStatus::Done);
+        }
+        if event.data.trim() == DONE_SENTINEL {
+            self.done = true;
+            write_done(out);
+            return Ok(StreamStatus::Done);
+        }
+        // 上游在流中报告的错误（`{"error":…}`）结束这个流：只看开头，正常的块不多花解析
+        if event.data.trim_start().starts_with(ERROR_CHUNK_PREFIX) {
+            return Err(stream_error(parse_openai_error(event.data.as_bytes())));
+        }
+        // 只有可能带用量的块才解析，其余原样转发，保持透传的零解析开销
+        if may_carry_usage(&event.data) {
+            let parsed = serde_json::from_str::<Map<String, Value>>(&event.data);
+            let usage_only = parsed.is_ok_and(|chunk| take_usage(&chunk, &mut self.usage));
+            if usage_only && !self.include_usage {
+                return Ok(StreamStatus::Continue);
+            }
+        }
+        write_data(out, event.data.as_bytes());
+        Ok(StreamStatus::Continue)
+    }
+
+    fn on_eof(&mut self, _out: &mut BytesMut) -> Result<(), ApiError> {
+        if self.done {
+            Ok(())
+        } else {
+            Err(ApiError::bad_gateway(
+                ErrorCode::UpstreamStreamTruncated,
+                "上游在发送结束标记 [DONE] 之前断开了流",
+            ))
+        }
+    }
+
+    fn usage(&self) -> Option<Usage> {
+        self.usage
+    }
+}
