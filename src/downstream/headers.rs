@@ -21,6 +21,9 @@ use crate::config::SharedConfig;
 
 /// 请求 id 的请求头与响应头名（预先构造好，每个请求不必再解析头名）。
 pub static REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
+/// 发给上游的模型名（响应体里的 `model` 一律是客户端请求的名字）。
+pub static UPSTREAM_MODEL_HEADER: HeaderName =
+    HeaderName::from_static("x-chatnexus-upstream-model");
 /// 禁止浏览器猜测内容类型（头值是编译期常量，每个响应不必再逐字节校验）。
 static NOSNIFF: HeaderValue = HeaderValue::from_static("nosniff");
 /// 任何中间层都不得保存响应（补全内容与错误都可能含敏感信息）。
@@ -33,7 +36,7 @@ static FRAME_DENY: HeaderValue = HeaderValue::from_static("DENY");
 /// 不发送 Referer。
 static NO_REFERRER: HeaderValue = HeaderValue::from_static("no-referrer");
 /// 允许跨域读取的响应头：限流时的等待时间与放行时的额度。
-static EXPOSE_HEADERS: HeaderValue = HeaderValue::from_static("retry-after, x-ratelimit-limit-requests, x-ratelimit-remaining-requests, x-ratelimit-reset-requests, x-ratelimit-limit-tokens, x-ratelimit-remaining-tokens, x-ratelimit-reset-tokens");
+static EXPOSE_HEADERS: HeaderValue = HeaderValue::from_static("retry-after, x-request-id, x-chatnexus-upstream-model, x-ratelimit-limit-requests, x-ratelimit-remaining-requests, x-ratelimit-reset-requests, x-ratelimit-limit-tokens, x-ratelimit-remaining-tokens, x-ratelimit-reset-tokens");
 /// 开启 CORS 时响应随请求的 Origin 变化。
 static VARY_ORIGIN: HeaderValue = HeaderValue::from_static("Origin");
 
@@ -58,6 +61,7 @@ impl HttpModuleBuilder for GatewayHeadersBuilder {
             cors_enabled: false,
             allowed_origin: None,
             request_id: None,
+            upstream_model: None,
             quota: Vec::new(),
         })
     }
@@ -78,6 +82,7 @@ pub struct GatewayHeaders {
     cors_enabled: bool,
     allowed_origin: Option<HeaderValue>,
     request_id: Option<HeaderValue>,
+    upstream_model: Option<HeaderValue>,
     quota: Vec<(HeaderName, HeaderValue)>,
 }
 
@@ -92,6 +97,11 @@ impl GatewayHeaders {
         self.request_id = Some(id);
     }
 
+    /// 记下发给上游的模型名（每次尝试更新，响应带最后一次尝试的），写成 `x-chatnexus-upstream-model`。
+    pub fn set_upstream_model(&mut self, model: &str) {
+        self.upstream_model = HeaderValue::from_str(model).ok();
+    }
+
     /// 记下准入时算好的 `x-ratelimit-*` 额度头。
     pub fn set_quota(&mut self, quota: Vec<(HeaderName, HeaderValue)>) {
         self.quota = quota;
@@ -101,6 +111,9 @@ impl GatewayHeaders {
     pub fn write_to(&self, headers: &mut HeaderMap) {
         if let Some(id) = &self.request_id {
             headers.insert(REQUEST_ID_HEADER.clone(), id.clone());
+        }
+        if let Some(model) = &self.upstream_model {
+            headers.insert(UPSTREAM_MODEL_HEADER.clone(), model.clone());
         }
         let fixed = [
             (X_CONTENT_TYPE_OPTIONS, &NOSNIFF),
@@ -198,6 +211,7 @@ mod tests {
             cors_enabled: origin.is_some(),
             allowed_origin: origin.map(HeaderValue::from_static),
             request_id: Some(HeaderValue::from_static("req_1")),
+            upstream_model: None,
             quota: vec![(
                 HeaderName::from_static("x-ratelimit-remaining-requests"),
                 HeaderValue::from(3),

@@ -6,7 +6,9 @@
 mod headers;
 mod respond;
 
-pub use headers::{GatewayHeaders, GatewayHeadersBuilder, REQUEST_ID_HEADER};
+pub use headers::{
+    GatewayHeaders, GatewayHeadersBuilder, REQUEST_ID_HEADER, UPSTREAM_MODEL_HEADER,
+};
 pub use respond::{
     finish_body, start_event_stream, write_chunk, write_error, write_json, write_no_content,
     write_stream_error,

@@ -23,8 +23,8 @@ static CHUNKED: HeaderValue = HeaderValue::from_static("chunked");
 static X_ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-buffering");
 /// `x-accel-buffering` 的值：不缓冲。
 static NO_BUFFERING: HeaderValue = HeaderValue::from_static("no");
-/// 响应头预留的条目数：自己写的至多 5 个、安全头 5 个、CORS 3 个、限流额度 6 个，避免逐个插入时反复扩容。
-const HEADER_CAPACITY: usize = 19;
+/// 响应头预留的条目数：自己写的至多 6 个（含请求 id 与上游模型名）、安全头 5 个、CORS 3 个、限流额度 6 个，避免逐个插入时反复扩容。
+const HEADER_CAPACITY: usize = 20;
 
 /// 写一个完整的 JSON 响应（带 Content-Length）。
 ///

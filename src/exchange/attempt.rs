@@ -12,7 +12,7 @@ use super::budget::Budget;
 use super::{io, stream, ExchangeReport, Failure, UpstreamClient};
 use crate::config::Provider;
 use crate::dialects::ChatRequest;
-use crate::downstream::{self, REQUEST_ID_HEADER};
+use crate::downstream::{self, GatewayHeaders, REQUEST_ID_HEADER};
 use crate::error::{ApiError, ErrorCode};
 use crate::providers::{
     filter_for, map_upstream_error, ProviderFilter, TranslateCtx, UpstreamRequest,
@@ -77,6 +77,9 @@ pub(super) async fn once(
     let mut request = filter.build_request(req, target).map_err(untranslatable)?;
     report.attempts += 1;
     forward_request_id(down, &mut request);
+    if let Some(headers) = GatewayHeaders::of(down) {
+        headers.set_upstream_model(&target.model);
+    }
     let (mut up, peer) = client.connect(provider, budget).await?;
     send_request(&mut up, provider, request).await?;
     let header = report.wait(io::read_header(&mut up, down, budget)).await;

@@ -4,4 +4,4 @@ mod chunk;
 mod sse;
 
 pub use chunk::{estimate_tokens, ChunkWriter, FinishReason, Usage, BYTES_PER_TOKEN};
-pub use sse::{write_data, write_done, SseEvent, SseParser, DONE_SENTINEL};
+pub use sse::{write_data, write_data_with, write_done, SseEvent, SseParser, DONE_SENTINEL};

@@ -206,6 +206,13 @@ pub fn write_data(out: &mut BytesMut, payload: &[u8]) {
     out.put_slice(EVENT_END);
 }
 
+/// 写出一个 `data: <payload>\n\n` 事件，负载由 `payload` 直接写进缓冲（免去中间拷贝）。
+pub fn write_data_with(out: &mut BytesMut, payload: impl FnOnce(&mut BytesMut)) {
+    out.put_slice(DATA_PREFIX);
+    payload(out);
+    out.put_slice(EVENT_END);
+}
+
 /// 写出 OpenAI 流的结束事件 `data: [DONE]`。
 pub fn write_done(out: &mut BytesMut) {
     write_data(out, DONE_SENTINEL.as_bytes());

@@ -182,3 +182,32 @@ async fn https_上游_按主机名连接并校验证书() {
         "Host 必须是主机名"
     );
 }
+
+#[tokio::test]
+async fn 响应里的模型名一律是客户端请求的名字_发给上游的名字在响应头里() {
+    let client = reqwest::Client::new();
+    for (model, upstream) in [("改名", "upstream-model"), ("claude", "claude-sonnet-4-5")] {
+        for stream in [false, true] {
+            let resp = authed(&client, ENV.url("/v1/chat/completions"))
+                .json(&chat_body(model, stream))
+                .send()
+                .await
+                .expect("请求失败");
+            assert_eq!(resp.status(), 200);
+            assert_eq!(header(&resp, "x-chatnexus-upstream-model"), upstream);
+            let text = resp.text().await.expect("读取响应");
+            let bodies: Vec<String> = if stream {
+                sse_payloads(&text)
+                    .into_iter()
+                    .filter(|p| p != "[DONE]")
+                    .collect()
+            } else {
+                vec![text]
+            };
+            for body in bodies {
+                let value: Value = serde_json::from_str(&body).expect("JSON");
+                assert_eq!(value["model"], model, "流式 {stream}：{body}");
+            }
+        }
+    }
+}

@@ -4,14 +4,16 @@
 //! （Azure 共用）；测试在 `tests.rs`。
 
 mod error;
+mod model;
 mod stream;
 
 #[cfg(test)]
 mod tests;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::header::AUTHORIZATION;
 
+use self::model::ModelName;
 use self::stream::OpenAiStream;
 use super::{
     json_content_type, key_header, upstream_body, ProviderFilter, StreamTranslator, TranslateCtx,
@@ -59,7 +61,7 @@ impl ProviderFilter for OpenAiFilter {
     fn translate_response(
         &self,
         body: Bytes,
-        _ctx: &TranslateCtx,
+        ctx: &TranslateCtx,
     ) -> Result<TranslatedReply, ApiError> {
         let usage = Usage::from_openai_body(&body).map_err(|e| {
             ApiError::bad_gateway(
@@ -67,7 +69,12 @@ impl ProviderFilter for OpenAiFilter {
                 format!("上游返回了无法解析的 JSON：{e}"),
             )
         })?;
-        Ok(TranslatedReply { body, usage })
+        let mut out = BytesMut::new();
+        ModelName::new(&ctx.model).write(&body, &mut out);
+        Ok(TranslatedReply {
+            body: out.freeze(),
+            usage,
+        })
     }
 
     fn parse_error(&self, _status: u16, body: &[u8]) -> UpstreamErrorInfo {
@@ -75,7 +82,7 @@ impl ProviderFilter for OpenAiFilter {
     }
 
     fn stream_translator(&self, ctx: TranslateCtx) -> Box<dyn StreamTranslator> {
-        Box::new(OpenAiStream::new(ctx.include_usage))
+        Box::new(OpenAiStream::new(&ctx))
     }
 }
 

@@ -3,16 +3,21 @@
 use bytes::BytesMut;
 use serde_json::{Map, Value};
 
+use super::model::ModelName;
 use super::parse_openai_error;
 use crate::error::{ApiError, ErrorCode};
-use crate::providers::{may_carry_usage, stream_error, take_usage, StreamStatus, StreamTranslator};
-use crate::streaming::{write_data, write_done, SseEvent, Usage, DONE_SENTINEL};
+use crate::providers::{
+    may_carry_usage, stream_error, take_usage, StreamStatus, StreamTranslator, TranslateCtx,
+};
+use crate::streaming::{write_data_with, write_done, SseEvent, Usage, DONE_SENTINEL};
 
 /// OpenAI 流中错误块的开头。
 const ERROR_CHUNK_PREFIX: &str = "{\"error\"";
 
 /// OpenAI 流：事件本来就是 OpenAI 格式，逐个转发并识别 `[DONE]`。
 pub(super) struct OpenAiStream {
+    /// 客户端请求的模型名（每个块的 `model` 换成它）。
+    model: ModelName,
     /// 客户端是否要求用量块。
     include_usage: bool,
     /// 上游报告的用量。
@@ -22,10 +27,11 @@ pub(super) struct OpenAiStream {
 }
 
 impl OpenAiStream {
-    /// 为一次流式响应创建转发器；`include_usage` 为客户端是否要求用量块。
-    pub(super) fn new(include_usage: bool) -> Self {
+    /// 为一次流式响应创建转发器（客户端的模型名、是否要求用量块取自 `ctx`）。
+    pub(super) fn new(ctx: &TranslateCtx) -> Self {
         OpenAiStream {
-            include_usage,
+            model: ModelName::new(&ctx.model),
+            include_usage: ctx.include_usage,
             usage: None,
             done: false,
         }
@@ -54,7 +60,7 @@ impl StreamTranslator for OpenAiStream {
                 return Ok(StreamStatus::Continue);
             }
         }
-        write_data(out, event.data.as_bytes());
+        write_data_with(out, |out| self.model.write(event.data.as_bytes(), out));
         Ok(StreamStatus::Continue)
     }
 

@@ -11,6 +11,15 @@ use crate::providers::{
 };
 use crate::streaming::{SseEvent, Usage};
 
+/// 为客户端模型 `m` 创建流式转发器。
+fn 转发器(include_usage: bool) -> OpenAiStream {
+    OpenAiStream::new(&TranslateCtx {
+        model: "m".into(),
+        include_usage,
+        created: 0,
+    })
+}
+
 fn 事件(data: &str) -> SseEvent {
     SseEvent {
         event: None,
@@ -35,7 +44,7 @@ fn 路径_带或不带_v1_都正确() {
 
 #[test]
 fn 流_原样转发并识别结束标记() {
-    let mut s = OpenAiStream::new(false);
+    let mut s = 转发器(false);
     let mut out = BytesMut::new();
     let chunk = r#"{"choices":[{"index":0,"delta":{"content":"你好"}}]}"#;
     assert_eq!(
@@ -54,7 +63,7 @@ fn 流_原样转发并识别结束标记() {
 fn 流_记录用量且客户端没要求时去掉用量块() {
     let usage_chunk = r#"{"id":"c","object":"chat.completion.chunk","choices":[],"usage":{"prompt_tokens":9,"completion_tokens":2,"total_tokens":11,"prompt_tokens_details":{"cached_tokens":4}}}"#;
     for include_usage in [false, true] {
-        let mut s = OpenAiStream::new(include_usage);
+        let mut s = 转发器(include_usage);
         let mut out = BytesMut::new();
         s.on_event(
             &事件(r#"{"choices":[{"index":0,"delta":{"content":"你"}}],"usage":null}"#),
@@ -113,7 +122,7 @@ fn 请求_流式时要求上游给出用量_已要求时原样转发() {
 
 #[test]
 fn 流_缺少结束标记_视为截断() {
-    let mut s = OpenAiStream::new(false);
+    let mut s = 转发器(false);
     let e = s.on_eof(&mut BytesMut::new()).expect_err("截断必须报错");
     assert_eq!(Some(e.envelope_code()), Some("upstream_stream_truncated"));
 }

@@ -1,0 +1,109 @@
+//! 响应里的 `model` 统一为客户端请求的名字：只在字节上找到那个值并替换，不解析、不重新序列化整个 JSON
+//! （透传的每个流事件都要经过这里）。上游自己报告的名字（如带日期的 `gpt-4o-mini-2024-07-18`）因此不进响应体；
+//! 发给上游的模型名由响应头 `x-chatnexus-upstream-model` 给出。
+
+use std::ops::Range;
+
+use bytes::{BufMut, BytesMut};
+use memchr::memmem::Finder;
+use once_cell::sync::Lazy;
+
+/// 要找的键（带引号）。
+const MODEL_KEY: &[u8] = b"\"model\"";
+/// 预先构造的子串查找器（SIMD）。
+static MODEL_FINDER: Lazy<Finder<'static>> = Lazy::new(|| Finder::new(MODEL_KEY));
+
+/// 客户端可见的模型名写成 JSON 字符串字面量（带引号、已转义），每个请求构造一次。
+#[derive(Debug, Clone)]
+pub(super) struct ModelName {
+    literal: String,
+}
+
+impl ModelName {
+    /// 由客户端请求的模型名构造。
+    pub(super) fn new(model: &str) -> Self {
+        let literal = serde_json::to_string(model).unwrap_or_else(|_| format!("\"{model}\""));
+        ModelName { literal }
+    }
+
+    /// 把 `json` 写进 `out`，第一个 `"model"` 键的字符串值换成客户端的名字；本来就相同、找不到，
+    /// 或值不是简单字符串（含转义）时原样写出。
+    pub(super) fn write(&self, json: &[u8], out: &mut BytesMut) {
+        match value_span(json) {
+            Some(span)
+                if json[span.clone()] != self.literal.as_bytes()[1..self.literal.len() - 1] =>
+            {
+                out.reserve(json.len() + self.literal.len());
+                out.put_slice(&json[..span.start - 1]);
+                out.put_slice(self.literal.as_bytes());
+                out.put_slice(&json[span.end + 1..]);
+            }
+            _ => out.put_slice(json),
+        }
+    }
+}
+
+/// 第一个 `"model"` 键的字符串值在 `json` 中的范围（不含引号）。
+///
+/// 字符串值里的引号必然被转义，所以原文中的 `"model"` 只可能是键；OpenAI 与兼容服务把顶层的 `model`
+/// 放在 `choices` 之前，第一个就是它。
+fn value_span(json: &[u8]) -> Option<Range<usize>> {
+    let key = MODEL_FINDER.find(json)?;
+    let colon = skip_spaces(json, key + MODEL_KEY.len());
+    (json.get(colon) == Some(&b':')).then_some(())?;
+    let quote = skip_spaces(json, colon + 1);
+    (json.get(quote) == Some(&b'"')).then_some(())?;
+    let start = quote + 1;
+    let len = memchr::memchr2(b'"', b'\\', &json[start..])?;
+    (json[start + len] == b'"').then_some(start..start + len)
+}
+
+/// 跳过 JSON 空白，返回下一个非空白字节的位置。
+fn skip_spaces(json: &[u8], mut at: usize) -> usize {
+    while json.get(at).is_some_and(u8::is_ascii_whitespace) {
+        at += 1;
+    }
+    at
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn 改写(json: &str, model: &str) -> String {
+        let mut out = BytesMut::new();
+        ModelName::new(model).write(json.as_bytes(), &mut out);
+        String::from_utf8(out.to_vec()).expect("UTF-8")
+    }
+
+    #[test]
+    fn 模型名_换成客户端请求的名字_其余字节不变() {
+        let chunk = r#"{"id":"c1","object":"chat.completion.chunk","model":"gpt-4o-mini-2024-07-18","choices":[{"delta":{"content":"\"model\":\"假的\""}}]}"#;
+        let got = 改写(chunk, "我的模型");
+        assert_eq!(
+            got,
+            chunk.replace("gpt-4o-mini-2024-07-18", "我的模型"),
+            "只换顶层的值"
+        );
+        assert_eq!(
+            改写(r#"{"model" : "x"}"#, "别名"),
+            r#"{"model" : "别名"}"#,
+            "容许空白"
+        );
+        assert_eq!(
+            改写(r#"{"model":"a\"b"}"#, "别名"),
+            r#"{"model":"a\"b"}"#,
+            "含转义时原样保留"
+        );
+        assert_eq!(
+            改写(r#"{"id":1}"#, "别名"),
+            r#"{"id":1}"#,
+            "没有 model 时原样保留"
+        );
+        assert_eq!(
+            改写(r#"{"model":"x"}"#, "引\"号"),
+            r#"{"model":"引\"号"}"#,
+            "客户端的名字按 JSON 转义"
+        );
+    }
+}
