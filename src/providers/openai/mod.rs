@@ -10,7 +10,7 @@ mod stream;
 #[cfg(test)]
 mod tests;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::header::AUTHORIZATION;
 
 use self::model::ModelName;
@@ -69,10 +69,8 @@ impl ProviderFilter for OpenAiFilter {
                 format!("上游返回了无法解析的 JSON：{e}"),
             )
         })?;
-        let mut out = BytesMut::new();
-        ModelName::new(&ctx.model).write(&body, &mut out);
         Ok(TranslatedReply {
-            body: out.freeze(),
+            body: ModelName::new(&ctx.model).rewrite(body),
             usage,
         })
     }

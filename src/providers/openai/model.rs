@@ -4,7 +4,7 @@
 
 use std::ops::Range;
 
-use bytes::{BufMut, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use memchr::memmem::Finder;
 use once_cell::sync::Lazy;
 
@@ -29,17 +29,31 @@ impl ModelName {
     /// 把 `json` 写进 `out`，第一个 `"model"` 键的字符串值换成客户端的名字；本来就相同、找不到，
     /// 或值不是简单字符串（含转义）时原样写出。
     pub(super) fn write(&self, json: &[u8], out: &mut BytesMut) {
-        match value_span(json) {
-            Some(span)
-                if json[span.clone()] != self.literal.as_bytes()[1..self.literal.len() - 1] =>
-            {
+        match self.span_to_replace(json) {
+            Some(span) => {
                 out.reserve(json.len() + self.literal.len());
                 out.put_slice(&json[..span.start - 1]);
                 out.put_slice(self.literal.as_bytes());
                 out.put_slice(&json[span.end + 1..]);
             }
-            _ => out.put_slice(json),
+            None => out.put_slice(json),
         }
+    }
+
+    /// 完整响应体的改写：不需要替换时原样返回同一块内存（不复制）。
+    pub(super) fn rewrite(&self, body: Bytes) -> Bytes {
+        if self.span_to_replace(&body).is_none() {
+            return body;
+        }
+        let mut out = BytesMut::new();
+        self.write(&body, &mut out);
+        out.freeze()
+    }
+
+    /// 需要替换的值的范围：有 `model` 且与客户端的名字不同时。
+    fn span_to_replace(&self, json: &[u8]) -> Option<Range<usize>> {
+        let wanted = &self.literal.as_bytes()[1..self.literal.len() - 1];
+        value_span(json).filter(|span| &json[span.clone()] != wanted)
     }
 }
 
