@@ -145,21 +145,24 @@ impl Turn {
         }
     }
 
-    /// 按类型把块放到工具结果或其他内容的末尾。
-    fn extend(&mut self, blocks: Vec<Value>) {
-        for block in blocks {
-            if is_tool_result(&block) {
-                self.tool_results.push(block);
-            } else {
-                self.others.push(block);
-            }
+    /// 把其他内容块接在末尾；这是第一批内容时直接接管这个 Vec，不再逐块搬动。
+    fn push_content(&mut self, blocks: Vec<Value>) {
+        if self.others.is_empty() {
+            self.others = blocks;
+        } else {
+            self.others.extend(blocks);
         }
     }
 
     /// 输出为 Anthropic 消息（块直接移入，不复制）：工具结果在前，其他内容在后。
     pub(super) fn into_json(self) -> Value {
-        let mut blocks = self.tool_results;
-        blocks.extend(self.others);
+        let blocks = if self.tool_results.is_empty() {
+            self.others
+        } else {
+            let mut blocks = self.tool_results;
+            blocks.extend(self.others);
+            blocks
+        };
         let mut message = Map::new();
         message.insert("role".into(), Value::from(self.role));
         message.insert("content".into(), Value::Array(blocks));
@@ -177,7 +180,7 @@ fn conversation(messages: &[Value]) -> Result<Vec<Value>, ApiError> {
         match message["role"].as_str() {
             Some("user") => append(&mut turns, ROLE_USER, user_blocks(&message["content"], i)?),
             Some("assistant") => append(&mut turns, ROLE_ASSISTANT, assistant_blocks(message, i)?),
-            Some("tool") => append(&mut turns, ROLE_USER, vec![tool_result(message, i)?]),
+            Some("tool") => append_tool_result(&mut turns, tool_result(message, i)?),
             Some("function") => {
                 return Err(ApiError::bad_request(
                     ErrorCode::UnsupportedValue,
@@ -193,25 +196,28 @@ fn conversation(messages: &[Value]) -> Result<Vec<Value>, ApiError> {
     Ok(turns.into_iter().map(Turn::into_json).collect())
 }
 
-/// 是否是 `tool_result` 块。
-fn is_tool_result(block: &Value) -> bool {
-    block["type"] == "tool_result"
-}
-
-/// 把一条消息的块追加到对话末尾；没有块的消息（如空内容）直接跳过。
+/// 取得对话的最后一条消息；它的角色不是 `role`（或还没有消息）时先新建一条。
 ///
-/// 与上一条同角色时合并成一条消息，这样连续的 tool 消息与其后的用户消息落在同一条用户消息里，
-/// 且工具结果排在其他内容之前（见 [`Turn`]）。
-pub(super) fn append(turns: &mut Vec<Turn>, role: &'static str, blocks: Vec<Value>) {
-    if blocks.is_empty() {
-        return;
-    }
+/// 相邻同角色的消息因此合并成一条，连续的 tool 消息与其后的用户消息也落在同一条用户消息里。
+fn last_turn<'a>(turns: &'a mut Vec<Turn>, role: &'static str) -> &'a mut Turn {
     if turns.last().is_none_or(|t| t.role != role) {
         turns.push(Turn::new(role));
     }
-    if let Some(last) = turns.last_mut() {
-        last.extend(blocks);
+    // 上面保证至少有一条消息
+    let last = turns.len() - 1;
+    &mut turns[last]
+}
+
+/// 把一条 user 或 assistant 消息的内容块追加到对话末尾；没有块的消息（如空内容）直接跳过。
+pub(super) fn append(turns: &mut Vec<Turn>, role: &'static str, blocks: Vec<Value>) {
+    if !blocks.is_empty() {
+        last_turn(turns, role).push_content(blocks);
     }
+}
+
+/// 把一条 tool 消息的 `tool_result` 块追加到最后一条用户消息，排在其中的其他内容之前（见 [`Turn`]）。
+pub(super) fn append_tool_result(turns: &mut Vec<Turn>, block: Value) {
+    last_turn(turns, ROLE_USER).tool_results.push(block);
 }
 
 /// 以助手消息结尾时 Anthropic 会续写它（预填充），而末尾带空白的预填充会被拒绝，所以去掉末尾空白。

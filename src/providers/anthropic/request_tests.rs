@@ -4,8 +4,8 @@ use bytes::Bytes;
 use serde_json::{json, Map, Value};
 
 use super::request::{
-    append, request_body, Turn, DEFAULT_MAX_TOKENS, IMAGE_TYPES, MAX_TEMPERATURE, PDF_MIME,
-    ROLE_USER,
+    append, append_tool_result, request_body, Turn, DEFAULT_MAX_TOKENS, IMAGE_TYPES,
+    MAX_TEMPERATURE, PDF_MIME, ROLE_USER,
 };
 use super::test_support::*;
 use super::{AnthropicFilter, API_VERSION};
@@ -152,10 +152,9 @@ fn 工具结果插在已有用户内容之前() {
         ROLE_USER,
         vec![json!({ "type": "text", "text": "先说的话" })],
     );
-    append(
+    append_tool_result(
         &mut turns,
-        ROLE_USER,
-        vec![json!({ "type": "tool_result", "tool_use_id": "t1" })],
+        json!({ "type": "tool_result", "tool_use_id": "t1" }),
     );
     assert_eq!(turns.len(), 1);
     let message = turns.pop().map(Turn::into_json).expect("应有一条消息");
