@@ -270,6 +270,18 @@ pub fn stream_error(info: UpstreamErrorInfo) -> ApiError {
     error
 }
 
+/// OpenAI 协议的流（OpenAI、Azure）在上游结束时的检查：收到过结束标记 `[DONE]` 是正常结束，
+/// 否则是截断（502 `upstream_stream_truncated`，消息点名上游类型）。
+pub(crate) fn done_or_truncated(done: bool, kind: &str) -> Result<(), ApiError> {
+    if done {
+        return Ok(());
+    }
+    Err(ApiError::bad_gateway(
+        ErrorCode::UpstreamStreamTruncated,
+        format!("{kind} 在发送结束标记 [DONE] 之前断开了流"),
+    ))
+}
+
 /// 把上游错误状态码与信息映射为返回给客户端的错误。
 ///
 /// 参数：状态码、上游错误信息、上游类型名（如 `openai`，不是提供方的名字或地址）。

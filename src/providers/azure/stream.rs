@@ -6,9 +6,13 @@ use serde_json::Value;
 use super::normalize;
 use crate::error::{ApiError, ErrorCode};
 use crate::providers::openai::parse_openai_error;
-use crate::providers::{stream_error, take_usage, StreamStatus, StreamTranslator, TranslateCtx};
+use crate::providers::{
+    done_or_truncated, stream_error, take_usage, StreamStatus, StreamTranslator, TranslateCtx,
+};
 use crate::streaming::{write_data, write_done, SseEvent, Usage, DONE_SENTINEL};
 
+/// 截断错误里的上游类型名。
+const AZURE_LABEL: &str = "Azure";
 /// Azure 流：逐块规范化，丢弃只有注释、没有 choices 也没有用量的块。
 pub(super) struct AzureStream {
     ctx: TranslateCtx,
@@ -62,14 +66,7 @@ impl StreamTranslator for AzureStream {
     }
 
     fn on_eof(&mut self, _out: &mut BytesMut) -> Result<(), ApiError> {
-        if self.done {
-            Ok(())
-        } else {
-            Err(ApiError::bad_gateway(
-                ErrorCode::UpstreamStreamTruncated,
-                "Azure 在发送结束标记 [DONE] 之前断开了流",
-            ))
-        }
+        done_or_truncated(self.done, AZURE_LABEL)
     }
 
     fn usage(&self) -> Option<Usage> {

@@ -5,12 +5,15 @@ use serde_json::{Map, Value};
 
 use super::model::ModelName;
 use super::parse_openai_error;
-use crate::error::{ApiError, ErrorCode};
+use crate::error::ApiError;
 use crate::providers::{
-    may_carry_usage, stream_error, take_usage, StreamStatus, StreamTranslator, TranslateCtx,
+    done_or_truncated, may_carry_usage, stream_error, take_usage, StreamStatus, StreamTranslator,
+    TranslateCtx,
 };
 use crate::streaming::{write_data_with, write_done, SseEvent, Usage, DONE_SENTINEL};
 
+/// 截断错误里的上游类型名。
+const OPENAI_LABEL: &str = "上游";
 /// OpenAI 流中错误块的开头。
 const ERROR_CHUNK_PREFIX: &str = "{\"error\"";
 
@@ -65,14 +68,7 @@ impl StreamTranslator for OpenAiStream {
     }
 
     fn on_eof(&mut self, _out: &mut BytesMut) -> Result<(), ApiError> {
-        if self.done {
-            Ok(())
-        } else {
-            Err(ApiError::bad_gateway(
-                ErrorCode::UpstreamStreamTruncated,
-                "上游在发送结束标记 [DONE] 之前断开了流",
-            ))
-        }
+        done_or_truncated(self.done, OPENAI_LABEL)
     }
 
     fn usage(&self) -> Option<Usage> {
