@@ -329,6 +329,7 @@ fn build_models(models: &[ModelConfig], providers: &[Arc<Provider>]) -> Vec<Mode
             provider: Arc::clone(provider),
             key: Arc::from(format!("{}/{deployment}", provider.name)),
             deployment,
+            model_header: http::HeaderValue::from_str(&upstream_model).ok(),
             model: upstream_model,
             max_tokens: t.max_tokens,
             weight: t.weight,

@@ -178,6 +178,8 @@ pub struct Target {
     pub provider: Arc<Provider>,
     /// 发给上游的模型名。
     pub model: String,
+    /// 发给上游的模型名写成的响应头值（`x-chatnexus-upstream-model`），构建配置时做好，每个请求只复制引用。
+    pub model_header: Option<http::HeaderValue>,
     /// 客户端没给 `max_tokens` 时使用的值。
     pub max_tokens: Option<u64>,
     /// Azure 部署名（已按缺省规则填好）。

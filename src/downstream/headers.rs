@@ -98,8 +98,8 @@ impl GatewayHeaders {
     }
 
     /// 记下发给上游的模型名（每次尝试更新，响应带最后一次尝试的），写成 `x-chatnexus-upstream-model`。
-    pub fn set_upstream_model(&mut self, model: &str) {
-        self.upstream_model = HeaderValue::from_str(model).ok();
+    pub fn set_upstream_model(&mut self, model: Option<HeaderValue>) {
+        self.upstream_model = model;
     }
 
     /// 记下准入时算好的 `x-ratelimit-*` 额度头。

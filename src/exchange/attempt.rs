@@ -78,7 +78,7 @@ pub(super) async fn once(
     report.attempts += 1;
     forward_request_id(down, &mut request);
     if let Some(headers) = GatewayHeaders::of(down) {
-        headers.set_upstream_model(&target.model);
+        headers.set_upstream_model(target.model_header.clone());
     }
     let (mut up, peer) = client.connect(provider, budget).await?;
     send_request(&mut up, provider, request).await?;

@@ -1,10 +1,10 @@
 //! 流式响应：逐块读取上游，按 SSE 事件翻译，每批事件立即写给客户端。
 
+use std::time::Duration;
+
 use bytes::BytesMut;
 use pingora::http::ResponseHeader;
 use pingora::protocols::http::client::HttpSession;
-use pingora::time::fast_timeout::fast_timeout;
-use pingora::ErrorType;
 use pingora_proxy::Session;
 
 use super::budget::{Budget, StreamCaps};
@@ -74,13 +74,19 @@ pub(super) async fn relay(
         if !out.is_empty() {
             start_once(down, budget, report).await?;
             let data = out.split().freeze();
-            within_total(budget, report.wait(downstream::write_chunk(down, data))).await?;
+            report
+                .wait(downstream::write_chunk(down, data))
+                .await
+                .map_err(Failure::gone)?;
             report.mark_output();
             report.chunks += 1;
         }
         if step? == StreamStatus::Done {
             start_once(down, budget, report).await?;
-            return within_total(budget, report.wait(downstream::finish_body(down))).await;
+            return report
+                .wait(downstream::finish_body(down))
+                .await
+                .map_err(Failure::gone);
         }
     }
 }
@@ -113,22 +119,10 @@ fn check_size(parser: &SseParser, received: u64, caps: StreamCaps) -> Result<(),
     ))
 }
 
-/// 在请求的总时长内完成一次写客户端（每次写另有 Pingora 的写超时 `server.client_write_timeout_ms`）：
-/// 客户端读得太慢、超过总时长时放弃，错误的类型与写超时相同，调用方据此计数。
-async fn within_total(
-    budget: &Budget<'_>,
-    write: impl std::future::Future<Output = pingora::Result<()>>,
-) -> Result<(), Failure> {
-    match fast_timeout(budget.remaining(), write).await {
-        Ok(written) => written.map_err(Failure::gone),
-        Err(_) => Err(Failure::gone(pingora::Error::explain(
-            ErrorType::WriteTimedout,
-            "客户端读得太慢，写客户端超过请求总时长（timeouts.total_ms）",
-        ))),
-    }
-}
-
 /// 还没向客户端写过响应头时写出 SSE 响应头。
+///
+/// 同时把每次写客户端的超时收紧到剩余的请求总时长（每个流算一次，不在每块上读时钟）：
+/// 客户端读得再慢，一次写也不会越过总时长；总时长在每次读上游时另有检查。
 async fn start_once(
     down: &mut Session,
     budget: &Budget<'_>,
@@ -137,7 +131,12 @@ async fn start_once(
     if down.response_written().is_some() {
         return Ok(());
     }
-    within_total(budget, report.wait(downstream::start_event_stream(down))).await
+    let per_write = down.get_write_timeout().unwrap_or(Duration::MAX);
+    down.set_write_timeout(Some(per_write.min(budget.remaining())));
+    report
+        .wait(downstream::start_event_stream(down))
+        .await
+        .map_err(Failure::gone)
 }
 
 /// 翻译本批事件；上游已结束时让翻译器判断是否被截断。

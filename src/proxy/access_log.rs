@@ -130,10 +130,20 @@ fn needs_escape(c: char) -> bool {
     c.is_control() || matches!(c, '\\' | '\u{2028}' | '\u{2029}')
 }
 
+/// 字节粗筛：这个字节可能属于需要转义的字符（ASCII 控制字符与 DEL、反斜杠，U+0080–U+009F 的前导字节 0xC2，
+/// U+2028/U+2029 的前导字节 0xE2）。
+fn may_need_escape(b: u8) -> bool {
+    b < b' ' || matches!(b, b'\\' | 0x7f | 0xc2 | 0xe2)
+}
+
 /// 写出转义后的值：客户端给出的模型名、提示词、错误消息里的字段值都可能含换行，原样写出就能在日志里
 /// 伪造一整行访问记录。换行、回车、制表符写成 `\n`、`\r`、`\t`，反斜杠写成 `\\`，其余写成 `\u{…}`；
 /// 不含这些字符的值（绝大多数）原样一次写出。
 fn write_escaped(f: &mut fmt::Formatter<'_>, value: &str) -> fmt::Result {
+    // 先按字节粗筛（可向量化）：没有控制字节、反斜杠与可能组成行分隔符或 C1 控制字符的前导字节时原样写出
+    if !value.bytes().any(may_need_escape) {
+        return f.write_str(value);
+    }
     let mut start = 0;
     for (i, c) in value.char_indices().filter(|(_, c)| needs_escape(*c)) {
         f.write_str(&value[start..i])?;

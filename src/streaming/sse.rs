@@ -207,7 +207,10 @@ pub fn write_data(out: &mut BytesMut, payload: &[u8]) {
 }
 
 /// 写出一个 `data: <payload>\n\n` 事件，负载由 `payload` 直接写进缓冲（免去中间拷贝）。
-pub fn write_data_with(out: &mut BytesMut, payload: impl FnOnce(&mut BytesMut)) {
+///
+/// 参数 `len_hint`：负载的预计字节数，整个事件的空间一次预留好（逐段追加会让缓冲反复扩容）。
+pub fn write_data_with(out: &mut BytesMut, len_hint: usize, payload: impl FnOnce(&mut BytesMut)) {
+    out.reserve(DATA_PREFIX.len() + len_hint + EVENT_END.len());
     out.put_slice(DATA_PREFIX);
     payload(out);
     out.put_slice(EVENT_END);

@@ -87,6 +87,7 @@ pub(super) fn 目标(max_tokens: Option<u64>) -> Target {
     Target {
         provider: Arc::new(provider),
         model: "claude-sonnet-4-5".into(),
+        model_header: None,
         max_tokens,
         deployment: String::new(),
         weight: 1,

@@ -36,6 +36,7 @@ fn 目标() -> Target {
     Target {
         provider: Arc::new(provider),
         model: "gpt-4o".into(),
+        model_header: None,
         max_tokens: None,
         deployment: "gpt-4o-prod".into(),
         weight: 1,

@@ -80,7 +80,7 @@ impl ProviderFilter for OpenAiFilter {
     }
 
     fn stream_translator(&self, ctx: TranslateCtx) -> Box<dyn StreamTranslator> {
-        Box::new(OpenAiStream::new(&ctx))
+        Box::new(OpenAiStream::new(ctx))
     }
 }
 

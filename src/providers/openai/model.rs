@@ -8,22 +8,26 @@ use bytes::{BufMut, Bytes, BytesMut};
 use memchr::memmem::Finder;
 use once_cell::sync::Lazy;
 
+/// JSON 字符串两端的引号数。
+const QUOTES: usize = 2;
 /// 要找的键（带引号）。
 const MODEL_KEY: &[u8] = b"\"model\"";
 /// 预先构造的子串查找器（SIMD）。
 static MODEL_FINDER: Lazy<Finder<'static>> = Lazy::new(|| Finder::new(MODEL_KEY));
 
-/// 客户端可见的模型名写成 JSON 字符串字面量（带引号、已转义），每个请求构造一次。
+/// 客户端可见的模型名。
+///
+/// 用途：OpenAI 协议的完整响应与每个流式块都用它替换 `model` 的值；比较直接用原始字节，
+/// 只有真要替换时才按 JSON 转义写出（每个请求不为它另做分配）。
 #[derive(Debug, Clone)]
-pub(super) struct ModelName {
-    literal: String,
+pub(super) struct ModelName<'a> {
+    model: &'a str,
 }
 
-impl ModelName {
+impl<'a> ModelName<'a> {
     /// 由客户端请求的模型名构造。
-    pub(super) fn new(model: &str) -> Self {
-        let literal = serde_json::to_string(model).unwrap_or_else(|_| format!("\"{model}\""));
-        ModelName { literal }
+    pub(super) fn new(model: &'a str) -> Self {
+        ModelName { model }
     }
 
     /// 把 `json` 写进 `out`，第一个 `"model"` 键的字符串值换成客户端的名字；本来就相同、找不到，
@@ -31,13 +35,17 @@ impl ModelName {
     pub(super) fn write(&self, json: &[u8], out: &mut BytesMut) {
         match self.span_to_replace(json) {
             Some(span) => {
-                out.reserve(json.len() + self.literal.len());
                 out.put_slice(&json[..span.start - 1]);
-                out.put_slice(self.literal.as_bytes());
+                write_json_string(self.model, out);
                 out.put_slice(&json[span.end + 1..]);
             }
             None => out.put_slice(json),
         }
+    }
+
+    /// 改写后的预计长度（替换时最多多出客户端名字的长度与转义）。
+    pub(super) fn len_hint(&self, json: &[u8]) -> usize {
+        json.len() + self.model.len() + QUOTES
     }
 
     /// 完整响应体的改写：不需要替换时原样返回同一块内存（不复制）。
@@ -45,15 +53,27 @@ impl ModelName {
         if self.span_to_replace(&body).is_none() {
             return body;
         }
-        let mut out = BytesMut::new();
+        let mut out = BytesMut::with_capacity(self.len_hint(&body));
         self.write(&body, &mut out);
         out.freeze()
     }
 
     /// 需要替换的值的范围：有 `model` 且与客户端的名字不同时。
     fn span_to_replace(&self, json: &[u8]) -> Option<Range<usize>> {
-        let wanted = &self.literal.as_bytes()[1..self.literal.len() - 1];
-        value_span(json).filter(|span| &json[span.clone()] != wanted)
+        value_span(json).filter(|span| &json[span.clone()] != self.model.as_bytes())
+    }
+}
+
+/// 按 JSON 字符串字面量写出（带引号）；不含需要转义的字符时直接写原始字节。
+fn write_json_string(text: &str, out: &mut BytesMut) {
+    let plain = text.bytes().all(|b| b >= b' ' && b != b'"' && b != b'\\');
+    if plain {
+        out.put_u8(b'"');
+        out.put_slice(text.as_bytes());
+        out.put_u8(b'"');
+    } else {
+        let literal = serde_json::Value::from(text).to_string();
+        out.put_slice(literal.as_bytes());
     }
 }
 

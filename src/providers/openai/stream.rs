@@ -20,7 +20,7 @@ const ERROR_CHUNK_PREFIX: &str = "{\"error\"";
 /// OpenAI 流：事件本来就是 OpenAI 格式，逐个转发并识别 `[DONE]`。
 pub(super) struct OpenAiStream {
     /// 客户端请求的模型名（每个块的 `model` 换成它）。
-    model: ModelName,
+    model: String,
     /// 客户端是否要求用量块。
     include_usage: bool,
     /// 上游报告的用量。
@@ -31,9 +31,9 @@ pub(super) struct OpenAiStream {
 
 impl OpenAiStream {
     /// 为一次流式响应创建转发器（客户端的模型名、是否要求用量块取自 `ctx`）。
-    pub(super) fn new(ctx: &TranslateCtx) -> Self {
+    pub(super) fn new(ctx: TranslateCtx) -> Self {
         OpenAiStream {
-            model: ModelName::new(&ctx.model),
+            model: ctx.model,
             include_usage: ctx.include_usage,
             usage: None,
             done: false,
@@ -63,7 +63,9 @@ impl StreamTranslator for OpenAiStream {
                 return Ok(StreamStatus::Continue);
             }
         }
-        write_data_with(out, |out| self.model.write(event.data.as_bytes(), out));
+        let data = event.data.as_bytes();
+        let model = ModelName::new(&self.model);
+        write_data_with(out, model.len_hint(data), |out| model.write(data, out));
         Ok(StreamStatus::Continue)
     }
 

@@ -13,7 +13,7 @@ use crate::streaming::{SseEvent, Usage};
 
 /// 为客户端模型 `m` 创建流式转发器。
 fn 转发器(include_usage: bool) -> OpenAiStream {
-    OpenAiStream::new(&TranslateCtx {
+    OpenAiStream::new(TranslateCtx {
         model: "m".into(),
         include_usage,
         created: 0,
