@@ -4,16 +4,17 @@
 //! 每个无效请求都让网关读入整个请求体。这里每个请求只做一次计数估计（纳秒级、没有 I/O）；
 //! 同一 IP 在窗口内失败达到上限后，它的请求直接 429，不读请求体、不比对密钥。成功的鉴权不计数。
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 
-use super::ip::ip_subject;
 use super::local::LocalStage;
 use super::verdict::seconds;
-use crate::config::AuthFailureSettings;
+use crate::config::{canonical_ip, AuthFailureSettings};
 use crate::error::ApiError;
 use crate::metrics::METRICS;
 
 /// 拒绝计数 `llm_limiter_refusals_total{layer}` 中本阶段的标签。
+/// IPv6 客户端按 /64 网段计数：保留高 64 位。
+const IPV6_NETWORK_MASK: u128 = !0 << 64;
 const LABEL: &str = "auth_failures";
 /// 429 信封中 `type` 的取值：按请求数限流。
 const KIND: &str = "requests";
@@ -49,7 +50,7 @@ impl AuthGuard {
         let Some(ip) = ip else {
             return Ok(());
         };
-        let (failures, left) = self.counts.peek(settings.window(), &ip_subject(ip));
+        let (failures, left) = self.counts.peek(settings.window(), &subject(ip));
         if failures < settings.limit {
             return Ok(());
         }
@@ -66,8 +67,16 @@ impl AuthGuard {
     /// 鉴权失败之后：给该 IP 记一次。
     pub fn failed(&self, settings: &AuthFailureSettings, ip: Option<IpAddr>) {
         if let Some(ip) = ip {
-            self.counts.bump(settings.window(), &ip_subject(ip));
+            self.counts.bump(settings.window(), &subject(ip));
         }
+    }
+}
+
+/// 计数的主体：IPv4 为地址本身，IPv6 为所在 /64 网段（与每 IP 限流层一致）；直接哈希地址，不格式化成字符串。
+fn subject(ip: IpAddr) -> IpAddr {
+    match canonical_ip(ip) {
+        IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & IPV6_NETWORK_MASK)),
+        v4 => v4,
     }
 }
 

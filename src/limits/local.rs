@@ -8,7 +8,7 @@
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
 use std::fmt;
-use std::hash::BuildHasher;
+use std::hash::{BuildHasher, Hash};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -190,7 +190,7 @@ impl LocalStage {
     /// 只读：一个主体在滑动窗口内的计数估计，以及当前固定窗口还剩多久（一次查询，不计入）。
     ///
     /// 用途：鉴权失败的限流（[`super::AuthGuard`]）在每个请求鉴权之前查一次，成功的请求只付出这一次查询。
-    pub fn peek(&self, window: Duration, subject: &str) -> (u64, Duration) {
+    pub fn peek<K: Hash + ?Sized>(&self, window: Duration, subject: &K) -> (u64, Duration) {
         let key = self.hasher.hash_one(subject);
         let (estimate, left) = self.rate(window).rate_with(&key, |c| {
             (
@@ -202,7 +202,7 @@ impl LocalStage {
     }
 
     /// 给一个主体记一次（与 [`LocalStage::peek`] 配对使用）。
-    pub fn bump(&self, window: Duration, subject: &str) {
+    pub fn bump<K: Hash + ?Sized>(&self, window: Duration, subject: &K) {
         let key = self.hasher.hash_one(subject);
         self.rate(window).observe(&key, 1);
     }

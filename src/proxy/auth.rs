@@ -3,12 +3,14 @@
 //! 鉴权之前先查一次该客户端 IP 的鉴权失败次数（[`AuthGuard`]）：失败过多的 IP 直接 429，
 //! 不读请求体、不比对密钥；鉴权失败后给该 IP 记一次。
 
+use std::net::IpAddr;
+
 use http::header::AUTHORIZATION;
 use pingora_proxy::Session;
 
 use crate::config::Config;
 use crate::error::ApiError;
-use crate::limits::{request_ip, AuthGuard};
+use crate::limits::AuthGuard;
 use crate::security::Client;
 
 /// Bearer 方案前缀（大小写不敏感）。
@@ -21,13 +23,12 @@ const BEARER: &str = "bearer ";
 pub fn authenticate<'a>(
     session: &Session,
     config: &'a Config,
-    guard: &AuthGuard,
+    (guard, ip): (&AuthGuard, Option<IpAddr>),
 ) -> Result<Option<&'a Client>, ApiError> {
     if config.auth_disabled {
         return Ok(None);
     }
     let settings = &config.rate_limits;
-    let ip = request_ip(session, &settings.trusted_proxies);
     guard.check(&settings.auth_failures, ip)?;
     let verified = verify(session, config);
     if verified.is_err() {

@@ -1,5 +1,6 @@
 //! 一个请求的上下文：请求 id、鉴权结果、路由结果、交换报告，供访问日志与指标使用。
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -38,6 +39,8 @@ pub struct RequestCtx {
     pub request_id: String,
     /// 写给客户端的状态码（客户端断开为 499）。
     pub status: u16,
+    /// 客户端 IP（直连对端，或可信代理转发的 `X-Forwarded-For`）。
+    pub client_ip: Option<IpAddr>,
     /// 通过鉴权的客户端密钥名。
     pub client: Option<String>,
     /// 请求的模型名（客户端输入，只进日志，不进指标标签）。
@@ -65,6 +68,7 @@ impl Default for RequestCtx {
         RequestCtx {
             started: Instant::now(),
             request_id: String::new(),
+            client_ip: None,
             status: 0,
             client: None,
             model: None,

@@ -189,6 +189,8 @@ impl Gateway {
         if let Some(status) = cors::preflight(session, config).await? {
             return Ok(status);
         }
+        // 客户端 IP 只算一次：鉴权失败的限流与每 IP 限流层共用
+        ctx.client_ip = limits::request_ip(session, &config.rate_limits.trusted_proxies);
         let header = session.req_header();
         match routes::route(&header.method, header.uri.path())? {
             Route::Health => {
@@ -196,7 +198,8 @@ impl Gateway {
                 reply(session, STATUS_OK, body).await
             }
             Route::Models => {
-                let client = auth::authenticate(session, config, self.limiter.auth_guard())?;
+                let guard = (self.limiter.auth_guard(), ctx.client_ip);
+                let client = auth::authenticate(session, config, guard)?;
                 ctx.client = client.map(|c| c.name.clone());
                 if let Some(client) = client {
                     // GET 没有请求体：签名里的请求体摘要是空串的 SHA-256
@@ -218,7 +221,8 @@ impl Gateway {
         ctx: &mut RequestCtx,
         config: &Config,
     ) -> Result<u16, Failure> {
-        let client = auth::authenticate(session, config, self.limiter.auth_guard())?;
+        let guard = (self.limiter.auth_guard(), ctx.client_ip);
+        let client = auth::authenticate(session, config, guard)?;
         ctx.client = client.map(|c| c.name.clone());
         let raw = body::read(session, config.server.max_body_bytes).await?;
         if let Some(client) = client {
@@ -256,7 +260,7 @@ impl Gateway {
         let settings = &config.rate_limits;
         let subjects = Subjects {
             client,
-            ip: limits::request_ip(session, &settings.trusted_proxies),
+            ip: ctx.client_ip,
             model,
         };
         let tokens = limits::reservation(&req.body, req.raw.len(), settings.default_max_tokens);
