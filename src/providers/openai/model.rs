@@ -22,12 +22,28 @@ static MODEL_FINDER: Lazy<Finder<'static>> = Lazy::new(|| Finder::new(MODEL_KEY)
 #[derive(Debug, Clone)]
 pub(super) struct ModelName<'a> {
     model: &'a str,
+    /// 猜测的 `"model"` 键位置（上一块里的位置）：同一个流的块结构相同，猜中时不必搜索。
+    hint: usize,
 }
 
 impl<'a> ModelName<'a> {
     /// 由客户端请求的模型名构造。
     pub(super) fn new(model: &'a str) -> Self {
-        ModelName { model }
+        ModelName { model, hint: 0 }
+    }
+
+    /// 由客户端请求的模型名与上一块里 `"model"` 键的位置构造。
+    pub(super) fn with_hint(model: &'a str, hint: usize) -> Self {
+        ModelName { model, hint }
+    }
+
+    /// `json` 里第一个 `"model"` 键的位置（先看猜测的位置）。
+    pub(super) fn key_at(&self, json: &[u8]) -> Option<usize> {
+        let guessed = json.get(self.hint..self.hint + MODEL_KEY.len()) == Some(MODEL_KEY);
+        if guessed {
+            return Some(self.hint);
+        }
+        MODEL_FINDER.find(json)
     }
 
     /// 把 `json` 写进 `out`，第一个 `"model"` 键的字符串值换成客户端的名字；本来就相同、找不到，
@@ -60,7 +76,8 @@ impl<'a> ModelName<'a> {
 
     /// 需要替换的值的范围：有 `model` 且与客户端的名字不同时。
     fn span_to_replace(&self, json: &[u8]) -> Option<Range<usize>> {
-        value_span(json).filter(|span| &json[span.clone()] != self.model.as_bytes())
+        let key = self.key_at(json)?;
+        value_span(json, key).filter(|span| &json[span.clone()] != self.model.as_bytes())
     }
 }
 
@@ -77,12 +94,11 @@ fn write_json_string(text: &str, out: &mut BytesMut) {
     }
 }
 
-/// 第一个 `"model"` 键的字符串值在 `json` 中的范围（不含引号）。
+/// 位于 `key` 的 `"model"` 键的字符串值在 `json` 中的范围（不含引号）。
 ///
 /// 字符串值里的引号必然被转义，所以原文中的 `"model"` 只可能是键；OpenAI 与兼容服务把顶层的 `model`
 /// 放在 `choices` 之前，第一个就是它。
-fn value_span(json: &[u8]) -> Option<Range<usize>> {
-    let key = MODEL_FINDER.find(json)?;
+fn value_span(json: &[u8], key: usize) -> Option<Range<usize>> {
     let colon = skip_spaces(json, key + MODEL_KEY.len());
     (json.get(colon) == Some(&b':')).then_some(())?;
     let quote = skip_spaces(json, colon + 1);

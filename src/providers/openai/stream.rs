@@ -21,6 +21,8 @@ const ERROR_CHUNK_PREFIX: &str = "{\"error\"";
 pub(super) struct OpenAiStream {
     /// 客户端请求的模型名（每个块的 `model` 换成它）。
     model: String,
+    /// 上一块里 `"model"` 键的位置（下一块先看这里）。
+    model_at: usize,
     /// 客户端是否要求用量块。
     include_usage: bool,
     /// 上游报告的用量。
@@ -34,6 +36,7 @@ impl OpenAiStream {
     pub(super) fn new(ctx: TranslateCtx) -> Self {
         OpenAiStream {
             model: ctx.model,
+            model_at: 0,
             include_usage: ctx.include_usage,
             usage: None,
             done: false,
@@ -64,7 +67,10 @@ impl StreamTranslator for OpenAiStream {
             }
         }
         let data = event.data.as_bytes();
-        let model = ModelName::new(&self.model);
+        if let Some(at) = ModelName::with_hint(&self.model, self.model_at).key_at(data) {
+            self.model_at = at;
+        }
+        let model = ModelName::with_hint(&self.model, self.model_at);
         write_data_with(out, model.len_hint(data), |out| model.write(data, out));
         Ok(StreamStatus::Continue)
     }
