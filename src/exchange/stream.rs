@@ -92,7 +92,19 @@ pub(super) async fn relay(
 }
 
 /// 上游流的大小检查：单个事件（或未完成的一行）超过上限、整个流超过上限时以 502 结束，并计入指标。
+///
+/// 每读一块都要查：没超限时只做两次比较，超限的说明在不内联的 [`oversize`] 里构造。
+#[inline]
 fn check_size(parser: &SseParser, received: u64, caps: StreamCaps) -> Result<(), ApiError> {
+    if !parser.overflowed() && received <= caps.stream_bytes {
+        return Ok(());
+    }
+    Err(oversize(parser, caps))
+}
+
+/// 超限时的错误（并计入 `llm_stream_oversize_total`）。
+#[cold]
+fn oversize(parser: &SseParser, caps: StreamCaps) -> ApiError {
     let (what, message) = if parser.overflowed() {
         (
             OVERSIZE_EVENT,
@@ -101,7 +113,7 @@ fn check_size(parser: &SseParser, received: u64, caps: StreamCaps) -> Result<(),
                 caps.event_bytes
             ),
         )
-    } else if received > caps.stream_bytes {
+    } else {
         (
             OVERSIZE_STREAM,
             format!(
@@ -109,14 +121,9 @@ fn check_size(parser: &SseParser, received: u64, caps: StreamCaps) -> Result<(),
                 caps.stream_bytes
             ),
         )
-    } else {
-        return Ok(());
     };
     METRICS.stream_oversize.with_label_values(&[what]).inc();
-    Err(ApiError::bad_gateway(
-        ErrorCode::UpstreamResponseTooLarge,
-        message,
-    ))
+    ApiError::bad_gateway(ErrorCode::UpstreamResponseTooLarge, message)
 }
 
 /// 还没向客户端写过响应头时写出 SSE 响应头。

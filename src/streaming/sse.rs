@@ -209,11 +209,18 @@ pub fn write_data(out: &mut BytesMut, payload: &[u8]) {
 /// 写出一个 `data: <payload>\n\n` 事件，负载由 `payload` 直接写进缓冲（免去中间拷贝）。
 ///
 /// 参数 `len_hint`：负载的预计字节数，整个事件的空间一次预留好（逐段追加会让缓冲反复扩容）。
-pub fn write_data_with(out: &mut BytesMut, len_hint: usize, payload: impl FnOnce(&mut BytesMut)) {
+///
+/// 返回：`payload` 的返回值。
+pub fn write_data_with<R>(
+    out: &mut BytesMut,
+    len_hint: usize,
+    payload: impl FnOnce(&mut BytesMut) -> R,
+) -> R {
     out.reserve(DATA_PREFIX.len() + len_hint + EVENT_END.len());
     out.put_slice(DATA_PREFIX);
-    payload(out);
+    let result = payload(out);
     out.put_slice(EVENT_END);
+    result
 }
 
 /// 写出 OpenAI 流的结束事件 `data: [DONE]`。

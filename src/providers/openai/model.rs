@@ -38,7 +38,7 @@ impl<'a> ModelName<'a> {
     }
 
     /// `json` 里第一个 `"model"` 键的位置（先看猜测的位置）。
-    pub(super) fn key_at(&self, json: &[u8]) -> Option<usize> {
+    fn key_at(&self, json: &[u8]) -> Option<usize> {
         let guessed = json.get(self.hint..self.hint + MODEL_KEY.len()) == Some(MODEL_KEY);
         if guessed {
             return Some(self.hint);
@@ -48,8 +48,11 @@ impl<'a> ModelName<'a> {
 
     /// 把 `json` 写进 `out`，第一个 `"model"` 键的字符串值换成客户端的名字；本来就相同、找不到，
     /// 或值不是简单字符串（含转义）时原样写出。
-    pub(super) fn write(&self, json: &[u8], out: &mut BytesMut) {
-        match self.span_to_replace(json) {
+    ///
+    /// 返回：找到的 `"model"` 键的位置（流式转发器记下它，下一块先看这里）。
+    pub(super) fn write(&self, json: &[u8], out: &mut BytesMut) -> Option<usize> {
+        let (key, span) = self.locate(json);
+        match span {
             Some(span) => {
                 out.put_slice(&json[..span.start - 1]);
                 write_json_string(self.model, out);
@@ -57,6 +60,7 @@ impl<'a> ModelName<'a> {
             }
             None => out.put_slice(json),
         }
+        key
     }
 
     /// 改写后的预计长度（替换时最多多出客户端名字的长度与转义）。
@@ -66,7 +70,7 @@ impl<'a> ModelName<'a> {
 
     /// 完整响应体的改写：不需要替换时原样返回同一块内存（不复制）。
     pub(super) fn rewrite(&self, body: Bytes) -> Bytes {
-        if self.span_to_replace(&body).is_none() {
+        if self.locate(&body).1.is_none() {
             return body;
         }
         let mut out = BytesMut::with_capacity(self.len_hint(&body));
@@ -74,10 +78,23 @@ impl<'a> ModelName<'a> {
         out.freeze()
     }
 
-    /// 需要替换的值的范围：有 `model` 且与客户端的名字不同时。
-    fn span_to_replace(&self, json: &[u8]) -> Option<Range<usize>> {
-        let key = self.key_at(json)?;
-        value_span(json, key).filter(|span| &json[span.clone()] != self.model.as_bytes())
+    /// `"model"` 键的位置，以及需要替换时值的范围（有 `model` 且与客户端的名字不同）。
+    ///
+    /// 先试“值正好是客户端的名字”（最常见：逐字节比一次），不是时才扫描字符串找结尾的引号。
+    fn locate(&self, json: &[u8]) -> (Option<usize>, Option<Range<usize>>) {
+        let Some(key) = self.key_at(json) else {
+            return (None, None);
+        };
+        let Some(start) = value_start(json, key) else {
+            return (Some(key), None);
+        };
+        let name = self.model.as_bytes();
+        let end = start + name.len();
+        if json.get(start..end) == Some(name) && json.get(end) == Some(&b'"') {
+            return (Some(key), None);
+        }
+        let span = string_end(json, start).map(|end| start..end);
+        (Some(key), span)
     }
 }
 
@@ -94,18 +111,21 @@ fn write_json_string(text: &str, out: &mut BytesMut) {
     }
 }
 
-/// 位于 `key` 的 `"model"` 键的字符串值在 `json` 中的范围（不含引号）。
+/// 位于 `key` 的 `"model"` 键的字符串值的起点（开头引号之后）；值不是字符串时为 `None`。
 ///
 /// 字符串值里的引号必然被转义，所以原文中的 `"model"` 只可能是键；OpenAI 与兼容服务把顶层的 `model`
 /// 放在 `choices` 之前，第一个就是它。
-fn value_span(json: &[u8], key: usize) -> Option<Range<usize>> {
+fn value_start(json: &[u8], key: usize) -> Option<usize> {
     let colon = skip_spaces(json, key + MODEL_KEY.len());
     (json.get(colon) == Some(&b':')).then_some(())?;
     let quote = skip_spaces(json, colon + 1);
-    (json.get(quote) == Some(&b'"')).then_some(())?;
-    let start = quote + 1;
+    (json.get(quote) == Some(&b'"')).then_some(quote + 1)
+}
+
+/// 从 `start` 起的简单字符串（不含转义）的结尾引号位置；遇到转义时为 `None`（原样保留）。
+fn string_end(json: &[u8], start: usize) -> Option<usize> {
     let len = memchr::memchr2(b'"', b'\\', &json[start..])?;
-    (json[start + len] == b'"').then_some(start..start + len)
+    (json[start + len] == b'"').then_some(start + len)
 }
 
 /// 跳过 JSON 空白，返回下一个非空白字节的位置。

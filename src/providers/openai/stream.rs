@@ -17,6 +17,16 @@ const OPENAI_LABEL: &str = "上游";
 /// OpenAI 流中错误块的开头。
 const ERROR_CHUNK_PREFIX: &str = "{\"error\"";
 
+/// 这个块是不是上游的流中错误（`{"error":…}`）：正常的块以 `{` 开头，只比一次前缀；有前导空白时才去掉再比。
+fn is_error_chunk(data: &str) -> bool {
+    let body = if data.starts_with(char::is_whitespace) {
+        data.trim_start()
+    } else {
+        data
+    };
+    body.starts_with(ERROR_CHUNK_PREFIX)
+}
+
 /// OpenAI 流：事件本来就是 OpenAI 格式，逐个转发并识别 `[DONE]`。
 pub(super) struct OpenAiStream {
     /// 客户端请求的模型名（每个块的 `model` 换成它）。
@@ -55,7 +65,7 @@ impl StreamTranslator for OpenAiStream {
             return Ok(StreamStatus::Done);
         }
         // 上游在流中报告的错误（`{"error":…}`）结束这个流：只看开头，正常的块不多花解析
-        if event.data.trim_start().starts_with(ERROR_CHUNK_PREFIX) {
+        if is_error_chunk(&event.data) {
             return Err(stream_error(parse_openai_error(event.data.as_bytes())));
         }
         // 只有可能带用量的块才解析，其余原样转发，保持透传的零解析开销
@@ -67,11 +77,10 @@ impl StreamTranslator for OpenAiStream {
             }
         }
         let data = event.data.as_bytes();
-        if let Some(at) = ModelName::with_hint(&self.model, self.model_at).key_at(data) {
+        let model = ModelName::with_hint(&self.model, self.model_at);
+        if let Some(at) = write_data_with(out, model.len_hint(data), |out| model.write(data, out)) {
             self.model_at = at;
         }
-        let model = ModelName::with_hint(&self.model, self.model_at);
-        write_data_with(out, model.len_hint(data), |out| model.write(data, out));
         Ok(StreamStatus::Continue)
     }
 
