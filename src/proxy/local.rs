@@ -55,17 +55,41 @@ pub fn health_details(config: &Config, balancer: &Balancer, started: Instant) ->
     Bytes::from(body.to_string())
 }
 
-/// 生成 `/v1/models` 的响应体（OpenAI 列表格式），按配置顺序列出该客户端可用的模型名
+/// 生成 `/v1/models` 的响应体，按配置顺序列出该客户端可用的模型名
 /// （客户端有模型允许列表时只列出其中的模型；鉴权关闭时 `client` 为 `None`，列出全部）。
+///
+/// 一个响应体同时满足两种 SDK：OpenAI 的列表格式（`object`、`data[].id/created/owned_by`），加上 Anthropic
+/// 的字段（`has_more`、`first_id`、`last_id`、`data[].type/display_name/created_at`），两边都忽略不认识的字段。
 pub fn models_body(config: &Config, client: Option<&Client>) -> Bytes {
     let created = unix_now();
+    let created_at = rfc3339(created);
     let data: Vec<Value> = config
         .models
         .iter()
         .filter(|m| client.is_none_or(|c| c.allows_model(&m.name)))
-        .map(|m| json!({ "id": m.name, "object": "model", "created": created, "owned_by": OWNER }))
+        .map(|m| {
+            json!({
+                "id": m.name, "object": "model", "created": created, "owned_by": OWNER,
+                "type": "model", "display_name": m.name, "created_at": created_at,
+            })
+        })
         .collect();
-    Bytes::from(json!({ "object": "list", "data": data }).to_string())
+    let first = data.first().map(|m| m["id"].clone());
+    let last = data.last().map(|m| m["id"].clone());
+    let body = json!({
+        "object": "list", "data": data,
+        "has_more": false, "first_id": first, "last_id": last,
+    });
+    Bytes::from(body.to_string())
+}
+
+/// Unix 秒写成 RFC 3339 时刻（Anthropic 模型列表的 `created_at`）。
+fn rfc3339(unix_secs: u64) -> String {
+    i64::try_from(unix_secs)
+        .ok()
+        .and_then(|secs| chrono::DateTime::from_timestamp(secs, 0))
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
 #[cfg(test)]
@@ -102,6 +126,31 @@ models:
             .map(|m| m["id"].as_str().unwrap_or(""))
             .collect();
         assert_eq!(ids, vec!["甲", "乙"]);
+    }
+
+    #[test]
+    fn 模型列表_同时带_anthropic_sdk_要的字段() {
+        let v: Value = serde_json::from_slice(&models_body(&配置(), None)).expect("JSON");
+        assert_eq!(
+            (&v["has_more"], &v["first_id"], &v["last_id"]),
+            (&json!(false), &json!("甲"), &json!("乙"))
+        );
+        let first = &v["data"][0];
+        assert_eq!(
+            (&first["type"], &first["display_name"]),
+            (&json!("model"), &json!("甲"))
+        );
+        let created_at = first["created_at"].as_str().expect("created_at 是字符串");
+        assert!(
+            created_at.ends_with('Z') && created_at.len() == "2026-12-05T07:00:00Z".len(),
+            "{created_at}"
+        );
+    }
+
+    #[test]
+    fn rfc3339_时刻格式() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_760_000_000), "2025-10-09T08:53:20Z");
     }
 
     #[test]

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# 端到端测试：用官方 openai Python SDK 访问真实运行的网关（内置模拟器作上游，只用 127.0.0.1）。
+# 端到端测试：用官方 openai 与 anthropic Python SDK 访问真实运行的网关（内置模拟器作上游，只用 127.0.0.1）。
 # 用法：bash tests/e2e/run.sh  （需要已构建的 target/debug/chatnexus）
 set -euo pipefail
 
@@ -26,7 +26,7 @@ free_ports() {
 if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV"
 fi
-"$VENV/bin/pip" install --quiet --disable-pip-version-check "openai>=1.40,<3"
+"$VENV/bin/pip" install --quiet --disable-pip-version-check "openai>=1.40,<3" "anthropic>=2.14,<3"
 
 read -r GATEWAY_PORT MOCK_PORT < <(free_ports)
 HASH=$(printf '%s' "$KEY" | sha256sum | cut -d' ' -f1)
@@ -73,6 +73,8 @@ done
 export CHATNEXUS_SIGNED_KEY="${SIGNED[0]}" CHATNEXUS_SIGNING_SECRET="${SIGNED[1]}"
 CHATNEXUS_BASE_URL="http://127.0.0.1:$GATEWAY_PORT/v1" CHATNEXUS_API_KEY="$KEY" \
   "$VENV/bin/python" "$ROOT/tests/e2e/test_openai_sdk.py" || { cat "$WORK/gateway.log"; exit 1; }
+CHATNEXUS_ROOT_URL="http://127.0.0.1:$GATEWAY_PORT" CHATNEXUS_API_KEY="$KEY" \
+  "$VENV/bin/python" "$ROOT/tests/e2e/test_anthropic_sdk.py" || { cat "$WORK/gateway.log"; exit 1; }
 
 # docs/security.md 里的两个客户端示例原样运行一遍，保证文档可用
 CHATNEXUS_BASE_URL="http://127.0.0.1:$GATEWAY_PORT" CHATNEXUS_API_KEY="$CHATNEXUS_SIGNED_KEY" \

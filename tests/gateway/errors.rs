@@ -186,3 +186,32 @@ async fn 模型列表_需要鉴权并按配置列出() {
     assert_eq!(ids.first(), Some(&"fast"));
     assert!(ids.contains(&"改名"));
 }
+
+#[tokio::test]
+async fn 鉴权_x_api_key_头与_bearer_等价() {
+    let client = reqwest::Client::new();
+    let with_key = |key: &str, path: &str| {
+        client
+            .post(ENV.url(path))
+            .header("x-api-key", key)
+            .json(&chat_body("fast", false))
+    };
+    let resp = with_key(CLIENT_KEY, "/v1/chat/completions")
+        .send()
+        .await
+        .expect("请求失败");
+    assert_eq!(resp.status(), 200, "只带 x-api-key 的请求通过鉴权");
+    let resp = with_key("sk-wrong", "/v1/chat/completions")
+        .send()
+        .await
+        .expect("请求失败");
+    let error = expect_error(resp, 401).await;
+    assert_eq!(error["code"], "invalid_api_key");
+    let models = client
+        .get(ENV.url("/v1/models"))
+        .header("x-api-key", CLIENT_KEY)
+        .send()
+        .await
+        .expect("请求失败");
+    assert_eq!(models.status(), 200, "模型发现只带 x-api-key");
+}
