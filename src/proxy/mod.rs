@@ -195,7 +195,7 @@ impl Gateway {
         match routes::route(&header.method, header.uri.path())? {
             Route::Health => {
                 let body = local::health_body(config, self.upstream.balancer());
-                reply(session, STATUS_OK, body).await
+                reply(session, body).await
             }
             Route::Models => {
                 let guard = (self.limiter.auth_guard(), ctx.client_ip);
@@ -205,7 +205,7 @@ impl Gateway {
                     // GET 没有请求体：签名里的请求体摘要是空串的 SHA-256
                     signature::check(session, client, &[], config, &self.nonces).await?;
                 }
-                reply(session, STATUS_OK, local::models_body(config, client)).await
+                reply(session, local::models_body(config, client)).await
             }
             Route::ChatCompletions => self.chat(session, ctx, config).await,
         }
@@ -274,12 +274,12 @@ impl Gateway {
     }
 }
 
-/// 写出网关自己应答的 JSON；返回状态码。
-async fn reply(session: &mut Session, status: u16, body: bytes::Bytes) -> Result<u16, Failure> {
-    downstream::write_json(session, status, body)
+/// 写出网关自己应答的 200 JSON；返回状态码。
+async fn reply(session: &mut Session, body: bytes::Bytes) -> Result<u16, Failure> {
+    downstream::write_json(session, STATUS_OK, body)
         .await
         .map_err(Failure::gone)?;
-    Ok(status)
+    Ok(STATUS_OK)
 }
 
 /// 记下写客户端失败的原因：写超时（客户端不读或读得太慢）计入指标并告警，其余（客户端断开）只进调试日志。
