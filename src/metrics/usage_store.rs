@@ -121,8 +121,12 @@ impl UsageStore {
             return;
         };
         let day = Utc::now().format(DAY_FORMAT).to_string();
-        let key = usage_key(&self.prefix, client, &day);
-        let mut batch = self.take_pending(key, Tally::of(usage, cost)).into_iter();
+        let current = (
+            usage_key(&self.prefix, client, &day),
+            Tally::of(usage, cost),
+        );
+        // 常见情形没有暂存：直接写本请求的，不建表、不合并
+        let mut batch = std::iter::once(current).chain(self.take_backlog());
         while let Some((key, tally)) = batch.next() {
             if let Err(e) = write(link, &key, &tally).await {
                 // 一个写失败，其余的多半也会失败：不再逐个等超时，连同它一起放回暂存
@@ -133,10 +137,12 @@ impl UsageStore {
         }
     }
 
-    /// 把本请求的累加量并入暂存，再取走全部暂存（由本次调用负责写入）。
-    fn take_pending(&self, key: String, tally: Tally) -> HashMap<String, Tally> {
+    /// 取走全部暂存（由本次调用负责补写）；没有暂存时不分配。
+    fn take_backlog(&self) -> HashMap<String, Tally> {
         let mut pending = self.lock();
-        pending.entry(key).or_default().merge(&tally);
+        if pending.is_empty() {
+            return HashMap::new();
+        }
         std::mem::take(&mut *pending)
     }
 
@@ -219,11 +225,12 @@ mod tests {
         };
         let one = Tally::of(&usage, Some(0.5));
         assert_eq!(one.output, MAX_COUNT, "荒谬的用量被封顶");
-        let batch = store.take_pending("甲".into(), one);
-        assert_eq!(store.restore(batch.into_iter()), 0);
-        let batch = store.take_pending("甲".into(), one);
+        let twice = [("甲".to_string(), one), ("甲".to_string(), one)];
+        assert_eq!(store.restore(twice.into_iter()), 0);
+        let batch = store.take_backlog();
         assert_eq!(batch["甲"].requests, 2, "同一个键合并");
         assert_eq!(batch["甲"].input, 60);
+        assert!(store.take_backlog().is_empty(), "取走之后暂存为空");
         assert_eq!(store.restore(batch.into_iter()), 0);
         let full = (1..MAX_PENDING).map(|i| (format!("键{i}"), one));
         assert_eq!(store.restore(full), 0);

@@ -20,7 +20,7 @@ use serde_json::{Map, Value};
 use crate::config::{Provider, ProviderKind, Target};
 use crate::dialects::ChatRequest;
 use crate::error::{ApiError, ErrorCode, TYPE_INVALID_REQUEST, TYPE_SERVER};
-use crate::streaming::{SseEvent, Usage};
+use crate::streaming::{write_done, SseEvent, Usage, DONE_SENTINEL};
 
 pub use convert::{random_id, Completion, ToolCall};
 
@@ -268,6 +268,15 @@ pub fn stream_error(info: UpstreamErrorInfo) -> ApiError {
         .with_detail(format!("上游原文：{text}"));
     error.upstream_code = info.code.map(String::into_boxed_str);
     error
+}
+
+/// OpenAI 协议的流（OpenAI、Azure）的结束标记：流已结束，或本事件是 `[DONE]`（写出结束事件并记下）时为真。
+pub(crate) fn done_marker(done: &mut bool, event: &SseEvent, out: &mut BytesMut) -> bool {
+    if !*done && event.data.trim() == DONE_SENTINEL {
+        *done = true;
+        write_done(out);
+    }
+    *done
 }
 
 /// OpenAI 协议的流（OpenAI、Azure）在上游结束时的检查：收到过结束标记 `[DONE]` 是正常结束，

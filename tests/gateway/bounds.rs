@@ -63,7 +63,7 @@ fn sized(chunks: usize, bytes: usize) -> MockSettings {
     }
 }
 
-/// 读一个没有标签的计数器；`labels` 非空时取带这些标签的样本之和。
+/// 读一个计数器：`label` 给出时只取带这个标签（如 `what="event"`）的样本之和。
 async fn counter(gateway: &Gateway, name: &str, label: Option<&str>) -> f64 {
     let text = reqwest::get(gateway.metrics_url())
         .await

@@ -7,9 +7,10 @@ use super::normalize;
 use crate::error::{ApiError, ErrorCode};
 use crate::providers::openai::parse_openai_error;
 use crate::providers::{
-    done_or_truncated, stream_error, take_usage, StreamStatus, StreamTranslator, TranslateCtx,
+    done_marker, done_or_truncated, stream_error, take_usage, StreamStatus, StreamTranslator,
+    TranslateCtx,
 };
-use crate::streaming::{write_data, write_done, SseEvent, Usage, DONE_SENTINEL};
+use crate::streaming::{write_data, SseEvent, Usage};
 
 /// 截断错误里的上游类型名。
 const AZURE_LABEL: &str = "Azure";
@@ -35,12 +36,7 @@ impl AzureStream {
 
 impl StreamTranslator for AzureStream {
     fn on_event(&mut self, event: &SseEvent, out: &mut BytesMut) -> Result<StreamStatus, ApiError> {
-        if self.done {
-            return Ok(StreamStatus::Done);
-        }
-        if event.data.trim() == DONE_SENTINEL {
-            self.done = true;
-            write_done(out);
+        if done_marker(&mut self.done, event, out) {
             return Ok(StreamStatus::Done);
         }
         let Ok(Value::Object(mut chunk)) = serde_json::from_str::<Value>(&event.data) else {

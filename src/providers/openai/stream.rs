@@ -7,10 +7,10 @@ use super::model::ModelName;
 use super::parse_openai_error;
 use crate::error::ApiError;
 use crate::providers::{
-    done_or_truncated, may_carry_usage, stream_error, take_usage, StreamStatus, StreamTranslator,
-    TranslateCtx,
+    done_marker, done_or_truncated, may_carry_usage, stream_error, take_usage, StreamStatus,
+    StreamTranslator, TranslateCtx,
 };
-use crate::streaming::{write_data_with, write_done, SseEvent, Usage, DONE_SENTINEL};
+use crate::streaming::{write_data_with, SseEvent, Usage};
 
 /// 截断错误里的上游类型名。
 const OPENAI_LABEL: &str = "上游";
@@ -56,12 +56,7 @@ impl OpenAiStream {
 
 impl StreamTranslator for OpenAiStream {
     fn on_event(&mut self, event: &SseEvent, out: &mut BytesMut) -> Result<StreamStatus, ApiError> {
-        if self.done {
-            return Ok(StreamStatus::Done);
-        }
-        if event.data.trim() == DONE_SENTINEL {
-            self.done = true;
-            write_done(out);
+        if done_marker(&mut self.done, event, out) {
             return Ok(StreamStatus::Done);
         }
         // 上游在流中报告的错误（`{"error":…}`）结束这个流：只看开头，正常的块不多花解析
