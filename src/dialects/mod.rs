@@ -5,6 +5,7 @@
 //! 在这里各占一个文件夹：请求 → 枢纽、枢纽回复 → 方言、流事件、方言的错误格式。
 
 /// Chat Completions：枢纽格式，也是 OpenAI SDK 使用的方言。
+mod body;
 pub mod chat;
 
 pub use chat::ChatRequest;

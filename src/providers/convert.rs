@@ -1,9 +1,6 @@
 //! 各翻译器共用的 OpenAI 形状处理：读取消息内容、工具参数、data URL，构造完整补全响应。
 
-use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use log::debug;
@@ -19,19 +16,6 @@ const COMPLETION_OBJECT: &str = "chat.completion";
 const DATA_URL_PREFIX: &str = "data:";
 /// data URL 中 base64 编码的标记。
 const BASE64_MARKER: &str = ";base64";
-
-/// 合成 id 时混入的进程内计数器，保证同一进程内不重复。
-static ID_COUNTER: AtomicU64 = AtomicU64::new(0);
-
-/// 生成一个随机 id（如工具调用 id `call_…`）。
-///
-/// `RandomState` 的种子来自操作系统随机数，再混入进程内计数器，同一进程内不会重复；
-/// 这些 id 只需唯一，不用于安全用途。
-pub fn random_id(prefix: &str) -> String {
-    let mut hasher = RandomState::new().build_hasher();
-    hasher.write_u64(ID_COUNTER.fetch_add(1, Ordering::Relaxed));
-    format!("{prefix}{:016x}", hasher.finish())
-}
 
 /// 客户端请求的全部消息（校验已保证是数组）。
 pub fn messages(req: &ChatRequest) -> &[Value] {
@@ -270,12 +254,6 @@ mod tests {
                 .map(String::as_str),
             Some("查天气")
         );
-    }
-
-    #[test]
-    fn 随机_id_不重复() {
-        assert_ne!(random_id("call_"), random_id("call_"));
-        assert!(random_id("call_").starts_with("call_"));
     }
 
     #[test]

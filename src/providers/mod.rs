@@ -22,7 +22,7 @@ use crate::dialects::ChatRequest;
 use crate::error::{ApiError, ErrorCode, TYPE_INVALID_REQUEST, TYPE_SERVER};
 use crate::streaming::{write_done, SseEvent, Usage, DONE_SENTINEL};
 
-pub use convert::{random_id, Completion, ToolCall};
+pub use convert::{Completion, ToolCall};
 
 /// JSON 内容类型。
 const JSON_CONTENT_TYPE: &str = "application/json";

@@ -14,7 +14,8 @@ use crate::error::ErrorCode;
 use crate::exchange::ExchangeReport;
 use crate::limits::Ticket;
 use crate::metrics::{InflightGuard, METRICS};
-use crate::providers::{random_id, truncate_chars};
+use crate::providers::truncate_chars;
+use crate::streaming::random_id;
 
 /// 接受客户端给出的请求 id 的最大长度。
 const MAX_REQUEST_ID_LEN: usize = 128;

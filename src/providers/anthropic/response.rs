@@ -4,9 +4,9 @@ use serde_json::Value;
 
 use super::EMPTY_ARGUMENTS;
 use crate::error::{ApiError, ErrorCode};
-use crate::providers::convert::{self, Completion, ToolCall};
+use crate::providers::convert::{Completion, ToolCall};
 use crate::providers::TranslateCtx;
-use crate::streaming::{FinishReason, Usage};
+use crate::streaming::{random_id, FinishReason, Usage};
 
 /// 上游没给消息 id 时合成 id 的前缀。
 const MESSAGE_ID_PREFIX: &str = "msg_";
@@ -19,7 +19,7 @@ pub(super) fn invalid_response(message: String) -> ApiError {
 pub(super) fn message_id(message: &Value) -> String {
     message["id"]
         .as_str()
-        .map_or_else(|| convert::random_id(MESSAGE_ID_PREFIX), str::to_string)
+        .map_or_else(|| random_id(MESSAGE_ID_PREFIX), str::to_string)
 }
 
 /// 把 Anthropic 完整响应翻译为补全：文本块拼接为 `content`，`tool_use` 块成为工具调用（id 原样保留）。

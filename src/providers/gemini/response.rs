@@ -4,9 +4,9 @@ use serde_json::Value;
 
 use super::signature::call_id;
 use crate::error::{ApiError, ErrorCode};
-use crate::providers::convert::{self, Completion, ToolCall};
+use crate::providers::convert::{Completion, ToolCall};
 use crate::providers::TranslateCtx;
-use crate::streaming::{FinishReason, Usage};
+use crate::streaming::{random_id, FinishReason, Usage};
 
 /// 补全 id 的前缀。
 pub(super) const COMPLETION_ID_PREFIX: &str = "chatcmpl-";
@@ -94,7 +94,7 @@ pub(super) fn prompt_blocked(response: &Value, candidate: &Value) -> bool {
 pub(super) fn completion_id(response: &Value) -> String {
     match response["responseId"].as_str().filter(|id| !id.is_empty()) {
         Some(id) => format!("{COMPLETION_ID_PREFIX}{id}"),
-        None => convert::random_id(COMPLETION_ID_PREFIX),
+        None => random_id(COMPLETION_ID_PREFIX),
     }
 }
 
