@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 use crate::error::{ApiError, ErrorCode};
 
 /// 模型名的最大长度（字节）：与配置中模型名的上限一致，更长的名字不可能匹配任何模型。
-const MAX_MODEL_LEN: usize = 256;
+pub(crate) const MAX_MODEL_LEN: usize = 256;
 
 /// 错误消息里最多显示的重复键名字符数。
 const MAX_KEY_SHOWN: usize = 64;

@@ -109,6 +109,7 @@ fn validate_roles(list: &[Value]) -> Result<(), ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dialects::body::MAX_MODEL_LEN;
 
     fn 解析(text: &str) -> Result<ChatRequest, ApiError> {
         ChatRequest::parse(Bytes::from(text.to_string()))

@@ -1,11 +1,119 @@
 //! 客户端方言：客户端对网关说的协议。
 //!
 //! Chat Completions（[`chat`]）是枢纽格式：每种方言先翻译成它，再由 `providers` 翻译到上游的协议；
-//! 方言与上游的协议相同时请求体原样透传。新方言（如 Anthropic Messages、OpenAI Responses）
-//! 在这里各占一个文件夹：请求 → 枢纽、枢纽回复 → 方言、流事件、方言的错误格式。
+//! 方言与上游的协议相同时请求体原样透传（只换 `model`）。每种方言各占一个文件夹：请求 → 枢纽、
+//! 枢纽回复 → 方言、流事件、方言的错误格式。
 
-/// Chat Completions：枢纽格式，也是 OpenAI SDK 使用的方言。
 mod body;
+/// Chat Completions：枢纽格式，也是 OpenAI SDK 使用的方言。
 pub mod chat;
+/// Anthropic Messages：Claude Code 与 anthropic SDK 使用的方言。
+pub mod messages;
+
+use bytes::Bytes;
+use serde_json::{Map, Value};
+
+use crate::error::ApiError;
 
 pub use chat::ChatRequest;
+pub use messages::MessagesRequest;
+
+/// 客户端方言（访问日志与指标的 `dialect` 标签）。
+///
+/// 用途：错误按客户端的方言写出；方言与上游协议相同时透传。
+///
+/// ```
+/// use chatnexus::dialects::Dialect; // 客户端方言
+/// assert_eq!(Dialect::Messages.label(), "messages"); // 指标标签
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Dialect {
+    /// OpenAI Chat Completions。
+    #[default]
+    Chat,
+    /// Anthropic Messages。
+    Messages,
+}
+
+impl Dialect {
+    /// 指标与访问日志里的标签。
+    pub fn label(self) -> &'static str {
+        match self {
+            Dialect::Chat => "chat",
+            Dialect::Messages => "messages",
+        }
+    }
+}
+
+/// 一个已校验的客户端请求：`exchange` 据它的方言与目标的协议决定透传还是经枢纽翻译。
+///
+/// 用途：`proxy` 解析后交给 `exchange::run`；翻译到上游时统一用 [`Inbound::hub`]。
+///
+/// ```
+/// let raw = r#"{"model":"演示","messages":[{"role":"user","content":"你好"}]}"#;
+/// let chat = chatnexus::dialects::ChatRequest::parse(raw.into()).unwrap(); // Chat 请求
+/// let inbound = chatnexus::dialects::Inbound::Chat(chat); // 它本身就是枢纽格式
+/// assert_eq!(inbound.hub().unwrap().model, "演示");
+/// ```
+#[derive(Debug)]
+pub enum Inbound {
+    /// `POST /v1/chat/completions`。
+    Chat(ChatRequest),
+    /// `POST /v1/messages`。
+    Messages(MessagesRequest),
+    /// `POST /v1/messages/count_tokens`。
+    CountTokens(MessagesRequest),
+}
+
+impl Inbound {
+    /// 客户端的方言。
+    pub fn dialect(&self) -> Dialect {
+        match self {
+            Inbound::Chat(_) => Dialect::Chat,
+            Inbound::Messages(_) | Inbound::CountTokens(_) => Dialect::Messages,
+        }
+    }
+
+    /// 客户端请求的模型名。
+    pub fn model(&self) -> &str {
+        match self {
+            Inbound::Chat(req) => &req.model,
+            Inbound::Messages(req) | Inbound::CountTokens(req) => &req.model,
+        }
+    }
+
+    /// 是否流式。
+    pub fn stream(&self) -> bool {
+        match self {
+            Inbound::Chat(req) => req.stream,
+            Inbound::Messages(req) => req.stream,
+            Inbound::CountTokens(_) => false,
+        }
+    }
+
+    /// 客户端的请求对象。
+    pub fn body(&self) -> &Map<String, Value> {
+        match self {
+            Inbound::Chat(req) => &req.body,
+            Inbound::Messages(req) | Inbound::CountTokens(req) => &req.body,
+        }
+    }
+
+    /// 客户端的原始请求体。
+    pub fn raw(&self) -> &Bytes {
+        match self {
+            Inbound::Chat(req) => &req.raw,
+            Inbound::Messages(req) | Inbound::CountTokens(req) => &req.raw,
+        }
+    }
+
+    /// 枢纽格式的请求（Chat 请求本身就是；其他方言第一次调用时翻译）。
+    ///
+    /// 错误：请求无法翻译为枢纽格式时返回 400。
+    pub fn hub(&self) -> Result<&ChatRequest, ApiError> {
+        match self {
+            Inbound::Chat(req) => Ok(req),
+            Inbound::Messages(req) | Inbound::CountTokens(req) => req.hub(),
+        }
+    }
+}

@@ -10,6 +10,6 @@ pub use headers::{
     GatewayHeaders, GatewayHeadersBuilder, REQUEST_ID_HEADER, UPSTREAM_MODEL_HEADER,
 };
 pub use respond::{
-    finish_body, start_event_stream, write_chunk, write_error, write_json, write_no_content,
-    write_stream_error,
+    finish_body, start_event_stream, write_chunk, write_error, write_error_body, write_json,
+    write_json_with, write_last_chunk, write_no_content, write_stream_error,
 };

@@ -41,12 +41,42 @@ pub async fn write_json(session: &mut Session, status: u16, body: Bytes) -> ping
 ///
 /// 错误：写客户端失败。
 pub async fn write_error(session: &mut Session, error: &ApiError) -> pingora::Result<()> {
-    let body = error.to_body();
-    let mut parts = json_parts(session, error.status, body.len())?;
-    if let Some(seconds) = error.retry_after {
+    write_error_body(session, error.status, error.to_body(), error.retry_after).await
+}
+
+/// 写一个已渲染好的错误响应（某种方言的错误体；有建议等待时间时带 `Retry-After`）。
+///
+/// 错误：写客户端失败。
+pub async fn write_error_body(
+    session: &mut Session,
+    status: u16,
+    body: Bytes,
+    retry_after: Option<u64>,
+) -> pingora::Result<()> {
+    let mut parts = json_parts(session, status, body.len())?;
+    if let Some(seconds) = retry_after {
         parts
             .headers
             .insert(RETRY_AFTER, HeaderValue::from(seconds));
+    }
+    let header = ResponseHeader::from(parts);
+    session
+        .write_response_header(Box::new(header), false)
+        .await?;
+    session.write_response_body(Some(body), true).await
+}
+
+/// 写一个 JSON 响应，另带几个响应头（如说明 token 数是估算的头）。
+///
+/// 错误：写客户端失败。
+pub async fn write_json_with(
+    session: &mut Session,
+    body: Bytes,
+    extra: &[(HeaderName, HeaderValue)],
+) -> pingora::Result<()> {
+    let mut parts = json_parts(session, 200, body.len())?;
+    for (name, value) in extra {
+        parts.headers.insert(name.clone(), value.clone());
     }
     let header = ResponseHeader::from(parts);
     session
@@ -129,5 +159,13 @@ pub async fn finish_body(session: &mut Session) -> pingora::Result<()> {
 pub async fn write_stream_error(session: &mut Session, error: &ApiError) -> pingora::Result<()> {
     let mut out = BytesMut::new();
     write_data(&mut out, &error.to_body());
-    session.write_response_body(Some(out.freeze()), true).await
+    write_last_chunk(session, out.freeze()).await
+}
+
+/// 写最后一块流式数据（如某种方言的流中错误事件，可以为空）并结束流。
+///
+/// 错误：写客户端失败。
+pub async fn write_last_chunk(session: &mut Session, data: Bytes) -> pingora::Result<()> {
+    let data = (!data.is_empty()).then_some(data);
+    session.write_response_body(data, true).await
 }

@@ -52,6 +52,27 @@ pub struct ApiError {
     pub retry_after: Option<u64>,
     /// 底层原因（只进日志）。
     pub cause: Option<Cause>,
+    /// 透传时上游自己的错误回复：与上游协议相同的方言原样收到它（状态码与响应体）。
+    pub relayed: Option<Box<Relayed>>,
+}
+
+/// 透传（客户端方言与上游协议相同）时上游自己的错误回复。
+///
+/// 用途：Claude Code 按 Anthropic 错误的原文决定压缩对话、去掉思考块后重试，改写过的错误会让它失去这些恢复手段，
+/// 所以同方言的客户端收到上游原样的状态码与响应体；流中的错误事件已随原始字节转发时 `delivered` 为真。
+///
+/// ```
+/// let r = chatnexus::error::Relayed { status: 529, body: "{}".into(), delivered: false }; // 上游的过载错误
+/// assert_eq!(r.status, 529); // 原样的状态码
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Relayed {
+    /// 上游的 HTTP 状态码。
+    pub status: u16,
+    /// 上游的响应体（流中错误时为空）。
+    pub body: Bytes,
+    /// 流中的错误事件已经随上游的原始字节写给了客户端，不必再写。
+    pub delivered: bool,
 }
 
 /// 两个错误相同：给客户端的内容（状态码、信封、等待时间）都相同；底层原因只进日志，不参与比较。
@@ -118,6 +139,7 @@ impl ApiError {
             message: message.into(),
             retry_after: None,
             cause: None,
+            relayed: None,
         }
     }
 
@@ -129,6 +151,12 @@ impl ApiError {
     /// 附上底层原因（只进日志），返回新的错误。
     pub fn with_cause(mut self, cause: impl std::error::Error + Send + Sync + 'static) -> Self {
         self.cause = Some(Arc::new(cause));
+        self
+    }
+
+    /// 附上透传时上游原样的错误回复，返回新的错误。
+    pub fn with_relayed(mut self, relayed: Relayed) -> Self {
+        self.relayed = Some(Box::new(relayed));
         self
     }
 

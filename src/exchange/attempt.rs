@@ -9,14 +9,12 @@ use pingora::protocols::http::client::HttpSession;
 use pingora_proxy::Session;
 
 use super::budget::Budget;
-use super::{io, stream, ExchangeReport, Failure, UpstreamClient};
+use super::{io, render, stream, ExchangeReport, Failure, UpstreamClient};
 use crate::config::Provider;
-use crate::dialects::ChatRequest;
+use crate::dialects::Inbound;
 use crate::downstream::{self, GatewayHeaders, REQUEST_ID_HEADER};
 use crate::error::{ApiError, ErrorCode};
-use crate::providers::{
-    filter_for, map_upstream_error, ProviderFilter, TranslateCtx, UpstreamRequest,
-};
+use crate::providers::{map_upstream_error, mode_for, Mode, TranslateCtx, UpstreamRequest};
 use crate::upstream::{Lease, Verdict, MAX_UPSTREAM_WAIT};
 
 /// 上游错误响应体读取的上限。
@@ -62,19 +60,24 @@ impl From<ApiError> for AttemptError {
 
 /// 用租约中的目标完成一次交换；尝试次数、等待时间、首块时刻与用量记入 `report`。
 ///
+/// 客户端方言与目标协议相同时透传（请求只换 `model`，回复原样），否则经枢纽格式翻译。
 /// 返回：写给客户端的状态码。错误：见 [`AttemptError`]。
 pub(super) async fn once(
     client: &UpstreamClient,
     down: &mut Session,
-    req: &ChatRequest,
+    inbound: &Inbound,
     lease: &Lease<'_>,
     budget: &Budget<'_>,
     report: &mut ExchangeReport,
 ) -> Result<u16, AttemptError> {
     let target = lease.target();
     let provider = &target.provider;
-    let filter = filter_for(provider.kind);
-    let mut request = filter.build_request(req, target).map_err(untranslatable)?;
+    let mode = mode_for(inbound, provider.kind).map_err(untranslatable)?;
+    let mut request = match &mode {
+        Mode::Native(native) => native.build_request(inbound, target),
+        Mode::Translated(filter, hub) => filter.build_request(hub, target),
+    }
+    .map_err(untranslatable)?;
     report.attempts += 1;
     forward_request_id(down, &mut request);
     if let Some(headers) = GatewayHeaders::of(down) {
@@ -89,44 +92,88 @@ pub(super) async fn once(
     let header = header?;
     if !header.status.is_success() {
         let reply = Reply {
-            filter,
+            mode: &mode,
             provider,
             header: &header,
         };
         return Err(reject(&mut up, down, reply, budget, report).await);
     }
-    if req.stream {
+    let exchange = Exchange {
+        up: &mut up,
+        down,
+        budget,
+        report,
+    };
+    if inbound.stream() {
         stream::ensure_event_stream(&header, provider.kind.label())?;
-        let mut translator = filter.stream_translator(TranslateCtx::for_request(req));
-        let relayed = stream::relay(&mut up, down, translator.as_mut(), budget, report).await;
-        report.settle_stream_usage(translator.usage(), relayed.is_ok(), req.raw.len());
-        relayed?;
+        deliver_stream(exchange, inbound, &mode).await?;
     } else {
-        deliver_json(&mut up, down, req, filter, budget, report).await?;
+        deliver_json(exchange, inbound, &mode).await?;
     }
     client.release(up, &peer).await;
     Ok(200)
 }
 
-/// 非流式：读完上游响应体，翻译后一次写给客户端。
-async fn deliver_json(
-    up: &mut HttpSession,
-    down: &mut Session,
-    req: &ChatRequest,
-    filter: &dyn ProviderFilter,
-    budget: &Budget<'_>,
-    report: &mut ExchangeReport,
+/// 一次交换的两端与它的时限、报告。
+struct Exchange<'a, 'b> {
+    up: &'a mut HttpSession,
+    down: &'a mut Session,
+    budget: &'a Budget<'b>,
+    report: &'a mut ExchangeReport,
+}
+
+/// 流式：透传时旁路观察原样转发，翻译时逐事件翻译（非 Chat 方言再渲染成客户端的事件）。
+async fn deliver_stream(
+    x: Exchange<'_, '_>,
+    inbound: &Inbound,
+    mode: &Mode<'_>,
 ) -> Result<(), AttemptError> {
-    let body = report
-        .wait(io::read_body(up, down, budget, MAX_RESPONSE_BODY_BYTES))
+    let mut translator = match mode {
+        Mode::Native(native) => native.observer(),
+        Mode::Translated(filter, hub) => {
+            let hub_stream = filter.stream_translator(TranslateCtx::for_request(hub));
+            render::stream_for(inbound, hub_stream)
+        }
+    };
+    let relayed = stream::relay(x.up, x.down, translator.as_mut(), x.budget, x.report).await;
+    let completed = relayed.is_ok();
+    x.report
+        .settle_stream_usage(translator.usage(), completed, inbound.raw().len());
+    relayed.map_err(AttemptError::from)
+}
+
+/// 非流式：读完上游响应体；透传时原样写给客户端（只读出用量），翻译时翻译后写出。
+async fn deliver_json(
+    x: Exchange<'_, '_>,
+    inbound: &Inbound,
+    mode: &Mode<'_>,
+) -> Result<(), AttemptError> {
+    let body = x
+        .report
+        .wait(io::read_body(
+            x.up,
+            x.down,
+            x.budget,
+            MAX_RESPONSE_BODY_BYTES,
+        ))
         .await?;
-    let reply = filter.translate_response(body, &TranslateCtx::for_request(req))?;
-    report.usage = reply.usage;
-    let written = report
-        .wait(downstream::write_json(down, 200, reply.body))
+    let body = match mode {
+        Mode::Native(native) => {
+            x.report.usage = native.usage_of(&body);
+            body
+        }
+        Mode::Translated(filter, hub) => {
+            let reply = filter.translate_response(body, &TranslateCtx::for_request(hub))?;
+            x.report.usage = reply.usage;
+            render::json_for(inbound, reply.body)?
+        }
+    };
+    let written = x
+        .report
+        .wait(downstream::write_json(x.down, 200, body))
         .await;
     written.map_err(Failure::gone)?;
-    report.mark_output();
+    x.report.mark_output();
     Ok(())
 }
 
@@ -139,9 +186,9 @@ fn forward_request_id(down: &Session, request: &mut UpstreamRequest) {
     }
 }
 
-/// 上游的非 2xx 回复：用哪个过滤器解析、来自哪个上游、响应头。
+/// 上游的非 2xx 回复：交换方式（决定怎样解析与是否原样转告）、来自哪个上游、响应头。
 struct Reply<'a> {
-    filter: &'a dyn ProviderFilter,
+    mode: &'a Mode<'a>,
     provider: &'a Provider,
     header: &'a ResponseHeader,
 }
@@ -173,8 +220,13 @@ async fn reject(
         Ok(body) => body,
         Err(failure) => return failure.into(),
     };
-    let info = reply.filter.parse_error(status, &body);
-    let mut error = map_upstream_error(status, info, reply.provider.kind.label());
+    let mut error = match reply.mode {
+        Mode::Native(native) => native.relay_error(status, body),
+        Mode::Translated(filter, _) => {
+            let info = filter.parse_error(status, &body);
+            map_upstream_error(status, info, reply.provider.kind.label())
+        }
+    };
     // 上游给出的等待时间不可信：截到上限再告诉客户端与记入目标状态
     error.retry_after = error
         .retry_after

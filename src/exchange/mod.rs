@@ -9,6 +9,7 @@ mod attempt;
 mod budget;
 mod io;
 mod probe;
+mod render;
 mod stream;
 
 use std::fmt;
@@ -26,7 +27,7 @@ use pingora::ErrorType;
 use pingora_proxy::Session;
 
 use crate::config::{Config, Model, Provider};
-use crate::dialects::ChatRequest;
+use crate::dialects::Inbound;
 use crate::downstream::REQUEST_ID_HEADER;
 use crate::error::{ApiError, ErrorCode};
 use crate::streaming::{estimate_tokens, Usage};
@@ -251,7 +252,7 @@ impl UpstreamClient {
     }
 }
 
-/// 为一个聊天请求选择目标并与之交换，失败时在还没向客户端写出任何字节前换下一个目标重试。
+/// 为一个客户端请求选择目标并与之交换，失败时在还没向客户端写出任何字节前换下一个目标重试。
 ///
 /// 参数：共享客户端、客户端会话、已校验的请求、模型、当前配置（重试上限、熔断与衰减参数）。
 /// 返回：交换报告（所用的上游与上游模型名、尝试次数、用量……），以及写给客户端的 HTTP 状态码或失败：
@@ -260,12 +261,12 @@ impl UpstreamClient {
 pub async fn run(
     client: &UpstreamClient,
     down: &mut Session,
-    req: &ChatRequest,
+    inbound: &Inbound,
     model: &Model,
     config: &Config,
 ) -> (ExchangeReport, Result<u16, Failure>) {
     let mut report = ExchangeReport::default();
-    let result = try_targets(client, down, (req, model), config, &mut report).await;
+    let result = try_targets(client, down, (inbound, model), config, &mut report).await;
     (report, result)
 }
 
@@ -273,7 +274,7 @@ pub async fn run(
 async fn try_targets(
     client: &UpstreamClient,
     down: &mut Session,
-    (req, model): (&ChatRequest, &Model),
+    (inbound, model): (&Inbound, &Model),
     config: &Config,
     report: &mut ExchangeReport,
 ) -> Result<u16, Failure> {
@@ -292,7 +293,7 @@ async fn try_targets(
             last = Some((Arc::clone(&target.key), budget.total_error().into()));
             break;
         }
-        let error = match attempt::once(client, down, req, &lease, &budget, report).await {
+        let error = match attempt::once(client, down, inbound, &lease, &budget, report).await {
             Ok(status) => {
                 lease.settle(Verdict::Healthy);
                 return Ok(status);

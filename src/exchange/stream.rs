@@ -39,7 +39,8 @@ pub(super) fn ensure_event_stream(header: &ResponseHeader, provider: &str) -> Re
     }
 }
 
-/// 把上游 SSE 流翻译后转发给客户端，直到翻译器报告结束或上游关闭。
+/// 把上游 SSE 流翻译后转发给客户端，直到翻译器报告结束或上游关闭；透传的旁路观察者
+/// （[`StreamTranslator::forwards_raw`]）只看事件，上游的字节原样转发。
 ///
 /// 客户端的响应头推迟到第一批翻译好的事件要写出时才发：在此之前上游断开、发来乱码或超时，
 /// 客户端还什么都没收到，调用方可以换一个目标重试。
@@ -59,21 +60,26 @@ pub(super) async fn relay(
     let mut events: Vec<SseEvent> = Vec::new();
     let mut out = BytesMut::new();
     let mut received: u64 = 0;
+    let raw = translator.forwards_raw();
     loop {
         let chunk = report.wait(io::read_chunk(up, down, budget)).await?;
         let eof = chunk.is_none();
-        match chunk {
+        match &chunk {
             Some(bytes) => {
                 received = received.saturating_add(bytes.len() as u64);
-                parser.push(&bytes, &mut events);
+                parser.push(bytes, &mut events);
             }
             None => parser.finish(&mut events),
         }
         check_size(&parser, received, caps)?;
         let step = translate(translator, &mut events, &mut out, eof);
-        if !out.is_empty() {
+        // 透传时原样写出上游的这一块（零拷贝），翻译时写出翻译好的事件
+        let data = match chunk {
+            Some(bytes) if raw => bytes,
+            _ => out.split().freeze(),
+        };
+        if !data.is_empty() {
             start_once(down, budget, report).await?;
-            let data = out.split().freeze();
             report
                 .wait(downstream::write_chunk(down, data))
                 .await

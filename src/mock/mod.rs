@@ -383,6 +383,9 @@ impl MockApp {
             let _ = shutdown.changed().await;
             return false;
         }
+        if is_post && path.ends_with(anthropic::COUNT_TOKENS_PATH) {
+            return anthropic::count_tokens(self, session, body).await;
+        }
         if is_post && path.ends_with(anthropic::MESSAGES_PATH) {
             return anthropic::messages(self, session, body).await;
         }

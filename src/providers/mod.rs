@@ -8,6 +8,7 @@ mod azure;
 mod convert;
 mod gemini;
 mod openai;
+mod splice;
 
 use bytes::{Bytes, BytesMut};
 use http::header::CONTENT_TYPE;
@@ -18,11 +19,12 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::config::{Provider, ProviderKind, Target};
-use crate::dialects::ChatRequest;
+use crate::dialects::{ChatRequest, Inbound};
 use crate::error::{ApiError, ErrorCode, TYPE_INVALID_REQUEST, TYPE_SERVER};
 use crate::streaming::{write_done, SseEvent, Usage, DONE_SENTINEL};
 
 pub use convert::{Completion, ToolCall};
+pub use splice::{body_with_model, splice_model};
 
 /// JSON 内容类型。
 const JSON_CONTENT_TYPE: &str = "application/json";
@@ -167,6 +169,12 @@ pub trait StreamTranslator: Send {
 
     /// 上游到目前为止报告的用量（OpenAI 语义）；流被中途取消时可能只有输入部分，没有报告时为 `None`。
     fn usage(&self) -> Option<Usage>;
+
+    /// 是否原样转发上游的字节（透传的旁路观察者）：为真时 `exchange` 把读到的每块字节直接写给客户端，
+    /// 翻译器只观察事件（用量、结束、错误），不写任何东西。
+    fn forwards_raw(&self) -> bool {
+        false
+    }
 }
 
 /// 从 OpenAI 格式的流式块中记下用量；返回该块是否只携带用量（`choices` 为空）。
@@ -226,6 +234,58 @@ pub trait ProviderFilter: Send + Sync {
 
     /// 为一次流式响应创建翻译器。
     fn stream_translator(&self, ctx: TranslateCtx) -> Box<dyn StreamTranslator>;
+}
+
+/// 客户端方言与目标协议相同时的透传规则（如 Anthropic Messages → Anthropic 上游）。
+///
+/// 用途：请求体只换 `model`、方言自己的请求头原样转发；回复原样写给客户端，只旁路读出用量；
+/// 上游的错误回复原样转告（Claude Code 按 Anthropic 的原文恢复）。
+pub trait Passthrough: Send + Sync {
+    /// 构造上游请求。
+    ///
+    /// 错误：请求头或上游密钥含非法字符时返回 500。
+    fn build_request(
+        &self,
+        inbound: &Inbound,
+        target: &Target,
+    ) -> Result<UpstreamRequest, ApiError>;
+
+    /// 完整（非流式）响应里的用量（OpenAI 语义）；响应不是合法 JSON 时为 `None`。
+    fn usage_of(&self, body: &[u8]) -> Option<Usage>;
+
+    /// 上游的错误回复 → 客户端错误：状态码与信封照常映射（用于日志、指标与重试判断），
+    /// 并附上原样的上游回复；上游拒绝网关自己的密钥（401/403）时不附，客户端拿到网关的 502。
+    fn relay_error(&self, status: u16, body: Bytes) -> ApiError;
+
+    /// 流的旁路观察者（[`StreamTranslator::forwards_raw`] 为真）。
+    fn observer(&self) -> Box<dyn StreamTranslator>;
+}
+
+/// 一次尝试与目标交换的方式。
+///
+/// 用途：`exchange` 按客户端请求与目标的协议选择透传还是经枢纽翻译。
+pub enum Mode<'a> {
+    /// 透传（方言与目标协议相同）。
+    Native(&'static dyn Passthrough),
+    /// 经枢纽格式翻译：目标的过滤器与枢纽请求。
+    Translated(&'static dyn ProviderFilter, &'a ChatRequest),
+}
+
+/// 按客户端请求与目标类型选择交换方式。
+///
+/// 错误：请求无法翻译为枢纽格式时返回 400；count_tokens 请求的目标不是 Anthropic 时返回 400
+/// `unsupported_parameter`（调用方改为本地估算）。
+pub fn mode_for(inbound: &Inbound, kind: ProviderKind) -> Result<Mode<'_>, ApiError> {
+    match (inbound, kind) {
+        (Inbound::Messages(_) | Inbound::CountTokens(_), ProviderKind::Anthropic) => {
+            Ok(Mode::Native(&anthropic::AnthropicNative))
+        }
+        (Inbound::CountTokens(_), _) => Err(ApiError::bad_request(
+            ErrorCode::UnsupportedParameter,
+            format!("{} 类型的上游没有 count_tokens 接口", kind.label()),
+        )),
+        _ => Ok(Mode::Translated(filter_for(kind), inbound.hub()?)),
+    }
 }
 
 /// 按上游类型取得过滤器。

@@ -52,6 +52,7 @@ pub fn finish_request(method: &str, path: &str, ctx: &RequestCtx, config: &Confi
         cost,
         attempts: ctx.report.attempts,
         error_code: ctx.error_code,
+        dialect: ctx.dialect.label(),
     };
     record_request(&record);
     match config.access_log.format {
@@ -94,6 +95,7 @@ impl fmt::Display for TextLine<'_> {
         write_text(f, " ", Some(self.path))?;
         write_number(f, " 状态=", u64::from(r.status))?;
         write_text(f, " 客户端=", ctx.client.as_deref())?;
+        write_text(f, " 方言=", Some(r.dialect))?;
         write_text(f, " 模型=", ctx.model.as_deref())?;
         write_text(f, " 上游=", ctx.report.provider.as_deref())?;
         write_number(f, " 尝试=", u64::from(ctx.report.attempts))?;
@@ -112,6 +114,9 @@ impl fmt::Display for TextLine<'_> {
         })?;
         write_text(f, " 错误码=", r.error_code.map(ErrorCode::as_str))?;
         write_text(f, " 错误=", ctx.error.as_deref())?;
+        if let Some(dropped) = &ctx.dropped {
+            write_text(f, " 丢弃=", Some(dropped))?;
+        }
         match &ctx.prompt {
             Some(prompt) => write_text(f, " 提示词=", Some(prompt)),
             None => Ok(()),
@@ -207,11 +212,11 @@ fn json_line(method: &str, path: &str, ctx: &RequestCtx, r: &RequestRecord<'_>) 
     let u = r.usage.unwrap_or_default();
     json!({
         "request_id": ctx.request_id, "method": method, "path": path, "status": r.status,
-        "client": ctx.client, "model": ctx.model, "provider": ctx.report.provider, "attempts": ctx.report.attempts,
+        "client": ctx.client, "dialect": r.dialect, "model": ctx.model, "provider": ctx.report.provider, "attempts": ctx.report.attempts,
         "latency_ms": millis(Some(r.duration)), "ttft_ms": millis(r.ttft),
         "tokens": { "input": u.prompt, "output": u.completion, "cached": u.cached, "reasoning": u.reasoning },
         "cost_usd": r.cost, "usage_estimated": r.estimated, "error_code": r.error_code.map(ErrorCode::as_str),
-        "error": ctx.error, "prompt": ctx.prompt,
+        "error": ctx.error, "dropped": ctx.dropped, "prompt": ctx.prompt,
     })
     .to_string()
 }
@@ -239,6 +244,7 @@ mod tests {
             cost,
             attempts: 1,
             error_code: None,
+            dialect: "chat",
         }
     }
 

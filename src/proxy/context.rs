@@ -8,7 +8,7 @@ use http::HeaderValue;
 use pingora_proxy::Session;
 
 use crate::config::Config;
-use crate::dialects::ChatRequest;
+use crate::dialects::Dialect;
 use crate::downstream::{GatewayHeaders, REQUEST_ID_HEADER};
 use crate::error::ErrorCode;
 use crate::exchange::ExchangeReport;
@@ -48,6 +48,10 @@ pub struct RequestCtx {
     pub model: Option<String>,
     /// 已配置的模型名（可作为指标标签）。
     pub model_label: Option<String>,
+    /// 客户端方言（由路由决定；错误按它的形状写出，也是指标的 `dialect` 标签）。
+    pub dialect: Dialect,
+    /// 翻译到别家上游时丢弃的功能（逗号分隔，访问日志记录）。
+    pub dropped: Option<String>,
     /// 与上游交换的报告（所用的上游、尝试次数、首字时间、用量、等待时间）。
     pub report: ExchangeReport,
     /// 请求的 `messages`（只在配置允许记录提示词时保存，已截断）。
@@ -74,6 +78,8 @@ impl Default for RequestCtx {
             client: None,
             model: None,
             model_label: None,
+            dialect: Dialect::Chat,
+            dropped: None,
             report: ExchangeReport::default(),
             prompt: None,
             error: None,
@@ -122,9 +128,9 @@ fn is_valid_request_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
-/// 访问日志里的提示词摘录（`messages` 的 JSON，截断）。
-pub fn prompt_excerpt(req: &ChatRequest) -> Option<String> {
-    let messages = req.body.get("messages")?;
+/// 访问日志里的提示词摘录（请求对象里 `messages` 的 JSON，截断）。
+pub fn prompt_excerpt(body: &serde_json::Map<String, serde_json::Value>) -> Option<String> {
+    let messages = body.get("messages")?;
     Some(truncate_chars(&messages.to_string(), MAX_PROMPT_CHARS))
 }
 

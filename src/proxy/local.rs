@@ -1,14 +1,47 @@
-//! 网关自己应答的接口：公开的 `/health`、指标端口上的 `/health/details` 与 `/v1/models`。
+//! 网关自己应答的接口：公开的 `/health`、指标端口上的 `/health/details`、`/v1/models`，
+//! 以及上游没有计数接口时本地估算的 count_tokens。
 
 use std::time::Instant;
 
 use bytes::Bytes;
-use serde_json::{json, Value};
+use http::{HeaderName, HeaderValue};
+use serde_json::{json, Map, Value};
 
 use crate::clock::unix_now;
 use crate::config::Config;
+use crate::dialects::messages::estimate_input_tokens;
+use crate::error::{ApiError, ErrorCode};
 use crate::security::Client;
 use crate::upstream::Balancer;
+
+/// 标明 count_tokens 结果来源的响应头。
+const TOKEN_COUNT_HEADER: &str = "x-chatnexus-token-count";
+/// 本地估算时 [`TOKEN_COUNT_HEADER`] 的值。
+const ESTIMATED: &str = "estimated";
+/// 限流状态码。
+const STATUS_TOO_MANY_REQUESTS: u16 = 429;
+
+/// 本地估算的 count_tokens 响应体：`{"input_tokens": N}`（估算只会偏高）。
+pub fn estimated_count_body(body: &Map<String, Value>) -> Bytes {
+    let count = json!({ "input_tokens": estimate_input_tokens(body) });
+    Bytes::from(count.to_string())
+}
+
+/// 本地估算的 count_tokens 响应带的头：`x-chatnexus-token-count: estimated`。
+pub fn estimated_count_headers() -> [(HeaderName, HeaderValue); 1] {
+    [(
+        HeaderName::from_static(TOKEN_COUNT_HEADER),
+        HeaderValue::from_static(ESTIMATED),
+    )]
+}
+
+/// count_tokens 转发失败时是否改为本地估算：目标没有计数接口、上游限流或故障时估算；
+/// 上游对请求本身的拒绝（400、404……）照常返回，客户端需要知道请求有问题。
+pub fn count_fallback(error: &ApiError) -> bool {
+    error.code == ErrorCode::UnsupportedParameter
+        || error.status == STATUS_TOO_MANY_REQUESTS
+        || error.status >= 500
+}
 
 /// 模型列表里的 `owned_by`。
 const OWNER: &str = "chatnexus";

@@ -17,6 +17,7 @@ pub mod signature;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use bytes::BytesMut;
 use log::{debug, info, warn};
 use pingora::modules::http::compression::ResponseCompressionBuilder;
 use pingora::modules::http::HttpModules;
@@ -24,8 +25,8 @@ use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorType};
 use pingora_proxy::{ProxyHttp, Session};
 
-use crate::config::{Config, Model, SharedConfig};
-use crate::dialects::ChatRequest;
+use crate::config::{Config, Model, ProviderKind, SharedConfig};
+use crate::dialects::{messages, ChatRequest, Dialect, Inbound, MessagesRequest};
 use crate::downstream::{self, GatewayHeaders, GatewayHeadersBuilder};
 use crate::error::{self, ApiError, ErrorCode};
 use crate::exchange::{self, Failure, UpstreamClient};
@@ -192,7 +193,9 @@ impl Gateway {
         // 客户端 IP 只算一次：鉴权失败的限流与每 IP 限流层共用
         ctx.client_ip = limits::request_ip(session, &config.rate_limits.trusted_proxies);
         let header = session.req_header();
-        match routes::route(&header.method, header.uri.path())? {
+        let route = routes::route(&header.method, header.uri.path())?;
+        ctx.dialect = route.dialect();
+        match route {
             Route::Health => {
                 let body = local::health_body(config, self.upstream.balancer());
                 reply(session, body).await
@@ -207,19 +210,23 @@ impl Gateway {
                 }
                 reply(session, local::models_body(config, client)).await
             }
-            Route::ChatCompletions => self.chat(session, ctx, config).await,
+            Route::ChatCompletions | Route::Messages | Route::CountTokens => {
+                self.serve(session, ctx, config, route).await
+            }
         }
     }
 
-    /// `POST /v1/chat/completions`：鉴权、读体、验签与防重放、校验、模型权限，再交给 `exchange` 选目标、交换与故障转移。
+    /// LLM 接口（Chat Completions、Messages、count_tokens）：鉴权、读体、验签与防重放、按方言校验、
+    /// 模型权限与限流准入，再交给 `exchange` 选目标、交换与故障转移。
     ///
     /// 先鉴权再读体：未通过鉴权的客户端不能让网关读入 10 MiB 的请求体。
     /// 签名覆盖请求体的摘要，所以在读完请求体之后、解析 JSON 之前校验。
-    async fn chat(
+    async fn serve(
         &self,
         session: &mut Session,
         ctx: &mut RequestCtx,
         config: &Config,
+        route: Route,
     ) -> Result<u16, Failure> {
         let guard = (self.limiter.auth_guard(), ctx.client_ip);
         let client = auth::authenticate(session, config, guard)?;
@@ -228,49 +235,148 @@ impl Gateway {
         if let Some(client) = client {
             signature::check(session, client, &raw, config, &self.nonces).await?;
         }
-        let req = ChatRequest::parse(raw)?;
-        ctx.model = Some(req.model.clone());
-        // 先查权限再查模型是否存在：受限的密钥无法借 404 与 403 的差别探测别的模型
-        if client.is_some_and(|c| !c.allows_model(&req.model)) {
-            return Err(ApiError::model_not_allowed(&req.model).into());
-        }
-        let model = config
-            .model(&req.model)
-            .ok_or_else(|| ApiError::model_not_found(&req.model))?;
-        ctx.model_label = Some(model.name.clone());
+        let inbound = parse_inbound(session, route, raw)?;
+        let model = resolve_model(ctx, config, client, inbound.model())?;
         if config.access_log.include_prompts {
-            ctx.prompt = context::prompt_excerpt(&req);
+            ctx.prompt = context::prompt_excerpt(inbound.body());
         }
-        self.admit(session, ctx, config, (client, model), &req)
+        if matches!(inbound, Inbound::CountTokens(_)) {
+            return self
+                .count_tokens(session, ctx, config, (client, model), &inbound)
+                .await;
+        }
+        let settings = &config.rate_limits;
+        let tokens = limits::reservation(
+            inbound.body(),
+            inbound.raw().len(),
+            settings.default_max_tokens,
+        );
+        self.admit(session, ctx, config, (client, model), tokens)
             .await?;
-        let (report, result) = exchange::run(&self.upstream, session, &req, model, config).await;
+        let (report, result) =
+            exchange::run(&self.upstream, session, &inbound, model, config).await;
         ctx.report = report;
+        ctx.dropped = dropped_features(&inbound);
         result
     }
 
+    /// `POST /v1/messages/count_tokens`：模型有 Anthropic 目标时转发给它的计数接口并原样返回；
+    /// 没有、或上游暂时不可用时在本地估算（只会偏高），并用响应头标明是估算。
+    ///
+    /// 计数请求只计请求数限流，不预留 token。上游对请求本身的拒绝（4xx）照常返回给客户端。
+    async fn count_tokens(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        config: &Config,
+        (client, model): (Option<&Client>, &Model),
+        inbound: &Inbound,
+    ) -> Result<u16, Failure> {
+        self.admit(session, ctx, config, (client, model), 0).await?;
+        if model
+            .targets
+            .iter()
+            .any(|t| t.provider.kind == ProviderKind::Anthropic)
+        {
+            let (report, result) =
+                exchange::run(&self.upstream, session, inbound, model, config).await;
+            ctx.report = report;
+            match result {
+                Err(Failure::Api(e))
+                    if local::count_fallback(&e) && session.response_written().is_none() =>
+                {
+                    warn!(
+                        "请求 {} 的 count_tokens 上游不可用，改为本地估算：{}",
+                        ctx.request_id,
+                        e.describe()
+                    );
+                }
+                other => return other,
+            }
+        }
+        let body = local::estimated_count_body(inbound.body());
+        downstream::write_json_with(session, body, &local::estimated_count_headers())
+            .await
+            .map_err(Failure::gone)?;
+        Ok(STATUS_OK)
+    }
+
     /// 限流准入：放行时记下准入记录并给之后的响应加上额度头；超限返回 429。
+    ///
+    /// 参数 `tokens`：要预留的 token 数（输入估算加最大输出）。
     async fn admit(
         &self,
         session: &mut Session,
         ctx: &mut RequestCtx,
         config: &Config,
         (client, model): (Option<&Client>, &Model),
-        req: &ChatRequest,
+        tokens: u64,
     ) -> Result<(), ApiError> {
-        let settings = &config.rate_limits;
         let subjects = Subjects {
             client,
             ip: ctx.client_ip,
             model,
         };
-        let tokens = limits::reservation(&req.body, req.raw.len(), settings.default_max_tokens);
-        if let Some(mut ticket) = self.limiter.admit(settings, &subjects, tokens).await? {
+        if let Some(mut ticket) = self
+            .limiter
+            .admit(&config.rate_limits, &subjects, tokens)
+            .await?
+        {
             if let Some(headers) = GatewayHeaders::of(session) {
                 headers.set_quota(std::mem::take(&mut ticket.headers));
             }
             ctx.limit = Some(ticket);
         }
         Ok(())
+    }
+}
+
+/// 按路由的方言解析请求体；Messages 请求同时取出要透传给 Anthropic 的请求头。
+///
+/// 错误：请求体不合法时返回 400（写出时按路由的方言成形）。
+fn parse_inbound(session: &Session, route: Route, raw: bytes::Bytes) -> Result<Inbound, ApiError> {
+    match route {
+        Route::Messages | Route::CountTokens => {
+            let headers = messages::forwarded_headers(&session.req_header().headers);
+            let req = MessagesRequest::parse(raw, headers)?;
+            Ok(match route {
+                Route::CountTokens => Inbound::CountTokens(req),
+                _ => Inbound::Messages(req),
+            })
+        }
+        _ => ChatRequest::parse(raw).map(Inbound::Chat),
+    }
+}
+
+/// 查模型权限与模型配置，并记入上下文。
+///
+/// 先查权限再查模型是否存在：受限的密钥无法借 404 与 403 的差别探测别的模型。
+/// 错误：密钥不允许该模型 403，模型未配置 404。
+fn resolve_model<'c>(
+    ctx: &mut RequestCtx,
+    config: &'c Config,
+    client: Option<&Client>,
+    name: &str,
+) -> Result<&'c Model, ApiError> {
+    ctx.model = Some(name.to_string());
+    if client.is_some_and(|c| !c.allows_model(name)) {
+        return Err(ApiError::model_not_allowed(name));
+    }
+    let model = config
+        .model(name)
+        .ok_or_else(|| ApiError::model_not_found(name))?;
+    ctx.model_label = Some(model.name.clone());
+    Ok(model)
+}
+
+/// 翻译时丢弃的功能（逗号分隔）；没有丢弃时为 `None`。
+fn dropped_features(inbound: &Inbound) -> Option<String> {
+    match inbound {
+        Inbound::Messages(req) => req
+            .dropped()
+            .filter(|d| !d.0.is_empty())
+            .map(|d| d.0.join(",")),
+        _ => None,
     }
 }
 
@@ -289,6 +395,38 @@ fn note_write_failure(request_id: &str, cause: &pingora::Error) {
         warn!("请求 {request_id} 写客户端超时，已放弃并释放上游连接：{cause}");
     } else {
         debug!("请求 {request_id} 写客户端失败：{}", error::chain(cause));
+    }
+}
+
+/// 按客户端的方言写出错误（响应头已发出时写成流中错误事件），并记下写给客户端的状态码。
+///
+/// 错误：写客户端失败。
+async fn write_failure(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    error: &ApiError,
+) -> pingora::Result<()> {
+    if let Some(header) = session.response_written() {
+        ctx.status = header.status.as_u16();
+        return match ctx.dialect {
+            Dialect::Chat => downstream::write_stream_error(session, error).await,
+            Dialect::Messages => {
+                let mut out = BytesMut::new();
+                messages::stream_error_event(error, &ctx.request_id, &mut out);
+                downstream::write_last_chunk(session, out.freeze()).await
+            }
+        };
+    }
+    match ctx.dialect {
+        Dialect::Chat => {
+            ctx.status = error.status;
+            downstream::write_error(session, error).await
+        }
+        Dialect::Messages => {
+            let reply = messages::error_body(error, &ctx.request_id);
+            ctx.status = reply.status;
+            downstream::write_error_body(session, reply.status, reply.body, error.retry_after).await
+        }
     }
 }
 
@@ -321,16 +459,7 @@ async fn finish(session: &mut Session, ctx: &mut RequestCtx, result: Result<u16,
             error.describe()
         );
     }
-    let written = match session.response_written() {
-        Some(header) => {
-            ctx.status = header.status.as_u16();
-            downstream::write_stream_error(session, &error).await
-        }
-        None => {
-            ctx.status = error.status;
-            downstream::write_error(session, &error).await
-        }
-    };
+    let written = write_failure(session, ctx, &error).await;
     if written.is_err() {
         ctx.status = STATUS_CLIENT_CLOSED;
     }

@@ -2,6 +2,7 @@
 
 use http::Method;
 
+use crate::dialects::Dialect;
 use crate::error::ApiError;
 
 /// 网关提供的接口。
@@ -17,6 +18,10 @@ use crate::error::ApiError;
 pub enum Route {
     /// 聊天补全：`POST /v1/chat/completions`
     ChatCompletions,
+    /// Anthropic Messages：`POST /v1/messages`（Claude Code 带 `?beta=true`，只按路径匹配）
+    Messages,
+    /// Anthropic 输入 token 计数：`POST /v1/messages/count_tokens`
+    CountTokens,
     /// 模型列表：`GET /v1/models`
     Models,
     /// 健康检查：`GET /health` 与 `GET /v1/health`
@@ -26,10 +31,26 @@ pub enum Route {
 /// 路径、允许的方法、接口。
 const ROUTES: &[(&str, Method, Route)] = &[
     ("/v1/chat/completions", Method::POST, Route::ChatCompletions),
+    ("/v1/messages", Method::POST, Route::Messages),
+    (
+        "/v1/messages/count_tokens",
+        Method::POST,
+        Route::CountTokens,
+    ),
     ("/v1/models", Method::GET, Route::Models),
     ("/health", Method::GET, Route::Health),
     ("/v1/health", Method::GET, Route::Health),
 ];
+
+impl Route {
+    /// 这个接口的客户端方言（决定错误写成哪种形状）。
+    pub fn dialect(self) -> Dialect {
+        match self {
+            Route::Messages | Route::CountTokens => Dialect::Messages,
+            Route::ChatCompletions | Route::Models | Route::Health => Dialect::Chat,
+        }
+    }
+}
 
 /// 按方法与路径（不含查询串，容忍结尾的 `/`）找到接口。
 ///
@@ -68,6 +89,12 @@ mod tests {
         assert_eq!(route(&Method::GET, "/v1/models/"), Ok(Route::Models));
         assert_eq!(route(&Method::GET, "/health"), Ok(Route::Health));
         assert_eq!(route(&Method::GET, "/v1/health"), Ok(Route::Health));
+        assert_eq!(route(&Method::POST, "/v1/messages"), Ok(Route::Messages));
+        assert_eq!(
+            route(&Method::POST, "/v1/messages/count_tokens"),
+            Ok(Route::CountTokens)
+        );
+        assert_eq!(Route::CountTokens.dialect(), Dialect::Messages);
     }
 
     #[test]

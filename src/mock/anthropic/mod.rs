@@ -15,12 +15,14 @@ use super::io::{write_json, write_json_with};
 use super::plan;
 use super::{Fault, MockApp};
 use reply::{blocks_of, full_message, stop_reason, stream, Message};
-use request::{check_headers, parse_request, turn_of};
+use request::{check_headers, parse_count_request, parse_request, turn_of};
 
 /// Anthropic 的过载状态码（流中错误故障报告 `overloaded_error`）。
 const OVERLOADED: u16 = 529;
 /// Messages 接口路径的结尾。
 pub(super) const MESSAGES_PATH: &str = "/v1/messages";
+/// count_tokens 接口路径的结尾。
+pub(super) const COUNT_TOKENS_PATH: &str = "/v1/messages/count_tokens";
 /// 消息 id 前缀。
 const MESSAGE_ID_PREFIX: &str = "msg_mock_";
 /// 请求 id 前缀（错误体的 `request_id`）。
@@ -56,6 +58,24 @@ pub(super) async fn messages(app: &MockApp, session: &mut ServerSession, body: B
         return stream(app, session, &message).await;
     }
     write_json(session, 200, &full_message(&message)).await
+}
+
+/// 处理 `POST /v1/messages/count_tokens`：按请求体字节数算出确定的 token 数（与 `plan::usage` 的输入一致），
+/// 返回 `{"input_tokens": N}`；返回连接是否仍可复用。
+pub(super) async fn count_tokens(app: &MockApp, session: &mut ServerSession, body: Bytes) -> bool {
+    if let Err((status, message)) = check_headers(session) {
+        return error(session, status, &message).await;
+    }
+    let request = match parse_count_request(&body) {
+        Ok(request) => request,
+        Err(message) => return error(session, 400, &message).await,
+    };
+    if let Some(Fault::Status(code)) = app.fault() {
+        return error(session, code, &format!("模拟的上游故障（{code}）")).await;
+    }
+    let turn = turn_of(&request, body.len());
+    let usage = plan::usage(&app.settings, &turn);
+    write_json(session, 200, &json!({ "input_tokens": usage.prompt })).await
 }
 
 /// 状态码对应的 Anthropic 错误类型（529 为过载；未列出的 4xx、5xx 分别归为请求错误与服务错误）。

@@ -9,13 +9,25 @@ use crate::mock::plan::{ToolSpec, Turn};
 const API_KEY_HEADER: &str = "x-api-key";
 /// API 版本请求头。
 const VERSION_HEADER: &str = "anthropic-version";
-/// 模拟器接受的 API 版本。
-const API_VERSION: &str = "2023-06-01";
+/// API 版本的写法：`YYYY-MM-DD`（真实 API 接受多个日期版本，新 SDK 发送更新的日期）。
+const VERSION_PATTERN: &str = "0000-00-00";
 /// 允许的最大 temperature。
 const MAX_TEMPERATURE: f64 = 1.0;
 /// 空文本块的错误（真实 API 原文）。
 const EMPTY_TEXT_ERROR: &str =
     "messages: text content blocks must be non-empty（文本内容块不能为空）";
+
+/// 版本是否为 `YYYY-MM-DD` 形式的日期。
+fn is_dated_version(version: &str) -> bool {
+    version.len() == VERSION_PATTERN.len()
+        && version.bytes().zip(VERSION_PATTERN.bytes()).all(|(b, p)| {
+            if p == b'-' {
+                b == b'-'
+            } else {
+                b.is_ascii_digit()
+            }
+        })
+}
 
 /// 检查 `x-api-key`（缺失为 401）与 `anthropic-version`（缺失或不对为 400）。
 pub(super) fn check_headers(session: &ServerSession) -> Result<(), (u16, String)> {
@@ -27,10 +39,10 @@ pub(super) fn check_headers(session: &ServerSession) -> Result<(), (u16, String)
         ));
     }
     match headers.get(VERSION_HEADER).map(|v| v.to_str()) {
-        Some(Ok(API_VERSION)) => Ok(()),
+        Some(Ok(version)) if is_dated_version(version) => Ok(()),
         Some(_) => Err((
             400,
-            format!("{VERSION_HEADER}: invalid version（模拟器只接受 {API_VERSION}）"),
+            format!("{VERSION_HEADER}: invalid version（模拟器只接受 {VERSION_PATTERN} 形式的日期版本）"),
         )),
         None => Err((
             400,
@@ -50,11 +62,29 @@ pub(super) fn parse_request(body: &[u8]) -> Result<Map<String, Value>, String> {
     Ok(request)
 }
 
+/// 解析并校验 count_tokens 请求体（没有 `max_tokens`，其余与 Messages 相同）。
+///
+/// 错误：与 [`parse_request`] 相同（真实 API 的英文原文，附中文说明）。
+pub(super) fn parse_count_request(body: &[u8]) -> Result<Map<String, Value>, String> {
+    let Ok(Value::Object(request)) = serde_json::from_slice::<Value>(body) else {
+        return Err(
+            "invalid request: body must be a JSON object（请求体不是 JSON 对象）".to_string(),
+        );
+    };
+    validate_content(&request)?;
+    Ok(request)
+}
+
 /// 校验请求：max_tokens 必填、采样参数、system 与 messages 的结构。
 fn validate(request: &Map<String, Value>) -> Result<(), String> {
     if !request.get("max_tokens").is_some_and(Value::is_u64) {
         return Err("max_tokens: Field required（max_tokens 必填）".to_string());
     }
+    validate_content(request)
+}
+
+/// 校验采样参数、system 与 messages 的结构。
+fn validate_content(request: &Map<String, Value>) -> Result<(), String> {
     validate_sampling(request)?;
     if let Some(system) = request.get("system") {
         let blocks = normalized_blocks(system)

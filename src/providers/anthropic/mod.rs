@@ -15,6 +15,7 @@
 //! 测试放在同名的 `*_tests.rs` 中，共用的测试工具在 `test_support.rs`。
 
 mod error;
+mod native;
 mod request;
 mod response;
 mod stream;
@@ -36,6 +37,8 @@ use self::error::error_info;
 use self::request::request_body;
 use self::response::completion_of;
 use self::stream::AnthropicStream;
+
+pub(super) use self::native::AnthropicNative;
 use super::{
     json_content_type, key_header, ProviderFilter, StreamTranslator, TranslateCtx, TranslatedReply,
     UpstreamErrorInfo, UpstreamRequest,

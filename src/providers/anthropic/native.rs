@@ -1,0 +1,176 @@
+//! Anthropic Messages 客户端 → Anthropic 上游的原样透传（参考文档 §M4）。
+//!
+//! 请求体只换 `model`（在原始字节里替换），`anthropic-*` 请求头原样转发（没有 `anthropic-version` 时补上缺省值）；
+//! 回复的字节原样写给客户端，旁路只读 `message_start` 与 `message_delta` 里的用量（含缓存读写）、
+//! `message_stop` 与流中的 `error`，不重新序列化任何事件。
+
+use bytes::{Bytes, BytesMut};
+use http::{HeaderName, HeaderValue};
+use serde_json::Value;
+
+use super::error::{error_info, stream_error};
+use super::response::TokenCounts;
+use super::{API_KEY_HEADER, MESSAGES_PATH, PROVIDER_LABEL};
+use crate::config::Target;
+use crate::dialects::messages::{DEFAULT_VERSION, VERSION_HEADER};
+use crate::dialects::{Inbound, MessagesRequest};
+use crate::error::{ApiError, ErrorCode, Relayed};
+use crate::providers::{
+    body_with_model, json_content_type, key_header, map_upstream_error, Passthrough, StreamStatus,
+    StreamTranslator, UpstreamRequest,
+};
+use crate::streaming::{SseEvent, Usage};
+
+/// count_tokens 接口相对 `base_url` 的路径。
+const COUNT_TOKENS_PATH: &str = "/v1/messages/count_tokens";
+/// 流中错误事件的状态码（响应头已是 200）。
+const STATUS_IN_STREAM: u16 = 200;
+
+/// Anthropic 透传规则。
+pub(in crate::providers) struct AnthropicNative;
+
+impl Passthrough for AnthropicNative {
+    fn build_request(
+        &self,
+        inbound: &Inbound,
+        target: &Target,
+    ) -> Result<UpstreamRequest, ApiError> {
+        let (req, path) = match inbound {
+            Inbound::Messages(req) => (req, MESSAGES_PATH),
+            Inbound::CountTokens(req) => (req, COUNT_TOKENS_PATH),
+            Inbound::Chat(_) => {
+                return Err(ApiError::internal("Chat 请求不能透传到 Anthropic 上游"));
+            }
+        };
+        let body = body_with_model(&req.raw, &req.body, &req.model, &target.model)?;
+        let provider = &target.provider;
+        let mut headers = request_headers(req);
+        headers.extend(key_header(
+            provider,
+            HeaderName::from_static(API_KEY_HEADER),
+            "",
+        )?);
+        Ok(UpstreamRequest {
+            path: format!("{}{path}", provider.base_url.path),
+            headers,
+            body,
+        })
+    }
+
+    fn usage_of(&self, body: &[u8]) -> Option<Usage> {
+        let message: Value = serde_json::from_slice(body).ok()?;
+        let usage = message.get("usage")?;
+        let mut counts = TokenCounts::default();
+        counts.update(usage);
+        Some(counts.usage())
+    }
+
+    fn relay_error(&self, status: u16, body: Bytes) -> ApiError {
+        let error = map_upstream_error(status, error_info(status, &body), PROVIDER_LABEL);
+        if matches!(status, 401 | 403) {
+            return error;
+        }
+        error.with_relayed(Relayed {
+            status,
+            body,
+            delivered: false,
+        })
+    }
+
+    fn observer(&self) -> Box<dyn StreamTranslator> {
+        Box::new(NativeObserver::default())
+    }
+}
+
+/// 透传的请求头：内容类型、客户端的 `anthropic-*` 头（原样），客户端没给版本时补上缺省版本。
+fn request_headers(req: &MessagesRequest) -> Vec<(HeaderName, HeaderValue)> {
+    let mut headers = Vec::with_capacity(req.headers.len() + 3);
+    headers.push(json_content_type());
+    headers.extend(req.headers.iter().cloned());
+    if !req.headers.iter().any(|(name, _)| name == VERSION_HEADER) {
+        headers.push((
+            HeaderName::from_static(VERSION_HEADER),
+            HeaderValue::from_static(DEFAULT_VERSION),
+        ));
+    }
+    headers
+}
+
+/// 透传流的旁路观察者：字节由 `exchange` 原样转发，这里只读用量、结束与错误。
+#[derive(Default)]
+struct NativeObserver {
+    counts: TokenCounts,
+    started: bool,
+    done: bool,
+}
+
+impl NativeObserver {
+    /// 需要读 JSON 的事件（事件名缺失时也读，按 `type` 判断）。
+    fn inspect(&mut self, data: &str) -> Result<StreamStatus, ApiError> {
+        let Ok(value) = serde_json::from_str::<Value>(data) else {
+            return Ok(StreamStatus::Continue);
+        };
+        match value["type"].as_str().unwrap_or_default() {
+            "message_start" => {
+                self.counts.update(&value["message"]["usage"]);
+                self.started = true;
+            }
+            "message_delta" => self.counts.update(&value["usage"]),
+            "message_stop" => return Ok(self.stop()),
+            "error" => {
+                let relayed = Relayed {
+                    status: STATUS_IN_STREAM,
+                    body: Bytes::new(),
+                    delivered: true,
+                };
+                return Err(stream_error(&value["error"]).with_relayed(relayed));
+            }
+            _ => {}
+        }
+        Ok(StreamStatus::Continue)
+    }
+
+    fn stop(&mut self) -> StreamStatus {
+        self.done = true;
+        StreamStatus::Done
+    }
+}
+
+impl StreamTranslator for NativeObserver {
+    /// 内容块事件（流的绝大部分）只看事件名、不解析 JSON；其余事件读出用量、结束或错误。
+    fn on_event(
+        &mut self,
+        event: &SseEvent,
+        _out: &mut BytesMut,
+    ) -> Result<StreamStatus, ApiError> {
+        if self.done {
+            return Ok(StreamStatus::Done);
+        }
+        match event.event.as_deref() {
+            Some("content_block_start" | "content_block_delta" | "content_block_stop" | "ping") => {
+                Ok(StreamStatus::Continue)
+            }
+            Some("message_stop") => Ok(self.stop()),
+            _ => self.inspect(&event.data),
+        }
+    }
+
+    /// 没收到 `message_stop` 就断开是截断（已转发的字节保留，`exchange` 补一个流中错误事件）。
+    fn on_eof(&mut self, _out: &mut BytesMut) -> Result<(), ApiError> {
+        if self.done {
+            return Ok(());
+        }
+        Err(ApiError::bad_gateway(
+            ErrorCode::UpstreamStreamTruncated,
+            "上游 Anthropic 在发送 message_stop 之前断开了流",
+        ))
+    }
+
+    fn usage(&self) -> Option<Usage> {
+        self.started.then(|| self.counts.usage())
+    }
+
+    fn forwards_raw(&self) -> bool {
+        true
+    }
+}

@@ -1,0 +1,159 @@
+//! 透传时只换请求体顶层的 `model`：在原始字节里找到它的值并替换，其余字节（空白、字段顺序、数字写法、
+//! 网关不认识的字段）一个不改。
+//!
+//! 解析时已拒绝重复的顶层键，所以顶层的 `model` 至多一个。键名带转义（如 `"mod\u0065l"`）时找不到，
+//! 由调用方退回按对象序列化。
+
+use bytes::{BufMut, Bytes, BytesMut};
+use serde_json::{Map, Value};
+
+use crate::error::ApiError;
+
+/// 顶层键名 `model`（带引号）。
+const MODEL_KEY: &[u8] = b"\"model\"";
+
+/// 把原始请求体顶层 `model` 的字符串值换成 `model`；找不到顶层的字符串 `model` 时返回 `None`。
+///
+/// 参数：客户端的原始请求体（已确认是 JSON 对象）、新的模型名。返回：替换后的请求体。
+pub fn splice_model(raw: &[u8], model: &str) -> Option<Bytes> {
+    let (start, end) = model_value_span(raw)?;
+    let quoted = serde_json::to_string(model).ok()?;
+    let mut out = BytesMut::with_capacity(raw.len() - (end - start) + quoted.len());
+    out.put_slice(&raw[..start]);
+    out.put_slice(quoted.as_bytes());
+    out.put_slice(&raw[end..]);
+    Some(out.freeze())
+}
+
+/// 透传的请求体：模型名相同时原样（零拷贝）；否则在原始字节里替换，找不到时退回按对象序列化
+/// （字段顺序仍保持，空白与数字写法按 serde_json 的格式）。
+///
+/// 错误：序列化失败时返回 500。
+pub fn body_with_model(
+    raw: &Bytes,
+    body: &Map<String, Value>,
+    current: &str,
+    model: &str,
+) -> Result<Bytes, ApiError> {
+    if current == model {
+        return Ok(raw.clone());
+    }
+    if let Some(spliced) = splice_model(raw, model) {
+        return Ok(spliced);
+    }
+    let mut copy = body.clone();
+    copy.insert("model".into(), Value::String(model.to_string()));
+    serde_json::to_vec(&copy)
+        .map(Bytes::from)
+        .map_err(|e| ApiError::internal(format!("序列化上游请求失败：{e}")))
+}
+
+/// 顶层 `model` 的字符串值（含引号）在原始字节里的起止位置。
+///
+/// 逐字节扫描，记录嵌套深度与是否在字符串里：只在深度 1、且字符串处在键的位置时比对键名。
+fn model_value_span(raw: &[u8]) -> Option<(usize, usize)> {
+    let mut depth = 0usize;
+    let mut i = 0;
+    // 深度 1 的下一个字符串是键（对象开头或逗号之后）
+    let mut expect_key = false;
+    while i < raw.len() {
+        match raw[i] {
+            b'"' => {
+                let end = string_end(raw, i)?;
+                if depth == 1 && expect_key && &raw[i..end] == MODEL_KEY {
+                    return string_value_after_colon(raw, end);
+                }
+                expect_key = false;
+                i = end;
+                continue;
+            }
+            b'{' | b'[' => {
+                depth += 1;
+                expect_key = depth == 1 && raw[i] == b'{';
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            b',' => expect_key = depth == 1,
+            _ => {}
+        }
+        i += 1;
+    }
+    None
+}
+
+/// 从 `start`（开引号）起的字符串的结束位置（闭引号之后）；跳过转义字符。
+fn string_end(raw: &[u8], start: usize) -> Option<usize> {
+    let mut i = start + 1;
+    while i < raw.len() {
+        match raw[i] {
+            b'\\' => i += 2,
+            b'"' => return Some(i + 1),
+            _ => i += 1,
+        }
+    }
+    None
+}
+
+/// 键之后（允许空白）的冒号后面紧跟的字符串值的起止位置；值不是字符串时为 `None`。
+fn string_value_after_colon(raw: &[u8], mut i: usize) -> Option<(usize, usize)> {
+    i = skip_whitespace(raw, i);
+    if raw.get(i) != Some(&b':') {
+        return None;
+    }
+    i = skip_whitespace(raw, i + 1);
+    if raw.get(i) != Some(&b'"') {
+        return None;
+    }
+    Some((i, string_end(raw, i)?))
+}
+
+/// 跳过 JSON 空白。
+fn skip_whitespace(raw: &[u8], mut i: usize) -> usize {
+    while raw.get(i).is_some_and(u8::is_ascii_whitespace) {
+        i += 1;
+    }
+    i
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn 替换(raw: &str, model: &str) -> Option<String> {
+        splice_model(raw.as_bytes(), model).map(|b| String::from_utf8(b.to_vec()).expect("UTF-8"))
+    }
+
+    #[test]
+    fn 替换_只改顶层模型名_其余字节不变() {
+        let raw = "{ \"metadata\": {\"model\": \"内层\"},\n  \"model\" :  \"客户端名\", \"temperature\": 1.0e0 }";
+        assert_eq!(
+            替换(raw, "claude-上游").as_deref(),
+            Some("{ \"metadata\": {\"model\": \"内层\"},\n  \"model\" :  \"claude-上游\", \"temperature\": 1.0e0 }")
+        );
+    }
+
+    #[test]
+    fn 替换_值里的引号与转义不干扰扫描() {
+        let raw = r#"{"system":"说 \"model\": \"x\"","messages":[{"content":"a,\"model\":\"b\""}],"model":"甲"}"#;
+        let out = 替换(raw, "乙").expect("应找到顶层 model");
+        assert!(out.ends_with(r#""model":"乙"}"#), "{out}");
+        assert!(
+            out.starts_with(r#"{"system":"说 \"model\": \"x\"""#),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn 替换_新名字按_json_转义() {
+        assert_eq!(
+            替换(r#"{"model":"a"}"#, "带\"引号").as_deref(),
+            Some(r#"{"model":"带\"引号"}"#)
+        );
+    }
+
+    #[test]
+    fn 替换_找不到时返回_none() {
+        assert_eq!(替换(r#"{"mod\u0065l":"a"}"#, "b"), None);
+        assert_eq!(替换(r#"{"model":5}"#, "b"), None);
+        assert_eq!(替换(r#"{"messages":[]}"#, "b"), None);
+    }
+}
