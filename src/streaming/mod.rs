@@ -1,7 +1,11 @@
 //! SSE（Server-Sent Events）：增量解析上游字节流、按 OpenAI 格式写出事件与流式块。
 
 mod chunk;
+mod id;
 mod sse;
 
 pub use chunk::{estimate_tokens, ChunkWriter, FinishReason, Usage, BYTES_PER_TOKEN};
-pub use sse::{write_data, write_data_with, write_done, SseEvent, SseParser, DONE_SENTINEL};
+pub use id::random_id;
+pub use sse::{
+    write_data, write_data_with, write_done, write_event, SseEvent, SseParser, DONE_SENTINEL,
+};

@@ -15,6 +15,8 @@ const FIELD_DATA: &[u8] = b"data";
 const FIELD_EVENT: &[u8] = b"event";
 /// 写出事件时的数据前缀。
 const DATA_PREFIX: &[u8] = b"data: ";
+/// 具名事件的事件名行前缀。
+const EVENT_PREFIX: &[u8] = b"event: ";
 /// 事件结束的空行。
 const EVENT_END: &[u8] = b"\n\n";
 
@@ -221,6 +223,18 @@ pub fn write_data_with<R>(
     let result = payload(out);
     out.put_slice(EVENT_END);
     result
+}
+
+/// 写出一个具名事件 `event: <name>\ndata: <payload>\n\n`（Anthropic 流的每个事件都带事件名，
+/// anthropic SDK 会跳过没有 `event:` 行的事件）。
+pub fn write_event(out: &mut BytesMut, name: &str, payload: &[u8]) {
+    out.reserve(
+        EVENT_PREFIX.len() + name.len() + 1 + DATA_PREFIX.len() + payload.len() + EVENT_END.len(),
+    );
+    out.put_slice(EVENT_PREFIX);
+    out.put_slice(name.as_bytes());
+    out.put_u8(b'\n');
+    write_data(out, payload);
 }
 
 /// 写出 OpenAI 流的结束事件 `data: [DONE]`。
