@@ -6,5 +6,7 @@
 
 /// Chat Completions：枢纽格式，也是 OpenAI SDK 使用的方言。
 pub mod chat;
+/// Anthropic Messages：Claude Code 与 anthropic SDK 使用的方言（把枢纽回复渲染为 Anthropic 形状）。
+pub mod messages;
 
 pub use chat::ChatRequest;
