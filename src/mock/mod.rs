@@ -163,6 +163,8 @@ pub struct MockSettings {
     pub reasoning_tokens: u64,
     /// 故障模式。
     pub fault: Option<Fault>,
+    /// 请求里有工具时是否调用它们；为 false 时总是回复文本（给会真的执行工具的 Claude Code 等客户端用）。
+    pub call_tools: bool,
 }
 
 impl Default for MockSettings {
@@ -178,6 +180,7 @@ impl Default for MockSettings {
             cached_tokens: 0,
             reasoning_tokens: 0,
             fault: None,
+            call_tools: true,
         }
     }
 }

@@ -61,7 +61,11 @@ pub(super) struct MockUsage {
 
 /// 决定回复：有可用工具且上一条不是工具结果时调用工具（最多两个并行），否则回复文本。
 pub(super) fn plan(settings: &MockSettings, turn: &Turn) -> Reply {
-    if turn.tools_allowed && !turn.after_tool_result && !turn.tools.is_empty() {
+    if settings.call_tools
+        && turn.tools_allowed
+        && !turn.after_tool_result
+        && !turn.tools.is_empty()
+    {
         let calls = turn
             .tools
             .iter()

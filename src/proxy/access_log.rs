@@ -268,7 +268,7 @@ mod tests {
         .to_string();
         assert_eq!(
             line,
-            "访问 请求ID=req_1 POST /v1/chat/completions 状态=200 客户端=演示客户端 模型=演示 上游=openai \
+            "访问 请求ID=req_1 POST /v1/chat/completions 状态=200 客户端=演示客户端 方言=chat 模型=演示 上游=openai \
              尝试=0 耗时毫秒=251.300 首字毫秒=2.105 输入=17 输出=8 缓存=2 推理=1 费用美元=0.000012345 \
              用量估算=否 错误码=- 错误=- 提示词=你好"
         );

@@ -10,6 +10,7 @@ mod errors;
 mod failover;
 mod gemini;
 mod hardening;
+mod messages;
 mod metrics;
 #[path = "../support/mod.rs"]
 mod support;

@@ -6,10 +6,16 @@
 //! `error` 写出 Anthropic 形状的错误，`tokens` 在上游没有计数接口时估算输入 token。
 
 mod error;
+mod names;
 mod request;
 pub mod response;
 pub mod stream;
 mod tokens;
+
+#[cfg(test)]
+mod response_tests;
+#[cfg(test)]
+mod stream_tests;
 
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue};

@@ -11,6 +11,8 @@ const API_KEY_HEADER: &str = "x-api-key";
 const VERSION_HEADER: &str = "anthropic-version";
 /// API 版本的写法：`YYYY-MM-DD`（真实 API 接受多个日期版本，新 SDK 发送更新的日期）。
 const VERSION_PATTERN: &str = "0000-00-00";
+/// 消息允许的角色。
+const MESSAGE_ROLES: &[&str] = &["user", "assistant", "system"];
 /// 允许的最大 temperature。
 const MAX_TEMPERATURE: f64 = 1.0;
 /// 空文本块的错误（真实 API 原文）。
@@ -140,8 +142,9 @@ fn validate_messages(messages: &[Value]) -> Result<(), String> {
     let mut pending: Vec<String> = Vec::new();
     for (i, message) in messages.iter().enumerate() {
         let role = message["role"].as_str().unwrap_or_default();
-        if role != "user" && role != "assistant" {
-            return Err(format!("messages.{i}.role: Input should be 'user' or 'assistant'（角色只能是 user 或 assistant）"));
+        // 对话中间的 system 消息是较新的 API 接受的（anthropic SDK 2.14 有这种消息类型，Claude Code 也会发）
+        if !MESSAGE_ROLES.contains(&role) {
+            return Err(format!("messages.{i}.role: Input should be 'user', 'assistant' or 'system'（角色只能是 user、assistant 或 system）"));
         }
         let blocks = normalized_blocks(&message["content"])
             .filter(|b| !b.is_empty())
@@ -255,13 +258,17 @@ mod tests {
     }
 
     #[test]
-    fn 校验_缺少_max_tokens_空消息与错误角色被拒绝() {
+    fn 校验_缺少_max_tokens_空消息与未知角色被拒绝() {
         let mut no_limit = 请求(json!([ { "role": "user", "content": "你好" } ]));
         no_limit.remove("max_tokens");
         assert!(validate(&no_limit).is_err_and(|e| e.contains("max_tokens")));
         assert!(validate(&请求(json!([]))).is_err());
-        let system = 请求(json!([ { "role": "system", "content": "规则" } ]));
-        assert!(validate(&system).is_err_and(|e| e.contains("role")));
+        let tool = 请求(json!([ { "role": "tool", "content": "结果" } ]));
+        assert!(validate(&tool).is_err_and(|e| e.contains("role")));
+        let system = 请求(
+            json!([ { "role": "user", "content": "你好" }, { "role": "system", "content": "规则" } ]),
+        );
+        assert!(validate(&system).is_ok(), "对话中间的 system 消息是合法的");
         assert!(validate(&请求(json!([ { "role": "user", "content": "你好" } ]))).is_ok());
     }
 

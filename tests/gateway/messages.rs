@@ -1,0 +1,233 @@
+//! Anthropic Messages 入口（`/v1/messages`、`/v1/messages/count_tokens`）的端到端测试：
+//! 目标是 Anthropic 时原样透传，其余上游经枢纽格式翻译，错误都是 Anthropic 的形状。
+
+use serde_json::{json, Value};
+
+use crate::common::{CLIENT_KEY, ENV, UPSTREAM_KEY};
+use crate::support::header;
+
+/// 透传到的模拟上游（说 Anthropic 格式，用量：输入 30、缓存读取 10、输出 12）。
+const CLAUDE: &str = "claude";
+/// 目标配置的上游模型名。
+const UPSTREAM_MODEL: &str = "claude-sonnet-4-5";
+/// 说 OpenAI 兼容格式的模拟上游（经枢纽翻译）。
+const OPENAI_TARGET: &str = "fast";
+/// Messages 接口。
+const MESSAGES: &str = "/v1/messages";
+/// count_tokens 接口。
+const COUNT_TOKENS: &str = "/v1/messages/count_tokens";
+/// Claude Code 发送的 beta 头。
+const BETAS: &str =
+    "claude-code-20250219,interleaved-thinking-2025-05-14,context-management-2025-06-27";
+
+/// 用 `x-api-key`（Claude Code 与 SDK 的方式）发送原始请求体。
+async fn 发送(path: &str, body: String) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(ENV.url(path))
+        .header("x-api-key", CLIENT_KEY)
+        .header("content-type", "application/json")
+        .header("anthropic-version", "2023-06-01")
+        .header("anthropic-beta", BETAS)
+        .body(body)
+        .send()
+        .await
+        .expect("请求失败")
+}
+
+/// 最小的 Messages 请求体。
+fn 请求(model: &str, stream: bool) -> Value {
+    json!({ "model": model, "max_tokens": 256, "stream": stream,
+        "messages": [ { "role": "user", "content": "用一句话介绍你自己" } ] })
+}
+
+/// 解析 Anthropic 事件流：每个事件的 `event:` 名与 `data:` JSON（没有事件名的事件记为空名）。
+fn 事件(text: &str) -> Vec<(String, Value)> {
+    text.split("\n\n")
+        .filter(|block| !block.trim().is_empty())
+        .map(|block| {
+            let mut name = String::new();
+            let mut data = String::new();
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("event: ") {
+                    name = v.to_string();
+                } else if let Some(v) = line.strip_prefix("data: ") {
+                    data.push_str(v);
+                }
+            }
+            let value = serde_json::from_str(&data).unwrap_or(Value::Null);
+            (name, value)
+        })
+        .collect()
+}
+
+/// 模拟器最近收到的、请求体含 `marker` 的请求。
+fn 上游收到(mock: &str, marker: &str) -> chatnexus::mock::Recorded {
+    ENV.mock(mock)
+        .recent()
+        .into_iter()
+        .rev()
+        .find(|r| String::from_utf8_lossy(&r.body).contains(marker))
+        .expect("模拟上游应收到这个请求")
+}
+
+#[tokio::test]
+async fn 透传_上游收到的请求体只换了模型名_请求头原样转发() {
+    let marker = "透传标记-甲";
+    // 客户端的写法（空白、字段顺序、网关不认识的字段、缓存标记与思考设置）都必须原样到达上游
+    let raw = format!(
+        "{{ \"model\" : \"{CLAUDE}\",\n  \"max_tokens\": 32000,\n  \"system\": [{{\"type\":\"text\",\"text\":\"x-anthropic-billing-header: cc_version=1;\"}},{{\"type\":\"text\",\"text\":\"你是助手\",\"cache_control\":{{\"type\":\"ephemeral\"}}}}],\n  \"messages\": [{{\"role\":\"user\",\"content\":\"{marker}\"}}],\n  \"thinking\": {{\"type\":\"enabled\",\"budget_tokens\":31999,\"display\":\"omitted\"}},\n  \"context_management\": {{\"edits\":[{{\"type\":\"clear_thinking_20251015\",\"keep\":\"all\"}}]}},\n  \"temperature\": 1.0e0 }}"
+    );
+    let resp = 发送(MESSAGES, raw.clone()).await;
+    assert_eq!(resp.status(), 200, "{:?}", resp.text().await);
+    let got = 上游收到(CLAUDE, marker);
+    let expected = raw.replacen(
+        &format!("\"{CLAUDE}\""),
+        &format!("\"{UPSTREAM_MODEL}\""),
+        1,
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&got.body),
+        expected,
+        "除模型名外一个字节都不能变"
+    );
+    assert_eq!(got.header("anthropic-beta"), Some(BETAS));
+    assert_eq!(got.header("anthropic-version"), Some("2023-06-01"));
+    assert_eq!(
+        got.header("x-api-key"),
+        Some(UPSTREAM_KEY),
+        "上游收到网关的密钥"
+    );
+    assert!(got.path.ends_with(MESSAGES), "{}", got.path);
+}
+
+#[tokio::test]
+async fn 透传_非流式回复原样返回_用量不经翻译() {
+    let resp = 发送(MESSAGES, 请求(CLAUDE, false).to_string()).await;
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.expect("JSON");
+    assert_eq!(body["type"], "message");
+    assert_eq!(body["model"], UPSTREAM_MODEL, "透传不改上游的回复");
+    assert_eq!(body["usage"]["cache_read_input_tokens"], 10);
+    assert_eq!(body["usage"]["output_tokens"], 12);
+}
+
+#[tokio::test]
+async fn 透传_流式事件原样转发_以_message_stop_结束() {
+    let resp = 发送(MESSAGES, 请求(CLAUDE, true).to_string()).await;
+    assert_eq!(resp.status(), 200);
+    assert!(header(&resp, "content-type").starts_with("text/event-stream"));
+    let events = 事件(&resp.text().await.expect("读取流"));
+    let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names.first(), Some(&"message_start"));
+    assert_eq!(names.last(), Some(&"message_stop"));
+    assert!(
+        events
+            .iter()
+            .all(|(n, v)| !n.is_empty() && v["type"] == n.as_str()),
+        "{names:?}"
+    );
+    let delta = events
+        .iter()
+        .find(|(n, _)| n == "message_delta")
+        .expect("message_delta");
+    assert_eq!(delta.1["usage"]["output_tokens"], 12);
+}
+
+#[tokio::test]
+async fn 透传_上游的错误回复原样返回() {
+    let resp = 发送(MESSAGES, 请求("claude-529", false).to_string()).await;
+    assert_eq!(resp.status(), 529, "Anthropic 的过载状态码原样转告");
+    let body: Value = resp.json().await.expect("JSON");
+    assert_eq!(body["type"], "error");
+    assert_eq!(body["error"]["type"], "overloaded_error");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("模拟的上游故障")),
+        "错误原文来自上游：{body}"
+    );
+}
+
+#[tokio::test]
+async fn 透传_上游流中断开_补一个具名的错误事件() {
+    let resp = 发送(MESSAGES, 请求("claude-drop", true).to_string()).await;
+    assert_eq!(resp.status(), 200);
+    let events = 事件(&resp.text().await.expect("读取流"));
+    let (name, last) = events.last().expect("至少一个事件");
+    assert_eq!(name, "error", "{events:?}");
+    assert_eq!(last["type"], "error");
+    assert_eq!(last["error"]["type"], "api_error");
+    assert!(
+        events.iter().all(|(n, _)| n != "message_stop"),
+        "截断的流不能以 message_stop 结束"
+    );
+}
+
+#[tokio::test]
+async fn 透传_上游流中报错_错误事件只出现一次() {
+    let resp = 发送(MESSAGES, 请求("inband-claude", true).to_string()).await;
+    assert_eq!(resp.status(), 200);
+    let events = 事件(&resp.text().await.expect("读取流"));
+    let errors = events.iter().filter(|(n, _)| n == "error").count();
+    assert_eq!(
+        errors, 1,
+        "上游的错误事件已原样转发，网关不能再写一个：{events:?}"
+    );
+}
+
+#[tokio::test]
+async fn 错误_是_anthropic_的形状() {
+    let client = reqwest::Client::new();
+    let resp = client
+        .post(ENV.url(MESSAGES))
+        .header("x-api-key", "sk-错误的密钥")
+        .json(&请求(CLAUDE, false))
+        .send()
+        .await
+        .expect("请求失败");
+    assert_eq!(resp.status(), 401);
+    let body: Value = resp.json().await.expect("JSON");
+    assert_eq!(
+        (body["type"].as_str(), body["error"]["type"].as_str()),
+        (Some("error"), Some("authentication_error"))
+    );
+    let missing = 发送(MESSAGES, 请求("不存在的模型", false).to_string()).await;
+    assert_eq!(missing.status(), 404);
+    let body: Value = missing.json().await.expect("JSON");
+    assert_eq!(body["error"]["type"], "not_found_error");
+    let bad = 发送(MESSAGES, "{不是 JSON".to_string()).await;
+    assert_eq!(bad.status(), 400);
+    let body: Value = bad.json().await.expect("JSON");
+    assert_eq!(body["error"]["type"], "invalid_request_error");
+    assert!(body["request_id"].as_str().is_some_and(|id| !id.is_empty()));
+}
+
+#[tokio::test]
+async fn 计数_anthropic_目标转发给上游_其他目标本地估算并标明() {
+    let body = json!({ "model": CLAUDE, "system": "你是助手",
+        "messages": [ { "role": "user", "content": "计数标记" } ] });
+    let resp = 发送(COUNT_TOKENS, body.to_string()).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        header(&resp, "x-chatnexus-token-count"),
+        "",
+        "上游计数不标估算"
+    );
+    let counted: Value = resp.json().await.expect("JSON");
+    assert!(
+        counted["input_tokens"].as_u64().is_some_and(|n| n > 0),
+        "{counted}"
+    );
+    let got = 上游收到(CLAUDE, "计数标记");
+    assert!(got.path.ends_with(COUNT_TOKENS), "{}", got.path);
+    let mut other = body.clone();
+    other["model"] = json!(OPENAI_TARGET);
+    let resp = 发送(COUNT_TOKENS, other.to_string()).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(header(&resp, "x-chatnexus-token-count"), "estimated");
+    let estimated: Value = resp.json().await.expect("JSON");
+    assert!(
+        estimated["input_tokens"].as_u64().is_some_and(|n| n >= 8),
+        "{estimated}"
+    );
+}
