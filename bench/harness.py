@@ -31,6 +31,9 @@ RESULTS_DIR = ROOT / "target" / "bench"
 
 LOOPBACK = "127.0.0.1"
 CHAT_PATH = "/v1/chat/completions"
+MESSAGES_PATH = "/v1/messages"
+# Messages 请求的 max_tokens（Anthropic 必填）
+MESSAGES_MAX_TOKENS = 256
 CLIENT_KEY = "sk-chatnexus-bench"
 OPENAI_MODEL = "demo"
 ANTHROPIC_MODEL = "claude"
@@ -57,6 +60,10 @@ PINGORA = "裸 Pingora 透传"
 NGINX = "nginx 透传"
 CHATNEXUS = "ChatNexus → OpenAI"
 CHATNEXUS_ANTHROPIC = "ChatNexus → Anthropic（翻译）"
+# Anthropic Messages 客户端：目标是 Anthropic 时透传，是 OpenAI 时经枢纽翻译（只在 profile 中测）
+MESSAGES_NATIVE = "Messages → Anthropic（透传）"
+MESSAGES_TRANSLATED = "Messages → OpenAI（翻译）"
+MESSAGES_PATHS = (MESSAGES_NATIVE, MESSAGES_TRANSLATED)
 ALL_PATHS = [DIRECT, PINGORA, NGINX, CHATNEXUS, CHATNEXUS_ANTHROPIC]
 
 
@@ -288,7 +295,12 @@ class Stack:
 
 
 def model_of(path):
-    return ANTHROPIC_MODEL if path == CHATNEXUS_ANTHROPIC else OPENAI_MODEL
+    return ANTHROPIC_MODEL if path in (CHATNEXUS_ANTHROPIC, MESSAGES_NATIVE) else OPENAI_MODEL
+
+
+def route_of(path):
+    """被测路径的接口：Messages 客户端走 /v1/messages，其余走聊天接口。"""
+    return MESSAGES_PATH if path in MESSAGES_PATHS else CHAT_PATH
 
 
 WRK_LUA = """-- 由 bench/harness.py 生成：POST 聊天请求，结束时输出一行 JSON（时间单位微秒）
@@ -306,11 +318,12 @@ end
 """
 
 
-def wrk_script(workdir, model):
-    body = json.dumps(
-        {"model": model, "messages": [{"role": "user", "content": PROMPT}]}, ensure_ascii=False
-    )
-    path = Path(workdir) / f"wrk-{model}.lua"
+def wrk_script(workdir, model, messages=False):
+    request = {"model": model, "messages": [{"role": "user", "content": PROMPT}]}
+    if messages:
+        request["max_tokens"] = MESSAGES_MAX_TOKENS
+    body = json.dumps(request, ensure_ascii=False)
+    path = Path(workdir) / f"wrk-{model}-{'messages' if messages else 'chat'}.lua"
     path.write_text(WRK_LUA.format(key=CLIENT_KEY, body=body))
     return path
 
@@ -692,11 +705,13 @@ def instructions_per_request(settings, workdir, which, stream, chunks, secs):
     wait_port(mock_port, mock)
     proc, port = callgrind_proxy(settings, workdir, mock_port, which)
     try:
-        url, model = f"http://{LOOPBACK}:{port}{CHAT_PATH}", model_of(which)
+        url, model = f"http://{LOOPBACK}:{port}{route_of(which)}", model_of(which)
+        messages = which in MESSAGES_PATHS
         def load(duration):
             if stream:
-                return run_stream_load(settings, url, model, 1, ["--seconds", duration])["ok"]
-            return run_wrk(settings, url, wrk_script(workdir, model), 1, duration)["requests"]
+                extra = ["--seconds", duration] + (["--messages"] if messages else [])
+                return run_stream_load(settings, url, model, 1, extra)["ok"]
+            return run_wrk(settings, url, wrk_script(workdir, model, messages), 1, duration)["requests"]
         load(1)
         subprocess.run(["callgrind_control", "-z", str(proc.popen.pid)], capture_output=True)
         count = load(secs)
@@ -723,14 +738,15 @@ def cmd_profile(settings, workdir):
     """用 callgrind 数每个请求（与每个流式块）的用户态指令数：确定性，不受同机负载影响。"""
     secs = int(env_num("PROFILE_SECS", "5"))
     print_header(settings, "指令计数（bench/run.sh profile，valgrind --tool=callgrind，并发 1）")
-    print("\n| 场景 | 裸 Pingora 透传 | ChatNexus → OpenAI | ChatNexus → Anthropic（翻译） |")
-    print("|---|---|---|---|")
+    profiled = (PINGORA, CHATNEXUS, CHATNEXUS_ANTHROPIC) + MESSAGES_PATHS
+    print("\n| 场景 | " + " | ".join(profiled) + " |")
+    print("|---" * (len(profiled) + 1) + "|")
     rows = [("非流式，每个请求", False, NONSTREAM_CHUNKS)]
     rows += [(f"流式 {c} 块，每个流", True, c) for c in settings.stream_chunks]
     counts = {}
     for label, stream, chunks in rows:
         cells = []
-        for which in (PINGORA, CHATNEXUS, CHATNEXUS_ANTHROPIC):
+        for which in profiled:
             value = instructions_per_request(settings, workdir, which, stream, chunks, secs)
             counts[(which, stream, chunks)] = value
             cells.append(f"{value:,.0f}")
@@ -738,7 +754,7 @@ def cmd_profile(settings, workdir):
     few, many = min(settings.stream_chunks), max(settings.stream_chunks)
     if few != many:
         per_chunk = [(counts[(w, True, many)] - counts[(w, True, few)]) / (many - few)
-                     for w in (PINGORA, CHATNEXUS, CHATNEXUS_ANTHROPIC)]
+                     for w in profiled]
         print("| 每个流式块（两种块数之差） | " + " | ".join(f"{v:,.0f}" for v in per_chunk) + " |")
     save("profile", {f"{k[0]}|{k[1]}|{k[2]}": v for k, v in counts.items()})
     return 0

@@ -1,7 +1,7 @@
 //! 流式压测客户端：以固定并发发出流式聊天请求，测量首字时间与总时间，并确认每个流都完整结束。
 //!
 //! 首字时间 = 发出请求到收到第一块响应体；总时间 = 发出请求到响应体结束。每个流都必须是 200
-//! 且含 `data: [DONE]`，否则计为错误。只应访问 127.0.0.1。结果是一行 JSON（时间单位微秒），
+//! 且含 `data: [DONE]`（`--messages` 时为 `event: message_stop`），否则计为错误。只应访问 127.0.0.1。结果是一行 JSON（时间单位微秒），
 //! 供 `bench/harness.py` 汇总；`peak_open` 是同时处于“已收到首块、尚未结束”的流的最大数目。
 //!
 //! 压 5 秒：`stream_load --url http://127.0.0.1:8080/v1/chat/completions --key sk-x --concurrency 16 --seconds 5`；
@@ -15,8 +15,12 @@ use bytes::Bytes;
 use clap::Parser;
 use futures_util::{Stream, StreamExt};
 
-/// 流的结束标记。
+/// Chat Completions 流的结束标记。
 const DONE_MARKER: &[u8] = b"data: [DONE]";
+/// Anthropic Messages 流的结束事件。
+const MESSAGE_STOP_MARKER: &[u8] = b"event: message_stop";
+/// Messages 请求的 `max_tokens`（Anthropic 必填）。
+const MESSAGES_MAX_TOKENS: u32 = 256;
 /// 请求体的内容类型。
 const JSON_CONTENT_TYPE: &str = "application/json";
 /// 报告里最多保留的错误说明条数。
@@ -57,6 +61,9 @@ struct Args {
     /// 客户端的工作线程数
     #[arg(long, default_value_t = 1)]
     threads: usize,
+    /// 按 Anthropic Messages 方言请求（请求体带 max_tokens，流以 message_stop 事件结束）
+    #[arg(long)]
+    messages: bool,
 }
 
 /// 一个成功的流的时间。
@@ -136,8 +143,13 @@ async fn run(args: Args) -> (Tally, usize) {
         .timeout(Duration::from_secs(args.timeout_secs))
         .build()
         .expect("无法创建 HTTP 客户端");
+    let max_tokens = if args.messages {
+        format!(r#","max_tokens":{MESSAGES_MAX_TOKENS}"#)
+    } else {
+        String::new()
+    };
     let body = format!(
-        r#"{{"model":"{}","stream":true,"messages":[{{"role":"user","content":"你好，请介绍一下你自己"}}]}}"#,
+        r#"{{"model":"{}","stream":true{max_tokens},"messages":[{{"role":"user","content":"你好，请介绍一下你自己"}}]}}"#,
         args.model
     );
     let shared = Arc::new(Shared::default());
@@ -210,8 +222,13 @@ impl Worker {
         let read = read_rest(first, &mut body).await;
         self.shared.closed();
         let seen = read?;
-        if memchr::memmem::find(&seen, DONE_MARKER).is_none() {
-            return Err("流没有以 data: [DONE] 结束".to_string());
+        let marker = if self.args.messages {
+            MESSAGE_STOP_MARKER
+        } else {
+            DONE_MARKER
+        };
+        if memchr::memmem::find(&seen, marker).is_none() {
+            return Err("流没有正常结束（缺少 data: [DONE] 或 message_stop 事件）".to_string());
         }
         Ok(Sample {
             ttft,

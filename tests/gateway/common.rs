@@ -249,6 +249,7 @@ fn translated_specs() -> Vec<MockSpec> {
     let usage = usage_settings();
     vec![
         spec("claude", Anthropic, usage.clone()),
+        spec("claude-metered", Anthropic, usage.clone()),
         spec("claude-529", Anthropic, fault(Fault::Status(529))),
         spec("claude-drop", Anthropic, fault(Fault::DropAfter(2))),
         spec("gem", Gemini, usage.clone()),

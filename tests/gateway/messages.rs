@@ -231,3 +231,197 @@ async fn 计数_anthropic_目标转发给上游_其他目标本地估算并标�
         "{estimated}"
     );
 }
+
+/// 发送请求并读出全部 Anthropic 事件。
+async fn 事件流(body: Value) -> Vec<(String, Value)> {
+    let resp = 发送(MESSAGES, body.to_string()).await;
+    assert_eq!(resp.status(), 200);
+    assert!(header(&resp, "content-type").starts_with("text/event-stream"));
+    事件(&resp.text().await.expect("读取流"))
+}
+
+/// 一个带必填字符串参数的 Anthropic 工具定义。
+fn 工具(name: &str, param: &str) -> Value {
+    json!({ "name": name, "description": "测试工具", "input_schema": {
+        "type": "object", "properties": { param: { "type": "string" } }, "required": [param] } })
+}
+
+#[tokio::test]
+async fn 翻译_非流式回复是_message_对象() {
+    let resp = 发送(MESSAGES, 请求(OPENAI_TARGET, false).to_string()).await;
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.expect("JSON");
+    assert_eq!(
+        (body["type"].as_str(), body["role"].as_str()),
+        (Some("message"), Some("assistant"))
+    );
+    assert_eq!(body["model"], OPENAI_TARGET, "回复用客户端请求的模型名");
+    assert!(
+        body["id"].as_str().is_some_and(|id| id.starts_with("msg_")),
+        "{body}"
+    );
+    assert_eq!(body["content"][0]["type"], "text");
+    assert_eq!(
+        body["content"][0]["text"],
+        chatnexus::mock::MockSettings::default().reply
+    );
+    assert_eq!(body["stop_reason"], "end_turn");
+    assert!(
+        body["usage"]["output_tokens"]
+            .as_u64()
+            .is_some_and(|n| n > 0),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn 翻译_流式事件顺序与_anthropic_一致() {
+    let events = 事件流(请求(OPENAI_TARGET, true)).await;
+    let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(&names[..2], ["message_start", "ping"], "{names:?}");
+    assert_eq!(names.iter().filter(|n| **n == "message_start").count(), 1);
+    let tail = &names[names.len() - 3..];
+    assert_eq!(
+        tail,
+        ["content_block_stop", "message_delta", "message_stop"],
+        "{names:?}"
+    );
+    assert!(
+        events.iter().all(|(n, v)| v["type"] == n.as_str()),
+        "每个事件都带 event: 行"
+    );
+    let text: String = events
+        .iter()
+        .filter(|(n, _)| n == "content_block_delta")
+        .map(|(_, v)| {
+            assert_eq!(v["index"], 0);
+            v["delta"]["text"].as_str().unwrap_or_default().to_string()
+        })
+        .collect();
+    assert_eq!(text, chatnexus::mock::MockSettings::default().reply);
+    let delta = &events[events.len() - 2].1;
+    assert_eq!(delta["delta"]["stop_reason"], "end_turn");
+    assert!(
+        delta["usage"]["output_tokens"]
+            .as_u64()
+            .is_some_and(|n| n > 0),
+        "{delta}"
+    );
+}
+
+#[tokio::test]
+async fn 翻译_并行工具调用_各成一个_tool_use_块() {
+    for model in ["gem", "az", OPENAI_TARGET] {
+        let mut body = 请求(model, true);
+        body["tools"] = json!([工具("get_weather", "city"), 工具("get_time", "timezone")]);
+        let events = 事件流(body).await;
+        let starts: Vec<&Value> = events
+            .iter()
+            .filter(|(n, v)| n == "content_block_start" && v["content_block"]["type"] == "tool_use")
+            .map(|(_, v)| v)
+            .collect();
+        assert_eq!(starts.len(), 2, "{model}：{events:?}");
+        for start in starts {
+            let index = &start["index"];
+            let arguments: String = events
+                .iter()
+                .filter(|(n, v)| n == "content_block_delta" && &v["index"] == index)
+                .map(|(_, v)| {
+                    v["delta"]["partial_json"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string()
+                })
+                .collect();
+            let parsed: Value =
+                serde_json::from_str(&arguments).expect("拼出的参数必须是合法 JSON");
+            assert!(parsed.is_object(), "{model}：{arguments}");
+        }
+        let delta = events
+            .iter()
+            .find(|(n, _)| n == "message_delta")
+            .expect("message_delta");
+        assert_eq!(delta.1["delta"]["stop_reason"], "tool_use", "{model}");
+    }
+}
+
+#[tokio::test]
+async fn 翻译_两个工具结果_各成一条_tool_消息() {
+    let marker = "工具结果标记-乙";
+    let body = json!({ "model": OPENAI_TARGET, "max_tokens": 128, "messages": [
+        { "role": "user", "content": "巴黎天气与时间？" },
+        { "role": "assistant", "content": [
+            { "type": "text", "text": "我来查。" },
+            { "type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": { "city": "巴黎" } },
+            { "type": "tool_use", "id": "toolu_2", "name": "get_time", "input": { "timezone": "CET" } } ] },
+        { "role": "user", "content": [
+            { "type": "tool_result", "tool_use_id": "toolu_1", "content": "晴" },
+            { "type": "tool_result", "tool_use_id": "toolu_2", "content": [ { "type": "text", "text": "15:00" } ], "is_error": false },
+            { "type": "text", "text": marker } ] } ],
+        "tools": [工具("get_weather", "city"), 工具("get_time", "timezone")] });
+    let resp = 发送(MESSAGES, body.to_string()).await;
+    assert_eq!(resp.status(), 200);
+    let got = 上游收到(OPENAI_TARGET, marker);
+    let sent: Value = serde_json::from_slice(&got.body).expect("上游请求是 JSON");
+    let roles: Vec<&str> = sent["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .map(|m| m["role"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        roles,
+        ["user", "assistant", "tool", "tool", "user"],
+        "{sent}"
+    );
+    assert_eq!(
+        sent["messages"][1]["tool_calls"][1]["function"]["arguments"],
+        r#"{"timezone":"CET"}"#
+    );
+    assert_eq!(sent["messages"][3]["tool_call_id"], "toolu_2");
+}
+
+#[tokio::test]
+async fn 故障转移_透传的目标过载时换到翻译的目标() {
+    let resp = 发送(MESSAGES, 请求("pair-529", false).to_string()).await;
+    assert_eq!(resp.status(), 200, "第一个目标 529，第二个目标应答");
+    let body: Value = resp.json().await.expect("JSON");
+    assert_eq!(
+        body["type"], "message",
+        "换到 OpenAI 目标后仍是 Anthropic 的形状：{body}"
+    );
+    assert_eq!(body["model"], "pair-529");
+}
+
+#[tokio::test]
+async fn 指标_透传的用量含缓存读取_精确计入() {
+    use crate::metrics::{sample, scrape, tokens, wait_for};
+    let model = "claude-metered";
+    let requests = |t: &str| {
+        sample(
+            t,
+            "llm_requests_total",
+            &[("model", model), ("dialect", "messages")],
+        )
+    };
+    let before = scrape().await;
+    for stream in [false, true] {
+        let resp = 发送(MESSAGES, 请求(model, stream).to_string()).await;
+        assert_eq!(resp.status(), 200);
+        resp.text().await.expect("读完回复");
+    }
+    let after = wait_for(|t| requests(t) >= requests(&before) + 2.0).await;
+    assert_eq!(requests(&after) - requests(&before), 2.0);
+    for (kind, per_request) in [
+        ("input", 30.0),
+        ("output", 12.0),
+        ("cached", 10.0),
+        ("reasoning", 5.0),
+    ] {
+        assert_eq!(
+            tokens(&after, model, kind) - tokens(&before, model, kind),
+            2.0 * per_request,
+            "{kind}"
+        );
+    }
+}

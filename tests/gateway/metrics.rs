@@ -16,7 +16,7 @@ const RECORD_WAIT: Duration = Duration::from_secs(5);
 const USAGE: (f64, f64, f64, f64) = (30.0, 12.0, 10.0, 5.0);
 
 /// 抓取 /metrics 文本。
-async fn scrape() -> String {
+pub(crate) async fn scrape() -> String {
     reqwest::get(ENV.gateway.metrics_url())
         .await
         .expect("抓取指标失败")
@@ -26,7 +26,7 @@ async fn scrape() -> String {
 }
 
 /// 取一个带给定标签的样本值（标签按任意顺序匹配）；没有该样本时为 0。
-fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+pub(crate) fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
     text.lines()
         .filter(|line| line.starts_with(name) && line[name.len()..].starts_with("{"))
         .filter(|line| {
@@ -39,7 +39,7 @@ fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
 }
 
 /// 轮询指标直到条件成立（仅防止挂起，不是性能断言）。
-async fn wait_for(check: impl Fn(&str) -> bool) -> String {
+pub(crate) async fn wait_for(check: impl Fn(&str) -> bool) -> String {
     let deadline = Instant::now() + RECORD_WAIT;
     loop {
         let text = scrape().await;
@@ -50,7 +50,8 @@ async fn wait_for(check: impl Fn(&str) -> bool) -> String {
     }
 }
 
-fn tokens(text: &str, model: &str, kind: &str) -> f64 {
+/// 某模型某类 token 的累计数。
+pub(crate) fn tokens(text: &str, model: &str, kind: &str) -> f64 {
     sample(
         text,
         "llm_tokens_processed_total",
