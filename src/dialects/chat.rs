@@ -117,7 +117,7 @@ mod tests {
 
     fn 错误参数(text: &str) -> (u16, Option<String>) {
         let e = 解析(text).expect_err("应当校验失败");
-        (e.status, e.param)
+        (e.status, e.param.map(String::from))
     }
 
     #[test]

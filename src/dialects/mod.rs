@@ -28,10 +28,10 @@ pub use messages::MessagesRequest;
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Dialect {
-    /// OpenAI Chat Completions。
+    /// OpenAI Chat Completions（聊天补全）。
     #[default]
     Chat,
-    /// Anthropic Messages。
+    /// Anthropic Messages（消息接口）。
     Messages,
 }
 
@@ -57,11 +57,11 @@ impl Dialect {
 /// ```
 #[derive(Debug)]
 pub enum Inbound {
-    /// `POST /v1/chat/completions`。
+    /// 聊天补全 `POST /v1/chat/completions`。
     Chat(ChatRequest),
-    /// `POST /v1/messages`。
+    /// 消息 `POST /v1/messages`。
     Messages(MessagesRequest),
-    /// `POST /v1/messages/count_tokens`。
+    /// 计数 `POST /v1/messages/count_tokens`。
     CountTokens(MessagesRequest),
 }
 

@@ -45,7 +45,7 @@ pub struct ApiError {
     /// 上游自己的错误码：转告客户端时放进信封的 `code`（不进指标标签）。
     pub upstream_code: Option<Box<str>>,
     /// 出错的请求字段（如 `messages[0].role`）。
-    pub param: Option<String>,
+    pub param: Option<Box<str>>,
     /// 中文错误信息。
     pub message: String,
     /// 建议客户端等待的秒数，写入 `Retry-After` 头（限流、过载时）。
@@ -182,13 +182,13 @@ impl ApiError {
 
     /// 附上出错字段名，返回新的错误。
     pub fn with_param(mut self, param: impl Into<String>) -> Self {
-        self.param = Some(param.into());
+        self.param = Some(param.into().into_boxed_str());
         self
     }
 
     /// 附上可能缺省的出错字段名，返回新的错误。
     pub fn with_param_opt(mut self, param: Option<String>) -> Self {
-        self.param = param;
+        self.param = param.map(String::into_boxed_str);
         self
     }
 

@@ -10,7 +10,7 @@ use pingora_proxy::Session;
 
 use super::budget::Budget;
 use super::{io, render, stream, ExchangeReport, Failure, UpstreamClient};
-use crate::config::Provider;
+use crate::config::{Provider, Target};
 use crate::dialects::Inbound;
 use crate::downstream::{self, GatewayHeaders, REQUEST_ID_HEADER};
 use crate::error::{ApiError, ErrorCode};
@@ -73,11 +73,7 @@ pub(super) async fn once(
     let target = lease.target();
     let provider = &target.provider;
     let mode = mode_for(inbound, provider.kind).map_err(untranslatable)?;
-    let mut request = match &mode {
-        Mode::Native(native) => native.build_request(inbound, target),
-        Mode::Translated(filter, hub) => filter.build_request(hub, target),
-    }
-    .map_err(untranslatable)?;
+    let mut request = build_request(&mode, inbound, target).map_err(untranslatable)?;
     report.attempts += 1;
     forward_request_id(down, &mut request);
     if let Some(headers) = GatewayHeaders::of(down) {
@@ -112,6 +108,18 @@ pub(super) async fn once(
     }
     client.release(up, &peer).await;
     Ok(200)
+}
+
+/// 按交换方式构造上游请求：透传时由客户端的原始请求体换 `model`，翻译时由枢纽请求翻译。
+fn build_request(
+    mode: &Mode<'_>,
+    inbound: &Inbound,
+    target: &Target,
+) -> Result<UpstreamRequest, ApiError> {
+    match mode {
+        Mode::Native(native) => native.build_request(inbound, target),
+        Mode::Translated(filter, hub) => filter.build_request(hub, target),
+    }
 }
 
 /// 一次交换的两端与它的时限、报告。

@@ -11,6 +11,22 @@ use crate::error::ApiError;
 
 /// 顶层键名 `model`（带引号）。
 const MODEL_KEY: &[u8] = b"\"model\"";
+/// 字符串的引号。
+const QUOTE: u8 = 0x22;
+/// 字符串里的转义符。
+const BACKSLASH: u8 = 0x5c;
+/// 键与值之间的冒号。
+const COLON: u8 = 0x3a;
+/// 对象的开始。
+const OBJECT_OPEN: u8 = 0x7b;
+/// 对象的结束。
+const OBJECT_CLOSE: u8 = 0x7d;
+/// 数组的开始。
+const ARRAY_OPEN: u8 = 0x5b;
+/// 数组的结束。
+const ARRAY_CLOSE: u8 = 0x5d;
+/// 成员之间的逗号。
+const COMMA: u8 = 0x2c;
 
 /// 把原始请求体顶层 `model` 的字符串值换成 `model`；找不到顶层的字符串 `model` 时返回 `None`。
 ///
@@ -58,7 +74,7 @@ fn model_value_span(raw: &[u8]) -> Option<(usize, usize)> {
     let mut expect_key = false;
     while i < raw.len() {
         match raw[i] {
-            b'"' => {
+            QUOTE => {
                 let end = string_end(raw, i)?;
                 if depth == 1 && expect_key && &raw[i..end] == MODEL_KEY {
                     return string_value_after_colon(raw, end);
@@ -67,12 +83,12 @@ fn model_value_span(raw: &[u8]) -> Option<(usize, usize)> {
                 i = end;
                 continue;
             }
-            b'{' | b'[' => {
+            OBJECT_OPEN | ARRAY_OPEN => {
                 depth += 1;
-                expect_key = depth == 1 && raw[i] == b'{';
+                expect_key = depth == 1 && raw[i] == OBJECT_OPEN;
             }
-            b'}' | b']' => depth = depth.saturating_sub(1),
-            b',' => expect_key = depth == 1,
+            OBJECT_CLOSE | ARRAY_CLOSE => depth = depth.saturating_sub(1),
+            COMMA => expect_key = depth == 1,
             _ => {}
         }
         i += 1;
@@ -85,8 +101,8 @@ fn string_end(raw: &[u8], start: usize) -> Option<usize> {
     let mut i = start + 1;
     while i < raw.len() {
         match raw[i] {
-            b'\\' => i += 2,
-            b'"' => return Some(i + 1),
+            BACKSLASH => i += 2,
+            QUOTE => return Some(i + 1),
             _ => i += 1,
         }
     }
@@ -96,11 +112,11 @@ fn string_end(raw: &[u8], start: usize) -> Option<usize> {
 /// 键之后（允许空白）的冒号后面紧跟的字符串值的起止位置；值不是字符串时为 `None`。
 fn string_value_after_colon(raw: &[u8], mut i: usize) -> Option<(usize, usize)> {
     i = skip_whitespace(raw, i);
-    if raw.get(i) != Some(&b':') {
+    if raw.get(i) != Some(&COLON) {
         return None;
     }
     i = skip_whitespace(raw, i + 1);
-    if raw.get(i) != Some(&b'"') {
+    if raw.get(i) != Some(&QUOTE) {
         return None;
     }
     Some((i, string_end(raw, i)?))

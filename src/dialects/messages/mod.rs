@@ -1,5 +1,5 @@
-//! Anthropic Messages 方言（Claude Code 与 anthropic SDK 使用）：`POST /v1/messages` 与
-//! `POST /v1/messages/count_tokens`。
+//! Anthropic Messages 方言（Claude Code 与 anthropic SDK 使用）：消息接口 `POST /v1/messages`
+//! 与计数接口 `POST /v1/messages/count_tokens`。
 //!
 //! 目标是 `anthropic` 上游时原样透传（只换 `model`）；其余上游经枢纽格式翻译：
 //! `request` 把请求翻译成 Chat Completions，`response` 与 `stream` 把枢纽回复渲染回 Anthropic 的形状，
@@ -8,10 +8,14 @@
 mod error;
 mod names;
 mod request;
+/// 完整回复：枢纽的 `chat.completion` → Anthropic `message` 对象。
 pub mod response;
+/// 流式回复：枢纽流式块 → Anthropic 具名事件的状态机。
 pub mod stream;
 mod tokens;
 
+#[cfg(test)]
+mod request_tests;
 #[cfg(test)]
 mod response_tests;
 #[cfg(test)]

@@ -53,7 +53,7 @@ const HANDLED_FIELDS: &[&str] = &[
 ///
 /// ```
 /// let d = chatnexus::dialects::messages::Dropped(vec!["thinking".into()]); // 丢弃了思考设置
-/// assert_eq!(d.0.len(), 1);
+/// assert_eq!(d.0.len(), 1); // 一项
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Dropped(pub Vec<String>);
@@ -374,7 +374,7 @@ fn push_tools(
 }
 
 /// `tool_choice`：auto → auto，any → required，tool → 指定函数，none → none；
-/// `disable_parallel_tool_use` → `parallel_tool_calls: false`。
+/// 禁止并行（`disable_parallel_tool_use`）→ `parallel_tool_calls: false`。
 ///
 /// 错误：强制使用被丢弃的服务端工具时返回 400（别家上游无法执行它）。
 fn push_tool_choice(
