@@ -7,8 +7,9 @@ use std::hint::black_box;
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
+use chatnexus::config::Target;
 use chatnexus::dialects::ChatRequest;
-use chatnexus::providers::upstream_body;
+use chatnexus::providers::{splice_model, upstream_body};
 use chatnexus::streaming::SseParser;
 
 /// 一个流的事件数。
@@ -55,7 +56,22 @@ fn request_body(size: usize) -> Bytes {
     Bytes::from(body.to_string())
 }
 
+/// 改写模型名用的目标：上游模型名与客户端的不同。
+const TARGET_YAML: &str = "auth: { disabled: true }\nproviders: [ { name: up, kind: openai_compatible, base_url: 'http://127.0.0.1:9/v1' } ]\nmodels: [ { name: demo, targets: [ { provider: up, model: upstream-model } ] } ]";
+
+fn upstream_target() -> Target {
+    let parsed =
+        chatnexus::config::parse(TARGET_YAML).unwrap_or_else(|e| panic!("基准配置必须合法：{e:?}"));
+    let config = chatnexus::config::build(parsed, |_| None)
+        .unwrap_or_else(|e| panic!("基准配置必须合法：{e:?}"));
+    match config.model("demo") {
+        Some(model) => model.targets[0].clone(),
+        None => panic!("基准配置缺少模型 demo"),
+    }
+}
+
 fn bench_request(c: &mut Criterion) {
+    let target = upstream_target();
     let mut group = c.benchmark_group("请求解析与改写");
     for &size in BODY_SIZES {
         let raw = request_body(size);
@@ -68,8 +84,14 @@ fn bench_request(c: &mut Criterion) {
             Err(e) => panic!("基准请求体必须合法：{e}"),
         };
         group.bench_with_input(BenchmarkId::new("改写模型名", size), &req, |b, req| {
-            b.iter(|| upstream_body(black_box(req), "upstream-model", false).map(|b| b.len()))
+            b.iter(|| upstream_body(black_box(req), &target, false).map(|b| b.len()))
         });
+        // 透传（Messages → Anthropic）在原始字节里替换模型名：一遍扫描，不建树
+        group.bench_with_input(
+            BenchmarkId::new("透传改写模型名", size),
+            &raw,
+            |b, raw| b.iter(|| splice_model(black_box(raw), "upstream-model").map(|b| b.len())),
+        );
     }
     group.finish();
 }

@@ -332,6 +332,7 @@ fn build_models(models: &[ModelConfig], providers: &[Arc<Provider>]) -> Vec<Mode
             model_header: http::HeaderValue::from_str(&upstream_model).ok(),
             model: upstream_model,
             max_tokens: t.max_tokens,
+            max_output_tokens: t.max_output_tokens,
             weight: t.weight,
             priority: t.priority,
         })

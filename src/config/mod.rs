@@ -182,6 +182,8 @@ pub struct Target {
     pub model_header: Option<http::HeaderValue>,
     /// 客户端没给 `max_tokens` 时使用的值。
     pub max_tokens: Option<u64>,
+    /// 该目标的输出上限：客户端要的更多时截到它（`None` 表示不截）。
+    pub max_output_tokens: Option<u64>,
     /// Azure 部署名（已按缺省规则填好）。
     pub deployment: String,
     /// 同一优先级内的相对权重（至少为 1）。

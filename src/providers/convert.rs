@@ -6,6 +6,7 @@ use bytes::Bytes;
 use log::debug;
 use serde_json::{json, Map, Value};
 
+use crate::config::Target;
 use crate::dialects::ChatRequest;
 use crate::error::{ApiError, ErrorCode};
 use crate::streaming::{FinishReason, Usage};
@@ -97,6 +98,16 @@ pub fn max_tokens(req: &ChatRequest) -> Option<u64> {
         .get("max_completion_tokens")
         .and_then(Value::as_u64)
         .or_else(|| req.body.get("max_tokens").and_then(Value::as_u64))
+}
+
+/// 发给上游的输出上限：客户端给的（或目标的缺省值），超过目标的输出上限时截到上限。
+pub fn output_limit(req: &ChatRequest, target: &Target) -> Option<u64> {
+    let wanted = max_tokens(req).or(target.max_tokens)?;
+    Some(
+        target
+            .max_output_tokens
+            .map_or(wanted, |cap| wanted.min(cap)),
+    )
 }
 
 /// `stop` 为字符串或字符串数组，统一成数组；没有时为 `None`。

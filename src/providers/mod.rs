@@ -9,6 +9,8 @@ mod convert;
 mod gemini;
 mod openai;
 mod splice;
+#[cfg(test)]
+pub(crate) mod test_target;
 
 use bytes::{Bytes, BytesMut};
 use http::header::CONTENT_TYPE;
@@ -430,11 +432,23 @@ pub fn truncate_chars(text: &str, max: usize) -> String {
 }
 
 /// 序列化请求对象时改写少数字段，避免为改一个字段而复制整个（可能数 MiB 的）请求：
-/// `model` 换成上游模型名；`force_usage` 时让 `stream_options.include_usage` 为真（没有就追加）。
+/// `model` 换成上游模型名；`force_usage` 时让 `stream_options.include_usage` 为真（没有就追加）；
+/// 输出上限超过 `cap` 时截到它。
 struct UpstreamBody<'a> {
     body: &'a Map<String, Value>,
     model: &'a str,
     force_usage: bool,
+    cap: Option<u64>,
+}
+
+/// OpenAI 格式请求里的输出上限字段。
+const OUTPUT_LIMIT_FIELDS: [&str; 2] = ["max_tokens", "max_completion_tokens"];
+
+/// 输出上限字段的值超过 `cap` 时返回截后的值。
+fn capped(key: &str, value: &Value, cap: Option<u64>) -> Option<u64> {
+    let cap = cap?;
+    let wanted = value.as_u64()?;
+    (OUTPUT_LIMIT_FIELDS.contains(&key) && wanted > cap).then_some(cap)
 }
 
 /// `stream_options` 字段名。
@@ -447,6 +461,10 @@ impl Serialize for UpstreamBody<'_> {
         use serde::ser::SerializeMap;
         let mut map = serializer.serialize_map(None)?;
         for (key, value) in self.body {
+            if let Some(limit) = capped(key, value, self.cap) {
+                map.serialize_entry(key, &limit)?;
+                continue;
+            }
             match key.as_str() {
                 "model" => map.serialize_entry(key, self.model)?,
                 STREAM_OPTIONS if self.force_usage => {
@@ -464,21 +482,25 @@ impl Serialize for UpstreamBody<'_> {
     }
 }
 
-/// 发往 OpenAI 格式上游的请求体：`model` 改为上游模型名；`force_usage` 时要求流末尾给出用量
-/// （网关要精确计量；客户端没要求的用量块由翻译器去掉）。无需改写时原样返回原始字节（零拷贝）。
+/// 发往 OpenAI 格式上游的请求体：`model` 改为目标的上游模型名；`force_usage` 时要求流末尾给出用量
+/// （网关要精确计量；客户端没要求的用量块由翻译器去掉）；输出上限超过目标的 `max_output_tokens` 时截到它。
+/// 无需改写时原样返回原始字节（零拷贝）。
 pub fn upstream_body(
     req: &ChatRequest,
-    upstream_model: &str,
+    target: &Target,
     force_usage: bool,
 ) -> Result<Bytes, ApiError> {
     let usage_already = !force_usage || convert::include_usage(req);
-    if req.model == upstream_model && usage_already {
+    let cap = target.max_output_tokens;
+    let over_cap = cap.is_some() && req.body.iter().any(|(k, v)| capped(k, v, cap).is_some());
+    if req.model == target.model && usage_already && !over_cap {
         return Ok(req.raw.clone());
     }
     let body = UpstreamBody {
         body: &req.body,
-        model: upstream_model,
+        model: &target.model,
         force_usage: force_usage && !convert::include_usage(req),
+        cap,
     };
     serde_json::to_vec(&body)
         .map(Bytes::from)
@@ -487,6 +509,7 @@ pub fn upstream_body(
 
 #[cfg(test)]
 mod tests {
+    use super::test_target::目标;
     use super::*;
 
     #[test]
@@ -559,6 +582,21 @@ mod tests {
     }
 
     #[test]
+    fn 输出上限_超过目标上限时截断_没超过时原样转发() {
+        let req = ChatRequest::parse(Bytes::from_static(
+            br#"{"model":"demo","max_tokens":32000,"messages":[{"role":"user","content":"x"}]}"#,
+        ))
+        .expect("应当通过");
+        let capped = upstream_body(&req, &目标("demo", Some(16384)), false).expect("应当成功");
+        assert_eq!(
+            std::str::from_utf8(&capped).expect("UTF-8"),
+            r#"{"model":"demo","max_tokens":16384,"messages":[{"role":"user","content":"x"}]}"#
+        );
+        let roomy = upstream_body(&req, &目标("demo", Some(64000)), false).expect("应当成功");
+        assert_eq!(roomy, req.raw, "没超过上限时零拷贝转发");
+    }
+
+    #[test]
     fn 截断_按字符不切坏中文() {
         assert_eq!(truncate_chars("你好世界", 2), "你好…");
         assert_eq!(truncate_chars("短", 5), "短");
@@ -570,9 +608,9 @@ mod tests {
             br#"{"stream":false,"model":"demo","messages":[{"role":"user","content":"x"}]}"#,
         ))
         .expect("应当通过");
-        let same = upstream_body(&req, "demo", false).expect("应当成功");
+        let same = upstream_body(&req, &目标("demo", None), false).expect("应当成功");
         assert_eq!(same, req.raw, "模型名相同时必须原样转发");
-        let changed = upstream_body(&req, "上游模型", false).expect("应当成功");
+        let changed = upstream_body(&req, &目标("上游模型", None), false).expect("应当成功");
         assert_eq!(
             std::str::from_utf8(&changed).expect("UTF-8"),
             r#"{"stream":false,"model":"上游模型","messages":[{"role":"user","content":"x"}]}"#

@@ -46,6 +46,8 @@ const AZURE_DEPLOYMENT: &str = "gpt-4o-prod";
 const AZURE_API_VERSION: &str = "2024-10-21";
 /// 缺密钥的上游读取的环境变量（测试中从不设置）。
 const UNSET_KEY_ENV: &str = "CHATNEXUS_TEST_UNSET_KEY";
+/// 模型 `有上限` 的目标输出上限。
+pub const CAPPED_OUTPUT: u64 = 4096;
 /// OpenAI 协议上游的路径前缀。
 const OPENAI_PATH: &str = "/v1";
 
@@ -417,6 +419,8 @@ fn start_env() -> TestEnv {
         config = config.model(Model::direct(name));
     }
     config = config.model(Model::new("改名").target(Target::to("fast").model("upstream-model")));
+    config = config
+        .model(Model::new("有上限").target(Target::to("fast").max_output_tokens(CAPPED_OUTPUT)));
     for model in failover_models() {
         config = config.model(model);
     }

@@ -425,3 +425,16 @@ async fn 指标_透传的用量含缓存读取_精确计入() {
         );
     }
 }
+
+#[tokio::test]
+async fn 输出上限_claude_code_要的_32000_截到目标的上限() {
+    let marker = "上限标记-丙";
+    let mut body = 请求("有上限", false);
+    body["max_tokens"] = json!(32000);
+    body["messages"][0]["content"] = json!(marker);
+    let resp = 发送(MESSAGES, body.to_string()).await;
+    assert_eq!(resp.status(), 200);
+    let got = 上游收到(OPENAI_TARGET, marker);
+    let sent: Value = serde_json::from_slice(&got.body).expect("上游请求是 JSON");
+    assert_eq!(sent["max_tokens"], crate::common::CAPPED_OUTPUT);
+}

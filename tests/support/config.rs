@@ -464,6 +464,8 @@ pub struct Target {
     #[serde(skip_serializing_if = "Option::is_none")]
     max_tokens: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    max_output_tokens: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     deployment: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     priority: Option<u32>,
@@ -483,6 +485,8 @@ impl Target {
         model: &str;
         /// 客户端没给 `max_tokens` 时使用的值。
         max_tokens: u64;
+        /// 输出上限：客户端要的更多时截到它。
+        max_output_tokens: u64;
         /// Azure 部署名。
         deployment: &str;
         /// 优先级层（0 最优先）。

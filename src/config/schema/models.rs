@@ -48,6 +48,10 @@ pub struct TargetConfig {
     /// 客户端没给 `max_tokens` 时使用的值（Anthropic 必须有；缺省 4096）。
     #[serde(default)]
     pub max_tokens: Option<u64>,
+    /// 该目标的输出上限：客户端要的 `max_tokens` 超过它时截到它（如 Claude Code 要 32000，
+    /// gpt-4o 最多输出 16384，不截会被上游 400 拒绝）；缺省不截。
+    #[serde(default)]
+    pub max_output_tokens: Option<u64>,
     /// Azure 部署名（只用于 `azure` 类型，缺省等于上游模型名）。
     #[serde(default)]
     pub deployment: Option<String>,

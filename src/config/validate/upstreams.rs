@@ -189,6 +189,12 @@ fn validate_target(
     if target.max_tokens == Some(0) {
         issues.push(ConfigIssue::new(format!("{path}.max_tokens"), "必须大于 0"));
     }
+    if target.max_output_tokens == Some(0) {
+        issues.push(ConfigIssue::new(
+            format!("{path}.max_output_tokens"),
+            "必须大于 0",
+        ));
+    }
     if target.weight == 0 || target.weight > MAX_WEIGHT {
         issues.push(ConfigIssue::new(
             format!("{path}.weight"),

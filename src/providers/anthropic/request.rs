@@ -60,9 +60,7 @@ pub(super) fn request_body(
         )
         .with_param("messages"));
     }
-    let max_tokens = convert::max_tokens(req)
-        .or(target.max_tokens)
-        .unwrap_or(DEFAULT_MAX_TOKENS);
+    let max_tokens = convert::output_limit(req, target).unwrap_or(DEFAULT_MAX_TOKENS);
     let mut body = Map::new();
     body.insert("model".into(), json!(target.model));
     body.insert("max_tokens".into(), json!(max_tokens));

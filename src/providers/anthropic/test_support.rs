@@ -89,6 +89,7 @@ pub(super) fn 目标(max_tokens: Option<u64>) -> Target {
         model: "claude-sonnet-4-5".into(),
         model_header: None,
         max_tokens,
+        max_output_tokens: None,
         deployment: String::new(),
         weight: 1,
         priority: 0,

@@ -63,7 +63,7 @@ impl ProviderFilter for AzureFilter {
                 provider.base_url.path, target.deployment
             ),
             headers,
-            body: upstream_body(req, &target.model, req.stream)?,
+            body: upstream_body(req, target, req.stream)?,
         })
     }
 

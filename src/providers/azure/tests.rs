@@ -38,6 +38,7 @@ fn 目标() -> Target {
         model: "gpt-4o".into(),
         model_header: None,
         max_tokens: None,
+        max_output_tokens: None,
         deployment: "gpt-4o-prod".into(),
         weight: 1,
         priority: 0,

@@ -385,7 +385,7 @@ fn tool_config(req: &ChatRequest) -> Result<Option<Value>, ApiError> {
 /// `generationConfig`：输出上限、采样参数、停止序列与 JSON 输出格式。
 fn generation_config(req: &ChatRequest, target: &Target) -> Result<Map<String, Value>, ApiError> {
     let mut config = Map::new();
-    if let Some(max) = convert::max_tokens(req).or(target.max_tokens) {
+    if let Some(max) = convert::output_limit(req, target) {
         config.insert("maxOutputTokens".into(), max.into());
     }
     for (openai, gemini) in SAMPLING_FIELDS {

@@ -52,7 +52,7 @@ impl ProviderFilter for OpenAiFilter {
             headers,
             body: upstream_body(
                 req,
-                &target.model,
+                target,
                 req.stream && provider.kind == ProviderKind::OpenAi,
             )?,
         })

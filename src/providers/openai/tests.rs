@@ -6,6 +6,7 @@ use serde_json::Value;
 use super::stream::OpenAiStream;
 use super::{chat_path, parse_openai_error, OpenAiFilter};
 use crate::dialects::ChatRequest;
+use crate::providers::test_target::目标;
 use crate::providers::{
     upstream_body, ProviderFilter, StreamStatus, StreamTranslator, TranslateCtx,
 };
@@ -95,13 +96,14 @@ fn 请求_流式时要求上游给出用量_已要求时原样转发() {
     let req = |body: &str| ChatRequest::parse(Bytes::from(body.to_string())).expect("合法请求");
     let plain = req(r#"{"model":"m","stream":true,"messages":[{"role":"user","content":"你好"}]}"#);
     let forced: Value =
-        serde_json::from_slice(&upstream_body(&plain, "m", true).expect("可序列化")).expect("JSON");
+        serde_json::from_slice(&upstream_body(&plain, &目标("m", None), true).expect("可序列化"))
+            .expect("JSON");
     assert_eq!(forced["stream_options"]["include_usage"], true);
     let merged = req(
         r#"{"model":"m","stream":true,"stream_options":{"include_usage":false,"x":1},"messages":[{"role":"user","content":"你好"}]}"#,
     );
     let merged: Value =
-        serde_json::from_slice(&upstream_body(&merged, "m", true).expect("可序列化"))
+        serde_json::from_slice(&upstream_body(&merged, &目标("m", None), true).expect("可序列化"))
             .expect("JSON");
     assert_eq!(
         (
@@ -114,7 +116,7 @@ fn 请求_流式时要求上游给出用量_已要求时原样转发() {
         r#"{"model":"m","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"你好"}]}"#,
     );
     assert_eq!(
-        upstream_body(&asked, "m", true).expect("可序列化"),
+        upstream_body(&asked, &目标("m", None), true).expect("可序列化"),
         asked.raw,
         "已要求用量且模型相同时零拷贝转发"
     );

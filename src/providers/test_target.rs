@@ -1,0 +1,34 @@
+//! 测试共用：构造一个 OpenAI 兼容上游的目标。
+
+use std::sync::Arc;
+
+use crate::config::{BaseUrl, Provider, ProviderKind, Target, Timeouts};
+
+/// 测试目标的上游地址。
+const TEST_URL: &str = "http://127.0.0.1:9/v1";
+
+/// 一个发往 OpenAI 兼容上游的目标：上游模型名 `model`，输出上限 `cap`。
+pub(crate) fn 目标(model: &str, cap: Option<u64>) -> Target {
+    let provider = Provider {
+        name: "测试上游".into(),
+        kind: ProviderKind::OpenAiCompatible,
+        base_url: BaseUrl::try_from(TEST_URL.to_string()).expect("URL 合法"),
+        api_key: None,
+        timeouts: Timeouts::default(),
+        enabled: true,
+        api_version: None,
+        health_check: None,
+        concurrency: None,
+    };
+    Target {
+        provider: Arc::new(provider),
+        model: model.into(),
+        model_header: None,
+        max_tokens: None,
+        max_output_tokens: cap,
+        deployment: model.into(),
+        weight: 1,
+        priority: 0,
+        key: format!("测试上游/{model}").into(),
+    }
+}
