@@ -21,6 +21,8 @@ use crate::config::SharedConfig;
 
 /// 请求 id 的请求头与响应头名（预先构造好，每个请求不必再解析头名）。
 pub static REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
+/// Anthropic 的请求 id 响应头（anthropic SDK 从它读出异常的 `request_id`）。
+pub static ANTHROPIC_REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("request-id");
 /// 发给上游的模型名（响应体里的 `model` 一律是客户端请求的名字）。
 pub static UPSTREAM_MODEL_HEADER: HeaderName =
     HeaderName::from_static("x-chatnexus-upstream-model");
@@ -61,6 +63,7 @@ impl HttpModuleBuilder for GatewayHeadersBuilder {
             cors_enabled: false,
             allowed_origin: None,
             request_id: None,
+            anthropic_request_id: false,
             upstream_model: None,
             quota: Vec::new(),
         })
@@ -82,6 +85,7 @@ pub struct GatewayHeaders {
     cors_enabled: bool,
     allowed_origin: Option<HeaderValue>,
     request_id: Option<HeaderValue>,
+    anthropic_request_id: bool,
     upstream_model: Option<HeaderValue>,
     quota: Vec<(HeaderName, HeaderValue)>,
 }
@@ -97,6 +101,11 @@ impl GatewayHeaders {
         self.request_id = Some(id);
     }
 
+    /// Anthropic 方言的请求：响应另带 `request-id`（与 `x-request-id` 相同的值）。
+    pub fn set_anthropic_request_id(&mut self) {
+        self.anthropic_request_id = true;
+    }
+
     /// 记下发给上游的模型名（每次尝试更新，响应带最后一次尝试的），写成 `x-chatnexus-upstream-model`。
     pub fn set_upstream_model(&mut self, model: Option<HeaderValue>) {
         self.upstream_model = model;
@@ -110,6 +119,9 @@ impl GatewayHeaders {
     /// 把本请求的全部网关头写进一张头表：请求 id、安全头、CORS 头、额度头。
     pub fn write_to(&self, headers: &mut HeaderMap) {
         if let Some(id) = &self.request_id {
+            if self.anthropic_request_id {
+                headers.insert(ANTHROPIC_REQUEST_ID_HEADER.clone(), id.clone());
+            }
             headers.insert(REQUEST_ID_HEADER.clone(), id.clone());
         }
         if let Some(model) = &self.upstream_model {
@@ -211,6 +223,7 @@ mod tests {
             cors_enabled: origin.is_some(),
             allowed_origin: origin.map(HeaderValue::from_static),
             request_id: Some(HeaderValue::from_static("req_1")),
+            anthropic_request_id: false,
             upstream_model: None,
             quota: vec![(
                 HeaderName::from_static("x-ratelimit-remaining-requests"),

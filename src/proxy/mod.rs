@@ -195,6 +195,11 @@ impl Gateway {
         let header = session.req_header();
         let route = routes::route(&header.method, header.uri.path())?;
         ctx.dialect = route.dialect();
+        if ctx.dialect == Dialect::Messages {
+            if let Some(headers) = GatewayHeaders::of(session) {
+                headers.set_anthropic_request_id();
+            }
+        }
         match route {
             Route::Health => {
                 let body = local::health_body(config, self.upstream.balancer());

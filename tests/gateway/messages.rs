@@ -186,7 +186,14 @@ async fn 错误_是_anthropic_的形状() {
         .await
         .expect("请求失败");
     assert_eq!(resp.status(), 401);
+    let id = header(&resp, "request-id").to_string();
+    assert!(
+        id.starts_with("req_"),
+        "anthropic SDK 从 request-id 头读请求 id：{id:?}"
+    );
+    assert_eq!(header(&resp, "x-request-id"), id);
     let body: Value = resp.json().await.expect("JSON");
+    assert_eq!(body["request_id"], id.as_str());
     assert_eq!(
         (body["type"].as_str(), body["error"]["type"].as_str()),
         (Some("error"), Some("authentication_error"))
