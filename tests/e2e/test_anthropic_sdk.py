@@ -12,8 +12,8 @@ import httpx
 
 ROOT_URL = os.environ["CHATNEXUS_ROOT_URL"]
 API_KEY = os.environ["CHATNEXUS_API_KEY"]
-# 客户端可见的模型名（见 run.sh 生成的配置）
-MODELS = ["demo", "claude", "gemini", "azure"]
+# 客户端可见的全部模型名（run.sh 从生成的配置里取出）
+MODELS = os.environ["CHATNEXUS_MODEL_NAMES"].split(",")
 
 
 class AnthropicSdkTest(unittest.TestCase):
