@@ -214,10 +214,6 @@ class MessagesErrorTest(unittest.TestCase):
                 self.assert_gateway_error(ctx.exception, 400, "invalid_request_error")
                 self.assertIn("stop_sequences", ctx.exception.body["error"]["message"])
 
-    # 已知的网关缺陷，待定：网关的响应只带 x-request-id 头，没有 Anthropic 的 request-id 头，
-    # 所以 SDK 的 e.request_id 是 None（响应体里的 request_id 是有的）。修好后去掉这个标记
-    # （意外通过会让本文件失败，提醒去掉）。
-    @unittest.expectedFailure
     def test_网关错误_带_request_id_响应头_SDK_能读到(self):
         # anthropic SDK 的 e.request_id 只取响应头 request-id（参考文档 §M2：网关的错误也要设这个头）
         with self.assertRaises(anthropic.NotFoundError) as ctx:
