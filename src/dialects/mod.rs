@@ -9,6 +9,8 @@ mod body;
 pub mod chat;
 /// Anthropic Messages：Claude Code 与 anthropic SDK 使用的方言。
 pub mod messages;
+/// OpenAI Responses：Codex CLI 与 openai SDK 的 `responses` 接口使用的方言。
+pub mod responses;
 
 use bytes::Bytes;
 use serde_json::{Map, Value};
