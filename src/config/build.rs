@@ -202,6 +202,7 @@ fn build_provider(
         api_version: p.api_version.clone(),
         health_check: p.health_check.clone(),
         concurrency: p.concurrency,
+        responses: p.responses || p.kind == crate::config::ProviderKind::OpenAi,
     }
 }
 

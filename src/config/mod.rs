@@ -161,6 +161,8 @@ pub struct Provider {
     pub health_check: Option<HealthCheck>,
     /// 每个目标的自适应并发设置（没有配置时不限制并发）。
     pub concurrency: Option<ConcurrencySettings>,
+    /// 上游也提供 OpenAI Responses 接口（`openai` 类型总是提供）：Responses 客户端的请求原样透传。
+    pub responses: bool,
 }
 
 /// 一个上游目标：由哪个提供方、以什么模型名服务。

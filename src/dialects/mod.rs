@@ -19,6 +19,28 @@ use crate::error::ApiError;
 
 pub use chat::ChatRequest;
 pub use messages::MessagesRequest;
+pub use responses::ResponsesRequest;
+
+/// 翻译到枢纽格式时丢弃的功能（字段名、块类型或工具名），供访问日志记录。
+///
+/// 用途：别家上游无法执行的功能不让请求失败，但运维要看得到丢了什么。
+///
+/// ```
+/// let d = chatnexus::dialects::Dropped(vec!["thinking".into()]); // 丢弃了思考设置
+/// assert_eq!(d.0.len(), 1); // 一项
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Dropped(pub Vec<String>);
+
+impl Dropped {
+    /// 记下一项（重复的只记一次）。
+    pub fn note(&mut self, what: impl Into<String>) {
+        let what = what.into();
+        if !self.0.contains(&what) {
+            self.0.push(what);
+        }
+    }
+}
 
 /// 客户端方言（访问日志与指标的 `dialect` 标签）。
 ///
@@ -35,14 +57,19 @@ pub enum Dialect {
     Chat,
     /// Anthropic Messages（消息接口）。
     Messages,
+    /// OpenAI Responses（响应接口）。
+    Responses,
 }
 
 impl Dialect {
     /// 指标与访问日志里的标签。
+    ///
+    /// 返回：`chat`、`messages` 或 `responses`。
     pub fn label(self) -> &'static str {
         match self {
             Dialect::Chat => "chat",
             Dialect::Messages => "messages",
+            Dialect::Responses => "responses",
         }
     }
 }
@@ -65,6 +92,8 @@ pub enum Inbound {
     Messages(MessagesRequest),
     /// 计数 `POST /v1/messages/count_tokens`。
     CountTokens(MessagesRequest),
+    /// 响应 `POST /v1/responses`。
+    Responses(ResponsesRequest),
 }
 
 impl Inbound {
@@ -73,6 +102,7 @@ impl Inbound {
         match self {
             Inbound::Chat(_) => Dialect::Chat,
             Inbound::Messages(_) | Inbound::CountTokens(_) => Dialect::Messages,
+            Inbound::Responses(_) => Dialect::Responses,
         }
     }
 
@@ -81,6 +111,7 @@ impl Inbound {
         match self {
             Inbound::Chat(req) => &req.model,
             Inbound::Messages(req) | Inbound::CountTokens(req) => &req.model,
+            Inbound::Responses(req) => &req.model,
         }
     }
 
@@ -89,6 +120,7 @@ impl Inbound {
         match self {
             Inbound::Chat(req) => req.stream,
             Inbound::Messages(req) => req.stream,
+            Inbound::Responses(req) => req.stream,
             Inbound::CountTokens(_) => false,
         }
     }
@@ -98,6 +130,7 @@ impl Inbound {
         match self {
             Inbound::Chat(req) => &req.body,
             Inbound::Messages(req) | Inbound::CountTokens(req) => &req.body,
+            Inbound::Responses(req) => &req.body,
         }
     }
 
@@ -106,6 +139,7 @@ impl Inbound {
         match self {
             Inbound::Chat(req) => &req.raw,
             Inbound::Messages(req) | Inbound::CountTokens(req) => &req.raw,
+            Inbound::Responses(req) => &req.raw,
         }
     }
 
@@ -116,6 +150,7 @@ impl Inbound {
         match self {
             Inbound::Chat(req) => Ok(req),
             Inbound::Messages(req) | Inbound::CountTokens(req) => req.hub(),
+            Inbound::Responses(req) => req.hub(),
         }
     }
 }

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use pingora::http::ResponseHeader;
 use pingora::protocols::http::client::HttpSession;
 use pingora_proxy::Session;
@@ -13,14 +13,18 @@ use super::{io, render, stream, ExchangeReport, Failure, UpstreamClient};
 use crate::config::{Provider, Target};
 use crate::dialects::Inbound;
 use crate::downstream::{self, GatewayHeaders, REQUEST_ID_HEADER};
-use crate::error::{ApiError, ErrorCode};
-use crate::providers::{map_upstream_error, mode_for, Mode, TranslateCtx, UpstreamRequest};
+use crate::error::{ApiError, ErrorCode, Relayed};
+use crate::providers::{
+    map_upstream_error, mode_for, Mode, StreamTranslator, TranslateCtx, UpstreamRequest,
+};
 use crate::upstream::{Lease, Verdict, MAX_UPSTREAM_WAIT};
 
 /// 上游错误响应体读取的上限。
 const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
 /// 上游完整（非流式）响应体的上限。
 const MAX_RESPONSE_BODY_BYTES: usize = 64 * 1024 * 1024;
+/// 成功的状态码（流中错误事件写在 200 的响应里）。
+const STATUS_OK: u16 = 200;
 /// 限流状态码。
 const STATUS_TOO_MANY_REQUESTS: u16 = 429;
 /// 说明目标故障、值得换一个目标的状态码（映射之后；上游认证失败已映射为 502，Anthropic 529 为 503）。
@@ -72,7 +76,7 @@ pub(super) async fn once(
 ) -> Result<u16, AttemptError> {
     let target = lease.target();
     let provider = &target.provider;
-    let mode = mode_for(inbound, provider.kind).map_err(untranslatable)?;
+    let mode = mode_for(inbound, provider).map_err(untranslatable)?;
     let mut request = build_request(&mode, inbound, target).map_err(untranslatable)?;
     report.attempts += 1;
     forward_request_id(down, &mut request);
@@ -107,7 +111,7 @@ pub(super) async fn once(
         deliver_json(exchange, inbound, &mode).await?;
     }
     client.release(up, &peer).await;
-    Ok(200)
+    Ok(STATUS_OK)
 }
 
 /// 按交换方式构造上游请求：透传时由客户端的原始请求体换 `model`，翻译时由枢纽请求翻译。
@@ -147,7 +151,35 @@ async fn deliver_stream(
     let completed = relayed.is_ok();
     x.report
         .settle_stream_usage(translator.usage(), completed, inbound.raw().len());
-    relayed.map_err(AttemptError::from)
+    match relayed {
+        Err(Failure::Api(error)) if x.down.response_written().is_some() => {
+            Err(close_failed(x.down, translator.as_mut(), error)
+                .await
+                .into())
+        }
+        other => other.map_err(AttemptError::from),
+    }
+}
+
+/// 响应头已发出后失败：让翻译器写出客户端方言的终结事件（如 `response.failed`），写出后把错误标为已送达。
+async fn close_failed(
+    down: &mut Session,
+    translator: &mut dyn StreamTranslator,
+    error: ApiError,
+) -> Failure {
+    let mut out = BytesMut::new();
+    if !translator.on_failure(&error, &mut out) {
+        return error.into();
+    }
+    if let Err(cause) = downstream::write_chunk(down, out.freeze()).await {
+        return Failure::gone(cause);
+    }
+    let delivered = Relayed {
+        status: STATUS_OK,
+        body: Bytes::new(),
+        delivered: true,
+    };
+    error.with_relayed(delivered).into()
 }
 
 /// 非流式：读完上游响应体；透传时原样写给客户端（只读出用量），翻译时翻译后写出。

@@ -1,13 +1,17 @@
 //! 经枢纽翻译时把枢纽回复渲染成客户端的方言：Chat 客户端直接收到枢纽格式，
-//! Anthropic Messages 客户端收到 `message` 对象或具名事件流。
+//! Anthropic Messages 与 OpenAI Responses 客户端收到各自的完整回复或事件流。
 //!
 //! 流式时在上游翻译器之后串一个渲染器：上游事件先由上游的翻译器写成枢纽的流式块，
 //! 再逐个解析交给方言的状态机写出客户端的事件。
+
+use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 
 use crate::dialects::messages::response::render_message;
 use crate::dialects::messages::stream::MessagesStream;
+use crate::dialects::responses::response::render_response;
+use crate::dialects::responses::stream::ResponsesStream;
 use crate::dialects::Inbound;
 use crate::error::ApiError;
 use crate::providers::{StreamStatus, StreamTranslator};
@@ -20,6 +24,10 @@ pub(super) fn json_for(inbound: &Inbound, hub: Bytes) -> Result<Bytes, ApiError>
     match inbound {
         Inbound::Chat(_) => Ok(hub),
         Inbound::Messages(req) | Inbound::CountTokens(req) => render_message(&hub, &req.model),
+        Inbound::Responses(req) => {
+            let tools = &req.translation()?.tools;
+            render_response(&hub, &req.template(), tools)
+        }
     }
 }
 
@@ -32,23 +40,61 @@ pub(super) fn stream_for(
         Inbound::Chat(_) => hub,
         Inbound::Messages(req) | Inbound::CountTokens(req) => {
             let input = estimate_tokens(req.raw.len());
-            Box::new(MessagesRender {
+            Box::new(Rendered::new(
                 hub,
-                render: MessagesStream::new(req.model.clone(), input),
-                parser: SseParser::default(),
-                scratch: BytesMut::new(),
-                events: Vec::new(),
-            })
+                MessagesStream::new(req.model.clone(), input),
+            ))
+        }
+        Inbound::Responses(req) => {
+            let input = estimate_tokens(req.raw.len());
+            let tools = req
+                .translation()
+                .map(|t| Arc::clone(&t.tools))
+                .unwrap_or_default();
+            let render = ResponsesStream::new(req.template(), tools, input);
+            Box::new(Rendered::new(hub, render))
         }
     }
 }
 
-/// 上游翻译器 + Anthropic 事件渲染器。
-struct MessagesRender {
+/// 方言的事件渲染器：逐个接收枢纽流式块，写出客户端方言的事件。
+trait DialectStream: Send {
+    /// 渲染一个枢纽事件的 data。
+    fn on_hub_event(&mut self, data: &str, out: &mut BytesMut) -> Result<bool, ApiError>;
+
+    /// 响应头已发出后交换失败：写出方言的终结事件；返回是否写了。
+    fn on_failure(&mut self, error: &ApiError, out: &mut BytesMut) -> bool;
+}
+
+impl DialectStream for MessagesStream {
+    fn on_hub_event(&mut self, data: &str, out: &mut BytesMut) -> Result<bool, ApiError> {
+        MessagesStream::on_hub_event(self, data, out)
+    }
+
+    /// Anthropic 的流中错误是无状态的 `event: error`，由 `proxy` 按方言写出。
+    fn on_failure(&mut self, _error: &ApiError, _out: &mut BytesMut) -> bool {
+        false
+    }
+}
+
+impl DialectStream for ResponsesStream {
+    fn on_hub_event(&mut self, data: &str, out: &mut BytesMut) -> Result<bool, ApiError> {
+        ResponsesStream::on_hub_event(self, data, out)
+    }
+
+    /// `response.failed` 要带同一个回复 id 与后续序号，由渲染器自己写。
+    fn on_failure(&mut self, error: &ApiError, out: &mut BytesMut) -> bool {
+        self.fail(error, out);
+        true
+    }
+}
+
+/// 上游翻译器 + 方言的事件渲染器。
+struct Rendered<R> {
     /// 上游事件 → 枢纽流式块。
     hub: Box<dyn StreamTranslator>,
-    /// 枢纽流式块 → Anthropic 事件。
-    render: MessagesStream,
+    /// 枢纽流式块 → 客户端方言的事件。
+    render: R,
     /// 解析枢纽流式块（都是网关自己写出的完整事件）。
     parser: SseParser,
     /// 上游翻译器写出的枢纽字节。
@@ -57,7 +103,17 @@ struct MessagesRender {
     events: Vec<SseEvent>,
 }
 
-impl MessagesRender {
+impl<R: DialectStream> Rendered<R> {
+    fn new(hub: Box<dyn StreamTranslator>, render: R) -> Self {
+        Rendered {
+            hub,
+            render,
+            parser: SseParser::default(),
+            scratch: BytesMut::new(),
+            events: Vec::new(),
+        }
+    }
+
     /// 把上游翻译器刚写出的枢纽事件逐个渲染到 `out`。
     fn drain(&mut self, out: &mut BytesMut) -> Result<(), ApiError> {
         if self.scratch.is_empty() {
@@ -72,7 +128,7 @@ impl MessagesRender {
     }
 }
 
-impl StreamTranslator for MessagesRender {
+impl<R: DialectStream> StreamTranslator for Rendered<R> {
     fn on_event(&mut self, event: &SseEvent, out: &mut BytesMut) -> Result<StreamStatus, ApiError> {
         let status = self.hub.on_event(event, &mut self.scratch);
         // 上游报错前已翻译好的内容照常写出，错误交给 exchange 写成 `event: error`
@@ -88,5 +144,9 @@ impl StreamTranslator for MessagesRender {
 
     fn usage(&self) -> Option<Usage> {
         self.hub.usage()
+    }
+
+    fn on_failure(&mut self, error: &ApiError, out: &mut BytesMut) -> bool {
+        self.render.on_failure(error, out)
     }
 }

@@ -177,6 +177,14 @@ pub trait StreamTranslator: Send {
     fn forwards_raw(&self) -> bool {
         false
     }
+
+    /// 响应头已发出后交换失败（上游报错、截断、超时）：需要时把客户端方言的终结事件写进 `out`
+    /// （如 Responses 的 `response.failed`，它要带同一个回复 id 与后续序号，只有翻译器知道）。
+    ///
+    /// 返回：是否已写出终结事件（为真时 `exchange` 写出 `out` 并把错误标为已送达，`proxy` 不再写错误事件）。
+    fn on_failure(&mut self, _error: &ApiError, _out: &mut BytesMut) -> bool {
+        false
+    }
 }
 
 /// 从 OpenAI 格式的流式块中记下用量；返回该块是否只携带用量（`choices` 为空）。
@@ -273,14 +281,19 @@ pub enum Mode<'a> {
     Translated(&'static dyn ProviderFilter, &'a ChatRequest),
 }
 
-/// 按客户端请求与目标类型选择交换方式。
+/// 按客户端请求与目标的上游选择交换方式：Messages 到 Anthropic、Responses 到提供 Responses 接口的上游透传，
+/// 其余经枢纽翻译。
 ///
 /// 错误：请求无法翻译为枢纽格式时返回 400；count_tokens 请求的目标不是 Anthropic 时返回 400
 /// `unsupported_parameter`（调用方改为本地估算）。
-pub fn mode_for(inbound: &Inbound, kind: ProviderKind) -> Result<Mode<'_>, ApiError> {
+pub fn mode_for<'a>(inbound: &'a Inbound, provider: &Provider) -> Result<Mode<'a>, ApiError> {
+    let kind = provider.kind;
     match (inbound, kind) {
         (Inbound::Messages(_) | Inbound::CountTokens(_), ProviderKind::Anthropic) => {
             Ok(Mode::Native(&anthropic::AnthropicNative))
+        }
+        (Inbound::Responses(_), _) if provider.responses => {
+            Ok(Mode::Native(&openai::OpenAiResponses))
         }
         (Inbound::CountTokens(_), _) => Err(ApiError::bad_request(
             ErrorCode::UnsupportedParameter,

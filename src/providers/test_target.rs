@@ -19,6 +19,7 @@ pub(crate) fn 目标(model: &str, cap: Option<u64>) -> Target {
         api_version: None,
         health_check: None,
         concurrency: None,
+        responses: false,
     };
     Target {
         provider: Arc::new(provider),

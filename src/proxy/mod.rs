@@ -26,7 +26,9 @@ use pingora::{Error, ErrorType};
 use pingora_proxy::{ProxyHttp, Session};
 
 use crate::config::{Config, Model, ProviderKind, SharedConfig};
-use crate::dialects::{messages, ChatRequest, Dialect, Inbound, MessagesRequest};
+use crate::dialects::{
+    messages, responses, ChatRequest, Dialect, Inbound, MessagesRequest, ResponsesRequest,
+};
 use crate::downstream::{self, GatewayHeaders, GatewayHeadersBuilder};
 use crate::error::{self, ApiError, ErrorCode};
 use crate::exchange::{self, Failure, UpstreamClient};
@@ -215,7 +217,7 @@ impl Gateway {
                 }
                 reply(session, local::models_body(config, client)).await
             }
-            Route::ChatCompletions | Route::Messages | Route::CountTokens => {
+            Route::ChatCompletions | Route::Messages | Route::CountTokens | Route::Responses => {
                 self.serve(session, ctx, config, route).await
             }
         }
@@ -349,6 +351,7 @@ fn parse_inbound(session: &Session, route: Route, raw: bytes::Bytes) -> Result<I
                 _ => Inbound::Messages(req),
             })
         }
+        Route::Responses => ResponsesRequest::parse(raw).map(Inbound::Responses),
         _ => ChatRequest::parse(raw).map(Inbound::Chat),
     }
 }
@@ -376,13 +379,12 @@ fn resolve_model<'c>(
 
 /// 翻译时丢弃的功能（逗号分隔）；没有丢弃时为 `None`。
 fn dropped_features(inbound: &Inbound) -> Option<String> {
-    match inbound {
-        Inbound::Messages(req) => req
-            .dropped()
-            .filter(|d| !d.0.is_empty())
-            .map(|d| d.0.join(",")),
+    let dropped = match inbound {
+        Inbound::Messages(req) => req.dropped(),
+        Inbound::Responses(req) => req.dropped(),
         _ => None,
-    }
+    };
+    dropped.filter(|d| !d.0.is_empty()).map(|d| d.0.join(","))
 }
 
 /// 写出网关自己应答的 200 JSON；返回状态码。
@@ -420,6 +422,11 @@ async fn write_failure(
                 messages::stream_error_event(error, &ctx.request_id, &mut out);
                 downstream::write_last_chunk(session, out.freeze()).await
             }
+            Dialect::Responses => {
+                let mut out = BytesMut::new();
+                responses::stream_error_event(error, 0, &mut out);
+                downstream::write_last_chunk(session, out.freeze()).await
+            }
         };
     }
     match ctx.dialect {
@@ -431,6 +438,11 @@ async fn write_failure(
             let reply = messages::error_body(error, &ctx.request_id);
             ctx.status = reply.status;
             downstream::write_error_body(session, reply.status, reply.body, error.retry_after).await
+        }
+        Dialect::Responses => {
+            let (status, body) = responses::error_reply(error);
+            ctx.status = status;
+            downstream::write_error_body(session, status, body, error.retry_after).await
         }
     }
 }

@@ -22,6 +22,8 @@ pub enum Route {
     Messages,
     /// Anthropic 输入 token 计数：`POST /v1/messages/count_tokens`
     CountTokens,
+    /// OpenAI Responses：`POST /v1/responses`（Codex CLI 与 openai SDK 的 `responses` 接口）
+    Responses,
     /// 模型列表：`GET /v1/models`
     Models,
     /// 健康检查：`GET /health` 与 `GET /v1/health`
@@ -37,6 +39,7 @@ const ROUTES: &[(&str, Method, Route)] = &[
         Method::POST,
         Route::CountTokens,
     ),
+    ("/v1/responses", Method::POST, Route::Responses),
     ("/v1/models", Method::GET, Route::Models),
     ("/health", Method::GET, Route::Health),
     ("/v1/health", Method::GET, Route::Health),
@@ -47,6 +50,7 @@ impl Route {
     pub fn dialect(self) -> Dialect {
         match self {
             Route::Messages | Route::CountTokens => Dialect::Messages,
+            Route::Responses => Dialect::Responses,
             Route::ChatCompletions | Route::Models | Route::Health => Dialect::Chat,
         }
     }

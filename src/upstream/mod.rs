@@ -63,6 +63,7 @@ mod tests {
             api_version: None,
             health_check: None,
             concurrency: None,
+            responses: false,
         })
     }
 

@@ -103,6 +103,10 @@ pub struct ProviderConfig {
     /// 主动健康探测（缺省不探测，只靠真实流量做被动检测）。
     #[serde(default)]
     pub health_check: Option<HealthCheck>,
+    /// 上游也提供 `/v1/responses`（只用于 `openai_compatible`，如 vLLM；`openai` 类型总是提供）：
+    /// Responses 客户端的请求原样透传而不经翻译。
+    #[serde(default)]
+    pub responses: bool,
     /// 每个目标的自适应并发上限（缺省不限制并发）。
     #[serde(default)]
     pub concurrency: Option<ConcurrencySettings>,

@@ -28,10 +28,10 @@ use serde_json::{Map, Value};
 
 use super::body::{check_types, messages_of, model_of, parse_object, Expect};
 use super::chat::ChatRequest;
+use super::Dropped;
 use crate::error::ApiError;
 
 pub use error::{error_body, stream_error_event, ErrorReply};
-pub use request::Dropped;
 pub use tokens::estimate_input_tokens;
 
 /// Anthropic API 版本请求头。

@@ -16,6 +16,7 @@ use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 
 use crate::dialects::chat::ChatRequest;
+use crate::dialects::Dropped;
 use crate::error::{ApiError, ErrorCode};
 
 /// Claude Code 计费归属块的开头。
@@ -46,27 +47,6 @@ const HANDLED_FIELDS: &[&str] = &[
     "stream",
     "metadata",
 ];
-
-/// 翻译到枢纽格式时丢弃的功能（字段名、块类型或工具名），供访问日志记录。
-///
-/// 用途：别家上游无法执行的功能不让请求失败，但运维要看得到丢了什么。
-///
-/// ```
-/// let d = chatnexus::dialects::messages::Dropped(vec!["thinking".into()]); // 丢弃了思考设置
-/// assert_eq!(d.0.len(), 1); // 一项
-/// ```
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Dropped(pub Vec<String>);
-
-impl Dropped {
-    /// 记下一项（重复的只记一次）。
-    fn note(&mut self, what: impl Into<String>) {
-        let what = what.into();
-        if !self.0.contains(&what) {
-            self.0.push(what);
-        }
-    }
-}
 
 /// 把 Messages 请求体翻译为枢纽请求；返回枢纽请求与丢弃的功能。
 ///

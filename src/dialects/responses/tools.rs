@@ -33,10 +33,10 @@ pub struct ToolRef<'a> {
 /// 用途：把上游的函数调用还原成客户端定义的工具（`custom_tool_call` 或带命名空间的 `function_call`）。
 ///
 /// ```
-/// use chatnexus::dialects::responses::tools::{ToolKind, ToolMap};
+/// use chatnexus::dialects::responses::tools::{ToolKind, ToolMap}; // 对应表与工具种类
 /// let mut map = ToolMap::default(); // 空表
 /// map.insert("apply_patch", ToolKind::Custom, "apply_patch", None); // 自由格式工具
-/// assert_eq!(map.resolve("apply_patch").kind, ToolKind::Custom);
+/// assert_eq!(map.resolve("apply_patch").kind, ToolKind::Custom); // 还原为自由格式工具
 /// assert_eq!(map.resolve("未登记").kind, ToolKind::Function); // 未登记的按函数处理
 /// ```
 #[derive(Debug, Clone, Default)]
@@ -77,6 +77,14 @@ impl ToolMap {
                 namespace: None,
             },
         }
+    }
+
+    /// 客户端工具名对应的枢纽函数名（命名空间里的工具带前缀）；没有登记时为 `None`。
+    pub fn hub_name_for(&self, name: &str) -> Option<&str> {
+        self.entries
+            .iter()
+            .find(|(_, entry)| entry.name == name)
+            .map(|(hub, _)| hub.as_str())
     }
 
     /// 是否没有任何需要还原的工具。

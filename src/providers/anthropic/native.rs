@@ -38,8 +38,10 @@ impl Passthrough for AnthropicNative {
         let (req, path) = match inbound {
             Inbound::Messages(req) => (req, MESSAGES_PATH),
             Inbound::CountTokens(req) => (req, COUNT_TOKENS_PATH),
-            Inbound::Chat(_) => {
-                return Err(ApiError::internal("Chat 请求不能透传到 Anthropic 上游"));
+            Inbound::Chat(_) | Inbound::Responses(_) => {
+                return Err(ApiError::internal(
+                    "只有 Messages 请求能透传到 Anthropic 上游",
+                ));
             }
         };
         let body = body_with_model(&req.raw, &req.body, &req.model, &target.model)?;

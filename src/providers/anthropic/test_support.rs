@@ -83,6 +83,7 @@ pub(super) fn 目标(max_tokens: Option<u64>) -> Target {
         api_version: None,
         health_check: None,
         concurrency: None,
+        responses: false,
     };
     Target {
         provider: Arc::new(provider),

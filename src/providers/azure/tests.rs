@@ -32,6 +32,7 @@ fn 目标() -> Target {
         api_version: Some("2024-10-21".into()),
         health_check: None,
         concurrency: None,
+        responses: false,
     };
     Target {
         provider: Arc::new(provider),

@@ -5,6 +5,7 @@
 
 mod error;
 mod model;
+mod responses;
 mod stream;
 
 #[cfg(test)]
@@ -25,6 +26,7 @@ use crate::error::{ApiError, ErrorCode};
 use crate::streaming::Usage;
 
 pub(super) use self::error::parse_openai_error;
+pub(super) use self::responses::OpenAiResponses;
 
 /// 聊天补全接口相对 `/v1` 的路径。
 const CHAT_PATH: &str = "/chat/completions";
@@ -32,6 +34,8 @@ const CHAT_PATH: &str = "/chat/completions";
 const VERSION_PREFIX: &str = "/v1";
 /// Bearer 认证头的前缀。
 const BEARER_PREFIX: &str = "Bearer ";
+/// 日志与错误消息中的上游名称。
+const PROVIDER_LABEL: &str = "openai";
 
 /// OpenAI 协议过滤器。
 ///
@@ -86,9 +90,14 @@ impl ProviderFilter for OpenAiFilter {
 
 /// 拼出聊天接口路径：`base_url` 可以带也可以不带 `/v1`（OpenAI SDK 的习惯是带）。
 fn chat_path(base_path: &str) -> String {
+    api_path(base_path, CHAT_PATH)
+}
+
+/// `base_url` 的路径加上 `/v1` 之下的接口路径（`base_url` 未以 `/v1` 结尾时自动补上）。
+fn api_path(base_path: &str, endpoint: &str) -> String {
     if base_path.ends_with(VERSION_PREFIX) {
-        format!("{base_path}{CHAT_PATH}")
+        format!("{base_path}{endpoint}")
     } else {
-        format!("{base_path}{VERSION_PREFIX}{CHAT_PATH}")
+        format!("{base_path}{VERSION_PREFIX}{endpoint}")
     }
 }
