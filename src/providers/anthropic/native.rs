@@ -6,10 +6,11 @@
 
 use bytes::{Bytes, BytesMut};
 use http::{HeaderName, HeaderValue};
+use serde::Deserialize;
 use serde_json::Value;
 
 use super::error::{error_info, stream_error};
-use super::response::TokenCounts;
+use super::response::{TokenCounts, WireUsage};
 use super::{API_KEY_HEADER, MESSAGES_PATH, PROVIDER_LABEL};
 use crate::config::Target;
 use crate::dialects::messages::{DEFAULT_VERSION, VERSION_HEADER};
@@ -60,10 +61,9 @@ impl Passthrough for AnthropicNative {
     }
 
     fn usage_of(&self, body: &[u8]) -> Option<Usage> {
-        let message: Value = serde_json::from_slice(body).ok()?;
-        let usage = message.get("usage")?;
+        let message: WithUsage = serde_json::from_slice(body).ok()?;
         let mut counts = TokenCounts::default();
-        counts.update(usage);
+        counts.merge(&message.usage?);
         Some(counts.usage())
     }
 
@@ -98,6 +98,20 @@ fn request_headers(req: &MessagesRequest) -> Vec<(HeaderName, HeaderValue)> {
     headers
 }
 
+/// 带 `usage` 的对象（完整响应与 `message_delta` 事件）：只定型解析用量，其余字段跳过。
+#[derive(Deserialize)]
+struct WithUsage {
+    #[serde(default)]
+    usage: Option<WireUsage>,
+}
+
+/// `message_start` 事件：用量在 `message.usage` 里。
+#[derive(Deserialize)]
+struct StartEvent {
+    #[serde(default)]
+    message: Option<WithUsage>,
+}
+
 /// 透传流的旁路观察者：字节由 `exchange` 原样转发，这里只读用量、结束与错误。
 #[derive(Default)]
 struct NativeObserver {
@@ -107,7 +121,31 @@ struct NativeObserver {
 }
 
 impl NativeObserver {
-    /// 需要读 JSON 的事件（事件名缺失时也读，按 `type` 判断）。
+    /// `message_start`：定型解析输入用量。
+    fn start(&mut self, data: &str) -> StreamStatus {
+        self.started = true;
+        let usage = serde_json::from_str::<StartEvent>(data)
+            .ok()
+            .and_then(|e| e.message)
+            .and_then(|m| m.usage);
+        if let Some(usage) = usage {
+            self.counts.merge(&usage);
+        }
+        StreamStatus::Continue
+    }
+
+    /// `message_delta`：定型解析累计用量。
+    fn delta(&mut self, data: &str) -> StreamStatus {
+        if let Some(usage) = serde_json::from_str::<WithUsage>(data)
+            .ok()
+            .and_then(|e| e.usage)
+        {
+            self.counts.merge(&usage);
+        }
+        StreamStatus::Continue
+    }
+
+    /// 事件名缺失或是 `error`：读 JSON 按 `type` 判断。
     fn inspect(&mut self, data: &str) -> Result<StreamStatus, ApiError> {
         let Ok(value) = serde_json::from_str::<Value>(data) else {
             return Ok(StreamStatus::Continue);
@@ -153,6 +191,8 @@ impl StreamTranslator for NativeObserver {
                 Ok(StreamStatus::Continue)
             }
             Some("message_stop") => Ok(self.stop()),
+            Some("message_start") => Ok(self.start(&event.data)),
+            Some("message_delta") => Ok(self.delta(&event.data)),
             _ => self.inspect(&event.data),
         }
     }
@@ -174,5 +214,89 @@ impl StreamTranslator for NativeObserver {
 
     fn forwards_raw(&self) -> bool {
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn 事件(name: &str, data: &str) -> SseEvent {
+        SseEvent {
+            event: Some(name.to_string()),
+            data: data.to_string(),
+        }
+    }
+
+    #[test]
+    fn 旁路观察_用量含缓存读写_增量事件不解析() {
+        let mut observer = NativeObserver::default();
+        let mut out = BytesMut::new();
+        let start = r#"{"type":"message_start","message":{"id":"msg_1","usage":{"input_tokens":20,"cache_read_input_tokens":10,"cache_creation_input_tokens":5,"output_tokens":1}}}"#;
+        assert_eq!(
+            observer.on_event(&事件("message_start", start), &mut out),
+            Ok(StreamStatus::Continue)
+        );
+        let delta = 事件("content_block_delta", "不是 JSON 也不解析");
+        assert_eq!(
+            observer.on_event(&delta, &mut out),
+            Ok(StreamStatus::Continue)
+        );
+        let end = r#"{"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":12,"output_tokens_details":{"thinking_tokens":4}}}"#;
+        observer
+            .on_event(&事件("message_delta", end), &mut out)
+            .expect("合法事件");
+        assert_eq!(
+            observer.on_event(&事件("message_stop", "{}"), &mut out),
+            Ok(StreamStatus::Done)
+        );
+        assert_eq!(
+            observer.usage(),
+            Some(Usage {
+                prompt: 35,
+                completion: 12,
+                cached: 10,
+                reasoning: 4
+            }),
+            "输入 = 未缓存 + 缓存读取 + 缓存写入"
+        );
+        assert!(out.is_empty(), "观察者不写任何东西");
+        assert!(observer.forwards_raw());
+    }
+
+    #[test]
+    fn 旁路观察_流中错误已转发_截断报错() {
+        let mut observer = NativeObserver::default();
+        let error =
+            r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#;
+        let e = observer
+            .on_event(&事件("error", error), &mut BytesMut::new())
+            .expect_err("错误事件");
+        assert!(
+            e.relayed.is_some_and(|r| r.delivered),
+            "上游的错误事件已原样转发"
+        );
+        assert!(NativeObserver::default()
+            .on_eof(&mut BytesMut::new())
+            .is_err());
+    }
+
+    #[test]
+    fn 完整响应_只定型解析用量() {
+        let body = r#"{"id":"msg_1","content":[{"type":"text","text":"你好"}],"usage":{"input_tokens":3,"cache_read_input_tokens":2,"output_tokens":7}}"#;
+        assert_eq!(
+            AnthropicNative.usage_of(body.as_bytes()),
+            Some(Usage {
+                prompt: 5,
+                completion: 7,
+                cached: 2,
+                reasoning: 0
+            })
+        );
+        assert_eq!(
+            AnthropicNative.usage_of(br#"{"input_tokens":3}"#),
+            None,
+            "count_tokens 的回复没有用量"
+        );
     }
 }

@@ -1,5 +1,6 @@
 //! 响应翻译：Anthropic 完整响应 → OpenAI 补全，以及两种模式共用的结束原因与用量换算。
 
+use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
 use super::EMPTY_ARGUMENTS;
@@ -92,7 +93,59 @@ pub(super) struct TokenCounts {
     thinking: u64,
 }
 
+/// 定型解析的 Anthropic `usage` 对象（透传的旁路观察者用它，只解析用量、跳过其余字段而不建树）。
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct WireUsage {
+    #[serde(default)]
+    input_tokens: Tokens,
+    #[serde(default)]
+    cache_read_input_tokens: Tokens,
+    #[serde(default)]
+    cache_creation_input_tokens: Tokens,
+    #[serde(default)]
+    output_tokens: Tokens,
+    #[serde(default)]
+    output_tokens_details: Option<ThinkingDetails>,
+}
+
+/// `usage.output_tokens_details`。
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct ThinkingDetails {
+    #[serde(default)]
+    thinking_tokens: Tokens,
+}
+
+/// 宽容的计数：非负整数为 `Some`，缺失、null、小数、字符串等为 `None`（不覆盖已有的值）。
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct Tokens(Option<u64>);
+
+impl<'de> Deserialize<'de> for Tokens {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Ok(Tokens(Value::deserialize(deserializer)?.as_u64()))
+    }
+}
+
 impl TokenCounts {
+    /// 用定型解析的 `usage` 中出现的字段覆盖当前值（与 [`TokenCounts::update`] 相同的规则）。
+    pub(super) fn merge(&mut self, wire: &WireUsage) {
+        let thinking = wire
+            .output_tokens_details
+            .as_ref()
+            .map_or(Tokens(None), |d| d.thinking_tokens);
+        let fields = [
+            (&mut self.input, wire.input_tokens),
+            (&mut self.cache_read, wire.cache_read_input_tokens),
+            (&mut self.cache_creation, wire.cache_creation_input_tokens),
+            (&mut self.output, wire.output_tokens),
+            (&mut self.thinking, thinking),
+        ];
+        for (slot, value) in fields {
+            if let Tokens(Some(n)) = value {
+                *slot = n;
+            }
+        }
+    }
+
     /// 用一个 `usage` 对象中出现的字段覆盖当前值；缺失的字段保持不变。
     pub(super) fn update(&mut self, usage: &Value) {
         let fields = [

@@ -6,6 +6,7 @@
 
 use bytes::{Bytes, BytesMut};
 use http::header::AUTHORIZATION;
+use serde::Deserialize;
 use serde_json::Value;
 
 use super::{api_path, parse_openai_error, BEARER_PREFIX, PROVIDER_LABEL};
@@ -57,8 +58,8 @@ impl Passthrough for OpenAiResponses {
     }
 
     fn usage_of(&self, body: &[u8]) -> Option<Usage> {
-        let response: Value = serde_json::from_slice(body).ok()?;
-        usage_of(&response["usage"])
+        let response: WithUsage = serde_json::from_slice(body).ok()?;
+        response.usage.map(Usage::from)
     }
 
     fn relay_error(&self, status: u16, body: Bytes) -> ApiError {
@@ -78,16 +79,56 @@ impl Passthrough for OpenAiResponses {
     }
 }
 
-/// Responses 的 `usage` 对象 → 用量（与 Chat 相同的包含关系：输入含缓存，输出含推理）；不是对象时为 `None`。
-fn usage_of(usage: &Value) -> Option<Usage> {
-    usage.as_object()?;
-    let count = |v: &Value| v.as_u64().unwrap_or(0);
-    Some(Usage {
-        prompt: count(&usage["input_tokens"]),
-        completion: count(&usage["output_tokens"]),
-        cached: count(&usage["input_tokens_details"]["cached_tokens"]),
-        reasoning: count(&usage["output_tokens_details"]["reasoning_tokens"]),
-    })
+/// 带 `usage` 的 `response` 对象：只定型解析用量，`output` 等其余字段跳过而不建树。
+#[derive(Deserialize)]
+struct WithUsage {
+    #[serde(default)]
+    usage: Option<WireUsage>,
+}
+
+/// 终结事件：`response` 里带最终用量。
+#[derive(Deserialize)]
+struct TerminalEvent {
+    #[serde(default)]
+    response: Option<WithUsage>,
+}
+
+/// Responses 的 `usage` 对象（与 Chat 相同的包含关系：输入含缓存，输出含推理）。
+#[derive(Deserialize)]
+struct WireUsage {
+    #[serde(default)]
+    input_tokens: u64,
+    #[serde(default)]
+    output_tokens: u64,
+    #[serde(default)]
+    input_tokens_details: Option<InputDetails>,
+    #[serde(default)]
+    output_tokens_details: Option<OutputDetails>,
+}
+
+/// `usage.input_tokens_details`。
+#[derive(Deserialize)]
+struct InputDetails {
+    #[serde(default)]
+    cached_tokens: u64,
+}
+
+/// `usage.output_tokens_details`。
+#[derive(Deserialize)]
+struct OutputDetails {
+    #[serde(default)]
+    reasoning_tokens: u64,
+}
+
+impl From<WireUsage> for Usage {
+    fn from(wire: WireUsage) -> Self {
+        Usage {
+            prompt: wire.input_tokens,
+            completion: wire.output_tokens,
+            cached: wire.input_tokens_details.map_or(0, |d| d.cached_tokens),
+            reasoning: wire.output_tokens_details.map_or(0, |d| d.reasoning_tokens),
+        }
+    }
 }
 
 /// 透传流的旁路观察者：字节由 `exchange` 原样转发，这里只读终结事件里的用量与错误。
@@ -101,11 +142,12 @@ impl ResponsesObserver {
     /// 终结或错误事件：读出用量；失败与错误交给 `exchange` 记录（事件已原样转发，不再写）。
     fn terminal(&mut self, name: &str, data: &str) -> Result<StreamStatus, ApiError> {
         self.done = true;
-        let value: Value = serde_json::from_str(data).unwrap_or_default();
-        self.usage = usage_of(&value["response"]["usage"]).or(self.usage);
         if name == COMPLETED || name == INCOMPLETE {
+            let event = serde_json::from_str::<TerminalEvent>(data).ok();
+            self.usage = event.and_then(|e| e.response?.usage).map(Usage::from);
             return Ok(StreamStatus::Done);
         }
+        let value: Value = serde_json::from_str(data).unwrap_or_default();
         let error = if name == FAILED {
             &value["response"]["error"]
         } else {
