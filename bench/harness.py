@@ -739,6 +739,10 @@ def cmd_profile(settings, workdir):
     secs = int(env_num("PROFILE_SECS", "5"))
     print_header(settings, "指令计数（bench/run.sh profile，valgrind --tool=callgrind，并发 1）")
     profiled = (PINGORA, CHATNEXUS, CHATNEXUS_ANTHROPIC) + MESSAGES_PATHS
+    # PROFILE_ONLY=子串：只测名字含该子串的列（迭代优化时用；完整的对比表要全部列）
+    only = os.environ.get("PROFILE_ONLY")
+    if only:
+        profiled = tuple(p for p in profiled if only in p)
     print("\n| 场景 | " + " | ".join(profiled) + " |")
     print("|---" * (len(profiled) + 1) + "|")
     rows = [("非流式，每个请求", False, NONSTREAM_CHUNKS)]

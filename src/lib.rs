@@ -38,6 +38,8 @@ pub mod proxy;
 pub mod redis_link;
 /// 配置热重载（SIGHUP）。
 pub mod reload;
+/// Responses 会话的保存（`previous_response_id`）。
+pub mod response_store;
 /// 私有运行时目录（进程号文件、升级套接字）与私密文件的权限检查。
 pub mod runtime_dir;
 /// 密钥的内存保护与客户端鉴权。

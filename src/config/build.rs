@@ -90,6 +90,7 @@ fn assemble(
         mock: file.mock,
         pricing: PriceTable::new(file.pricing),
         access_log: file.access_log,
+        responses: file.responses,
         security: file.security,
         redis,
         retry: file.retry,

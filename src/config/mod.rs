@@ -38,7 +38,7 @@ pub use limits::{
 pub use schema::{
     AccessLogFormat, AccessLogSettings, AuthSettings, BaseUrl, ConfigFile, CorsSettings,
     ListenAddr, MockListen, ModelConfig, ProviderConfig, ProviderKind, RedisSettings,
-    SecuritySettings, ServerSettings, TargetConfig, Timeouts,
+    ResponsesSettings, SecuritySettings, ServerSettings, TargetConfig, Timeouts,
 };
 
 /// 上游名是否合法（字母、数字、`._-`，1 到 64 个字符）；命令行加密前用它检查 `--provider`。
@@ -243,6 +243,8 @@ pub struct Config {
     pub pricing: PriceTable,
     /// 访问日志设置。
     pub access_log: AccessLogSettings,
+    /// OpenAI Responses 接口的会话保存。
+    pub responses: ResponsesSettings,
     /// 安全设置（CORS、签名时间窗口、进程内防重放存储上限）。
     pub security: SecuritySettings,
     /// 防重放用的 Redis；`None` 时使用进程内存储。

@@ -77,6 +77,8 @@ error_codes! {
     UnsupportedMediaType => "unsupported_media_type",
     /// 目标上游不支持这个参数。
     UnsupportedParameter => "unsupported_parameter",
+    /// 保存 Responses 会话的 Redis 不可用。
+    ResponseStoreUnavailable => "response_store_unavailable",
     /// `previous_response_id` 指向的回复不存在（没有保存，或不属于这个密钥）。
     PreviousResponseNotFound => "previous_response_not_found",
     /// 目标上游不支持这种 `response_format`。

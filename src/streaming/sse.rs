@@ -237,6 +237,24 @@ pub fn write_event(out: &mut BytesMut, name: &str, payload: &[u8]) {
     write_data(out, payload);
 }
 
+/// 写出一个具名事件，负载由 `payload` 直接写进缓冲（免去中间拷贝与 JSON 树）。
+///
+/// 参数 `len_hint`：负载的预计字节数，整个事件的空间一次预留好。
+pub fn write_event_with(
+    out: &mut BytesMut,
+    name: &str,
+    len_hint: usize,
+    payload: impl FnOnce(&mut BytesMut),
+) {
+    out.reserve(
+        EVENT_PREFIX.len() + name.len() + 1 + DATA_PREFIX.len() + len_hint + EVENT_END.len(),
+    );
+    out.put_slice(EVENT_PREFIX);
+    out.put_slice(name.as_bytes());
+    out.put_u8(b'\n');
+    write_data_with(out, len_hint, payload);
+}
+
 /// 写出 OpenAI 流的结束事件 `data: [DONE]`。
 pub fn write_done(out: &mut BytesMut) {
     write_data(out, DONE_SENTINEL.as_bytes());

@@ -15,7 +15,9 @@ use crate::mock::MockSettings;
 pub use models::{ModelConfig, TargetConfig};
 pub use providers::{BaseUrl, ProviderConfig, ProviderKind, Timeouts};
 pub use security::{AuthSettings, CorsSettings, RedisSettings, SecuritySettings};
-pub use server::{AccessLogFormat, AccessLogSettings, ListenAddr, ServerSettings};
+pub use server::{
+    AccessLogFormat, AccessLogSettings, ListenAddr, ResponsesSettings, ServerSettings,
+};
 
 /// 整个配置文件。
 ///
@@ -49,6 +51,9 @@ pub struct ConfigFile {
     /// 访问日志的格式与内容。
     #[serde(default)]
     pub access_log: AccessLogSettings,
+    /// OpenAI Responses 接口的会话保存。
+    #[serde(default)]
+    pub responses: ResponsesSettings,
     /// 安全设置：CORS、签名时间窗口、进程内防重放存储上限。
     #[serde(default)]
     pub security: SecuritySettings,

@@ -60,6 +60,45 @@ pub struct AccessLogSettings {
     pub include_prompts: bool,
 }
 
+/// `responses` 段：OpenAI Responses 接口的会话保存。
+///
+/// 用途：翻译到别家上游时，网关在 Redis 里保存每个回复（按客户端密钥隔离），`previous_response_id` 据此展开。
+///
+/// ```
+/// let r = chatnexus::config::ResponsesSettings::default(); // 缺省
+/// assert_eq!(r.store_ttl_secs, 86_400); // 保存一天
+/// ```
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResponsesSettings {
+    /// 保存的回复多久过期（秒，缺省一天；需要 `redis` 段）。
+    #[serde(default = "default_store_ttl_secs")]
+    pub store_ttl_secs: u64,
+}
+
+impl Default for ResponsesSettings {
+    fn default() -> Self {
+        ResponsesSettings {
+            store_ttl_secs: default_store_ttl_secs(),
+        }
+    }
+}
+
+impl ResponsesSettings {
+    /// 保存的回复的过期时间。
+    pub fn store_ttl(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.store_ttl_secs)
+    }
+}
+
+/// 保存的回复缺省一天过期。
+fn default_store_ttl_secs() -> u64 {
+    DEFAULT_STORE_TTL_SECS
+}
+
+/// 保存的回复的缺省过期秒数（一天）。
+const DEFAULT_STORE_TTL_SECS: u64 = 86_400;
+
 /// `server` 段。
 ///
 /// 用途：决定监听地址、请求体上限和工作线程数。

@@ -53,10 +53,6 @@ pub(super) const EVENT_MESSAGE_STOP: &str = "message_stop";
 /// 流事件名：心跳。
 pub(super) const EVENT_PING: &str = "ping";
 
-/// 增量类型：文本。
-pub(super) const DELTA_TEXT: &str = "text_delta";
-/// 增量类型：思考。
-pub(super) const DELTA_THINKING: &str = "thinking_delta";
 /// 增量类型：工具参数的 JSON 片段。
 pub(super) const DELTA_INPUT_JSON: &str = "input_json_delta";
 

@@ -10,21 +10,33 @@
 //! 这样交错到达的并行调用、共用一个枢纽 `index` 但 id 不同的调用都能得到完整正确的参数；
 //! 代价是被缓存的调用不能逐字显示。块已关闭的调用又收到非空白片段时（上游不合规范）丢弃并记警告。
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
-use bytes::BytesMut;
+use bytes::{BufMut, BytesMut};
 use serde::de::IgnoredAny;
+use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::names::{
     stop_reason, usage_json, BLOCK_TEXT, BLOCK_THINKING, BLOCK_TOOL_USE, DELTA_INPUT_JSON,
-    DELTA_TEXT, DELTA_THINKING, EVENT_BLOCK_DELTA, EVENT_BLOCK_START, EVENT_BLOCK_STOP,
-    EVENT_MESSAGE_DELTA, EVENT_MESSAGE_START, EVENT_MESSAGE_STOP, EVENT_PING, MESSAGE_ID_PREFIX,
-    MESSAGE_TYPE, ROLE_ASSISTANT, TOOL_ID_PREFIX,
+    EVENT_BLOCK_DELTA, EVENT_BLOCK_START, EVENT_BLOCK_STOP, EVENT_MESSAGE_DELTA,
+    EVENT_MESSAGE_START, EVENT_MESSAGE_STOP, EVENT_PING, MESSAGE_ID_PREFIX, MESSAGE_TYPE,
+    ROLE_ASSISTANT, TOOL_ID_PREFIX,
 };
 use crate::error::{ApiError, ErrorCode};
-use crate::streaming::{random_id, write_event, Usage, DONE_SENTINEL};
+use crate::streaming::{random_id, write_event, write_event_with, Usage, DONE_SENTINEL};
 
+/// 文本增量事件负载在序号之前的部分（最常见的事件直接按字节写出，不建 JSON 树）。
+const TEXT_DELTA_HEAD: &[u8] = br#"{"type":"content_block_delta","index":"#;
+/// 文本增量事件负载在序号与文本之间的部分。
+const TEXT_DELTA_MIDDLE: &[u8] = br#","delta":{"type":"text_delta","text":"#;
+/// 思考增量事件负载在序号与文本之间的部分。
+const THINKING_DELTA_MIDDLE: &[u8] = br#","delta":{"type":"thinking_delta","thinking":"#;
+/// 增量事件负载的结尾。
+const DELTA_TAIL: &[u8] = b"}}";
+/// 增量事件负载里除文本外的固定字节数（预留空间用）。
+const DELTA_OVERHEAD: usize = 96;
 /// ping 事件的负载（与 Anthropic 官方流逐字节相同）。
 const PING_PAYLOAD: &[u8] = br#"{"type": "ping"}"#;
 /// `message_start` 中输出 token 的起始值（Anthropic 官方流也写 1，最终值在 `message_delta` 中）。
@@ -161,11 +173,11 @@ impl MessagesStream {
         }
         let chunk = parse_chunk(data)?;
         self.ensure_started(out);
-        if let Some(usage) = chunk.get("usage").and_then(Usage::from_openai) {
+        if let Some(usage) = chunk.usage.as_ref().and_then(Usage::from_openai) {
             self.usage = Some(usage);
         }
         // 枢纽流只有一个候选（n = 1）；用量块的 choices 为空数组
-        if let Some(choice) = chunk.get("choices").and_then(|c| c.get(0)) {
+        if let Some(choice) = chunk.choices.as_ref().and_then(|c| c.first()) {
             self.on_choice(choice, out);
         }
         Ok(false)
@@ -206,20 +218,19 @@ impl MessagesStream {
     }
 
     /// 处理一个候选：推理、文本、工具调用依次处理，最后处理结束原因。
-    fn on_choice(&mut self, choice: &Value, out: &mut BytesMut) {
-        let delta = &choice["delta"];
-        if let Some(thinking) = reasoning_of(delta) {
-            self.stream_text(BlockKind::Thinking, thinking, out);
-        }
-        if let Some(text) = delta["content"].as_str() {
-            self.stream_text(BlockKind::Text, text, out);
-        }
-        if let Some(calls) = delta["tool_calls"].as_array() {
-            for call in calls {
+    fn on_choice(&mut self, choice: &HubChoice, out: &mut BytesMut) {
+        if let Some(delta) = &choice.delta {
+            if let Some(thinking) = reasoning_of(delta) {
+                self.stream_text(BlockKind::Thinking, thinking, out);
+            }
+            if let Some(text) = delta.content.as_deref() {
+                self.stream_text(BlockKind::Text, text, out);
+            }
+            for call in delta.tool_calls.iter().flatten() {
                 self.tool_delta(call, out);
             }
         }
-        if let Some(reason) = choice["finish_reason"].as_str() {
+        if let Some(reason) = choice.finish_reason.as_deref() {
             self.finish = Some(reason.to_owned());
             self.close_block(out);
             self.flush_pending(out);
@@ -245,11 +256,7 @@ impl MessagesStream {
                 self.start_block(kind, &block, out)
             }
         };
-        let delta = match kind {
-            BlockKind::Thinking => json!({ "type": DELTA_THINKING, "thinking": text }),
-            _ => json!({ "type": DELTA_TEXT, "text": text }),
-        };
-        write_delta(out, index, &delta);
+        write_text_delta(out, index, kind, text);
     }
 
     /// 一个枢纽工具调用增量：找到（或新建）它所属的调用，按调用的阶段直播、缓存或丢弃片段。
@@ -425,24 +432,51 @@ impl MessagesStream {
     }
 }
 
+/// 枢纽流式块：只定型解析用到的字段，文本按借用读出（不转义时零拷贝），其余字段跳过而不建树。
+#[derive(Deserialize)]
+struct HubChunk<'a> {
+    #[serde(default, borrow)]
+    choices: Option<Vec<HubChoice<'a>>>,
+    #[serde(default)]
+    usage: Option<Value>,
+    #[serde(default)]
+    error: Option<Value>,
+}
+
+/// 枢纽流式块里的一个候选。
+#[derive(Deserialize)]
+struct HubChoice<'a> {
+    #[serde(default, borrow)]
+    delta: Option<HubDelta<'a>>,
+    #[serde(default, borrow)]
+    finish_reason: Option<Cow<'a, str>>,
+}
+
+/// 候选的增量：文本、推理（两种字段名）、工具调用。
+#[derive(Deserialize)]
+struct HubDelta<'a> {
+    #[serde(default, borrow)]
+    content: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    reasoning_content: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    reasoning: Option<Cow<'a, str>>,
+    #[serde(default)]
+    tool_calls: Option<Vec<Value>>,
+}
+
 /// 把一个枢纽事件的 data 解析为 JSON 对象。
 ///
 /// 错误：不是合法 JSON 或不是对象 → 502 `invalid_upstream_response`；对象带非 null 的 `error`
 /// （OpenAI 兼容上游在流中报错的形状）→ 502 `upstream_stream_error`，消息带上游的说明。
-fn parse_chunk(data: &str) -> Result<Value, ApiError> {
-    let chunk: Value = serde_json::from_str(data).map_err(|e| {
+fn parse_chunk(data: &str) -> Result<HubChunk<'_>, ApiError> {
+    let chunk: HubChunk = serde_json::from_str(data).map_err(|e| {
         ApiError::bad_gateway(
             ErrorCode::InvalidUpstreamResponse,
-            format!("上游流式块不是合法的 JSON：{e}"),
+            format!("上游流式块不是合法的 JSON 对象：{e}"),
         )
     })?;
-    if !chunk.is_object() {
-        return Err(ApiError::bad_gateway(
-            ErrorCode::InvalidUpstreamResponse,
-            "上游流式块不是 JSON 对象",
-        ));
-    }
-    if let Some(error) = chunk.get("error").filter(|e| !e.is_null()) {
+    if let Some(error) = chunk.error.as_ref().filter(|e| !e.is_null()) {
         let message = error["message"].as_str().unwrap_or("未给出说明");
         return Err(ApiError::bad_gateway(
             ErrorCode::UpstreamStreamError,
@@ -454,10 +488,29 @@ fn parse_chunk(data: &str) -> Result<Value, ApiError> {
 
 /// 增量中的推理文本：优先 `reasoning_content`（DeepSeek 等），否则 `reasoning`（OpenRouter、新版 vLLM）；
 /// 两者都给时只取前者，避免同一段推理写两遍。
-fn reasoning_of(delta: &Value) -> Option<&str> {
-    ["reasoning_content", "reasoning"]
-        .iter()
-        .find_map(|key| delta[*key].as_str().filter(|text| !text.is_empty()))
+fn reasoning_of<'a>(delta: &'a HubDelta) -> Option<&'a str> {
+    [&delta.reasoning_content, &delta.reasoning]
+        .into_iter()
+        .find_map(|text| text.as_deref().filter(|text| !text.is_empty()))
+}
+
+/// 写出文本或思考的 `content_block_delta` 事件：固定部分按字节写，只有文本经 JSON 转义。
+fn write_text_delta(out: &mut BytesMut, index: u64, kind: BlockKind, text: &str) {
+    let middle = match kind {
+        BlockKind::Thinking => THINKING_DELTA_MIDDLE,
+        _ => TEXT_DELTA_MIDDLE,
+    };
+    write_event_with(out, EVENT_BLOCK_DELTA, text.len() + DELTA_OVERHEAD, |buf| {
+        buf.put_slice(TEXT_DELTA_HEAD);
+        buf.put_slice(itoa::Buffer::new().format(index).as_bytes());
+        buf.put_slice(middle);
+        let mut writer = buf.writer();
+        // 写进内存缓冲、且文本本身是合法的 UTF-8，序列化不会失败
+        if serde_json::to_writer(&mut writer, text).is_err() {
+            log::warn!("文本增量序列化失败");
+        }
+        writer.into_inner().put_slice(DELTA_TAIL);
+    });
 }
 
 /// 工具参数片段：规范是字符串；个别上游直接给对象时取其 JSON 文本。
