@@ -1,4 +1,5 @@
-//! 上游模拟器：说各家提供方的真实线上格式（目前是 OpenAI），用于离线演示、测试和压测。
+//! 上游模拟器：说各家提供方的真实线上格式（OpenAI Chat Completions 与 Responses、Azure、Anthropic、Gemini），
+//! 用于离线演示、测试和压测。
 //!
 //! 可随网关一起启动（配置 `mock` 段），也可单独运行（`chatnexus mock --listen 127.0.0.1:PORT`）。
 //! 可配置分块数、块间延迟、响应头之前的延迟、用量数字和故障模式（状态码、挂起、流中断开、乱码），
@@ -9,6 +10,7 @@ mod gemini;
 mod io;
 mod openai;
 mod plan;
+mod responses;
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
@@ -394,6 +396,9 @@ impl MockApp {
         }
         if is_post && path.contains(gemini::MODELS_SEGMENT) && path.contains(':') {
             return gemini::generate(self, session, body).await;
+        }
+        if is_post && path.ends_with(responses::RESPONSES_PATH) {
+            return responses::responses(self, session, body).await;
         }
         if is_post && path.ends_with(openai::CHAT_PATH) {
             return openai::chat(self, session, body).await;
