@@ -5,6 +5,7 @@
 //! `tools` 记下客户端工具与枢纽函数名的对应。出错时（响应头之前）是与 Chat 相同的 OpenAI 错误信封。
 
 mod error;
+mod names;
 mod request;
 /// 完整回复：枢纽的 `chat.completion` → Responses 的 `response` 对象。
 pub mod response;
@@ -15,6 +16,10 @@ pub mod tools;
 
 #[cfg(test)]
 mod request_tests;
+#[cfg(test)]
+mod response_tests;
+#[cfg(test)]
+mod stream_tests;
 
 use bytes::Bytes;
 use once_cell::sync::OnceCell;

@@ -1,28 +1,681 @@
-//! 占位：合并渲染器后替换。
+//! 流式渲染：枢纽流（Chat Completions 流式块）→ OpenAI Responses SSE 事件。
+//!
+//! 规则见参考文档 ingress-dialects §R5 的“定律”与 §R7 的状态机表：每个事件都带 `event:` 行与从 0 递增的
+//! `sequence_number`；`response.created`、`response.in_progress` 在最前；每个输出项以
+//! `response.output_item.added` 开始、以同一 `output_index` 的 `response.output_item.done` 结束，
+//! `output_index` 从 0 起连续；同一时刻只有一个打开的输出项，另一种增量到来时先关闭它；
+//! 恰好一个终止事件（`response.completed` / `response.incomplete` / `response.failed`），
+//! 它的 `output` 是全部输出项（与各自的 `output_item.done` 相同），之后不再写任何东西。
+//!
+//! 并行工具调用与 Anthropic 方言的约定相同：同一时刻只有一个调用“直播”（输出项打开着，函数参数片段即到即写），
+//! 其他调用的片段先缓存；直播中的参数已是完整 JSON、或打开的输出项不是调用时，缓存的调用才接着直播；
+//! 直到结束仍未直播的调用按首次出现的顺序整项写出。这样每个输出项的事件都是连续的，交错到达的调用、
+//! 共用一个枢纽 `index` 但 id 不同的调用都能得到完整正确的参数。自由格式工具（`custom_tool_call`）的参数
+//! 是包装过的 `{"input": …}`，只能在调用结束时拆包，所以它的输入在结束时作为一个完整增量写出。
+//!
+//! 流中断（[`ResponsesStream::fail`]）时的约定：打开着的输出项按已收到的内容关闭，状态为 `incomplete`
+//! （半截的消息与参数也如实交给客户端，并标明不完整）；还在缓存、从未宣布过的调用不写出；
+//! 最后写一个 `response.failed`，它的 `output` 同样是已写出 `output_item.done` 的全部输出项。
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use serde_json::{Map, Value};
+use serde::de::IgnoredAny;
+use serde_json::{json, Map, Value};
 
-use super::tools::ToolMap;
+use super::names::{
+    arguments_text, call_item, call_item_prefix, custom_input, function_arguments, message_item,
+    output_text_part, reasoning_item, reasoning_of, refusal_part, response_skeleton, summary_part,
+    usage_json, CallIdentity, Ending, CALL_ID_PREFIX, EVENT_ARGUMENTS_DELTA, EVENT_ARGUMENTS_DONE,
+    EVENT_CREATED, EVENT_CUSTOM_INPUT_DELTA, EVENT_CUSTOM_INPUT_DONE, EVENT_FAILED,
+    EVENT_IN_PROGRESS, EVENT_ITEM_ADDED, EVENT_ITEM_DONE, EVENT_PART_ADDED, EVENT_PART_DONE,
+    EVENT_REFUSAL_DELTA, EVENT_REFUSAL_DONE, EVENT_SUMMARY_PART_ADDED, EVENT_SUMMARY_PART_DONE,
+    EVENT_SUMMARY_TEXT_DELTA, EVENT_SUMMARY_TEXT_DONE, EVENT_TEXT_DELTA, EVENT_TEXT_DONE,
+    MESSAGE_ID_PREFIX, REASONING_ID_PREFIX, STATUS_COMPLETED, STATUS_FAILED, STATUS_INCOMPLETE,
+    STATUS_IN_PROGRESS,
+};
+use super::tools::{ToolKind, ToolMap};
+use crate::clock::unix_now;
 use crate::error::{ApiError, ErrorCode};
+use crate::streaming::{random_id, write_event, Usage, DONE_SENTINEL};
 
-/// 占位。
-pub struct ResponsesStream;
+/// 一个工具调用所处的阶段。
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CallState {
+    /// 还没有输出项：片段先缓存。
+    Pending,
+    /// 它的输出项正打开着。
+    Live,
+    /// 输出项已写出并关闭。
+    Closed,
+}
+
+/// 流中的一个工具调用（按首次出现的顺序保存）。
+#[derive(Debug)]
+struct Call {
+    /// 上游的工具调用 id（输出项的 `call_id`）。
+    call_id: String,
+    /// `call_id` 是网关合成的（上游首个增量没给 id）：之后同一枢纽序号带来的 id 视为同一个调用。
+    minted_id: bool,
+    /// 枢纽函数名（在工具对应表中查客户端的工具）。
+    hub_name: String,
+    /// 工具种类（直播时按函数名确定）。
+    kind: ToolKind,
+    /// 输出项 id（直播时分配）。
+    item_id: String,
+    /// 至今收到的全部参数片段。
+    arguments: String,
+    state: CallState,
+    /// 上次检查参数完整性时的参数长度与结果（避免交错片段反复解析同一段参数）。
+    checked: Option<(usize, bool)>,
+}
+
+impl Call {
+    /// 参数是否已是一个完整的 JSON 值（之后再追加非空白内容就不再是合法 JSON）。
+    fn is_complete(&mut self) -> bool {
+        let len = self.arguments.len();
+        match self.checked {
+            Some((checked_len, complete)) if checked_len == len => complete,
+            _ => {
+                let complete = serde_json::from_str::<IgnoredAny>(&self.arguments).is_ok();
+                self.checked = Some((len, complete));
+                complete
+            }
+        }
+    }
+}
+
+/// 打开的输出项的种类。
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OpenKind {
+    /// 推理项（一个摘要部分）。
+    Reasoning,
+    /// 消息项，内容是一个输出文本部分。
+    Text,
+    /// 消息项，内容是一个拒答部分。
+    Refusal,
+    /// 工具调用项：值为 `ResponsesStream::calls` 中的位置。
+    Call(usize),
+}
+
+/// 当前打开的输出项。
+#[derive(Debug)]
+struct OpenItem {
+    kind: OpenKind,
+    output_index: u64,
+    /// 输出项 id。
+    id: String,
+    /// 推理或消息至今的全部文本（工具调用的参数在 [`Call`] 里）。
+    text: String,
+}
+
+/// 枢纽流（Chat Completions 流式块）→ OpenAI Responses 事件的状态机。
+///
+/// 用途：客户端走 `/v1/responses` 而上游不说 Responses 协议时，枢纽流式块逐个交给
+/// [`ResponsesStream::on_hub_event`]，写出 openai SDK 与 Codex CLI 能消费的事件序列；交换在 200 之后失败时
+/// 调用 [`ResponsesStream::fail`] 写出 `response.failed`。
+///
+/// ```
+/// use std::sync::Arc; // 共享的工具对应表
+/// use chatnexus::dialects::responses::stream::ResponsesStream; // 状态机
+/// let mut template = serde_json::Map::new(); // 请求回显
+/// template.insert("model".into(), "演示模型".into());
+/// let mut s = ResponsesStream::new(template, Arc::default(), 12); // 估计输入 12 个 token
+/// let mut out = bytes::BytesMut::new(); // 输出缓冲
+/// let chunk = r#"{"choices":[{"index":0,"delta":{"content":"你好"},"finish_reason":"stop"}]}"#;
+/// assert_eq!(s.on_hub_event(chunk, &mut out), Ok(false)); // 流还没结束
+/// assert_eq!(s.on_hub_event("[DONE]", &mut out), Ok(true)); // 写出了 response.completed
+/// let text = std::str::from_utf8(&out).unwrap(); // 全部事件
+/// assert!(text.starts_with("event: response.created\n")); // 第一个事件
+/// assert!(text.contains("event: response.completed\n")); // 终止事件
+/// ```
+#[derive(Debug)]
+pub struct ResponsesStream {
+    /// `response` 对象骨架（状态为进行中，`output: []`）。
+    response: Map<String, Value>,
+    tools: Arc<ToolMap>,
+    input_estimate: u64,
+    /// 下一个事件的 `sequence_number`。
+    sequence: u64,
+    started: bool,
+    /// 已写出终止事件：之后什么也不写。
+    terminated: bool,
+    next_output_index: u64,
+    open: Option<OpenItem>,
+    calls: Vec<Call>,
+    /// 枢纽工具序号 → 该序号当前的调用在 `calls` 中的位置。
+    current: HashMap<u64, usize>,
+    /// 已关闭的输出项（与各自的 `output_item.done` 相同），按 `output_index` 排列。
+    output: Vec<Value>,
+    finish: Option<String>,
+    /// 上游最后一次报告的用量（用量块，或带 `usage` 的普通块）。
+    usage: Option<Usage>,
+    /// 非空的输出增量个数：上游不报用量时作为输出 token 的估计。
+    output_deltas: u64,
+    /// 其中推理增量的个数：上游不报用量时作为推理 token 的估计。
+    reasoning_deltas: u64,
+}
 
 impl ResponsesStream {
-    /// 占位。
-    pub fn new(_template: Map<String, Value>, _tools: Arc<ToolMap>, _input_estimate: u64) -> Self {
-        ResponsesStream
+    /// 为一次流式回复创建状态机。
+    ///
+    /// 参数：`template` 为调用方填好请求回显的 `response` 骨架（`instructions`、`tools`、`tool_choice`、
+    /// `model` = 客户端的模型名等），这里补上 `id`（`resp_…`）、`object`、`created_at`、`status`、`output`、
+    /// `usage`、`error`、`incomplete_details` 与参考文档 §R4 要求而回显中缺少的字段；`tools` 为工具名对应表；
+    /// `input_estimate` 为估计的输入 token（只在上游不报用量时使用）。
+    pub fn new(template: Map<String, Value>, tools: Arc<ToolMap>, input_estimate: u64) -> Self {
+        ResponsesStream {
+            response: response_skeleton(&template, unix_now()),
+            tools,
+            input_estimate,
+            sequence: 0,
+            started: false,
+            terminated: false,
+            next_output_index: 0,
+            open: None,
+            calls: Vec::new(),
+            current: HashMap::new(),
+            output: Vec::new(),
+            finish: None,
+            usage: None,
+            output_deltas: 0,
+            reasoning_deltas: 0,
+        }
     }
-    /// 占位。
-    pub fn on_hub_event(&mut self, _data: &str, _out: &mut BytesMut) -> Result<bool, ApiError> {
-        Err(ApiError::bad_gateway(
+
+    /// 处理一个枢纽 SSE 事件的 data（一个 `chat.completion.chunk` JSON，或 `[DONE]`），把 Responses
+    /// 事件写入 `out`；第一次调用时先写 `response.created` 与 `response.in_progress`。
+    ///
+    /// 返回：`Ok(true)` 表示已写出终止事件（`[DONE]` 时写 `response.completed` 或 `response.incomplete`）；
+    /// 之后再来的事件一律忽略并仍返回 `Ok(true)`。
+    ///
+    /// 错误：data 不是合法的 JSON 对象 → 502 `invalid_upstream_response`；上游在流中发来错误对象
+    /// （`{"error":…}`）→ 502 `upstream_stream_error`（信封码转告上游的 `code`）。出错时什么也不写，
+    /// 由调用方接着调用 [`ResponsesStream::fail`]。
+    pub fn on_hub_event(&mut self, data: &str, out: &mut BytesMut) -> Result<bool, ApiError> {
+        if self.terminated {
+            return Ok(true);
+        }
+        if data.trim() == DONE_SENTINEL {
+            self.ensure_started(out);
+            self.finish_response(out);
+            return Ok(true);
+        }
+        let chunk = parse_chunk(data)?;
+        self.ensure_started(out);
+        if let Some(usage) = chunk.get("usage").and_then(Usage::from_openai) {
+            self.usage = Some(usage);
+        }
+        // 枢纽流只有一个候选（n = 1）；用量块的 choices 为空数组
+        if let Some(choice) = chunk.get("choices").and_then(|c| c.get(0)) {
+            self.on_choice(choice, out);
+        }
+        Ok(false)
+    }
+
+    /// 交换在 200 之后失败（上游错误、截断、超时）：还什么都没写时先写 `response.created` 与
+    /// `response.in_progress`，把打开的输出项按已有内容以 `incomplete` 状态关闭（见模块说明），
+    /// 再写恰好一个 `response.failed`：状态 `failed`，`output` 为已关闭的全部输出项，上游报过用量时带上用量，
+    /// `error` 为 `{code, message}`——`code` 优先用转告的上游错误码（`context_length_exceeded` 原样保留，
+    /// Codex 按它处理上下文超长），否则用网关的错误码。已写过终止事件时什么也不做。
+    pub fn fail(&mut self, error: &ApiError, out: &mut BytesMut) {
+        if self.terminated {
+            return;
+        }
+        self.ensure_started(out);
+        self.close_open(STATUS_INCOMPLETE, out);
+        let mut response = self.response_with(STATUS_FAILED, self.usage.as_ref());
+        response.insert(
+            "error".into(),
+            json!({ "code": error.envelope_code(), "message": error.message }),
+        );
+        self.emit(out, EVENT_FAILED, json!({ "response": response }));
+        self.terminated = true;
+    }
+
+    /// 第一次调用时写出 `response.created` 与 `response.in_progress`；之后什么也不做。
+    fn ensure_started(&mut self, out: &mut BytesMut) {
+        if self.started {
+            return;
+        }
+        self.started = true;
+        let response = Value::Object(self.response.clone());
+        self.emit(out, EVENT_CREATED, json!({ "response": response }));
+        self.emit(out, EVENT_IN_PROGRESS, json!({ "response": response }));
+    }
+
+    /// 处理一个候选：推理、文本、拒答、工具调用依次处理，最后处理结束原因（关闭一切，写出缓存的调用）。
+    fn on_choice(&mut self, choice: &Value, out: &mut BytesMut) {
+        let delta = &choice["delta"];
+        if let Some(reasoning) = reasoning_of(delta) {
+            self.stream_text(OpenKind::Reasoning, reasoning, out);
+        }
+        if let Some(text) = delta["content"].as_str() {
+            self.stream_text(OpenKind::Text, text, out);
+        }
+        if let Some(refusal) = delta["refusal"].as_str() {
+            self.stream_text(OpenKind::Refusal, refusal, out);
+        }
+        if let Some(calls) = delta["tool_calls"].as_array() {
+            for call in calls {
+                self.tool_delta(call, out);
+            }
+        }
+        if let Some(reason) = choice["finish_reason"].as_str() {
+            self.finish = Some(reason.to_owned());
+            let status = Ending::of(Some(reason)).status();
+            self.close_open(status, out);
+            self.flush_pending(status, out);
+        }
+    }
+
+    /// 推理、文本或拒答增量：空增量不写（不产生空输出项）；打开的输出项种类不同时先关闭它，再开新项。
+    fn stream_text(&mut self, kind: OpenKind, text: &str, out: &mut BytesMut) {
+        if text.is_empty() {
+            return;
+        }
+        self.output_deltas += 1;
+        if kind == OpenKind::Reasoning {
+            self.reasoning_deltas += 1;
+        }
+        if self.open.as_ref().map(|open| open.kind) != Some(kind) {
+            self.close_open(STATUS_COMPLETED, out);
+            self.open_text_item(kind, out);
+        }
+        let Some(open) = self.open.as_mut() else {
+            return;
+        };
+        open.text.push_str(text);
+        let (item_id, output_index) = (open.id.clone(), open.output_index);
+        let (event, fields) = match kind {
+            OpenKind::Reasoning => (
+                EVENT_SUMMARY_TEXT_DELTA,
+                json!({ "item_id": item_id, "output_index": output_index, "summary_index": 0, "delta": text }),
+            ),
+            OpenKind::Refusal => (
+                EVENT_REFUSAL_DELTA,
+                json!({ "item_id": item_id, "output_index": output_index, "content_index": 0, "delta": text }),
+            ),
+            _ => (
+                EVENT_TEXT_DELTA,
+                json!({ "item_id": item_id, "output_index": output_index, "content_index": 0,
+                    "delta": text, "logprobs": [] }),
+            ),
+        };
+        self.emit(out, event, fields);
+    }
+
+    /// 打开推理项（`output_item.added` + `reasoning_summary_part.added`）或消息项（`output_item.added` +
+    /// `content_part.added`），记为打开的输出项。
+    fn open_text_item(&mut self, kind: OpenKind, out: &mut BytesMut) {
+        let output_index = self.next_index();
+        let (id, item, part_event, part) = if kind == OpenKind::Reasoning {
+            let id = random_id(REASONING_ID_PREFIX);
+            let item = reasoning_item(&id, STATUS_IN_PROGRESS, None);
+            let part = json!({ "item_id": id, "output_index": output_index, "summary_index": 0,
+                "part": summary_part("") });
+            (id, item, EVENT_SUMMARY_PART_ADDED, part)
+        } else {
+            let id = random_id(MESSAGE_ID_PREFIX);
+            let item = message_item(&id, STATUS_IN_PROGRESS, Vec::new());
+            let empty = match kind {
+                OpenKind::Refusal => refusal_part(""),
+                _ => output_text_part(""),
+            };
+            let part = json!({ "item_id": id, "output_index": output_index, "content_index": 0,
+                "part": empty });
+            (id, item, EVENT_PART_ADDED, part)
+        };
+        let added = json!({ "output_index": output_index, "item": item });
+        self.emit(out, EVENT_ITEM_ADDED, added);
+        self.emit(out, part_event, part);
+        self.open = Some(OpenItem {
+            kind,
+            output_index,
+            id,
+            text: String::new(),
+        });
+    }
+
+    /// 一个枢纽工具调用增量：找到（或新建）它所属的调用，按调用的阶段直播、缓存或丢弃片段。
+    fn tool_delta(&mut self, call: &Value, out: &mut BytesMut) {
+        let hub_index = call["index"].as_u64().unwrap_or(0);
+        let position = self.call_for(hub_index, call["id"].as_str());
+        let function = &call["function"];
+        let fragment = arguments_text(&function["arguments"]);
+        if !fragment.is_empty() {
+            self.output_deltas += 1;
+        }
+        let entry = &mut self.calls[position];
+        if entry.hub_name.is_empty() {
+            entry.hub_name = function["name"].as_str().unwrap_or_default().to_owned();
+        }
+        match entry.state {
+            CallState::Closed => {
+                if !fragment.trim().is_empty() {
+                    log::warn!(
+                        "上游在工具调用 {} 的输出项关闭后又发来参数片段，已丢弃",
+                        entry.call_id
+                    );
+                }
+            }
+            CallState::Live => {
+                entry.arguments.push_str(&fragment);
+                // 自由格式工具的输入要等调用结束拆包后才写出
+                if entry.kind == ToolKind::Function && !fragment.is_empty() {
+                    let item_id = entry.item_id.clone();
+                    let fields = json!({ "item_id": item_id, "output_index": self.open_index(),
+                        "delta": fragment });
+                    self.emit(out, EVENT_ARGUMENTS_DELTA, fields);
+                }
+            }
+            CallState::Pending => {
+                entry.arguments.push_str(&fragment);
+                self.try_go_live(position, out);
+            }
+        }
+    }
+
+    /// 找到枢纽序号 `hub_index` 上 id 为 `id` 的调用；没有时新建一个（同一序号出现新的 id 就是新的调用）。
+    ///
+    /// 返回：调用在 `calls` 中的位置。
+    fn call_for(&mut self, hub_index: u64, id: Option<&str>) -> usize {
+        let id = id.filter(|id| !id.is_empty());
+        if let Some(&position) = self.current.get(&hub_index) {
+            let existing = &mut self.calls[position];
+            match id {
+                None => return position,
+                Some(id) if existing.call_id == id => return position,
+                // 首个增量没带 id 时合成过 id：迟到的真实 id 属于同一个调用，还没写出时采用它
+                Some(id) if existing.minted_id => {
+                    if existing.state == CallState::Pending {
+                        existing.call_id = id.to_owned();
+                    }
+                    existing.minted_id = false;
+                    return position;
+                }
+                Some(_) => {}
+            }
+        }
+        // 带着已知 id 的增量属于先前的那个调用（共用序号的调用交错到达时会切回去）
+        if let Some(position) = id.and_then(|id| self.calls.iter().position(|c| c.call_id == id)) {
+            self.current.insert(hub_index, position);
+            return position;
+        }
+        self.calls.push(Call {
+            call_id: id.map_or_else(|| random_id(CALL_ID_PREFIX), str::to_owned),
+            minted_id: id.is_none(),
+            hub_name: String::new(),
+            kind: ToolKind::Function,
+            item_id: String::new(),
+            arguments: String::new(),
+            state: CallState::Pending,
+            checked: None,
+        });
+        let position = self.calls.len() - 1;
+        self.current.insert(hub_index, position);
+        position
+    }
+
+    /// 缓存中的调用在可以直播时开始直播：它已有名称，且打开的输出项不是调用、或是参数已完整的调用。
+    fn try_go_live(&mut self, position: usize, out: &mut BytesMut) {
+        if self.calls[position].hub_name.is_empty() {
+            return;
+        }
+        if let Some(OpenKind::Call(live)) = self.open.as_ref().map(|open| open.kind) {
+            if !self.calls[live].is_complete() {
+                return;
+            }
+        }
+        self.close_open(STATUS_COMPLETED, out);
+        self.start_call(position, out);
+    }
+
+    /// 打开调用的输出项：按工具对应表确定种类与名字，写 `output_item.added`（参数或输入为空串）；
+    /// 函数调用已缓存的参数作为一个 `function_call_arguments.delta` 写出。调用方须先关闭打开的输出项。
+    fn start_call(&mut self, position: usize, out: &mut BytesMut) {
+        let tools = Arc::clone(&self.tools);
+        let output_index = self.next_index();
+        let call = &mut self.calls[position];
+        if call.hub_name.is_empty() {
+            log::warn!("上游的工具调用 {} 没有给出函数名", call.call_id);
+        }
+        let tool = tools.resolve(&call.hub_name);
+        call.kind = tool.kind;
+        call.item_id = random_id(call_item_prefix(tool.kind));
+        call.state = CallState::Live;
+        let identity = CallIdentity {
+            item_id: &call.item_id,
+            call_id: &call.call_id,
+            tool,
+        };
+        let item = call_item(&identity, STATUS_IN_PROGRESS, "");
+        let buffered = (tool.kind == ToolKind::Function && !call.arguments.is_empty())
+            .then(|| call.arguments.clone());
+        let item_id = call.item_id.clone();
+        self.emit(
+            out,
+            EVENT_ITEM_ADDED,
+            json!({ "output_index": output_index, "item": item }),
+        );
+        if let Some(delta) = buffered {
+            let fields =
+                json!({ "item_id": item_id, "output_index": output_index, "delta": delta });
+            self.emit(out, EVENT_ARGUMENTS_DELTA, fields);
+        }
+        self.open = Some(OpenItem {
+            kind: OpenKind::Call(position),
+            output_index,
+            id: item_id,
+            text: String::new(),
+        });
+    }
+
+    /// 把仍在缓存中的调用按首次出现的顺序整项写出（结束原因或 `[DONE]` 到来时，之后不会再有片段）。
+    fn flush_pending(&mut self, status: &str, out: &mut BytesMut) {
+        for position in 0..self.calls.len() {
+            if self.calls[position].state == CallState::Pending {
+                self.start_call(position, out);
+                self.close_open(status, out);
+            }
+        }
+    }
+
+    /// 关闭打开的输出项（没有时什么也不做）：写出它的收尾事件与 `output_item.done`，并把它加进 `output`。
+    ///
+    /// 参数：`status` 为输出项的最终状态（正常关闭为 `completed`，结局未完成或流中断时为 `incomplete`）。
+    fn close_open(&mut self, status: &str, out: &mut BytesMut) {
+        let Some(open) = self.open.take() else {
+            return;
+        };
+        let item = match open.kind {
+            OpenKind::Reasoning => self.close_reasoning(&open, status, out),
+            OpenKind::Text | OpenKind::Refusal => self.close_message(&open, status, out),
+            OpenKind::Call(position) => self.close_call(position, open.output_index, status, out),
+        };
+        let done = json!({ "output_index": open.output_index, "item": item });
+        self.emit(out, EVENT_ITEM_DONE, done);
+        self.output.push(item);
+    }
+
+    /// 推理项的收尾：`reasoning_summary_text.done` 与 `reasoning_summary_part.done`。
+    ///
+    /// 返回：最终的推理项。
+    fn close_reasoning(&mut self, open: &OpenItem, status: &str, out: &mut BytesMut) -> Value {
+        let (id, index, text) = (&open.id, open.output_index, &open.text);
+        let done =
+            json!({ "item_id": id, "output_index": index, "summary_index": 0, "text": text });
+        self.emit(out, EVENT_SUMMARY_TEXT_DONE, done);
+        let part = json!({ "item_id": id, "output_index": index, "summary_index": 0,
+            "part": summary_part(text) });
+        self.emit(out, EVENT_SUMMARY_PART_DONE, part);
+        reasoning_item(id, status, Some(text))
+    }
+
+    /// 消息项的收尾：`output_text.done`（或 `refusal.done`）与 `content_part.done`。
+    ///
+    /// 返回：最终的消息项（一个内容部分）。
+    fn close_message(&mut self, open: &OpenItem, status: &str, out: &mut BytesMut) -> Value {
+        let (id, index, text) = (&open.id, open.output_index, &open.text);
+        let (event, done, part) = if open.kind == OpenKind::Refusal {
+            let done = json!({ "item_id": id, "output_index": index, "content_index": 0, "refusal": text });
+            (EVENT_REFUSAL_DONE, done, refusal_part(text))
+        } else {
+            let done = json!({ "item_id": id, "output_index": index, "content_index": 0,
+                "text": text, "logprobs": [] });
+            (EVENT_TEXT_DONE, done, output_text_part(text))
+        };
+        self.emit(out, event, done);
+        let part_done =
+            json!({ "item_id": id, "output_index": index, "content_index": 0, "part": part });
+        self.emit(out, EVENT_PART_DONE, part_done);
+        message_item(id, status, vec![part])
+    }
+
+    /// 调用项的收尾：函数调用写 `function_call_arguments.done`（空参数为 `{}`）；自由格式工具把包装的参数
+    /// 拆包，写一个完整的 `custom_tool_call_input.delta`（输入非空时）与 `.done`。之后该调用不再接收片段。
+    ///
+    /// 返回：最终的调用项。
+    fn close_call(
+        &mut self,
+        position: usize,
+        output_index: u64,
+        status: &str,
+        out: &mut BytesMut,
+    ) -> Value {
+        let tools = Arc::clone(&self.tools);
+        let call = &mut self.calls[position];
+        call.state = CallState::Closed;
+        let call = &self.calls[position];
+        let tool = tools.resolve(&call.hub_name);
+        let identity = CallIdentity {
+            item_id: &call.item_id,
+            call_id: &call.call_id,
+            tool,
+        };
+        let mut events = Vec::new();
+        let item = match tool.kind {
+            ToolKind::Function => {
+                let arguments = function_arguments(&call.arguments);
+                events.push((
+                    EVENT_ARGUMENTS_DONE,
+                    json!({ "item_id": call.item_id,
+                    "output_index": output_index, "arguments": arguments }),
+                ));
+                call_item(&identity, status, arguments)
+            }
+            ToolKind::Custom => {
+                let input = custom_input(&call.arguments, &call.call_id);
+                if !input.is_empty() {
+                    events.push((
+                        EVENT_CUSTOM_INPUT_DELTA,
+                        json!({ "item_id": call.item_id,
+                        "output_index": output_index, "delta": input }),
+                    ));
+                }
+                events.push((
+                    EVENT_CUSTOM_INPUT_DONE,
+                    json!({ "item_id": call.item_id,
+                    "output_index": output_index, "input": input }),
+                ));
+                call_item(&identity, status, &input)
+            }
+        };
+        for (event, fields) in events {
+            self.emit(out, event, fields);
+        }
+        item
+    }
+
+    /// `[DONE]`：关闭打开的输出项、写出缓存的调用，再写终止事件（`response.completed` 或
+    /// `response.incomplete`），它的 `output` 是全部输出项，`usage` 总是整数。
+    ///
+    /// 没有收到结束原因时按完成处理并记警告（枢纽的 `[DONE]` 是上游明确的结束标记；真正的截断由调用方
+    /// 以 [`ResponsesStream::fail`] 报告）。上游没报用量时输入用估计值，输出用非空增量的个数——Codex 靠
+    /// 整数用量追踪上下文，缺了会解析失败。
+    fn finish_response(&mut self, out: &mut BytesMut) {
+        if self.finish.is_none() {
+            log::warn!("枢纽流在给出结束原因之前就发来了 [DONE]，按正常完成处理");
+        }
+        let ending = Ending::of(self.finish.as_deref());
+        self.close_open(ending.status(), out);
+        self.flush_pending(ending.status(), out);
+        let usage = self.usage.unwrap_or(Usage {
+            prompt: self.input_estimate,
+            completion: self.output_deltas,
+            cached: 0,
+            reasoning: self.reasoning_deltas,
+        });
+        let mut response = self.response_with(ending.status(), Some(&usage));
+        response.insert("incomplete_details".into(), ending.details());
+        self.emit(out, ending.event(), json!({ "response": response }));
+        self.terminated = true;
+    }
+
+    /// 终止事件里的 `response` 对象：骨架加上状态、全部输出项与用量（没有时为 null）。
+    fn response_with(&self, status: &str, usage: Option<&Usage>) -> Map<String, Value> {
+        let mut response = self.response.clone();
+        response.insert("status".into(), json!(status));
+        response.insert("output".into(), Value::Array(self.output.clone()));
+        response.insert("usage".into(), usage.map_or(Value::Null, usage_json));
+        response
+    }
+
+    /// 分配下一个 `output_index`（从 0 起连续）。
+    fn next_index(&mut self) -> u64 {
+        let index = self.next_output_index;
+        self.next_output_index += 1;
+        index
+    }
+
+    /// 打开的输出项的 `output_index`（没有打开的项时为下一个序号，不会发生）。
+    fn open_index(&self) -> u64 {
+        self.open
+            .as_ref()
+            .map_or(self.next_output_index, |open| open.output_index)
+    }
+
+    /// 写出一个事件：`type` 与递增的 `sequence_number` 在前，`event:` 行与 `type` 相同。
+    ///
+    /// 参数：`kind` 为事件类型；`fields` 为其余字段（一个 JSON 对象）。
+    fn emit(&mut self, out: &mut BytesMut, kind: &str, fields: Value) {
+        let mut event = Map::new();
+        event.insert("type".into(), json!(kind));
+        event.insert("sequence_number".into(), json!(self.sequence));
+        if let Value::Object(fields) = fields {
+            event.extend(fields);
+        }
+        self.sequence += 1;
+        write_event(out, kind, Value::Object(event).to_string().as_bytes());
+    }
+}
+
+/// 把一个枢纽事件的 data 解析为 JSON 对象。
+///
+/// 错误：不是合法 JSON 或不是对象 → 502 `invalid_upstream_response`；对象带非 null 的 `error`
+/// （OpenAI 兼容上游在流中报错的形状）→ 502 `upstream_stream_error`，信封码转告上游的 `code`。
+fn parse_chunk(data: &str) -> Result<Value, ApiError> {
+    let chunk: Value = serde_json::from_str(data).map_err(|e| {
+        ApiError::bad_gateway(
             ErrorCode::InvalidUpstreamResponse,
-            "占位",
-        ))
+            format!("上游流式块不是合法的 JSON：{e}"),
+        )
+    })?;
+    if !chunk.is_object() {
+        return Err(ApiError::bad_gateway(
+            ErrorCode::InvalidUpstreamResponse,
+            "上游流式块不是 JSON 对象",
+        ));
     }
-    /// 占位。
-    pub fn fail(&mut self, _error: &ApiError, _out: &mut BytesMut) {}
+    if let Some(error) = chunk.get("error").filter(|e| !e.is_null()) {
+        let message = error["message"].as_str().unwrap_or("未给出说明");
+        let mut failure = ApiError::bad_gateway(
+            ErrorCode::UpstreamStreamError,
+            format!("上游在流中返回错误：{message}"),
+        );
+        failure.upstream_code = error["code"].as_str().map(Box::from);
+        return Err(failure);
+    }
+    Ok(chunk)
 }
