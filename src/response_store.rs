@@ -27,7 +27,7 @@ const MAX_ID_LEN: usize = 128;
 /// 用途：下一轮把 `input` 与 `response.output` 接在新输入之前；`GET /v1/responses/{id}` 返回 `response`。
 ///
 /// ```
-/// let s = chatnexus::response_store::StoredResponse { input: vec![], response: serde_json::json!({"id": "resp_1"}) };
+/// let s = chatnexus::response_store::StoredResponse { input: vec![], response: serde_json::json!({"id": "resp_1"}) }; // 保存的回复
 /// assert_eq!(s.output().len(), 0); // 没有输出条目
 /// ```
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

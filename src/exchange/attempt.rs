@@ -151,6 +151,7 @@ async fn deliver_stream(
     let completed = relayed.is_ok();
     x.report
         .settle_stream_usage(translator.usage(), completed, inbound.raw().len());
+    x.report.rendered = translator.final_response();
     match relayed {
         Err(Failure::Api(error)) if x.down.response_written().is_some() => {
             Err(close_failed(x.down, translator.as_mut(), error)
@@ -205,7 +206,9 @@ async fn deliver_json(
         Mode::Translated(filter, hub) => {
             let reply = filter.translate_response(body, &TranslateCtx::for_request(hub))?;
             x.report.usage = reply.usage;
-            render::json_for(inbound, reply.body)?
+            let rendered = render::json_for(inbound, reply.body)?;
+            x.report.rendered = render::kept_response(inbound, &rendered);
+            rendered
         }
     };
     let written = x

@@ -66,6 +66,8 @@ pub struct ExchangeReport {
     pub usage: Option<Usage>,
     /// 用量是否为估算（流被取消且上游没给出用量时）。
     pub estimated: bool,
+    /// 翻译给 Responses 客户端的完整回复对象（会话保存用；透传与其他方言为 `None`）。
+    pub rendered: Option<serde_json::Value>,
 }
 
 impl ExchangeReport {

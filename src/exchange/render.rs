@@ -7,6 +7,7 @@
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
+use serde_json::Value;
 
 use crate::dialects::messages::response::render_message;
 use crate::dialects::messages::stream::MessagesStream;
@@ -28,6 +29,16 @@ pub(super) fn json_for(inbound: &Inbound, hub: Bytes) -> Result<Bytes, ApiError>
             let tools = &req.translation()?.tools;
             render_response(&hub, &req.template(), tools)
         }
+    }
+}
+
+/// 要保存的 Responses 回复对象：客户端没有 `store: false` 时解析渲染好的回复（其他方言为 `None`）。
+pub(super) fn kept_response(inbound: &Inbound, rendered: &[u8]) -> Option<Value> {
+    match inbound {
+        Inbound::Responses(req) if req.body.get("store") != Some(&Value::Bool(false)) => {
+            serde_json::from_slice(rendered).ok()
+        }
+        _ => None,
     }
 }
 
@@ -64,6 +75,11 @@ trait DialectStream: Send {
 
     /// 响应头已发出后交换失败：写出方言的终结事件；返回是否写了。
     fn on_failure(&mut self, error: &ApiError, out: &mut BytesMut) -> bool;
+
+    /// 正常结束后的完整回复对象（只有 Responses 需要，用于会话保存）。
+    fn final_response(&self) -> Option<Value> {
+        None
+    }
 }
 
 impl DialectStream for MessagesStream {
@@ -86,6 +102,10 @@ impl DialectStream for ResponsesStream {
     fn on_failure(&mut self, error: &ApiError, out: &mut BytesMut) -> bool {
         self.fail(error, out);
         true
+    }
+
+    fn final_response(&self) -> Option<Value> {
+        ResponsesStream::final_response(self).cloned()
     }
 }
 
@@ -148,5 +168,9 @@ impl<R: DialectStream> StreamTranslator for Rendered<R> {
 
     fn on_failure(&mut self, error: &ApiError, out: &mut BytesMut) -> bool {
         self.render.on_failure(error, out)
+    }
+
+    fn final_response(&self) -> Option<Value> {
+        self.render.final_response()
     }
 }

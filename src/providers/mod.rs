@@ -185,6 +185,11 @@ pub trait StreamTranslator: Send {
     fn on_failure(&mut self, _error: &ApiError, _out: &mut BytesMut) -> bool {
         false
     }
+
+    /// 正常结束后渲染给客户端的完整回复对象（Responses 的会话保存用）；其余翻译器为 `None`。
+    fn final_response(&self) -> Option<Value> {
+        None
+    }
 }
 
 /// 从 OpenAI 格式的流式块中记下用量；返回该块是否只携带用量（`choices` 为空）。

@@ -50,7 +50,9 @@ pub async fn expand(
     body.insert("input".into(), Value::Array(items));
     let raw = serde_json::to_vec(&body)
         .map_err(|e| ApiError::internal(format!("序列化展开的会话失败：{e}")))?;
-    ResponsesRequest::parse(Bytes::from(raw)).map(Inbound::Responses)
+    let mut expanded = ResponsesRequest::parse(Bytes::from(raw))?;
+    expanded.continued_from = Some(previous.to_string());
+    Ok(Inbound::Responses(expanded))
 }
 
 /// 请求的 `input` 统一成条目数组（字符串 → 一条用户消息）。
@@ -89,7 +91,10 @@ pub async fn remember(
     };
     let ttl = config.responses.store_ttl();
     if let Err(e) = store.save(owner, &id, &stored, ttl).await {
-        warn!("保存 Responses 会话 {id} 失败（之后的 previous_response_id 会找不到它）：{}", e.describe());
+        warn!(
+            "保存 Responses 会话 {id} 失败（之后的 previous_response_id 会找不到它）：{}",
+            e.describe()
+        );
     }
 }
 
@@ -112,7 +117,10 @@ pub async fn lookup(store: &ResponseStore, owner: &str, id: &str) -> Result<Byte
 
 /// 错误消息里显示的 id（去掉控制字符、限制长度：id 来自客户端）。
 fn truncated(id: &str) -> String {
-    id.chars().filter(|c| !c.is_control()).take(MAX_SHOWN_ID).collect()
+    id.chars()
+        .filter(|c| !c.is_control())
+        .take(MAX_SHOWN_ID)
+        .collect()
 }
 
 /// 错误消息里最多显示的 id 字符数。

@@ -7,6 +7,7 @@ pub mod admin;
 mod auth;
 mod body;
 mod context;
+mod conversation;
 mod cors;
 mod local;
 /// 路由表。
@@ -34,6 +35,7 @@ use crate::error::{self, ApiError, ErrorCode};
 use crate::exchange::{self, Failure, UpstreamClient};
 use crate::limits::{self, Limiter, Subjects};
 use crate::metrics::{UsageStore, METRICS};
+use crate::response_store::ResponseStore;
 use crate::security::nonce::{NonceStore, RedisNonces};
 use crate::security::Client;
 use routes::Route;
@@ -62,13 +64,14 @@ pub struct Gateway {
     nonces: NonceStore,
     limiter: Limiter,
     usage: UsageStore,
+    conversations: ResponseStore,
 }
 
 impl Gateway {
     /// 用共享配置和上游客户端创建网关，并按配置建立防重放存储与限流器（Redis 在第一次使用时才连接）。
     pub fn new(config: SharedConfig, upstream: UpstreamClient) -> Self {
         let current = config.load_full();
-        let (nonces, limiter, usage) = stores(&current);
+        let (nonces, limiter, usage, conversations) = stores(&current);
         info!("签名请求的防重放存储：{}", nonces.describe());
         Gateway {
             config,
@@ -76,13 +79,14 @@ impl Gateway {
             nonces,
             limiter,
             usage,
+            conversations,
         }
     }
 }
 
-/// 按配置建立防重放存储、限流器与用量累计：配置了 Redis 时三者共用一条连接，否则用进程内存储、
-/// 本地限流，不累计用量。
-fn stores(config: &Config) -> (NonceStore, Limiter, UsageStore) {
+/// 按配置建立防重放存储、限流器、用量累计与 Responses 会话存储：配置了 Redis 时四者共用一条连接，
+/// 否则用进程内存储、本地限流，不累计用量，不保存会话。
+fn stores(config: &Config) -> (NonceStore, Limiter, UsageStore, ResponseStore) {
     let Some(redis) = &config.redis else {
         if config.clients.any_signing() {
             warn!("签名请求的防重放使用进程内存储：多实例部署时重放请求可能打到另一个实例，平滑升级后也会忘记已见过的 nonce；请配置 redis 段");
@@ -91,15 +95,22 @@ fn stores(config: &Config) -> (NonceStore, Limiter, UsageStore) {
             config.security.memory_nonce_capacity,
             config.clients.signing_count(),
         );
-        return (nonces, Limiter::new(None, ""), UsageStore::disabled());
+        let conversations = ResponseStore::new(None, "");
+        return (
+            nonces,
+            Limiter::new(None, ""),
+            UsageStore::disabled(),
+            conversations,
+        );
     };
     match redis.link() {
         Ok(link) => {
             let link = Arc::new(link);
             let nonces = RedisNonces::new(Arc::clone(&link), redis.key_prefix.clone());
             let usage = UsageStore::new(Arc::clone(&link), &redis.key_prefix);
+            let conversations = ResponseStore::new(Some(Arc::clone(&link)), &redis.key_prefix);
             let limiter = Limiter::new(Some(link), &redis.key_prefix);
-            (NonceStore::Redis(nonces), limiter, usage)
+            (NonceStore::Redis(nonces), limiter, usage, conversations)
         }
         // 配置校验已检查过连接串，走到这里说明校验有缺陷：宁可让签名请求全部 503 也不退回进程内存储
         Err(e) => {
@@ -111,6 +122,7 @@ fn stores(config: &Config) -> (NonceStore, Limiter, UsageStore) {
                 NonceStore::unavailable(),
                 Limiter::new(None, ""),
                 UsageStore::disabled(),
+                ResponseStore::new(None, ""),
             )
         }
     }
@@ -208,14 +220,19 @@ impl Gateway {
                 reply(session, body).await
             }
             Route::Models => {
-                let guard = (self.limiter.auth_guard(), ctx.client_ip);
-                let client = auth::authenticate(session, config, guard)?;
-                ctx.client = client.map(|c| c.name.clone());
-                if let Some(client) = client {
-                    // GET 没有请求体：签名里的请求体摘要是空串的 SHA-256
-                    signature::check(session, client, &[], config, &self.nonces).await?;
-                }
+                let client = self.authenticate_get(session, ctx, config).await?;
                 reply(session, local::models_body(config, client)).await
+            }
+            Route::StoredResponse => {
+                self.authenticate_get(session, ctx, config).await?;
+                let path = session.req_header().uri.path().trim_end_matches('/');
+                let id = path
+                    .strip_prefix(routes::STORED_RESPONSE_PREFIX)
+                    .unwrap_or_default()
+                    .to_string();
+                let owner = conversation::owner(ctx.client.as_deref());
+                let body = conversation::lookup(&self.conversations, owner, &id).await?;
+                reply(session, body).await
             }
             Route::ChatCompletions | Route::Messages | Route::CountTokens | Route::Responses => {
                 self.serve(session, ctx, config, route).await
@@ -223,7 +240,23 @@ impl Gateway {
         }
     }
 
-    /// LLM 接口（Chat Completions、Messages、count_tokens）：鉴权、读体、验签与防重放、按方言校验、
+    /// 没有请求体的 GET 接口的鉴权与验签（签名里的请求体摘要是空串的 SHA-256）；返回通过鉴权的密钥。
+    async fn authenticate_get<'c>(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        config: &'c Config,
+    ) -> Result<Option<&'c Client>, Failure> {
+        let guard = (self.limiter.auth_guard(), ctx.client_ip);
+        let client = auth::authenticate(session, config, guard)?;
+        ctx.client = client.map(|c| c.name.clone());
+        if let Some(client) = client {
+            signature::check(session, client, &[], config, &self.nonces).await?;
+        }
+        Ok(client)
+    }
+
+    /// LLM 接口（Chat Completions、Messages、count_tokens、Responses）：鉴权、读体、验签与防重放、按方言校验、
     /// 模型权限与限流准入，再交给 `exchange` 选目标、交换与故障转移。
     ///
     /// 先鉴权再读体：未通过鉴权的客户端不能让网关读入 10 MiB 的请求体。
@@ -244,6 +277,8 @@ impl Gateway {
         }
         let inbound = parse_inbound(session, route, raw)?;
         let model = resolve_model(ctx, config, client, inbound.model())?;
+        let owner = conversation::owner(ctx.client.as_deref());
+        let inbound = conversation::expand(&self.conversations, owner, inbound).await?;
         if config.access_log.include_prompts {
             ctx.prompt = context::prompt_excerpt(inbound.body());
         }
@@ -260,8 +295,12 @@ impl Gateway {
         );
         self.admit(session, ctx, config, (client, model), tokens)
             .await?;
-        let (report, result) =
+        let (mut report, result) =
             exchange::run(&self.upstream, session, &inbound, model, config).await;
+        if result.is_ok() {
+            let owner = conversation::owner(ctx.client.as_deref());
+            conversation::remember(&self.conversations, owner, &inbound, &mut report, config).await;
+        }
         ctx.report = report;
         ctx.dropped = dropped_features(&inbound);
         result

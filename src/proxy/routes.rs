@@ -24,11 +24,16 @@ pub enum Route {
     CountTokens,
     /// OpenAI Responses：`POST /v1/responses`（Codex CLI 与 openai SDK 的 `responses` 接口）
     Responses,
+    /// 读回保存的 Responses 回复：`GET /v1/responses/{id}`
+    StoredResponse,
     /// 模型列表：`GET /v1/models`
     Models,
     /// 健康检查：`GET /health` 与 `GET /v1/health`
     Health,
 }
+
+/// 读回保存的回复的路径前缀（之后是回复 id）。
+pub const STORED_RESPONSE_PREFIX: &str = "/v1/responses/";
 
 /// 路径、允许的方法、接口。
 const ROUTES: &[(&str, Method, Route)] = &[
@@ -50,7 +55,7 @@ impl Route {
     pub fn dialect(self) -> Dialect {
         match self {
             Route::Messages | Route::CountTokens => Dialect::Messages,
-            Route::Responses => Dialect::Responses,
+            Route::Responses | Route::StoredResponse => Dialect::Responses,
             Route::ChatCompletions | Route::Models | Route::Health => Dialect::Chat,
         }
     }
@@ -64,6 +69,18 @@ pub fn route(method: &Method, path: &str) -> Result<Route, ApiError> {
         "" => "/",
         trimmed => trimmed,
     };
+    if let Some(id) = normalized.strip_prefix(STORED_RESPONSE_PREFIX) {
+        if !id.is_empty() && !id.contains('/') {
+            return match *method {
+                Method::GET => Ok(Route::StoredResponse),
+                _ => Err(ApiError::method_not_allowed(
+                    method.as_str(),
+                    normalized,
+                    "GET",
+                )),
+            };
+        }
+    }
     let mut allowed: Option<&Method> = None;
     for (route_path, route_method, route) in ROUTES {
         if *route_path != normalized {
@@ -99,6 +116,19 @@ mod tests {
             Ok(Route::CountTokens)
         );
         assert_eq!(Route::CountTokens.dialect(), Dialect::Messages);
+        assert_eq!(route(&Method::POST, "/v1/responses"), Ok(Route::Responses));
+        assert_eq!(
+            route(&Method::GET, "/v1/responses/resp_1"),
+            Ok(Route::StoredResponse)
+        );
+        assert_eq!(
+            route(&Method::DELETE, "/v1/responses/resp_1").map_err(|e| e.status),
+            Err(405)
+        );
+        assert_eq!(
+            route(&Method::GET, "/v1/responses/a/b").map_err(|e| e.status),
+            Err(404)
+        );
     }
 
     #[test]

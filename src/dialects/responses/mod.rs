@@ -85,6 +85,8 @@ pub struct ResponsesRequest {
     pub body: Map<String, Value>,
     /// 原始请求体（透传时原样转发）。
     pub raw: Bytes,
+    /// 网关展开过的 `previous_response_id`（请求体里已去掉，回复里照样回显）。
+    pub continued_from: Option<String>,
     /// 翻译成枢纽格式的结果（第一次用到时才翻译）。
     translated: OnceCell<Result<Translation, ApiError>>,
 }
@@ -107,6 +109,7 @@ impl ResponsesRequest {
             stream,
             body,
             raw,
+            continued_from: None,
             translated: OnceCell::new(),
         })
     }
@@ -148,6 +151,9 @@ impl ResponsesRequest {
             template.insert((*field).into(), value);
         }
         template.insert("truncation".into(), json!("disabled"));
+        if let Some(previous) = &self.continued_from {
+            template.insert("previous_response_id".into(), json!(previous));
+        }
         template
     }
 }

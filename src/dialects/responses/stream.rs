@@ -155,6 +155,8 @@ pub struct ResponsesStream {
     output_deltas: u64,
     /// 其中推理增量的个数：上游不报用量时作为推理 token 的估计。
     reasoning_deltas: u64,
+    /// 正常结束时终止事件里的完整 `response` 对象（会话保存用）。
+    completed: Option<Value>,
 }
 
 impl ResponsesStream {
@@ -181,7 +183,13 @@ impl ResponsesStream {
             usage: None,
             output_deltas: 0,
             reasoning_deltas: 0,
+            completed: None,
         }
+    }
+
+    /// 正常结束（`response.completed` 或 `response.incomplete`）时的完整 `response` 对象；还没结束或失败时为 `None`。
+    pub fn final_response(&self) -> Option<&Value> {
+        self.completed.as_ref()
     }
 
     /// 处理一个枢纽 SSE 事件的 data（一个 `chat.completion.chunk` JSON，或 `[DONE]`），把 Responses
@@ -609,6 +617,8 @@ impl ResponsesStream {
         });
         let mut response = self.response_with(ending.status(), Some(&usage));
         response.insert("incomplete_details".into(), ending.details());
+        let response = Value::Object(response);
+        self.completed = Some(response.clone());
         self.emit(out, ending.event(), json!({ "response": response }));
         self.terminated = true;
     }

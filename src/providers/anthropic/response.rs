@@ -108,7 +108,7 @@ pub(super) struct WireUsage {
     output_tokens_details: Option<ThinkingDetails>,
 }
 
-/// `usage.output_tokens_details`。
+/// 输出用量的细分 `usage.output_tokens_details`。
 #[derive(Debug, Default, Deserialize)]
 pub(super) struct ThinkingDetails {
     #[serde(default)]

@@ -106,14 +106,14 @@ struct WireUsage {
     output_tokens_details: Option<OutputDetails>,
 }
 
-/// `usage.input_tokens_details`。
+/// 输入用量的细分 `usage.input_tokens_details`。
 #[derive(Deserialize)]
 struct InputDetails {
     #[serde(default)]
     cached_tokens: u64,
 }
 
-/// `usage.output_tokens_details`。
+/// 输出用量的细分 `usage.output_tokens_details`。
 #[derive(Deserialize)]
 struct OutputDetails {
     #[serde(default)]
