@@ -7,6 +7,7 @@
 mod body;
 /// Chat Completions：枢纽格式，也是 OpenAI SDK 使用的方言。
 pub mod chat;
+mod hub_stream;
 /// Anthropic Messages：Claude Code 与 anthropic SDK 使用的方言。
 pub mod messages;
 /// OpenAI Responses：Codex CLI 与 openai SDK 的 `responses` 接口使用的方言。

@@ -10,12 +10,10 @@
 //! 这样交错到达的并行调用、共用一个枢纽 `index` 但 id 不同的调用都能得到完整正确的参数；
 //! 代价是被缓存的调用不能逐字显示。块已关闭的调用又收到非空白片段时（上游不合规范）丢弃并记警告。
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 
 use bytes::{BufMut, BytesMut};
 use serde::de::IgnoredAny;
-use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::names::{
@@ -24,7 +22,8 @@ use super::names::{
     EVENT_MESSAGE_START, EVENT_MESSAGE_STOP, EVENT_PING, MESSAGE_ID_PREFIX, MESSAGE_TYPE,
     ROLE_ASSISTANT, TOOL_ID_PREFIX,
 };
-use crate::error::{ApiError, ErrorCode};
+use crate::dialects::hub_stream::{parse_chunk, reasoning_of, HubChoice};
+use crate::error::ApiError;
 use crate::streaming::{random_id, write_event, write_event_with, Usage, DONE_SENTINEL};
 
 /// 文本增量事件负载在序号之前的部分（最常见的事件直接按字节写出，不建 JSON 树）。
@@ -430,68 +429,6 @@ impl MessagesStream {
         );
         self.stopped = true;
     }
-}
-
-/// 枢纽流式块：只定型解析用到的字段，文本按借用读出（不转义时零拷贝），其余字段跳过而不建树。
-#[derive(Deserialize)]
-struct HubChunk<'a> {
-    #[serde(default, borrow)]
-    choices: Option<Vec<HubChoice<'a>>>,
-    #[serde(default)]
-    usage: Option<Value>,
-    #[serde(default)]
-    error: Option<Value>,
-}
-
-/// 枢纽流式块里的一个候选。
-#[derive(Deserialize)]
-struct HubChoice<'a> {
-    #[serde(default, borrow)]
-    delta: Option<HubDelta<'a>>,
-    #[serde(default, borrow)]
-    finish_reason: Option<Cow<'a, str>>,
-}
-
-/// 候选的增量：文本、推理（两种字段名）、工具调用。
-#[derive(Deserialize)]
-struct HubDelta<'a> {
-    #[serde(default, borrow)]
-    content: Option<Cow<'a, str>>,
-    #[serde(default, borrow)]
-    reasoning_content: Option<Cow<'a, str>>,
-    #[serde(default, borrow)]
-    reasoning: Option<Cow<'a, str>>,
-    #[serde(default)]
-    tool_calls: Option<Vec<Value>>,
-}
-
-/// 把一个枢纽事件的 data 解析为 JSON 对象。
-///
-/// 错误：不是合法 JSON 或不是对象 → 502 `invalid_upstream_response`；对象带非 null 的 `error`
-/// （OpenAI 兼容上游在流中报错的形状）→ 502 `upstream_stream_error`，消息带上游的说明。
-fn parse_chunk(data: &str) -> Result<HubChunk<'_>, ApiError> {
-    let chunk: HubChunk = serde_json::from_str(data).map_err(|e| {
-        ApiError::bad_gateway(
-            ErrorCode::InvalidUpstreamResponse,
-            format!("上游流式块不是合法的 JSON 对象：{e}"),
-        )
-    })?;
-    if let Some(error) = chunk.error.as_ref().filter(|e| !e.is_null()) {
-        let message = error["message"].as_str().unwrap_or("未给出说明");
-        return Err(ApiError::bad_gateway(
-            ErrorCode::UpstreamStreamError,
-            format!("上游在流中返回错误：{message}"),
-        ));
-    }
-    Ok(chunk)
-}
-
-/// 增量中的推理文本：优先 `reasoning_content`（DeepSeek 等），否则 `reasoning`（OpenRouter、新版 vLLM）；
-/// 两者都给时只取前者，避免同一段推理写两遍。
-fn reasoning_of<'a>(delta: &'a HubDelta) -> Option<&'a str> {
-    [&delta.reasoning_content, &delta.reasoning]
-        .into_iter()
-        .find_map(|text| text.as_deref().filter(|text| !text.is_empty()))
 }
 
 /// 写出文本或思考的 `content_block_delta` 事件：固定部分按字节写，只有文本经 JSON 转义。

@@ -20,14 +20,14 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use bytes::BytesMut;
+use bytes::{BufMut, BytesMut};
 use serde::de::IgnoredAny;
 use serde_json::{json, Map, Value};
 
 use super::names::{
     arguments_text, call_item, call_item_prefix, custom_input, function_arguments, message_item,
-    output_text_part, reasoning_item, reasoning_of, refusal_part, response_skeleton, summary_part,
-    usage_json, CallIdentity, Ending, CALL_ID_PREFIX, EVENT_ARGUMENTS_DELTA, EVENT_ARGUMENTS_DONE,
+    output_text_part, reasoning_item, refusal_part, response_skeleton, summary_part, usage_json,
+    CallIdentity, Ending, CALL_ID_PREFIX, EVENT_ARGUMENTS_DELTA, EVENT_ARGUMENTS_DONE,
     EVENT_CREATED, EVENT_CUSTOM_INPUT_DELTA, EVENT_CUSTOM_INPUT_DONE, EVENT_FAILED,
     EVENT_IN_PROGRESS, EVENT_ITEM_ADDED, EVENT_ITEM_DONE, EVENT_PART_ADDED, EVENT_PART_DONE,
     EVENT_REFUSAL_DELTA, EVENT_REFUSAL_DONE, EVENT_SUMMARY_PART_ADDED, EVENT_SUMMARY_PART_DONE,
@@ -37,8 +37,9 @@ use super::names::{
 };
 use super::tools::{ToolKind, ToolMap};
 use crate::clock::unix_now;
-use crate::error::{ApiError, ErrorCode};
-use crate::streaming::{random_id, write_event, Usage, DONE_SENTINEL};
+use crate::dialects::hub_stream::{parse_chunk, reasoning_of, HubChoice};
+use crate::error::ApiError;
+use crate::streaming::{random_id, write_event, write_event_with, Usage, DONE_SENTINEL};
 
 /// 一个工具调用所处的阶段。
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -212,11 +213,11 @@ impl ResponsesStream {
         }
         let chunk = parse_chunk(data)?;
         self.ensure_started(out);
-        if let Some(usage) = chunk.get("usage").and_then(Usage::from_openai) {
+        if let Some(usage) = chunk.usage.as_ref().and_then(Usage::from_openai) {
             self.usage = Some(usage);
         }
         // 枢纽流只有一个候选（n = 1）；用量块的 choices 为空数组
-        if let Some(choice) = chunk.get("choices").and_then(|c| c.get(0)) {
+        if let Some(choice) = chunk.choices.as_ref().and_then(|c| c.first()) {
             self.on_choice(choice, out);
         }
         Ok(false)
@@ -254,23 +255,22 @@ impl ResponsesStream {
     }
 
     /// 处理一个候选：推理、文本、拒答、工具调用依次处理，最后处理结束原因（关闭一切，写出缓存的调用）。
-    fn on_choice(&mut self, choice: &Value, out: &mut BytesMut) {
-        let delta = &choice["delta"];
-        if let Some(reasoning) = reasoning_of(delta) {
-            self.stream_text(OpenKind::Reasoning, reasoning, out);
-        }
-        if let Some(text) = delta["content"].as_str() {
-            self.stream_text(OpenKind::Text, text, out);
-        }
-        if let Some(refusal) = delta["refusal"].as_str() {
-            self.stream_text(OpenKind::Refusal, refusal, out);
-        }
-        if let Some(calls) = delta["tool_calls"].as_array() {
-            for call in calls {
+    fn on_choice(&mut self, choice: &HubChoice, out: &mut BytesMut) {
+        if let Some(delta) = &choice.delta {
+            if let Some(reasoning) = reasoning_of(delta) {
+                self.stream_text(OpenKind::Reasoning, reasoning, out);
+            }
+            if let Some(text) = delta.content.as_deref() {
+                self.stream_text(OpenKind::Text, text, out);
+            }
+            if let Some(refusal) = delta.refusal.as_deref() {
+                self.stream_text(OpenKind::Refusal, refusal, out);
+            }
+            for call in delta.tool_calls.iter().flatten() {
                 self.tool_delta(call, out);
             }
         }
-        if let Some(reason) = choice["finish_reason"].as_str() {
+        if let Some(reason) = choice.finish_reason.as_deref() {
             self.finish = Some(reason.to_owned());
             let status = Ending::of(Some(reason)).status();
             self.close_open(status, out);
@@ -291,24 +291,26 @@ impl ResponsesStream {
             self.close_open(STATUS_COMPLETED, out);
             self.open_text_item(kind, out);
         }
+        let sequence = self.sequence;
         let Some(open) = self.open.as_mut() else {
             return;
         };
         open.text.push_str(text);
+        if kind == OpenKind::Text {
+            // 最常见的事件直接按字节写出，不建 JSON 树（字段顺序与 emit 相同）
+            write_text_delta(out, sequence, &open.id, open.output_index, text);
+            self.sequence += 1;
+            return;
+        }
         let (item_id, output_index) = (open.id.clone(), open.output_index);
         let (event, fields) = match kind {
             OpenKind::Reasoning => (
                 EVENT_SUMMARY_TEXT_DELTA,
                 json!({ "item_id": item_id, "output_index": output_index, "summary_index": 0, "delta": text }),
             ),
-            OpenKind::Refusal => (
+            _ => (
                 EVENT_REFUSAL_DELTA,
                 json!({ "item_id": item_id, "output_index": output_index, "content_index": 0, "delta": text }),
-            ),
-            _ => (
-                EVENT_TEXT_DELTA,
-                json!({ "item_id": item_id, "output_index": output_index, "content_index": 0,
-                    "delta": text, "logprobs": [] }),
             ),
         };
         self.emit(out, event, fields);
@@ -661,31 +663,48 @@ impl ResponsesStream {
     }
 }
 
-/// 把一个枢纽事件的 data 解析为 JSON 对象。
-///
-/// 错误：不是合法 JSON 或不是对象 → 502 `invalid_upstream_response`；对象带非 null 的 `error`
-/// （OpenAI 兼容上游在流中报错的形状）→ 502 `upstream_stream_error`，信封码转告上游的 `code`。
-fn parse_chunk(data: &str) -> Result<Value, ApiError> {
-    let chunk: Value = serde_json::from_str(data).map_err(|e| {
-        ApiError::bad_gateway(
-            ErrorCode::InvalidUpstreamResponse,
-            format!("上游流式块不是合法的 JSON：{e}"),
-        )
-    })?;
-    if !chunk.is_object() {
-        return Err(ApiError::bad_gateway(
-            ErrorCode::InvalidUpstreamResponse,
-            "上游流式块不是 JSON 对象",
-        ));
-    }
-    if let Some(error) = chunk.get("error").filter(|e| !e.is_null()) {
-        let message = error["message"].as_str().unwrap_or("未给出说明");
-        let mut failure = ApiError::bad_gateway(
-            ErrorCode::UpstreamStreamError,
-            format!("上游在流中返回错误：{message}"),
-        );
-        failure.upstream_code = error["code"].as_str().map(Box::from);
-        return Err(failure);
-    }
-    Ok(chunk)
+/// 文本增量事件负载的开头（在序号之前）。
+const TEXT_DELTA_HEAD: &[u8] = br#"{"type":"response.output_text.delta","sequence_number":"#;
+/// 序号与条目 id 之间。
+const TEXT_DELTA_ITEM: &[u8] = br#","item_id":"#;
+/// 条目 id 与输出序号之间。
+const TEXT_DELTA_INDEX: &[u8] = br#","output_index":"#;
+/// 输出序号与文本之间。
+const TEXT_DELTA_TEXT: &[u8] = br#","content_index":0,"delta":"#;
+/// 文本之后的结尾。
+const TEXT_DELTA_TAIL: &[u8] = br#","logprobs":[]}"#;
+/// 文本增量事件里除文本外的固定字节数（预留空间用）。
+const TEXT_DELTA_OVERHEAD: usize = 160;
+
+/// 写出一个 `response.output_text.delta` 事件：固定部分按字节写，只有 id 与文本经 JSON 转义。
+fn write_text_delta(
+    out: &mut BytesMut,
+    sequence: u64,
+    item_id: &str,
+    output_index: u64,
+    text: &str,
+) {
+    write_event_with(
+        out,
+        EVENT_TEXT_DELTA,
+        text.len() + TEXT_DELTA_OVERHEAD,
+        |buf| {
+            let mut numbers = itoa::Buffer::new();
+            buf.put_slice(TEXT_DELTA_HEAD);
+            buf.put_slice(numbers.format(sequence).as_bytes());
+            buf.put_slice(TEXT_DELTA_ITEM);
+            let mut writer = buf.writer();
+            // 写进内存缓冲的合法 UTF-8 字符串，序列化不会失败
+            let written = serde_json::to_writer(&mut writer, item_id).is_ok();
+            let buf = writer.into_inner();
+            buf.put_slice(TEXT_DELTA_INDEX);
+            buf.put_slice(numbers.format(output_index).as_bytes());
+            buf.put_slice(TEXT_DELTA_TEXT);
+            let mut writer = buf.writer();
+            if !(written && serde_json::to_writer(&mut writer, text).is_ok()) {
+                log::warn!("文本增量序列化失败");
+            }
+            writer.into_inner().put_slice(TEXT_DELTA_TAIL);
+        },
+    );
 }
