@@ -64,6 +64,11 @@ CHATNEXUS_ANTHROPIC = "ChatNexus → Anthropic（翻译）"
 MESSAGES_NATIVE = "Messages → Anthropic（透传）"
 MESSAGES_TRANSLATED = "Messages → OpenAI（翻译）"
 MESSAGES_PATHS = (MESSAGES_NATIVE, MESSAGES_TRANSLATED)
+# OpenAI Responses 客户端：目标是 OpenAI 时透传，是 Anthropic 时经枢纽翻译（只在 profile 中测）
+RESPONSES_NATIVE = "Responses → OpenAI（透传）"
+RESPONSES_TRANSLATED = "Responses → Anthropic（翻译）"
+RESPONSES_PATHS = (RESPONSES_NATIVE, RESPONSES_TRANSLATED)
+RESPONSES_PATH = "/v1/responses"
 ALL_PATHS = [DIRECT, PINGORA, NGINX, CHATNEXUS, CHATNEXUS_ANTHROPIC]
 
 
@@ -295,12 +300,15 @@ class Stack:
 
 
 def model_of(path):
-    return ANTHROPIC_MODEL if path in (CHATNEXUS_ANTHROPIC, MESSAGES_NATIVE) else OPENAI_MODEL
+    anthropic = (CHATNEXUS_ANTHROPIC, MESSAGES_NATIVE, RESPONSES_TRANSLATED)
+    return ANTHROPIC_MODEL if path in anthropic else OPENAI_MODEL
 
 
 def route_of(path):
-    """被测路径的接口：Messages 客户端走 /v1/messages，其余走聊天接口。"""
-    return MESSAGES_PATH if path in MESSAGES_PATHS else CHAT_PATH
+    """被测路径的接口：Messages 客户端走 /v1/messages，Responses 客户端走 /v1/responses，其余走聊天接口。"""
+    if path in MESSAGES_PATHS:
+        return MESSAGES_PATH
+    return RESPONSES_PATH if path in RESPONSES_PATHS else CHAT_PATH
 
 
 WRK_LUA = """-- 由 bench/harness.py 生成：POST 聊天请求，结束时输出一行 JSON（时间单位微秒）
@@ -318,12 +326,14 @@ end
 """
 
 
-def wrk_script(workdir, model, messages=False):
+def wrk_script(workdir, model, dialect="chat"):
     request = {"model": model, "messages": [{"role": "user", "content": PROMPT}]}
-    if messages:
+    if dialect == "messages":
         request["max_tokens"] = MESSAGES_MAX_TOKENS
+    if dialect == "responses":
+        request = {"model": model, "input": PROMPT}
     body = json.dumps(request, ensure_ascii=False)
-    path = Path(workdir) / f"wrk-{model}-{'messages' if messages else 'chat'}.lua"
+    path = Path(workdir) / f"wrk-{model}-{dialect}.lua"
     path.write_text(WRK_LUA.format(key=CLIENT_KEY, body=body))
     return path
 
@@ -706,12 +716,12 @@ def instructions_per_request(settings, workdir, which, stream, chunks, secs):
     proc, port = callgrind_proxy(settings, workdir, mock_port, which)
     try:
         url, model = f"http://{LOOPBACK}:{port}{route_of(which)}", model_of(which)
-        messages = which in MESSAGES_PATHS
+        dialect = "messages" if which in MESSAGES_PATHS else "responses" if which in RESPONSES_PATHS else "chat"
         def load(duration):
             if stream:
-                extra = ["--seconds", duration] + (["--messages"] if messages else [])
+                extra = ["--seconds", duration] + ([f"--{dialect}"] if dialect != "chat" else [])
                 return run_stream_load(settings, url, model, 1, extra)["ok"]
-            return run_wrk(settings, url, wrk_script(workdir, model, messages), 1, duration)["requests"]
+            return run_wrk(settings, url, wrk_script(workdir, model, dialect), 1, duration)["requests"]
         load(1)
         subprocess.run(["callgrind_control", "-z", str(proc.popen.pid)], capture_output=True)
         count = load(secs)
@@ -738,7 +748,7 @@ def cmd_profile(settings, workdir):
     """用 callgrind 数每个请求（与每个流式块）的用户态指令数：确定性，不受同机负载影响。"""
     secs = int(env_num("PROFILE_SECS", "5"))
     print_header(settings, "指令计数（bench/run.sh profile，valgrind --tool=callgrind，并发 1）")
-    profiled = (PINGORA, CHATNEXUS, CHATNEXUS_ANTHROPIC) + MESSAGES_PATHS
+    profiled = (PINGORA, CHATNEXUS, CHATNEXUS_ANTHROPIC) + MESSAGES_PATHS + RESPONSES_PATHS
     # PROFILE_ONLY=子串：只测名字含该子串的列（迭代优化时用；完整的对比表要全部列）
     only = os.environ.get("PROFILE_ONLY")
     if only:

@@ -19,6 +19,8 @@ use futures_util::{Stream, StreamExt};
 const DONE_MARKER: &[u8] = b"data: [DONE]";
 /// Anthropic Messages 流的结束事件。
 const MESSAGE_STOP_MARKER: &[u8] = b"event: message_stop";
+/// OpenAI Responses 流的结束事件。
+const RESPONSE_COMPLETED_MARKER: &[u8] = b"event: response.completed";
 /// Messages 请求的 `max_tokens`（Anthropic 必填）。
 const MESSAGES_MAX_TOKENS: u32 = 256;
 /// 请求体的内容类型。
@@ -64,6 +66,9 @@ struct Args {
     /// 按 Anthropic Messages 方言请求（请求体带 max_tokens，流以 message_stop 事件结束）
     #[arg(long)]
     messages: bool,
+    /// 按 OpenAI Responses 方言请求（请求体用 input，流以 response.completed 事件结束）
+    #[arg(long)]
+    responses: bool,
 }
 
 /// 一个成功的流的时间。
@@ -148,10 +153,17 @@ async fn run(args: Args) -> (Tally, usize) {
     } else {
         String::new()
     };
-    let body = format!(
-        r#"{{"model":"{}","stream":true{max_tokens},"messages":[{{"role":"user","content":"你好，请介绍一下你自己"}}]}}"#,
-        args.model
-    );
+    let body = if args.responses {
+        format!(
+            r#"{{"model":"{}","stream":true,"input":"你好，请介绍一下你自己"}}"#,
+            args.model
+        )
+    } else {
+        format!(
+            r#"{{"model":"{}","stream":true{max_tokens},"messages":[{{"role":"user","content":"你好，请介绍一下你自己"}}]}}"#,
+            args.model
+        )
+    };
     let shared = Arc::new(Shared::default());
     let deadline = args
         .seconds
@@ -224,6 +236,8 @@ impl Worker {
         let seen = read?;
         let marker = if self.args.messages {
             MESSAGE_STOP_MARKER
+        } else if self.args.responses {
+            RESPONSE_COMPLETED_MARKER
         } else {
             DONE_MARKER
         };
