@@ -252,6 +252,13 @@ fn translated_specs() -> Vec<MockSpec> {
     vec![
         spec("claude", Anthropic, usage.clone()),
         spec("claude-metered", Anthropic, usage.clone()),
+        spec("claude-trio", Anthropic, usage.clone()),
+        spec("oa-resp", ProviderKind::OpenAi, usage.clone()),
+        spec(
+            "oa-resp-drop",
+            ProviderKind::OpenAi,
+            fault(Fault::DropAfter(2)),
+        ),
         spec("claude-529", Anthropic, fault(Fault::Status(529))),
         spec("claude-drop", Anthropic, fault(Fault::DropAfter(2))),
         spec("gem", Gemini, usage.clone()),

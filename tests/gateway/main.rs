@@ -12,6 +12,7 @@ mod gemini;
 mod hardening;
 mod messages;
 mod metrics;
+mod responses;
 #[path = "../support/mod.rs"]
 mod support;
 mod upstream_trouble;

@@ -59,11 +59,12 @@ pub(super) const CUSTOM_TOOL: &str = "custom";
 
 /// 检查 `Authorization: Bearer <密钥>`；缺失或为空时为 401。
 pub(super) fn check_auth(session: &ServerSession) -> Result<(), ApiError> {
+    // 按字节检查：密钥可能含非 ASCII 字节（头值不一定是合法的可见 ASCII）
     let value = session.req_header().headers.get(AUTHORIZATION);
     let key = value
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix(BEARER_PREFIX))
-        .map(str::trim);
+        .map(|v| v.as_bytes())
+        .and_then(|v| v.strip_prefix(BEARER_PREFIX.as_bytes()))
+        .map(<[u8]>::trim_ascii);
     match key {
         Some(k) if !k.is_empty() => Ok(()),
         _ => Err(ApiError::new(401, MISSING_KEY)),
