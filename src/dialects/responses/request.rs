@@ -467,8 +467,15 @@ fn push_parameters(body: &Map<String, Value>, hub: &mut Map<String, Value>, drop
     if let Some(format) = body.get("text").and_then(|t| response_format(&t["format"])) {
         hub.insert("response_format".into(), format);
     }
-    if body.get("reasoning").is_some_and(|r| !r.is_null()) {
-        dropped.note("reasoning");
+    match body.get("reasoning").and_then(|r| r["effort"].as_str()) {
+        Some(effort) => match hub_effort(effort) {
+            Some(mapped) => {
+                hub.insert("reasoning_effort".into(), json!(mapped));
+            }
+            None => dropped.note("reasoning.effort"),
+        },
+        None if body.get("reasoning").is_some_and(|r| !r.is_null()) => dropped.note("reasoning"),
+        None => {}
     }
     if body.get("stream").and_then(Value::as_bool) == Some(true) {
         hub.insert("stream".into(), Value::Bool(true));
@@ -477,6 +484,17 @@ fn push_parameters(body: &Map<String, Value>, hub: &mut Map<String, Value>, drop
     let user = body.get("safety_identifier").or_else(|| body.get("user"));
     if let Some(user) = user.and_then(Value::as_str) {
         hub.insert("user".into(), json!(user));
+    }
+}
+
+/// Responses 的推理力度 → 枢纽的 `reasoning_effort`（low、medium、high；更高的档位按 high）；
+/// none 与 minimal 没有对应（交给上游的缺省值）。
+fn hub_effort(effort: &str) -> Option<&'static str> {
+    match effort {
+        "low" => Some("low"),
+        "medium" => Some("medium"),
+        "high" | "xhigh" | "max" => Some("high"),
+        _ => None,
     }
 }
 

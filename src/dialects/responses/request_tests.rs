@@ -198,3 +198,27 @@ fn 回显骨架_缺省值按_openai() {
     assert_eq!(template["text"], json!({ "format": { "type": "text" } }));
     assert_eq!(template["truncation"], "disabled");
 }
+
+#[test]
+fn 推理力度_映射为枢纽的_reasoning_effort() {
+    for (effort, expected) in [
+        ("low", Some("low")),
+        ("high", Some("high")),
+        ("xhigh", Some("high")),
+        ("minimal", None),
+    ] {
+        let (hub, dropped, _) = 翻译(
+            json!({ "model": "演示", "input": "x", "reasoning": { "effort": effort, "summary": "auto" } }),
+        );
+        assert_eq!(hub["reasoning_effort"].as_str(), expected, "{effort}");
+        assert_eq!(
+            dropped.contains(&"reasoning.effort".to_string()),
+            expected.is_none(),
+            "{effort}：{dropped:?}"
+        );
+    }
+    let (hub, dropped, _) =
+        翻译(json!({ "model": "演示", "input": "x", "reasoning": { "summary": "auto" } }));
+    assert!(hub.get("reasoning_effort").is_none());
+    assert!(dropped.contains(&"reasoning".to_string()));
+}

@@ -54,7 +54,6 @@ const UNSUPPORTED_PARAMS: &[&str] = &[
     "parallel_tool_calls",
     "logprobs",
     "top_logprobs",
-    "reasoning_effort",
 ];
 
 /// Gemini 协议过滤器。

@@ -396,9 +396,25 @@ fn generation_config(req: &ChatRequest, target: &Target) -> Result<Map<String, V
     if let Some(stop) = convert::stop_sequences(req).filter(|s| !s.is_empty()) {
         config.insert("stopSequences".into(), json!(stop));
     }
+    if let Some(budget) = thinking_budget(req) {
+        config.insert("thinkingConfig".into(), json!({ "thinkingBudget": budget }));
+    }
     response_format(req, &mut config)?;
     Ok(config)
 }
+
+/// `reasoning_effort` → Gemini 的思考预算（token）：low、medium、high 各一档；其他取值（如 minimal）不设，
+/// 用模型的缺省值（有的 Gemini 模型不能关闭思考，设 0 会被拒绝）。
+fn thinking_budget(req: &ChatRequest) -> Option<u64> {
+    let effort = req.body.get("reasoning_effort")?.as_str()?;
+    THINKING_BUDGETS
+        .iter()
+        .find(|(name, _)| *name == effort)
+        .map(|(_, budget)| *budget)
+}
+
+/// 推理力度与 Gemini 思考预算的对应。
+const THINKING_BUDGETS: &[(&str, u64)] = &[("low", 1024), ("medium", 8192), ("high", 24_576)];
 
 /// `response_format`：json_object → `responseMimeType`；json_schema 另加 `responseJsonSchema`。
 fn response_format(req: &ChatRequest, config: &mut Map<String, Value>) -> Result<(), ApiError> {

@@ -327,3 +327,22 @@ fn 相同角色的相邻消息合并为一个内容() {
         ])
     );
 }
+
+#[test]
+fn 推理力度_映射为思考预算_未知档位用模型缺省() {
+    let 请求体 = |effort: &str| json!({ "model": "演示", "reasoning_effort": effort, "messages": [ { "role": "user", "content": "想一想" } ] });
+    for (effort, budget) in [("low", 1024), ("medium", 8192), ("high", 24_576)] {
+        let upstream = 构造(&请求体(effort)).expect("应能翻译");
+        let body: Value = serde_json::from_slice(&upstream.body).expect("JSON");
+        assert_eq!(
+            body["generationConfig"]["thinkingConfig"]["thinkingBudget"], budget,
+            "{effort}"
+        );
+    }
+    let upstream = 构造(&请求体("minimal")).expect("应能翻译");
+    let body: Value = serde_json::from_slice(&upstream.body).expect("JSON");
+    assert!(
+        body["generationConfig"].get("thinkingConfig").is_none(),
+        "{body}"
+    );
+}
