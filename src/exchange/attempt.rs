@@ -151,7 +151,9 @@ async fn deliver_stream(
     let completed = relayed.is_ok();
     x.report
         .settle_stream_usage(translator.usage(), completed, inbound.raw().len());
-    x.report.rendered = translator.final_response();
+    if render::keeps_response(inbound) {
+        x.report.rendered = translator.final_response();
+    }
     match relayed {
         Err(Failure::Api(error)) if x.down.response_written().is_some() => {
             Err(close_failed(x.down, translator.as_mut(), error)

@@ -32,14 +32,17 @@ pub(super) fn json_for(inbound: &Inbound, hub: Bytes) -> Result<Bytes, ApiError>
     }
 }
 
-/// 要保存的 Responses 回复对象：客户端没有 `store: false` 时解析渲染好的回复（其他方言为 `None`）。
+/// 要保存的 Responses 回复对象：请求要保存时解析渲染好的回复（其余为 `None`，不付解析的开销）。
 pub(super) fn kept_response(inbound: &Inbound, rendered: &[u8]) -> Option<Value> {
     match inbound {
-        Inbound::Responses(req) if req.body.get("store") != Some(&Value::Bool(false)) => {
-            serde_json::from_slice(rendered).ok()
-        }
+        Inbound::Responses(req) if req.keep => serde_json::from_slice(rendered).ok(),
         _ => None,
     }
+}
+
+/// 请求是否要保存翻译的回复（只有要保存时才向翻译器要完整回复的副本）。
+pub(super) fn keeps_response(inbound: &Inbound) -> bool {
+    matches!(inbound, Inbound::Responses(req) if req.keep)
 }
 
 /// 客户端方言的流翻译器：Chat 用上游翻译器本身，Messages 在它之后串上事件渲染器。

@@ -15,7 +15,7 @@ pub(crate) mod test_target;
 use bytes::{Bytes, BytesMut};
 use http::header::CONTENT_TYPE;
 use http::{HeaderName, HeaderValue};
-use memchr::memmem::Finder;
+use memchr::memmem::{Finder, FinderRev};
 use once_cell::sync::Lazy;
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -35,7 +35,9 @@ const MAX_ERROR_TEXT_CHARS: usize = 300;
 /// 流式块中用量字段的键（带引号，用于不解析 JSON 的快速判断）。
 const USAGE_KEY: &[u8] = b"\"usage\"";
 /// 预先构造的 `"usage"` 查找器（SIMD 子串查找；每块现建一个查找器的开销比查找本身还大）。
-static USAGE_FINDER: Lazy<Finder<'static>> = Lazy::new(|| Finder::new(USAGE_KEY));
+static USAGE_FINDER: Lazy<FinderRev<'static>> = Lazy::new(|| FinderRev::new(USAGE_KEY));
+/// 预先构造的 `"usage"` 正向查找器。
+static USAGE_FORWARD: Lazy<Finder<'static>> = Lazy::new(|| Finder::new(USAGE_KEY));
 /// JSON 键与值之间的分隔符。
 const KEY_VALUE_SEPARATOR: u8 = b':';
 /// JSON 对象的起始字节。
@@ -214,11 +216,23 @@ pub(crate) fn take_usage(chunk: &Map<String, Value>, usage: &mut Option<Usage>) 
 /// 只解析真正带用量的块，其余块保持零解析透传。内容里的引号总是转义成 `\"`，不会被误认成键。
 pub(crate) fn may_carry_usage(data: &str) -> bool {
     let bytes = data.as_bytes();
-    USAGE_FINDER.find_iter(bytes).any(|at| {
+    USAGE_FORWARD.find_iter(bytes).any(|at| {
         let mut rest = bytes[at + USAGE_KEY.len()..].iter().copied();
         let mut next = || rest.find(|b| !b.is_ascii_whitespace());
         next() == Some(KEY_VALUE_SEPARATOR) && next() == Some(OBJECT_OPEN)
     })
+}
+
+/// 透传的完整响应里最后一个 `"usage":` 键的值从哪个字节开始（只找到键就返回值的起点，不解析其余部分）。
+///
+/// 透传不必校验整个响应（原样转发），只要用量：用量对象在 OpenAI 与 Anthropic 的响应里都靠近结尾，
+/// 从后往前找键，再只解析这一个值，比扫描整个响应（含很长的输出）便宜。字符串里的引号总是转义的，
+/// 所以 `"usage"` 后紧跟冒号时一定是键。
+pub(crate) fn last_usage_value(body: &[u8]) -> Option<&[u8]> {
+    let at = USAGE_FINDER.rfind(body)?;
+    let rest = &body[at + USAGE_KEY.len()..];
+    let colon = rest.iter().position(|b| !b.is_ascii_whitespace())?;
+    (rest[colon] == KEY_VALUE_SEPARATOR).then(|| &rest[colon + 1..])
 }
 
 /// 一种上游协议的翻译规则（无状态，全进程共享）。
@@ -547,6 +561,21 @@ mod tests {
         assert!(!may_carry_usage(
             r#"{"choices":[{"delta":{"content":"好"}}]}"#
         ));
+    }
+
+    #[test]
+    fn 用量定位_从后往前找键_文本里的转义引号不算() {
+        let body = r#"{"output":[{"text":"谈谈 \"usage\": {一}"}],"usage" : {"input_tokens":3},"user":null}"#;
+        let value = last_usage_value(body.as_bytes()).expect("应找到用量");
+        assert!(
+            value
+                .trim_ascii_start()
+                .starts_with(br#"{"input_tokens":3}"#),
+            "{}",
+            String::from_utf8_lossy(value)
+        );
+        assert!(last_usage_value(br#"{"text":"\"usage\": 1"}"#).is_none());
+        assert!(last_usage_value(br#"{"input_tokens":3}"#).is_none());
     }
 
     fn 信息(message: &str) -> UpstreamErrorInfo {

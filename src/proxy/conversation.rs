@@ -24,15 +24,26 @@ pub fn owner(client: Option<&str>) -> &str {
     client.unwrap_or(ANONYMOUS)
 }
 
-/// 交换之前：请求带着网关保存过的 `previous_response_id` 时，把保存的输入与输出接在新输入之前，
-/// 并去掉这个字段；其余请求原样返回。
+/// 交换之前：展开 `previous_response_id`（见 [`expand`]），并记下交换后是否要保存回复。
 ///
-/// 错误：Redis 不可用返回 503；展开后的请求体不合法（不应发生）返回 400。
-pub async fn expand(
+/// 错误：同 [`expand`]。
+pub async fn prepare(
     store: &ResponseStore,
     owner: &str,
     inbound: Inbound,
 ) -> Result<Inbound, ApiError> {
+    let mut inbound = expand(store, owner, inbound).await?;
+    if let Inbound::Responses(req) = &mut inbound {
+        req.keep = store.enabled() && req.body.get("store") != Some(&Value::Bool(false));
+    }
+    Ok(inbound)
+}
+
+/// 请求带着网关保存过的 `previous_response_id` 时，把保存的输入与输出接在新输入之前，
+/// 并去掉这个字段；其余请求原样返回。
+///
+/// 错误：Redis 不可用返回 503；展开后的请求体不合法（不应发生）返回 400。
+async fn expand(store: &ResponseStore, owner: &str, inbound: Inbound) -> Result<Inbound, ApiError> {
     let Inbound::Responses(req) = &inbound else {
         return Ok(inbound);
     };
@@ -76,12 +87,9 @@ pub async fn remember(
     let Inbound::Responses(req) = inbound else {
         return;
     };
-    let Some(response) = report.rendered.take() else {
+    let Some(response) = report.rendered.take().filter(|_| req.keep) else {
         return;
     };
-    if !store.enabled() || req.body.get("store") == Some(&Value::Bool(false)) {
-        return;
-    }
     let Some(id) = response["id"].as_str().map(str::to_string) else {
         return;
     };

@@ -278,7 +278,7 @@ impl Gateway {
         let inbound = parse_inbound(session, route, raw)?;
         let model = resolve_model(ctx, config, client, inbound.model())?;
         let owner = conversation::owner(ctx.client.as_deref());
-        let inbound = conversation::expand(&self.conversations, owner, inbound).await?;
+        let inbound = conversation::prepare(&self.conversations, owner, inbound).await?;
         if config.access_log.include_prompts {
             ctx.prompt = context::prompt_excerpt(inbound.body());
         }

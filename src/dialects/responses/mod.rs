@@ -87,6 +87,8 @@ pub struct ResponsesRequest {
     pub raw: Bytes,
     /// 网关展开过的 `previous_response_id`（请求体里已去掉，回复里照样回显）。
     pub continued_from: Option<String>,
+    /// 交换后要保存翻译的回复（配置了会话存储且客户端没有 `store: false`）。
+    pub keep: bool,
     /// 翻译成枢纽格式的结果（第一次用到时才翻译）。
     translated: OnceCell<Result<Translation, ApiError>>,
 }
@@ -110,6 +112,7 @@ impl ResponsesRequest {
             body,
             raw,
             continued_from: None,
+            keep: false,
             translated: OnceCell::new(),
         })
     }

@@ -39,7 +39,7 @@ use super::tools::{ToolKind, ToolMap};
 use crate::clock::unix_now;
 use crate::dialects::hub_stream::{parse_chunk, reasoning_of, HubChoice};
 use crate::error::ApiError;
-use crate::streaming::{random_id, write_event, write_event_with, Usage, DONE_SENTINEL};
+use crate::streaming::{random_id, write_event_with, Usage, DONE_SENTINEL};
 
 /// 一个工具调用所处的阶段。
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -249,9 +249,17 @@ impl ResponsesStream {
             return;
         }
         self.started = true;
-        let response = Value::Object(self.response.clone());
-        self.emit(out, EVENT_CREATED, json!({ "response": response }));
-        self.emit(out, EVENT_IN_PROGRESS, json!({ "response": response }));
+        // 两个事件带同一个（可能很大的）回复骨架：只序列化一次
+        let response = match serde_json::to_vec(&self.response) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                log::warn!("序列化回复骨架失败：{e}");
+                return;
+            }
+        };
+        for kind in [EVENT_CREATED, EVENT_IN_PROGRESS] {
+            self.emit_with_response(out, kind, &response);
+        }
     }
 
     /// 处理一个候选：推理、文本、拒答、工具调用依次处理，最后处理结束原因（关闭一切，写出缓存的调用）。
@@ -650,21 +658,45 @@ impl ResponsesStream {
 
     /// 写出一个事件：`type` 与递增的 `sequence_number` 在前，`event:` 行与 `type` 相同。
     ///
-    /// 参数：`kind` 为事件类型；`fields` 为其余字段（一个 JSON 对象）。
+    /// 参数：`kind` 为事件类型；`fields` 为其余字段（一个 JSON 对象）。直接把字段对象序列化在固定的开头之后，
+    /// 不为每个事件再建一个合并后的对象。
     fn emit(&mut self, out: &mut BytesMut, kind: &str, fields: Value) {
-        let mut event = Map::new();
-        event.insert("type".into(), json!(kind));
-        event.insert("sequence_number".into(), json!(self.sequence));
-        if let Value::Object(fields) = fields {
-            event.extend(fields);
-        }
+        let sequence = self.next_sequence();
+        write_event_with(out, kind, EVENT_OVERHEAD, |buf| {
+            write_event_head(buf, kind, sequence);
+            let start = buf.len();
+            let mut writer = buf.writer();
+            let written = serde_json::to_writer(&mut writer, &fields).is_ok();
+            let buf = writer.into_inner();
+            // 字段对象的 `{` 换成 `,` 接在开头之后；空对象只留结尾的 `}`
+            if !written || buf.len() <= start + EMPTY_OBJECT_LEN {
+                buf.truncate(start);
+                buf.put_u8(OBJECT_CLOSE);
+            } else {
+                buf[start] = FIELD_SEPARATOR;
+            }
+        });
+    }
+
+    /// 写出一个只带 `response` 字段的生命周期事件，`response` 是已序列化好的对象。
+    fn emit_with_response(&mut self, out: &mut BytesMut, kind: &str, response: &[u8]) {
+        let sequence = self.next_sequence();
+        write_event_with(out, kind, EVENT_OVERHEAD + response.len(), |buf| {
+            write_event_head(buf, kind, sequence);
+            buf.put_slice(RESPONSE_FIELD);
+            buf.put_slice(response);
+            buf.put_u8(OBJECT_CLOSE);
+        });
+    }
+
+    /// 取下一个事件序号。
+    fn next_sequence(&mut self) -> u64 {
+        let sequence = self.sequence;
         self.sequence += 1;
-        write_event(out, kind, Value::Object(event).to_string().as_bytes());
+        sequence
     }
 }
 
-/// 文本增量事件负载的开头（在序号之前）。
-const TEXT_DELTA_HEAD: &[u8] = br#"{"type":"response.output_text.delta","sequence_number":"#;
 /// 序号与条目 id 之间。
 const TEXT_DELTA_ITEM: &[u8] = br#","item_id":"#;
 /// 条目 id 与输出序号之间。
@@ -689,16 +721,14 @@ fn write_text_delta(
         EVENT_TEXT_DELTA,
         text.len() + TEXT_DELTA_OVERHEAD,
         |buf| {
-            let mut numbers = itoa::Buffer::new();
-            buf.put_slice(TEXT_DELTA_HEAD);
-            buf.put_slice(numbers.format(sequence).as_bytes());
+            write_event_head(buf, EVENT_TEXT_DELTA, sequence);
             buf.put_slice(TEXT_DELTA_ITEM);
             let mut writer = buf.writer();
             // 写进内存缓冲的合法 UTF-8 字符串，序列化不会失败
             let written = serde_json::to_writer(&mut writer, item_id).is_ok();
             let buf = writer.into_inner();
             buf.put_slice(TEXT_DELTA_INDEX);
-            buf.put_slice(numbers.format(output_index).as_bytes());
+            buf.put_slice(itoa::Buffer::new().format(output_index).as_bytes());
             buf.put_slice(TEXT_DELTA_TEXT);
             let mut writer = buf.writer();
             if !(written && serde_json::to_writer(&mut writer, text).is_ok()) {
@@ -707,4 +737,31 @@ fn write_text_delta(
             writer.into_inner().put_slice(TEXT_DELTA_TAIL);
         },
     );
+}
+
+/// 事件开头 `{"type":` 之前的部分。
+const EVENT_HEAD: &[u8] = br#"{"type":"#;
+/// 事件类型与序号之间。
+const SEQUENCE_FIELD: &[u8] = br#","sequence_number":"#;
+/// 生命周期事件的 `response` 字段名（接在序号之后）。
+const RESPONSE_FIELD: &[u8] = br#","response":"#;
+/// 字符串的引号。
+const QUOTE: u8 = 0x22;
+/// JSON 对象的结尾。
+const OBJECT_CLOSE: u8 = 0x7d;
+/// 字段之间的分隔符。
+const FIELD_SEPARATOR: u8 = b',';
+/// 空对象 `{}` 的字节数。
+const EMPTY_OBJECT_LEN: usize = 2;
+/// 事件里除字段外的固定字节数（预留空间用）。
+const EVENT_OVERHEAD: usize = 128;
+
+/// 写出事件的开头：`{"type":"<类型>","sequence_number":<序号>`（类型是常量名，不含需要转义的字符）。
+fn write_event_head(buf: &mut BytesMut, kind: &str, sequence: u64) {
+    buf.put_slice(EVENT_HEAD);
+    buf.put_u8(QUOTE);
+    buf.put_slice(kind.as_bytes());
+    buf.put_u8(QUOTE);
+    buf.put_slice(SEQUENCE_FIELD);
+    buf.put_slice(itoa::Buffer::new().format(sequence).as_bytes());
 }

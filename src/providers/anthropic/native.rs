@@ -17,8 +17,8 @@ use crate::dialects::messages::{DEFAULT_VERSION, VERSION_HEADER};
 use crate::dialects::{Inbound, MessagesRequest};
 use crate::error::{ApiError, ErrorCode, Relayed};
 use crate::providers::{
-    body_with_model, json_content_type, key_header, map_upstream_error, Passthrough, StreamStatus,
-    StreamTranslator, UpstreamRequest,
+    body_with_model, json_content_type, key_header, last_usage_value, map_upstream_error,
+    Passthrough, StreamStatus, StreamTranslator, UpstreamRequest,
 };
 use crate::streaming::{SseEvent, Usage};
 
@@ -61,9 +61,11 @@ impl Passthrough for AnthropicNative {
     }
 
     fn usage_of(&self, body: &[u8]) -> Option<Usage> {
-        let message: WithUsage = serde_json::from_slice(body).ok()?;
+        let value = last_usage_value(body)?;
+        let usage =
+            WireUsage::deserialize(&mut serde_json::Deserializer::from_slice(value)).ok()?;
         let mut counts = TokenCounts::default();
-        counts.merge(&message.usage?);
+        counts.merge(&usage);
         Some(counts.usage())
     }
 

@@ -14,8 +14,8 @@ use crate::config::Target;
 use crate::dialects::Inbound;
 use crate::error::{ApiError, ErrorCode, Relayed};
 use crate::providers::{
-    body_with_model, json_content_type, key_header, map_upstream_error, stream_error, Passthrough,
-    StreamStatus, StreamTranslator, UpstreamErrorInfo, UpstreamRequest,
+    body_with_model, json_content_type, key_header, last_usage_value, map_upstream_error,
+    stream_error, Passthrough, StreamStatus, StreamTranslator, UpstreamErrorInfo, UpstreamRequest,
 };
 use crate::streaming::{SseEvent, Usage};
 
@@ -58,8 +58,7 @@ impl Passthrough for OpenAiResponses {
     }
 
     fn usage_of(&self, body: &[u8]) -> Option<Usage> {
-        let response: WithUsage = serde_json::from_slice(body).ok()?;
-        response.usage.map(Usage::from)
+        usage_in(body)
     }
 
     fn relay_error(&self, status: u16, body: Bytes) -> ApiError {
@@ -79,18 +78,11 @@ impl Passthrough for OpenAiResponses {
     }
 }
 
-/// 带 `usage` 的 `response` 对象：只定型解析用量，`output` 等其余字段跳过而不建树。
-#[derive(Deserialize)]
-struct WithUsage {
-    #[serde(default)]
-    usage: Option<WireUsage>,
-}
-
-/// 终结事件：`response` 里带最终用量。
-#[derive(Deserialize)]
-struct TerminalEvent {
-    #[serde(default)]
-    response: Option<WithUsage>,
+/// 完整响应或终结事件里的用量：从后往前找到 `usage` 键，只定型解析它的值（`output` 不解析）。
+fn usage_in(bytes: &[u8]) -> Option<Usage> {
+    let value = last_usage_value(bytes)?;
+    let usage = WireUsage::deserialize(&mut serde_json::Deserializer::from_slice(value)).ok()?;
+    Some(Usage::from(usage))
 }
 
 /// Responses 的 `usage` 对象（与 Chat 相同的包含关系：输入含缓存，输出含推理）。
@@ -143,8 +135,7 @@ impl ResponsesObserver {
     fn terminal(&mut self, name: &str, data: &str) -> Result<StreamStatus, ApiError> {
         self.done = true;
         if name == COMPLETED || name == INCOMPLETE {
-            let event = serde_json::from_str::<TerminalEvent>(data).ok();
-            self.usage = event.and_then(|e| e.response?.usage).map(Usage::from);
+            self.usage = usage_in(data.as_bytes());
             return Ok(StreamStatus::Done);
         }
         let value: Value = serde_json::from_str(data).unwrap_or_default();
