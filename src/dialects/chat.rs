@@ -79,6 +79,28 @@ impl ChatRequest {
             raw,
         })
     }
+
+    /// 由各方言翻译好的枢纽请求对象构造请求：`model` 与 `stream` 取自对象，`raw` 为对象的序列化。
+    ///
+    /// 参数：`hub` 为枢纽格式的完整请求对象。
+    ///
+    /// 错误：序列化失败（不会发生）时返回 500。
+    pub(crate) fn from_hub(hub: Map<String, Value>) -> Result<Self, ApiError> {
+        let stream = hub.get("stream").and_then(Value::as_bool).unwrap_or(false);
+        let raw = serde_json::to_vec(&hub)
+            .map_err(|e| ApiError::internal(format!("序列化枢纽请求失败：{e}")))?;
+        let model = hub
+            .get("model")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        Ok(ChatRequest {
+            model,
+            stream,
+            body: hub,
+            raw: Bytes::from(raw),
+        })
+    }
 }
 
 /// 每条消息都必须是带合法 `role` 的对象。

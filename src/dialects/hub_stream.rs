@@ -5,10 +5,12 @@
 
 use std::borrow::Cow;
 
+use bytes::BytesMut;
 use serde::Deserialize;
 use serde_json::Value;
 
 use crate::error::{ApiError, ErrorCode};
+use crate::streaming::{Usage, DONE_SENTINEL};
 
 /// 一个枢纽流式块。
 #[derive(Deserialize)]
@@ -84,4 +86,49 @@ pub(crate) fn reasoning_of<'a>(delta: &'a HubDelta) -> Option<&'a str> {
     [&delta.reasoning_content, &delta.reasoning]
         .into_iter()
         .find_map(|text| text.as_deref().filter(|text| !text.is_empty()))
+}
+
+/// 把枢纽流渲染成某种方言事件的状态机：各方言实现它，共用 [`feed_hub_event`] 的事件分派。
+pub(crate) trait HubRender {
+    /// 是否已写出终止事件（之后来的事件一律忽略）。
+    fn finished(&self) -> bool;
+    /// 第一次调用时写出流开头的事件；之后什么也不做。
+    fn ensure_started(&mut self, out: &mut BytesMut);
+    /// 枢纽流的 `[DONE]`：关闭一切并写出终止事件。
+    fn finish(&mut self, out: &mut BytesMut);
+    /// 记下上游最后一次报告的用量。
+    fn set_usage(&mut self, usage: Usage);
+    /// 处理一个候选（增量与结束原因）。
+    fn on_choice(&mut self, choice: &HubChoice, out: &mut BytesMut);
+}
+
+/// 处理一个枢纽 SSE 事件的 data（一个 `chat.completion.chunk` JSON，或 `[DONE]`），把方言事件写入 `out`；
+/// 第一个事件之前先写流的开头。
+///
+/// 返回：`Ok(true)` 表示已写出终止事件；之后再来的事件一律忽略并仍返回 `Ok(true)`。
+///
+/// 错误：见 [`parse_chunk`]；出错时不写终止事件，由调用方按方言报告错误。
+pub(crate) fn feed_hub_event<R: HubRender>(
+    render: &mut R,
+    data: &str,
+    out: &mut BytesMut,
+) -> Result<bool, ApiError> {
+    if render.finished() {
+        return Ok(true);
+    }
+    if data.trim() == DONE_SENTINEL {
+        render.ensure_started(out);
+        render.finish(out);
+        return Ok(true);
+    }
+    let chunk = parse_chunk(data)?;
+    render.ensure_started(out);
+    if let Some(usage) = chunk.usage.as_ref().and_then(Usage::from_openai) {
+        render.set_usage(usage);
+    }
+    // 枢纽流只有一个候选（n = 1）；用量块的 choices 为空数组
+    if let Some(choice) = chunk.choices.as_ref().and_then(|c| c.first()) {
+        render.on_choice(choice, out);
+    }
+    Ok(false)
 }

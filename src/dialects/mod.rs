@@ -7,11 +7,14 @@
 mod body;
 /// Chat Completions：枢纽格式，也是 OpenAI SDK 使用的方言。
 pub mod chat;
+mod hub_calls;
 mod hub_stream;
 /// Anthropic Messages：Claude Code 与 anthropic SDK 使用的方言。
 pub mod messages;
 /// OpenAI Responses：Codex CLI 与 openai SDK 的 `responses` 接口使用的方言。
 pub mod responses;
+#[cfg(test)]
+mod test_chunks;
 
 use bytes::Bytes;
 use serde_json::{Map, Value};
@@ -39,6 +42,17 @@ impl Dropped {
         let what = what.into();
         if !self.0.contains(&what) {
             self.0.push(what);
+        }
+    }
+
+    /// 记下请求体里翻译时没有处理的顶层字段（别家上游不认识，翻译时丢弃）。
+    ///
+    /// 参数：`body` 为客户端的请求对象；`handled` 为翻译处理过的顶层字段名。
+    pub(crate) fn note_unhandled(&mut self, body: &Map<String, Value>, handled: &[&str]) {
+        for name in body.keys() {
+            if !handled.contains(&name.as_str()) {
+                self.note(name.as_str());
+            }
         }
     }
 }

@@ -22,7 +22,7 @@ use serde_json::{Map, Value};
 
 use crate::config::{Provider, ProviderKind, Target};
 use crate::dialects::{ChatRequest, Inbound};
-use crate::error::{ApiError, ErrorCode, TYPE_INVALID_REQUEST, TYPE_SERVER};
+use crate::error::{ApiError, ErrorCode, Relayed, TYPE_INVALID_REQUEST, TYPE_SERVER};
 use crate::streaming::{write_done, SseEvent, Usage, DONE_SENTINEL};
 
 pub use convert::{Completion, ToolCall};
@@ -288,6 +288,21 @@ pub trait Passthrough: Send + Sync {
 
     /// 流的旁路观察者（[`StreamTranslator::forwards_raw`] 为真）。
     fn observer(&self) -> Box<dyn StreamTranslator>;
+}
+
+/// 透传时上游错误回复的转告规则（各 [`Passthrough::relay_error`] 共用）：附上原样的上游回复；
+/// 上游拒绝网关自己的密钥（401/403）时不附，客户端拿到网关映射的错误。
+///
+/// 参数：`error` 为映射好的网关错误；`status`、`body` 为上游的状态码与回复体。
+fn relay_unless_key_rejected(error: ApiError, status: u16, body: Bytes) -> ApiError {
+    if matches!(status, 401 | 403) {
+        return error;
+    }
+    error.with_relayed(Relayed {
+        status,
+        body,
+        delivered: false,
+    })
 }
 
 /// 一次尝试与目标交换的方式。

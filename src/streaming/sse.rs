@@ -38,6 +38,19 @@ pub struct SseEvent {
     pub data: String,
 }
 
+#[cfg(test)]
+impl SseEvent {
+    /// 测试用：一个带 `event:` 名的事件。
+    ///
+    /// 参数：`name` 为事件名；`data` 为事件的 data。
+    pub(crate) fn named(name: &str, data: &str) -> Self {
+        SseEvent {
+            event: Some(name.to_string()),
+            data: data.to_string(),
+        }
+    }
+}
+
 /// 增量 SSE 解析器。
 ///
 /// 用途：每收到一块上游字节就 [`SseParser::push`]，完整事件追加到输出；上游结束时

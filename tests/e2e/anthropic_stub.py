@@ -7,10 +7,9 @@
   每个请求的方法、路径、请求头、请求体按一行 JSON 追加写入日志文件。
 """
 
-import json
-import sys
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
+
+from stub_common import RecordingHandler, serve
 
 # 桩服务器固定回答的文本；claude_code.sh 的自测按这个字符串检查
 REPLY_TEXT = "你好，我是桩服务器。"
@@ -22,39 +21,8 @@ INPUT_TOKENS = 42
 MODELS = ["claude-sonnet-4-5", "demo"]
 
 
-class StubHandler(BaseHTTPRequestHandler):
-    """按路径分派请求，并把每个请求记录到日志文件。"""
-
-    protocol_version = "HTTP/1.1"
-    log_path = ""
-
-    def log_message(self, *_args):
-        # 关掉默认的 stderr 访问日志，请求已写进日志文件
-        pass
-
-    def record(self, body):
-        """把一个请求按一行 JSON 追加到日志文件。"""
-        try:
-            parsed = json.loads(body) if body else None
-        except ValueError:
-            parsed = body.decode("utf-8", "replace")
-        entry = {"method": self.command, "path": self.path,
-                 "headers": dict(self.headers.items()), "body": parsed}
-        with open(self.log_path, "a", encoding="utf-8") as log:
-            log.write(json.dumps(entry, ensure_ascii=False) + "\n")
-        return parsed
-
-    def read_body(self):
-        length = int(self.headers.get("content-length") or 0)
-        return self.rfile.read(length) if length else b""
-
-    def send_json(self, status, payload):
-        data = json.dumps(payload, ensure_ascii=False).encode("utf-8")
-        self.send_response(status)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+class StubHandler(RecordingHandler):
+    """按路径分派 Anthropic 的请求（每个请求由 RecordingHandler 记录到日志文件）。"""
 
     def do_HEAD(self):
         self.record(b"")
@@ -89,11 +57,6 @@ class StubHandler(BaseHTTPRequestHandler):
 
     def send_stream(self, body):
         """按 Anthropic 的 SSE 事件顺序发出一条完整回答，结束后关闭连接。"""
-        self.send_response(200)
-        self.send_header("content-type", "text/event-stream")
-        self.send_header("cache-control", "no-cache")
-        self.send_header("connection", "close")
-        self.end_headers()
         start = build_message(body)
         start["content"] = []
         start["stop_reason"] = None
@@ -117,12 +80,7 @@ class StubHandler(BaseHTTPRequestHandler):
                                "usage": {"output_tokens": OUTPUT_TOKENS}}),
             ("message_stop", {"type": "message_stop"}),
         ]
-        for name, data in events:
-            chunk = f"event: {name}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
-            self.wfile.write(chunk.encode("utf-8"))
-            self.wfile.flush()
-        self.close_connection = True
-
+        self.send_events(events)
 
 def build_message(body):
     """按请求的模型名构造一条完整的非流式回答。"""
@@ -136,17 +94,5 @@ def build_message(body):
     }
 
 
-def main():
-    StubHandler.log_path = sys.argv[1]
-    server = ThreadingHTTPServer(("127.0.0.1", 0), StubHandler)
-    port = str(server.server_address[1])
-    if len(sys.argv) > 2:
-        with open(sys.argv[2], "w", encoding="utf-8") as out:
-            out.write(port)
-    else:
-        print(port, flush=True)
-    server.serve_forever()
-
-
 if __name__ == "__main__":
-    main()
+    serve(StubHandler)

@@ -15,22 +15,18 @@
 set -euo pipefail
 
 # 固定的 Codex 版本；升级时改这里，缓存里版本不符会重新安装
-CODEX_VERSION="0.171.0"
+CLI_VERSION="0.171.0"
+CLI_NAME="Codex"
+NPM_PACKAGE="@openai/codex"
 CACHE="${CHATNEXUS_E2E_CACHE:-$HOME/.cache/chatnexus-e2e}"
 NPM_PREFIX="$CACHE/codex-npm"
 PROMPT="${CHATNEXUS_CODEX_PROMPT:-说一句你好}"
 TIMEOUT_SECONDS="${CHATNEXUS_CODEX_TIMEOUT:-120}"
 
-fail() {
-  echo "Codex 端到端测试失败：$*" >&2
-  exit 1
-}
+# shellcheck source=tests/e2e/cli_common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/cli_common.sh"
 
-[ $# -eq 2 ] || fail "用法：$0 <模型名> <回答里应包含的字符串>"
-MODEL="$1"
-EXPECTED="$2"
-[ -n "${CHATNEXUS_ROOT_URL:-}" ] || fail "没有设置 CHATNEXUS_ROOT_URL（网关根地址，不带 /v1）"
-[ -n "${CHATNEXUS_API_KEY:-}" ] || fail "没有设置 CHATNEXUS_API_KEY（客户端密钥）"
+check_arguments "$0" "$@"
 # 地址要原样写进 TOML 字符串，含引号、反斜杠或空白就会写坏配置
 [[ "$CHATNEXUS_ROOT_URL" =~ ^https?://[^[:space:]\"\\]+$ ]] \
   || fail "CHATNEXUS_ROOT_URL 不是合法的 http(s) 地址：「$CHATNEXUS_ROOT_URL」"
@@ -50,33 +46,23 @@ platform_binary() {
   echo "$bin"
 }
 
-# 缓存里已有固定版本就直接用，否则用 npm 安装（npm 缓存也放在缓存目录下）
-ensure_installed() {
-  local bin
-  if bin=$(platform_binary) && "$bin" --version 2> /dev/null | grep -qxF "codex-cli $CODEX_VERSION"; then
-    echo "$bin"
-    return 0
+version_matches() {
+  "$1" --version 2> /dev/null | grep -qxF "codex-cli $CLI_VERSION"
+}
+
+# 连接被拒绝时 Codex 不受 request_max_retries 限制，会一直「Reconnecting... waiting for network」到超时
+explain_timeout() {
+  if grep -qF "waiting for network" "$SANDBOX/stderr.txt"; then
+    fail "模型 $MODEL：Codex 连不上 $BASE_URL，等到 $TIMEOUT_SECONDS 秒超时"
   fi
-  command -v npm > /dev/null || fail "找不到 npm，无法安装 Codex"
-  mkdir -p "$NPM_PREFIX"
-  echo "安装 Codex $CODEX_VERSION 到 $NPM_PREFIX ……" >&2
-  npm install --prefix "$NPM_PREFIX" --cache "$CACHE/npm-cache" --ignore-scripts \
-    --engine-strict=false --no-audit --no-fund --loglevel=error \
-    "@openai/codex@$CODEX_VERSION" >&2 \
-    || fail "npm 安装 @openai/codex@$CODEX_VERSION 失败"
-  bin=$(platform_binary) || fail "安装后找不到本平台（$(uname -m)）的 Codex 二进制"
-  "$bin" --version 2> /dev/null | grep -qxF "codex-cli $CODEX_VERSION" \
-    || fail "安装的 Codex 版本不是 $CODEX_VERSION"
-  echo "$bin"
 }
 
 CODEX_BIN=$(ensure_installed)
 
 # 一次性的 HOME、CODEX_HOME 与工作目录：不读真实的 ~/.codex，跑完即删
-SANDBOX=$(mktemp -d)
-trap 'rm -rf "$SANDBOX"' EXIT
+make_sandbox
 CODEX_HOME_DIR="$SANDBOX/home/.codex"
-mkdir -p "$CODEX_HOME_DIR" "$SANDBOX/work" "$SANDBOX/tmp"
+mkdir -p "$CODEX_HOME_DIR"
 
 # 配置要点（--strict-config 保证这些键在当前版本都认得，拼错会直接报错）：
 # - 自定义提供方 chatnexus，只支持 wire_api = "responses"；密钥从 env_key 指定的变量读，
@@ -121,45 +107,9 @@ EOF
 # --skip-git-repo-check：工作目录不是 git 仓库；--ephemeral：不写会话记录；
 # --sandbox read-only：模型若要执行命令，只能读不能写、不能联网；
 # 标准输出只有最后的回答，过程与错误在标准错误里。
-set +e
-(
-  cd "$SANDBOX/work"
-  env -i PATH="/usr/local/bin:/usr/bin:/bin" HOME="$SANDBOX/home" CODEX_HOME="$CODEX_HOME_DIR" \
-    LANG=C.UTF-8 TERM=dumb NO_COLOR=1 TMPDIR="$SANDBOX/tmp" CHATNEXUS_API_KEY="$CHATNEXUS_API_KEY" \
-    timeout "$TIMEOUT_SECONDS" "$CODEX_BIN" exec --strict-config --skip-git-repo-check --ephemeral \
-    --sandbox read-only --color never -C "$SANDBOX/work" -m "$MODEL" "$PROMPT" \
-    > "$SANDBOX/answer.txt" 2> "$SANDBOX/stderr.txt" < /dev/null
-)
-STATUS=$?
-set -e
+run_in_sandbox env -i PATH="/usr/local/bin:/usr/bin:/bin" HOME="$SANDBOX/home" CODEX_HOME="$CODEX_HOME_DIR" \
+  LANG=C.UTF-8 TERM=dumb NO_COLOR=1 TMPDIR="$SANDBOX/tmp" CHATNEXUS_API_KEY="$CHATNEXUS_API_KEY" \
+  timeout "$TIMEOUT_SECONDS" "$CODEX_BIN" exec --strict-config --skip-git-repo-check --ephemeral \
+  --sandbox read-only --color never -C "$SANDBOX/work" -m "$MODEL" "$PROMPT"
 
-ANSWER=$(cat "$SANDBOX/answer.txt")
-show_output() {
-  echo "—— 标准输出 ——" >&2
-  cat "$SANDBOX/answer.txt" >&2
-  echo "—— 标准错误 ——" >&2
-  cat "$SANDBOX/stderr.txt" >&2
-}
-
-if [ "$STATUS" -eq 124 ]; then
-  show_output
-  # 连接被拒绝时 Codex 不受 request_max_retries 限制，会一直「Reconnecting... waiting for network」到超时
-  if grep -qF "waiting for network" "$SANDBOX/stderr.txt"; then
-    fail "模型 $MODEL：Codex 连不上 $BASE_URL，等到 $TIMEOUT_SECONDS 秒超时"
-  fi
-  fail "模型 $MODEL：Codex 在 $TIMEOUT_SECONDS 秒内没有结束"
-fi
-if [ "$STATUS" -ne 0 ]; then
-  show_output
-  fail "模型 $MODEL：Codex 退出码 $STATUS"
-fi
-# 流里没有 response.output_item.done 时 Codex 退出码为 0 却什么也不打印，所以单独检查非空
-if [ -z "${ANSWER//[[:space:]]/}" ]; then
-  show_output
-  fail "模型 $MODEL：Codex 的回答是空的"
-fi
-if [[ "$ANSWER" != *"$EXPECTED"* ]]; then
-  show_output
-  fail "模型 $MODEL：回答里没有期望的「$EXPECTED」"
-fi
-echo "Codex（模型 $MODEL）回答：$ANSWER"
+check_answer

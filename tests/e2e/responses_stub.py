@@ -8,11 +8,10 @@
 注意：Codex 会执行模型要求的工具调用，所以桩服务器永远只回纯文本，绝不回工具调用。
 """
 
-import json
-import sys
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
+
+from stub_common import RecordingHandler, serve
 
 # 桩服务器固定回答的文本；codex.sh 的自测按这个字符串检查
 REPLY_TEXT = "你好，我是 Responses 桩服务器。"
@@ -27,39 +26,8 @@ MESSAGE_ID = "msg_stub_0001"
 MODELS = ["gpt-5.3-codex", "demo"]
 
 
-class StubHandler(BaseHTTPRequestHandler):
-    """按路径分派请求，并把每个请求记录到日志文件。"""
-
-    protocol_version = "HTTP/1.1"
-    log_path = ""
-
-    def log_message(self, *_args):
-        # 关掉默认的 stderr 访问日志，请求已写进日志文件
-        pass
-
-    def record(self, body):
-        """把一个请求按一行 JSON 追加到日志文件。"""
-        try:
-            parsed = json.loads(body) if body else None
-        except ValueError:
-            parsed = body.decode("utf-8", "replace")
-        entry = {"method": self.command, "path": self.path,
-                 "headers": dict(self.headers.items()), "body": parsed}
-        with open(self.log_path, "a", encoding="utf-8") as log:
-            log.write(json.dumps(entry, ensure_ascii=False) + "\n")
-        return parsed
-
-    def read_body(self):
-        length = int(self.headers.get("content-length") or 0)
-        return self.rfile.read(length) if length else b""
-
-    def send_json(self, status, payload):
-        data = json.dumps(payload, ensure_ascii=False).encode("utf-8")
-        self.send_response(status)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+class StubHandler(RecordingHandler):
+    """按路径分派 Responses 的请求（每个请求由 RecordingHandler 记录到日志文件）。"""
 
     def send_not_found(self):
         self.send_json(404, {"error": {"message": "桩服务器没有这个路径",
@@ -87,19 +55,10 @@ class StubHandler(BaseHTTPRequestHandler):
 
     def send_stream(self, body):
         """按 Responses 的 SSE 事件顺序发出一条纯文本回答，结束后关闭连接。"""
-        self.send_response(200)
-        self.send_header("content-type", "text/event-stream")
-        self.send_header("cache-control", "no-cache")
-        self.send_header("connection", "close")
-        self.end_headers()
-        for number, event in enumerate(build_events(body)):
+        events = build_events(body)
+        for number, event in enumerate(events):
             event["sequence_number"] = number
-            chunk = (f"event: {event['type']}\n"
-                     f"data: {json.dumps(event, ensure_ascii=False)}\n\n")
-            self.wfile.write(chunk.encode("utf-8"))
-            self.wfile.flush()
-        self.close_connection = True
-
+        self.send_events((event["type"], event) for event in events)
 
 def build_events(body):
     """构造一条纯文本回答的全部流式事件（sequence_number 由调用方按顺序填）。"""
@@ -161,17 +120,5 @@ def build_response(body, status):
     }
 
 
-def main():
-    StubHandler.log_path = sys.argv[1]
-    server = ThreadingHTTPServer(("127.0.0.1", 0), StubHandler)
-    port = str(server.server_address[1])
-    if len(sys.argv) > 2:
-        with open(sys.argv[2], "w", encoding="utf-8") as out:
-            out.write(port)
-    else:
-        print(port, flush=True)
-    server.serve_forever()
-
-
 if __name__ == "__main__":
-    main()
+    serve(StubHandler)

@@ -9,6 +9,7 @@ use crate::support::config::{
     Breaker, ClientKey, GatewayConfig, Model, Price, Provider, ProviderKind, Target, Timeouts,
 };
 use crate::support::gateway::{Emulators, Gateway, Launch, LOOPBACK_HTTP};
+use crate::support::header;
 
 /// 测试用的客户端密钥。
 pub const CLIENT_KEY: &str = "sk-chatnexus-test-client";
@@ -537,6 +538,56 @@ pub async fn expect_stream_cut(model: &str) -> serde_json::Value {
     let last: serde_json::Value = serde_json::from_str(payloads.last().expect("至少一个事件"))
         .expect("最后一个事件必须是 JSON");
     last["error"].clone()
+}
+
+/// 在请求上附上 JSON 请求体的内容类型与原始请求体并发送。
+///
+/// 参数：`request` 为已设置好地址与认证头的请求；`body` 为原样发送的请求体（可以不是合法 JSON）。
+pub async fn send_raw(request: reqwest::RequestBuilder, body: String) -> reqwest::Response {
+    request
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .expect("请求失败")
+}
+
+/// 解析带事件名的 SSE 文本（Anthropic 与 Responses 事件流）：每个事件的 `event:` 名与 `data:` JSON
+/// （没有事件名的事件记为空名，data 不是 JSON 时记为 null）。
+pub fn sse_events(text: &str) -> Vec<(String, serde_json::Value)> {
+    text.split("\n\n")
+        .filter(|block| !block.trim().is_empty())
+        .map(|block| {
+            let mut name = String::new();
+            let mut data = String::new();
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("event: ") {
+                    name = v.to_string();
+                } else if let Some(v) = line.strip_prefix("data: ") {
+                    data.push_str(v);
+                }
+            }
+            let value = serde_json::from_str(&data).unwrap_or(serde_json::Value::Null);
+            (name, value)
+        })
+        .collect()
+}
+
+/// 断言响应是 200 的事件流，读出全部带名字的事件（见 [`sse_events`]）。
+pub async fn read_sse_events(resp: reqwest::Response) -> Vec<(String, serde_json::Value)> {
+    assert_eq!(resp.status(), 200);
+    assert!(header(&resp, "content-type").starts_with("text/event-stream"));
+    sse_events(&resp.text().await.expect("读取流"))
+}
+
+/// 模拟上游 `mock` 最近收到的、请求体含 `marker` 的请求。
+pub fn upstream_request(mock: &str, marker: &str) -> chatnexus::mock::Recorded {
+    ENV.mock(mock)
+        .recent()
+        .into_iter()
+        .rev()
+        .find(|r| String::from_utf8_lossy(&r.body).contains(marker))
+        .expect("模拟上游应收到这个请求")
 }
 
 pub use crate::support::expect_error;

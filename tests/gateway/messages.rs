@@ -3,7 +3,9 @@
 
 use serde_json::{json, Value};
 
-use crate::common::{CLIENT_KEY, ENV, UPSTREAM_KEY};
+use crate::common::{
+    read_sse_events, send_raw, sse_events, upstream_request, CLIENT_KEY, ENV, UPSTREAM_KEY,
+};
 use crate::support::header;
 
 /// 透传到的模拟上游（说 Anthropic 格式，用量：输入 30、缓存读取 10、输出 12）。
@@ -22,52 +24,18 @@ const BETAS: &str =
 
 /// 用 `x-api-key`（Claude Code 与 SDK 的方式）发送原始请求体。
 async fn 发送(path: &str, body: String) -> reqwest::Response {
-    reqwest::Client::new()
+    let request = reqwest::Client::new()
         .post(ENV.url(path))
         .header("x-api-key", CLIENT_KEY)
-        .header("content-type", "application/json")
         .header("anthropic-version", "2023-06-01")
-        .header("anthropic-beta", BETAS)
-        .body(body)
-        .send()
-        .await
-        .expect("请求失败")
+        .header("anthropic-beta", BETAS);
+    send_raw(request, body).await
 }
 
 /// 最小的 Messages 请求体。
 fn 请求(model: &str, stream: bool) -> Value {
     json!({ "model": model, "max_tokens": 256, "stream": stream,
         "messages": [ { "role": "user", "content": "用一句话介绍你自己" } ] })
-}
-
-/// 解析 Anthropic 事件流：每个事件的 `event:` 名与 `data:` JSON（没有事件名的事件记为空名）。
-fn 事件(text: &str) -> Vec<(String, Value)> {
-    text.split("\n\n")
-        .filter(|block| !block.trim().is_empty())
-        .map(|block| {
-            let mut name = String::new();
-            let mut data = String::new();
-            for line in block.lines() {
-                if let Some(v) = line.strip_prefix("event: ") {
-                    name = v.to_string();
-                } else if let Some(v) = line.strip_prefix("data: ") {
-                    data.push_str(v);
-                }
-            }
-            let value = serde_json::from_str(&data).unwrap_or(Value::Null);
-            (name, value)
-        })
-        .collect()
-}
-
-/// 模拟器最近收到的、请求体含 `marker` 的请求。
-fn 上游收到(mock: &str, marker: &str) -> chatnexus::mock::Recorded {
-    ENV.mock(mock)
-        .recent()
-        .into_iter()
-        .rev()
-        .find(|r| String::from_utf8_lossy(&r.body).contains(marker))
-        .expect("模拟上游应收到这个请求")
 }
 
 #[tokio::test]
@@ -79,7 +47,7 @@ async fn 透传_上游收到的请求体只换了模型名_请求头原样转发
     );
     let resp = 发送(MESSAGES, raw.clone()).await;
     assert_eq!(resp.status(), 200, "{:?}", resp.text().await);
-    let got = 上游收到(CLAUDE, marker);
+    let got = upstream_request(CLAUDE, marker);
     let expected = raw.replacen(
         &format!("\"{CLAUDE}\""),
         &format!("\"{UPSTREAM_MODEL}\""),
@@ -116,7 +84,7 @@ async fn 透传_流式事件原样转发_以_message_stop_结束() {
     let resp = 发送(MESSAGES, 请求(CLAUDE, true).to_string()).await;
     assert_eq!(resp.status(), 200);
     assert!(header(&resp, "content-type").starts_with("text/event-stream"));
-    let events = 事件(&resp.text().await.expect("读取流"));
+    let events = sse_events(&resp.text().await.expect("读取流"));
     let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(names.first(), Some(&"message_start"));
     assert_eq!(names.last(), Some(&"message_stop"));
@@ -152,7 +120,7 @@ async fn 透传_上游的错误回复原样返回() {
 async fn 透传_上游流中断开_补一个具名的错误事件() {
     let resp = 发送(MESSAGES, 请求("claude-drop", true).to_string()).await;
     assert_eq!(resp.status(), 200);
-    let events = 事件(&resp.text().await.expect("读取流"));
+    let events = sse_events(&resp.text().await.expect("读取流"));
     let (name, last) = events.last().expect("至少一个事件");
     assert_eq!(name, "error", "{events:?}");
     assert_eq!(last["type"], "error");
@@ -167,7 +135,7 @@ async fn 透传_上游流中断开_补一个具名的错误事件() {
 async fn 透传_上游流中报错_错误事件只出现一次() {
     let resp = 发送(MESSAGES, 请求("inband-claude", true).to_string()).await;
     assert_eq!(resp.status(), 200);
-    let events = 事件(&resp.text().await.expect("读取流"));
+    let events = sse_events(&resp.text().await.expect("读取流"));
     let errors = events.iter().filter(|(n, _)| n == "error").count();
     assert_eq!(
         errors, 1,
@@ -225,7 +193,7 @@ async fn 计数_anthropic_目标转发给上游_其他目标本地估算并标�
         counted["input_tokens"].as_u64().is_some_and(|n| n > 0),
         "{counted}"
     );
-    let got = 上游收到(CLAUDE, "计数标记");
+    let got = upstream_request(CLAUDE, "计数标记");
     assert!(got.path.ends_with(COUNT_TOKENS), "{}", got.path);
     let mut other = body.clone();
     other["model"] = json!(OPENAI_TARGET);
@@ -241,10 +209,7 @@ async fn 计数_anthropic_目标转发给上游_其他目标本地估算并标�
 
 /// 发送请求并读出全部 Anthropic 事件。
 async fn 事件流(body: Value) -> Vec<(String, Value)> {
-    let resp = 发送(MESSAGES, body.to_string()).await;
-    assert_eq!(resp.status(), 200);
-    assert!(header(&resp, "content-type").starts_with("text/event-stream"));
-    事件(&resp.text().await.expect("读取流"))
+    read_sse_events(发送(MESSAGES, body.to_string()).await).await
 }
 
 /// 一个带必填字符串参数的 Anthropic 工具定义。
@@ -368,7 +333,7 @@ async fn 翻译_两个工具结果_各成一条_tool_消息() {
         "tools": [工具("get_weather", "city"), 工具("get_time", "timezone")] });
     let resp = 发送(MESSAGES, body.to_string()).await;
     assert_eq!(resp.status(), 200);
-    let got = 上游收到(OPENAI_TARGET, marker);
+    let got = upstream_request(OPENAI_TARGET, marker);
     let sent: Value = serde_json::from_slice(&got.body).expect("上游请求是 JSON");
     let roles: Vec<&str> = sent["messages"]
         .as_array()
@@ -441,7 +406,7 @@ async fn 输出上限_claude_code_要的_32000_截到目标的上限() {
     body["messages"][0]["content"] = json!(marker);
     let resp = 发送(MESSAGES, body.to_string()).await;
     assert_eq!(resp.status(), 200);
-    let got = 上游收到(OPENAI_TARGET, marker);
+    let got = upstream_request(OPENAI_TARGET, marker);
     let sent: Value = serde_json::from_slice(&got.body).expect("上游请求是 JSON");
     assert_eq!(sent["max_tokens"], crate::common::CAPPED_OUTPUT);
 }

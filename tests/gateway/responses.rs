@@ -3,8 +3,9 @@
 
 use serde_json::{json, Value};
 
-use crate::common::{CLIENT_KEY, ENV, UPSTREAM_KEY};
-use crate::support::header;
+use crate::common::{
+    authed, read_sse_events, send_raw, sse_events, upstream_request, CLIENT_KEY, ENV, UPSTREAM_KEY,
+};
 
 /// 说 OpenAI Responses 格式的模拟上游（透传）。
 const PASSTHROUGH: &str = "oa-resp";
@@ -13,14 +14,7 @@ const RESPONSES: &str = "/v1/responses";
 
 /// 用 Bearer 发送原始请求体。
 async fn 发送(body: String) -> reqwest::Response {
-    reqwest::Client::new()
-        .post(ENV.url(RESPONSES))
-        .bearer_auth(CLIENT_KEY)
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .expect("请求失败")
+    send_raw(authed(&reqwest::Client::new(), ENV.url(RESPONSES)), body).await
 }
 
 /// 最小的 Responses 请求体。
@@ -28,41 +22,9 @@ fn 请求(model: &str, stream: bool) -> Value {
     json!({ "model": model, "input": "用一句话介绍你自己", "stream": stream })
 }
 
-/// 解析事件流：每个事件的 `event:` 名与 `data:` JSON。
-fn 事件(text: &str) -> Vec<(String, Value)> {
-    text.split("\n\n")
-        .filter(|block| !block.trim().is_empty())
-        .map(|block| {
-            let mut name = String::new();
-            let mut data = String::new();
-            for line in block.lines() {
-                if let Some(v) = line.strip_prefix("event: ") {
-                    name = v.to_string();
-                } else if let Some(v) = line.strip_prefix("data: ") {
-                    data.push_str(v);
-                }
-            }
-            (name, serde_json::from_str(&data).unwrap_or(Value::Null))
-        })
-        .collect()
-}
-
 /// 发送流式请求并读出全部事件。
 async fn 事件流(body: Value) -> Vec<(String, Value)> {
-    let resp = 发送(body.to_string()).await;
-    assert_eq!(resp.status(), 200);
-    assert!(header(&resp, "content-type").starts_with("text/event-stream"));
-    事件(&resp.text().await.expect("读取流"))
-}
-
-/// 模拟器最近收到的、请求体含 `marker` 的请求。
-fn 上游收到(mock: &str, marker: &str) -> chatnexus::mock::Recorded {
-    ENV.mock(mock)
-        .recent()
-        .into_iter()
-        .rev()
-        .find(|r| String::from_utf8_lossy(&r.body).contains(marker))
-        .expect("模拟上游应收到这个请求")
+    read_sse_events(发送(body.to_string()).await).await
 }
 
 /// 一个带必填字符串参数的函数工具（Responses 的扁平形状）。
@@ -104,7 +66,7 @@ async fn 透传_上游收到的请求体只换了模型名() {
     );
     let resp = 发送(raw.clone()).await;
     assert_eq!(resp.status(), 200, "{:?}", resp.text().await);
-    let got = 上游收到(PASSTHROUGH, marker);
+    let got = upstream_request(PASSTHROUGH, marker);
     let expected = raw.replacen(&format!("\"{PASSTHROUGH}\""), "\"oa-resp\"", 1);
     assert_eq!(
         String::from_utf8_lossy(&got.body),
@@ -248,7 +210,7 @@ async fn 翻译_工具结果回合_连续调用并进一条助手消息() {
         "tools": [工具("get_weather", "city"), 工具("get_time", "timezone")] });
     let resp = 发送(body.to_string()).await;
     assert_eq!(resp.status(), 200);
-    let sent: Value = serde_json::from_slice(&上游收到("fast", marker).body).expect("JSON");
+    let sent: Value = serde_json::from_slice(&upstream_request("fast", marker).body).expect("JSON");
     let roles: Vec<&str> = sent["messages"]
         .as_array()
         .expect("messages")
@@ -278,7 +240,7 @@ async fn 翻译_上游流中断开_恰好一个_response_failed() {
 async fn 透传_上游流中断开_补一个错误事件() {
     let resp = 发送(请求("oa-resp-drop", true).to_string()).await;
     assert_eq!(resp.status(), 200);
-    let events = 事件(&resp.text().await.expect("读取流"));
+    let events = sse_events(&resp.text().await.expect("读取流"));
     assert_eq!(
         events.last().map(|(n, _)| n.as_str()),
         Some("error"),

@@ -11,7 +11,6 @@
 
 use std::borrow::Cow;
 
-use bytes::Bytes;
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 
@@ -68,22 +67,8 @@ pub(super) fn to_hub(body: &Map<String, Value>) -> Result<(ChatRequest, Dropped)
     let skipped = push_tools(body, &mut hub, &mut dropped);
     push_tool_choice(body, &mut hub, &skipped)?;
     push_sampling(body, &mut hub, &mut dropped);
-    for name in body.keys() {
-        if !HANDLED_FIELDS.contains(&name.as_str()) {
-            dropped.note(name.as_str());
-        }
-    }
-    let stream = hub.get("stream").and_then(Value::as_bool).unwrap_or(false);
-    let raw = serde_json::to_vec(&hub)
-        .map_err(|e| ApiError::internal(format!("序列化枢纽请求失败：{e}")))?;
-    let model = hub["model"].as_str().unwrap_or_default().to_string();
-    let request = ChatRequest {
-        model,
-        stream,
-        body: hub,
-        raw: Bytes::from(raw),
-    };
-    Ok((request, dropped))
+    dropped.note_unhandled(body, HANDLED_FIELDS);
+    Ok((ChatRequest::from_hub(hub)?, dropped))
 }
 
 /// 顶层 `system` → 开头的一条系统消息（去掉 Claude Code 的计费归属块）。

@@ -3,17 +3,10 @@
 //! 规则见参考文档 ingress-dialects §M5 的状态机表：每个事件都带 `event:` 行；`message_start` 恰好一次；
 //! 内容块序号从 0 起连续；同一时刻只有一个打开的块，另一种增量到来时先关闭它；不为未开始的块写增量。
 //!
-//! 并行工具调用的约定：同一时刻只有一个工具调用“直播”（它的块打开着，参数片段即到即写）。
-//! 其他工具调用的片段先缓存；只有当直播中的工具参数已经是完整的 JSON（之后不可能再合法地追加内容）、
-//! 或打开的块不是工具时，缓存的调用才接着直播（先把已缓存的参数作为一个片段写出）。直到结束时仍未直播的
-//! 调用，在结束原因或 `[DONE]` 到来时按首次出现的顺序整块写出（开始、一个完整参数片段、结束）。
-//! 这样交错到达的并行调用、共用一个枢纽 `index` 但 id 不同的调用都能得到完整正确的参数；
-//! 代价是被缓存的调用不能逐字显示。块已关闭的调用又收到非空白片段时（上游不合规范）丢弃并记警告。
-
-use std::collections::HashMap;
+//! 并行工具调用按 [`crate::dialects::hub_calls`] 的约定跟踪（同一时刻只有一个调用的块打开着、片段即到即写，
+//! 其他调用先缓存）；这里只写工具块的事件（`content_block_start`、`input_json_delta`、`content_block_stop`）。
 
 use bytes::{BufMut, BytesMut};
-use serde::de::IgnoredAny;
 use serde_json::{json, Value};
 
 use super::names::{
@@ -22,9 +15,10 @@ use super::names::{
     EVENT_MESSAGE_START, EVENT_MESSAGE_STOP, EVENT_PING, MESSAGE_ID_PREFIX, MESSAGE_TYPE,
     ROLE_ASSISTANT, TOOL_ID_PREFIX,
 };
-use crate::dialects::hub_stream::{parse_chunk, reasoning_of, HubChoice};
+use crate::dialects::hub_calls::{CallState, HubCalls};
+use crate::dialects::hub_stream::{feed_hub_event, reasoning_of, HubChoice, HubRender};
 use crate::error::ApiError;
-use crate::streaming::{random_id, write_event, write_event_with, Usage, DONE_SENTINEL};
+use crate::streaming::{random_id, write_event, write_event_with, Usage};
 
 /// 文本增量事件负载在序号之前的部分（最常见的事件直接按字节写出，不建 JSON 树）。
 const TEXT_DELTA_HEAD: &[u8] = br#"{"type":"content_block_delta","index":"#;
@@ -40,46 +34,6 @@ const DELTA_OVERHEAD: usize = 96;
 const PING_PAYLOAD: &[u8] = br#"{"type": "ping"}"#;
 /// `message_start` 中输出 token 的起始值（Anthropic 官方流也写 1，最终值在 `message_delta` 中）。
 const START_OUTPUT_TOKENS: u64 = 1;
-
-/// 一个工具调用所处的阶段。
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ToolState {
-    /// 还没有块：片段先缓存。
-    Pending,
-    /// 它的块正打开着：片段即到即写。
-    Live,
-    /// 块已写出并关闭。
-    Closed,
-}
-
-/// 流中的一个工具调用（按首次出现的顺序保存）。
-#[derive(Debug)]
-struct ToolCall {
-    id: String,
-    /// id 是网关合成的（上游首个增量没给 id）：之后同一枢纽序号带来的 id 视为同一个调用。
-    minted_id: bool,
-    name: String,
-    /// 至今收到的全部参数片段。
-    arguments: String,
-    state: ToolState,
-    /// 上次检查参数完整性时的参数长度与结果（避免交错片段反复解析同一段参数）。
-    checked: Option<(usize, bool)>,
-}
-
-impl ToolCall {
-    /// 参数是否已是一个完整的 JSON 值（之后再追加非空白内容就不再是合法 JSON）。
-    fn is_complete(&mut self) -> bool {
-        let len = self.arguments.len();
-        match self.checked {
-            Some((checked_len, complete)) if checked_len == len => complete,
-            _ => {
-                let complete = serde_json::from_str::<IgnoredAny>(&self.arguments).is_ok();
-                self.checked = Some((len, complete));
-                complete
-            }
-        }
-    }
-}
 
 /// 当前打开的内容块的种类。
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,9 +76,8 @@ pub struct MessagesStream {
     stopped: bool,
     next_index: u64,
     open: Option<OpenBlock>,
-    calls: Vec<ToolCall>,
-    /// 枢纽工具序号 → 该序号当前的调用在 `calls` 中的位置。
-    current: HashMap<u64, usize>,
+    /// 流中的工具调用（Messages 不需要额外数据）。
+    calls: HubCalls<()>,
     finish: Option<String>,
     /// 上游最后一次报告的用量（用量块，或带 `usage` 的普通块）。
     usage: Option<Usage>,
@@ -146,8 +99,7 @@ impl MessagesStream {
             stopped: false,
             next_index: 0,
             open: None,
-            calls: Vec::new(),
-            current: HashMap::new(),
+            calls: HubCalls::new(TOOL_ID_PREFIX),
             finish: None,
             usage: None,
             output_deltas: 0,
@@ -162,24 +114,7 @@ impl MessagesStream {
     /// 错误：data 不是合法的 JSON 对象 → 502 `invalid_upstream_response`；上游在流中发来错误对象
     /// （`{"error":…}`）→ 502 `upstream_stream_error`。出错时不写 `message_stop`，由调用方写 `event: error`。
     pub fn on_hub_event(&mut self, data: &str, out: &mut BytesMut) -> Result<bool, ApiError> {
-        if self.stopped {
-            return Ok(true);
-        }
-        if data.trim() == DONE_SENTINEL {
-            self.ensure_started(out);
-            self.finish_message(out);
-            return Ok(true);
-        }
-        let chunk = parse_chunk(data)?;
-        self.ensure_started(out);
-        if let Some(usage) = chunk.usage.as_ref().and_then(Usage::from_openai) {
-            self.usage = Some(usage);
-        }
-        // 枢纽流只有一个候选（n = 1）；用量块的 choices 为空数组
-        if let Some(choice) = chunk.choices.as_ref().and_then(|c| c.first()) {
-            self.on_choice(choice, out);
-        }
-        Ok(false)
+        feed_hub_event(self, data, out)
     }
 
     /// 写一个 ping 事件（上游长时间无输出时由调用方调用）；`message_start` 还没写出时先写
@@ -192,47 +127,6 @@ impl MessagesStream {
             write_event(out, EVENT_PING, PING_PAYLOAD);
         } else {
             self.ensure_started(out);
-        }
-    }
-
-    /// 第一次调用时写出 `message_start` 和一个 ping；之后什么也不做（保证 `message_start` 恰好一次）。
-    fn ensure_started(&mut self, out: &mut BytesMut) {
-        if self.started {
-            return;
-        }
-        self.started = true;
-        let start = json!({
-            "type": EVENT_MESSAGE_START,
-            "message": {
-                "id": self.id, "type": MESSAGE_TYPE, "role": ROLE_ASSISTANT, "model": self.model,
-                "content": [], "stop_reason": null, "stop_sequence": null,
-                "usage": {
-                    "input_tokens": self.input_estimate, "cache_creation_input_tokens": 0,
-                    "cache_read_input_tokens": 0, "output_tokens": START_OUTPUT_TOKENS,
-                },
-            },
-        });
-        emit(out, EVENT_MESSAGE_START, &start);
-        write_event(out, EVENT_PING, PING_PAYLOAD);
-    }
-
-    /// 处理一个候选：推理、文本、工具调用依次处理，最后处理结束原因。
-    fn on_choice(&mut self, choice: &HubChoice, out: &mut BytesMut) {
-        if let Some(delta) = &choice.delta {
-            if let Some(thinking) = reasoning_of(delta) {
-                self.stream_text(BlockKind::Thinking, thinking, out);
-            }
-            if let Some(text) = delta.content.as_deref() {
-                self.stream_text(BlockKind::Text, text, out);
-            }
-            for call in delta.tool_calls.iter().flatten() {
-                self.tool_delta(call, out);
-            }
-        }
-        if let Some(reason) = choice.finish_reason.as_deref() {
-            self.finish = Some(reason.to_owned());
-            self.close_block(out);
-            self.flush_pending(out);
         }
     }
 
@@ -260,102 +154,39 @@ impl MessagesStream {
 
     /// 一个枢纽工具调用增量：找到（或新建）它所属的调用，按调用的阶段直播、缓存或丢弃片段。
     fn tool_delta(&mut self, call: &Value, out: &mut BytesMut) {
-        let hub_index = call["index"].as_u64().unwrap_or(0);
-        let position = self.call_for(hub_index, call["id"].as_str());
-        let function = &call["function"];
-        let fragment = arguments_fragment(&function["arguments"]);
-        if !fragment.is_empty() {
+        let delta = self.calls.on_delta(call);
+        if !delta.fragment.is_empty() {
             self.output_deltas += 1;
         }
-        let entry = &mut self.calls[position];
-        if entry.name.is_empty() {
-            entry.name = function["name"].as_str().unwrap_or_default().to_owned();
-        }
-        match entry.state {
-            ToolState::Closed => {
-                if !fragment.trim().is_empty() {
-                    log::warn!(
-                        "上游在工具调用 {} 的块关闭后又发来参数片段，已丢弃",
-                        entry.id
-                    );
+        match delta.state {
+            CallState::Closed => {}
+            CallState::Live => {
+                if let (false, Some(open)) = (delta.fragment.is_empty(), self.open) {
+                    write_delta(out, open.index, &input_json_delta(&delta.fragment));
                 }
             }
-            ToolState::Live => {
-                entry.arguments.push_str(&fragment);
-                if let (false, Some(open)) = (fragment.is_empty(), self.open) {
-                    write_delta(out, open.index, &input_json_delta(&fragment));
-                }
-            }
-            ToolState::Pending => {
-                entry.arguments.push_str(&fragment);
-                self.try_go_live(position, out);
-            }
+            CallState::Pending => self.try_go_live(delta.position, out),
         }
-    }
-
-    /// 找到枢纽序号 `hub_index` 上 id 为 `id` 的调用；没有时新建一个（同一序号出现新的 id 就是新的调用）。
-    ///
-    /// 返回：调用在 `calls` 中的位置。
-    fn call_for(&mut self, hub_index: u64, id: Option<&str>) -> usize {
-        let id = id.filter(|id| !id.is_empty());
-        if let Some(&position) = self.current.get(&hub_index) {
-            let existing = &mut self.calls[position];
-            match id {
-                None => return position,
-                Some(id) if existing.id == id => return position,
-                // 首个增量没带 id 时合成过 id：迟到的真实 id 属于同一个调用，还没写出时采用它
-                Some(id) if existing.minted_id => {
-                    if existing.state == ToolState::Pending {
-                        existing.id = id.to_owned();
-                    }
-                    existing.minted_id = false;
-                    return position;
-                }
-                Some(_) => {}
-            }
-        }
-        // 带着已知 id 的增量属于先前的那个调用（共用序号的调用交错到达时会切回去）
-        if let Some(position) = id.and_then(|id| self.calls.iter().position(|c| c.id == id)) {
-            self.current.insert(hub_index, position);
-            return position;
-        }
-        self.calls.push(ToolCall {
-            id: id.map_or_else(|| random_id(TOOL_ID_PREFIX), str::to_owned),
-            minted_id: id.is_none(),
-            name: String::new(),
-            arguments: String::new(),
-            state: ToolState::Pending,
-            checked: None,
-        });
-        let position = self.calls.len() - 1;
-        self.current.insert(hub_index, position);
-        position
     }
 
     /// 缓存中的调用在可以直播时开始直播：它已有名称，且打开的块不是工具、或是参数已完整的工具。
     fn try_go_live(&mut self, position: usize, out: &mut BytesMut) {
-        if self.calls[position].name.is_empty() {
-            return;
+        let live = match self.open {
+            Some(OpenBlock {
+                kind: BlockKind::Tool(live),
+                ..
+            }) => Some(live),
+            _ => None,
+        };
+        if self.calls.can_go_live(position, live) {
+            self.close_block(out);
+            self.start_tool(position, out);
         }
-        if let Some(OpenBlock {
-            kind: BlockKind::Tool(live),
-            ..
-        }) = self.open
-        {
-            if !self.calls[live].is_complete() {
-                return;
-            }
-        }
-        self.close_block(out);
-        self.start_tool(position, out);
     }
 
     /// 打开工具块：`content_block_start`，已缓存的参数非空时作为一个 `input_json_delta` 写出。
     fn start_tool(&mut self, position: usize, out: &mut BytesMut) {
         let call = &self.calls[position];
-        if call.name.is_empty() {
-            log::warn!("上游的工具调用 {} 没有给出函数名", call.id);
-        }
         let block =
             json!({ "type": BLOCK_TOOL_USE, "id": call.id, "name": call.name, "input": {} });
         let buffered = (!call.arguments.is_empty()).then(|| input_json_delta(&call.arguments));
@@ -363,13 +194,13 @@ impl MessagesStream {
         if let Some(delta) = buffered {
             write_delta(out, index, &delta);
         }
-        self.calls[position].state = ToolState::Live;
+        self.calls[position].go_live();
     }
 
     /// 把仍在缓存中的调用按首次出现的顺序整块写出（结束原因或 `[DONE]` 到来时，之后不会再有片段）。
     fn flush_pending(&mut self, out: &mut BytesMut) {
         for position in 0..self.calls.len() {
-            if self.calls[position].state == ToolState::Pending {
+            if self.calls[position].state == CallState::Pending {
                 self.start_tool(position, out);
                 self.close_block(out);
             }
@@ -397,7 +228,7 @@ impl MessagesStream {
                 &json!({ "type": EVENT_BLOCK_STOP, "index": open.index }),
             );
             if let BlockKind::Tool(position) = open.kind {
-                self.calls[position].state = ToolState::Closed;
+                self.calls[position].state = CallState::Closed;
             }
         }
     }
@@ -431,6 +262,61 @@ impl MessagesStream {
     }
 }
 
+impl HubRender for MessagesStream {
+    fn finished(&self) -> bool {
+        self.stopped
+    }
+
+    /// 第一次调用时写出 `message_start` 和一个 ping；之后什么也不做（保证 `message_start` 恰好一次）。
+    fn ensure_started(&mut self, out: &mut BytesMut) {
+        if self.started {
+            return;
+        }
+        self.started = true;
+        let start = json!({
+            "type": EVENT_MESSAGE_START,
+            "message": {
+                "id": self.id, "type": MESSAGE_TYPE, "role": ROLE_ASSISTANT, "model": self.model,
+                "content": [], "stop_reason": null, "stop_sequence": null,
+                "usage": {
+                    "input_tokens": self.input_estimate, "cache_creation_input_tokens": 0,
+                    "cache_read_input_tokens": 0, "output_tokens": START_OUTPUT_TOKENS,
+                },
+            },
+        });
+        emit(out, EVENT_MESSAGE_START, &start);
+        write_event(out, EVENT_PING, PING_PAYLOAD);
+    }
+
+    fn finish(&mut self, out: &mut BytesMut) {
+        self.finish_message(out);
+    }
+
+    fn set_usage(&mut self, usage: Usage) {
+        self.usage = Some(usage);
+    }
+
+    /// 处理一个候选：推理、文本、工具调用依次处理，最后处理结束原因。
+    fn on_choice(&mut self, choice: &HubChoice, out: &mut BytesMut) {
+        if let Some(delta) = &choice.delta {
+            if let Some(thinking) = reasoning_of(delta) {
+                self.stream_text(BlockKind::Thinking, thinking, out);
+            }
+            if let Some(text) = delta.content.as_deref() {
+                self.stream_text(BlockKind::Text, text, out);
+            }
+            for call in delta.tool_calls.iter().flatten() {
+                self.tool_delta(call, out);
+            }
+        }
+        if let Some(reason) = choice.finish_reason.as_deref() {
+            self.finish = Some(reason.to_owned());
+            self.close_block(out);
+            self.flush_pending(out);
+        }
+    }
+}
+
 /// 写出文本或思考的 `content_block_delta` 事件：固定部分按字节写，只有文本经 JSON 转义。
 fn write_text_delta(out: &mut BytesMut, index: u64, kind: BlockKind, text: &str) {
     let middle = match kind {
@@ -448,15 +334,6 @@ fn write_text_delta(out: &mut BytesMut, index: u64, kind: BlockKind, text: &str)
         }
         writer.into_inner().put_slice(DELTA_TAIL);
     });
-}
-
-/// 工具参数片段：规范是字符串；个别上游直接给对象时取其 JSON 文本。
-fn arguments_fragment(arguments: &Value) -> String {
-    match arguments {
-        Value::String(text) => text.clone(),
-        Value::Null => String::new(),
-        other => other.to_string(),
-    }
 }
 
 /// 工具参数片段增量。

@@ -8,43 +8,13 @@ use bytes::BytesMut;
 use serde_json::{json, Value};
 
 use super::stream::MessagesStream;
+use crate::dialects::test_chunks::{块, 工具, 文本, 结束, 解析};
 use crate::error::ErrorCode;
-use crate::streaming::SseParser;
 
 /// 测试用的客户端模型名。
 const MODEL: &str = "claude-演示";
 /// 测试用的输入估计。
 const ESTIMATE: u64 = 42;
-
-/// 一个枢纽流式块的 data。
-fn 块(delta: Value, finish: Option<&str>) -> String {
-    json!({ "id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "上游模型",
-        "choices": [ { "index": 0, "delta": delta, "logprobs": null, "finish_reason": finish } ] })
-    .to_string()
-}
-
-/// 文本增量块。
-fn 文本(text: &str) -> String {
-    块(json!({ "content": text }), None)
-}
-
-/// 工具调用增量块：`id` 与 `name` 只在首个增量中给出。
-fn 工具(index: u64, id: Option<&str>, name: Option<&str>, arguments: &str) -> String {
-    let mut call = json!({ "index": index, "function": { "arguments": arguments } });
-    if let Some(id) = id {
-        call["id"] = json!(id);
-        call["type"] = json!("function");
-    }
-    if let Some(name) = name {
-        call["function"]["name"] = json!(name);
-    }
-    块(json!({ "tool_calls": [call] }), None)
-}
-
-/// 结束块。
-fn 结束(reason: &str) -> String {
-    块(json!({}), Some(reason))
-}
 
 /// 用量块（`choices: []`）。
 fn 用量(prompt: u64, completion: u64, cached: u64) -> String {
@@ -52,23 +22,6 @@ fn 用量(prompt: u64, completion: u64, cached: u64) -> String {
         "usage": { "prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
             "prompt_tokens_details": { "cached_tokens": cached } } })
     .to_string()
-}
-
-/// 把输出解析为 (事件名, JSON)；断言每个事件都有 `event:` 行且与 JSON 的 `type` 一致。
-fn 解析(out: &BytesMut) -> Vec<(String, Value)> {
-    let mut parser = SseParser::default();
-    let mut events = Vec::new();
-    parser.push(out, &mut events);
-    parser.finish(&mut events);
-    events
-        .into_iter()
-        .map(|e| {
-            let name = e.event.expect("每个事件都必须有 event: 行");
-            let data: Value = serde_json::from_str(&e.data).expect("每个事件的 data 都是 JSON");
-            assert_eq!(data["type"], json!(name), "事件名与 type 不一致");
-            (name, data)
-        })
-        .collect()
 }
 
 /// 依次喂入全部 data，断言都成功且只有最后一个（`[DONE]`）返回 true；返回解析后的事件。
@@ -336,6 +289,14 @@ fn 流式_第一个工具参数完整后_第二个工具接着直播() {
     assert_eq!(拼块(&events)[1]["input"], json!({ "路径": "b.rs" }));
 }
 
+/// 共用枢纽序号的两个调用（`call_A` 搜猫、`call_B` 搜狗）各自拼出的工具块。
+fn 猫与狗两个调用() -> Vec<Value> {
+    vec![
+        json!({ "type": "tool_use", "id": "call_A", "name": "搜索", "input": { "词": "猫" } }),
+        json!({ "type": "tool_use", "id": "call_B", "name": "搜索", "input": { "词": "狗" } }),
+    ]
+}
+
 #[test]
 fn 流式_两个调用共用一个枢纽序号_按_id_区分() {
     let events = 渲染(&加结束标记(vec![
@@ -344,13 +305,7 @@ fn 流式_两个调用共用一个枢纽序号_按_id_区分() {
         工具(0, None, None, "\"狗\"}"),
         结束("tool_calls"),
     ]));
-    assert_eq!(
-        拼块(&events),
-        vec![
-            json!({ "type": "tool_use", "id": "call_A", "name": "搜索", "input": { "词": "猫" } }),
-            json!({ "type": "tool_use", "id": "call_B", "name": "搜索", "input": { "词": "狗" } }),
-        ]
-    );
+    assert_eq!(拼块(&events), 猫与狗两个调用());
 }
 
 #[test]
@@ -361,13 +316,7 @@ fn 流式_共用序号且前一个参数未完整_后一个整块写出() {
         工具(0, Some("call_A"), None, "\"猫\"}"),
         结束("tool_calls"),
     ]));
-    assert_eq!(
-        拼块(&events),
-        vec![
-            json!({ "type": "tool_use", "id": "call_A", "name": "搜索", "input": { "词": "猫" } }),
-            json!({ "type": "tool_use", "id": "call_B", "name": "搜索", "input": { "词": "狗" } }),
-        ]
-    );
+    assert_eq!(拼块(&events), 猫与狗两个调用());
 }
 
 #[test]

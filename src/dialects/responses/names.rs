@@ -336,16 +336,6 @@ pub(super) fn custom_input(arguments: &str, call_id: &str) -> String {
         }
     }
 }
-
-/// 工具参数片段：规范是字符串；个别上游直接给对象时取其 JSON 文本。
-pub(super) fn arguments_text(arguments: &Value) -> String {
-    match arguments {
-        Value::String(text) => text.clone(),
-        Value::Null => String::new(),
-        other => other.to_string(),
-    }
-}
-
 /// 推理文本：优先 `reasoning_content`（DeepSeek 等），否则 `reasoning`（OpenRouter、新版 vLLM）；
 /// 两者都给时只取前者，避免同一段推理出现两遍。空文本视为没有。
 pub(super) fn reasoning_of(value: &Value) -> Option<&str> {

@@ -14,7 +14,6 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use serde_json::{json, Map, Value};
 
 use super::tools::{ToolKind, ToolMap, CUSTOM_INPUT_FIELD, NAMESPACE_SEPARATOR};
@@ -91,23 +90,9 @@ pub(super) fn to_hub(body: &Map<String, Value>) -> Result<Translation, ApiError>
     );
     push_tool_choice(body.get("tool_choice"), &mut hub, &tools, &skipped)?;
     push_parameters(body, &mut hub, &mut dropped);
-    for name in body.keys() {
-        if !HANDLED_FIELDS.contains(&name.as_str()) {
-            dropped.note(name.as_str());
-        }
-    }
-    let stream = hub.get("stream").and_then(Value::as_bool).unwrap_or(false);
-    let raw = serde_json::to_vec(&hub)
-        .map_err(|e| ApiError::internal(format!("序列化枢纽请求失败：{e}")))?;
-    let model = hub["model"].as_str().unwrap_or_default().to_string();
-    let hub = ChatRequest {
-        model,
-        stream,
-        body: hub,
-        raw: Bytes::from(raw),
-    };
+    dropped.note_unhandled(body, HANDLED_FIELDS);
     Ok(Translation {
-        hub,
+        hub: ChatRequest::from_hub(hub)?,
         tools: Arc::new(tools),
         dropped,
     })

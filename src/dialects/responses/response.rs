@@ -10,12 +10,13 @@ use bytes::Bytes;
 use serde_json::{json, Map, Value};
 
 use super::names::{
-    arguments_text, call_item, call_item_prefix, custom_input, function_arguments, message_item,
-    output_text_part, reasoning_item, reasoning_of, refusal_part, response_skeleton, usage_json,
-    CallIdentity, Ending, CALL_ID_PREFIX, MESSAGE_ID_PREFIX, REASONING_ID_PREFIX, STATUS_COMPLETED,
+    call_item, call_item_prefix, custom_input, function_arguments, message_item, output_text_part,
+    reasoning_item, reasoning_of, refusal_part, response_skeleton, usage_json, CallIdentity,
+    Ending, CALL_ID_PREFIX, MESSAGE_ID_PREFIX, REASONING_ID_PREFIX, STATUS_COMPLETED,
 };
 use super::tools::{ToolKind, ToolMap};
 use crate::clock::unix_now;
+use crate::dialects::hub_calls::arguments_text;
 use crate::error::{ApiError, ErrorCode};
 use crate::streaming::{random_id, Usage};
 

@@ -7,82 +7,53 @@
 //! 恰好一个终止事件（`response.completed` / `response.incomplete` / `response.failed`），
 //! 它的 `output` 是全部输出项（与各自的 `output_item.done` 相同），之后不再写任何东西。
 //!
-//! 并行工具调用与 Anthropic 方言的约定相同：同一时刻只有一个调用“直播”（输出项打开着，函数参数片段即到即写），
-//! 其他调用的片段先缓存；直播中的参数已是完整 JSON、或打开的输出项不是调用时，缓存的调用才接着直播；
-//! 直到结束仍未直播的调用按首次出现的顺序整项写出。这样每个输出项的事件都是连续的，交错到达的调用、
-//! 共用一个枢纽 `index` 但 id 不同的调用都能得到完整正确的参数。自由格式工具（`custom_tool_call`）的参数
+//! 并行工具调用按 [`crate::dialects::hub_calls`] 的约定跟踪（与 Anthropic 方言相同）：同一时刻只有一个调用
+//! “直播”（输出项打开着，函数参数片段即到即写），其他调用的片段先缓存，直到结束仍未直播的调用按首次出现的
+//! 顺序整项写出，这样每个输出项的事件都是连续的。自由格式工具（`custom_tool_call`）的参数
 //! 是包装过的 `{"input": …}`，只能在调用结束时拆包，所以它的输入在结束时作为一个完整增量写出。
 //!
 //! 流中断（[`ResponsesStream::fail`]）时的约定：打开着的输出项按已收到的内容关闭，状态为 `incomplete`
 //! （半截的消息与参数也如实交给客户端，并标明不完整）；还在缓存、从未宣布过的调用不写出；
 //! 最后写一个 `response.failed`，它的 `output` 同样是已写出 `output_item.done` 的全部输出项。
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::{BufMut, BytesMut};
-use serde::de::IgnoredAny;
 use serde_json::{json, Map, Value};
 
 use super::names::{
-    arguments_text, call_item, call_item_prefix, custom_input, function_arguments, message_item,
-    output_text_part, reasoning_item, refusal_part, response_skeleton, summary_part, usage_json,
-    CallIdentity, Ending, CALL_ID_PREFIX, EVENT_ARGUMENTS_DELTA, EVENT_ARGUMENTS_DONE,
-    EVENT_CREATED, EVENT_CUSTOM_INPUT_DELTA, EVENT_CUSTOM_INPUT_DONE, EVENT_FAILED,
-    EVENT_IN_PROGRESS, EVENT_ITEM_ADDED, EVENT_ITEM_DONE, EVENT_PART_ADDED, EVENT_PART_DONE,
-    EVENT_REFUSAL_DELTA, EVENT_REFUSAL_DONE, EVENT_SUMMARY_PART_ADDED, EVENT_SUMMARY_PART_DONE,
+    call_item, call_item_prefix, custom_input, function_arguments, message_item, output_text_part,
+    reasoning_item, refusal_part, response_skeleton, summary_part, usage_json, CallIdentity,
+    Ending, CALL_ID_PREFIX, EVENT_ARGUMENTS_DELTA, EVENT_ARGUMENTS_DONE, EVENT_CREATED,
+    EVENT_CUSTOM_INPUT_DELTA, EVENT_CUSTOM_INPUT_DONE, EVENT_FAILED, EVENT_IN_PROGRESS,
+    EVENT_ITEM_ADDED, EVENT_ITEM_DONE, EVENT_PART_ADDED, EVENT_PART_DONE, EVENT_REFUSAL_DELTA,
+    EVENT_REFUSAL_DONE, EVENT_SUMMARY_PART_ADDED, EVENT_SUMMARY_PART_DONE,
     EVENT_SUMMARY_TEXT_DELTA, EVENT_SUMMARY_TEXT_DONE, EVENT_TEXT_DELTA, EVENT_TEXT_DONE,
     MESSAGE_ID_PREFIX, REASONING_ID_PREFIX, STATUS_COMPLETED, STATUS_FAILED, STATUS_INCOMPLETE,
     STATUS_IN_PROGRESS,
 };
 use super::tools::{ToolKind, ToolMap};
 use crate::clock::unix_now;
-use crate::dialects::hub_stream::{parse_chunk, reasoning_of, HubChoice};
+use crate::dialects::hub_calls::{CallState, HubCalls};
+use crate::dialects::hub_stream::{feed_hub_event, reasoning_of, HubChoice, HubRender};
 use crate::error::ApiError;
-use crate::streaming::{random_id, write_event_with, Usage, DONE_SENTINEL};
+use crate::streaming::{random_id, write_event_with, Usage};
 
-/// 一个工具调用所处的阶段。
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum CallState {
-    /// 还没有输出项：片段先缓存。
-    Pending,
-    /// 它的输出项正打开着。
-    Live,
-    /// 输出项已写出并关闭。
-    Closed,
-}
-
-/// 流中的一个工具调用（按首次出现的顺序保存）。
+/// Responses 渲染器给每个工具调用额外记的数据（调用本身由 [`HubCalls`] 跟踪）。
 #[derive(Debug)]
-struct Call {
-    /// 上游的工具调用 id（输出项的 `call_id`）。
-    call_id: String,
-    /// `call_id` 是网关合成的（上游首个增量没给 id）：之后同一枢纽序号带来的 id 视为同一个调用。
-    minted_id: bool,
-    /// 枢纽函数名（在工具对应表中查客户端的工具）。
-    hub_name: String,
+struct CallExtra {
     /// 工具种类（直播时按函数名确定）。
     kind: ToolKind,
     /// 输出项 id（直播时分配）。
     item_id: String,
-    /// 至今收到的全部参数片段。
-    arguments: String,
-    state: CallState,
-    /// 上次检查参数完整性时的参数长度与结果（避免交错片段反复解析同一段参数）。
-    checked: Option<(usize, bool)>,
 }
 
-impl Call {
-    /// 参数是否已是一个完整的 JSON 值（之后再追加非空白内容就不再是合法 JSON）。
-    fn is_complete(&mut self) -> bool {
-        let len = self.arguments.len();
-        match self.checked {
-            Some((checked_len, complete)) if checked_len == len => complete,
-            _ => {
-                let complete = serde_json::from_str::<IgnoredAny>(&self.arguments).is_ok();
-                self.checked = Some((len, complete));
-                complete
-            }
+impl Default for CallExtra {
+    /// 直播之前：按函数工具处理，还没有输出项 id。
+    fn default() -> Self {
+        CallExtra {
+            kind: ToolKind::Function,
+            item_id: String::new(),
         }
     }
 }
@@ -107,7 +78,7 @@ struct OpenItem {
     output_index: u64,
     /// 输出项 id。
     id: String,
-    /// 推理或消息至今的全部文本（工具调用的参数在 [`Call`] 里）。
+    /// 推理或消息至今的全部文本（工具调用的参数在 [`HubCalls`] 里）。
     text: String,
 }
 
@@ -144,9 +115,8 @@ pub struct ResponsesStream {
     terminated: bool,
     next_output_index: u64,
     open: Option<OpenItem>,
-    calls: Vec<Call>,
-    /// 枢纽工具序号 → 该序号当前的调用在 `calls` 中的位置。
-    current: HashMap<u64, usize>,
+    /// 流中的工具调用（id 即输出项的 `call_id`，名字是枢纽函数名）。
+    calls: HubCalls<CallExtra>,
     /// 已关闭的输出项（与各自的 `output_item.done` 相同），按 `output_index` 排列。
     output: Vec<Value>,
     finish: Option<String>,
@@ -177,8 +147,7 @@ impl ResponsesStream {
             terminated: false,
             next_output_index: 0,
             open: None,
-            calls: Vec::new(),
-            current: HashMap::new(),
+            calls: HubCalls::new(CALL_ID_PREFIX),
             output: Vec::new(),
             finish: None,
             usage: None,
@@ -203,24 +172,7 @@ impl ResponsesStream {
     /// （`{"error":…}`）→ 502 `upstream_stream_error`（信封码转告上游的 `code`）。出错时什么也不写，
     /// 由调用方接着调用 [`ResponsesStream::fail`]。
     pub fn on_hub_event(&mut self, data: &str, out: &mut BytesMut) -> Result<bool, ApiError> {
-        if self.terminated {
-            return Ok(true);
-        }
-        if data.trim() == DONE_SENTINEL {
-            self.ensure_started(out);
-            self.finish_response(out);
-            return Ok(true);
-        }
-        let chunk = parse_chunk(data)?;
-        self.ensure_started(out);
-        if let Some(usage) = chunk.usage.as_ref().and_then(Usage::from_openai) {
-            self.usage = Some(usage);
-        }
-        // 枢纽流只有一个候选（n = 1）；用量块的 choices 为空数组
-        if let Some(choice) = chunk.choices.as_ref().and_then(|c| c.first()) {
-            self.on_choice(choice, out);
-        }
-        Ok(false)
+        feed_hub_event(self, data, out)
     }
 
     /// 交换在 200 之后失败（上游错误、截断、超时）：还什么都没写时先写 `response.created` 与
@@ -241,49 +193,6 @@ impl ResponsesStream {
         );
         self.emit(out, EVENT_FAILED, json!({ "response": response }));
         self.terminated = true;
-    }
-
-    /// 第一次调用时写出 `response.created` 与 `response.in_progress`；之后什么也不做。
-    fn ensure_started(&mut self, out: &mut BytesMut) {
-        if self.started {
-            return;
-        }
-        self.started = true;
-        // 两个事件带同一个（可能很大的）回复骨架：只序列化一次
-        let response = match serde_json::to_vec(&self.response) {
-            Ok(bytes) => bytes,
-            Err(e) => {
-                log::warn!("序列化回复骨架失败：{e}");
-                return;
-            }
-        };
-        for kind in [EVENT_CREATED, EVENT_IN_PROGRESS] {
-            self.emit_with_response(out, kind, &response);
-        }
-    }
-
-    /// 处理一个候选：推理、文本、拒答、工具调用依次处理，最后处理结束原因（关闭一切，写出缓存的调用）。
-    fn on_choice(&mut self, choice: &HubChoice, out: &mut BytesMut) {
-        if let Some(delta) = &choice.delta {
-            if let Some(reasoning) = reasoning_of(delta) {
-                self.stream_text(OpenKind::Reasoning, reasoning, out);
-            }
-            if let Some(text) = delta.content.as_deref() {
-                self.stream_text(OpenKind::Text, text, out);
-            }
-            if let Some(refusal) = delta.refusal.as_deref() {
-                self.stream_text(OpenKind::Refusal, refusal, out);
-            }
-            for call in delta.tool_calls.iter().flatten() {
-                self.tool_delta(call, out);
-            }
-        }
-        if let Some(reason) = choice.finish_reason.as_deref() {
-            self.finish = Some(reason.to_owned());
-            let status = Ending::of(Some(reason)).status();
-            self.close_open(status, out);
-            self.flush_pending(status, out);
-        }
     }
 
     /// 推理、文本或拒答增量：空增量不写（不产生空输出项）；打开的输出项种类不同时先关闭它，再开新项。
@@ -358,96 +267,36 @@ impl ResponsesStream {
 
     /// 一个枢纽工具调用增量：找到（或新建）它所属的调用，按调用的阶段直播、缓存或丢弃片段。
     fn tool_delta(&mut self, call: &Value, out: &mut BytesMut) {
-        let hub_index = call["index"].as_u64().unwrap_or(0);
-        let position = self.call_for(hub_index, call["id"].as_str());
-        let function = &call["function"];
-        let fragment = arguments_text(&function["arguments"]);
-        if !fragment.is_empty() {
+        let delta = self.calls.on_delta(call);
+        if !delta.fragment.is_empty() {
             self.output_deltas += 1;
         }
-        let entry = &mut self.calls[position];
-        if entry.hub_name.is_empty() {
-            entry.hub_name = function["name"].as_str().unwrap_or_default().to_owned();
-        }
-        match entry.state {
-            CallState::Closed => {
-                if !fragment.trim().is_empty() {
-                    log::warn!(
-                        "上游在工具调用 {} 的输出项关闭后又发来参数片段，已丢弃",
-                        entry.call_id
-                    );
-                }
-            }
+        match delta.state {
+            CallState::Closed => {}
             CallState::Live => {
-                entry.arguments.push_str(&fragment);
+                let extra = &self.calls[delta.position].extra;
                 // 自由格式工具的输入要等调用结束拆包后才写出
-                if entry.kind == ToolKind::Function && !fragment.is_empty() {
-                    let item_id = entry.item_id.clone();
+                if extra.kind == ToolKind::Function && !delta.fragment.is_empty() {
+                    let item_id = extra.item_id.clone();
                     let fields = json!({ "item_id": item_id, "output_index": self.open_index(),
-                        "delta": fragment });
+                        "delta": delta.fragment });
                     self.emit(out, EVENT_ARGUMENTS_DELTA, fields);
                 }
             }
-            CallState::Pending => {
-                entry.arguments.push_str(&fragment);
-                self.try_go_live(position, out);
-            }
+            CallState::Pending => self.try_go_live(delta.position, out),
         }
-    }
-
-    /// 找到枢纽序号 `hub_index` 上 id 为 `id` 的调用；没有时新建一个（同一序号出现新的 id 就是新的调用）。
-    ///
-    /// 返回：调用在 `calls` 中的位置。
-    fn call_for(&mut self, hub_index: u64, id: Option<&str>) -> usize {
-        let id = id.filter(|id| !id.is_empty());
-        if let Some(&position) = self.current.get(&hub_index) {
-            let existing = &mut self.calls[position];
-            match id {
-                None => return position,
-                Some(id) if existing.call_id == id => return position,
-                // 首个增量没带 id 时合成过 id：迟到的真实 id 属于同一个调用，还没写出时采用它
-                Some(id) if existing.minted_id => {
-                    if existing.state == CallState::Pending {
-                        existing.call_id = id.to_owned();
-                    }
-                    existing.minted_id = false;
-                    return position;
-                }
-                Some(_) => {}
-            }
-        }
-        // 带着已知 id 的增量属于先前的那个调用（共用序号的调用交错到达时会切回去）
-        if let Some(position) = id.and_then(|id| self.calls.iter().position(|c| c.call_id == id)) {
-            self.current.insert(hub_index, position);
-            return position;
-        }
-        self.calls.push(Call {
-            call_id: id.map_or_else(|| random_id(CALL_ID_PREFIX), str::to_owned),
-            minted_id: id.is_none(),
-            hub_name: String::new(),
-            kind: ToolKind::Function,
-            item_id: String::new(),
-            arguments: String::new(),
-            state: CallState::Pending,
-            checked: None,
-        });
-        let position = self.calls.len() - 1;
-        self.current.insert(hub_index, position);
-        position
     }
 
     /// 缓存中的调用在可以直播时开始直播：它已有名称，且打开的输出项不是调用、或是参数已完整的调用。
     fn try_go_live(&mut self, position: usize, out: &mut BytesMut) {
-        if self.calls[position].hub_name.is_empty() {
-            return;
+        let live = match self.open.as_ref().map(|open| open.kind) {
+            Some(OpenKind::Call(live)) => Some(live),
+            _ => None,
+        };
+        if self.calls.can_go_live(position, live) {
+            self.close_open(STATUS_COMPLETED, out);
+            self.start_call(position, out);
         }
-        if let Some(OpenKind::Call(live)) = self.open.as_ref().map(|open| open.kind) {
-            if !self.calls[live].is_complete() {
-                return;
-            }
-        }
-        self.close_open(STATUS_COMPLETED, out);
-        self.start_call(position, out);
     }
 
     /// 打开调用的输出项：按工具对应表确定种类与名字，写 `output_item.added`（参数或输入为空串）；
@@ -456,22 +305,19 @@ impl ResponsesStream {
         let tools = Arc::clone(&self.tools);
         let output_index = self.next_index();
         let call = &mut self.calls[position];
-        if call.hub_name.is_empty() {
-            log::warn!("上游的工具调用 {} 没有给出函数名", call.call_id);
-        }
-        let tool = tools.resolve(&call.hub_name);
-        call.kind = tool.kind;
-        call.item_id = random_id(call_item_prefix(tool.kind));
-        call.state = CallState::Live;
+        call.go_live();
+        let tool = tools.resolve(&call.name);
+        call.extra.kind = tool.kind;
+        call.extra.item_id = random_id(call_item_prefix(tool.kind));
         let identity = CallIdentity {
-            item_id: &call.item_id,
-            call_id: &call.call_id,
+            item_id: &call.extra.item_id,
+            call_id: &call.id,
             tool,
         };
         let item = call_item(&identity, STATUS_IN_PROGRESS, "");
         let buffered = (tool.kind == ToolKind::Function && !call.arguments.is_empty())
             .then(|| call.arguments.clone());
-        let item_id = call.item_id.clone();
+        let item_id = call.extra.item_id.clone();
         self.emit(
             out,
             EVENT_ITEM_ADDED,
@@ -566,10 +412,10 @@ impl ResponsesStream {
         let call = &mut self.calls[position];
         call.state = CallState::Closed;
         let call = &self.calls[position];
-        let tool = tools.resolve(&call.hub_name);
+        let tool = tools.resolve(&call.name);
         let identity = CallIdentity {
-            item_id: &call.item_id,
-            call_id: &call.call_id,
+            item_id: &call.extra.item_id,
+            call_id: &call.id,
             tool,
         };
         let mut events = Vec::new();
@@ -578,23 +424,23 @@ impl ResponsesStream {
                 let arguments = function_arguments(&call.arguments);
                 events.push((
                     EVENT_ARGUMENTS_DONE,
-                    json!({ "item_id": call.item_id,
+                    json!({ "item_id": call.extra.item_id,
                     "output_index": output_index, "arguments": arguments }),
                 ));
                 call_item(&identity, status, arguments)
             }
             ToolKind::Custom => {
-                let input = custom_input(&call.arguments, &call.call_id);
+                let input = custom_input(&call.arguments, &call.id);
                 if !input.is_empty() {
                     events.push((
                         EVENT_CUSTOM_INPUT_DELTA,
-                        json!({ "item_id": call.item_id,
+                        json!({ "item_id": call.extra.item_id,
                         "output_index": output_index, "delta": input }),
                     ));
                 }
                 events.push((
                     EVENT_CUSTOM_INPUT_DONE,
-                    json!({ "item_id": call.item_id,
+                    json!({ "item_id": call.extra.item_id,
                     "output_index": output_index, "input": input }),
                 ));
                 call_item(&identity, status, &input)
@@ -694,6 +540,63 @@ impl ResponsesStream {
         let sequence = self.sequence;
         self.sequence += 1;
         sequence
+    }
+}
+
+impl HubRender for ResponsesStream {
+    fn finished(&self) -> bool {
+        self.terminated
+    }
+
+    /// 第一次调用时写出 `response.created` 与 `response.in_progress`；之后什么也不做。
+    fn ensure_started(&mut self, out: &mut BytesMut) {
+        if self.started {
+            return;
+        }
+        self.started = true;
+        // 两个事件带同一个（可能很大的）回复骨架：只序列化一次
+        let response = match serde_json::to_vec(&self.response) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                log::warn!("序列化回复骨架失败：{e}");
+                return;
+            }
+        };
+        for kind in [EVENT_CREATED, EVENT_IN_PROGRESS] {
+            self.emit_with_response(out, kind, &response);
+        }
+    }
+
+    fn finish(&mut self, out: &mut BytesMut) {
+        self.finish_response(out);
+    }
+
+    fn set_usage(&mut self, usage: Usage) {
+        self.usage = Some(usage);
+    }
+
+    /// 处理一个候选：推理、文本、拒答、工具调用依次处理，最后处理结束原因（关闭一切，写出缓存的调用）。
+    fn on_choice(&mut self, choice: &HubChoice, out: &mut BytesMut) {
+        if let Some(delta) = &choice.delta {
+            if let Some(reasoning) = reasoning_of(delta) {
+                self.stream_text(OpenKind::Reasoning, reasoning, out);
+            }
+            if let Some(text) = delta.content.as_deref() {
+                self.stream_text(OpenKind::Text, text, out);
+            }
+            if let Some(refusal) = delta.refusal.as_deref() {
+                self.stream_text(OpenKind::Refusal, refusal, out);
+            }
+            for call in delta.tool_calls.iter().flatten() {
+                self.tool_delta(call, out);
+            }
+        }
+        if let Some(reason) = choice.finish_reason.as_deref() {
+            self.finish = Some(reason.to_owned());
+            let status = Ending::of(Some(reason)).status();
+            self.close_open(status, out);
+            self.flush_pending(status, out);
+        }
     }
 }
 

@@ -10,8 +10,8 @@ use serde_json::{json, Map, Value};
 
 use super::stream::ResponsesStream;
 use super::tools::{ToolKind, ToolMap};
+use crate::dialects::test_chunks::{self, 块, 工具, 文本, 结束};
 use crate::error::{ApiError, ErrorCode};
-use crate::streaming::SseParser;
 
 /// 测试用的客户端模型名。
 const MODEL: &str = "gpt-演示";
@@ -26,39 +26,9 @@ const TERMINALS: [&str; 3] = [
 /// 自由格式工具的一段补丁（含换行与中文）。
 const PATCH: &str = "*** Begin Patch\n*** Add File: 说明.txt\n+你好，世界\n*** End Patch\n";
 
-/// 一个枢纽流式块的 data。
-fn 块(delta: Value, finish: Option<&str>) -> String {
-    json!({ "id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "上游模型",
-        "choices": [ { "index": 0, "delta": delta, "logprobs": null, "finish_reason": finish } ] })
-    .to_string()
-}
-
-/// 文本增量块。
-fn 文本(text: &str) -> String {
-    块(json!({ "content": text }), None)
-}
-
 /// 推理增量块。
 fn 推理(text: &str) -> String {
     块(json!({ "reasoning_content": text }), None)
-}
-
-/// 工具调用增量块：`id` 与 `name` 只在首个增量中给出。
-fn 工具(index: u64, id: Option<&str>, name: Option<&str>, arguments: &str) -> String {
-    let mut call = json!({ "index": index, "function": { "arguments": arguments } });
-    if let Some(id) = id {
-        call["id"] = json!(id);
-        call["type"] = json!("function");
-    }
-    if let Some(name) = name {
-        call["function"]["name"] = json!(name);
-    }
-    块(json!({ "tool_calls": [call] }), None)
-}
-
-/// 结束块。
-fn 结束(reason: &str) -> String {
-    块(json!({}), Some(reason))
 }
 
 /// 用量块（`choices: []`）。
@@ -90,20 +60,11 @@ fn 状态机() -> ResponsesStream {
     ResponsesStream::new(模板(), 对应表(), ESTIMATE)
 }
 
-/// 把输出解析为事件 JSON；断言每个事件都有 `event:` 行且与 `type` 一致。
+/// 把输出解析为事件 JSON（见 [`test_chunks::解析`]）。
 fn 解析(out: &[u8]) -> Vec<Value> {
-    let mut parser = SseParser::default();
-    let mut events = Vec::new();
-    parser.push(out, &mut events);
-    parser.finish(&mut events);
-    events
+    test_chunks::解析(out)
         .into_iter()
-        .map(|e| {
-            let name = e.event.expect("每个事件都必须有 event: 行");
-            let data: Value = serde_json::from_str(&e.data).expect("每个事件的 data 都是 JSON");
-            assert_eq!(data["type"], json!(name), "事件名与 type 不一致");
-            data
-        })
+        .map(|(_, data)| data)
         .collect()
 }
 

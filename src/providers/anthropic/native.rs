@@ -18,7 +18,7 @@ use crate::dialects::{Inbound, MessagesRequest};
 use crate::error::{ApiError, ErrorCode, Relayed};
 use crate::providers::{
     body_with_model, json_content_type, key_header, last_usage_value, map_upstream_error,
-    Passthrough, StreamStatus, StreamTranslator, UpstreamRequest,
+    relay_unless_key_rejected, Passthrough, StreamStatus, StreamTranslator, UpstreamRequest,
 };
 use crate::streaming::{SseEvent, Usage};
 
@@ -71,14 +71,7 @@ impl Passthrough for AnthropicNative {
 
     fn relay_error(&self, status: u16, body: Bytes) -> ApiError {
         let error = map_upstream_error(status, error_info(status, &body), PROVIDER_LABEL);
-        if matches!(status, 401 | 403) {
-            return error;
-        }
-        error.with_relayed(Relayed {
-            status,
-            body,
-            delivered: false,
-        })
+        relay_unless_key_rejected(error, status, body)
     }
 
     fn observer(&self) -> Box<dyn StreamTranslator> {
@@ -223,33 +216,26 @@ impl StreamTranslator for NativeObserver {
 mod tests {
     use super::*;
 
-    fn 事件(name: &str, data: &str) -> SseEvent {
-        SseEvent {
-            event: Some(name.to_string()),
-            data: data.to_string(),
-        }
-    }
-
     #[test]
     fn 旁路观察_用量含缓存读写_增量事件不解析() {
         let mut observer = NativeObserver::default();
         let mut out = BytesMut::new();
         let start = r#"{"type":"message_start","message":{"id":"msg_1","usage":{"input_tokens":20,"cache_read_input_tokens":10,"cache_creation_input_tokens":5,"output_tokens":1}}}"#;
         assert_eq!(
-            observer.on_event(&事件("message_start", start), &mut out),
+            observer.on_event(&SseEvent::named("message_start", start), &mut out),
             Ok(StreamStatus::Continue)
         );
-        let delta = 事件("content_block_delta", "不是 JSON 也不解析");
+        let delta = SseEvent::named("content_block_delta", "不是 JSON 也不解析");
         assert_eq!(
             observer.on_event(&delta, &mut out),
             Ok(StreamStatus::Continue)
         );
         let end = r#"{"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":12,"output_tokens_details":{"thinking_tokens":4}}}"#;
         observer
-            .on_event(&事件("message_delta", end), &mut out)
+            .on_event(&SseEvent::named("message_delta", end), &mut out)
             .expect("合法事件");
         assert_eq!(
-            observer.on_event(&事件("message_stop", "{}"), &mut out),
+            observer.on_event(&SseEvent::named("message_stop", "{}"), &mut out),
             Ok(StreamStatus::Done)
         );
         assert_eq!(
@@ -272,7 +258,7 @@ mod tests {
         let error =
             r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#;
         let e = observer
-            .on_event(&事件("error", error), &mut BytesMut::new())
+            .on_event(&SseEvent::named("error", error), &mut BytesMut::new())
             .expect_err("错误事件");
         assert!(
             e.relayed.is_some_and(|r| r.delivered),

@@ -15,7 +15,8 @@ use crate::dialects::Inbound;
 use crate::error::{ApiError, ErrorCode, Relayed};
 use crate::providers::{
     body_with_model, json_content_type, key_header, last_usage_value, map_upstream_error,
-    stream_error, Passthrough, StreamStatus, StreamTranslator, UpstreamErrorInfo, UpstreamRequest,
+    relay_unless_key_rejected, stream_error, Passthrough, StreamStatus, StreamTranslator,
+    UpstreamErrorInfo, UpstreamRequest,
 };
 use crate::streaming::{SseEvent, Usage};
 
@@ -63,14 +64,7 @@ impl Passthrough for OpenAiResponses {
 
     fn relay_error(&self, status: u16, body: Bytes) -> ApiError {
         let error = map_upstream_error(status, parse_openai_error(&body), PROVIDER_LABEL);
-        if matches!(status, 401 | 403) {
-            return error;
-        }
-        error.with_relayed(Relayed {
-            status,
-            body,
-            delivered: false,
-        })
+        relay_unless_key_rejected(error, status, body)
     }
 
     fn observer(&self) -> Box<dyn StreamTranslator> {
@@ -211,25 +205,18 @@ impl StreamTranslator for ResponsesObserver {
 mod tests {
     use super::*;
 
-    fn 事件(name: &str, data: &str) -> SseEvent {
-        SseEvent {
-            event: Some(name.to_string()),
-            data: data.to_string(),
-        }
-    }
-
     #[test]
     fn 旁路观察_从终结事件读出用量_增量事件不解析() {
         let mut observer = ResponsesObserver::default();
         let mut out = BytesMut::new();
-        let delta = 事件("response.output_text.delta", "不是 JSON 也不解析");
+        let delta = SseEvent::named("response.output_text.delta", "不是 JSON 也不解析");
         assert_eq!(
             observer.on_event(&delta, &mut out),
             Ok(StreamStatus::Continue)
         );
         let completed = r#"{"type":"response.completed","response":{"id":"resp_1","usage":{"input_tokens":30,"input_tokens_details":{"cached_tokens":10},"output_tokens":12,"output_tokens_details":{"reasoning_tokens":5},"total_tokens":42}}}"#;
         assert_eq!(
-            observer.on_event(&事件(COMPLETED, completed), &mut out),
+            observer.on_event(&SseEvent::named(COMPLETED, completed), &mut out),
             Ok(StreamStatus::Done)
         );
         assert_eq!(
@@ -250,7 +237,7 @@ mod tests {
         let mut observer = ResponsesObserver::default();
         let failed = r#"{"type":"response.failed","response":{"id":"r","status":"failed","error":{"code":"context_length_exceeded","message":"太长"}}}"#;
         let error = observer
-            .on_event(&事件(FAILED, failed), &mut BytesMut::new())
+            .on_event(&SseEvent::named(FAILED, failed), &mut BytesMut::new())
             .expect_err("失败事件是错误");
         assert_eq!(
             error.upstream_code.as_deref(),
