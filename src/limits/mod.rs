@@ -248,7 +248,8 @@ fn refuse(refusal: &Refusal) -> ApiError {
 }
 
 /// 本请求要预留的 token 数：输入按请求体字节数 ÷ 4 估算（与被取消的流估算用量的规则相同），
-/// 加上输出上限（`max_completion_tokens`、`max_tokens`，都没有时取 `default_max_tokens`）乘以回答数 `n`；
+/// 加上输出上限（`max_completion_tokens`、`max_tokens`（Chat 与 Messages）、`max_output_tokens`（Responses），
+/// 都没有时取 `default_max_tokens`）乘以回答数 `n`；
 /// 饱和运算，结果不超过 [`MAX_COUNT`]。
 ///
 /// 参数：请求体的 JSON 对象、请求体字节数、没有输出上限时的缺省值。
@@ -256,6 +257,8 @@ fn refuse(refusal: &Refusal) -> ApiError {
 /// ```
 /// let body = serde_json::json!({"model":"m","max_tokens":100,"n":2}); // 两个回答
 /// assert_eq!(chatnexus::limits::reservation(body.as_object().unwrap(), 4000, 1024), 1000 + 200); // 输入估算 + 100 × 2
+/// let responses = serde_json::json!({"model":"m","max_output_tokens":300}); // Responses 的输出上限
+/// assert_eq!(chatnexus::limits::reservation(responses.as_object().unwrap(), 400, 1024), 100 + 300);
 /// ```
 pub fn reservation(
     body: &serde_json::Map<String, serde_json::Value>,
@@ -265,6 +268,7 @@ pub fn reservation(
     let field = |name: &str| body.get(name).and_then(serde_json::Value::as_u64);
     let output = field("max_completion_tokens")
         .or_else(|| field("max_tokens"))
+        .or_else(|| field("max_output_tokens"))
         .unwrap_or(default_max_tokens);
     let choices = field("n").unwrap_or(DEFAULT_CHOICES).max(1);
     let input = estimate_tokens(body_bytes);
