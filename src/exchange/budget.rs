@@ -24,6 +24,8 @@ pub(super) struct StreamCaps {
     pub event_bytes: usize,
     /// 整个流的字节上限。
     pub stream_bytes: u64,
+    /// 翻译的流里上游沉默多久就补一个保活事件。
+    pub keepalive: Duration,
 }
 
 impl StreamCaps {
@@ -32,6 +34,7 @@ impl StreamCaps {
         StreamCaps {
             event_bytes: server.max_stream_event_bytes,
             stream_bytes: server.max_stream_bytes,
+            keepalive: server.stream_keepalive(),
         }
     }
 }

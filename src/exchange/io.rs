@@ -1,6 +1,7 @@
 //! 交换中的底层读写：构造上游请求头，带超时地读取上游，同时留意客户端是否断开。
 
 use std::future::Future;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use http::header::{ACCEPT_ENCODING, CONTENT_LENGTH, HOST, RETRY_AFTER, USER_AGENT};
@@ -122,18 +123,53 @@ async fn guarded<T>(
     what: &str,
     read: impl Future<Output = pingora::Result<T>>,
 ) -> Result<T, Failure> {
+    match guarded_for(down, wait.duration, what, read).await? {
+        Some(value) => Ok(value),
+        None => Err(wait.timeout_error().into()),
+    }
+}
+
+/// 最多等 `duration` 的上游读操作，同时监视客户端；到时返回 `Ok(None)`，由调用方决定是超时还是只是安静。
+async fn guarded_for<T>(
+    down: &mut Session,
+    duration: Duration,
+    what: &str,
+    read: impl Future<Output = pingora::Result<T>>,
+) -> Result<Option<T>, Failure> {
     tokio::select! {
         biased;
-        result = fast_timeout(wait.duration, read) => match result {
-            Ok(Ok(value)) => Ok(value),
+        result = fast_timeout(duration, read) => match result {
+            Ok(Ok(value)) => Ok(Some(value)),
             Ok(Err(e)) => Err(ApiError::bad_gateway(
                 ErrorCode::UpstreamReadFailed,
                 format!("读取上游{what}失败"),
             )
             .with_cause(*e)
             .into()),
-            Err(_) => Err(wait.timeout_error().into()),
+            Err(_) => Ok(None),
         },
         _ = down.read_body_or_idle(true) => Err(Failure::ClientGone(None)),
+    }
+}
+
+/// 读取一块上游响应体，但最多等 `quiet`：上游这么久没有数据时返回 `Ok(None)`（调用方补一个保活事件再读）。
+/// 块间隔超时仍从上一块数据到达的 `last_data` 算起，保活不会让它失效。
+///
+/// 被放弃的读操作不会丢数据：读 socket 在拿到数据之前取消，什么也没有消费。
+pub(super) async fn read_chunk_or_quiet(
+    up: &mut HttpSession,
+    down: &mut Session,
+    budget: &Budget<'_>,
+    quiet: Duration,
+    last_data: Instant,
+) -> Result<Option<Option<Bytes>>, Failure> {
+    let wait = budget.wait(Phase::Idle);
+    let left = wait.duration.saturating_sub(last_data.elapsed());
+    if quiet < left {
+        return guarded_for(down, quiet, "响应体", up.read_response_body()).await;
+    }
+    match guarded_for(down, left, "响应体", up.read_response_body()).await? {
+        Some(chunk) => Ok(Some(chunk)),
+        None => Err(wait.timeout_error().into()),
     }
 }

@@ -83,6 +83,9 @@ trait DialectStream: Send {
     fn final_response(&self) -> Option<Value> {
         None
     }
+
+    /// 写一个保活事件。
+    fn keepalive(&mut self, out: &mut BytesMut);
 }
 
 impl DialectStream for MessagesStream {
@@ -93,6 +96,10 @@ impl DialectStream for MessagesStream {
     /// Anthropic 的流中错误是无状态的 `event: error`，由 `proxy` 按方言写出。
     fn on_failure(&mut self, _error: &ApiError, _out: &mut BytesMut) -> bool {
         false
+    }
+
+    fn keepalive(&mut self, out: &mut BytesMut) {
+        self.ping(out);
     }
 }
 
@@ -109,6 +116,10 @@ impl DialectStream for ResponsesStream {
 
     fn final_response(&self) -> Option<Value> {
         ResponsesStream::final_response(self).cloned()
+    }
+
+    fn keepalive(&mut self, out: &mut BytesMut) {
+        self.keep_alive(out);
     }
 }
 
@@ -175,5 +186,13 @@ impl<R: DialectStream> StreamTranslator for Rendered<R> {
 
     fn final_response(&self) -> Option<Value> {
         self.render.final_response()
+    }
+
+    fn wants_keepalive(&self) -> bool {
+        true
+    }
+
+    fn keepalive(&mut self, out: &mut BytesMut) {
+        self.render.keepalive(out);
     }
 }

@@ -1,8 +1,8 @@
 //! 流式响应：逐块读取上游，按 SSE 事件翻译，每批事件立即写给客户端。
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use pingora::http::ResponseHeader;
 use pingora::protocols::http::client::HttpSession;
 use pingora_proxy::Session;
@@ -61,8 +61,11 @@ pub(super) async fn relay(
     let mut out = BytesMut::new();
     let mut received: u64 = 0;
     let raw = translator.forwards_raw();
+    let mut quiet = translator
+        .wants_keepalive()
+        .then(|| Quiet::new(caps.keepalive));
     loop {
-        let chunk = report.wait(io::read_chunk(up, down, budget)).await?;
+        let chunk = next_chunk(up, down, translator, (budget, report), quiet.as_mut()).await?;
         let eof = chunk.is_none();
         match &chunk {
             Some(bytes) => {
@@ -79,11 +82,7 @@ pub(super) async fn relay(
             _ => out.split().freeze(),
         };
         if !data.is_empty() {
-            start_once(down, budget, report).await?;
-            report
-                .wait(downstream::write_chunk(down, data))
-                .await
-                .map_err(Failure::gone)?;
+            write_events(down, budget, report, data).await?;
             report.mark_output();
             report.chunks += 1;
         }
@@ -95,6 +94,60 @@ pub(super) async fn relay(
                 .map_err(Failure::gone);
         }
     }
+}
+
+/// 保活：上游沉默多久补一个事件，以及上一块数据到达的时刻（块间隔超时从它算起）。
+struct Quiet {
+    interval: Duration,
+    last_data: Instant,
+}
+
+impl Quiet {
+    fn new(interval: Duration) -> Self {
+        Quiet {
+            interval,
+            last_data: Instant::now(),
+        }
+    }
+}
+
+/// 读下一块上游数据；需要保活的流在上游沉默时先给客户端写保活事件（这会发出响应头，之后不再换目标）。
+async fn next_chunk(
+    up: &mut HttpSession,
+    down: &mut Session,
+    translator: &mut dyn StreamTranslator,
+    (budget, report): (&Budget<'_>, &mut ExchangeReport),
+    quiet: Option<&mut Quiet>,
+) -> Result<Option<Bytes>, Failure> {
+    let Some(quiet) = quiet else {
+        return report.wait(io::read_chunk(up, down, budget)).await;
+    };
+    loop {
+        let read = io::read_chunk_or_quiet(up, down, budget, quiet.interval, quiet.last_data);
+        if let Some(chunk) = report.wait(read).await? {
+            quiet.last_data = Instant::now();
+            return Ok(chunk);
+        }
+        let mut beat = BytesMut::new();
+        translator.keepalive(&mut beat);
+        if !beat.is_empty() {
+            write_events(down, budget, report, beat.freeze()).await?;
+        }
+    }
+}
+
+/// 写出一批事件（还没写过响应头时先写 SSE 响应头）。
+async fn write_events(
+    down: &mut Session,
+    budget: &Budget<'_>,
+    report: &mut ExchangeReport,
+    data: Bytes,
+) -> Result<(), Failure> {
+    start_once(down, budget, report).await?;
+    report
+        .wait(downstream::write_chunk(down, data))
+        .await
+        .map_err(Failure::gone)
 }
 
 /// 上游流的大小检查：单个事件（或未完成的一行）超过上限、整个流超过上限时以 502 结束，并计入指标。

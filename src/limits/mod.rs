@@ -258,7 +258,7 @@ fn refuse(refusal: &Refusal) -> ApiError {
 /// let body = serde_json::json!({"model":"m","max_tokens":100,"n":2}); // 两个回答
 /// assert_eq!(chatnexus::limits::reservation(body.as_object().unwrap(), 4000, 1024), 1000 + 200); // 输入估算 + 100 × 2
 /// let responses = serde_json::json!({"model":"m","max_output_tokens":300}); // Responses 的输出上限
-/// assert_eq!(chatnexus::limits::reservation(responses.as_object().unwrap(), 400, 1024), 100 + 300);
+/// assert_eq!(chatnexus::limits::reservation(responses.as_object().unwrap(), 400, 1024), 100 + 300); // 输入估算 + 输出上限
 /// ```
 pub fn reservation(
     body: &serde_json::Map<String, serde_json::Value>,

@@ -188,6 +188,14 @@ pub trait StreamTranslator: Send {
         false
     }
 
+    /// 上游沉默时是否要给客户端补保活事件（翻译给 Messages 与 Responses 客户端的流）。
+    fn wants_keepalive(&self) -> bool {
+        false
+    }
+
+    /// 写一个保活事件（Anthropic 的 `ping`、Responses 的 `response.in_progress`）。
+    fn keepalive(&mut self, _out: &mut BytesMut) {}
+
     /// 正常结束后渲染给客户端的完整回复对象（Responses 的会话保存用）；其余翻译器为 `None`。
     fn final_response(&self) -> Option<Value> {
         None

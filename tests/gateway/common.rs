@@ -47,6 +47,10 @@ const AZURE_DEPLOYMENT: &str = "gpt-4o-prod";
 const AZURE_API_VERSION: &str = "2024-10-21";
 /// 缺密钥的上游读取的环境变量（测试中从不设置）。
 const UNSET_KEY_ENV: &str = "CHATNEXUS_TEST_UNSET_KEY";
+/// 翻译的流的保活间隔（毫秒）：比 `sluggish` 的块间隔短得多。
+const KEEPALIVE_MS: u64 = 250;
+/// `sluggish` 模拟上游的块间隔（毫秒）。
+const SLUGGISH_DELAY_MS: u64 = 900;
 /// 模型 `有上限` 的目标输出上限。
 pub const CAPPED_OUTPUT: u64 = 4096;
 /// OpenAI 协议上游的路径前缀。
@@ -140,6 +144,11 @@ fn mock_specs() -> Vec<MockSpec> {
     specs.push(spec("metered", OpenAi, metered.clone()));
     specs.push(spec("metered-exact", OpenAi, metered));
     specs.push(spec("metered-slow", OpenAi, with(40, 50, None)));
+    specs.push(spec(
+        "sluggish",
+        OpenAiCompatible,
+        with(2, SLUGGISH_DELAY_MS, None),
+    ));
     specs.extend(failover_specs());
     specs
 }
@@ -379,7 +388,8 @@ fn base_config(ca_file: &str) -> GatewayConfig {
             max_cooldown_ms: Some(6000),
             ..Breaker::default()
         })
-        .latency_decay_ms(1000);
+        .latency_decay_ms(1000)
+        .stream_keepalive_ms(KEEPALIVE_MS);
     for model in ["metered", "metered-exact"] {
         config = config.price(Price {
             model: model.to_string(),

@@ -410,3 +410,21 @@ async fn 输出上限_claude_code_要的_32000_截到目标的上限() {
     let sent: Value = serde_json::from_slice(&got.body).expect("上游请求是 JSON");
     assert_eq!(sent["max_tokens"], crate::common::CAPPED_OUTPUT);
 }
+
+#[tokio::test]
+async fn 保活_上游沉默时补_ping_事件() {
+    let events =
+        crate::common::read_sse_events(发送(MESSAGES, 请求("sluggish", true).to_string()).await)
+            .await;
+    let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
+    let first_delta = names
+        .iter()
+        .position(|n| *n == "content_block_delta")
+        .expect("有文本增量");
+    let pings = names[first_delta..]
+        .iter()
+        .filter(|n| **n == "ping")
+        .count();
+    assert!(pings >= 1, "块之间上游沉默了很久，应补 ping：{names:?}");
+    assert_eq!(names.last(), Some(&"message_stop"), "{names:?}");
+}

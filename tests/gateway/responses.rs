@@ -331,3 +331,32 @@ async fn 计量_同一个上游交换_三种方言的用量与费用相同() {
         "{per_dialect:?}"
     );
 }
+
+#[tokio::test]
+async fn 保活_上游沉默时补_response_in_progress() {
+    let events = 事件流(请求("sluggish", true)).await;
+    let response = 检查结构(&events);
+    assert_eq!(response["status"], "completed");
+    let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
+    let first_delta = names
+        .iter()
+        .position(|n| *n == "response.output_text.delta")
+        .expect("有文本增量");
+    let beats = names[first_delta..]
+        .iter()
+        .filter(|n| **n == "response.in_progress")
+        .count();
+    assert!(
+        beats >= 1,
+        "块之间上游沉默了很久，应补 response.in_progress：{names:?}"
+    );
+    let ids: Vec<&Value> = events
+        .iter()
+        .filter(|(n, _)| n == "response.in_progress")
+        .map(|(_, v)| &v["response"]["id"])
+        .collect();
+    assert!(
+        ids.iter().all(|id| *id == &response["id"]),
+        "保活事件带同一个回复 id"
+    );
+}

@@ -80,6 +80,7 @@ impl GatewayConfig {
                 client_write_timeout_ms: None,
                 max_stream_event_bytes: None,
                 max_stream_bytes: None,
+                stream_keepalive_ms: None,
             }),
             ..GatewayConfig::default()
         }
@@ -95,6 +96,12 @@ impl GatewayConfig {
     /// 每次写客户端的超时（毫秒）。
     pub fn client_write_timeout_ms(mut self, ms: u64) -> Self {
         self.server_mut().client_write_timeout_ms = Some(ms);
+        self
+    }
+
+    /// 翻译的流的保活间隔（毫秒）。
+    pub fn stream_keepalive_ms(mut self, ms: u64) -> Self {
+        self.server_mut().stream_keepalive_ms = Some(ms);
         self
     }
 
@@ -235,6 +242,8 @@ struct ServerSection {
     max_stream_event_bytes: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     max_stream_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stream_keepalive_ms: Option<u64>,
 }
 
 /// `auth` 段。

@@ -16,6 +16,9 @@ const DEFAULT_LISTEN_PORT: u16 = 8080;
 const DEFAULT_GRACE_PERIOD_SECONDS: u64 = 600;
 /// 每次写客户端的缺省超时：30 秒。
 const DEFAULT_CLIENT_WRITE_TIMEOUT_MS: u64 = 30_000;
+/// 翻译的流里上游沉默多久就给客户端补一个保活事件（毫秒）：Claude Code 与 Codex 的空闲看门狗在
+/// 长时间收不到事件时会重发请求。
+const DEFAULT_STREAM_KEEPALIVE_MS: u64 = 10_000;
 /// 上游流中单个事件的缺省上限：16 MiB（容得下 base64 图片，挡住无限长的一行）。
 const DEFAULT_MAX_STREAM_EVENT_BYTES: usize = 16 * 1024 * 1024;
 /// 一个上游流的缺省总上限：256 MiB（远超最长的推理输出）。
@@ -144,12 +147,21 @@ pub struct ServerSettings {
     /// 一个上游流的总字节数上限，超过时以流中错误结束。
     #[serde(default = "default_max_stream_bytes")]
     pub max_stream_bytes: u64,
+    /// 翻译给 Messages 与 Responses 客户端的流里，上游沉默多久（毫秒）就补一个保活事件
+    /// （Anthropic 的 `ping`、Responses 的 `response.in_progress`）。
+    #[serde(default = "default_stream_keepalive_ms")]
+    pub stream_keepalive_ms: u64,
 }
 
 impl ServerSettings {
     /// 每次写客户端的超时。
     pub fn client_write_timeout(&self) -> Duration {
         Duration::from_millis(self.client_write_timeout_ms)
+    }
+
+    /// 翻译的流的保活间隔。
+    pub fn stream_keepalive(&self) -> Duration {
+        Duration::from_millis(self.stream_keepalive_ms)
     }
 }
 
@@ -167,6 +179,7 @@ impl Default for ServerSettings {
             client_write_timeout_ms: DEFAULT_CLIENT_WRITE_TIMEOUT_MS,
             max_stream_event_bytes: DEFAULT_MAX_STREAM_EVENT_BYTES,
             max_stream_bytes: DEFAULT_MAX_STREAM_BYTES,
+            stream_keepalive_ms: DEFAULT_STREAM_KEEPALIVE_MS,
         }
     }
 }
@@ -193,6 +206,10 @@ fn default_grace_period_seconds() -> u64 {
 
 fn default_client_write_timeout_ms() -> u64 {
     DEFAULT_CLIENT_WRITE_TIMEOUT_MS
+}
+
+fn default_stream_keepalive_ms() -> u64 {
+    DEFAULT_STREAM_KEEPALIVE_MS
 }
 
 fn default_max_stream_event_bytes() -> usize {

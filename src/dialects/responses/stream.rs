@@ -535,6 +535,22 @@ impl ResponsesStream {
         });
     }
 
+    /// 保活：还没开始时写出 `response.created` 与 `response.in_progress`，之后再写一个
+    /// `response.in_progress`（同一个回复 id；openai SDK 接受重复的它，Codex 的空闲计时因此重置）。已结束时什么也不写。
+    pub fn keep_alive(&mut self, out: &mut BytesMut) {
+        if self.terminated {
+            return;
+        }
+        if !self.started {
+            self.ensure_started(out);
+            return;
+        }
+        match serde_json::to_vec(&self.response) {
+            Ok(response) => self.emit_with_response(out, EVENT_IN_PROGRESS, &response),
+            Err(e) => log::warn!("序列化回复骨架失败：{e}"),
+        }
+    }
+
     /// 取下一个事件序号。
     fn next_sequence(&mut self) -> u64 {
         let sequence = self.sequence;
