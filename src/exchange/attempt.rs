@@ -123,6 +123,7 @@ fn build_request(
     match mode {
         Mode::Native(native) => native.build_request(inbound, target),
         Mode::Translated(filter, hub) => filter.build_request(hub, target),
+        Mode::Counted(counter) => counter.build_request(inbound, target),
     }
 }
 
@@ -146,6 +147,7 @@ async fn deliver_stream(
             let hub_stream = filter.stream_translator(TranslateCtx::for_request(hub));
             render::stream_for(inbound, hub_stream)
         }
+        Mode::Counted(_) => return Err(ApiError::internal("计数请求不是流式的").into()),
     };
     let relayed = stream::relay(x.up, x.down, translator.as_mut(), x.budget, x.report).await;
     let completed = relayed.is_ok();
@@ -212,6 +214,7 @@ async fn deliver_json(
             x.report.rendered = render::kept_response(inbound, &rendered);
             rendered
         }
+        Mode::Counted(counter) => counter.render(inbound, &body)?,
     };
     let written = x
         .report
@@ -269,6 +272,10 @@ async fn reject(
         Mode::Native(native) => native.relay_error(status, body),
         Mode::Translated(filter, _) => {
             let info = filter.parse_error(status, &body);
+            map_upstream_error(status, info, reply.provider.kind.label())
+        }
+        Mode::Counted(counter) => {
+            let info = counter.parse_error(status, &body);
             map_upstream_error(status, info, reply.provider.kind.label())
         }
     };

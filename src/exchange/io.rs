@@ -1,7 +1,7 @@
 //! 交换中的底层读写：构造上游请求头，带超时地读取上游，同时留意客户端是否断开。
 
 use std::future::Future;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::header::{ACCEPT_ENCODING, CONTENT_LENGTH, HOST, RETRY_AFTER, USER_AGENT};
@@ -153,7 +153,7 @@ async fn guarded_for<T>(
 }
 
 /// 读取一块上游响应体，但最多等 `quiet`：上游这么久没有数据时返回 `Ok(None)`（调用方补一个保活事件再读）。
-/// 块间隔超时仍从上一块数据到达的 `last_data` 算起，保活不会让它失效。
+/// 块间隔超时仍从上一块数据算起：`silent` 是自上一块数据以来已经安静地等过的时间，保活不会让超时失效。
 ///
 /// 被放弃的读操作不会丢数据：读 socket 在拿到数据之前取消，什么也没有消费。
 pub(super) async fn read_chunk_or_quiet(
@@ -161,10 +161,10 @@ pub(super) async fn read_chunk_or_quiet(
     down: &mut Session,
     budget: &Budget<'_>,
     quiet: Duration,
-    last_data: Instant,
+    silent: Duration,
 ) -> Result<Option<Option<Bytes>>, Failure> {
     let wait = budget.wait(Phase::Idle);
-    let left = wait.duration.saturating_sub(last_data.elapsed());
+    let left = wait.duration.saturating_sub(silent);
     if quiet < left {
         return guarded_for(down, quiet, "响应体", up.read_response_body()).await;
     }

@@ -1,6 +1,6 @@
 //! 流式响应：逐块读取上游，按 SSE 事件翻译，每批事件立即写给客户端。
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use pingora::http::ResponseHeader;
@@ -96,17 +96,19 @@ pub(super) async fn relay(
     }
 }
 
-/// 保活：上游沉默多久补一个事件，以及上一块数据到达的时刻（块间隔超时从它算起）。
+/// 保活：上游沉默多久补一个事件，以及自上一块数据以来已经安静地等过多久（块间隔超时要减去它）。
+///
+/// 按等过的间隔累加而不读时钟：每块数据都要经过这里，读时钟是每个事件的额外开销。
 struct Quiet {
     interval: Duration,
-    last_data: Instant,
+    silent: Duration,
 }
 
 impl Quiet {
     fn new(interval: Duration) -> Self {
         Quiet {
             interval,
-            last_data: Instant::now(),
+            silent: Duration::ZERO,
         }
     }
 }
@@ -123,11 +125,12 @@ async fn next_chunk(
         return report.wait(io::read_chunk(up, down, budget)).await;
     };
     loop {
-        let read = io::read_chunk_or_quiet(up, down, budget, quiet.interval, quiet.last_data);
+        let read = io::read_chunk_or_quiet(up, down, budget, quiet.interval, quiet.silent);
         if let Some(chunk) = report.wait(read).await? {
-            quiet.last_data = Instant::now();
+            quiet.silent = Duration::ZERO;
             return Ok(chunk);
         }
+        quiet.silent += quiet.interval;
         let mut beat = BytesMut::new();
         translator.keepalive(&mut beat);
         if !beat.is_empty() {

@@ -313,6 +313,29 @@ fn relay_unless_key_rejected(error: ApiError, status: u16, body: Bytes) -> ApiEr
     })
 }
 
+/// 上游自己的输入 token 计数接口，用于客户端方言与目标协议不同的计数请求
+/// （如 Anthropic 的 count_tokens 问 Gemini 的 `countTokens`）。
+///
+/// 用途：计数请求不流式、不计量；请求翻译成上游的计数请求，回复换算成客户端方言的计数结果。
+pub trait TokenCounter: Send + Sync {
+    /// 构造上游的计数请求。
+    ///
+    /// 错误：请求无法翻译时返回 400。
+    fn build_request(
+        &self,
+        inbound: &Inbound,
+        target: &Target,
+    ) -> Result<UpstreamRequest, ApiError>;
+
+    /// 从上游错误响应中提取错误信息。
+    fn parse_error(&self, status: u16, body: &[u8]) -> UpstreamErrorInfo;
+
+    /// 上游的计数结果 → 客户端方言的计数回复。
+    ///
+    /// 错误：上游回复无法解析时返回 502。
+    fn render(&self, inbound: &Inbound, body: &[u8]) -> Result<Bytes, ApiError>;
+}
+
 /// 一次尝试与目标交换的方式。
 ///
 /// 用途：`exchange` 按客户端请求与目标的协议选择透传还是经枢纽翻译。
@@ -321,13 +344,15 @@ pub enum Mode<'a> {
     Native(&'static dyn Passthrough),
     /// 经枢纽格式翻译：目标的过滤器与枢纽请求。
     Translated(&'static dyn ProviderFilter, &'a ChatRequest),
+    /// 问上游自己的计数接口（计数请求的目标协议与方言不同时）。
+    Counted(&'static dyn TokenCounter),
 }
 
 /// 按客户端请求与目标的上游选择交换方式：Messages 到 Anthropic、Responses 到提供 Responses 接口的上游透传，
 /// 其余经枢纽翻译。
 ///
-/// 错误：请求无法翻译为枢纽格式时返回 400；count_tokens 请求的目标不是 Anthropic 时返回 400
-/// `unsupported_parameter`（调用方改为本地估算）。
+/// 错误：请求无法翻译为枢纽格式时返回 400；count_tokens 请求的目标既不是 Anthropic 也不是 Gemini
+/// （没有计数接口）时返回 400 `unsupported_parameter`（调用方改为本地估算）。
 pub fn mode_for<'a>(inbound: &'a Inbound, provider: &Provider) -> Result<Mode<'a>, ApiError> {
     let kind = provider.kind;
     match (inbound, kind) {
@@ -337,6 +362,7 @@ pub fn mode_for<'a>(inbound: &'a Inbound, provider: &Provider) -> Result<Mode<'a
         (Inbound::Responses(_), _) if provider.responses => {
             Ok(Mode::Native(&openai::OpenAiResponses))
         }
+        (Inbound::CountTokens(_), ProviderKind::Gemini) => Ok(Mode::Counted(&gemini::GeminiCount)),
         (Inbound::CountTokens(_), _) => Err(ApiError::bad_request(
             ErrorCode::UnsupportedParameter,
             format!("{} 类型的上游没有 count_tokens 接口", kind.label()),

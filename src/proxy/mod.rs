@@ -306,7 +306,8 @@ impl Gateway {
         result
     }
 
-    /// `POST /v1/messages/count_tokens`：模型有 Anthropic 目标时转发给它的计数接口并原样返回；
+    /// `POST /v1/messages/count_tokens`：模型有 Anthropic 目标时转发给它的计数接口并原样返回，有 Gemini 目标时问它的
+    /// `countTokens`（对话内容精确计数，系统提示与工具本地估算）；
     /// 没有、或上游暂时不可用时在本地估算（只会偏高），并用响应头标明是估算。
     ///
     /// 计数请求只计请求数限流，不预留 token。上游对请求本身的拒绝（4xx）照常返回给客户端。
@@ -319,11 +320,12 @@ impl Gateway {
         inbound: &Inbound,
     ) -> Result<u16, Failure> {
         self.admit(session, ctx, config, (client, model), 0).await?;
-        if model
-            .targets
-            .iter()
-            .any(|t| t.provider.kind == ProviderKind::Anthropic)
-        {
+        if model.targets.iter().any(|t| {
+            matches!(
+                t.provider.kind,
+                ProviderKind::Anthropic | ProviderKind::Gemini
+            )
+        }) {
             let (report, result) =
                 exchange::run(&self.upstream, session, inbound, model, config).await;
             ctx.report = report;

@@ -28,8 +28,8 @@ MESSAGES = [{"role": "user", "content": "你好"}]
 MAX_TOKENS = 256
 # 客户端可见的模型名 → 上游类型（见 run.sh 生成的配置）
 MODELS = {"claude": "anthropic", "demo": "openai_compatible", "gpt": "openai", "gemini": "gemini", "azure": "azure"}
-# 经枢纽翻译的模型（count_tokens 由网关本地估算）
-TRANSLATED = [m for m, kind in MODELS.items() if kind != "anthropic"]
+# 没有计数接口、count_tokens 由网关本地估算的模型（Gemini 有 countTokens）
+ESTIMATED = [m for m, kind in MODELS.items() if kind not in ("anthropic", "gemini")]
 # 带故障的模型（见 run.sh：各自指向一个带 --fault-status 的独立模拟器，或一个不可用的上游）
 FAIL_500_COMPAT = "fail500-compat"
 FAIL_500_CLAUDE = "fail500-claude"
@@ -176,8 +176,18 @@ class MessagesCallTest(unittest.TestCase):
         self.assertNotIn(ESTIMATED_HEADER, raw.headers, "Anthropic 目标的计数来自上游，不是估算")
         self.assertGreater(raw.parse().input_tokens, 0)
 
-    def test_count_tokens_翻译目标本地估算_带估算头_且计入系统提示与工具(self):
-        for model in TRANSLATED:
+    def test_count_tokens_gemini_目标问它的计数接口_没有估算头_且计入系统提示与工具(self):
+        raw = self.client.messages.with_raw_response.count_tokens(model="gemini", messages=MESSAGES)
+        self.assertNotIn(ESTIMATED_HEADER, raw.headers, "对话内容由 Gemini 的 countTokens 计数")
+        bare = raw.parse().input_tokens
+        self.assertGreater(bare, 0)
+        full = self.client.messages.count_tokens(
+            model="gemini", messages=MESSAGES, tools=TOOLS, system="你是一个查天气和时间的助手，回答要简短。"
+        ).input_tokens
+        self.assertGreater(full, bare, "系统提示与工具定义要另行估算并加上")
+
+    def test_count_tokens_没有计数接口的目标本地估算_带估算头_且计入系统提示与工具(self):
+        for model in ESTIMATED:
             with self.subTest(模型=model):
                 raw = self.client.messages.with_raw_response.count_tokens(model=model, messages=MESSAGES)
                 self.assertEqual(raw.headers.get(ESTIMATED_HEADER), "estimated")

@@ -428,3 +428,29 @@ async fn 保活_上游沉默时补_ping_事件() {
     assert!(pings >= 1, "块之间上游沉默了很久，应补 ping：{names:?}");
     assert_eq!(names.last(), Some(&"message_stop"), "{names:?}");
 }
+
+#[tokio::test]
+async fn 计数_gemini_目标问它的_count_tokens_系统提示与工具另行估算() {
+    let marker = "计数标记-己";
+    let body = json!({ "model": "gem", "system": "你是助手".repeat(50),
+        "messages": [ { "role": "user", "content": marker } ] });
+    let resp = 发送(COUNT_TOKENS, body.to_string()).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        header(&resp, "x-chatnexus-token-count"),
+        "",
+        "对话内容由上游计数"
+    );
+    let counted: Value = resp.json().await.expect("JSON");
+    let got = upstream_request("gem", marker);
+    assert!(got.path.ends_with(":countTokens"), "{}", got.path);
+    let sent: Value = serde_json::from_slice(&got.body).expect("JSON");
+    assert!(
+        sent.get("systemInstruction").is_none(),
+        "Developer API 的计数只接受 contents：{sent}"
+    );
+    assert!(
+        counted["input_tokens"].as_u64().is_some_and(|n| n > 200),
+        "系统提示的估算要加上：{counted}"
+    );
+}

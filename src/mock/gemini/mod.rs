@@ -105,6 +105,11 @@ pub(super) async fn generate(app: &MockApp, session: &mut ServerSession, body: B
         return write_error(session, &fault_error(code)).await;
     }
     let turn = turn_of(&request, body.len());
+    if call.count {
+        // 计数：按请求体字节数确定地算出（与回复的输入用量同一规则）
+        let total = plan::usage(&app.settings, &turn).prompt;
+        return write_json_with(session, HTTP_OK, &json!({ "totalTokens": total }), None).await;
+    }
     let meta = Meta {
         id: plan::next_id(RESPONSE_ID_PREFIX),
         model: call.model,

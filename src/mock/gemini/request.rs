@@ -10,6 +10,8 @@ use crate::mock::plan::{ToolSpec, Turn};
 const METHOD_GENERATE: &str = "generateContent";
 /// 流式方法名。
 const METHOD_STREAM: &str = "streamGenerateContent";
+/// 输入 token 计数方法名。
+const METHOD_COUNT: &str = "countTokens";
 /// 流式必需的查询参数（否则真实 API 返回 JSON 数组，模拟器未实现）。
 const SSE_QUERY: &str = "alt=sse";
 /// 查询串中的密钥参数前缀（网关不得使用）。
@@ -57,6 +59,8 @@ const ORDER_MESSAGE: &str =
 pub(super) struct Call {
     pub(super) model: String,
     pub(super) stream: bool,
+    /// 是计数请求（`countTokens`）。
+    pub(super) count: bool,
 }
 
 /// 检查路径、查询串与认证头，得出模型名与是否流式。
@@ -71,9 +75,10 @@ pub(super) fn check_call(header: &RequestHeader) -> Result<Call, GeminiError> {
         .split_once(MODELS_SEGMENT)
         .and_then(|(_, rest)| rest.split_once(':'))
         .ok_or_else(|| GeminiError::new(HTTP_NOT_FOUND, "模拟器无法从路径中解析模型名与方法"))?;
-    let stream = match method {
-        METHOD_GENERATE => false,
-        METHOD_STREAM => true,
+    let (stream, count) = match method {
+        METHOD_GENERATE => (false, false),
+        METHOD_STREAM => (true, false),
+        METHOD_COUNT => (false, true),
         _ => {
             return Err(GeminiError::new(
                 HTTP_NOT_FOUND,
@@ -91,6 +96,7 @@ pub(super) fn check_call(header: &RequestHeader) -> Result<Call, GeminiError> {
     Ok(Call {
         model: model.to_string(),
         stream,
+        count,
     })
 }
 
@@ -265,7 +271,8 @@ mod tests {
             call,
             Call {
                 model: "gemini-2.5-flash".into(),
-                stream: true
+                stream: true,
+                count: false,
             }
         );
         let plain = check_call(&请求头(
@@ -273,9 +280,11 @@ mod tests {
             Some("k"),
         ));
         assert!(plain.is_ok_and(|c| !c.stream && c.model == "m"));
+        let count = check_call(&请求头("/v1beta/models/m:countTokens", Some("k")));
+        assert!(count.is_ok_and(|c| c.count && !c.stream));
         let statuses: Vec<u16> = [
             "/v1beta/models/m:streamGenerateContent",
-            "/v1beta/models/m:countTokens",
+            "/v1beta/models/m:embedContent",
             "/v1beta/models/m",
         ]
         .iter()

@@ -9,6 +9,7 @@
 //! 文件分工：`request` 翻译请求，`signature` 在工具调用 id 中保存思维签名，`response` 翻译完整响应，
 //! `stream` 翻译 SSE 流，`error` 翻译错误；测试放在同名的 `*_tests.rs` 中，共用的测试工具在 `test_support.rs`。
 
+mod count;
 mod error;
 mod request;
 mod response;
@@ -60,6 +61,8 @@ const UNSUPPORTED_PARAMS: &[&str] = &[
 ///
 /// 用途：由 [`super::filter_for`] 为 `gemini` 类型的上游返回。
 pub(super) struct GeminiFilter;
+
+pub(super) use self::count::GeminiCount;
 
 impl ProviderFilter for GeminiFilter {
     fn build_request(

@@ -14,6 +14,8 @@ use crate::providers::convert;
 const MODELS_PATH: &str = "/v1beta/models/";
 /// 非流式方法。
 const GENERATE_METHOD: &str = ":generateContent";
+/// 输入 token 计数方法。
+const COUNT_METHOD: &str = ":countTokens";
 /// 流式方法：`alt=sse` 让上游返回 SSE，而不是逐步输出的 JSON 数组。
 const STREAM_METHOD: &str = ":streamGenerateContent?alt=sse";
 /// 原样搬进 `generationConfig` 的采样参数：(OpenAI 字段, Gemini 字段)。
@@ -60,6 +62,11 @@ pub(super) fn request_path(base_path: &str, model: &str, stream: bool) -> String
         GENERATE_METHOD
     };
     format!("{base_path}{MODELS_PATH}{model}{method}")
+}
+
+/// 输入 token 计数接口的路径。
+pub(super) fn count_path(base_path: &str, model: &str) -> String {
+    format!("{base_path}{MODELS_PATH}{model}{COUNT_METHOD}")
 }
 
 /// 构造 Gemini 请求体（字段名一律 lowerCamelCase）。
