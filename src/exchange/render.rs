@@ -18,7 +18,7 @@ use crate::error::ApiError;
 use crate::providers::{StreamStatus, StreamTranslator};
 use crate::streaming::{estimate_tokens, SseEvent, SseParser, Usage};
 
-/// 客户端方言的完整回复：Chat 原样，Messages 渲染为 `message` 对象。
+/// 客户端方言的完整回复：Chat 原样，Messages 渲染为 `message` 对象，Responses 渲染为 `response` 对象。
 ///
 /// 错误：枢纽回复无法解析时返回 502。
 pub(super) fn json_for(inbound: &Inbound, hub: Bytes) -> Result<Bytes, ApiError> {
@@ -45,7 +45,7 @@ pub(super) fn keeps_response(inbound: &Inbound) -> bool {
     matches!(inbound, Inbound::Responses(req) if req.keep)
 }
 
-/// 客户端方言的流翻译器：Chat 用上游翻译器本身，Messages 在它之后串上事件渲染器。
+/// 客户端方言的流翻译器：Chat 用上游翻译器本身，Messages 与 Responses 在它之后串上各自的事件渲染器。
 pub(super) fn stream_for(
     inbound: &Inbound,
     hub: Box<dyn StreamTranslator>,

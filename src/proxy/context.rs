@@ -128,15 +128,25 @@ fn is_valid_request_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
-/// 访问日志里的提示词摘录（请求对象里 `messages` 的 JSON，截断）。
+/// 访问日志里的提示词摘录（请求对象里 `messages` 的 JSON，Responses 请求是 `input`；截断）。
 pub fn prompt_excerpt(body: &serde_json::Map<String, serde_json::Value>) -> Option<String> {
-    let messages = body.get("messages")?;
+    let messages = body.get("messages").or_else(|| body.get("input"))?;
     Some(truncate_chars(&messages.to_string(), MAX_PROMPT_CHARS))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn 提示词摘录_聊天取_messages_responses_取_input() {
+        let chat = serde_json::json!({ "messages": [{ "role": "user", "content": "你好" }] });
+        let responses = serde_json::json!({ "input": "你好" });
+        let excerpt = |v: &serde_json::Value| v.as_object().and_then(prompt_excerpt);
+        assert!(excerpt(&chat).is_some_and(|p| p.contains("你好")));
+        assert_eq!(excerpt(&responses).as_deref(), Some("\"你好\""));
+        assert_eq!(excerpt(&serde_json::json!({})), None);
+    }
 
     #[test]
     fn 请求id_只接受安全字符() {
