@@ -158,6 +158,15 @@ impl Inbound {
         }
     }
 
+    /// 翻译到枢纽格式时丢弃的功能（Chat 请求、还没翻译或翻译失败时为 `None`）。
+    pub fn dropped(&self) -> Option<&Dropped> {
+        match self {
+            Inbound::Chat(_) => None,
+            Inbound::Messages(req) | Inbound::CountTokens(req) => req.dropped(),
+            Inbound::Responses(req) => req.dropped(),
+        }
+    }
+
     /// 枢纽格式的请求（Chat 请求本身就是；其他方言第一次调用时翻译）。
     ///
     /// 错误：请求无法翻译为枢纽格式时返回 400。

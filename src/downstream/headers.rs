@@ -23,6 +23,8 @@ use crate::config::SharedConfig;
 pub static REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
 /// Anthropic 的请求 id 响应头（anthropic SDK 从它读出异常的 `request_id`）。
 pub static ANTHROPIC_REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("request-id");
+/// 翻译到别家上游时丢弃的客户端功能（如 Codex 的内置工具 `tools.web_search`），逗号分隔。
+pub static DROPPED_HEADER: HeaderName = HeaderName::from_static("x-chatnexus-dropped");
 /// 发给上游的模型名（响应体里的 `model` 一律是客户端请求的名字）。
 pub static UPSTREAM_MODEL_HEADER: HeaderName =
     HeaderName::from_static("x-chatnexus-upstream-model");
@@ -65,6 +67,7 @@ impl HttpModuleBuilder for GatewayHeadersBuilder {
             request_id: None,
             anthropic_request_id: false,
             upstream_model: None,
+            dropped: None,
             quota: Vec::new(),
         })
     }
@@ -87,6 +90,7 @@ pub struct GatewayHeaders {
     request_id: Option<HeaderValue>,
     anthropic_request_id: bool,
     upstream_model: Option<HeaderValue>,
+    dropped: Option<HeaderValue>,
     quota: Vec<(HeaderName, HeaderValue)>,
 }
 
@@ -111,6 +115,11 @@ impl GatewayHeaders {
         self.upstream_model = model;
     }
 
+    /// 记下翻译时丢弃的客户端功能（逗号分隔），写成 `x-chatnexus-dropped`；最后一次尝试的为准。
+    pub fn set_dropped(&mut self, dropped: Option<HeaderValue>) {
+        self.dropped = dropped;
+    }
+
     /// 记下准入时算好的 `x-ratelimit-*` 额度头。
     pub fn set_quota(&mut self, quota: Vec<(HeaderName, HeaderValue)>) {
         self.quota = quota;
@@ -126,6 +135,9 @@ impl GatewayHeaders {
         }
         if let Some(model) = &self.upstream_model {
             headers.insert(UPSTREAM_MODEL_HEADER.clone(), model.clone());
+        }
+        if let Some(dropped) = &self.dropped {
+            headers.insert(DROPPED_HEADER.clone(), dropped.clone());
         }
         let fixed = [
             (X_CONTENT_TYPE_OPTIONS, &NOSNIFF),
@@ -225,6 +237,7 @@ mod tests {
             request_id: Some(HeaderValue::from_static("req_1")),
             anthropic_request_id: false,
             upstream_model: None,
+            dropped: None,
             quota: vec![(
                 HeaderName::from_static("x-ratelimit-remaining-requests"),
                 HeaderValue::from(3),

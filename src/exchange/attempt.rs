@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use http::HeaderValue;
 use pingora::http::ResponseHeader;
 use pingora::protocols::http::client::HttpSession;
 use pingora_proxy::Session;
@@ -82,6 +83,7 @@ pub(super) async fn once(
     forward_request_id(down, &mut request);
     if let Some(headers) = GatewayHeaders::of(down) {
         headers.set_upstream_model(target.model_header.clone());
+        headers.set_dropped(dropped_header(inbound, &mode));
     }
     let (mut up, peer) = client.connect(provider, budget).await?;
     send_request(&mut up, provider, request).await?;
@@ -125,6 +127,15 @@ fn build_request(
         Mode::Translated(filter, hub) => filter.build_request(hub, target),
         Mode::Counted(counter) => counter.build_request(inbound, target),
     }
+}
+
+/// 翻译时丢弃的客户端功能写成的响应头值（透传与没有丢弃时为 `None`）；功能名可能含非 ASCII 字符，按字节写。
+fn dropped_header(inbound: &Inbound, mode: &Mode<'_>) -> Option<HeaderValue> {
+    if !matches!(mode, Mode::Translated(..)) {
+        return None;
+    }
+    let dropped = inbound.dropped().filter(|d| !d.0.is_empty())?;
+    HeaderValue::from_bytes(dropped.0.join(",").as_bytes()).ok()
 }
 
 /// 一次交换的两端与它的时限、报告。

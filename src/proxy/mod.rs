@@ -420,12 +420,10 @@ fn resolve_model<'c>(
 
 /// 翻译时丢弃的功能（逗号分隔）；没有丢弃时为 `None`。
 fn dropped_features(inbound: &Inbound) -> Option<String> {
-    let dropped = match inbound {
-        Inbound::Messages(req) => req.dropped(),
-        Inbound::Responses(req) => req.dropped(),
-        _ => None,
-    };
-    dropped.filter(|d| !d.0.is_empty()).map(|d| d.0.join(","))
+    inbound
+        .dropped()
+        .filter(|d| !d.0.is_empty())
+        .map(|d| d.0.join(","))
 }
 
 /// 写出网关自己应答的 200 JSON；返回状态码。

@@ -6,6 +6,7 @@ use serde_json::{json, Value};
 use crate::common::{
     authed, read_sse_events, send_raw, sse_events, upstream_request, CLIENT_KEY, ENV, UPSTREAM_KEY,
 };
+use crate::support::header;
 
 /// 说 OpenAI Responses 格式的模拟上游（透传）。
 const PASSTHROUGH: &str = "oa-resp";
@@ -359,4 +360,22 @@ async fn 保活_上游沉默时补_response_in_progress() {
         ids.iter().all(|id| *id == &response["id"]),
         "保活事件带同一个回复 id"
     );
+}
+
+#[tokio::test]
+async fn 翻译_丢弃的内置工具_写进响应头_透传时没有() {
+    let mut body = 请求("gem", false);
+    body["tools"] = json!([工具("get_weather", "city"), { "type": "web_search", "external_web_access": false }]);
+    body["prompt_cache_key"] = json!("线程-2");
+    let resp = 发送(body.to_string()).await;
+    assert_eq!(resp.status(), 200);
+    let dropped = header(&resp, "x-chatnexus-dropped");
+    assert!(
+        dropped.contains("tools.web_search") && dropped.contains("prompt_cache_key"),
+        "{dropped}"
+    );
+    body["model"] = json!(PASSTHROUGH);
+    let resp = 发送(body.to_string()).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(header(&resp, "x-chatnexus-dropped"), "", "透传时什么都不丢");
 }
