@@ -1,4 +1,5 @@
-//! 枢纽流式块（Chat Completions 的 `chat.completion.chunk`）的定型解析，供各方言的流式渲染器共用。
+//! 枢纽回复的解析，供各方言的渲染器共用：流式块（`chat.completion.chunk`）的定型解析，与完整回复
+//! （`chat.completion`）的解析与基本校验。
 //!
 //! 只解析渲染要用的字段：文本按借用读出（没有转义时零拷贝），其余字段跳过而不建 JSON 树——
 //! 每个流式事件都要解析一次，它是翻译流中每个事件开销的大头。
@@ -131,4 +132,23 @@ pub(crate) fn feed_hub_event<R: HubRender>(
         render.on_choice(choice, out);
     }
     Ok(false)
+}
+
+/// 解析枢纽的完整回复并确认它有 `choices[0].message` 对象；返回整个回复。
+///
+/// 错误：不是合法 JSON 或缺少消息 → 502 `invalid_upstream_response`。
+pub(crate) fn parse_completion(hub: &[u8]) -> Result<Value, ApiError> {
+    let reply: Value = serde_json::from_slice(hub).map_err(|e| {
+        ApiError::bad_gateway(
+            ErrorCode::InvalidUpstreamResponse,
+            format!("上游回复不是合法的 JSON：{e}"),
+        )
+    })?;
+    if !reply["choices"][0]["message"].is_object() {
+        return Err(ApiError::bad_gateway(
+            ErrorCode::InvalidUpstreamResponse,
+            "上游回复缺少 choices[0].message",
+        ));
+    }
+    Ok(reply)
 }

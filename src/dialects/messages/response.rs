@@ -12,7 +12,8 @@ use super::names::{
     stop_reason, usage_json, BLOCK_TEXT, BLOCK_THINKING, BLOCK_TOOL_USE, MESSAGE_ID_PREFIX,
     MESSAGE_TYPE, ROLE_ASSISTANT, TOOL_ID_PREFIX,
 };
-use crate::error::{ApiError, ErrorCode};
+use crate::dialects::hub_stream::parse_completion;
+use crate::error::ApiError;
 use crate::streaming::{random_id, Usage};
 
 /// 把枢纽的完整回复（`chat.completion` JSON 字节）渲染为 Anthropic `message` 对象的 JSON 字节。
@@ -34,13 +35,9 @@ use crate::streaming::{random_id, Usage};
 /// assert_eq!(body["stop_reason"], "end_turn"); // 枢纽的 stop 对应 end_turn
 /// ```
 pub fn render_message(hub: &[u8], model: &str) -> Result<Bytes, ApiError> {
-    let reply: Value = serde_json::from_slice(hub)
-        .map_err(|e| invalid_reply(format!("上游回复不是合法的 JSON：{e}")))?;
+    let reply = parse_completion(hub)?;
     let choice = &reply["choices"][0];
     let message = &choice["message"];
-    if !message.is_object() {
-        return Err(invalid_reply("上游回复缺少 choices[0].message".to_string()));
-    }
     let (content, saw_tools) = content_blocks(message);
     let usage = Usage::from_openai(&reply["usage"]).unwrap_or_default();
     let body = json!({
@@ -54,11 +51,6 @@ pub fn render_message(hub: &[u8], model: &str) -> Result<Bytes, ApiError> {
         "usage": usage_json(&usage),
     });
     Ok(Bytes::from(body.to_string()))
-}
-
-/// 构造上游回复无法理解的错误（502，错误码 `invalid_upstream_response`）。
-fn invalid_reply(message: String) -> ApiError {
-    ApiError::bad_gateway(ErrorCode::InvalidUpstreamResponse, message)
 }
 
 /// 消息 id：枢纽 id 已是 `msg_…`（来自 Anthropic）时沿用，否则合成一个。

@@ -17,7 +17,8 @@ use super::names::{
 use super::tools::{ToolKind, ToolMap};
 use crate::clock::unix_now;
 use crate::dialects::hub_calls::arguments_text;
-use crate::error::{ApiError, ErrorCode};
+use crate::dialects::hub_stream::parse_completion;
+use crate::error::ApiError;
 use crate::streaming::{random_id, Usage};
 
 /// 把枢纽的完整回复（`chat.completion` JSON 字节）渲染为 Responses `response` 对象的 JSON 字节。
@@ -46,13 +47,9 @@ pub fn render_response(
     template: &Map<String, Value>,
     tools: &ToolMap,
 ) -> Result<Bytes, ApiError> {
-    let reply: Value = serde_json::from_slice(hub)
-        .map_err(|e| invalid_reply(format!("上游回复不是合法的 JSON：{e}")))?;
+    let reply = parse_completion(hub)?;
     let choice = &reply["choices"][0];
     let message = &choice["message"];
-    if !message.is_object() {
-        return Err(invalid_reply("上游回复缺少 choices[0].message".to_string()));
-    }
     let ending = Ending::of(choice["finish_reason"].as_str());
     let mut output = output_items(message, tools);
     if let Some(last) = output.last_mut() {
@@ -66,11 +63,6 @@ pub fn render_response(
     body.insert("output".into(), Value::Array(output));
     body.insert("usage".into(), usage_json(&usage));
     Ok(Bytes::from(Value::Object(body).to_string()))
-}
-
-/// 构造上游回复无法理解的错误（502，错误码 `invalid_upstream_response`）。
-fn invalid_reply(message: String) -> ApiError {
-    ApiError::bad_gateway(ErrorCode::InvalidUpstreamResponse, message)
 }
 
 /// 按推理、消息、工具调用的顺序生成输出项（状态都是 `completed`）。

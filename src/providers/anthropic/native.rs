@@ -11,11 +11,12 @@ use serde_json::Value;
 
 use super::error::{error_info, stream_error};
 use super::response::{TokenCounts, WireUsage};
+use super::stream::ended_or_truncated;
 use super::{API_KEY_HEADER, MESSAGES_PATH, PROVIDER_LABEL};
 use crate::config::Target;
 use crate::dialects::messages::{DEFAULT_VERSION, VERSION_HEADER};
 use crate::dialects::{Inbound, MessagesRequest};
-use crate::error::{ApiError, ErrorCode, Relayed};
+use crate::error::{ApiError, Relayed};
 use crate::providers::{
     body_with_model, json_content_type, key_header, last_usage_value, map_upstream_error,
     relay_unless_key_rejected, Passthrough, StreamStatus, StreamTranslator, UpstreamRequest,
@@ -194,13 +195,7 @@ impl StreamTranslator for NativeObserver {
 
     /// 没收到 `message_stop` 就断开是截断（已转发的字节保留，`exchange` 补一个流中错误事件）。
     fn on_eof(&mut self, _out: &mut BytesMut) -> Result<(), ApiError> {
-        if self.done {
-            return Ok(());
-        }
-        Err(ApiError::bad_gateway(
-            ErrorCode::UpstreamStreamTruncated,
-            "上游 Anthropic 在发送 message_stop 之前断开了流",
-        ))
+        ended_or_truncated(self.done)
     }
 
     fn usage(&self) -> Option<Usage> {

@@ -163,6 +163,17 @@ impl AnthropicStream {
     }
 }
 
+/// 上游流结束时的检查（翻译与透传共用）：收到过 `message_stop` 是正常结束，否则是截断（502）。
+pub(super) fn ended_or_truncated(done: bool) -> Result<(), ApiError> {
+    if done {
+        return Ok(());
+    }
+    Err(ApiError::bad_gateway(
+        ErrorCode::UpstreamStreamTruncated,
+        "上游 Anthropic 在发送 message_stop 之前断开了流",
+    ))
+}
+
 impl StreamTranslator for AnthropicStream {
     /// 按事件 JSON 中的 `type` 分派（不依赖 `event:` 行）；ping 与未知事件按 Anthropic 的版本策略忽略。
     fn on_event(&mut self, event: &SseEvent, out: &mut BytesMut) -> Result<StreamStatus, ApiError> {
@@ -186,13 +197,7 @@ impl StreamTranslator for AnthropicStream {
 
     /// 没收到 `message_stop` 就断开是截断：报错而不是伪装成正常结束。
     fn on_eof(&mut self, _out: &mut BytesMut) -> Result<(), ApiError> {
-        if self.done {
-            return Ok(());
-        }
-        Err(ApiError::bad_gateway(
-            ErrorCode::UpstreamStreamTruncated,
-            "上游 Anthropic 在发送 message_stop 之前断开了流",
-        ))
+        ended_or_truncated(self.done)
     }
 
     /// `message_start` 之后才有用量（输入部分先到，输出随 `message_delta` 累计）。

@@ -4,20 +4,17 @@
 //! 精确计数，系统提示与工具定义在本地按偏高的估算补上——Claude Code 按这个数决定何时压缩，宁可多算。
 
 use bytes::Bytes;
-use http::HeaderName;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::error::parse_gemini_error;
 use super::request::{count_path, request_body};
-use super::API_KEY_HEADER;
+use super::request_headers;
 use crate::config::Target;
 use crate::dialects::messages::estimate_input_tokens;
 use crate::dialects::Inbound;
 use crate::error::{ApiError, ErrorCode};
-use crate::providers::{
-    json_content_type, key_header, TokenCounter, UpstreamErrorInfo, UpstreamRequest,
-};
+use crate::providers::{TokenCounter, UpstreamErrorInfo, UpstreamRequest};
 
 /// 本地估算的、Gemini 计数接口不接受的字段。
 const ESTIMATED_FIELDS: [&str; 2] = ["system", "tools"];
@@ -41,15 +38,9 @@ impl TokenCounter for GeminiCount {
         let full = request_body(inbound.hub()?, target)?;
         let body = json!({ "contents": full["contents"] });
         let provider = &target.provider;
-        let mut headers = vec![json_content_type()];
-        headers.extend(key_header(
-            provider,
-            HeaderName::from_static(API_KEY_HEADER),
-            "",
-        )?);
         Ok(UpstreamRequest {
             path: count_path(&provider.base_url.path, &target.model),
-            headers,
+            headers: request_headers(provider)?,
             body: Bytes::from(body.to_string()),
         })
     }

@@ -28,7 +28,7 @@ mod stream_tests;
 mod test_support;
 
 use bytes::Bytes;
-use http::HeaderName;
+use http::{HeaderName, HeaderValue};
 
 use self::error::parse_gemini_error;
 use self::request::{request_body, request_path};
@@ -39,7 +39,7 @@ use super::{
     json_content_type, key_header, ProviderFilter, StreamTranslator, TranslateCtx, TranslatedReply,
     UpstreamErrorInfo, UpstreamRequest,
 };
-use crate::config::Target;
+use crate::config::{Provider, Target};
 use crate::dialects::ChatRequest;
 use crate::error::ApiError;
 
@@ -64,6 +64,19 @@ pub(super) struct GeminiFilter;
 
 pub(super) use self::count::GeminiCount;
 
+/// 发往 Gemini 的请求头：JSON 内容类型与放在 `x-goog-api-key` 里的上游密钥。
+///
+/// 错误：密钥含非法字符时返回 500。
+fn request_headers(provider: &Provider) -> Result<Vec<(HeaderName, HeaderValue)>, ApiError> {
+    let mut headers = vec![json_content_type()];
+    headers.extend(key_header(
+        provider,
+        HeaderName::from_static(API_KEY_HEADER),
+        "",
+    )?);
+    Ok(headers)
+}
+
 impl ProviderFilter for GeminiFilter {
     fn build_request(
         &self,
@@ -73,15 +86,9 @@ impl ProviderFilter for GeminiFilter {
         convert::log_dropped(req, UNSUPPORTED_PARAMS, PROVIDER_LABEL);
         let body = request_body(req, target)?;
         let provider = &target.provider;
-        let mut headers = vec![json_content_type()];
-        headers.extend(key_header(
-            provider,
-            HeaderName::from_static(API_KEY_HEADER),
-            "",
-        )?);
         Ok(UpstreamRequest {
             path: request_path(&provider.base_url.path, &target.model, req.stream),
-            headers,
+            headers: request_headers(provider)?,
             body: Bytes::from(body.to_string()),
         })
     }
