@@ -23,6 +23,10 @@ use crate::config::SharedConfig;
 pub static REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
 /// Anthropic 的请求 id 响应头（anthropic SDK 从它读出异常的 `request_id`）。
 pub static ANTHROPIC_REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("request-id");
+/// 响应缓存的结果：`hit`、`miss` 或 `bypass`。
+pub static CACHE_HEADER: HeaderName = HeaderName::from_static("x-chatnexus-cache");
+/// 命中缓存时回复的年龄（秒，HTTP 的 `Age`）。
+static AGE_HEADER: HeaderName = HeaderName::from_static("age");
 /// 翻译到别家上游时丢弃的客户端功能（如 Codex 的内置工具 `tools.web_search`），逗号分隔。
 pub static DROPPED_HEADER: HeaderName = HeaderName::from_static("x-chatnexus-dropped");
 /// 发给上游的模型名（响应体里的 `model` 一律是客户端请求的名字）。
@@ -68,6 +72,7 @@ impl HttpModuleBuilder for GatewayHeadersBuilder {
             anthropic_request_id: false,
             upstream_model: None,
             dropped: None,
+            cache: None,
             quota: Vec::new(),
         })
     }
@@ -91,6 +96,7 @@ pub struct GatewayHeaders {
     anthropic_request_id: bool,
     upstream_model: Option<HeaderValue>,
     dropped: Option<HeaderValue>,
+    cache: Option<(HeaderValue, Option<u64>)>,
     quota: Vec<(HeaderName, HeaderValue)>,
 }
 
@@ -120,6 +126,11 @@ impl GatewayHeaders {
         self.dropped = dropped;
     }
 
+    /// 记下响应缓存的结果（`hit`、`miss`、`bypass`）与命中时回复的年龄（秒）。
+    pub fn set_cache(&mut self, result: &'static str, age: Option<u64>) {
+        self.cache = Some((HeaderValue::from_static(result), age));
+    }
+
     /// 记下准入时算好的 `x-ratelimit-*` 额度头。
     pub fn set_quota(&mut self, quota: Vec<(HeaderName, HeaderValue)>) {
         self.quota = quota;
@@ -138,6 +149,12 @@ impl GatewayHeaders {
         }
         if let Some(dropped) = &self.dropped {
             headers.insert(DROPPED_HEADER.clone(), dropped.clone());
+        }
+        if let Some((result, age)) = &self.cache {
+            headers.insert(CACHE_HEADER.clone(), result.clone());
+            if let Some(age) = age {
+                headers.insert(AGE_HEADER.clone(), HeaderValue::from(*age));
+            }
         }
         let fixed = [
             (X_CONTENT_TYPE_OPTIONS, &NOSNIFF),
@@ -238,6 +255,7 @@ mod tests {
             anthropic_request_id: false,
             upstream_model: None,
             dropped: None,
+            cache: None,
             quota: vec![(
                 HeaderName::from_static("x-ratelimit-remaining-requests"),
                 HeaderValue::from(3),

@@ -164,7 +164,7 @@ async fn deliver_stream(
     let completed = relayed.is_ok();
     x.report
         .settle_stream_usage(translator.usage(), completed, inbound.raw().len());
-    if render::keeps_response(inbound) {
+    if x.report.keep {
         x.report.rendered = translator.final_response();
     }
     match relayed {
@@ -222,7 +222,7 @@ async fn deliver_json(
             let reply = filter.translate_response(body, &TranslateCtx::for_request(hub))?;
             x.report.usage = reply.usage;
             let rendered = render::json_for(inbound, reply.body)?;
-            x.report.rendered = render::kept_response(inbound, &rendered);
+            x.report.rendered = render::kept_response(x.report.keep, &rendered);
             rendered
         }
         Mode::Counted(counter) => counter.render(inbound, &body)?,

@@ -66,7 +66,9 @@ pub struct ExchangeReport {
     pub usage: Option<Usage>,
     /// 用量是否为估算（流被取消且上游没给出用量时）。
     pub estimated: bool,
-    /// 翻译给 Responses 客户端的完整回复对象（会话保存用；透传与其他方言为 `None`）。
+    /// 调用方要保留写给客户端的完整回复（Responses 的会话保存、响应缓存）。
+    pub keep: bool,
+    /// 保留下来的完整回复对象（`keep` 为真且回复正常写完时才有）。
     pub rendered: Option<serde_json::Value>,
 }
 
@@ -256,18 +258,21 @@ impl UpstreamClient {
 
 /// 为一个客户端请求选择目标并与之交换，失败时在还没向客户端写出任何字节前换下一个目标重试。
 ///
-/// 参数：共享客户端、客户端会话、已校验的请求、模型、当前配置（重试上限、熔断与衰减参数）。
+/// 参数：共享客户端、客户端会话、已校验的请求与是否保留写给客户端的完整回复、模型、当前配置（重试上限、熔断与衰减参数）。
 /// 返回：交换报告（所用的上游与上游模型名、尝试次数、用量……），以及写给客户端的 HTTP 状态码或失败：
 /// 全部尝试失败时是最后一次的错误（消息附上此前每个目标的失败原因）；一个目标都不可用时
 /// 是 503（带最早恢复时间）；已开始流式输出后出错则不再重试，调用方写一个流中错误事件。
 pub async fn run(
     client: &UpstreamClient,
     down: &mut Session,
-    inbound: &Inbound,
+    (inbound, keep): (&Inbound, bool),
     model: &Model,
     config: &Config,
 ) -> (ExchangeReport, Result<u16, Failure>) {
-    let mut report = ExchangeReport::default();
+    let mut report = ExchangeReport {
+        keep,
+        ..ExchangeReport::default()
+    };
     let result = try_targets(client, down, (inbound, model), config, &mut report).await;
     (report, result)
 }

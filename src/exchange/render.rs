@@ -32,17 +32,9 @@ pub(super) fn json_for(inbound: &Inbound, hub: Bytes) -> Result<Bytes, ApiError>
     }
 }
 
-/// 要保存的 Responses 回复对象：请求要保存时解析渲染好的回复（其余为 `None`，不付解析的开销）。
-pub(super) fn kept_response(inbound: &Inbound, rendered: &[u8]) -> Option<Value> {
-    match inbound {
-        Inbound::Responses(req) if req.keep => serde_json::from_slice(rendered).ok(),
-        _ => None,
-    }
-}
-
-/// 请求是否要保存翻译的回复（只有要保存时才向翻译器要完整回复的副本）。
-pub(super) fn keeps_response(inbound: &Inbound) -> bool {
-    matches!(inbound, Inbound::Responses(req) if req.keep)
+/// 要保留的完整回复对象：调用方要保留时解析写给客户端的回复（其余为 `None`，不付解析的开销）。
+pub(super) fn kept_response(keep: bool, rendered: &[u8]) -> Option<Value> {
+    keep.then(|| serde_json::from_slice(rendered).ok()).flatten()
 }
 
 /// 客户端方言的流翻译器：Chat 用上游翻译器本身，Messages 与 Responses 在它之后串上各自的事件渲染器。
@@ -80,7 +72,7 @@ trait DialectStream: Send {
     fn on_failure(&mut self, error: &ApiError, out: &mut BytesMut) -> bool;
 
     /// 正常结束后的完整回复对象（只有 Responses 需要，用于会话保存）。
-    fn final_response(&self) -> Option<Value> {
+    fn final_response(&mut self) -> Option<Value> {
         None
     }
 
@@ -114,7 +106,7 @@ impl DialectStream for ResponsesStream {
         true
     }
 
-    fn final_response(&self) -> Option<Value> {
+    fn final_response(&mut self) -> Option<Value> {
         ResponsesStream::final_response(self).cloned()
     }
 
@@ -184,7 +176,7 @@ impl<R: DialectStream> StreamTranslator for Rendered<R> {
         self.render.on_failure(error, out)
     }
 
-    fn final_response(&self) -> Option<Value> {
+    fn final_response(&mut self) -> Option<Value> {
         self.render.final_response()
     }
 

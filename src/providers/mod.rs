@@ -196,8 +196,8 @@ pub trait StreamTranslator: Send {
     /// 写一个保活事件（Anthropic 的 `ping`、Responses 的 `response.in_progress`）。
     fn keepalive(&mut self, _out: &mut BytesMut) {}
 
-    /// 正常结束后渲染给客户端的完整回复对象（Responses 的会话保存用）；其余翻译器为 `None`。
-    fn final_response(&self) -> Option<Value> {
+    /// 正常结束后写给客户端的完整回复对象（Responses 的会话保存与响应缓存用）；不保留时为 `None`。
+    fn final_response(&mut self) -> Option<Value> {
         None
     }
 }

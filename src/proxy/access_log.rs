@@ -72,6 +72,15 @@ pub fn finish_request(method: &str, path: &str, ctx: &RequestCtx, config: &Confi
     cost
 }
 
+/// 缓存结果的中文名（访问日志的 `缓存=` 字段）。
+fn cache_label(result: &str) -> &'static str {
+    match result {
+        "hit" => "命中",
+        "miss" => "未命中",
+        _ => "绕过",
+    }
+}
+
 fn millis(d: Option<Duration>) -> Option<f64> {
     d.map(|d| (d.as_secs_f64() * 1e6).round() / 1e3)
 }
@@ -116,6 +125,9 @@ impl fmt::Display for TextLine<'_> {
         write_text(f, " 错误=", ctx.error.as_deref())?;
         if let Some(dropped) = &ctx.dropped {
             write_text(f, " 丢弃=", Some(dropped))?;
+        }
+        if let Some(cache) = ctx.cache {
+            write_text(f, " 缓存=", Some(cache_label(cache)))?;
         }
         match &ctx.prompt {
             Some(prompt) => write_text(f, " 提示词=", Some(prompt)),
@@ -216,7 +228,7 @@ fn json_line(method: &str, path: &str, ctx: &RequestCtx, r: &RequestRecord<'_>) 
         "latency_ms": millis(Some(r.duration)), "ttft_ms": millis(r.ttft),
         "tokens": { "input": u.prompt, "output": u.completion, "cached": u.cached, "reasoning": u.reasoning },
         "cost_usd": r.cost, "usage_estimated": r.estimated, "error_code": r.error_code.map(ErrorCode::as_str),
-        "error": ctx.error, "dropped": ctx.dropped, "prompt": ctx.prompt,
+        "error": ctx.error, "dropped": ctx.dropped, "cache": ctx.cache, "prompt": ctx.prompt,
     })
     .to_string()
 }

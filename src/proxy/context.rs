@@ -52,6 +52,8 @@ pub struct RequestCtx {
     pub dialect: Dialect,
     /// 翻译到别家上游时丢弃的功能（逗号分隔，访问日志记录）。
     pub dropped: Option<String>,
+    /// 响应缓存的结果（`hit`、`miss`、`bypass`；没有用缓存时为空）。
+    pub cache: Option<&'static str>,
     /// 与上游交换的报告（所用的上游、尝试次数、首字时间、用量、等待时间）。
     pub report: ExchangeReport,
     /// 请求的 `messages`（只在配置允许记录提示词时保存，已截断）。
@@ -80,6 +82,7 @@ impl Default for RequestCtx {
             model_label: None,
             dialect: Dialect::Chat,
             dropped: None,
+            cache: None,
             report: ExchangeReport::default(),
             prompt: None,
             error: None,

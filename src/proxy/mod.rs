@@ -295,8 +295,9 @@ impl Gateway {
         );
         self.admit(session, ctx, config, (client, model), tokens)
             .await?;
+        let keep = matches!(&inbound, Inbound::Responses(req) if req.keep);
         let (mut report, result) =
-            exchange::run(&self.upstream, session, &inbound, model, config).await;
+            exchange::run(&self.upstream, session, (&inbound, keep), model, config).await;
         if result.is_ok() {
             let owner = conversation::owner(ctx.client.as_deref());
             conversation::remember(&self.conversations, owner, &inbound, &mut report, config).await;
@@ -327,7 +328,7 @@ impl Gateway {
             )
         }) {
             let (report, result) =
-                exchange::run(&self.upstream, session, inbound, model, config).await;
+                exchange::run(&self.upstream, session, (inbound, false), model, config).await;
             ctx.report = report;
             match result {
                 Err(Failure::Api(e))
