@@ -7,6 +7,10 @@
 mod body;
 /// Chat Completions：枢纽格式，也是 OpenAI SDK 使用的方言。
 pub mod chat;
+/// 响应缓存用的 Chat 格式函数：把枢纽流累加成完整回复，把完整回复重放为 Chat 流。
+pub mod chat_replay;
+#[cfg(test)]
+mod chat_replay_tests;
 mod hub_calls;
 mod hub_stream;
 /// Anthropic Messages：Claude Code 与 anthropic SDK 使用的方言。
