@@ -8,6 +8,8 @@
 #![warn(clippy::all)]
 #![deny(clippy::too_many_lines)]
 
+/// 响应缓存：能否缓存、缓存键与条目的存取（进程内 LRU 或 Redis）。
+pub mod cache;
 /// 墙上时钟。
 pub mod clock;
 /// 配置：YAML、环境变量与 `.env` 的加载和校验。

@@ -20,6 +20,7 @@ const LAYERS: &[&[&str]] = &[
         "reload",
         "drain",
         "response_store",
+        "cache",
     ],
     &["config"],
     &["security"],

@@ -91,6 +91,7 @@ fn assemble(
         pricing: PriceTable::new(file.pricing),
         access_log: file.access_log,
         responses: file.responses,
+        cache: file.cache,
         security: file.security,
         redis,
         retry: file.retry,

@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use once_cell::sync::Lazy;
 use pingora_prometheus::prometheus::{
-    register_counter_vec, register_gauge_vec, register_histogram_vec, register_int_counter,
-    register_int_counter_vec, register_int_gauge, register_int_gauge_vec, CounterVec, GaugeVec,
-    HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    register_counter, register_counter_vec, register_gauge_vec, register_histogram_vec,
+    register_int_counter, register_int_counter_vec, register_int_gauge, register_int_gauge_vec,
+    Counter, CounterVec, GaugeVec, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
 };
 
 use crate::error::ErrorCode;
@@ -92,6 +92,24 @@ pub struct Metrics {
     pub client_write_timeouts: IntCounter,
     /// 上游流超过上限而被截断：`llm_stream_oversize_total{what}`，`what` 为 event（单个事件）或 stream（整个流）。
     pub stream_oversize: IntCounterVec,
+    /// 响应缓存的指标。
+    pub cache: CacheMetrics,
+}
+
+/// 响应缓存的指标。
+///
+/// 用途：`cache` 模块记查找结果，请求路径在命中时记省下的 token 与费用。
+///
+/// ```
+/// chatnexus::metrics::METRICS.cache.requests.with_label_values(&["hit"]).inc(); // 一次命中
+/// ```
+pub struct CacheMetrics {
+    /// 缓存查找：`llm_cache_requests_total{result}`，结果为 hit/miss/bypass。
+    pub requests: IntCounterVec,
+    /// 命中省下的 token：`llm_cache_saved_tokens_total{type}`，类型为 input/output/cached/reasoning。
+    pub saved_tokens: IntCounterVec,
+    /// 命中省下的费用：`llm_cache_saved_usd_total`（按价目表计算的美元）。
+    pub saved_usd: Counter,
 }
 
 /// 全局指标实例（注册在默认注册表）。
@@ -139,7 +157,31 @@ impl Metrics {
                 &["what"]
             )
             .expect(DEFINITION_BUG),
+            cache: register_cache(),
         }
+    }
+}
+
+/// 注册响应缓存的指标：查找结果、省下的 token 与费用。
+fn register_cache() -> CacheMetrics {
+    CacheMetrics {
+        requests: register_int_counter_vec!(
+            "llm_cache_requests_total",
+            "响应缓存查找次数（按结果：hit/miss/bypass）",
+            &["result"]
+        )
+        .expect(DEFINITION_BUG),
+        saved_tokens: register_int_counter_vec!(
+            "llm_cache_saved_tokens_total",
+            "缓存命中省下的 token 数（按类型）",
+            &["type"]
+        )
+        .expect(DEFINITION_BUG),
+        saved_usd: register_counter!(
+            "llm_cache_saved_usd_total",
+            "缓存命中省下的费用（美元，按价目表）"
+        )
+        .expect(DEFINITION_BUG),
     }
 }
 

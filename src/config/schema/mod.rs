@@ -1,5 +1,6 @@
 //! 配置文件（YAML）的结构，按 YAML 段分文件。字段级校验在反序列化时完成，错误自动带上 YAML 路径。
 
+mod cache;
 mod models;
 mod providers;
 mod security;
@@ -12,6 +13,7 @@ use super::limits::{AdaptiveSettings, RateLimitSettings};
 use crate::metrics::Price;
 use crate::mock::MockSettings;
 
+pub use cache::{CacheBackend, CacheMode, CacheScope, CacheSettings};
 pub use models::{ModelConfig, TargetConfig};
 pub use providers::{BaseUrl, ProviderConfig, ProviderKind, Timeouts};
 pub use security::{AuthSettings, CorsSettings, RedisSettings, SecuritySettings};
@@ -54,6 +56,9 @@ pub struct ConfigFile {
     /// OpenAI Responses 接口的会话保存。
     #[serde(default)]
     pub responses: ResponsesSettings,
+    /// 响应缓存；不写即不缓存。
+    #[serde(default)]
+    pub cache: Option<CacheSettings>,
     /// 安全设置：CORS、签名时间窗口、进程内防重放存储上限。
     #[serde(default)]
     pub security: SecuritySettings,

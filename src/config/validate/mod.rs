@@ -2,6 +2,7 @@
 //!
 //! 按被校验的内容分文件：监听（`listeners`）、上游与模型（`upstreams`）、客户端密钥与安全设置（`security`）。
 
+mod cache;
 mod listeners;
 mod security;
 mod upstreams;
@@ -25,6 +26,7 @@ pub(super) fn validate(file: &ConfigFile) -> Vec<ConfigIssue> {
     upstreams::validate_pricing(file, &mut issues);
     security::validate_security(file, &mut issues);
     security::validate_redis(file, &mut issues);
+    cache::validate_cache(file, &mut issues);
     upstreams::validate_failover(file, &mut issues);
     super::limits::validate(file, &mut issues);
     issues

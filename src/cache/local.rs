@@ -1,0 +1,85 @@
+//! 进程内后端：按总字节数淘汰最久没用的条目（LRU），过期的条目读到即删。
+//!
+//! 每次读写给条目一个递增的“代”：`order` 按代排序，最小的就是最久没用的；
+//! 查找、插入、淘汰都是 O(log n)。
+
+use std::collections::{BTreeMap, HashMap};
+
+use super::Entry;
+
+/// 一条缓存：内容、序列化后的字节数（计入总量）与最近一次使用的代。
+struct Slot {
+    entry: Entry,
+    bytes: usize,
+    generation: u64,
+}
+
+/// 进程内 LRU（调用方负责加锁）。
+#[derive(Default)]
+pub(super) struct LocalStore {
+    slots: HashMap<String, Slot>,
+    /// 代 → 键；最小的代是最久没用的条目。
+    order: BTreeMap<u64, String>,
+    /// 全部条目的字节数之和。
+    total: usize,
+    next_generation: u64,
+}
+
+impl LocalStore {
+    /// 读出 `key`；`created_unix + ttl <= now` 的条目已过期，删除并返回 `None`。命中时刷新为最近使用。
+    pub(super) fn get(&mut self, key: &str, ttl: u64, now: u64) -> Option<Entry> {
+        let slot = self.slots.get(key)?;
+        if slot.entry.created_unix.saturating_add(ttl) <= now {
+            self.remove(key);
+            return None;
+        }
+        let generation = self.bump();
+        let slot = self.slots.get_mut(key)?;
+        self.order.remove(&slot.generation);
+        slot.generation = generation;
+        self.order.insert(generation, key.to_string());
+        Some(slot.entry.clone())
+    }
+
+    /// 保存 `key`（替换旧条目），再按 `max_bytes` 淘汰最久没用的条目。
+    pub(super) fn put(&mut self, key: &str, entry: Entry, bytes: usize, max_bytes: usize) {
+        self.remove(key);
+        let generation = self.bump();
+        self.order.insert(generation, key.to_string());
+        self.slots.insert(
+            key.to_string(),
+            Slot {
+                entry,
+                bytes,
+                generation,
+            },
+        );
+        self.total += bytes;
+        while self.total > max_bytes {
+            let Some((_, oldest)) = self.order.pop_first() else {
+                break;
+            };
+            self.remove(&oldest);
+        }
+    }
+
+    /// 全部条目的字节数之和（测试用）。
+    #[cfg(test)]
+    pub(super) fn total_bytes(&self) -> usize {
+        self.total
+    }
+
+    /// 删除 `key`（不存在时什么也不做）。
+    fn remove(&mut self, key: &str) {
+        if let Some(slot) = self.slots.remove(key) {
+            self.order.remove(&slot.generation);
+            self.total -= slot.bytes;
+        }
+    }
+
+    /// 取下一个代。
+    fn bump(&mut self) -> u64 {
+        self.next_generation += 1;
+        self.next_generation
+    }
+}

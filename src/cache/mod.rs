@@ -1,0 +1,268 @@
+//! 响应缓存的存储与键：判断请求能否用缓存、算缓存键、按配置的后端（进程内 LRU 或 Redis）读写条目。
+//!
+//! 键按范围隔离（缺省按客户端密钥），一个密钥永远拿不到另一个密钥的回答。缓存只是加速：
+//! Redis 慢或不可用时查找返回 [`Lookup::Bypass`]、保存只记日志，请求照常走上游；
+//! 损坏的条目当作未命中并删除。何时保存（只存完整成功的回复）、如何回放由请求路径决定。
+
+mod key;
+mod local;
+
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use log::{debug, warn};
+use redis::Cmd;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::clock::unix_now;
+use crate::config::{CacheBackend, CacheSettings};
+use crate::logging::WarnGate;
+use crate::metrics::METRICS;
+use crate::redis_link::{RedisFailure, RedisLink};
+
+use local::LocalStore;
+
+/// Redis 键里在前缀之后的固定部分。
+const KEY_SEGMENT: &str = "cache:";
+/// Redis 错误指标中读缓存的操作标签。
+const OP_GET: &str = "cache_get";
+/// Redis 错误指标中写缓存的操作标签。
+const OP_PUT: &str = "cache_put";
+/// Redis 不可用的告警最多多久一条。
+const WARN_INTERVAL: Duration = Duration::from_secs(60);
+/// 指标与访问日志里“命中”的标签。
+pub const RESULT_HIT: &str = "hit";
+/// 指标与访问日志里“未命中”的标签。
+pub const RESULT_MISS: &str = "miss";
+/// 指标与访问日志里“绕过”（缓存不可用）的标签。
+pub const RESULT_BYPASS: &str = "bypass";
+
+/// 一次查找的结果。
+///
+/// 用途：命中时直接回放条目；未命中时走上游并在成功后保存；绕过时走上游（缓存暂不可用）。
+///
+/// ```
+/// let l = chatnexus::cache::Lookup::Miss; // 没有条目
+/// assert_eq!(l.label(), "miss"); // 指标标签
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub enum Lookup {
+    /// 命中：缓存的条目。
+    Hit(Entry),
+    /// 未命中（没有、已过期或已损坏）。
+    Miss,
+    /// 缓存不可用（Redis 慢或连不上），本次不用缓存。
+    Bypass,
+}
+
+impl Lookup {
+    /// 指标 `llm_cache_requests_total{result}` 与响应头 `x-chatnexus-cache` 用的标签：hit、miss 或 bypass。
+    pub fn label(&self) -> &'static str {
+        match self {
+            Lookup::Hit(_) => RESULT_HIT,
+            Lookup::Miss => RESULT_MISS,
+            Lookup::Bypass => RESULT_BYPASS,
+        }
+    }
+}
+
+/// 缓存的一条回复：保存时刻（Unix 秒）与完整的枢纽回复（chat.completion JSON）。
+///
+/// 用途：命中时按客户端的方言渲染 `completion`（JSON 或 SSE 回放），`age` 头为现在减去 `created_unix`。
+///
+/// ```
+/// let e = chatnexus::cache::Entry { created_unix: 1, completion: serde_json::json!({"object": "chat.completion"}) }; // 一条回复
+/// assert_eq!(e.completion["object"], "chat.completion"); // 原样保存枢纽回复
+/// ```
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct Entry {
+    /// 保存时刻（Unix 秒）。
+    pub created_unix: u64,
+    /// 完整的枢纽回复（chat.completion JSON）。
+    pub completion: Value,
+}
+
+/// 响应缓存：进程内 LRU 与（可选的）Redis 连接；用哪个由每次调用传入的 [`CacheSettings`] 决定，
+/// 热重载换后端或改过期时间不必重建它。
+///
+/// 用途：请求路径先 [`ResponseCache::eligible`] 与 [`ResponseCache::key`]，再 `get`，上游成功后 `put`。
+///
+/// ```
+/// let cache = chatnexus::cache::ResponseCache::new(None, "chatnexus:"); // 没有 Redis，只能用进程内后端
+/// let settings = chatnexus::config::CacheSettings::default(); // 缺省 local
+/// let key = chatnexus::cache::ResponseCache::key(&settings, "团队甲", "演示", "chat", &serde_json::Map::new());
+/// assert_eq!(key.len(), 64); // sha256 十六进制
+/// ```
+pub struct ResponseCache {
+    redis: Option<Arc<RedisLink>>,
+    prefix: String,
+    local: Mutex<LocalStore>,
+    warn: WarnGate,
+}
+
+impl ResponseCache {
+    /// 用共享的 Redis 连接（没有配置时为 `None`）与 Redis 键前缀创建。
+    pub fn new(redis: Option<Arc<RedisLink>>, key_prefix: &str) -> Self {
+        ResponseCache {
+            redis,
+            prefix: key_prefix.to_string(),
+            local: Mutex::default(),
+            warn: WarnGate::default(),
+        }
+    }
+
+    /// 请求是否可以用缓存：模型在 models 里（或没配 models）；mode=deterministic 时要求 temperature 为 0 或给了 seed，且 n 不存在或为 1。
+    ///
+    /// 参数：缓存设置、客户端可见的模型名、请求体。
+    pub fn eligible(settings: &CacheSettings, model: &str, body: &Map<String, Value>) -> bool {
+        key::eligible(settings, model, body)
+    }
+
+    /// 缓存键：sha256 十六进制，覆盖 范围主体（scope=global 时为空串，否则 owner）、客户端可见的模型名、方言标签、请求的语义内容——
+    /// body 去掉 stream、stream_options、user、metadata 之后规范化（对象键递归排序，紧凑序列化），字段顺序与空白不影响键。
+    ///
+    /// 参数：缓存设置、客户端密钥名、客户端可见的模型名、方言标签（如 `chat`）、请求体。
+    pub fn key(
+        settings: &CacheSettings,
+        owner: &str,
+        model: &str,
+        dialect: &str,
+        body: &Map<String, Value>,
+    ) -> String {
+        key::key(settings, owner, model, dialect, body)
+    }
+
+    /// 查找：local 后端进程内 LRU（按总字节数淘汰、过期即删）；redis 后端 GET，Redis 慢或不可用时返回 Bypass（不失败），
+    /// 计数 llm_cache_requests_total{result="bypass"} 并按间隔打一条 warn（WarnGate）；内容损坏当作 Miss 并删除。
+    /// 命中与未命中也计入 llm_cache_requests_total。
+    ///
+    /// 过期按本次传入的 `ttl_seconds` 判断（热重载缩短过期时间立即生效）。
+    pub async fn get(&self, settings: &CacheSettings, key: &str) -> Lookup {
+        let lookup = match settings.backend {
+            CacheBackend::Local => match self.lock().get(key, settings.ttl_seconds, unix_now()) {
+                Some(entry) => Lookup::Hit(entry),
+                None => Lookup::Miss,
+            },
+            CacheBackend::Redis => self.get_redis(settings, key).await,
+        };
+        METRICS
+            .cache
+            .requests
+            .with_label_values(&[lookup.label()])
+            .inc();
+        lookup
+    }
+
+    /// 保存（超过 max_entry_bytes 时不存）；Redis 用 SET EX ttl；失败只记日志与计数，不报错。
+    pub async fn put(&self, settings: &CacheSettings, key: &str, entry: &Entry) {
+        let bytes = match serde_json::to_vec(entry) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                warn!("序列化缓存条目失败，不缓存：{e}");
+                return;
+            }
+        };
+        if bytes.len() > settings.max_entry_bytes {
+            debug!(
+                "回复有 {} 字节，超过缓存单条上限 {}，不缓存",
+                bytes.len(),
+                settings.max_entry_bytes
+            );
+            return;
+        }
+        match settings.backend {
+            CacheBackend::Local => {
+                let size = bytes.len();
+                self.lock()
+                    .put(key, entry.clone(), size, settings.max_bytes);
+            }
+            CacheBackend::Redis => self.put_redis(settings, key, bytes).await,
+        }
+    }
+
+    /// 从 Redis 读出条目；损坏的删除并当作未命中，Redis 出错时绕过。
+    async fn get_redis(&self, settings: &CacheSettings, key: &str) -> Lookup {
+        let Some(link) = &self.redis else {
+            self.report_missing_link();
+            return Lookup::Bypass;
+        };
+        let redis_key = self.redis_key(key);
+        let mut cmd = Cmd::new();
+        cmd.arg("GET").arg(&redis_key);
+        let raw = match link.query::<Option<Vec<u8>>>(&cmd).await {
+            Ok(Some(raw)) => raw,
+            Ok(None) => return Lookup::Miss,
+            Err(e) => {
+                self.report(&e, OP_GET);
+                return Lookup::Bypass;
+            }
+        };
+        match serde_json::from_slice::<Entry>(&raw) {
+            // Redis 的过期时间是保存时的 TTL；按当前设置再判断一次，热重载缩短 TTL 立即生效
+            Ok(entry) if entry.created_unix.saturating_add(settings.ttl_seconds) > unix_now() => {
+                Lookup::Hit(entry)
+            }
+            Ok(_) => Lookup::Miss,
+            Err(e) => {
+                warn!("缓存条目 {redis_key} 已损坏（{e}），删除并当作未命中");
+                self.delete(link, &redis_key).await;
+                Lookup::Miss
+            }
+        }
+    }
+
+    /// 用 `SET … EX ttl` 写进 Redis；失败只记指标与（限频的）日志。
+    async fn put_redis(&self, settings: &CacheSettings, key: &str, bytes: Vec<u8>) {
+        let Some(link) = &self.redis else {
+            self.report_missing_link();
+            return;
+        };
+        let mut cmd = Cmd::new();
+        cmd.arg("SET")
+            .arg(self.redis_key(key))
+            .arg(bytes)
+            .arg("EX")
+            .arg(settings.ttl_seconds.max(1));
+        if let Err(e) = link.query::<()>(&cmd).await {
+            self.report(&e, OP_PUT);
+        }
+    }
+
+    /// 删除一个损坏的条目；删不掉只记调试日志（它总会过期）。
+    async fn delete(&self, link: &RedisLink, redis_key: &str) {
+        let mut cmd = Cmd::new();
+        cmd.arg("DEL").arg(redis_key);
+        if let Err(e) = link.query::<()>(&cmd).await {
+            debug!("删除损坏的缓存条目 {redis_key} 失败：{e}");
+        }
+    }
+
+    /// Redis 操作失败：记指标，按间隔告警。
+    fn report(&self, failure: &RedisFailure, op: &str) {
+        METRICS.redis_errors.with_label_values(&[op]).inc();
+        if self.warn.due(WARN_INTERVAL) {
+            warn!("响应缓存的 Redis 不可用（{failure}），请求绕过缓存直接走上游");
+        }
+    }
+
+    /// 配置了 `backend: redis` 却没有 Redis 连接（配置校验应已拦下）：按间隔告警。
+    fn report_missing_link(&self) {
+        if self.warn.due(WARN_INTERVAL) {
+            warn!("响应缓存配置为 redis 后端，但没有可用的 Redis 连接，请求绕过缓存");
+        }
+    }
+
+    /// Redis 键：`前缀cache:<缓存键>`。
+    fn redis_key(&self, key: &str) -> String {
+        format!("{}{KEY_SEGMENT}{key}", self.prefix)
+    }
+
+    /// 锁住进程内存储；持锁的线程 panic 过也继续用（LRU 的每步更新都不会留下不一致的状态）。
+    fn lock(&self) -> MutexGuard<'_, LocalStore> {
+        self.local.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+mod tests;
