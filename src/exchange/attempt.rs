@@ -156,7 +156,7 @@ async fn deliver_stream(
         Mode::Native(native) => native.observer(),
         Mode::Translated(filter, hub) => {
             let hub_stream = filter.stream_translator(TranslateCtx::for_request(hub));
-            render::stream_for(inbound, hub_stream)
+            render::stream_for(inbound, hub_stream, x.report.keep)
         }
         Mode::Counted(_) => return Err(ApiError::internal("计数请求不是流式的").into()),
     };

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use serde_json::Value;
 
+use crate::dialects::chat_replay::CompletionBuilder;
 use crate::dialects::messages::response::render_message;
 use crate::dialects::messages::stream::MessagesStream;
 use crate::dialects::responses::response::render_response;
@@ -37,12 +38,15 @@ pub(super) fn kept_response(keep: bool, rendered: &[u8]) -> Option<Value> {
     keep.then(|| serde_json::from_slice(rendered).ok()).flatten()
 }
 
-/// 客户端方言的流翻译器：Chat 用上游翻译器本身，Messages 与 Responses 在它之后串上各自的事件渲染器。
+/// 客户端方言的流翻译器：Chat 用上游翻译器本身（要保留完整回复时在旁边累加），Messages 与 Responses
+/// 在它之后串上各自的事件渲染器。
 pub(super) fn stream_for(
     inbound: &Inbound,
     hub: Box<dyn StreamTranslator>,
+    keep: bool,
 ) -> Box<dyn StreamTranslator> {
     match inbound {
+        Inbound::Chat(_) if keep => Box::new(Captured::new(hub)),
         Inbound::Chat(_) => hub,
         Inbound::Messages(req) | Inbound::CountTokens(req) => {
             let input = estimate_tokens(req.raw.len());
@@ -186,5 +190,62 @@ impl<R: DialectStream> StreamTranslator for Rendered<R> {
 
     fn keepalive(&mut self, out: &mut BytesMut) {
         self.render.keepalive(out);
+    }
+}
+
+/// Chat 流的旁听者：原样交出上游翻译器写的枢纽块，同时把它们累加成完整回复（响应缓存要保存它）。
+///
+/// 只在要保留回复时才串上：每块要多解析一次，不保留时没有这份开销。
+struct Captured {
+    inner: Box<dyn StreamTranslator>,
+    parser: SseParser,
+    events: Vec<SseEvent>,
+    builder: CompletionBuilder,
+}
+
+impl Captured {
+    fn new(inner: Box<dyn StreamTranslator>) -> Self {
+        Captured {
+            inner,
+            parser: SseParser::default(),
+            events: Vec::new(),
+            builder: CompletionBuilder::new(),
+        }
+    }
+
+    /// 累加上游翻译器刚写出的字节里的事件。
+    fn feed(&mut self, written: &[u8]) {
+        if written.is_empty() {
+            return;
+        }
+        self.parser.push(written, &mut self.events);
+        for event in self.events.drain(..) {
+            self.builder.push(&event.data);
+        }
+    }
+}
+
+impl StreamTranslator for Captured {
+    fn on_event(&mut self, event: &SseEvent, out: &mut BytesMut) -> Result<StreamStatus, ApiError> {
+        let start = out.len();
+        let status = self.inner.on_event(event, out);
+        self.feed(&out[start..]);
+        status
+    }
+
+    fn on_eof(&mut self, out: &mut BytesMut) -> Result<(), ApiError> {
+        let start = out.len();
+        let result = self.inner.on_eof(out);
+        self.feed(&out[start..]);
+        result
+    }
+
+    fn usage(&self) -> Option<Usage> {
+        self.inner.usage()
+    }
+
+    /// 正常结束（见过结束原因与 `[DONE]`）时的完整回复。
+    fn final_response(&mut self) -> Option<Value> {
+        std::mem::take(&mut self.builder).finish()
     }
 }
