@@ -70,6 +70,11 @@ impl ResponseStore {
         }
     }
 
+    /// 共享的 Redis 连接（响应缓存也用它）。
+    pub fn link(&self) -> Option<Arc<RedisLink>> {
+        self.link.clone()
+    }
+
     /// 是否配置了存储。
     pub fn enabled(&self) -> bool {
         self.link.is_some()

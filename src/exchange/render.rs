@@ -35,7 +35,8 @@ pub(super) fn json_for(inbound: &Inbound, hub: Bytes) -> Result<Bytes, ApiError>
 
 /// 要保留的完整回复对象：调用方要保留时解析写给客户端的回复（其余为 `None`，不付解析的开销）。
 pub(super) fn kept_response(keep: bool, rendered: &[u8]) -> Option<Value> {
-    keep.then(|| serde_json::from_slice(rendered).ok()).flatten()
+    keep.then(|| serde_json::from_slice(rendered).ok())
+        .flatten()
 }
 
 /// 客户端方言的流翻译器：Chat 用上游翻译器本身（要保留完整回复时在旁边累加），Messages 与 Responses

@@ -6,6 +6,7 @@ mod access_log;
 pub mod admin;
 mod auth;
 mod body;
+mod cached;
 mod context;
 mod conversation;
 mod cors;
@@ -26,6 +27,7 @@ use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorType};
 use pingora_proxy::{ProxyHttp, Session};
 
+use crate::cache::ResponseCache;
 use crate::config::{Config, Model, ProviderKind, SharedConfig};
 use crate::dialects::{
     messages, responses, ChatRequest, Dialect, Inbound, MessagesRequest, ResponsesRequest,
@@ -65,6 +67,7 @@ pub struct Gateway {
     limiter: Limiter,
     usage: UsageStore,
     conversations: ResponseStore,
+    cache: ResponseCache,
 }
 
 impl Gateway {
@@ -73,6 +76,13 @@ impl Gateway {
         let current = config.load_full();
         let (nonces, limiter, usage, conversations) = stores(&current);
         info!("签名请求的防重放存储：{}", nonces.describe());
+        let cache = ResponseCache::new(
+            conversations.link(),
+            &current
+                .redis
+                .as_ref()
+                .map_or_else(String::new, |r| r.key_prefix.clone()),
+        );
         Gateway {
             config,
             upstream,
@@ -80,6 +90,7 @@ impl Gateway {
             limiter,
             usage,
             conversations,
+            cache,
         }
     }
 }
@@ -181,7 +192,11 @@ impl ProxyHttp for Gateway {
             .clone()
             .unwrap_or_else(|| self.config.load_full());
         if let Some(ticket) = ctx.limit.take() {
-            let used = limits::consumed(ctx.report.usage, ctx.status);
+            // 命中缓存的请求只算请求数，不消耗 token 额度
+            let used = match ctx.cache {
+                Some(cached::HIT) => Some(0),
+                _ => limits::consumed(ctx.report.usage, ctx.status),
+            };
             self.limiter.settle(&config.rate_limits, ticket, used).await;
         }
         let req = session.req_header();
@@ -287,6 +302,19 @@ impl Gateway {
                 .count_tokens(session, ctx, config, (client, model), &inbound)
                 .await;
         }
+        self.answer(session, ctx, config, (client, model), &inbound)
+            .await
+    }
+
+    /// 准入之后的应答：先查响应缓存（命中时直接回放），否则与上游交换，成功后保存会话与缓存。
+    async fn answer(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        config: &Config,
+        (client, model): (Option<&Client>, &Model),
+        inbound: &Inbound,
+    ) -> Result<u16, Failure> {
         let settings = &config.rate_limits;
         let tokens = limits::reservation(
             inbound.body(),
@@ -295,15 +323,27 @@ impl Gateway {
         );
         self.admit(session, ctx, config, (client, model), tokens)
             .await?;
-        let keep = matches!(&inbound, Inbound::Responses(req) if req.keep);
+        let plan = cached::plan(session, ctx, config.cache.as_ref(), inbound);
+        if let (Some(plan), Some(cache)) = (&plan, config.cache.as_ref()) {
+            let served =
+                cached::serve_hit((&self.cache, config, cache), plan, (session, ctx), inbound);
+            if let Some(status) = served.await? {
+                return Ok(status);
+            }
+        }
+        let keep = plan.as_ref().is_some_and(cached::CachePlan::stores)
+            || matches!(inbound, Inbound::Responses(req) if req.keep);
         let (mut report, result) =
-            exchange::run(&self.upstream, session, (&inbound, keep), model, config).await;
+            exchange::run(&self.upstream, session, (inbound, keep), model, config).await;
         if result.is_ok() {
             let owner = conversation::owner(ctx.client.as_deref());
-            conversation::remember(&self.conversations, owner, &inbound, &mut report, config).await;
+            conversation::remember(&self.conversations, owner, inbound, &mut report, config).await;
+            if let (Some(plan), Some(cache)) = (&plan, config.cache.as_ref()) {
+                cached::remember(&self.cache, cache, plan, &mut report).await;
+            }
         }
         ctx.report = report;
-        ctx.dropped = dropped_features(&inbound);
+        ctx.dropped = dropped_features(inbound);
         result
     }
 

@@ -6,7 +6,8 @@ use chatnexus::mock::{Fault, MockSettings, MockStats};
 
 use crate::support::body::chat_body;
 use crate::support::config::{
-    Breaker, ClientKey, GatewayConfig, Model, Price, Provider, ProviderKind, Target, Timeouts,
+    Breaker, Cache, ClientKey, GatewayConfig, Model, Price, Provider, ProviderKind, Target,
+    Timeouts,
 };
 use crate::support::gateway::{Emulators, Gateway, Launch, LOOPBACK_HTTP};
 use crate::support::header;
@@ -47,6 +48,10 @@ const AZURE_DEPLOYMENT: &str = "gpt-4o-prod";
 const AZURE_API_VERSION: &str = "2024-10-21";
 /// 缺密钥的上游读取的环境变量（测试中从不设置）。
 const UNSET_KEY_ENV: &str = "CHATNEXUS_TEST_UNSET_KEY";
+/// 第二个客户端密钥（缓存按密钥隔离的测试用）。
+pub const CACHE_KEY_B: &str = "sk-chatnexus-test-cache-b";
+/// 响应缓存保存多久（秒）。
+const CACHE_TTL_SECS: u64 = 600;
 /// 翻译的流的保活间隔（毫秒）：比 `sluggish` 的块间隔短得多。
 const KEEPALIVE_MS: u64 = 250;
 /// `sluggish` 模拟上游的块间隔（毫秒）。
@@ -148,6 +153,12 @@ fn mock_specs() -> Vec<MockSpec> {
         "sluggish",
         OpenAiCompatible,
         with(2, SLUGGISH_DELAY_MS, None),
+    ));
+    specs.push(spec("cache-up", OpenAiCompatible, with(3, 0, None)));
+    specs.push(spec(
+        "cache-broken-up",
+        OpenAiCompatible,
+        with(3, 0, Some(Fault::Status(503))),
     ));
     specs.extend(failover_specs());
     specs
@@ -389,7 +400,13 @@ fn base_config(ca_file: &str) -> GatewayConfig {
             ..Breaker::default()
         })
         .latency_decay_ms(1000)
-        .stream_keepalive_ms(KEEPALIVE_MS);
+        .stream_keepalive_ms(KEEPALIVE_MS)
+        .key(ClientKey::new("缓存乙", CACHE_KEY_B))
+        .cache(Cache {
+            backend: "local".to_string(),
+            ttl_seconds: CACHE_TTL_SECS,
+            models: vec!["cache-fast".to_string(), "cache-broken".to_string()],
+        });
     for model in ["metered", "metered-exact"] {
         config = config.price(Price {
             model: model.to_string(),
@@ -439,6 +456,9 @@ fn start_env() -> TestEnv {
     config = config.model(Model::new("改名").target(Target::to("fast").model("upstream-model")));
     config = config
         .model(Model::new("有上限").target(Target::to("fast").max_output_tokens(CAPPED_OUTPUT)));
+    config = config
+        .model(Model::new("cache-fast").target(Target::to("cache-up")))
+        .model(Model::new("cache-broken").target(Target::to("cache-broken-up")));
     for model in failover_models() {
         config = config.model(model);
     }

@@ -4,6 +4,7 @@ mod anthropic;
 mod azure;
 mod body;
 mod bounds;
+mod cache;
 mod chat;
 mod common;
 mod errors;

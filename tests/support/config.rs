@@ -65,6 +65,19 @@ pub struct GatewayConfig {
     redis: Option<Redis>,
     #[serde(skip_serializing_if = "Option::is_none")]
     security: Option<Security>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cache: Option<Cache>,
+}
+
+/// `cache` 段：本地后端、只缓存给定的模型。
+#[derive(Debug, Clone, Serialize)]
+pub struct Cache {
+    /// 后端（`local` 或 `redis`）。
+    pub backend: String,
+    /// 保存多久（秒）。
+    pub ttl_seconds: u64,
+    /// 只缓存这些模型。
+    pub models: Vec<String>,
 }
 
 impl GatewayConfig {
@@ -177,6 +190,8 @@ impl GatewayConfig {
         rate_limits: RateLimits;
         /// 设置 Redis。
         redis: Redis;
+        /// 设置响应缓存。
+        cache: Cache;
     }
 
     /// 允许这些来源跨域访问，预检结果缓存 `max_age_secs` 秒。

@@ -1,0 +1,215 @@
+//! 响应缓存在请求路径上的使用：准入之后查找，命中时按客户端要的形式（JSON 或 SSE）回放，
+//! 未命中时交换后保存正常结束的完整回复。
+//!
+//! 目前只缓存 Chat Completions 方言的请求；Messages 与 Responses 请求不经过缓存（响应头不带缓存结果）。
+
+use bytes::Bytes;
+use http::header::CACHE_CONTROL;
+use pingora_proxy::Session;
+use serde_json::Value;
+
+use super::context::RequestCtx;
+use crate::cache::{Entry, Lookup, ResponseCache};
+use crate::clock::unix_now;
+use crate::config::CacheSettings;
+use crate::config::Config;
+use crate::dialects::chat_replay::{completed_normally, replay_stream};
+use crate::dialects::{Dialect, Inbound};
+use crate::downstream::{self, GatewayHeaders};
+use crate::exchange::{ExchangeReport, Failure};
+use crate::metrics::METRICS;
+use crate::streaming::Usage;
+
+/// 请求头 `Cache-Control` 里“不查缓存、照常保存”的指令。
+const NO_CACHE: &str = "no-cache";
+/// 请求头 `Cache-Control` 里“既不查也不存”的指令。
+const NO_STORE: &str = "no-store";
+/// 缓存结果：命中。
+pub(super) const HIT: &str = "hit";
+/// 缓存结果：未命中。
+const MISS: &str = "miss";
+/// 缓存结果：绕过（不满足缓存条件、客户端要求不用，或缓存后端不可用）。
+const BYPASS: &str = "bypass";
+/// 成功的状态码。
+const STATUS_OK: u16 = 200;
+/// 命中缓存的请求在访问日志与指标里的“上游”。
+const CACHE_PROVIDER: &str = "cache";
+
+/// 本请求怎样用缓存。
+pub(super) struct CachePlan {
+    key: String,
+    lookup: bool,
+    store: bool,
+}
+
+impl CachePlan {
+    /// 交换后是否要保存回复（要保存时交换保留写给客户端的完整回复）。
+    pub(super) fn stores(&self) -> bool {
+        self.store
+    }
+}
+
+/// 决定本请求怎样用缓存；没配缓存或不是 Chat 请求时为 `None`。不满足缓存条件或客户端要求 `no-store` 时记为绕过。
+pub(super) fn plan(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    settings: Option<&CacheSettings>,
+    inbound: &Inbound,
+) -> Option<CachePlan> {
+    let settings = settings?;
+    if inbound.dialect() != Dialect::Chat {
+        return None;
+    }
+    let directives = cache_control(session);
+    if directives.contains(NO_STORE)
+        || !ResponseCache::eligible(settings, inbound.model(), inbound.body())
+    {
+        mark(session, ctx, BYPASS, None);
+        return None;
+    }
+    let owner = ctx.client.as_deref().unwrap_or_default();
+    let key = ResponseCache::key(
+        settings,
+        owner,
+        inbound.model(),
+        Dialect::Chat.label(),
+        inbound.body(),
+    );
+    Some(CachePlan {
+        key,
+        lookup: !directives.contains(NO_CACHE),
+        store: true,
+    })
+}
+
+/// 请求头 `Cache-Control` 的值（小写；没有时为空串）。
+fn cache_control(session: &Session) -> String {
+    session
+        .req_header()
+        .headers
+        .get(CACHE_CONTROL)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_ascii_lowercase()
+}
+
+/// 记下缓存结果：响应头 `x-chatnexus-cache`（命中时另带 `age`）与访问日志。
+fn mark(session: &mut Session, ctx: &mut RequestCtx, result: &'static str, age: Option<u64>) {
+    ctx.cache = Some(result);
+    if let Some(headers) = GatewayHeaders::of(session) {
+        headers.set_cache(result, age);
+    }
+}
+
+/// 查缓存；命中时回放并返回写给客户端的状态码，未命中或绕过时返回 `None`（照常交换）。
+///
+/// 错误：回放时写客户端失败。
+pub(super) async fn serve_hit(
+    (cache, config, settings): (&ResponseCache, &Config, &CacheSettings),
+    plan: &CachePlan,
+    (session, ctx): (&mut Session, &mut RequestCtx),
+    inbound: &Inbound,
+) -> Result<Option<u16>, Failure> {
+    if !plan.lookup {
+        mark(session, ctx, MISS, None);
+        return Ok(None);
+    }
+    let entry = match cache.get(settings, &plan.key).await {
+        Lookup::Hit(entry) => entry,
+        Lookup::Miss => {
+            mark(session, ctx, MISS, None);
+            return Ok(None);
+        }
+        Lookup::Bypass => {
+            mark(session, ctx, BYPASS, None);
+            return Ok(None);
+        }
+    };
+    mark(
+        session,
+        ctx,
+        HIT,
+        Some(unix_now().saturating_sub(entry.created_unix)),
+    );
+    ctx.report.provider = Some(CACHE_PROVIDER.to_string());
+    replay(session, inbound, &entry.completion).await?;
+    ctx.report.mark_output();
+    count_saved(&entry.completion, config, inbound.model());
+    Ok(Some(STATUS_OK))
+}
+
+/// 按客户端要的形式回放：流式请求写成 Chat 流（要求了用量块时带上），否则写完整的 JSON。
+async fn replay(
+    session: &mut Session,
+    inbound: &Inbound,
+    completion: &Value,
+) -> Result<(), Failure> {
+    if !inbound.stream() {
+        let body = Bytes::from(completion.to_string());
+        return downstream::write_json(session, STATUS_OK, body)
+            .await
+            .map_err(Failure::gone);
+    }
+    let include_usage = inbound
+        .body()
+        .get("stream_options")
+        .and_then(|o| o.get("include_usage"))
+        == Some(&Value::Bool(true));
+    downstream::start_event_stream(session)
+        .await
+        .map_err(Failure::gone)?;
+    downstream::write_chunk(session, replay_stream(completion, include_usage))
+        .await
+        .map_err(Failure::gone)?;
+    downstream::finish_body(session)
+        .await
+        .map_err(Failure::gone)
+}
+
+/// 命中省下的 token 与费用计入 `llm_cache_saved_tokens_total` 与 `llm_cache_saved_usd_total`；
+/// 费用按模型首个目标的上游模型的价格估算（命中时不知道原来是哪个目标应答的）。
+fn count_saved(completion: &Value, config: &Config, model: &str) {
+    let Some(usage) = Usage::from_openai(&completion["usage"]) else {
+        return;
+    };
+    let saved = [
+        ("input", usage.prompt),
+        ("output", usage.completion),
+        ("cached", usage.cached),
+        ("reasoning", usage.reasoning),
+    ];
+    for (kind, count) in saved {
+        METRICS
+            .cache
+            .saved_tokens
+            .with_label_values(&[kind])
+            .inc_by(count);
+    }
+    let upstream = config
+        .model(model)
+        .and_then(|m| m.targets.first())
+        .map(|t| t.model.as_str());
+    if let Some(cost) = upstream.and_then(|name| config.pricing.cost(name, &usage)) {
+        METRICS.cache.saved_usd.inc_by(cost);
+    }
+}
+
+/// 交换成功后：正常结束（stop、length、工具调用……）的完整回复存进缓存；取消、截断、出错的不存。
+pub(super) async fn remember(
+    cache: &ResponseCache,
+    settings: &CacheSettings,
+    plan: &CachePlan,
+    report: &mut ExchangeReport,
+) {
+    if !plan.store {
+        return;
+    }
+    let Some(completion) = report.rendered.take().filter(completed_normally) else {
+        return;
+    };
+    let entry = Entry {
+        created_unix: unix_now(),
+        completion,
+    };
+    cache.put(settings, &plan.key, &entry).await;
+}
