@@ -4,8 +4,11 @@
 //! Redis 慢或不可用时查找返回 [`Lookup::Bypass`]、保存只记日志，请求照常走上游；
 //! 损坏的条目当作未命中并删除。何时保存（只存完整成功的回复）、如何回放由请求路径决定。
 
+mod flight;
 mod key;
 mod local;
+
+pub use flight::{wait, Flight, FlightGuard};
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -99,6 +102,7 @@ pub struct ResponseCache {
     prefix: String,
     local: Mutex<LocalStore>,
     warn: WarnGate,
+    flights: flight::Flights,
 }
 
 impl ResponseCache {
@@ -109,7 +113,13 @@ impl ResponseCache {
             prefix: key_prefix.to_string(),
             local: Mutex::default(),
             warn: WarnGate::default(),
+            flights: flight::Flights::default(),
         }
+    }
+
+    /// 相同请求的合并：没有进行中的相同请求（同一个键）时领头，否则跟随（先等领头的结束再查缓存）。
+    pub fn join(&self, key: &str) -> Flight {
+        self.flights.join(key)
     }
 
     /// 请求是否可以用缓存：模型在 models 里（或没配 models）；mode=deterministic 时要求 temperature 为 0 或给了 seed，且 n 不存在或为 1。

@@ -3,16 +3,17 @@
 //!
 //! 目前只缓存 Chat Completions 方言的请求；Messages 与 Responses 请求不经过缓存（响应头不带缓存结果）。
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use http::header::CACHE_CONTROL;
 use pingora_proxy::Session;
 use serde_json::Value;
 
 use super::context::RequestCtx;
-use crate::cache::{Entry, Lookup, ResponseCache};
+use crate::cache::{wait, Entry, Flight, FlightGuard, Lookup, ResponseCache};
 use crate::clock::unix_now;
-use crate::config::CacheSettings;
-use crate::config::Config;
+use crate::config::{CacheSettings, Config};
 use crate::dialects::chat_replay::{completed_normally, replay_stream};
 use crate::dialects::{Dialect, Inbound};
 use crate::downstream::{self, GatewayHeaders};
@@ -32,6 +33,8 @@ const MISS: &str = "miss";
 const BYPASS: &str = "bypass";
 /// 成功的状态码。
 const STATUS_OK: u16 = 200;
+/// 相同的请求最多等领头的请求多久（之后各自去上游）。
+const FLIGHT_WAIT: Duration = Duration::from_secs(30);
 /// 命中缓存的请求在访问日志与指标里的“上游”。
 const CACHE_PROVIDER: &str = "cache";
 
@@ -40,6 +43,8 @@ pub(super) struct CachePlan {
     key: String,
     lookup: bool,
     store: bool,
+    /// 相同请求里领头去上游时的守卫：计划释放（交换结束、保存之后）时唤醒等着的相同请求。
+    flight: Option<FlightGuard>,
 }
 
 impl CachePlan {
@@ -79,6 +84,7 @@ pub(super) fn plan(
         key,
         lookup: !directives.contains(NO_CACHE),
         store: true,
+        flight: None,
     })
 }
 
@@ -106,7 +112,7 @@ fn mark(session: &mut Session, ctx: &mut RequestCtx, result: &'static str, age: 
 /// 错误：回放时写客户端失败。
 pub(super) async fn serve_hit(
     (cache, config, settings): (&ResponseCache, &Config, &CacheSettings),
-    plan: &CachePlan,
+    plan: &mut CachePlan,
     (session, ctx): (&mut Session, &mut RequestCtx),
     inbound: &Inbound,
 ) -> Result<Option<u16>, Failure> {
@@ -114,7 +120,7 @@ pub(super) async fn serve_hit(
         mark(session, ctx, MISS, None);
         return Ok(None);
     }
-    let entry = match cache.get(settings, &plan.key).await {
+    let entry = match find(cache, settings, plan).await {
         Lookup::Hit(entry) => entry,
         Lookup::Miss => {
             mark(session, ctx, MISS, None);
@@ -136,6 +142,25 @@ pub(super) async fn serve_hit(
     ctx.report.mark_output();
     count_saved(&entry.completion, config, inbound.model());
     Ok(Some(STATUS_OK))
+}
+
+/// 查缓存；未命中时与同一进程里的相同请求合并：没有进行中的相同请求时领头（守卫记进计划），
+/// 否则等领头的结束（最多 [`FLIGHT_WAIT`]）后再查一次。
+async fn find(cache: &ResponseCache, settings: &CacheSettings, plan: &mut CachePlan) -> Lookup {
+    let first = cache.get(settings, &plan.key).await;
+    if first != Lookup::Miss {
+        return first;
+    }
+    match cache.join(&plan.key) {
+        Flight::Leader(guard) => {
+            plan.flight = Some(guard);
+            Lookup::Miss
+        }
+        Flight::Follower(done) => {
+            wait(done, FLIGHT_WAIT).await;
+            cache.get(settings, &plan.key).await
+        }
+    }
 }
 
 /// 按客户端要的形式回放：流式请求写成 Chat 流（要求了用量块时带上），否则写完整的 JSON。

@@ -323,8 +323,8 @@ impl Gateway {
         );
         self.admit(session, ctx, config, (client, model), tokens)
             .await?;
-        let plan = cached::plan(session, ctx, config.cache.as_ref(), inbound);
-        if let (Some(plan), Some(cache)) = (&plan, config.cache.as_ref()) {
+        let mut plan = cached::plan(session, ctx, config.cache.as_ref(), inbound);
+        if let (Some(plan), Some(cache)) = (&mut plan, config.cache.as_ref()) {
             let served =
                 cached::serve_hit((&self.cache, config, cache), plan, (session, ctx), inbound);
             if let Some(status) = served.await? {

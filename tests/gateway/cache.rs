@@ -184,3 +184,31 @@ async fn 缓存_命中也计入请求数_不消耗费用() {
     );
     assert!(saved > 0.0, "命中省下的输出 token 要计入");
 }
+
+#[tokio::test]
+async fn 缓存_五十个相同的请求同时到达_上游只收到一次() {
+    let marker = "缓存标记-九";
+    let mut body = 请求(marker, false);
+    body["model"] = json!("cache-slow");
+    let sends = (0..50).map(|_| {
+        let body = body.clone();
+        async move {
+            let resp = 发送(CLIENT_KEY, &body, None).await;
+            (resp.status().as_u16(), 文本(resp).await)
+        }
+    });
+    let replies = futures_util::future::join_all(sends).await;
+    assert!(
+        replies.iter().all(|(status, _)| *status == 200),
+        "{replies:?}"
+    );
+    assert!(
+        replies.iter().all(|(_, text)| *text == replies[0].1),
+        "全部回复相同"
+    );
+    assert_eq!(
+        上游次数("cache-slow-up", marker),
+        1,
+        "相同的请求在进程里合并，只有领头的去上游"
+    );
+}

@@ -50,6 +50,8 @@ const AZURE_API_VERSION: &str = "2024-10-21";
 const UNSET_KEY_ENV: &str = "CHATNEXUS_TEST_UNSET_KEY";
 /// 第二个客户端密钥（缓存按密钥隔离的测试用）。
 pub const CACHE_KEY_B: &str = "sk-chatnexus-test-cache-b";
+/// `cache-slow-up` 回首字节前的延迟（毫秒）：让同时到达的相同请求都在第一个完成之前到达。
+const CACHE_SLOW_FIRST_BYTE_MS: u64 = 300;
 /// 响应缓存保存多久（秒）。
 const CACHE_TTL_SECS: u64 = 600;
 /// 翻译的流的保活间隔（毫秒）：比 `sluggish` 的块间隔短得多。
@@ -155,6 +157,11 @@ fn mock_specs() -> Vec<MockSpec> {
         with(2, SLUGGISH_DELAY_MS, None),
     ));
     specs.push(spec("cache-up", OpenAiCompatible, with(3, 0, None)));
+    let slow = MockSettings {
+        first_byte_delay_ms: CACHE_SLOW_FIRST_BYTE_MS,
+        ..with(3, 0, None)
+    };
+    specs.push(spec("cache-slow-up", OpenAiCompatible, slow));
     specs.push(spec(
         "cache-broken-up",
         OpenAiCompatible,
@@ -405,7 +412,9 @@ fn base_config(ca_file: &str) -> GatewayConfig {
         .cache(Cache {
             backend: "local".to_string(),
             ttl_seconds: CACHE_TTL_SECS,
-            models: vec!["cache-fast".to_string(), "cache-broken".to_string()],
+            models: ["cache-fast", "cache-broken", "cache-slow"]
+                .map(String::from)
+                .to_vec(),
         });
     for model in ["metered", "metered-exact"] {
         config = config.price(Price {
@@ -458,7 +467,8 @@ fn start_env() -> TestEnv {
         .model(Model::new("有上限").target(Target::to("fast").max_output_tokens(CAPPED_OUTPUT)));
     config = config
         .model(Model::new("cache-fast").target(Target::to("cache-up")))
-        .model(Model::new("cache-broken").target(Target::to("cache-broken-up")));
+        .model(Model::new("cache-broken").target(Target::to("cache-broken-up")))
+        .model(Model::new("cache-slow").target(Target::to("cache-slow-up")));
     for model in failover_models() {
         config = config.model(model);
     }
