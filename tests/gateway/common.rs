@@ -156,19 +156,30 @@ fn mock_specs() -> Vec<MockSpec> {
         OpenAiCompatible,
         with(2, SLUGGISH_DELAY_MS, None),
     ));
-    specs.push(spec("cache-up", OpenAiCompatible, with(3, 0, None)));
-    let slow = MockSettings {
-        first_byte_delay_ms: CACHE_SLOW_FIRST_BYTE_MS,
-        ..with(3, 0, None)
-    };
-    specs.push(spec("cache-slow-up", OpenAiCompatible, slow));
-    specs.push(spec(
-        "cache-broken-up",
-        OpenAiCompatible,
-        with(3, 0, Some(Fault::Status(503))),
-    ));
+    specs.extend(cache_specs());
     specs.extend(failover_specs());
     specs
+}
+
+/// 响应缓存测试的模拟上游：正常、回首字节前慢（同时到达的相同请求要合并）、总是 503。
+fn cache_specs() -> Vec<MockSpec> {
+    let quick = MockSettings {
+        chunks: 3,
+        ..MockSettings::default()
+    };
+    let slow = MockSettings {
+        first_byte_delay_ms: CACHE_SLOW_FIRST_BYTE_MS,
+        ..quick.clone()
+    };
+    let broken = MockSettings {
+        fault: Some(Fault::Status(503)),
+        ..quick.clone()
+    };
+    vec![
+        spec("cache-up", ProviderKind::OpenAiCompatible, quick),
+        spec("cache-slow-up", ProviderKind::OpenAiCompatible, slow),
+        spec("cache-broken-up", ProviderKind::OpenAiCompatible, broken),
+    ]
 }
 
 /// 报告缓存与推理用量的模拟上游行为。
