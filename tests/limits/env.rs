@@ -8,8 +8,8 @@ use chatnexus::mock::{Fault, MockSettings};
 
 use crate::support::body::chat_body;
 use crate::support::config::{
-    Breaker, ClientKey, GatewayConfig, Limits, Model, Provider, ProviderKind, RateLimits, Redis,
-    Target, Timeouts,
+    Breaker, Cache, ClientKey, GatewayConfig, Limits, Model, Provider, ProviderKind, RateLimits,
+    Redis, Target, Timeouts,
 };
 use crate::support::gateway::{Emulators, Gateway, Launch};
 use crate::support::header;
@@ -36,6 +36,11 @@ const OPENAI_PATH: &str = "/v1";
 const FIRST_KEY_REQUESTS: u64 = 3;
 /// 模型 `cheap` 每分钟的请求数覆盖。
 const CHEAP_MODEL_REQUESTS: u64 = 2;
+
+/// 响应缓存的 Redis 后端名。
+const CACHE_BACKEND_REDIS: &str = "redis";
+/// 响应缓存保存多久（秒）。
+const CACHE_TTL_SECS: u64 = 600;
 
 /// 测试用的客户端密钥：名 → 明文（HTTP 头只能是 ASCII）。名为 `甲` 的密钥配置了每分钟 3 个请求的覆盖。
 pub const KEYS: &[(&str, &str)] = &[
@@ -183,6 +188,16 @@ impl RedisGateway {
         let key = limiter_key(&self.prefix, segment, subject);
         hash_field(&crate::support::redis_url(), &key, field)
     }
+}
+
+/// 启动一个把响应缓存放在 Redis 里的网关（只缓存模型 `fast`）。
+pub fn start_cached_gateway(redis: Redis) -> Gateway {
+    let cache = Cache {
+        backend: CACHE_BACKEND_REDIS.to_string(),
+        ttl_seconds: CACHE_TTL_SECS,
+        models: vec!["fast".to_string()],
+    };
+    Launch::new(gateway_config().redis(redis).cache(cache)).start()
 }
 
 /// 启动共享同一个 Redis 的 `count` 个网关实例。

@@ -1,0 +1,77 @@
+//! 响应缓存的 Redis 后端：两个网关实例共用一份缓存；Redis 宕机时请求照常成功、缓存记为绕过。
+
+use serde_json::{json, Value};
+
+use crate::env::{key, single_redis, start_cached_gateway, MOCKS};
+use crate::redis_server::RedisProcess;
+use crate::support::gateway::Gateway;
+use crate::support::{header, unique_prefix};
+
+/// 缓存测试用的客户端密钥名（两个实例上同名，缓存按它隔离）。
+const KEY_NAME: &str = "乙";
+
+/// 确定性的请求（temperature 0），带区分用例的标记。
+fn 请求(marker: &str) -> Value {
+    json!({ "model": "fast", "temperature": 0, "messages": [ { "role": "user", "content": marker } ] })
+}
+
+/// 发给某个网关实例，返回状态码与缓存结果头。
+async fn 发送(gateway: Gateway, marker: &str) -> (u16, String) {
+    let resp = reqwest::Client::new()
+        .post(gateway.url("/v1/chat/completions"))
+        .bearer_auth(key(KEY_NAME))
+        .json(&请求(marker))
+        .send()
+        .await
+        .expect("请求必须送达网关");
+    let cache = header(&resp, "x-chatnexus-cache").to_string();
+    let status = resp.status().as_u16();
+    resp.text().await.expect("读完回复");
+    (status, cache)
+}
+
+/// 模拟上游 `fast` 收到含 `marker` 的请求的次数。
+fn 上游次数(marker: &str) -> usize {
+    MOCKS
+        .stats("fast")
+        .recent()
+        .iter()
+        .filter(|r| String::from_utf8_lossy(&r.body).contains(marker))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn 缓存_两个实例共用_redis_里的条目() {
+    let redis = single_redis(&crate::support::redis_url(), &unique_prefix("cnx-cache"));
+    let (a, b) = (
+        start_cached_gateway(redis.clone()),
+        start_cached_gateway(redis),
+    );
+    let marker = "共享缓存标记";
+    assert_eq!(发送(a, marker).await, (200, "miss".to_string()));
+    assert_eq!(
+        发送(b, marker).await,
+        (200, "hit".to_string()),
+        "另一个实例命中同一份缓存"
+    );
+    assert_eq!(上游次数(marker), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn 缓存_redis_宕机时照常成功并记为绕过() {
+    let mut server = RedisProcess::start();
+    let gateway = start_cached_gateway(single_redis(
+        &server.url(),
+        &unique_prefix("cnx-cache-down"),
+    ));
+    let marker = "宕机缓存标记";
+    assert_eq!(发送(gateway, marker).await, (200, "miss".to_string()));
+    assert_eq!(发送(gateway, marker).await, (200, "hit".to_string()));
+    server.kill();
+    assert_eq!(
+        发送(gateway, marker).await,
+        (200, "bypass".to_string()),
+        "缓存不可用不能让请求失败"
+    );
+    assert_eq!(上游次数(marker), 2, "绕过时照常去上游");
+}
