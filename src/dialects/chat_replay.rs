@@ -12,6 +12,7 @@ use serde_json::{json, Map, Value};
 
 use super::hub_calls::arguments_text;
 use super::hub_stream::{parse_chunk, reasoning_of, HubChoice};
+use super::ReplyBuilder;
 use crate::clock::unix_now;
 use crate::streaming::{random_id, write_data, write_done, DONE_SENTINEL};
 
@@ -66,7 +67,8 @@ struct ToolCallAcc {
 ///
 /// ```
 /// use chatnexus::dialects::chat_replay::CompletionBuilder; // 流累加器
-/// let mut b = CompletionBuilder::new(); // 新的累加器
+/// use chatnexus::dialects::ReplyBuilder; // push 与 finish 来自它
+/// let mut b = CompletionBuilder::default(); // 新的累加器
 /// b.push(r#"{"id":"c1","created":1,"model":"演示","choices":[{"index":0,"delta":{"content":"你好"},"finish_reason":null}]}"#);
 /// b.push(r#"{"id":"c1","created":1,"model":"演示","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#);
 /// b.push("[DONE]"); // 流正常结束
@@ -93,16 +95,11 @@ pub struct CompletionBuilder {
     failed: bool,
 }
 
-impl CompletionBuilder {
-    /// 创建空的累加器。
-    pub fn new() -> Self {
-        CompletionBuilder::default()
-    }
-
+impl ReplyBuilder for CompletionBuilder {
     /// 喂一个 SSE 事件的 data（chunk JSON 或 `[DONE]`）。
     ///
     /// 失败或已见过 `[DONE]` 之后再来的事件一律忽略；解析失败或错误块让累加器记为失败。
-    pub fn push(&mut self, data: &str) {
+    fn push(&mut self, data: &str) {
         if self.failed || self.done {
             return;
         }
@@ -137,7 +134,14 @@ impl CompletionBuilder {
     /// 有推理时带 `reasoning_content`，有工具调用时带 `tool_calls`。
     ///
     /// 返回：流不完整时为 `None`。
-    pub fn finish(self) -> Option<Value> {
+    fn finish(&mut self) -> Option<Value> {
+        std::mem::take(self).build()
+    }
+}
+
+impl CompletionBuilder {
+    /// 组装完整回复（见 [`ReplyBuilder::finish`]）。
+    fn build(self) -> Option<Value> {
         if self.failed || !self.done {
             return None;
         }

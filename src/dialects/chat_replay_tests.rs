@@ -4,6 +4,7 @@ use serde_json::{json, Value};
 
 use super::chat_replay::{completed_normally, replay_stream, CompletionBuilder};
 use super::test_chunks::{块, 工具, 文本, 结束};
+use super::ReplyBuilder;
 use crate::streaming::{SseParser, DONE_SENTINEL};
 
 /// 用量块的 data。
@@ -21,7 +22,7 @@ fn 用量() -> Value {
 
 /// 把一串 data 喂给累加器并取结果。
 fn 累加(events: &[String]) -> Option<Value> {
-    let mut builder = CompletionBuilder::new();
+    let mut builder = CompletionBuilder::default();
     for data in events {
         builder.push(data);
     }

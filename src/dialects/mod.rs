@@ -24,6 +24,9 @@ use bytes::Bytes;
 use serde_json::{Map, Value};
 
 use crate::error::ApiError;
+use chat_replay::CompletionBuilder;
+use messages::replay::MessageBuilder;
+use responses::replay::ResponseCapture;
 
 pub use chat::ChatRequest;
 pub use messages::MessagesRequest;
@@ -91,6 +94,45 @@ impl Dialect {
             Dialect::Responses => "responses",
         }
     }
+
+    /// 把本方言的事件流累加成完整回复的累加器（响应缓存保存流式回复用）。
+    pub fn reply_builder(self) -> Box<dyn ReplyBuilder> {
+        match self {
+            Dialect::Chat => Box::<CompletionBuilder>::default(),
+            Dialect::Messages => Box::<MessageBuilder>::default(),
+            Dialect::Responses => Box::<ResponseCapture>::default(),
+        }
+    }
+
+    /// 本方言的完整回复是否正常结束（只有正常结束的回复才缓存）。
+    ///
+    /// 参数：`reply` 为 `chat.completion`、`message` 或 `response` 对象。
+    pub fn completed_normally(self, reply: &Value) -> bool {
+        match self {
+            Dialect::Chat => chat_replay::completed_normally(reply),
+            Dialect::Messages => messages::replay::completed_normally(reply),
+            Dialect::Responses => responses::replay::completed_normally(reply),
+        }
+    }
+}
+
+/// 把客户端方言的事件流累加成完整回复（响应缓存保存流式回复用）。
+///
+/// 用途：`exchange` 转发流时把客户端方言的每个事件的 data 喂给它，流结束后取出完整回复；
+/// 各方言的累加器由 [`Dialect::reply_builder`] 给出。
+///
+/// ```
+/// use chatnexus::dialects::{Dialect, ReplyBuilder}; // 方言与累加器
+/// let mut b = Dialect::Chat.reply_builder(); // Chat 流的累加器
+/// b.push("[DONE]"); // 只有结束标记，没有结束原因
+/// assert!(b.finish().is_none()); // 不完整的流没有完整回复
+/// ```
+pub trait ReplyBuilder: Send {
+    /// 喂一个事件的 data。
+    fn push(&mut self, data: &str);
+
+    /// 流正常结束时的完整回复；流不完整（截断、出错、没有结束标记）时为 `None`。
+    fn finish(&mut self) -> Option<Value>;
 }
 
 /// 一个已校验的客户端请求：`exchange` 据它的方言与目标的协议决定透传还是经枢纽翻译。
@@ -168,6 +210,25 @@ impl Inbound {
             Inbound::Chat(_) => None,
             Inbound::Messages(req) | Inbound::CountTokens(req) => req.dropped(),
             Inbound::Responses(req) => req.dropped(),
+        }
+    }
+
+    /// 把缓存的完整回复重放为本请求方言的事件流（SSE 字节）；Chat 请求按客户端的
+    /// `stream_options.include_usage` 决定是否带用量块。
+    pub fn replay_stream(&self, reply: &Value) -> Bytes {
+        match self {
+            Inbound::Chat(req) => {
+                let include_usage = req
+                    .body
+                    .get("stream_options")
+                    .and_then(|o| o.get("include_usage"))
+                    == Some(&Value::Bool(true));
+                chat_replay::replay_stream(reply, include_usage)
+            }
+            Inbound::Messages(_) | Inbound::CountTokens(_) => {
+                messages::replay::replay_stream(reply)
+            }
+            Inbound::Responses(_) => responses::replay::replay_stream(reply),
         }
     }
 

@@ -7,6 +7,8 @@
 
 mod error;
 mod names;
+/// 响应缓存用：Messages 事件流累加成完整回复、完整回复重放为事件流。
+pub mod replay;
 mod request;
 /// 完整回复：枢纽的 `chat.completion` → Anthropic `message` 对象。
 pub mod response;
@@ -14,6 +16,8 @@ pub mod response;
 pub mod stream;
 mod tokens;
 
+#[cfg(test)]
+mod replay_tests;
 #[cfg(test)]
 mod request_tests;
 #[cfg(test)]

@@ -348,6 +348,6 @@ fn write_delta(out: &mut BytesMut, index: u64, delta: &Value) {
 }
 
 /// 写出一个具名事件，负载为 JSON 文本。
-fn emit(out: &mut BytesMut, name: &str, payload: &Value) {
+pub(super) fn emit(out: &mut BytesMut, name: &str, payload: &Value) {
     write_event(out, name, payload.to_string().as_bytes());
 }

@@ -6,6 +6,8 @@
 
 mod error;
 mod names;
+/// 响应缓存用：从事件流取出完整回复、完整回复重放为事件流。
+pub mod replay;
 mod request;
 /// 完整回复：枢纽的 `chat.completion` → Responses 的 `response` 对象。
 pub mod response;
@@ -14,6 +16,8 @@ pub mod stream;
 /// 翻译时客户端工具与枢纽函数名的对应。
 pub mod tools;
 
+#[cfg(test)]
+mod replay_tests;
 #[cfg(test)]
 mod request_tests;
 #[cfg(test)]

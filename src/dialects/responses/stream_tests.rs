@@ -27,7 +27,7 @@ const TERMINALS: [&str; 3] = [
 const PATCH: &str = "*** Begin Patch\n*** Add File: 说明.txt\n+你好，世界\n*** End Patch\n";
 
 /// 推理增量块。
-fn 推理(text: &str) -> String {
+pub(super) fn 推理(text: &str) -> String {
     块(json!({ "reasoning_content": text }), None)
 }
 
@@ -69,7 +69,7 @@ fn 解析(out: &[u8]) -> Vec<Value> {
 }
 
 /// 依次喂入全部 data（末尾自动加 `[DONE]`），断言都成功且只有 `[DONE]` 返回 true；返回检查过结构的事件。
-fn 渲染(datas: &[String]) -> Vec<Value> {
+pub(super) fn 渲染(datas: &[String]) -> Vec<Value> {
     let mut stream = 状态机();
     let mut out = BytesMut::new();
     for (i, data) in datas.iter().enumerate() {
@@ -102,7 +102,7 @@ fn 终止(events: &[Value]) -> &Value {
 
 /// 通用不变量：序号从 0 逐一递增；created、in_progress 在最前；恰好一个终止事件且在最后；生命周期事件的
 /// 响应 id 相同；输出项的开合合乎定律；终止事件的 `output` 等于各 `output_item.done` 的项；用量是整数。
-fn 检查结构(events: &[Value]) {
+pub(super) fn 检查结构(events: &[Value]) {
     for (i, event) in events.iter().enumerate() {
         assert_eq!(
             event["sequence_number"],
