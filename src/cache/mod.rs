@@ -23,6 +23,7 @@ use crate::config::{CacheBackend, CacheSettings};
 use crate::logging::WarnGate;
 use crate::metrics::METRICS;
 use crate::redis_link::{RedisFailure, RedisLink};
+use crate::streaming::Usage;
 
 use local::LocalStore;
 
@@ -70,20 +71,24 @@ impl Lookup {
     }
 }
 
-/// 缓存的一条回复：保存时刻（Unix 秒）与完整的枢纽回复（chat.completion JSON）。
+/// 缓存的一条回复：保存时刻（Unix 秒）、客户端方言的完整回复与它的用量。
 ///
-/// 用途：命中时按客户端的方言渲染 `completion`（JSON 或 SSE 回放），`age` 头为现在减去 `created_unix`。
+/// 用途：命中时把 `completion` 原样写出（JSON）或重放成方言的事件流，`age` 头为现在减去 `created_unix`，
+/// 省下的 token 与费用按 `usage` 计。
 ///
 /// ```
-/// let e = chatnexus::cache::Entry { created_unix: 1, completion: serde_json::json!({"object": "chat.completion"}) }; // 一条回复
-/// assert_eq!(e.completion["object"], "chat.completion"); // 原样保存枢纽回复
+/// let e = chatnexus::cache::Entry { created_unix: 1, completion: serde_json::json!({"object": "chat.completion"}), usage: None }; // 一条回复
+/// assert_eq!(e.completion["object"], "chat.completion"); // 原样保存客户端方言的回复
 /// ```
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct Entry {
     /// 保存时刻（Unix 秒）。
     pub created_unix: u64,
-    /// 完整的枢纽回复（chat.completion JSON）。
+    /// 客户端方言的完整回复（`chat.completion`、`message` 或 `response` 对象）。
     pub completion: Value,
+    /// 原回复的用量（OpenAI 语义；没有时为 `None`）。
+    #[serde(default)]
+    pub usage: Option<Usage>,
 }
 
 /// 响应缓存：进程内 LRU 与（可选的）Redis 连接；用哪个由每次调用传入的 [`CacheSettings`] 决定，

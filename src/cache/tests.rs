@@ -4,6 +4,7 @@ use serde_json::json;
 
 use super::*;
 use crate::config::CacheBackend;
+use crate::streaming::Usage;
 
 /// 测试用的 Redis 地址（tests/run.sh 保证它可用）。
 fn redis_url() -> String {
@@ -18,6 +19,11 @@ fn entry(text: &str, created_unix: u64) -> Entry {
             "object": "chat.completion",
             "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
             "usage": {"prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8}
+        }),
+        usage: Some(Usage {
+            prompt: 3,
+            completion: 5,
+            ..Usage::default()
         }),
     }
 }

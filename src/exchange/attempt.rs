@@ -80,6 +80,7 @@ pub(super) async fn once(
     let mode = mode_for(inbound, provider).map_err(untranslatable)?;
     let mut request = build_request(&mode, inbound, target).map_err(untranslatable)?;
     report.attempts += 1;
+    report.passthrough = matches!(mode, Mode::Native(_));
     forward_request_id(down, &mut request);
     if let Some(headers) = GatewayHeaders::of(down) {
         headers.set_upstream_model(target.model_header.clone());
@@ -153,7 +154,9 @@ async fn deliver_stream(
     mode: &Mode<'_>,
 ) -> Result<(), AttemptError> {
     let mut translator = match mode {
-        Mode::Native(native) => native.observer(),
+        Mode::Native(native) => {
+            render::capture(native.observer(), inbound.dialect(), x.report.keep)
+        }
         Mode::Translated(filter, hub) => {
             let hub_stream = filter.stream_translator(TranslateCtx::for_request(hub));
             render::stream_for(inbound, hub_stream, x.report.keep)
@@ -216,6 +219,7 @@ async fn deliver_json(
     let body = match mode {
         Mode::Native(native) => {
             x.report.usage = native.usage_of(&body);
+            x.report.rendered = render::kept_response(x.report.keep, &body);
             body
         }
         Mode::Translated(filter, hub) => {

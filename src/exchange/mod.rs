@@ -70,6 +70,8 @@ pub struct ExchangeReport {
     pub keep: bool,
     /// 保留下来的完整回复对象（`keep` 为真且回复正常写完时才有）。
     pub rendered: Option<serde_json::Value>,
+    /// 最后一次尝试是否透传（客户端方言与目标协议相同，回复原样转发）。
+    pub passthrough: bool,
 }
 
 impl ExchangeReport {

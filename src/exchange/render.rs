@@ -9,12 +9,11 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use serde_json::Value;
 
-use crate::dialects::chat_replay::CompletionBuilder;
 use crate::dialects::messages::response::render_message;
 use crate::dialects::messages::stream::MessagesStream;
 use crate::dialects::responses::response::render_response;
 use crate::dialects::responses::stream::ResponsesStream;
-use crate::dialects::Inbound;
+use crate::dialects::{Dialect, Inbound, ReplyBuilder};
 use crate::error::ApiError;
 use crate::providers::{StreamStatus, StreamTranslator};
 use crate::streaming::{estimate_tokens, SseEvent, SseParser, Usage};
@@ -39,23 +38,25 @@ pub(super) fn kept_response(keep: bool, rendered: &[u8]) -> Option<Value> {
         .flatten()
 }
 
-/// 客户端方言的流翻译器：Chat 用上游翻译器本身（要保留完整回复时在旁边累加），Messages 与 Responses
-/// 在它之后串上各自的事件渲染器。
+/// 客户端方言的流翻译器：Chat 用上游翻译器本身，Messages 与 Responses 在它之后串上各自的事件渲染器；
+/// 要保留完整回复时再串上旁听者（见 [`capture`]）。
 pub(super) fn stream_for(
     inbound: &Inbound,
     hub: Box<dyn StreamTranslator>,
     keep: bool,
 ) -> Box<dyn StreamTranslator> {
     match inbound {
-        Inbound::Chat(_) if keep => Box::new(Captured::new(hub)),
-        Inbound::Chat(_) => hub,
+        Inbound::Chat(_) => capture(hub, Dialect::Chat, keep),
         Inbound::Messages(req) | Inbound::CountTokens(req) => {
             let input = estimate_tokens(req.raw.len());
-            Box::new(Rendered::new(
-                hub,
-                MessagesStream::new(req.model.clone(), input),
-            ))
+            let render = MessagesStream::new(req.model.clone(), input);
+            capture(
+                Box::new(Rendered::new(hub, render)),
+                Dialect::Messages,
+                keep,
+            )
         }
+        // Responses 的渲染器自己留着终止事件里的完整回复，不必旁听
         Inbound::Responses(req) => {
             let input = estimate_tokens(req.raw.len());
             let tools = req
@@ -66,6 +67,27 @@ pub(super) fn stream_for(
             Box::new(Rendered::new(hub, render))
         }
     }
+}
+
+/// 要保留完整回复时在翻译器外串上旁听者，把写给客户端的方言事件累加成完整回复；不保留时原样返回
+/// （旁听要把每个事件多解析一次，不保留时没有这份开销）。
+///
+/// 参数：`inner` 为透传的旁路观察者或翻译器；`dialect` 为客户端方言；`keep` 为是否保留。
+pub(super) fn capture(
+    inner: Box<dyn StreamTranslator>,
+    dialect: Dialect,
+    keep: bool,
+) -> Box<dyn StreamTranslator> {
+    if !keep {
+        return inner;
+    }
+    Box::new(Captured {
+        raw: inner.forwards_raw(),
+        inner,
+        parser: SseParser::default(),
+        events: Vec::new(),
+        builder: dialect.reply_builder(),
+    })
 }
 
 /// 方言的事件渲染器：逐个接收枢纽流式块，写出客户端方言的事件。
@@ -194,27 +216,20 @@ impl<R: DialectStream> StreamTranslator for Rendered<R> {
     }
 }
 
-/// Chat 流的旁听者：原样交出上游翻译器写的枢纽块，同时把它们累加成完整回复（响应缓存要保存它）。
-///
-/// 只在要保留回复时才串上：每块要多解析一次，不保留时没有这份开销。
+/// 流的旁听者：原样交出内层写的事件（或透传时上游的事件），同时把客户端方言的事件喂给累加器，
+/// 流正常结束后交出完整回复（响应缓存要保存它）。
 struct Captured {
+    /// 透传的旁路观察者或翻译器。
     inner: Box<dyn StreamTranslator>,
+    /// 透传时客户端收到的就是上游的事件，直接喂它们；翻译时解析内层写出的字节。
+    raw: bool,
     parser: SseParser,
     events: Vec<SseEvent>,
-    builder: CompletionBuilder,
+    builder: Box<dyn ReplyBuilder>,
 }
 
 impl Captured {
-    fn new(inner: Box<dyn StreamTranslator>) -> Self {
-        Captured {
-            inner,
-            parser: SseParser::default(),
-            events: Vec::new(),
-            builder: CompletionBuilder::new(),
-        }
-    }
-
-    /// 累加上游翻译器刚写出的字节里的事件。
+    /// 累加内层刚写出的字节里的事件。
     fn feed(&mut self, written: &[u8]) {
         if written.is_empty() {
             return;
@@ -230,7 +245,11 @@ impl StreamTranslator for Captured {
     fn on_event(&mut self, event: &SseEvent, out: &mut BytesMut) -> Result<StreamStatus, ApiError> {
         let start = out.len();
         let status = self.inner.on_event(event, out);
-        self.feed(&out[start..]);
+        if self.raw {
+            self.builder.push(&event.data);
+        } else {
+            self.feed(&out[start..]);
+        }
         status
     }
 
@@ -245,8 +264,24 @@ impl StreamTranslator for Captured {
         self.inner.usage()
     }
 
-    /// 正常结束（见过结束原因与 `[DONE]`）时的完整回复。
+    fn forwards_raw(&self) -> bool {
+        self.raw
+    }
+
+    fn on_failure(&mut self, error: &ApiError, out: &mut BytesMut) -> bool {
+        self.inner.on_failure(error, out)
+    }
+
+    /// 正常结束时的完整回复（累加器判断流是否完整）。
     fn final_response(&mut self) -> Option<Value> {
-        std::mem::take(&mut self.builder).finish()
+        self.builder.finish()
+    }
+
+    fn wants_keepalive(&self) -> bool {
+        self.inner.wants_keepalive()
+    }
+
+    fn keepalive(&mut self, out: &mut BytesMut) {
+        self.inner.keepalive(out);
     }
 }

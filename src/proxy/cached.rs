@@ -1,7 +1,8 @@
 //! 响应缓存在请求路径上的使用：准入之后查找，命中时按客户端要的形式（JSON 或 SSE）回放，
 //! 未命中时交换后保存正常结束的完整回复。
 //!
-//! 目前只缓存 Chat Completions 方言的请求；Messages 与 Responses 请求不经过缓存（响应头不带缓存结果）。
+//! 三种方言都缓存，各存各的（方言在缓存键里）：条目是客户端方言的完整回复（`chat.completion`、
+//! `message` 或 `response`），同一方言的流式与非流式请求共用一条。
 
 use std::time::Duration;
 
@@ -14,12 +15,10 @@ use super::context::RequestCtx;
 use crate::cache::{wait, Entry, Flight, FlightGuard, Lookup, ResponseCache};
 use crate::clock::unix_now;
 use crate::config::{CacheSettings, Config};
-use crate::dialects::chat_replay::{completed_normally, replay_stream};
-use crate::dialects::{Dialect, Inbound};
+use crate::dialects::Inbound;
 use crate::downstream::{self, GatewayHeaders};
 use crate::exchange::{ExchangeReport, Failure};
 use crate::metrics::METRICS;
-use crate::streaming::Usage;
 
 /// 请求头 `Cache-Control` 里“不查缓存、照常保存”的指令。
 const NO_CACHE: &str = "no-cache";
@@ -54,7 +53,7 @@ impl CachePlan {
     }
 }
 
-/// 决定本请求怎样用缓存；没配缓存或不是 Chat 请求时为 `None`。不满足缓存条件或客户端要求 `no-store` 时记为绕过。
+/// 决定本请求怎样用缓存；没配缓存时为 `None`。不满足缓存条件或客户端要求 `no-store` 时记为绕过。
 pub(super) fn plan(
     session: &mut Session,
     ctx: &mut RequestCtx,
@@ -62,9 +61,6 @@ pub(super) fn plan(
     inbound: &Inbound,
 ) -> Option<CachePlan> {
     let settings = settings?;
-    if inbound.dialect() != Dialect::Chat {
-        return None;
-    }
     let directives = cache_control(session);
     if directives.contains(NO_STORE)
         || !ResponseCache::eligible(settings, inbound.model(), inbound.body())
@@ -77,7 +73,7 @@ pub(super) fn plan(
         settings,
         owner,
         inbound.model(),
-        Dialect::Chat.label(),
+        inbound.dialect().label(),
         inbound.body(),
     );
     Some(CachePlan {
@@ -140,7 +136,7 @@ pub(super) async fn serve_hit(
     ctx.report.provider = Some(CACHE_PROVIDER.to_string());
     replay(session, inbound, &entry.completion).await?;
     ctx.report.mark_output();
-    count_saved(&entry.completion, config, inbound.model());
+    count_saved(&entry, config, inbound.model());
     Ok(Some(STATUS_OK))
 }
 
@@ -163,7 +159,7 @@ async fn find(cache: &ResponseCache, settings: &CacheSettings, plan: &mut CacheP
     }
 }
 
-/// 按客户端要的形式回放：流式请求写成 Chat 流（要求了用量块时带上），否则写完整的 JSON。
+/// 按客户端要的形式回放：流式请求重放成客户端方言的事件流，否则写完整的 JSON。
 async fn replay(
     session: &mut Session,
     inbound: &Inbound,
@@ -175,15 +171,10 @@ async fn replay(
             .await
             .map_err(Failure::gone);
     }
-    let include_usage = inbound
-        .body()
-        .get("stream_options")
-        .and_then(|o| o.get("include_usage"))
-        == Some(&Value::Bool(true));
     downstream::start_event_stream(session)
         .await
         .map_err(Failure::gone)?;
-    downstream::write_chunk(session, replay_stream(completion, include_usage))
+    downstream::write_chunk(session, inbound.replay_stream(completion))
         .await
         .map_err(Failure::gone)?;
     downstream::finish_body(session)
@@ -193,8 +184,8 @@ async fn replay(
 
 /// 命中省下的 token 与费用计入 `llm_cache_saved_tokens_total` 与 `llm_cache_saved_usd_total`；
 /// 费用按模型首个目标的上游模型的价格估算（命中时不知道原来是哪个目标应答的）。
-fn count_saved(completion: &Value, config: &Config, model: &str) {
-    let Some(usage) = Usage::from_openai(&completion["usage"]) else {
+fn count_saved(entry: &Entry, config: &Config, model: &str) {
+    let Some(usage) = entry.usage else {
         return;
     };
     let saved = [
@@ -219,22 +210,29 @@ fn count_saved(completion: &Value, config: &Config, model: &str) {
     }
 }
 
-/// 交换成功后：正常结束（stop、length、工具调用……）的完整回复存进缓存；取消、截断、出错的不存。
+/// 交换成功后：正常结束（Chat 的 stop、length、工具调用……，Messages 与 Responses 的对应结局）的完整回复
+/// 连同用量存进缓存；取消、截断、出错的不存。
 pub(super) async fn remember(
     cache: &ResponseCache,
     settings: &CacheSettings,
-    plan: &CachePlan,
-    report: &mut ExchangeReport,
+    (plan, inbound): (&CachePlan, &Inbound),
+    report: &ExchangeReport,
 ) {
     if !plan.store {
         return;
     }
-    let Some(completion) = report.rendered.take().filter(completed_normally) else {
+    let dialect = inbound.dialect();
+    let Some(completion) = report
+        .rendered
+        .as_ref()
+        .filter(|reply| dialect.completed_normally(reply))
+    else {
         return;
     };
     let entry = Entry {
         created_unix: unix_now(),
-        completion,
+        completion: completion.clone(),
+        usage: report.usage,
     };
     cache.put(settings, &plan.key, &entry).await;
 }

@@ -75,7 +75,7 @@ fn input_items(body: &Map<String, Value>) -> Vec<Value> {
     }
 }
 
-/// 交换成功之后：翻译得到的回复在客户端没有 `store: false` 时保存（透传的回复没有渲染结果，不保存）。
+/// 交换成功之后：翻译得到的回复在客户端没有 `store: false` 时保存（透传的回复由 OpenAI 保存，网关不存）。
 /// 保存失败只记日志：回复已经写给客户端了。
 pub async fn remember(
     store: &ResponseStore,
@@ -87,7 +87,11 @@ pub async fn remember(
     let Inbound::Responses(req) = inbound else {
         return;
     };
-    let Some(response) = report.rendered.take().filter(|_| req.keep) else {
+    let Some(response) = report
+        .rendered
+        .take()
+        .filter(|_| req.keep && !report.passthrough)
+    else {
         return;
     };
     let Some(id) = response["id"].as_str().map(str::to_string) else {

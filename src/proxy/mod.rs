@@ -336,11 +336,11 @@ impl Gateway {
         let (mut report, result) =
             exchange::run(&self.upstream, session, (inbound, keep), model, config).await;
         if result.is_ok() {
+            if let (Some(plan), Some(cache)) = (&plan, config.cache.as_ref()) {
+                cached::remember(&self.cache, cache, (plan, inbound), &report).await;
+            }
             let owner = conversation::owner(ctx.client.as_deref());
             conversation::remember(&self.conversations, owner, inbound, &mut report, config).await;
-            if let (Some(plan), Some(cache)) = (&plan, config.cache.as_ref()) {
-                cached::remember(&self.cache, cache, plan, &mut report).await;
-            }
         }
         ctx.report = report;
         ctx.dropped = dropped_features(inbound);

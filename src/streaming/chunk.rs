@@ -2,7 +2,7 @@
 
 use bytes::BytesMut;
 use serde::de::IgnoredAny;
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{json, Value};
 
 use super::{write_data, write_done};
@@ -64,7 +64,7 @@ pub fn estimate_tokens(bytes: usize) -> u64 {
 /// let u = chatnexus::streaming::Usage { prompt: 10, completion: 5, cached: 4, reasoning: 2 }; // 换算后的用量
 /// assert_eq!(u.to_json()["total_tokens"], 15); // 总数恒等于两者之和
 /// ```
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Usage {
     /// 输入 token（含缓存命中）。
     pub prompt: u64,

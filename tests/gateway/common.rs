@@ -54,6 +54,10 @@ pub const CACHE_KEY_B: &str = "sk-chatnexus-test-cache-b";
 const CACHE_SLOW_FIRST_BYTE_MS: u64 = 300;
 /// 响应缓存保存多久（秒）。
 const CACHE_TTL_SECS: u64 = 600;
+/// `cache-drip` 流出的块数。
+const CACHE_DRIP_CHUNKS: usize = 20;
+/// `cache-drip` 每块之间的间隔（毫秒）：客户端读到第一块就断开时，流还要一秒才结束。
+const CACHE_DRIP_DELAY_MS: u64 = 50;
 /// 翻译的流的保活间隔（毫秒）：比 `sluggish` 的块间隔短得多。
 const KEEPALIVE_MS: u64 = 250;
 /// `sluggish` 模拟上游的块间隔（毫秒）。
@@ -161,7 +165,8 @@ fn mock_specs() -> Vec<MockSpec> {
     specs
 }
 
-/// 响应缓存测试的模拟上游：正常、回首字节前慢（同时到达的相同请求要合并）、总是 503。
+/// 响应缓存测试的模拟上游：正常、回首字节前慢（同时到达的相同请求要合并）、总是 503，
+/// 慢慢流出（客户端中途取消）、流到一半断开，以及透传 Messages 的 Anthropic 上游与透传 Responses 的 OpenAI 上游。
 fn cache_specs() -> Vec<MockSpec> {
     let quick = MockSettings {
         chunks: 3,
@@ -175,10 +180,23 @@ fn cache_specs() -> Vec<MockSpec> {
         fault: Some(Fault::Status(503)),
         ..quick.clone()
     };
+    let drip = MockSettings {
+        chunks: CACHE_DRIP_CHUNKS,
+        chunk_delay_ms: CACHE_DRIP_DELAY_MS,
+        ..quick.clone()
+    };
+    let cut = MockSettings {
+        fault: Some(Fault::DropAfter(2)),
+        ..quick.clone()
+    };
     vec![
-        spec("cache-up", ProviderKind::OpenAiCompatible, quick),
+        spec("cache-up", ProviderKind::OpenAiCompatible, quick.clone()),
         spec("cache-slow-up", ProviderKind::OpenAiCompatible, slow),
         spec("cache-broken-up", ProviderKind::OpenAiCompatible, broken),
+        spec("cache-claude", ProviderKind::Anthropic, quick.clone()),
+        spec("cache-oa", ProviderKind::OpenAi, quick),
+        spec("cache-drip", ProviderKind::OpenAiCompatible, drip),
+        spec("cache-cut", ProviderKind::OpenAiCompatible, cut),
     ]
 }
 
@@ -423,9 +441,17 @@ fn base_config(ca_file: &str) -> GatewayConfig {
         .cache(Cache {
             backend: "local".to_string(),
             ttl_seconds: CACHE_TTL_SECS,
-            models: ["cache-fast", "cache-broken", "cache-slow"]
-                .map(String::from)
-                .to_vec(),
+            models: [
+                "cache-fast",
+                "cache-broken",
+                "cache-slow",
+                "cache-claude",
+                "cache-oa",
+                "cache-drip",
+                "cache-cut",
+            ]
+            .map(String::from)
+            .to_vec(),
         });
     for model in ["metered", "metered-exact"] {
         config = config.price(Price {

@@ -5,6 +5,7 @@ mod azure;
 mod body;
 mod bounds;
 mod cache;
+mod cache_dialects;
 mod chat;
 mod common;
 mod errors;
