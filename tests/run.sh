@@ -124,6 +124,7 @@ cargo test --doc 2>&1 | tee -a "$LOG"
 bash tests/e2e/run.sh 2>&1 | tee -a "$LOG"
 bash tests/deploy/verify_unit.sh
 bash tests/deploy/zero_downtime.sh
+bash tests/deploy/cache_reload.sh
 
 # 汇总：cargo 的各个测试目标加上 Python 端到端测试
 rust_passed=$(grep -oE '[0-9]+ passed' "$LOG" | awk '{s += $1} END {print s + 0}')
