@@ -10,6 +10,7 @@
 参数全部来自环境变量，见 docs/performance.md。
 """
 
+import copy
 import datetime
 import hashlib
 import json
@@ -707,7 +708,7 @@ def callgrind_proxy(settings, workdir, mock_port, which):
 
 
 def instructions_per_request(settings, workdir, which, stream, chunks, secs):
-    """callgrind 下先预热，清零计数，压 secs 秒（并发 1），返回每个请求的用户态指令数。"""
+    """callgrind 下先预热，清零计数，压 secs 秒（并发 1），返回每个请求的（用户态指令数, 分配次数）。"""
     workdir = tempfile.mkdtemp(dir=workdir)
     (mock_port,) = free_ports(1)
     mock = Proc("mock", [GATEWAY_BIN, "mock", "--listen", f"{LOOPBACK}:{mock_port}", "--chunks", chunks],
@@ -729,19 +730,54 @@ def instructions_per_request(settings, workdir, which, stream, chunks, secs):
     finally:
         proc.stop()
         mock.stop()
-    return callgrind_total(workdir) / max(count, 1)
+    text = measure_dump(workdir)
+    count = max(count, 1)
+    return callgrind_total(text) / count, callgrind_allocations(text) / count
 
 
-def callgrind_total(workdir):
-    """读出触发原因为 measure 的那次转储的指令总数。"""
+def measure_dump(workdir):
+    """触发原因为 measure 的那次 callgrind 转储的全文。"""
     for path in Path(workdir).glob(CALLGRIND_OUT + "*"):
         text = path.read_text(errors="replace")
-        if CALLGRIND_TRIGGER not in text:
-            continue
-        for line in text.splitlines():
-            if line.startswith(("summary:", "totals:")):
-                return int(line.split()[1])
+        if CALLGRIND_TRIGGER in text:
+            return text
     sys.exit("没有找到 callgrind 的计数转储")
+
+
+def callgrind_total(text):
+    """转储里的指令总数。"""
+    for line in text.splitlines():
+        if line.startswith(("summary:", "totals:")):
+            return int(line.split()[1])
+    sys.exit("callgrind 转储里没有指令总数")
+
+
+def is_allocation(name):
+    """mimalloc 的分配入口（malloc、zalloc、calloc、realloc 及其对齐版本）。"""
+    return name.startswith("mi_") and "alloc" in name and "free" not in name
+
+
+def callgrind_allocations(text):
+    """转储里分配的次数：调用方不在 mimalloc 内部的、对分配入口的调用次数之和（内部互相调用不重复计）。
+
+    callgrind 的名字压缩：函数名第一次出现时写成 `(编号) 名字`，之后只写 `(编号)`。
+    """
+    names, caller, callee, total = {}, "", None, 0
+    for line in text.splitlines():
+        if line.startswith(("fn=", "cfn=")):
+            key, rest = line.split("=", 1)
+            ident, _, name = rest.partition(" ")
+            if name:
+                names[ident] = name
+            if key == "fn":
+                caller = names.get(ident, "")
+            else:
+                callee = names.get(ident, "")
+        elif line.startswith("calls=") and callee is not None:
+            if is_allocation(callee) and not caller.startswith("mi_"):
+                total += int(line[len("calls="):].split()[0])
+            callee = None
+    return total
 
 
 def cmd_profile(settings, workdir):
@@ -761,7 +797,7 @@ def cmd_profile(settings, workdir):
     for label, stream, chunks in rows:
         cells = []
         for which in profiled:
-            value = instructions_per_request(settings, workdir, which, stream, chunks, secs)
+            value, _ = instructions_per_request(settings, workdir, which, stream, chunks, secs)
             counts[(which, stream, chunks)] = value
             cells.append(f"{value:,.0f}")
         print(f"| {label} | " + " | ".join(cells) + " |")
@@ -774,7 +810,98 @@ def cmd_profile(settings, workdir):
     return 0
 
 
-COMMANDS = {"bench": cmd_bench, "hold": cmd_hold, "soak": cmd_soak, "profile": cmd_profile}
+# 响应缓存压测（bench/run.sh cache）：同一个请求反复命中，local 与 Redis 两种后端，对照直连模拟器与不开缓存的透传
+CACHE_HIT_LOCAL = "缓存命中（local）"
+CACHE_HIT_REDIS = "缓存命中（Redis）"
+# 配了 Redis 时限流也走 Redis（每个请求一次准入、一次结算）：Redis 后端的命中要与同样配了 Redis 的透传比
+CHATNEXUS_REDIS = "ChatNexus → OpenAI（Redis 限流）"
+CACHE_PATHS = (DIRECT, CHATNEXUS, CACHE_HIT_LOCAL, CHATNEXUS_REDIS, CACHE_HIT_REDIS)
+CACHE_CONCURRENCY = int(env_num("CACHE_CONCURRENCY", "16"))
+# Redis 用本机的（键前缀按进程号区分，不碰别人的键）
+CACHE_REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379")
+CACHE_TTL_SECONDS = 3600
+# 每条路径的（是否配 Redis, 缓存后端；None 表示不开缓存）
+CACHE_VARIANTS = {
+    CHATNEXUS: (False, None),
+    CACHE_HIT_LOCAL: (False, "local"),
+    CHATNEXUS_REDIS: (True, None),
+    CACHE_HIT_REDIS: (True, "redis"),
+}
+
+
+def cache_settings(settings, path):
+    """按路径在压测配置后面加上 redis 段与缓存段（mode always：压测请求没有 temperature；缓存全部模型）。"""
+    redis, backend = CACHE_VARIANTS[path]
+    variant = copy.copy(settings)
+    lines = [settings.extra_yaml]
+    if redis:
+        prefix = f"chatnexus-bench-{os.getpid()}-{len(path)}"
+        lines.append(f'redis: {{ url: "{CACHE_REDIS_URL}", key_prefix: "{prefix}" }}')
+    if backend:
+        lines.append(f"cache: {{ backend: {backend}, mode: always, ttl_seconds: {CACHE_TTL_SECONDS} }}")
+    variant.extra_yaml = "\n".join(lines)
+    return variant
+
+
+def cache_stacks(settings, workdir):
+    """每条路径一组进程（第一组另带直连模拟器）；返回 路径 → (地址, 被测进程)。"""
+    stacks, targets = [], {}
+    for path in CACHE_VARIANTS:
+        variant = cache_settings(settings, path)
+        stack = Stack(variant, tempfile.mkdtemp(dir=workdir), NONSTREAM_CHUNKS, proxies=False)
+        stacks.append(stack)
+        if not targets:
+            targets[DIRECT] = (stack.urls[DIRECT], stack.procs[DIRECT])
+        targets[path] = (stack.urls[CHATNEXUS], stack.procs[CHATNEXUS])
+    return stacks, targets
+
+
+def bench_cache(settings, workdir, rounds):
+    """每条路径先压一秒（缓存因此存下回复），再压 rounds 轮取中位数。"""
+    stacks, targets = cache_stacks(settings, workdir)
+    try:
+        script = wrk_script(workdir, OPENAI_MODEL)
+        samples = {}
+        for url, _ in targets.values():
+            run_wrk(settings, url, script, CACHE_CONCURRENCY, 1)
+        for _ in range(rounds):
+            for path, (url, proc) in targets.items():
+                action = lambda: run_wrk(settings, url, script, CACHE_CONCURRENCY, settings.ns_secs)
+                samples.setdefault(path, []).append(with_cpu(proc, action))
+                progress(f"缓存压测 {path}：{rps(samples[path][-1]):.0f} 次/秒")
+        return {path: median_result(value) for path, value in samples.items()}
+    finally:
+        for stack in stacks:
+            stack.stop()
+
+
+def cmd_cache(settings, workdir):
+    """缓存命中的吞吐与延迟（对照直连与透传），以及 callgrind 下每个请求的指令数与分配次数。"""
+    rounds = int(env_num("ROUNDS", "3"))
+    print_header(settings, f"响应缓存命中（bench/run.sh cache，并发 {CACHE_CONCURRENCY}）")
+    results = bench_cache(settings, workdir, rounds)
+    direct = results[DIRECT]
+    print("\n| 路径 | 请求/秒 | p50（毫秒） | p99（毫秒） | p99 比直连多（毫秒） | 被测进程 CPU（微秒/请求） |")
+    print("|---|---|---|---|---|---|")
+    for path in CACHE_PATHS:
+        r = results[path]
+        extra = ms(r["p99_us"] - direct["p99_us"]) if path != DIRECT else "—"
+        print(f"| {path} | {rps(r):,.0f} | {ms(r['p50_us'])} | {ms(r['p99_us'])} | {extra} | "
+              f"{cpu_us_per(r, 'requests'):.1f} |")
+    secs = int(env_num("PROFILE_SECS", "5"))
+    print("\n| 路径（callgrind，并发 1） | 指令/请求 | 分配次数/请求 |")
+    print("|---|---|---|")
+    for path in CACHE_VARIANTS:
+        variant = cache_settings(settings, path)
+        instr, allocs = instructions_per_request(variant, workdir, CHATNEXUS, False, NONSTREAM_CHUNKS, secs)
+        results[path]["instructions"], results[path]["allocations"] = instr, allocs
+        print(f"| {path} | {instr:,.0f} | {allocs:.1f} |")
+    save("cache", results)
+    return 0
+
+
+COMMANDS = {"bench": cmd_bench, "hold": cmd_hold, "soak": cmd_soak, "profile": cmd_profile,
+            "cache": cmd_cache}
 
 
 def main():

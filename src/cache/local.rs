@@ -4,22 +4,25 @@
 //! 查找、插入、淘汰都是 O(log n)。
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use super::Entry;
 
-/// 一条缓存：内容、序列化后的字节数（计入总量）与最近一次使用的代。
+/// 一条缓存：内容（回复是共享的字节，复制只增加引用计数）、序列化后的字节数（计入总量）、
+/// 最近一次使用的代与键（`order` 共用它，刷新时不再分配）。
 struct Slot {
     entry: Entry,
     bytes: usize,
     generation: u64,
+    key: Arc<str>,
 }
 
 /// 进程内 LRU（调用方负责加锁）。
 #[derive(Default)]
 pub(super) struct LocalStore {
-    slots: HashMap<String, Slot>,
+    slots: HashMap<Arc<str>, Slot>,
     /// 代 → 键；最小的代是最久没用的条目。
-    order: BTreeMap<u64, String>,
+    order: BTreeMap<u64, Arc<str>>,
     /// 全部条目的字节数之和。
     total: usize,
     next_generation: u64,
@@ -37,7 +40,7 @@ impl LocalStore {
         let slot = self.slots.get_mut(key)?;
         self.order.remove(&slot.generation);
         slot.generation = generation;
-        self.order.insert(generation, key.to_string());
+        self.order.insert(generation, Arc::clone(&slot.key));
         Some(slot.entry.clone())
     }
 
@@ -45,13 +48,15 @@ impl LocalStore {
     pub(super) fn put(&mut self, key: &str, entry: Entry, bytes: usize, max_bytes: usize) {
         self.remove(key);
         let generation = self.bump();
-        self.order.insert(generation, key.to_string());
+        let key: Arc<str> = Arc::from(key);
+        self.order.insert(generation, Arc::clone(&key));
         self.slots.insert(
-            key.to_string(),
+            Arc::clone(&key),
             Slot {
                 entry,
                 bytes,
                 generation,
+                key,
             },
         );
         self.total += bytes;

@@ -4,10 +4,12 @@
 //! Redis 慢或不可用时查找返回 [`Lookup::Bypass`]、保存只记日志，请求照常走上游；
 //! 损坏的条目当作未命中并删除。何时保存（只存完整成功的回复）、如何回放由请求路径决定。
 
+mod entry;
 mod flight;
 mod key;
 mod local;
 
+pub use entry::Entry;
 pub use flight::{wait, Flight, FlightGuard};
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -15,7 +17,6 @@ use std::time::Duration;
 
 use log::{debug, warn};
 use redis::Cmd;
-use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::clock::unix_now;
@@ -23,7 +24,6 @@ use crate::config::{CacheBackend, CacheSettings};
 use crate::logging::WarnGate;
 use crate::metrics::METRICS;
 use crate::redis_link::{RedisFailure, RedisLink};
-use crate::streaming::Usage;
 
 use local::LocalStore;
 
@@ -69,26 +69,6 @@ impl Lookup {
             Lookup::Bypass => RESULT_BYPASS,
         }
     }
-}
-
-/// 缓存的一条回复：保存时刻（Unix 秒）、客户端方言的完整回复与它的用量。
-///
-/// 用途：命中时把 `completion` 原样写出（JSON）或重放成方言的事件流，`age` 头为现在减去 `created_unix`，
-/// 省下的 token 与费用按 `usage` 计。
-///
-/// ```
-/// let e = chatnexus::cache::Entry { created_unix: 1, completion: serde_json::json!({"object": "chat.completion"}), usage: None }; // 一条回复
-/// assert_eq!(e.completion["object"], "chat.completion"); // 原样保存客户端方言的回复
-/// ```
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
-pub struct Entry {
-    /// 保存时刻（Unix 秒）。
-    pub created_unix: u64,
-    /// 客户端方言的完整回复（`chat.completion`、`message` 或 `response` 对象）。
-    pub completion: Value,
-    /// 原回复的用量（OpenAI 语义；没有时为 `None`）。
-    #[serde(default)]
-    pub usage: Option<Usage>,
 }
 
 /// 响应缓存：进程内 LRU 与（可选的）Redis 连接；用哪个由每次调用传入的 [`CacheSettings`] 决定，
@@ -171,7 +151,7 @@ impl ResponseCache {
 
     /// 保存（超过 max_entry_bytes 时不存）；Redis 用 SET EX ttl；失败只记日志与计数，不报错。
     pub async fn put(&self, settings: &CacheSettings, key: &str, entry: &Entry) {
-        let bytes = match serde_json::to_vec(entry) {
+        let bytes = match entry.encode() {
             Ok(bytes) => bytes,
             Err(e) => {
                 warn!("序列化缓存条目失败，不缓存：{e}");
@@ -213,7 +193,7 @@ impl ResponseCache {
                 return Lookup::Bypass;
             }
         };
-        match serde_json::from_slice::<Entry>(&raw) {
+        match Entry::decode(&raw) {
             // Redis 的过期时间是保存时的 TTL；按当前设置再判断一次，热重载缩短 TTL 立即生效
             Ok(entry) if entry.created_unix.saturating_add(settings.ttl_seconds) > unix_now() => {
                 Lookup::Hit(entry)

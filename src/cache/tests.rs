@@ -13,24 +13,22 @@ fn redis_url() -> String {
 
 /// 一条回复，内容为 `text`，保存于 `created_unix`。
 fn entry(text: &str, created_unix: u64) -> Entry {
-    Entry {
-        created_unix,
-        completion: json!({
-            "object": "chat.completion",
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8}
-        }),
-        usage: Some(Usage {
-            prompt: 3,
-            completion: 5,
-            ..Usage::default()
-        }),
-    }
+    let reply = json!({
+        "object": "chat.completion",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8}
+    });
+    let usage = Usage {
+        prompt: 3,
+        completion: 5,
+        ..Usage::default()
+    };
+    Entry::new(created_unix, Some(usage), &reply)
 }
 
 /// 条目序列化后的字节数。
 fn size_of(e: &Entry) -> usize {
-    serde_json::to_vec(e).expect("可序列化").len()
+    e.encode().expect("可序列化").len()
 }
 
 /// 每个测试独有的 Redis 键前缀。

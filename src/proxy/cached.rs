@@ -6,10 +6,8 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::header::CACHE_CONTROL;
 use pingora_proxy::Session;
-use serde_json::Value;
 
 use super::context::RequestCtx;
 use crate::cache::{wait, Entry, Flight, FlightGuard, Lookup, ResponseCache};
@@ -17,6 +15,7 @@ use crate::clock::unix_now;
 use crate::config::{CacheSettings, Config};
 use crate::dialects::Inbound;
 use crate::downstream::{self, GatewayHeaders};
+use crate::error::ApiError;
 use crate::exchange::{ExchangeReport, Failure};
 use crate::metrics::METRICS;
 
@@ -103,41 +102,45 @@ fn mark(session: &mut Session, ctx: &mut RequestCtx, result: &'static str, age: 
     }
 }
 
-/// 查缓存；命中时回放并返回写给客户端的状态码，未命中或绕过时返回 `None`（照常交换）。
-///
-/// 错误：回放时写客户端失败。
-pub(super) async fn serve_hit(
-    (cache, config, settings): (&ResponseCache, &Config, &CacheSettings),
+/// 查缓存：命中时返回条目（由 [`serve_hit`] 回放）；未命中或绕过时记下结果并返回 `None`（照常交换）。
+pub(super) async fn lookup(
+    (cache, settings): (&ResponseCache, &CacheSettings),
     plan: &mut CachePlan,
     (session, ctx): (&mut Session, &mut RequestCtx),
-    inbound: &Inbound,
-) -> Result<Option<u16>, Failure> {
+) -> Option<Entry> {
     if !plan.lookup {
         mark(session, ctx, MISS, None);
-        return Ok(None);
+        return None;
     }
-    let entry = match find(cache, settings, plan).await {
-        Lookup::Hit(entry) => entry,
+    match find(cache, settings, plan).await {
+        Lookup::Hit(entry) => Some(entry),
         Lookup::Miss => {
             mark(session, ctx, MISS, None);
-            return Ok(None);
+            None
         }
         Lookup::Bypass => {
             mark(session, ctx, BYPASS, None);
-            return Ok(None);
+            None
         }
-    };
-    mark(
-        session,
-        ctx,
-        HIT,
-        Some(unix_now().saturating_sub(entry.created_unix)),
-    );
+    }
+}
+
+/// 回放命中的条目，返回写给客户端的状态码；省下的 token 与费用计入指标。
+///
+/// 错误：回放时写客户端失败。
+pub(super) async fn serve_hit(
+    config: &Config,
+    entry: Entry,
+    (session, ctx): (&mut Session, &mut RequestCtx),
+    inbound: &Inbound,
+) -> Result<u16, Failure> {
+    let age = unix_now().saturating_sub(entry.created_unix);
+    mark(session, ctx, HIT, Some(age));
     ctx.report.provider = Some(CACHE_PROVIDER.to_string());
-    replay(session, inbound, &entry.completion).await?;
+    replay(session, inbound, &entry).await?;
     ctx.report.mark_output();
     count_saved(&entry, config, inbound.model());
-    Ok(Some(STATUS_OK))
+    Ok(STATUS_OK)
 }
 
 /// 查缓存；未命中时与同一进程里的相同请求合并：没有进行中的相同请求时领头（守卫记进计划），
@@ -159,22 +162,22 @@ async fn find(cache: &ResponseCache, settings: &CacheSettings, plan: &mut CacheP
     }
 }
 
-/// 按客户端要的形式回放：流式请求重放成客户端方言的事件流，否则写完整的 JSON。
-async fn replay(
-    session: &mut Session,
-    inbound: &Inbound,
-    completion: &Value,
-) -> Result<(), Failure> {
+/// 按客户端要的形式回放：非流式请求原样写出保存的 JSON，流式请求解析后重放成客户端方言的事件流。
+///
+/// 错误：写客户端失败；条目里的回复不是合法 JSON 时返回 500（条目由网关自己序列化，不应发生）。
+async fn replay(session: &mut Session, inbound: &Inbound, entry: &Entry) -> Result<(), Failure> {
     if !inbound.stream() {
-        let body = Bytes::from(completion.to_string());
-        return downstream::write_json(session, STATUS_OK, body)
+        return downstream::write_json(session, STATUS_OK, entry.body.clone())
             .await
             .map_err(Failure::gone);
     }
+    let reply = entry
+        .reply()
+        .map_err(|e| ApiError::internal(format!("缓存条目里的回复无法解析：{e}")))?;
     downstream::start_event_stream(session)
         .await
         .map_err(Failure::gone)?;
-    downstream::write_chunk(session, inbound.replay_stream(completion))
+    downstream::write_chunk(session, inbound.replay_stream(&reply))
         .await
         .map_err(Failure::gone)?;
     downstream::finish_body(session)
@@ -229,10 +232,6 @@ pub(super) async fn remember(
     else {
         return;
     };
-    let entry = Entry {
-        created_unix: unix_now(),
-        completion: completion.clone(),
-        usage: report.usage,
-    };
+    let entry = Entry::new(unix_now(), report.usage, completion);
     cache.put(settings, &plan.key, &entry).await;
 }

@@ -306,7 +306,8 @@ impl Gateway {
             .await
     }
 
-    /// 准入之后的应答：先查响应缓存（命中时直接回放），否则与上游交换，成功后保存会话与缓存。
+    /// 应答：先查响应缓存，命中的请求只计请求数（不预留 token，也就不必结算）并直接回放；
+    /// 否则按输入估算加最大输出预留 token，与上游交换，成功后保存缓存与会话。
     async fn answer(
         &self,
         session: &mut Session,
@@ -315,21 +316,23 @@ impl Gateway {
         (client, model): (Option<&Client>, &Model),
         inbound: &Inbound,
     ) -> Result<u16, Failure> {
-        let settings = &config.rate_limits;
-        let tokens = limits::reservation(
-            inbound.body(),
-            inbound.raw().len(),
-            settings.default_max_tokens,
-        );
+        let mut plan = cached::plan(session, ctx, config.cache.as_ref(), inbound);
+        let mut hit = None;
+        if let (Some(plan), Some(cache)) = (&mut plan, config.cache.as_ref()) {
+            hit = cached::lookup((&self.cache, cache), plan, (session, ctx)).await;
+        }
+        let tokens = match hit {
+            Some(_) => 0,
+            None => limits::reservation(
+                inbound.body(),
+                inbound.raw().len(),
+                config.rate_limits.default_max_tokens,
+            ),
+        };
         self.admit(session, ctx, config, (client, model), tokens)
             .await?;
-        let mut plan = cached::plan(session, ctx, config.cache.as_ref(), inbound);
-        if let (Some(plan), Some(cache)) = (&mut plan, config.cache.as_ref()) {
-            let served =
-                cached::serve_hit((&self.cache, config, cache), plan, (session, ctx), inbound);
-            if let Some(status) = served.await? {
-                return Ok(status);
-            }
+        if let Some(entry) = hit {
+            return cached::serve_hit(config, entry, (session, ctx), inbound).await;
         }
         let keep = plan.as_ref().is_some_and(cached::CachePlan::stores)
             || matches!(inbound, Inbound::Responses(req) if req.keep);

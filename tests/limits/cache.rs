@@ -1,14 +1,23 @@
-//! 响应缓存的 Redis 后端：两个网关实例共用一份缓存；Redis 宕机时请求照常成功、缓存记为绕过。
+//! 响应缓存的 Redis 后端：两个网关实例共用一份缓存；Redis 宕机时请求照常成功、缓存记为绕过；
+//! 命中只计请求数、不占 token 额度。
 
 use serde_json::{json, Value};
 
-use crate::env::{key, single_redis, start_cached_gateway, MOCKS};
+use crate::env::{
+    eventually, key, single_redis, start_cached_gateway, RedisGateway, FAST_COMPLETION_TOKENS,
+    FAST_PROMPT_TOKENS, MOCKS,
+};
 use crate::redis_server::RedisProcess;
+use crate::support::config::{Limits, RateLimits};
 use crate::support::gateway::Gateway;
-use crate::support::{header, unique_prefix};
+use crate::support::{header, redis_url, unique_prefix};
 
 /// 缓存测试用的客户端密钥名（两个实例上同名，缓存按它隔离）。
 const KEY_NAME: &str = "乙";
+/// 命中不占额度的测试里每个密钥的请求数与 token 上限（都足够大，测试只看计数）。
+const KEY_REQUESTS: u64 = 100;
+/// 同上：每分钟的 token 上限。
+const KEY_TOKENS: u64 = 100_000;
 
 /// 确定性的请求（temperature 0），带区分用例的标记。
 fn 请求(marker: &str) -> Value {
@@ -44,8 +53,8 @@ fn 上游次数(marker: &str) -> usize {
 async fn 缓存_两个实例共用_redis_里的条目() {
     let redis = single_redis(&crate::support::redis_url(), &unique_prefix("cnx-cache"));
     let (a, b) = (
-        start_cached_gateway(redis.clone()),
-        start_cached_gateway(redis),
+        start_cached_gateway(redis.clone(), None),
+        start_cached_gateway(redis, None),
     );
     let marker = "共享缓存标记";
     assert_eq!(发送(a, marker).await, (200, "miss".to_string()));
@@ -60,10 +69,10 @@ async fn 缓存_两个实例共用_redis_里的条目() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn 缓存_redis_宕机时照常成功并记为绕过() {
     let mut server = RedisProcess::start();
-    let gateway = start_cached_gateway(single_redis(
-        &server.url(),
-        &unique_prefix("cnx-cache-down"),
-    ));
+    let gateway = start_cached_gateway(
+        single_redis(&server.url(), &unique_prefix("cnx-cache-down")),
+        None,
+    );
     let marker = "宕机缓存标记";
     assert_eq!(发送(gateway, marker).await, (200, "miss".to_string()));
     assert_eq!(发送(gateway, marker).await, (200, "hit".to_string()));
@@ -74,4 +83,41 @@ async fn 缓存_redis_宕机时照常成功并记为绕过() {
         "缓存不可用不能让请求失败"
     );
     assert_eq!(上游次数(marker), 2, "绕过时照常去上游");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn 缓存_命中只计请求数_不占_token_额度() {
+    let prefix = unique_prefix("cnx-cache-tokens");
+    let limits = RateLimits {
+        per_key: Some(Limits {
+            requests: Some(KEY_REQUESTS),
+            tokens_per_minute: Some(KEY_TOKENS),
+            ..Limits::default()
+        }),
+        ..RateLimits::default()
+    };
+    let redis = single_redis(&redis_url(), &prefix);
+    let env = RedisGateway {
+        gateway: start_cached_gateway(redis, Some(limits)),
+        prefix,
+    };
+    let marker = "额度缓存标记";
+    assert_eq!(发送(env.gateway, marker).await, (200, "miss".to_string()));
+    let exact = (FAST_PROMPT_TOKENS + FAST_COMPLETION_TOKENS) as i64;
+    eventually("未命中的请求结算为实际用量", || {
+        env.counted("k", KEY_NAME, "t") == exact
+    })
+    .await;
+    for _ in 0..3 {
+        assert_eq!(发送(env.gateway, marker).await, (200, "hit".to_string()));
+    }
+    eventually("三次命中都计入请求数", || {
+        env.counted("k", KEY_NAME, "r") == 4
+    })
+    .await;
+    assert_eq!(
+        env.counted("k", KEY_NAME, "t"),
+        exact,
+        "命中不预留也不消耗 token"
+    );
 }

@@ -190,14 +190,18 @@ impl RedisGateway {
     }
 }
 
-/// 启动一个把响应缓存放在 Redis 里的网关（只缓存模型 `fast`）。
-pub fn start_cached_gateway(redis: Redis) -> Gateway {
+/// 启动一个把响应缓存放在 Redis 里的网关（只缓存模型 `fast`），`limits` 为可选的 `rate_limits` 段。
+pub fn start_cached_gateway(redis: Redis, limits: Option<RateLimits>) -> Gateway {
     let cache = Cache {
         backend: CACHE_BACKEND_REDIS.to_string(),
         ttl_seconds: CACHE_TTL_SECS,
         models: vec!["fast".to_string()],
     };
-    Launch::new(gateway_config().redis(redis).cache(cache)).start()
+    let mut config = gateway_config().redis(redis).cache(cache);
+    if let Some(limits) = limits {
+        config = config.rate_limits(limits);
+    }
+    Launch::new(config).start()
 }
 
 /// 启动共享同一个 Redis 的 `count` 个网关实例。
