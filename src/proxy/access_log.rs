@@ -113,7 +113,7 @@ impl fmt::Display for TextLine<'_> {
         let u = r.usage.unwrap_or_default();
         write_number(f, " 输入=", u.prompt)?;
         write_number(f, " 输出=", u.completion)?;
-        write_number(f, " 缓存=", u.cached)?;
+        write_number(f, " 缓存输入=", u.cached)?;
         write_number(f, " 推理=", u.reasoning)?;
         write_cost(f, r.cost)?;
         f.write_str(if r.estimated {
@@ -281,8 +281,31 @@ mod tests {
         assert_eq!(
             line,
             "访问 请求ID=req_1 POST /v1/chat/completions 状态=200 客户端=演示客户端 方言=chat 模型=演示 上游=openai \
-             尝试=0 耗时毫秒=251.300 首字毫秒=2.105 输入=17 输出=8 缓存=2 推理=1 费用美元=0.000012345 \
+             尝试=0 耗时毫秒=251.300 首字毫秒=2.105 输入=17 输出=8 缓存输入=2 推理=1 费用美元=0.000012345 \
              用量估算=否 错误码=- 错误=- 提示词=你好"
+        );
+    }
+
+    #[test]
+    fn 文本访问日志_响应缓存结果与提示词缓存用量各有各的字段() {
+        let ctx = RequestCtx {
+            cache: Some(crate::cache::RESULT_HIT),
+            ..RequestCtx::default()
+        };
+        let record = 记录(None, None);
+        let line = TextLine {
+            method: "POST",
+            path: "/v1/chat/completions",
+            ctx: &ctx,
+            record: &record,
+        }
+        .to_string();
+        assert!(line.contains(" 缓存输入=2 "), "{line}");
+        assert!(line.ends_with(" 缓存=命中"), "{line}");
+        assert_eq!(
+            line.matches(" 缓存=").count(),
+            1,
+            "同名字段只能有一个：{line}"
         );
     }
 
