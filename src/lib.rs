@@ -8,6 +8,8 @@
 #![warn(clippy::all)]
 #![deny(clippy::too_many_lines)]
 
+/// 管理接口：独立监听、令牌鉴权，管理虚拟密钥。
+pub mod admin;
 /// 响应缓存：能否缓存、缓存键与条目的存取（进程内 LRU 或 Redis）。
 pub mod cache;
 /// 墙上时钟。
@@ -52,3 +54,5 @@ pub mod server;
 pub mod streaming;
 /// 上游目标、DNS 缓存与 `HttpPeer`。
 pub mod upstream;
+/// 虚拟密钥：管理接口创建、保存在 Redis 里、所有实例一秒内生效的客户端密钥。
+pub mod virtual_keys;

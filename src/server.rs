@@ -1,4 +1,4 @@
-//! 组装 Pingora `Server`：代理服务、可选的指标服务与内置模拟器、DNS 刷新、主动健康检查与配置热重载后台服务。
+//! 组装 Pingora `Server`：代理服务、可选的指标服务、管理接口与内置模拟器、DNS 刷新、主动健康检查、虚拟密钥刷新与配置热重载后台服务。
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -10,6 +10,7 @@ use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::Server;
 use pingora::services::background::background_service;
 
+use crate::admin::{admin_api_service, AdminApi};
 use crate::config::{Config, SharedConfig};
 use crate::drain::DrainExit;
 use crate::exchange::{HealthProber, UpstreamClient};
@@ -18,6 +19,7 @@ use crate::proxy::admin::{admin_service, AdminApp};
 use crate::proxy::Gateway;
 use crate::reload::ConfigReloader;
 use crate::upstream::{DnsCache, DnsRefresher};
+use crate::virtual_keys::{KeyRefresher, VirtualKeys};
 
 /// 上游主机名的刷新间隔。
 const DNS_REFRESH_INTERVAL: Duration = Duration::from_secs(60);
@@ -31,6 +33,8 @@ const DRAIN_SERVICE_NAME: &str = "关停时提前退出";
 const RELOAD_SERVICE_NAME: &str = "配置热重载";
 /// 主动健康检查服务的名称。
 const PROBE_SERVICE_NAME: &str = "上游健康检查";
+/// 虚拟密钥刷新服务的名称。
+const KEYS_SERVICE_NAME: &str = "虚拟密钥刷新";
 
 /// 按配置构建一个可运行的 Pingora `Server`（已 bootstrap，尚未运行）。
 ///
@@ -57,6 +61,7 @@ pub fn build(config: Config, path: Option<PathBuf>, opt: Option<Opt>) -> Server 
     let balancer = Arc::clone(upstream.balancer());
     let admin = AdminApp::new(Arc::clone(&shared), balancer, Instant::now());
     let gateway = Gateway::new(Arc::clone(&shared), upstream);
+    let keys = gateway.virtual_keys();
     let mut proxy = pingora_proxy::http_proxy_service_with_name(
         &server.configuration,
         gateway,
@@ -70,6 +75,7 @@ pub fn build(config: Config, path: Option<PathBuf>, opt: Option<Opt>) -> Server 
         metrics.add_tcp(&listen.0.to_string());
         server.add_service(metrics);
     }
+    add_key_services(&mut server, &shared, keys);
     if let Some(mock) = mock {
         let (mut service, _stats) = mock_service(mock.behavior);
         service.add_tcp(&mock.listen.0.to_string());
@@ -84,6 +90,20 @@ pub fn build(config: Config, path: Option<PathBuf>, opt: Option<Opt>) -> Server 
         server.add_service(background_service(DRAIN_SERVICE_NAME, DrainExit::gateway()));
     }
     server
+}
+
+/// 管理接口（配置了 `server.admin_listen` 时）与虚拟密钥的后台刷新（配置了 Redis 时）。
+fn add_key_services(server: &mut Server, shared: &SharedConfig, keys: Arc<VirtualKeys>) {
+    if let Some(listen) = shared.load().server.admin_listen {
+        let app = AdminApi::new(Arc::clone(shared), Arc::clone(&keys));
+        let mut api = admin_api_service(app);
+        api.add_tcp(&listen.0.to_string());
+        server.add_service(api);
+    }
+    if keys.store().is_some() {
+        let refresher = KeyRefresher::new(keys);
+        server.add_service(background_service(KEYS_SERVICE_NAME, refresher));
+    }
 }
 
 /// 客户端连接的 L4 缓冲：不要读缓冲，写缓冲用 Pingora 的缺省值（合并响应头与响应体为一次发送）。

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 /// 从上到下的层；每层的模块只能引用后面（更低）各层的模块，同层之间也不能互相引用。
 const LAYERS: &[&[&str]] = &[
     &["server"],
-    &["proxy"],
+    &["proxy", "admin"],
     &["exchange"],
     &["providers"],
     &["dialects"],
@@ -21,6 +21,7 @@ const LAYERS: &[&[&str]] = &[
         "drain",
         "response_store",
         "cache",
+        "virtual_keys",
     ],
     &["config"],
     &["security"],

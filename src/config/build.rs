@@ -11,8 +11,8 @@ use log::{info, warn};
 use zeroize::Zeroizing;
 
 use super::{
-    validate, Config, ConfigError, ConfigFile, ConfigIssue, Model, ModelConfig, Provider,
-    ProviderConfig, RedisSettings, RedisTarget, Target, TargetConfig,
+    validate, AdminSection, Config, ConfigError, ConfigFile, ConfigIssue, Model, ModelConfig,
+    Provider, ProviderConfig, RedisSettings, RedisTarget, Target, TargetConfig,
 };
 use crate::metrics::PriceTable;
 use crate::security::crypto::{MasterKeys, MASTER_KEY_ENV};
@@ -62,10 +62,13 @@ pub fn build(
         .collect();
     let clients = build_clients(&file, &env, &mut secrets);
     let redis = build_redis(file.redis.as_ref(), &env, &mut issues);
+    let admin_token = admin_token(file.admin.as_ref(), &env, &mut issues);
     if !issues.is_empty() {
         return Err(ConfigError::Invalid(issues));
     }
-    Ok(assemble(file, providers, clients, redis))
+    let mut config = assemble(file, providers, clients, redis);
+    config.admin_token = admin_token;
+    Ok(config)
 }
 
 /// 用已解析的上游、客户端与 Redis 组装运行时配置，并建立模型索引。
@@ -85,6 +88,7 @@ fn assemble(
         server: file.server,
         auth_disabled: file.auth.disabled,
         clients: ClientKeys::new(clients),
+        admin_token: None,
         providers,
         models,
         mock: file.mock,
@@ -268,6 +272,26 @@ fn client_hash(
             None
         }
     }
+}
+
+/// 管理令牌的摘要：`token_sha256` 直接使用，`token_sha256_env` 从环境变量读取（未设置或格式不对是启动错误）。
+fn admin_token(
+    admin: Option<&AdminSection>,
+    env: &impl Fn(&str) -> Option<String>,
+    issues: &mut Vec<ConfigIssue>,
+) -> Option<KeyHash> {
+    let admin = admin?;
+    if let Some(hash) = admin.token_sha256 {
+        return Some(hash);
+    }
+    let var = admin.token_sha256_env.as_deref()?;
+    let parsed = match env(var) {
+        Some(text) => KeyHash::try_from(text).map_err(|e| format!("环境变量 {var}：{e}")),
+        None => Err(format!("环境变量 {var} 未设置（或写入 .env）")),
+    };
+    parsed
+        .map_err(|message| issues.push(ConfigIssue::new("admin.token_sha256_env", message)))
+        .ok()
 }
 
 /// 取出 Redis 连接串：`url` 直接使用，`url_env` 从环境变量读取（未设置是启动错误）。

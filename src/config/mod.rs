@@ -23,7 +23,7 @@ use zeroize::Zeroizing;
 
 use crate::metrics::PriceTable;
 use crate::redis_link::RedisLink;
-use crate::security::{ClientKeys, LimitOverride, Secret};
+use crate::security::{ClientKeys, KeyHash, LimitOverride, Secret};
 
 /// 运行时可共享、可原子替换的配置（热重载整体替换，每个请求读取一次）。
 pub type SharedConfig = Arc<ArcSwap<Config>>;
@@ -36,10 +36,10 @@ pub use limits::{
     RateLimitSettings,
 };
 pub use schema::{
-    AccessLogFormat, AccessLogSettings, AuthSettings, BaseUrl, CacheBackend, CacheMode, CacheScope,
-    CacheSettings, ConfigFile, CorsSettings, ListenAddr, MockListen, ModelConfig, ProviderConfig,
-    ProviderKind, RedisSettings, ResponsesSettings, SecuritySettings, ServerSettings, TargetConfig,
-    Timeouts,
+    AccessLogFormat, AccessLogSettings, AdminSection, AuthSettings, BaseUrl, CacheBackend,
+    CacheMode, CacheScope, CacheSettings, ConfigFile, CorsSettings, ListenAddr, MockListen,
+    ModelConfig, ProviderConfig, ProviderKind, RedisSettings, ResponsesSettings, SecuritySettings,
+    ServerSettings, TargetConfig, Timeouts,
 };
 
 /// 上游名是否合法（字母、数字、`._-`，1 到 64 个字符）；命令行加密前用它检查 `--provider`。
@@ -234,6 +234,8 @@ pub struct Config {
     pub auth_disabled: bool,
     /// 客户端密钥表。
     pub clients: ClientKeys,
+    /// 管理令牌的 SHA-256（配置了 `server.admin_listen` 时才有）。
+    pub admin_token: Option<KeyHash>,
     /// 全部上游提供方（按配置顺序）。
     pub providers: Vec<Arc<Provider>>,
     /// 全部模型（按配置顺序）。

@@ -291,3 +291,37 @@ fn 安全设置_范围校验() {
         ]
     );
 }
+
+/// 管理接口配置的公共部分：鉴权关闭、公开端口 8080。
+const ADMIN_BASE: &str = "auth: { disabled: true }\nserver: { listen: '127.0.0.1:8080'";
+
+#[test]
+fn 管理接口_令牌来自环境变量_与公开端口相同或缺令牌缺_redis_都是启动错误() {
+    let token = KeyHash::of("管理令牌").to_hex();
+    let good = format!(
+        "{ADMIN_BASE}, admin_listen: '127.0.0.1:9092' }}\nadmin: {{ token_sha256_env: ADMIN_SHA }}\nredis: {{ url: '{PLAIN_REDIS}' }}"
+    );
+    let env = |var: &str| (var == "ADMIN_SHA").then(|| token.clone());
+    let cfg = 构建(&good, env).expect("合法的管理接口配置");
+    assert_eq!(cfg.admin_token, Some(KeyHash::of("管理令牌")));
+    let public = format!(
+        "{ADMIN_BASE}, admin_listen: '127.0.0.1:8080' }}\nadmin: {{ token_sha256: {token} }}\nredis: {{ url: '{PLAIN_REDIS}' }}"
+    );
+    let paths: Vec<String> = 问题(构建(&public, |_| None))
+        .into_iter()
+        .map(|(p, _)| p)
+        .collect();
+    assert_eq!(paths, ["server.admin_listen"], "管理接口不能开在公开端口上");
+    let bare = format!("{ADMIN_BASE}, admin_listen: '127.0.0.1:9092' }}");
+    let paths: Vec<String> = 问题(构建(&bare, |_| None))
+        .into_iter()
+        .map(|(p, _)| p)
+        .collect();
+    assert_eq!(
+        paths,
+        ["admin", "server.admin_listen"],
+        "缺令牌与缺 redis 各报一条"
+    );
+    let unset = 问题(构建(&good, |_| None));
+    assert_eq!(unset[0].0, "admin.token_sha256_env", "环境变量没设置");
+}

@@ -101,6 +101,12 @@ error_codes! {
     ReplayedRequest => "replayed_request",
     /// 密钥无权使用该模型。
     ModelNotAllowed => "model_not_allowed",
+    /// 管理接口：没有这个虚拟密钥。
+    KeyNotFound => "key_not_found",
+    /// 管理接口：同名的密钥已存在（虚拟密钥或配置文件里的密钥）。
+    KeyExists => "key_exists",
+    /// 管理接口：保存虚拟密钥的 Redis 不可用。
+    KeyStoreUnavailable => "key_store_unavailable",
     /// 跨域来源不在允许列表中。
     CorsOriginNotAllowed => "cors_origin_not_allowed",
     /// 模型未配置。

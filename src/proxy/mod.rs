@@ -40,6 +40,7 @@ use crate::metrics::{UsageStore, METRICS};
 use crate::response_store::ResponseStore;
 use crate::security::nonce::{NonceStore, RedisNonces};
 use crate::security::Client;
+use crate::virtual_keys::VirtualKeys;
 use routes::Route;
 
 pub use context::RequestCtx;
@@ -68,6 +69,7 @@ pub struct Gateway {
     usage: UsageStore,
     conversations: ResponseStore,
     cache: ResponseCache,
+    keys: Arc<VirtualKeys>,
 }
 
 impl Gateway {
@@ -76,13 +78,12 @@ impl Gateway {
         let current = config.load_full();
         let (nonces, limiter, usage, conversations) = stores(&current);
         info!("签名请求的防重放存储：{}", nonces.describe());
-        let cache = ResponseCache::new(
-            conversations.link(),
-            &current
-                .redis
-                .as_ref()
-                .map_or_else(String::new, |r| r.key_prefix.clone()),
-        );
+        let prefix = current
+            .redis
+            .as_ref()
+            .map_or_else(String::new, |r| r.key_prefix.clone());
+        let cache = ResponseCache::new(conversations.link(), &prefix);
+        let keys = Arc::new(VirtualKeys::new(conversations.link(), &prefix));
         Gateway {
             config,
             upstream,
@@ -91,7 +92,13 @@ impl Gateway {
             usage,
             conversations,
             cache,
+            keys,
         }
+    }
+
+    /// 虚拟密钥表（管理接口与后台刷新服务共用同一个）。
+    pub fn virtual_keys(&self) -> Arc<VirtualKeys> {
+        Arc::clone(&self.keys)
     }
 }
 
@@ -236,7 +243,7 @@ impl Gateway {
             }
             Route::Models => {
                 let client = self.authenticate_get(session, ctx, config).await?;
-                reply(session, local::models_body(config, client)).await
+                reply(session, local::models_body(config, client.as_deref())).await
             }
             Route::StoredResponse => {
                 self.authenticate_get(session, ctx, config).await?;
@@ -261,11 +268,11 @@ impl Gateway {
         session: &mut Session,
         ctx: &mut RequestCtx,
         config: &'c Config,
-    ) -> Result<Option<&'c Client>, Failure> {
+    ) -> Result<Option<auth::Caller<'c>>, Failure> {
         let guard = (self.limiter.auth_guard(), ctx.client_ip);
-        let client = auth::authenticate(session, config, guard)?;
-        ctx.client = client.map(|c| c.name.clone());
-        if let Some(client) = client {
+        let client = auth::authenticate(session, (config, &self.keys), guard)?;
+        ctx.client = client.as_ref().map(|c| c.name.clone());
+        if let Some(client) = client.as_deref() {
             signature::check(session, client, &[], config, &self.nonces).await?;
         }
         Ok(client)
@@ -284,7 +291,8 @@ impl Gateway {
         route: Route,
     ) -> Result<u16, Failure> {
         let guard = (self.limiter.auth_guard(), ctx.client_ip);
-        let client = auth::authenticate(session, config, guard)?;
+        let caller = auth::authenticate(session, (config, &self.keys), guard)?;
+        let client = caller.as_deref();
         ctx.client = client.map(|c| c.name.clone());
         let raw = body::read(session, config.server.max_body_bytes).await?;
         if let Some(client) = client {

@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 use std::fmt;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::{Choice, ConstantTimeEq};
 
@@ -18,7 +18,7 @@ use super::Secret;
 /// let o: chatnexus::security::LimitOverride = serde_yaml::from_str("{ requests: 10 }").unwrap(); // 只改请求数
 /// assert_eq!((o.requests, o.tokens_per_minute), (Some(10), None)); // token 上限沿用层的设置
 /// ```
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitOverride {
     /// 窗口内最多的请求数。
@@ -34,6 +34,19 @@ pub struct LimitOverride {
 
 /// SHA-256 摘要的字节数。
 const HASH_LEN: usize = 32;
+/// Bearer 方案前缀（大小写不敏感）。
+const BEARER: &str = "bearer ";
+
+/// `Authorization` 头里 Bearer 方案的令牌（方案名大小写不敏感，去掉首尾空白，空的算没有）。
+///
+/// 参数：`Authorization` 头的值。返回：令牌；不是 Bearer 方案或为空时为 `None`。
+pub fn bearer_token(value: &str) -> Option<&str> {
+    let prefix = value.get(..BEARER.len())?;
+    if !prefix.eq_ignore_ascii_case(BEARER) {
+        return None;
+    }
+    Some(value[BEARER.len()..].trim()).filter(|k| !k.is_empty())
+}
 
 /// 一个客户端密钥的 SHA-256 摘要。
 ///
@@ -44,7 +57,7 @@ const HASH_LEN: usize = 32;
 /// let h = KeyHash::of("sk-演示"); // 计算摘要
 /// assert_eq!(KeyHash::try_from(h.to_hex()), Ok(h)); // 十六进制往返不变
 /// ```
-#[derive(Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
 #[serde(try_from = "String")]
 pub struct KeyHash([u8; HASH_LEN]);
 
@@ -57,6 +70,11 @@ impl KeyHash {
     /// 以小写十六进制输出摘要。
     pub fn to_hex(&self) -> String {
         hex::encode(self.0)
+    }
+
+    /// 明文令牌的摘要是否等于它（常量时间比较，不给计时攻击留线索）。
+    pub fn matches(&self, presented: &str) -> bool {
+        bool::from(self.0.ct_eq(&KeyHash::of(presented).0))
     }
 }
 
@@ -212,6 +230,11 @@ impl ClientKeys {
         self.keys.is_empty()
     }
 
+    /// 是否有这个名字的密钥（管理接口新建虚拟密钥时不许与它们重名）。
+    pub fn contains(&self, name: &str) -> bool {
+        self.keys.iter().any(|k| k.name == name)
+    }
+
     /// 配置了签名密钥的客户端数（进程内防重放存储按它平分上限）。
     pub fn signing_count(&self) -> usize {
         self.keys
@@ -244,6 +267,20 @@ impl ClientKeys {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bearer_方案名大小写不敏感_空密钥算没有() {
+        assert_eq!(bearer_token("Bearer sk-密钥"), Some("sk-密钥"));
+        assert_eq!(bearer_token("bearer   sk-1  "), Some("sk-1"));
+        assert_eq!(bearer_token("Bearer   "), None);
+        assert_eq!(bearer_token("Basic abc"), None);
+    }
+
+    #[test]
+    fn 令牌摘要_只认同一个令牌() {
+        let hash = KeyHash::of("管理令牌");
+        assert!(hash.matches("管理令牌") && !hash.matches("管理令牌2"));
+    }
 
     fn 密钥表() -> ClientKeys {
         let mut disabled = Client::new("已停用", KeyHash::of("sk-停用"));

@@ -168,8 +168,21 @@ async fn 取消的流_按已发出内容估算并标记() {
     drop(resp);
     drop(client);
     let input = |t: &str| tokens(t, "metered-slow", "input");
-    // 一次抓取按指标名依次读取各族，可能恰好夹在一次记录的中间：等两族都更新了再断言
-    let after = wait_for(|t| estimated(t) > estimated(&before) && input(t) > input(&before)).await;
+    let closed = |t: &str| {
+        let labels = [
+            ("model", "metered-slow"),
+            ("status", "499"),
+            ("error_code", "client_closed"),
+        ];
+        sample(t, "llm_requests_total", &labels)
+    };
+    // 一次抓取按指标名依次读取各族，可能恰好夹在一次记录的中间：等三族都更新了再断言
+    let after = wait_for(|t| {
+        estimated(t) > estimated(&before)
+            && input(t) > input(&before)
+            && closed(t) > closed(&before)
+    })
+    .await;
     assert_eq!(
         estimated(&after) - estimated(&before),
         1.0,
@@ -185,16 +198,7 @@ async fn 取消的流_按已发出内容估算并标记() {
         tokens(&after, "metered-slow", "output") > tokens(&before, "metered-slow", "output"),
         "已发出的内容计入输出"
     );
-    let closed = sample(
-        &after,
-        "llm_requests_total",
-        &[
-            ("model", "metered-slow"),
-            ("status", "499"),
-            ("error_code", "client_closed"),
-        ],
-    );
-    assert!(closed >= 1.0, "客户端断开记为 499");
+    assert!(closed(&after) >= 1.0, "客户端断开记为 499");
 }
 
 #[tokio::test]

@@ -204,6 +204,14 @@ pub fn start_cached_gateway(redis: Redis, limits: Option<RateLimits>) -> Gateway
     Launch::new(config).start()
 }
 
+/// 管理接口测试用的管理令牌（配置里只有它的摘要）。
+pub const ADMIN_TOKEN: &str = "admin-token-for-tests";
+
+/// 启动一个开着管理接口（令牌为 [`ADMIN_TOKEN`]）、虚拟密钥存在 `redis` 里的网关。
+pub fn start_admin_gateway(redis: Redis) -> Gateway {
+    Launch::new(gateway_config().redis(redis).with_admin(ADMIN_TOKEN)).start()
+}
+
 /// 启动共享同一个 Redis 的 `count` 个网关实例。
 pub fn start_gateways(count: usize, redis: Redis, limits: RateLimits) -> Vec<Gateway> {
     (0..count)

@@ -2,6 +2,7 @@
 //! 网关再访问进程内的模拟上游。
 
 mod adaptive;
+mod admin;
 mod cache;
 mod env;
 mod exact;

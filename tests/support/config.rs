@@ -67,6 +67,14 @@ pub struct GatewayConfig {
     security: Option<Security>,
     #[serde(skip_serializing_if = "Option::is_none")]
     cache: Option<Cache>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    admin: Option<Admin>,
+}
+
+/// `admin` 段：管理令牌的摘要。
+#[derive(Debug, Clone, Serialize)]
+struct Admin {
+    token_sha256: String,
 }
 
 /// `cache` 段：本地后端、只缓存给定的模型。
@@ -90,6 +98,7 @@ impl GatewayConfig {
                 threads: TEST_THREADS,
                 ca_file: None,
                 metrics_listen: None,
+                admin_listen: None,
                 client_write_timeout_ms: None,
                 max_stream_event_bytes: None,
                 max_stream_bytes: None,
@@ -103,6 +112,16 @@ impl GatewayConfig {
     pub fn with_metrics(mut self) -> Self {
         let port = crate::support::free_port();
         self.server_mut().metrics_listen = Some((LOOPBACK_IP, port).into());
+        self
+    }
+
+    /// 在回环地址的另一个空闲端口上开管理接口，管理令牌为 `token`（配置里只有它的摘要）。
+    pub fn with_admin(mut self, token: &str) -> Self {
+        let port = crate::support::free_port();
+        self.server_mut().admin_listen = Some((LOOPBACK_IP, port).into());
+        self.admin = Some(Admin {
+            token_sha256: KeyHash::of(token).to_hex(),
+        });
         self
     }
 
@@ -214,6 +233,11 @@ impl GatewayConfig {
         self.server_ref().metrics_listen
     }
 
+    /// 管理接口的监听地址（没有开管理接口时为 `None`）。
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.server_ref().admin_listen
+    }
+
     /// 序列化成网关读取的 YAML 文本。
     pub fn to_yaml(&self) -> String {
         serde_yaml::to_string(self).expect("测试配置必须能序列化为 YAML")
@@ -251,6 +275,8 @@ struct ServerSection {
     ca_file: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     metrics_listen: Option<SocketAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    admin_listen: Option<SocketAddr>,
     #[serde(skip_serializing_if = "Option::is_none")]
     client_write_timeout_ms: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -28,12 +28,20 @@ pub struct Gateway {
     pub addr: SocketAddr,
     /// Prometheus 指标的监听地址。
     pub metrics: Option<SocketAddr>,
+    /// 管理接口的监听地址。
+    pub admin: Option<SocketAddr>,
 }
 
 impl Gateway {
     /// 网关上某个路径的完整地址。
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
+    }
+
+    /// 管理接口上某个路径的完整地址。
+    pub fn admin_url(&self, path: &str) -> String {
+        let admin = self.admin.expect("这个网关没有开管理接口");
+        format!("http://{admin}{path}")
     }
 
     /// 指标接口的完整地址。
@@ -172,11 +180,13 @@ impl Launch {
         let gateway = Gateway {
             addr: self.config.listen_addr(),
             metrics: self.config.metrics_addr(),
+            admin: self.config.admin_addr(),
         };
         crate::support::wait_ready(gateway.addr);
         gateway
             .metrics
             .into_iter()
+            .chain(gateway.admin)
             .for_each(crate::support::wait_ready);
         crate::support::wait_ports(emulator_ports);
         gateway

@@ -16,7 +16,7 @@ use crate::mock::MockSettings;
 pub use cache::{CacheBackend, CacheMode, CacheScope, CacheSettings};
 pub use models::{ModelConfig, TargetConfig};
 pub use providers::{BaseUrl, ProviderConfig, ProviderKind, Timeouts};
-pub use security::{AuthSettings, CorsSettings, RedisSettings, SecuritySettings};
+pub use security::{AdminSection, AuthSettings, CorsSettings, RedisSettings, SecuritySettings};
 pub use server::{
     AccessLogFormat, AccessLogSettings, ListenAddr, ResponsesSettings, ServerSettings,
 };
@@ -38,6 +38,9 @@ pub struct ConfigFile {
     /// 客户端鉴权。
     #[serde(default)]
     pub auth: AuthSettings,
+    /// 管理接口的令牌（配置了 `server.admin_listen` 时必填）。
+    #[serde(default)]
+    pub admin: Option<AdminSection>,
     /// 上游提供方。
     #[serde(default)]
     pub providers: Vec<ProviderConfig>,

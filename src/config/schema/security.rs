@@ -2,7 +2,7 @@
 
 use serde::Deserialize;
 
-use crate::security::{ClientKey, Secret};
+use crate::security::{ClientKey, KeyHash, Secret};
 
 /// `auth` 段。
 ///
@@ -21,6 +21,25 @@ pub struct AuthSettings {
     /// 客户端密钥（只存 SHA-256）。
     #[serde(default)]
     pub keys: Vec<ClientKey>,
+}
+
+/// `admin` 段：管理接口的令牌（只存 SHA-256）。
+///
+/// 用途：配置了 `server.admin_listen` 时必须有它；管理接口的每个请求都带 `Authorization: Bearer <令牌>`。
+///
+/// ```
+/// let a: chatnexus::config::AdminSection = serde_yaml::from_str("{ token_sha256_env: ADMIN_TOKEN_SHA256 }").unwrap(); // 从环境变量读
+/// assert!(a.token_sha256.is_none()); // 摘要来自环境变量
+/// ```
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSection {
+    /// 管理令牌明文的 SHA-256（与 `token_sha256_env` 二选一）。
+    #[serde(default)]
+    pub token_sha256: Option<KeyHash>,
+    /// 存放管理令牌 SHA-256 的环境变量名（与 `token_sha256` 二选一）。
+    #[serde(default)]
+    pub token_sha256_env: Option<String>,
 }
 
 /// 签名时间窗口的缺省值（秒）。

@@ -138,6 +138,9 @@ pub struct ServerSettings {
     /// Prometheus 指标的独立监听地址（应只对内网开放）；不配置则不导出指标。
     #[serde(default)]
     pub metrics_listen: Option<ListenAddr>,
+    /// 管理接口与管理页面的独立监听地址（应只对本机或运维网络开放，不能与公开端口相同）；不配置则没有管理接口。
+    #[serde(default)]
+    pub admin_listen: Option<ListenAddr>,
     /// 每次写客户端的超时（毫秒）：客户端不读、写不出去超过这么久就放弃这个请求，释放上游连接与额度。
     #[serde(default = "default_client_write_timeout_ms")]
     pub client_write_timeout_ms: u64,
@@ -176,6 +179,7 @@ impl Default for ServerSettings {
             upgrade_sock: default_upgrade_sock(),
             grace_period_seconds: DEFAULT_GRACE_PERIOD_SECONDS,
             metrics_listen: None,
+            admin_listen: None,
             client_write_timeout_ms: DEFAULT_CLIENT_WRITE_TIMEOUT_MS,
             max_stream_event_bytes: DEFAULT_MAX_STREAM_EVENT_BYTES,
             max_stream_bytes: DEFAULT_MAX_STREAM_BYTES,

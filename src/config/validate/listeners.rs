@@ -1,4 +1,5 @@
-//! 监听相关的校验：请求体上限、CA 文件、线程数，以及网关、指标、模拟器三个监听地址互不相同。
+//! 监听相关的校验：请求体上限、CA 文件、线程数，网关、指标、管理、模拟器四个监听地址互不相同，
+//! 以及管理接口需要令牌与 Redis。
 
 use crate::config::{ConfigFile, ConfigIssue};
 
@@ -40,5 +41,44 @@ pub(super) fn validate_server(file: &ConfigFile, issues: &mut Vec<ConfigIssue>) 
         if mock.listen == file.server.listen {
             issues.push(ConfigIssue::new("mock.listen", "不能与 server.listen 相同"));
         }
+    }
+}
+
+/// 管理接口：监听地址不能与网关、指标、模拟器的相同；必须有恰好一个令牌来源；虚拟密钥存在 Redis 里，必须配置 `redis` 段。
+pub(super) fn validate_admin(file: &ConfigFile, issues: &mut Vec<ConfigIssue>) {
+    let Some(admin) = file.server.admin_listen else {
+        if file.admin.is_some() {
+            issues.push(ConfigIssue::new(
+                "admin",
+                "没有配置 server.admin_listen，管理令牌不起作用",
+            ));
+        }
+        return;
+    };
+    let others = [
+        Some(file.server.listen),
+        file.server.metrics_listen,
+        file.mock.as_ref().map(|m| m.listen),
+    ];
+    if others.contains(&Some(admin)) {
+        issues.push(ConfigIssue::new(
+            "server.admin_listen",
+            "不能与 server.listen、server.metrics_listen 或 mock.listen 相同（管理接口绝不能开在公开端口上）",
+        ));
+    }
+    let sources = file.admin.as_ref().map_or(0, |a| {
+        usize::from(a.token_sha256.is_some()) + usize::from(a.token_sha256_env.is_some())
+    });
+    if sources != 1 {
+        issues.push(ConfigIssue::new(
+            "admin",
+            "配置了 server.admin_listen 时必须给出管理令牌的摘要：token_sha256 与 token_sha256_env 二选一",
+        ));
+    }
+    if file.redis.is_none() {
+        issues.push(ConfigIssue::new(
+            "server.admin_listen",
+            "管理接口的虚拟密钥保存在 Redis 里，需要配置 redis 段",
+        ));
     }
 }

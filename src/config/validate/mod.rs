@@ -20,6 +20,7 @@ pub(super) const MAX_NAME_LEN: usize = 64;
 pub(super) fn validate(file: &ConfigFile) -> Vec<ConfigIssue> {
     let mut issues = Vec::new();
     listeners::validate_server(file, &mut issues);
+    listeners::validate_admin(file, &mut issues);
     security::validate_auth(file, &mut issues);
     upstreams::validate_providers(file, &mut issues);
     upstreams::validate_models(file, &mut issues);

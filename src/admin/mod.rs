@@ -1,0 +1,135 @@
+//! 管理接口：独立的监听地址（`server.admin_listen`，只应对本机或运维网络开放，绝不开在公开端口上），
+//! 每个请求都要带 `Authorization: Bearer <管理令牌>`，与配置里 `admin.token_sha256` 常量时间比对。
+//!
+//! 目前提供虚拟密钥的增删改查与轮换（[`keys`]），见 docs/admin.md。回复是 JSON，错误是与网关相同的
+//! OpenAI 错误信封（中文消息）。
+
+mod keys;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
+use http::{HeaderValue, Response, StatusCode};
+use log::warn;
+use pingora::apps::http_app::{HttpServer, ServeHttp};
+use pingora::protocols::http::ServerSession;
+use pingora::services::listening::Service;
+use serde_json::Value;
+
+use crate::config::SharedConfig;
+use crate::error::{ApiError, ErrorCode};
+use crate::security::bearer_token;
+use crate::virtual_keys::VirtualKeys;
+
+/// 管理接口服务的名称（出现在 Pingora 日志里）。
+const SERVICE_NAME: &str = "管理接口";
+/// 管理请求体的上限（字节）。
+const MAX_BODY_BYTES: usize = 64 * 1024;
+/// JSON 响应的内容类型。
+const JSON_CONTENT_TYPE: &str = "application/json";
+
+/// 管理接口的应用。
+///
+/// 用途：`server::build` 在配置了 `server.admin_listen` 时用 [`admin_api_service`] 建立它的服务。
+///
+/// ```
+/// use std::sync::Arc; // 共享所有权
+/// let cfg = chatnexus::config::build(chatnexus::config::parse("auth: { disabled: true }").unwrap(), |_| None).unwrap(); // 空配置
+/// let shared = Arc::new(arc_swap::ArcSwap::from_pointee(cfg)); // 与网关共享的配置
+/// let keys = Arc::new(chatnexus::virtual_keys::VirtualKeys::new(None, "")); // 与网关共享的密钥表
+/// let _service = chatnexus::admin::admin_api_service(chatnexus::admin::AdminApi::new(shared, keys)); // 再 add_tcp
+/// ```
+pub struct AdminApi {
+    config: SharedConfig,
+    keys: Arc<VirtualKeys>,
+}
+
+impl AdminApi {
+    /// 用网关的共享配置与虚拟密钥表创建。
+    pub fn new(config: SharedConfig, keys: Arc<VirtualKeys>) -> Self {
+        AdminApi { config, keys }
+    }
+
+    /// 鉴权、读请求体、分派；返回状态码与 JSON 回复。
+    async fn handle(&self, session: &mut ServerSession) -> Result<(u16, Value), ApiError> {
+        let config = self.config.load_full();
+        check_token(session, &config)?;
+        let method = session.req_header().method.clone();
+        let path = session.req_header().uri.path().to_string();
+        let body = read_body(session).await?;
+        keys::dispatch(&self.keys, &config, (&method, &path), &body).await
+    }
+}
+
+#[async_trait]
+impl ServeHttp for AdminApi {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        match self.handle(session).await {
+            Ok((status, body)) => json_response(status, body.to_string().into_bytes()),
+            Err(error) => {
+                if error.status >= 500 {
+                    warn!("管理接口出错：{}", error.describe());
+                }
+                json_response(error.status, error.to_body().to_vec())
+            }
+        }
+    }
+}
+
+/// 建立管理接口的服务，调用方再 `add_tcp` 监听地址。
+pub fn admin_api_service(app: AdminApi) -> Service<HttpServer<AdminApi>> {
+    Service::new(SERVICE_NAME.to_string(), HttpServer::new_app(app))
+}
+
+/// 核对管理令牌：缺少、格式不对或不匹配都是 401（不说明是哪一种）。
+fn check_token(session: &ServerSession, config: &crate::config::Config) -> Result<(), ApiError> {
+    let presented = session
+        .req_header()
+        .headers
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(bearer_token);
+    match (presented, config.admin_token) {
+        (Some(token), Some(hash)) if hash.matches(token) => Ok(()),
+        _ => Err(ApiError::unauthorized(
+            "管理令牌缺失或错误：请在 Authorization 头中以 Bearer 方式提供",
+        )),
+    }
+}
+
+/// 读完请求体（不超过 [`MAX_BODY_BYTES`]）。
+///
+/// 错误：超过上限 413，读失败 400。
+async fn read_body(session: &mut ServerSession) -> Result<Bytes, ApiError> {
+    let mut body = Vec::new();
+    loop {
+        let chunk = session.read_request_body().await.map_err(|e| {
+            ApiError::bad_request(ErrorCode::InvalidBody, format!("读取请求体失败：{e}"))
+        })?;
+        let Some(chunk) = chunk else {
+            return Ok(Bytes::from(body));
+        };
+        if body.len() + chunk.len() > MAX_BODY_BYTES {
+            return Err(ApiError::new(
+                413,
+                crate::error::TYPE_INVALID_REQUEST,
+                ErrorCode::RequestTooLarge,
+                format!("管理请求体超过 {MAX_BODY_BYTES} 字节上限"),
+            ));
+        }
+        body.extend_from_slice(&chunk);
+    }
+}
+
+/// JSON 回复。
+fn json_response(status: u16, body: Vec<u8>) -> Response<Vec<u8>> {
+    let mut response = Response::new(Vec::new());
+    *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(JSON_CONTENT_TYPE));
+    headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+    *response.body_mut() = body;
+    response
+}
