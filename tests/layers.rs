@@ -22,6 +22,7 @@ const LAYERS: &[&[&str]] = &[
         "response_store",
         "cache",
         "virtual_keys",
+        "budgets",
     ],
     &["config"],
     &["security"],

@@ -101,6 +101,12 @@ error_codes! {
     ReplayedRequest => "replayed_request",
     /// 密钥无权使用该模型。
     ModelNotAllowed => "model_not_allowed",
+    /// 密钥的美元预算已用完。
+    InsufficientQuota => "insufficient_quota",
+    /// 带预算的密钥请求了没有价格的模型（无法预留费用）。
+    ModelNotPriced => "model_not_priced",
+    /// 记预算的 Redis 不可用（预算按故障时关闭处理）。
+    BudgetStoreUnavailable => "budget_store_unavailable",
     /// 管理接口：没有这个虚拟密钥。
     KeyNotFound => "key_not_found",
     /// 管理接口：同名的密钥已存在（虚拟密钥或配置文件里的密钥）。

@@ -265,16 +265,37 @@ pub fn reservation(
     body_bytes: usize,
     default_max_tokens: u64,
 ) -> u64 {
+    reserved_total(&reserved_usage(body, body_bytes, default_max_tokens))
+}
+
+/// 本请求要预留的用量，分成输入与输出两部分（美元预算按各自的单价估算最坏费用）；规则同 [`reservation`]。
+///
+/// ```
+/// let body = serde_json::json!({"model":"m","max_tokens":100}); // 输出上限 100
+/// let u = chatnexus::limits::reserved_usage(body.as_object().unwrap(), 400, 1024); // 输入估算 100
+/// assert_eq!((u.prompt, u.completion), (100, 100)); // 输入与输出分开
+/// ```
+pub fn reserved_usage(
+    body: &serde_json::Map<String, serde_json::Value>,
+    body_bytes: usize,
+    default_max_tokens: u64,
+) -> Usage {
     let field = |name: &str| body.get(name).and_then(serde_json::Value::as_u64);
     let output = field("max_completion_tokens")
         .or_else(|| field("max_tokens"))
         .or_else(|| field("max_output_tokens"))
         .unwrap_or(default_max_tokens);
     let choices = field("n").unwrap_or(DEFAULT_CHOICES).max(1);
-    let input = estimate_tokens(body_bytes);
-    input
-        .saturating_add(output.saturating_mul(choices))
-        .min(MAX_COUNT)
+    Usage {
+        prompt: estimate_tokens(body_bytes).min(MAX_COUNT),
+        completion: output.saturating_mul(choices).min(MAX_COUNT),
+        ..Usage::default()
+    }
+}
+
+/// 预留用量的 token 总数（不超过 [`MAX_COUNT`]）。
+pub fn reserved_total(usage: &Usage) -> u64 {
+    usage.prompt.saturating_add(usage.completion).min(MAX_COUNT)
 }
 
 /// 请求实际消耗的 token：有用量（真实或估算）就用它；没有用量时，失败的请求算 0（全部退还），

@@ -7,6 +7,7 @@ use std::time::Instant;
 use http::HeaderValue;
 use pingora_proxy::Session;
 
+use crate::budgets::BudgetTicket;
 use crate::config::Config;
 use crate::dialects::Dialect;
 use crate::downstream::{GatewayHeaders, REQUEST_ID_HEADER};
@@ -68,6 +69,8 @@ pub struct RequestCtx {
     pub inflight: InflightGuard,
     /// 限流准入记录（请求受限流约束且被放行时才有），请求结束时按实际用量结算。
     pub limit: Option<Ticket>,
+    /// 美元预算的预留（密钥有预算且被放行时才有），请求结束时按实际费用结算。
+    pub budget: Option<BudgetTicket>,
 }
 
 impl Default for RequestCtx {
@@ -90,6 +93,7 @@ impl Default for RequestCtx {
             config: None,
             inflight: InflightGuard::new(&METRICS.inflight_requests),
             limit: None,
+            budget: None,
         }
     }
 }

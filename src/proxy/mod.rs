@@ -27,6 +27,7 @@ use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorType};
 use pingora_proxy::{ProxyHttp, Session};
 
+use crate::budgets::{self, BudgetStore};
 use crate::cache::ResponseCache;
 use crate::config::{Config, Model, ProviderKind, SharedConfig};
 use crate::dialects::{
@@ -40,6 +41,7 @@ use crate::metrics::{UsageStore, METRICS};
 use crate::response_store::ResponseStore;
 use crate::security::nonce::{NonceStore, RedisNonces};
 use crate::security::Client;
+use crate::streaming::Usage;
 use crate::virtual_keys::VirtualKeys;
 use routes::Route;
 
@@ -49,6 +51,8 @@ pub use context::RequestCtx;
 const STATUS_OK: u16 = 200;
 /// 客户端在响应完成前断开时记录的状态码（沿用 nginx 的约定）。
 const STATUS_CLIENT_CLOSED: u16 = 499;
+/// 客户端错误的起始状态码（之后的都算失败）。
+const STATUS_CLIENT_ERROR: u16 = 400;
 
 /// 网关本体：持有当前配置、共享的上游客户端、防重放存储与限流器。
 ///
@@ -70,6 +74,7 @@ pub struct Gateway {
     conversations: ResponseStore,
     cache: ResponseCache,
     keys: Arc<VirtualKeys>,
+    budgets: BudgetStore,
 }
 
 impl Gateway {
@@ -84,6 +89,7 @@ impl Gateway {
             .map_or_else(String::new, |r| r.key_prefix.clone());
         let cache = ResponseCache::new(conversations.link(), &prefix);
         let keys = Arc::new(VirtualKeys::new(conversations.link(), &prefix));
+        let budgets = BudgetStore::new(conversations.link(), &prefix);
         Gateway {
             config,
             upstream,
@@ -93,6 +99,7 @@ impl Gateway {
             conversations,
             cache,
             keys,
+            budgets,
         }
     }
 
@@ -208,6 +215,12 @@ impl ProxyHttp for Gateway {
         }
         let req = session.req_header();
         let cost = access_log::finish_request(req.method.as_str(), req.uri.path(), ctx, &config);
+        if let Some(ticket) = ctx.budget.take() {
+            // 没有用量的失败请求全部退还；成功却不知道用量的请求保留预留
+            let refund = ctx.report.usage.is_none() && ctx.status >= STATUS_CLIENT_ERROR;
+            let actual = cost.or(refund.then_some(0.0));
+            self.budgets.settle(ticket, actual).await;
+        }
         if let (Some(client), Some(usage)) = (&ctx.client, &ctx.report.usage) {
             let warn_interval = config.rate_limits.warn_interval();
             self.usage.add(client, usage, cost, warn_interval).await;
@@ -329,15 +342,15 @@ impl Gateway {
         if let (Some(plan), Some(cache)) = (&mut plan, config.cache.as_ref()) {
             hit = cached::lookup((&self.cache, cache), plan, (session, ctx)).await;
         }
-        let tokens = match hit {
-            Some(_) => 0,
-            None => limits::reservation(
+        let reserve = match hit {
+            Some(_) => Usage::default(),
+            None => limits::reserved_usage(
                 inbound.body(),
                 inbound.raw().len(),
                 config.rate_limits.default_max_tokens,
             ),
         };
-        self.admit(session, ctx, config, (client, model), tokens)
+        self.admit(session, ctx, config, (client, model), reserve)
             .await?;
         if let Some(entry) = hit {
             return cached::serve_hit(config, entry, (session, ctx), inbound).await;
@@ -371,7 +384,9 @@ impl Gateway {
         (client, model): (Option<&Client>, &Model),
         inbound: &Inbound,
     ) -> Result<u16, Failure> {
-        self.admit(session, ctx, config, (client, model), 0).await?;
+        let nothing = Usage::default();
+        self.admit(session, ctx, config, (client, model), nothing)
+            .await?;
         if model.targets.iter().any(|t| {
             matches!(
                 t.provider.kind,
@@ -401,22 +416,24 @@ impl Gateway {
         Ok(STATUS_OK)
     }
 
-    /// 限流准入：放行时记下准入记录并给之后的响应加上额度头；超限返回 429。
+    /// 准入：先限流（放行时记下准入记录并给之后的响应加上额度头），再按最坏费用预留密钥的美元预算。
     ///
-    /// 参数 `tokens`：要预留的 token 数（输入估算加最大输出）。
+    /// 参数 `reserve`：要预留的用量（输入估算与最大输出；命中缓存与计数请求为零）。
+    /// 错误：超限 429；预算不够 429 `insufficient_quota`；带预算的密钥用没有价格的模型 403；预算存储不可用 503。
     async fn admit(
         &self,
         session: &mut Session,
         ctx: &mut RequestCtx,
         config: &Config,
         (client, model): (Option<&Client>, &Model),
-        tokens: u64,
+        reserve: Usage,
     ) -> Result<(), ApiError> {
         let subjects = Subjects {
             client,
             ip: ctx.client_ip,
             model,
         };
+        let tokens = limits::reserved_total(&reserve);
         if let Some(mut ticket) = self
             .limiter
             .admit(&config.rate_limits, &subjects, tokens)
@@ -427,6 +444,11 @@ impl Gateway {
             }
             ctx.limit = Some(ticket);
         }
+        let Some(client) = client.filter(|c| c.budgets.is_some() && tokens > 0) else {
+            return Ok(());
+        };
+        let worst = budgets::worst_case(&config.pricing, model, &reserve)?;
+        ctx.budget = self.budgets.reserve(client, worst).await?;
         Ok(())
     }
 }

@@ -32,6 +32,25 @@ pub struct LimitOverride {
     pub tokens_per_minute: Option<u64>,
 }
 
+/// 一个密钥的美元预算（按 UTC 的自然日与自然月）。
+///
+/// 用途：虚拟密钥的 `budgets` 字段；准入时按最坏情况预留费用，结束时按实际费用结算，用完返回 429。
+///
+/// ```
+/// let b: chatnexus::security::Budgets = serde_json::from_str(r#"{"daily_usd": 1.5}"#).unwrap(); // 每天 1.5 美元
+/// assert_eq!((b.daily_usd, b.monthly_usd), (Some(1.5), None)); // 不限每月
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Budgets {
+    /// 每个 UTC 自然日的上限（美元）。
+    #[serde(default)]
+    pub daily_usd: Option<f64>,
+    /// 每个 UTC 自然月的上限（美元）。
+    #[serde(default)]
+    pub monthly_usd: Option<f64>,
+}
+
 /// SHA-256 摘要的字节数。
 const HASH_LEN: usize = 32;
 /// Bearer 方案前缀（大小写不敏感）。
@@ -157,6 +176,8 @@ pub struct Client {
     pub signing_secret: Option<Secret>,
     /// 该密钥对每个密钥一层限流的覆盖。
     pub limits: Option<LimitOverride>,
+    /// 该密钥的美元预算（只有虚拟密钥能设置）。
+    pub budgets: Option<Budgets>,
 }
 
 impl Client {
@@ -170,6 +191,7 @@ impl Client {
             require_signature: false,
             signing_secret: None,
             limits: None,
+            budgets: None,
         }
     }
 
@@ -183,6 +205,7 @@ impl Client {
             require_signature: key.require_signature,
             signing_secret,
             limits: key.limits,
+            budgets: None,
         }
     }
 

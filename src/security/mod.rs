@@ -11,5 +11,7 @@ pub mod secret;
 /// 请求签名的规范串与 HMAC-SHA256 校验。
 pub mod signing;
 
-pub use client_keys::{bearer_token, Client, ClientKey, ClientKeys, KeyHash, LimitOverride};
+pub use client_keys::{
+    bearer_token, Budgets, Client, ClientKey, ClientKeys, KeyHash, LimitOverride,
+};
 pub use secret::Secret;

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ApiError, ErrorCode};
-use crate::security::{Client, KeyHash, LimitOverride};
+use crate::security::{Budgets, Client, KeyHash, LimitOverride};
 
 /// 密钥名的最大长度（会成为日志字段与限流键的一部分）。
 const MAX_NAME_LEN: usize = 64;
@@ -31,6 +31,9 @@ pub struct KeyRecord {
     /// 过期时刻（Unix 秒）；`None` 表示不过期。
     #[serde(default)]
     pub expires_unix: Option<u64>,
+    /// 美元预算；`None` 表示不限。
+    #[serde(default)]
+    pub budgets: Option<Budgets>,
     /// 为真时该密钥被拒绝。
     #[serde(default)]
     pub disabled: bool,
@@ -59,6 +62,9 @@ pub struct KeySpec {
     /// 过期时刻：给出 `null` 表示不过期。
     #[serde(default, with = "serde_with_null")]
     pub expires_unix: Option<Option<u64>>,
+    /// 美元预算：给出 `null` 表示取消预算。
+    #[serde(default, with = "serde_with_null")]
+    pub budgets: Option<Option<Budgets>>,
     /// 停用或启用。
     #[serde(default)]
     pub disabled: Option<bool>,
@@ -89,6 +95,7 @@ impl KeyRecord {
             models: None,
             limits: None,
             expires_unix: None,
+            budgets: None,
             disabled: false,
             created_unix,
         }
@@ -96,10 +103,14 @@ impl KeyRecord {
 
     /// 按请求体修改记录（只改给出的字段）。
     ///
-    /// 错误：请求体试图改名时返回 400。
+    /// 错误：请求体试图改名、预算不是正数时返回 400。
     pub fn apply(&mut self, spec: KeySpec) -> Result<(), ApiError> {
         if spec.name.as_deref().is_some_and(|n| n != self.name) {
             return Err(invalid("不能修改密钥名；请新建一个密钥"));
+        }
+        if let Some(budgets) = spec.budgets {
+            budgets.as_ref().map_or(Ok(()), check_budgets)?;
+            self.budgets = budgets;
         }
         if let Some(models) = spec.models {
             self.models = models;
@@ -131,6 +142,7 @@ impl KeyRecord {
         if let Some(limits) = self.limits {
             client = client.with_limits(limits);
         }
+        client.budgets = self.budgets;
         Some((hash, client))
     }
 }
@@ -148,6 +160,22 @@ pub fn check_name(name: &str) -> Result<(), ApiError> {
         return Err(invalid(format!(
             "密钥名必须是 1 到 {MAX_NAME_LEN} 个字符，不能含空白、控制字符、`:` 或 `/`"
         )));
+    }
+    Ok(())
+}
+
+/// 预算必须是有限的正数（美元）。
+///
+/// 错误：不是时返回 400。
+fn check_budgets(budgets: &Budgets) -> Result<(), ApiError> {
+    let amounts = [
+        ("daily_usd", budgets.daily_usd),
+        ("monthly_usd", budgets.monthly_usd),
+    ];
+    for (field, amount) in amounts {
+        if amount.is_some_and(|usd| !usd.is_finite() || usd <= 0.0) {
+            return Err(invalid(format!("预算 `{field}` 必须是大于 0 的美元数")));
+        }
     }
     Ok(())
 }

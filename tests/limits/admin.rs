@@ -15,7 +15,7 @@ use crate::support::{expect_error, redis_url, unique_prefix};
 const POLL: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// 发一个管理请求（带正确的令牌）。
-async fn 管理(
+pub(crate) async fn 管理(
     gateway: Gateway,
     method: reqwest::Method,
     path: &str,
@@ -31,7 +31,7 @@ async fn 管理(
 }
 
 /// 管理请求的 JSON 回复（断言状态码）。
-async fn 管理_json(
+pub(crate) async fn 管理_json(
     gateway: Gateway,
     method: reqwest::Method,
     path: &str,
@@ -44,7 +44,7 @@ async fn 管理_json(
 }
 
 /// 用密钥发一个聊天请求，返回状态码。
-async fn 聊天状态(gateway: Gateway, secret: &str) -> u16 {
+pub(crate) async fn 聊天状态(gateway: Gateway, secret: &str) -> u16 {
     let resp = chat(&reqwest::Client::new(), gateway, secret, Ask::default()).await;
     let status = resp.status().as_u16();
     resp.text().await.expect("读完回复");
@@ -52,7 +52,11 @@ async fn 聊天状态(gateway: Gateway, secret: &str) -> u16 {
 }
 
 /// 轮询直到用这个密钥聊天得到 `status`（只防挂起：超过上限即失败）。
-async fn 直到<F: Future<Output = u16>>(what: &str, status: u16, mut probe: impl FnMut() -> F) {
+pub(crate) async fn 直到<F: Future<Output = u16>>(
+    what: &str,
+    status: u16,
+    mut probe: impl FnMut() -> F,
+) {
     let deadline = Instant::now() + HANG_GUARD;
     while probe().await != status {
         assert!(Instant::now() < deadline, "等待超时：{what}");
@@ -61,7 +65,7 @@ async fn 直到<F: Future<Output = u16>>(what: &str, status: u16, mut probe: imp
 }
 
 /// 共享同一个 Redis 键前缀的两个开着管理接口的网关。
-fn 两个实例(name: &str) -> (Gateway, Gateway) {
+pub(crate) fn 两个实例(name: &str) -> (Gateway, Gateway) {
     let redis = single_redis(&redis_url(), &unique_prefix(name));
     (
         start_admin_gateway(redis.clone()),
@@ -97,7 +101,7 @@ async fn 管理接口_没有令牌或令牌错误时拒绝_公开端口上没有
 }
 
 /// 在实例 `gateway` 上新建一个虚拟密钥，返回它的密钥明文。
-async fn 新建(gateway: Gateway, body: Value) -> String {
+pub(crate) async fn 新建(gateway: Gateway, body: Value) -> String {
     let created = 管理_json(
         gateway,
         reqwest::Method::POST,

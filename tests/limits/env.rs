@@ -8,8 +8,8 @@ use chatnexus::mock::{Fault, MockSettings};
 
 use crate::support::body::chat_body;
 use crate::support::config::{
-    Breaker, Cache, ClientKey, GatewayConfig, Limits, Model, Provider, ProviderKind, RateLimits,
-    Redis, Target, Timeouts,
+    Breaker, Cache, ClientKey, GatewayConfig, Limits, Model, Price, Provider, ProviderKind,
+    RateLimits, Redis, Target, Timeouts,
 };
 use crate::support::gateway::{Emulators, Gateway, Launch};
 use crate::support::header;
@@ -207,9 +207,22 @@ pub fn start_cached_gateway(redis: Redis, limits: Option<RateLimits>) -> Gateway
 /// 管理接口测试用的管理令牌（配置里只有它的摘要）。
 pub const ADMIN_TOKEN: &str = "admin-token-for-tests";
 
-/// 启动一个开着管理接口（令牌为 [`ADMIN_TOKEN`]）、虚拟密钥存在 `redis` 里的网关。
+/// 预算测试里模型 `fast` 的输入与输出单价（美元每百万 token）：每个 token 千分之一美元，金额好算。
+pub const FAST_PRICE_PER_MILLION: f64 = 1000.0;
+
+/// 启动一个开着管理接口（令牌为 [`ADMIN_TOKEN`]）、虚拟密钥存在 `redis` 里的网关；模型 `fast` 有价格。
 pub fn start_admin_gateway(redis: Redis) -> Gateway {
-    Launch::new(gateway_config().redis(redis).with_admin(ADMIN_TOKEN)).start()
+    let price = Price {
+        model: "fast".to_string(),
+        input: FAST_PRICE_PER_MILLION,
+        output: FAST_PRICE_PER_MILLION,
+        cached: FAST_PRICE_PER_MILLION,
+    };
+    let config = gateway_config()
+        .redis(redis)
+        .with_admin(ADMIN_TOKEN)
+        .price(price);
+    Launch::new(config).start()
 }
 
 /// 启动共享同一个 Redis 的 `count` 个网关实例。

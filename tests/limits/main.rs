@@ -3,6 +3,7 @@
 
 mod adaptive;
 mod admin;
+mod budgets;
 mod cache;
 mod env;
 mod exact;
