@@ -1,20 +1,20 @@
 //! `/admin/keys`：虚拟密钥的新建（密钥只在回复里出现这一次）、列出、读取、修改、删除与轮换。
+//! 密钥的 `team` 必须是已有的团队。
 
 use bytes::Bytes;
 use http::Method;
 use percent_encoding::percent_decode_str;
 use serde_json::{json, Value};
 
+use super::teams;
 use crate::clock::unix_now;
 use crate::config::Config;
 use crate::error::{ApiError, ErrorCode, TYPE_INVALID_REQUEST, TYPE_SERVER};
 use crate::redis_link::RedisFailure;
 use crate::security::crypto::random_token;
 use crate::security::KeyHash;
-use crate::virtual_keys::{check_name, KeyRecord, KeySpec, KeyStore, VirtualKeys};
+use crate::virtual_keys::{check_name, KeyRecord, KeySpec, KeyStore};
 
-/// 密钥集合的路径。
-const KEYS_PATH: &str = "/admin/keys";
 /// 轮换的子路径。
 const ROTATE: &str = "rotate";
 /// 新密钥的前缀（与 `chatnexus keys gen-client` 生成的一样）。
@@ -24,28 +24,23 @@ const STATUS_CREATED: u16 = 201;
 /// 成功的状态码。
 const STATUS_OK: u16 = 200;
 
-/// 按方法与路径分派。
+/// 按方法与路径分派（`segments` 为 `/admin/keys` 之后的各段）。
 ///
-/// 错误：路径不存在 404；没有配置 Redis 或 Redis 不可用 503；其余见各操作。
+/// 错误：路径不存在 404；其余见各操作。
 pub(super) async fn dispatch(
-    keys: &VirtualKeys,
+    store: &KeyStore,
     config: &Config,
-    (method, path): (&Method, &str),
+    (method, segments): (&Method, &[&str]),
     body: &Bytes,
 ) -> Result<(u16, Value), ApiError> {
-    let Some(rest) = path.strip_prefix(KEYS_PATH) else {
-        return Err(unknown(path));
-    };
-    let store = keys.store().ok_or_else(|| unavailable(None))?;
-    let segments: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
-    match (method.clone(), segments.as_slice()) {
+    match (method.clone(), segments) {
         (Method::POST, []) => create(store, config, parse_spec(body)?).await,
         (Method::GET, []) => list(store).await,
         (Method::GET, [name]) => Ok((STATUS_OK, view(&load(store, &decode(name)?).await?))),
         (Method::PATCH, [name]) => update(store, &decode(name)?, parse_spec(body)?).await,
         (Method::DELETE, [name]) => delete(store, &decode(name)?).await,
         (Method::POST, [name, action]) if *action == ROTATE => rotate(store, &decode(name)?).await,
-        _ => Err(unknown(path)),
+        _ => Err(unknown()),
     }
 }
 
@@ -66,6 +61,7 @@ async fn create(
     let secret = random_token(KEY_PREFIX);
     let mut record = KeyRecord::new(name.clone(), KeyHash::of(&secret), unix_now());
     record.apply(spec)?;
+    teams::check_exists(store, record.team.as_deref()).await?;
     if !store
         .create(&record)
         .await
@@ -87,6 +83,7 @@ async fn list(store: &KeyStore) -> Result<(u16, Value), ApiError> {
 async fn update(store: &KeyStore, name: &str, spec: KeySpec) -> Result<(u16, Value), ApiError> {
     let mut record = load(store, name).await?;
     record.apply(spec)?;
+    teams::check_exists(store, record.team.as_deref()).await?;
     save(store, &record).await?;
     Ok((STATUS_OK, view(&record)))
 }
@@ -131,7 +128,7 @@ async fn save(store: &KeyStore, record: &KeyRecord) -> Result<(), ApiError> {
 /// 解析创建或修改的请求体（空体当作 `{}`）。
 ///
 /// 错误：不是合法 JSON 或有未知字段时 400。
-fn parse_spec(body: &Bytes) -> Result<KeySpec, ApiError> {
+pub(super) fn parse_spec(body: &Bytes) -> Result<KeySpec, ApiError> {
     if body.is_empty() {
         return Ok(KeySpec::default());
     }
@@ -146,7 +143,7 @@ fn parse_spec(body: &Bytes) -> Result<KeySpec, ApiError> {
 /// 路径里的密钥名（百分号解码）。
 ///
 /// 错误：解码后不是 UTF-8 时 400。
-fn decode(segment: &str) -> Result<String, ApiError> {
+pub(super) fn decode(segment: &str) -> Result<String, ApiError> {
     percent_decode_str(segment)
         .decode_utf8()
         .map(|name| name.into_owned())
@@ -156,7 +153,7 @@ fn decode(segment: &str) -> Result<String, ApiError> {
 }
 
 /// 回复里的一个密钥：记录去掉摘要。
-fn view(record: &KeyRecord) -> Value {
+pub(super) fn view(record: &KeyRecord) -> Value {
     let mut value = serde_json::to_value(record).unwrap_or_default();
     if let Some(object) = value.as_object_mut() {
         object.remove("sha256");
@@ -191,18 +188,18 @@ fn exists(name: &str) -> ApiError {
     )
 }
 
-/// 404：管理接口没有这个路径。
-fn unknown(path: &str) -> ApiError {
+/// 404：管理接口没有这个路径或方法。
+pub(super) fn unknown() -> ApiError {
     ApiError::new(
         404,
         TYPE_INVALID_REQUEST,
         ErrorCode::UnknownUrl,
-        format!("管理接口没有 `{path}` 这个路径或方法"),
+        "管理接口没有这个路径或方法（见 docs/admin.md）",
     )
 }
 
 /// 503：保存虚拟密钥的 Redis 不可用（原因只进日志）。
-fn unavailable(failure: Option<RedisFailure>) -> ApiError {
+pub(super) fn unavailable(failure: Option<RedisFailure>) -> ApiError {
     let error = ApiError::new(
         503,
         TYPE_SERVER,

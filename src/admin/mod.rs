@@ -1,10 +1,11 @@
 //! 管理接口：独立的监听地址（`server.admin_listen`，只应对本机或运维网络开放，绝不开在公开端口上），
 //! 每个请求都要带 `Authorization: Bearer <管理令牌>`，与配置里 `admin.token_sha256` 常量时间比对。
 //!
-//! 目前提供虚拟密钥的增删改查与轮换（[`keys`]），见 docs/admin.md。回复是 JSON，错误是与网关相同的
+//! 提供虚拟密钥（[`keys`]）与团队（[`teams`]）的增删改查，见 docs/admin.md。回复是 JSON，错误是与网关相同的
 //! OpenAI 错误信封（中文消息）。
 
 mod keys;
+mod teams;
 
 use std::sync::Arc;
 
@@ -29,6 +30,12 @@ const SERVICE_NAME: &str = "管理接口";
 const MAX_BODY_BYTES: usize = 64 * 1024;
 /// JSON 响应的内容类型。
 const JSON_CONTENT_TYPE: &str = "application/json";
+/// 管理接口路径的第一段。
+const ADMIN: &str = "admin";
+/// 密钥集合的路径段。
+const KEYS: &str = "keys";
+/// 团队集合的路径段。
+const TEAMS: &str = "teams";
 
 /// 管理接口的应用。
 ///
@@ -59,7 +66,15 @@ impl AdminApi {
         let method = session.req_header().method.clone();
         let path = session.req_header().uri.path().to_string();
         let body = read_body(session).await?;
-        keys::dispatch(&self.keys, &config, (&method, &path), &body).await
+        let store = self.keys.store().ok_or_else(|| keys::unavailable(None))?;
+        let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+        match segments.as_slice() {
+            [ADMIN, KEYS, rest @ ..] => {
+                keys::dispatch(store, &config, (&method, rest), &body).await
+            }
+            [ADMIN, TEAMS, rest @ ..] => teams::dispatch(store, (&method, rest), &body).await,
+            _ => Err(keys::unknown()),
+        }
     }
 }
 

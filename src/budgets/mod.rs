@@ -49,13 +49,21 @@ impl BudgetTicket {
     }
 }
 
-/// 一个预算周期：计数键、上限、计数键的过期秒数、名字与重置时刻（给错误消息用）。
+/// 一个预算周期：计数键、上限、计数键的过期秒数，以及给错误消息用的归属、名字与重置时刻。
 struct Period {
     key: String,
     limit: i64,
     ttl_secs: i64,
+    owner: String,
     label: &'static str,
     resets: DateTime<Utc>,
+}
+
+/// 预算的归属：密钥自己或它的团队（计数键里的短名与错误消息里的称呼）。
+struct Owner<'a> {
+    segment: &'static str,
+    title: &'static str,
+    name: &'a str,
 }
 
 /// 预算在 Redis 里的计数。
@@ -94,10 +102,7 @@ impl BudgetStore {
         client: &Client,
         worst_usd: f64,
     ) -> Result<Option<BudgetTicket>, ApiError> {
-        let Some(budgets) = client.budgets else {
-            return Ok(None);
-        };
-        let periods = periods(&self.prefix, &client.name, &budgets, Utc::now());
+        let periods = client_periods(&self.prefix, client, Utc::now());
         if periods.is_empty() {
             return Ok(None);
         }
@@ -128,7 +133,7 @@ impl BudgetStore {
                 let period = usize::try_from(*index - 1)
                     .ok()
                     .and_then(|i| periods.get(i));
-                Err(exhausted(&client.name, period, (*spent, reserved)))
+                Err(exhausted(period, (*spent, reserved)))
             }
             _ => Err(unavailable(&format!("预算脚本的回复无法理解：{reply:?}"))),
         }
@@ -186,19 +191,49 @@ pub fn worst_case(pricing: &PriceTable, model: &Model, usage: &Usage) -> Result<
     Ok(worst)
 }
 
-/// 密钥配置了上限的预算周期（日、月），键带密钥名的哈希标签。
-fn periods(prefix: &str, name: &str, budgets: &Budgets, now: DateTime<Utc>) -> Vec<Period> {
+/// 客户端要检查的全部预算周期：密钥自己的与团队的，各自的日与月。
+fn client_periods(prefix: &str, client: &Client, now: DateTime<Utc>) -> Vec<Period> {
+    let mut all = Vec::new();
+    if let Some(budgets) = &client.budgets {
+        let owner = Owner {
+            segment: "k",
+            title: "密钥",
+            name: &client.name,
+        };
+        all.extend(periods(prefix, &owner, budgets, now));
+    }
+    if let Some((team, Some(budgets))) = &client.team {
+        let owner = Owner {
+            segment: "t",
+            title: "团队",
+            name: team,
+        };
+        all.extend(periods(prefix, &owner, budgets, now));
+    }
+    all
+}
+
+/// 一个归属配置了上限的预算周期（日、月）。全部预算计数键带同一个哈希标签 `{<前缀>budget}`：
+/// 密钥与它的团队的计数要在同一个脚本里检查，Redis Cluster 下必须在同一槽位。
+fn periods(prefix: &str, owner: &Owner, budgets: &Budgets, now: DateTime<Utc>) -> Vec<Period> {
     let today = now.date_naive();
-    let tomorrow = today + Days::days(1);
-    let next_month = first_of_next_month(today);
+    let base = format!("{{{prefix}budget}}:{}:{}", owner.segment, owner.name);
+    let who = format!("{} `{}` ", owner.title, owner.name);
     let mut periods = Vec::new();
     if let Some(usd) = budgets.daily_usd {
-        let key = format!("{{{prefix}budget:{name}}}:d:{}", today.format("%Y%m%d"));
-        periods.push(period(key, usd, "每日预算", tomorrow, now));
+        let key = format!("{base}:d:{}", today.format("%Y%m%d"));
+        let ends = today + Days::days(1);
+        periods.push(period(key, usd, (who.clone(), "每日预算"), ends, now));
     }
     if let Some(usd) = budgets.monthly_usd {
-        let key = format!("{{{prefix}budget:{name}}}:m:{}", today.format("%Y%m"));
-        periods.push(period(key, usd, "每月预算", next_month, now));
+        let key = format!("{base}:m:{}", today.format("%Y%m"));
+        periods.push(period(
+            key,
+            usd,
+            (who, "每月预算"),
+            first_of_next_month(today),
+            now,
+        ));
     }
     periods
 }
@@ -207,7 +242,7 @@ fn periods(prefix: &str, name: &str, budgets: &Budgets, now: DateTime<Utc>) -> V
 fn period(
     key: String,
     usd: f64,
-    label: &'static str,
+    (owner, label): (String, &'static str),
     ends: NaiveDate,
     now: DateTime<Utc>,
 ) -> Period {
@@ -216,6 +251,7 @@ fn period(
         key,
         limit: nanos(usd),
         ttl_secs: (resets - now).num_seconds().max(1) + KEY_GRACE_SECS,
+        owner,
         label,
         resets,
     }
@@ -240,18 +276,20 @@ fn nanos(usd: f64) -> i64 {
 }
 
 /// 429：预算不够本请求的最坏费用；消息点名是哪个预算、已用多少、何时重置，`Retry-After` 为到重置的秒数。
-fn exhausted(name: &str, period: Option<&Period>, (spent, reserve): (i64, i64)) -> ApiError {
+fn exhausted(period: Option<&Period>, (spent, reserve): (i64, i64)) -> ApiError {
     let usd = |n: i64| n as f64 / NANOS_PER_USD;
-    let (label, limit, resets) =
-        period.map_or(("预算", 0, Utc::now()), |p| (p.label, p.limit, p.resets));
+    let now = Utc::now();
+    let (owner, label, limit, resets) = period.map_or(("", "预算", 0, now), |p| {
+        (p.owner.as_str(), p.label, p.limit, p.resets)
+    });
     let message = format!(
-        "密钥 `{name}` 的{label}（{:.2} 美元）不够本请求：已用 {:.6} 美元，本请求最多需要 {:.6} 美元；将于 {} 重置",
+        "{owner}的{label}（{:.2} 美元）不够本请求：已用 {:.6} 美元，本请求最多需要 {:.6} 美元；将于 {} 重置",
         usd(limit),
         usd(spent),
         usd(reserve),
         resets.format("%Y-%m-%d %H:%M UTC"),
     );
-    let wait = (resets - Utc::now()).num_seconds().max(1) as u64;
+    let wait = (resets - now).num_seconds().max(1) as u64;
     ApiError::new(
         429,
         TYPE_INSUFFICIENT_QUOTA,
@@ -277,20 +315,36 @@ mod tests {
     use chrono::TimeZone;
 
     use super::*;
+    use crate::security::KeyHash;
+
+    /// 每天 1 美元、每月 20 美元。
+    fn 预算() -> Budgets {
+        Budgets {
+            daily_usd: Some(1.0),
+            monthly_usd: Some(20.0),
+        }
+    }
 
     #[test]
-    fn 周期_日与月的键和重置时刻_跨年() {
+    fn 周期_密钥与团队各有日与月_跨年重置() {
         let now = Utc
             .with_ymd_and_hms(2026, 12, 31, 23, 0, 0)
             .single()
             .expect("合法时刻");
-        let budgets = Budgets {
-            daily_usd: Some(1.0),
-            monthly_usd: Some(20.0),
-        };
-        let periods = periods("cnx:", "甲", &budgets, now);
-        assert_eq!(periods[0].key, "{cnx:budget:甲}:d:20261231");
-        assert_eq!(periods[1].key, "{cnx:budget:甲}:m:202612");
+        let mut client = Client::new("甲", KeyHash::of("sk-甲"));
+        client.budgets = Some(预算());
+        client.team = Some(("数据组".to_string(), Some(预算())));
+        let periods = client_periods("cnx:", &client, now);
+        let keys: Vec<&str> = periods.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "{cnx:budget}:k:甲:d:20261231",
+                "{cnx:budget}:k:甲:m:202612",
+                "{cnx:budget}:t:数据组:d:20261231",
+                "{cnx:budget}:t:数据组:m:202612",
+            ]
+        );
         assert_eq!(periods[0].resets.to_rfc3339(), "2027-01-01T00:00:00+00:00");
         assert_eq!(
             periods[1].resets.to_rfc3339(),
@@ -310,23 +364,21 @@ mod tests {
     }
 
     #[test]
-    fn 预算不够_消息点名预算与重置时刻() {
-        let now = Utc::now();
-        let budgets = Budgets {
-            daily_usd: Some(1.0),
-            monthly_usd: None,
+    fn 预算不够_消息点名归属预算与重置时刻() {
+        let owner = Owner {
+            segment: "t",
+            title: "团队",
+            name: "数据组",
         };
-        let periods = periods("", "甲", &budgets, now);
-        let error = exhausted("甲", periods.first(), (900_000_000, 200_000_000));
+        let periods = periods("", &owner, &预算(), Utc::now());
+        let error = exhausted(periods.first(), (900_000_000, 200_000_000));
         assert_eq!(
             (error.status, error.code),
             (429, ErrorCode::InsufficientQuota)
         );
-        assert!(
-            error.message.contains("每日预算") && error.message.contains("重置"),
-            "{}",
-            error.message
-        );
+        let message = &error.message;
+        assert!(message.starts_with("团队 `数据组` 的每日预算"), "{message}");
+        assert!(message.contains("重置"), "{message}");
         assert!(error.retry_after.is_some_and(|s| s <= 86_400));
     }
 }

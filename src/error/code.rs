@@ -111,6 +111,12 @@ error_codes! {
     KeyNotFound => "key_not_found",
     /// 管理接口：同名的密钥已存在（虚拟密钥或配置文件里的密钥）。
     KeyExists => "key_exists",
+    /// 管理接口：没有这个团队。
+    TeamNotFound => "team_not_found",
+    /// 管理接口：同名的团队已存在。
+    TeamExists => "team_exists",
+    /// 管理接口：还有密钥属于这个团队，不能删除。
+    TeamInUse => "team_in_use",
     /// 管理接口：保存虚拟密钥的 Redis 不可用。
     KeyStoreUnavailable => "key_store_unavailable",
     /// 跨域来源不在允许列表中。

@@ -444,7 +444,7 @@ impl Gateway {
             }
             ctx.limit = Some(ticket);
         }
-        let Some(client) = client.filter(|c| c.budgets.is_some() && tokens > 0) else {
+        let Some(client) = client.filter(|c| c.has_budgets() && tokens > 0) else {
             return Ok(());
         };
         let worst = budgets::worst_case(&config.pricing, model, &reserve)?;

@@ -178,6 +178,8 @@ pub struct Client {
     pub limits: Option<LimitOverride>,
     /// 该密钥的美元预算（只有虚拟密钥能设置）。
     pub budgets: Option<Budgets>,
+    /// 所属团队与团队的美元预算（只有虚拟密钥能属于团队）。
+    pub team: Option<(String, Option<Budgets>)>,
 }
 
 impl Client {
@@ -192,6 +194,7 @@ impl Client {
             signing_secret: None,
             limits: None,
             budgets: None,
+            team: None,
         }
     }
 
@@ -206,6 +209,7 @@ impl Client {
             signing_secret,
             limits: key.limits,
             budgets: None,
+            team: None,
         }
     }
 
@@ -219,6 +223,11 @@ impl Client {
     pub fn with_limits(mut self, limits: LimitOverride) -> Self {
         self.limits = Some(limits);
         self
+    }
+
+    /// 是否有任何美元预算（自己的或团队的）。
+    pub fn has_budgets(&self) -> bool {
+        self.budgets.is_some() || self.team.as_ref().is_some_and(|(_, b)| b.is_some())
     }
 
     /// 该客户端能否使用这个模型。

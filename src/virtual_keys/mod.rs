@@ -24,7 +24,7 @@ use crate::logging::WarnGate;
 use crate::redis_link::RedisLink;
 use crate::security::{Client, KeyHash};
 
-pub use record::{check_name, KeyRecord, KeySpec};
+pub use record::{check_name, KeyRecord, KeySpec, TeamRecord};
 pub use store::KeyStore;
 
 /// 后台读版本号的间隔：修改在一秒内对所有实例生效。
@@ -94,23 +94,28 @@ impl VirtualKeys {
         if version == self.version.load(Ordering::Acquire) {
             return;
         }
-        match store.list().await {
-            Ok(records) => {
-                let count = self.install(&records);
-                self.version.store(version, Ordering::Release);
-                info!("虚拟密钥已更新到版本 {version}：{count} 个可用");
-            }
-            Err(e) => self.report(&e.to_string()),
-        }
+        let (records, teams) = match (store.list().await, store.teams().await) {
+            (Ok(records), Ok(teams)) => (records, teams),
+            (Err(e), _) | (_, Err(e)) => return self.report(&e.to_string()),
+        };
+        let count = self.install(&records, &teams);
+        self.version.store(version, Ordering::Release);
+        info!(
+            "虚拟密钥已更新到版本 {version}：{count} 个可用，{} 个团队",
+            teams.len()
+        );
     }
 
-    /// 用记录建立新表（停用的与摘要损坏的不进表），返回表里的密钥数。
-    fn install(&self, records: &[KeyRecord]) -> usize {
+    /// 用记录建立新表（停用的与摘要损坏的不进表；团队按名字对上），返回表里的密钥数。
+    fn install(&self, records: &[KeyRecord], teams: &[TeamRecord]) -> usize {
+        let teams: HashMap<&str, &TeamRecord> =
+            teams.iter().map(|t| (t.name.as_str(), t)).collect();
         let table: HashMap<KeyHash, Known> = records
             .iter()
             .filter(|r| !r.disabled)
             .filter_map(|r| {
-                let (hash, client) = r.client()?;
+                let team = r.team.as_deref().and_then(|name| teams.get(name).copied());
+                let (hash, client) = r.client(team)?;
                 let known = Known {
                     client: Arc::new(client),
                     expires_unix: r.expires_unix,

@@ -34,6 +34,9 @@ pub struct KeyRecord {
     /// 美元预算；`None` 表示不限。
     #[serde(default)]
     pub budgets: Option<Budgets>,
+    /// 所属团队（最多一个）。
+    #[serde(default)]
+    pub team: Option<String>,
     /// 为真时该密钥被拒绝。
     #[serde(default)]
     pub disabled: bool,
@@ -65,6 +68,9 @@ pub struct KeySpec {
     /// 美元预算：给出 `null` 表示取消预算。
     #[serde(default, with = "serde_with_null")]
     pub budgets: Option<Option<Budgets>>,
+    /// 所属团队：给出 `null` 表示移出团队（只对密钥有效）。
+    #[serde(default, with = "serde_with_null")]
+    pub team: Option<Option<String>>,
     /// 停用或启用。
     #[serde(default)]
     pub disabled: Option<bool>,
@@ -96,6 +102,7 @@ impl KeyRecord {
             limits: None,
             expires_unix: None,
             budgets: None,
+            team: None,
             disabled: false,
             created_unix,
         }
@@ -115,6 +122,9 @@ impl KeyRecord {
         if let Some(models) = spec.models {
             self.models = models;
         }
+        if let Some(team) = spec.team {
+            self.team = team;
+        }
         if let Some(limits) = spec.limits {
             self.limits = limits;
         }
@@ -132,18 +142,86 @@ impl KeyRecord {
         !self.disabled && self.expires_unix.is_none_or(|e| e > now)
     }
 
-    /// 运行时的客户端（摘要格式不对时为 `None`：记录被人手工改坏了）。
-    pub fn client(&self) -> Option<(KeyHash, Client)> {
+    /// 运行时的客户端：所属团队存在时模型取两者的交集（更严的），并带上团队的预算。
+    ///
+    /// 返回：摘要格式不对（记录被人手工改坏了）时为 `None`。
+    pub fn client(&self, team: Option<&TeamRecord>) -> Option<(KeyHash, Client)> {
         let hash = KeyHash::try_from(self.sha256.clone()).ok()?;
         let mut client = Client::new(self.name.clone(), hash);
-        if let Some(models) = &self.models {
-            client = client.with_models(models.clone());
+        let team_models = team.and_then(|t| t.models.as_ref());
+        let models = match (&self.models, team_models) {
+            (Some(own), Some(theirs)) => {
+                Some(own.iter().filter(|m| theirs.contains(m)).cloned().collect())
+            }
+            (own, theirs) => own.clone().or_else(|| theirs.cloned()),
+        };
+        if let Some(models) = models {
+            client = client.with_models(models);
         }
         if let Some(limits) = self.limits {
             client = client.with_limits(limits);
         }
         client.budgets = self.budgets;
+        client.team = team.map(|t| (t.name.clone(), t.budgets));
         Some((hash, client))
+    }
+}
+
+/// 一个团队：一组虚拟密钥共用的模型列表与美元预算（密钥与团队的限制取更严的）。
+///
+/// 用途：管理接口的 `/admin/teams` 创建、修改、列出它；密钥的 `team` 字段引用它的名字。
+///
+/// ```
+/// let t: chatnexus::virtual_keys::TeamRecord = serde_json::from_str(r#"{"name":"数据组","created_unix":1}"#).unwrap();
+/// assert!(t.models.is_none() && t.budgets.is_none()); // 不限模型、没有预算
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TeamRecord {
+    /// 团队名。
+    pub name: String,
+    /// 团队允许的模型；`None` 表示不限制。
+    #[serde(default)]
+    pub models: Option<Vec<String>>,
+    /// 团队的美元预算（全体成员共用）；`None` 表示不限。
+    #[serde(default)]
+    pub budgets: Option<Budgets>,
+    /// 创建时刻（Unix 秒）。
+    pub created_unix: u64,
+}
+
+impl TeamRecord {
+    /// 一个新建的、不限模型、没有预算的团队。
+    pub fn new(name: String, created_unix: u64) -> Self {
+        TeamRecord {
+            name,
+            models: None,
+            budgets: None,
+            created_unix,
+        }
+    }
+
+    /// 按请求体修改（只有 `models` 与 `budgets` 对团队有效）。
+    ///
+    /// 错误：试图改名、给了只对密钥有效的字段、预算不是正数时返回 400。
+    pub fn apply(&mut self, spec: KeySpec) -> Result<(), ApiError> {
+        if spec.name.as_deref().is_some_and(|n| n != self.name) {
+            return Err(invalid("不能修改团队名；请新建一个团队"));
+        }
+        if spec.limits.is_some()
+            || spec.expires_unix.is_some()
+            || spec.disabled.is_some()
+            || spec.team.is_some()
+        {
+            return Err(invalid("团队只有 `models` 与 `budgets` 两个可改的字段"));
+        }
+        if let Some(models) = spec.models {
+            self.models = models;
+        }
+        if let Some(budgets) = spec.budgets {
+            budgets.as_ref().map_or(Ok(()), check_budgets)?;
+            self.budgets = budgets;
+        }
+        Ok(())
     }
 }
 
@@ -216,6 +294,31 @@ mod tests {
     }
 
     #[test]
+    fn 团队_模型取交集_带上团队预算() {
+        let mut r = KeyRecord::new("甲".into(), KeyHash::of("sk-甲"), 10);
+        r.models = Some(vec!["demo".into(), "gpt-4o".into()]);
+        let mut team = TeamRecord::new("数据组".into(), 10);
+        team.models = Some(vec!["gpt-4o".into(), "claude".into()]);
+        team.budgets = Some(Budgets {
+            daily_usd: Some(1.0),
+            monthly_usd: None,
+        });
+        let (_, client) = r.client(Some(&team)).expect("摘要合法");
+        assert!(client.allows_model("gpt-4o"), "两者都允许的模型");
+        assert!(
+            !client.allows_model("demo") && !client.allows_model("claude"),
+            "只有一方允许的都不行"
+        );
+        assert!(client.has_budgets(), "团队的预算也算");
+        r.models = None;
+        let (_, client) = r.client(Some(&team)).expect("摘要合法");
+        assert!(
+            client.allows_model("claude") && !client.allows_model("demo"),
+            "密钥不限时用团队的"
+        );
+    }
+
+    #[test]
     fn 名字_拒绝空白冒号与过长() {
         assert!(check_name("团队甲-服务1").is_ok());
         for bad in ["", "有 空格", "a:b", "a/b", &"长".repeat(65)] {
@@ -227,10 +330,10 @@ mod tests {
     fn 运行时客户端_带模型与限流覆盖() {
         let mut r = KeyRecord::new("甲".into(), KeyHash::of("sk-甲"), 10);
         r.models = Some(vec!["demo".into()]);
-        let (hash, client) = r.client().expect("摘要合法");
+        let (hash, client) = r.client(None).expect("摘要合法");
         assert_eq!(hash, KeyHash::of("sk-甲"));
         assert!(client.allows_model("demo") && !client.allows_model("gpt-4o"));
         r.sha256 = "坏的".into();
-        assert!(r.client().is_none());
+        assert!(r.client(None).is_none());
     }
 }

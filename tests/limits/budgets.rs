@@ -4,7 +4,7 @@
 use chrono::Utc;
 use serde_json::json;
 
-use crate::admin::{新建, 聊天状态};
+use crate::admin::{新建, 管理, 管理_json, 聊天状态};
 use crate::env::{
     chat, single_redis, start_admin_gateway, Ask, FAST_COMPLETION_TOKENS, FAST_PRICE_PER_MILLION,
     FAST_PROMPT_TOKENS, HANG_GUARD,
@@ -26,7 +26,7 @@ fn 每个请求的花费() -> i64 {
 /// 密钥 `name` 今天已扣的金额（纳美元）。
 fn 今日已扣(prefix: &str, name: &str) -> i64 {
     let key = format!(
-        "{{{prefix}budget:{name}}}:d:{}",
+        "{{{prefix}budget}}:k:{name}:d:{}",
         Utc::now().format("%Y%m%d")
     );
     let client = redis::Client::open(redis_url()).expect("Redis 地址合法");
@@ -161,4 +161,108 @@ async fn 预算_带预算的密钥不能用没有价格的模型() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     };
     assert_eq!(expect_error(resp, 403).await["code"], "model_not_priced");
+}
+
+/// 团队今天已扣的金额（纳美元）。
+fn 团队今日已扣(prefix: &str, team: &str) -> i64 {
+    let key = format!(
+        "{{{prefix}budget}}:t:{team}:d:{}",
+        Utc::now().format("%Y%m%d")
+    );
+    let client = redis::Client::open(redis_url()).expect("Redis 地址合法");
+    let mut conn = client.get_connection().expect("连接 Redis");
+    let value: Option<i64> = redis::cmd("GET").arg(key).query(&mut conn).expect("GET");
+    value.unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn 团队_预算由全体成员共用_模型取交集() {
+    let (gateways, prefix) = 实例("cnx-budget-team", 1);
+    let team = json!({ "name": "数据组", "models": ["fast"], "budgets": { "daily_usd": 0.4 } });
+    管理_json(
+        gateways[0],
+        reqwest::Method::POST,
+        "/admin/teams",
+        Some(team),
+        201,
+    )
+    .await;
+    let one = 新建(gateways[0], json!({ "name": "组员一", "team": "数据组" })).await;
+    let two = 新建(
+        gateways[0],
+        json!({ "name": "组员二", "team": "数据组", "models": ["fast", "stream"] }),
+    )
+    .await;
+    crate::admin::直到("组员一可用", 200, || 聊天状态(gateways[0], &one)).await;
+    let stream = Ask {
+        model: "stream",
+        ..Ask::default()
+    };
+    let denied = chat(&reqwest::Client::new(), gateways[0], &two, stream).await;
+    assert_eq!(
+        expect_error(denied, 403).await["code"],
+        "model_not_allowed",
+        "团队不许的模型"
+    );
+    let mut admitted = 1;
+    let refused = loop {
+        let secret = if admitted % 2 == 0 { &one } else { &two };
+        let resp = chat(&reqwest::Client::new(), gateways[0], secret, Ask::default()).await;
+        if resp.status() != 200 {
+            break resp;
+        }
+        resp.text().await.expect("读完回复");
+        admitted += 1;
+        assert!(admitted < 100, "团队预算一直没有用完");
+    };
+    let error = expect_error(refused, 429).await;
+    let message = error["message"].as_str().unwrap_or_default();
+    assert!(message.starts_with("团队 `数据组` 的每日预算"), "{message}");
+    let deadline = std::time::Instant::now() + HANG_GUARD;
+    while 团队今日已扣(&prefix, "数据组") != 每个请求的花费() * admitted {
+        assert!(std::time::Instant::now() < deadline, "团队的结算没有完成");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn 团队_不存在的团队与还有成员的团队_都是清楚的错误() {
+    use reqwest::Method;
+    let (gateways, _) = 实例("cnx-budget-team-errors", 1);
+    let admin = gateways[0];
+    let send = |method, path: &'static str, body| 管理(admin, method, path, Some(body));
+    let orphan = send(
+        Method::POST,
+        "/admin/keys",
+        json!({ "name": "无组", "team": "没有" }),
+    );
+    assert_eq!(
+        expect_error(orphan.await, 404).await["code"],
+        "team_not_found"
+    );
+    let team = json!({ "name": "运营组" });
+    assert_eq!(
+        send(Method::POST, "/admin/teams", team.clone())
+            .await
+            .status(),
+        201
+    );
+    let again = send(Method::POST, "/admin/teams", team).await;
+    assert_eq!(expect_error(again, 409).await["code"], "team_exists");
+    新建(admin, json!({ "name": "运营一", "team": "运营组" })).await;
+    let path = "/admin/teams/%E8%BF%90%E8%90%A5%E7%BB%84";
+    let busy = 管理(admin, Method::DELETE, path, None).await;
+    assert_eq!(expect_error(busy, 409).await["code"], "team_in_use");
+    let wrong = send(Method::PATCH, path, json!({ "disabled": true })).await;
+    expect_error(wrong, 400).await;
+    let key = "/admin/keys/%E8%BF%90%E8%90%A5%E4%B8%80";
+    assert_eq!(
+        send(Method::PATCH, key, json!({ "team": null }))
+            .await
+            .status(),
+        200
+    );
+    管理_json(admin, Method::DELETE, path, None, 200).await;
+    let list = 管理_json(admin, Method::GET, "/admin/teams", None, 200).await;
+    assert_eq!(list["data"], json!([]), "移出成员后可以删除");
 }
