@@ -122,6 +122,7 @@ echo "已在 ${CLUSTER_NODES[*]} 临时启动三主节点的 Redis 集群"
 cargo test --all-targets 2>&1 | tee -a "$LOG"
 cargo test --doc 2>&1 | tee -a "$LOG"
 bash tests/e2e/run.sh 2>&1 | tee -a "$LOG"
+bash tests/admin_page/run.sh 2>&1 | tee -a "$LOG"
 bash tests/deploy/verify_unit.sh
 bash tests/deploy/zero_downtime.sh
 bash tests/deploy/cache_reload.sh

@@ -19,7 +19,7 @@ use crate::error::ErrorCode;
 use crate::streaming::Usage;
 
 pub use pricing::{Price, PriceTable};
-pub use usage_store::{usage_key, UsageStore};
+pub use usage_store::{read_usage, usage_key, UsageStore, UsageTotals};
 
 /// 限流计数中单个上限、单次预留与单次结算的最大值（一万亿）。
 ///

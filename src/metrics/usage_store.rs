@@ -205,6 +205,71 @@ async fn write(link: &RedisLink, key: &str, t: &Tally) -> Result<(), RedisFailur
         .await
 }
 
+/// 一段时间里的用量与花费合计（管理接口的 `GET /admin/usage` 用）。
+///
+/// ```
+/// let t = chatnexus::metrics::UsageTotals::default(); // 没有用量
+/// assert_eq!((t.requests, t.cost_usd), (0, 0.0)); // 全为零
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct UsageTotals {
+    /// 请求数。
+    pub requests: u64,
+    /// 输入 token。
+    pub input_tokens: u64,
+    /// 输出 token。
+    pub output_tokens: u64,
+    /// 花费（美元）。
+    pub cost_usd: f64,
+}
+
+impl UsageTotals {
+    /// 并入另一份合计。
+    pub fn add(&mut self, other: &UsageTotals) {
+        self.requests = self.requests.saturating_add(other.requests);
+        self.input_tokens = self.input_tokens.saturating_add(other.input_tokens);
+        self.output_tokens = self.output_tokens.saturating_add(other.output_tokens);
+        self.cost_usd += other.cost_usd;
+    }
+}
+
+/// 读出一个密钥若干天的用量合计（一次管道往返）。
+///
+/// 参数：Redis 连接、键前缀、密钥名、UTC 日期（`YYYY-MM-DD`）。
+/// 错误：Redis 不可用或超时。
+pub async fn read_usage(
+    link: &RedisLink,
+    prefix: &str,
+    client: &str,
+    days: &[String],
+) -> Result<UsageTotals, RedisFailure> {
+    let mut pipe = redis::pipe();
+    for day in days {
+        pipe.hgetall(usage_key(prefix, client, day));
+    }
+    let mut conn = link.connection().await?;
+    let hashes: Vec<HashMap<String, String>> =
+        link.within(pipe.query_async(&mut conn), "读用量").await?;
+    let mut totals = UsageTotals::default();
+    for hash in &hashes {
+        let number = |field: &str| {
+            hash.get(field)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        totals.add(&UsageTotals {
+            requests: number("requests"),
+            input_tokens: number("input"),
+            output_tokens: number("output"),
+            cost_usd: hash
+                .get("cost_usd")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0.0),
+        });
+    }
+    Ok(totals)
+}
+
 /// 某个密钥某天的用量哈希键。
 pub fn usage_key(prefix: &str, client: &str, day: &str) -> String {
     format!("{prefix}usage:{client}:{day}")

@@ -262,6 +262,11 @@ impl ClientKeys {
         self.keys.is_empty()
     }
 
+    /// 全部密钥名（管理接口列出用量时用）。
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.keys.iter().map(|k| k.name.as_str())
+    }
+
     /// 是否有这个名字的密钥（管理接口新建虚拟密钥时不许与它们重名）。
     pub fn contains(&self, name: &str) -> bool {
         self.keys.iter().any(|k| k.name == name)

@@ -52,6 +52,7 @@ return 0";
 /// ```
 pub struct KeyStore {
     link: Arc<RedisLink>,
+    prefix: String,
     records: String,
     teams: String,
     version: String,
@@ -64,6 +65,7 @@ impl KeyStore {
     /// 用共享的 Redis 连接与键前缀创建。
     pub fn new(link: Arc<RedisLink>, prefix: &str) -> Self {
         KeyStore {
+            prefix: prefix.to_string(),
             link,
             records: format!("{prefix}{RECORDS_SEGMENT}"),
             teams: format!("{prefix}{TEAMS_SEGMENT}"),
@@ -72,6 +74,11 @@ impl KeyStore {
             save: Script::new(SAVE_LUA),
             delete: Script::new(DELETE_LUA),
         }
+    }
+
+    /// 共享的 Redis 连接与键前缀（管理接口读用量时用）。
+    pub fn link(&self) -> (&RedisLink, &str) {
+        (&self.link, &self.prefix)
     }
 
     /// 当前版本号（还没有任何修改时为 0）。

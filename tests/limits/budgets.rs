@@ -175,6 +175,34 @@ fn 团队今日已扣(prefix: &str, team: &str) -> i64 {
     value.unwrap_or(0)
 }
 
+/// 等到团队今天已扣的金额等于 `expected`。
+async fn 直到团队已扣(prefix: &str, team: &str, expected: i64) {
+    let deadline = std::time::Instant::now() + HANG_GUARD;
+    while 团队今日已扣(prefix, team) != expected {
+        assert!(std::time::Instant::now() < deadline, "团队的结算没有完成");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// 管理接口的用量报表里团队今天的花费等于预算结算的金额（用量在结算之后的同一个日志阶段里累计，等它写进去）。
+async fn 报表里的团队花费等于结算(gateway: Gateway, prefix: &str, team: &str) {
+    let settled = 团队今日已扣(prefix, team) as f64 / NANOS_PER_USD;
+    let deadline = std::time::Instant::now() + HANG_GUARD;
+    loop {
+        let usage = 管理_json(gateway, reqwest::Method::GET, "/admin/usage", None, 200).await;
+        assert_eq!(usage["teams"][0]["name"], team);
+        let reported = usage["teams"][0]["cost_usd"].as_f64().expect("花费是数字");
+        if (reported - settled).abs() < 1e-9 {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "报表的花费 {reported} 应等于结算的 {settled}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn 团队_预算由全体成员共用_模型取交集() {
     let (gateways, prefix) = 实例("cnx-budget-team", 1);
@@ -218,11 +246,8 @@ async fn 团队_预算由全体成员共用_模型取交集() {
     let error = expect_error(refused, 429).await;
     let message = error["message"].as_str().unwrap_or_default();
     assert!(message.starts_with("团队 `数据组` 的每日预算"), "{message}");
-    let deadline = std::time::Instant::now() + HANG_GUARD;
-    while 团队今日已扣(&prefix, "数据组") != 每个请求的花费() * admitted {
-        assert!(std::time::Instant::now() < deadline, "团队的结算没有完成");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    直到团队已扣(&prefix, "数据组", 每个请求的花费() * admitted).await;
+    报表里的团队花费等于结算(gateways[0], &prefix, "数据组").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
