@@ -1,4 +1,5 @@
-//! `chatnexus keys …`：生成主密钥、加密上游密钥与签名密钥、轮换后重新加密、生成客户端密钥。
+//! `chatnexus keys …`：生成主密钥、加密上游密钥与签名密钥、轮换后重新加密、生成客户端密钥，
+//! 以及经管理接口管理虚拟密钥（见 `cli_admin`）。
 //!
 //! 要写进配置的值打印到标准输出（便于重定向与脚本处理），说明文字打印到标准错误。
 //! 明文密钥只从标准输入读取，绝不从命令行参数读取（参数会出现在 `ps` 与 shell 历史里）。
@@ -12,6 +13,8 @@ use zeroize::Zeroizing;
 use chatnexus::config::{valid_client_name, valid_provider_name};
 use chatnexus::security::crypto::{random_token, MasterKey, MasterKeys, MASTER_KEY_ENV};
 use chatnexus::security::KeyHash;
+
+use crate::cli_admin;
 
 /// 新客户端密钥的前缀。
 const CLIENT_KEY_PREFIX: &str = "sk-cnx-";
@@ -33,6 +36,14 @@ pub enum KeysCommand {
     Reencrypt(EncryptArgs),
     /// 生成新的客户端密钥：明文只打印这一次，配置里只存它的 SHA-256
     GenClient(GenClientArgs),
+    /// 经管理接口新建虚拟密钥（管理令牌来自 CHATNEXUS_ADMIN_TOKEN）：明文只打印这一次
+    Create(cli_admin::CreateArgs),
+    /// 经管理接口列出全部虚拟密钥
+    List(cli_admin::AdminArgs),
+    /// 经管理接口停用一个虚拟密钥（所有实例一秒内生效）
+    Disable(cli_admin::NameArgs),
+    /// 经管理接口轮换一个虚拟密钥：新明文只打印这一次，旧密钥立即作废
+    Rotate(cli_admin::NameArgs),
 }
 
 /// 密文属于哪个条目（决定附加数据与输出的字段名）。
@@ -65,6 +76,10 @@ pub fn run(command: &KeysCommand) -> ExitCode {
         KeysCommand::Encrypt(args) => encrypt(args),
         KeysCommand::Reencrypt(args) => reencrypt(args),
         KeysCommand::GenClient(args) => gen_client(args),
+        KeysCommand::Create(args) => cli_admin::create(args),
+        KeysCommand::List(args) => cli_admin::list(args),
+        KeysCommand::Disable(args) => cli_admin::disable(args),
+        KeysCommand::Rotate(args) => cli_admin::rotate(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -3,6 +3,7 @@
 
 #![deny(clippy::too_many_lines)]
 
+mod cli_admin;
 mod cli_keys;
 
 use std::path::{Path, PathBuf};

@@ -229,3 +229,54 @@ async fn 管理接口_重名非法名字未知字段与不存在都是清楚的�
     let missing = 管理(a, reqwest::Method::DELETE, "/admin/keys/没有", None).await;
     assert_eq!(expect_error(missing, 404).await["code"], "key_not_found");
 }
+
+/// 运行 `chatnexus keys <args> --admin <地址>`（带管理令牌的环境变量），返回（是否成功, 标准输出, 标准错误）。
+fn 命令行(gateway: Gateway, args: &[&str], with_token: bool) -> (bool, String, String) {
+    let admin = format!("http://{}", gateway.admin.expect("开着管理接口"));
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_chatnexus"));
+    command.arg("keys").args(args).args(["--admin", &admin]);
+    command.env_remove("CHATNEXUS_ADMIN_TOKEN");
+    if with_token {
+        command.env("CHATNEXUS_ADMIN_TOKEN", ADMIN_TOKEN);
+    }
+    let out = command.output().expect("运行 chatnexus");
+    let text = |bytes: Vec<u8>| String::from_utf8(bytes).expect("输出是 UTF-8");
+    (out.status.success(), text(out.stdout), text(out.stderr))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn 命令行_新建列出轮换停用都经管理接口() {
+    let (a, b) = 两个实例("cnx-admin-cli");
+    let (ok, stdout, _) = 命令行(
+        a,
+        &["create", "--name", "命令行甲", "--models", "fast,stream"],
+        true,
+    );
+    assert!(ok, "新建成功");
+    let secret = stdout.trim().to_string();
+    assert!(secret.starts_with("sk-cnx-"), "标准输出只有密钥：{stdout}");
+    直到("命令行新建的密钥在实例乙上可用", 200, || {
+        聊天状态(b, &secret)
+    })
+    .await;
+    let (_, listed, _) = 命令行(a, &["list"], true);
+    assert!(
+        listed.contains("命令行甲\t启用\t团队=-\t模型=fast,stream"),
+        "{listed}"
+    );
+    let (ok, rotated, _) = 命令行(a, &["rotate", "--name", "命令行甲"], true);
+    assert!(ok);
+    let fresh = rotated.trim().to_string();
+    直到("轮换后的新密钥可用", 200, || {
+        聊天状态(b, &fresh)
+    })
+    .await;
+    assert_eq!(聊天状态(b, &secret).await, 401, "旧密钥作废");
+    assert!(命令行(a, &["disable", "--name", "命令行甲"], true).0);
+    直到("停用生效", 401, || 聊天状态(b, &fresh)).await;
+    let (ok, _, stderr) = 命令行(a, &["list"], false);
+    assert!(
+        !ok && stderr.contains("CHATNEXUS_ADMIN_TOKEN"),
+        "没有管理令牌时说明原因：{stderr}"
+    );
+}
