@@ -99,6 +99,8 @@ class Settings:
         self.pin = os.environ.get("PIN", "1") == "1"
         self.log_level = os.environ.get("GATEWAY_LOG", "info")
         self.extra_yaml = os.environ.get("GATEWAY_EXTRA_YAML", "")
+        # 压测请求带的客户端密钥（keys 子命令换成虚拟密钥）
+        self.client_key = CLIENT_KEY
         # 绑核：被测代理独占 CPU 1，模拟器与压测工具共享 CPU 0
         self.proxy_cpu = "1" if self.pin else ""
         self.side_cpu = "0" if self.pin else ""
@@ -327,15 +329,15 @@ end
 """
 
 
-def wrk_script(workdir, model, dialect="chat"):
+def wrk_script(workdir, model, dialect="chat", key=CLIENT_KEY):
     request = {"model": model, "messages": [{"role": "user", "content": PROMPT}]}
     if dialect == "messages":
         request["max_tokens"] = MESSAGES_MAX_TOKENS
     if dialect == "responses":
         request = {"model": model, "input": PROMPT}
     body = json.dumps(request, ensure_ascii=False)
-    path = Path(workdir) / f"wrk-{model}-{dialect}.lua"
-    path.write_text(WRK_LUA.format(key=CLIENT_KEY, body=body))
+    path = Path(workdir) / f"wrk-{model}-{dialect}-{hashlib.sha256(key.encode()).hexdigest()[:8]}.lua"
+    path.write_text(WRK_LUA.format(key=key, body=body))
     return path
 
 
@@ -722,7 +724,8 @@ def instructions_per_request(settings, workdir, which, stream, chunks, secs):
             if stream:
                 extra = ["--seconds", duration] + ([f"--{dialect}"] if dialect != "chat" else [])
                 return run_stream_load(settings, url, model, 1, extra)["ok"]
-            return run_wrk(settings, url, wrk_script(workdir, model, dialect), 1, duration)["requests"]
+            script = wrk_script(workdir, model, dialect, settings.client_key)
+            return run_wrk(settings, url, script, 1, duration)["requests"]
         load(1)
         subprocess.run(["callgrind_control", "-z", str(proc.popen.pid)], capture_output=True)
         count = load(secs)
@@ -900,8 +903,86 @@ def cmd_cache(settings, workdir):
     return 0
 
 
+# 虚拟密钥与预算的压测（bench/run.sh keys）：同一个配了 Redis 的网关，配置文件里的密钥对虚拟密钥 + 每日预算
+VIRTUAL_KEY = "sk-cnx-bench-virtual-key"
+VIRTUAL_KEY_NAME = "bench-virtual"
+KEYS_PREFIX = f"chatnexus-bench-keys-{os.getpid()}:"
+# 预算足够大：压测中从不拒绝，但每个请求照常预留与结算
+VIRTUAL_BUDGET_USD = 1e9
+CONFIG_KEY_PATH = "配置文件的密钥（Redis 限流）"
+VIRTUAL_KEY_PATH = "虚拟密钥 + 每日预算（Redis 限流）"
+
+
+def redis_cli(*args):
+    """对本机 Redis 执行一条命令，返回输出文本。"""
+    host, port = CACHE_REDIS_URL.removeprefix("redis://").split(":")
+    out = subprocess.run(["redis-cli", "-h", host, "-p", port.rstrip("/"), *args],
+                         capture_output=True, text=True, check=True)
+    return out.stdout
+
+
+def seed_virtual_key():
+    """直接在 Redis 里写入一个带每日预算的虚拟密钥（与管理接口写入的记录相同），网关启动时读到它。"""
+    record = {"name": VIRTUAL_KEY_NAME, "sha256": hashlib.sha256(VIRTUAL_KEY.encode()).hexdigest(),
+              "budgets": {"daily_usd": VIRTUAL_BUDGET_USD}, "created_unix": 0}
+    redis_cli("HSET", KEYS_PREFIX + "{vkeys}:records", VIRTUAL_KEY_NAME, json.dumps(record))
+    redis_cli("INCR", KEYS_PREFIX + "{vkeys}:version")
+
+
+def redis_calls():
+    """Redis 自启动以来执行过的命令总数（INFO commandstats 各命令 calls 之和；脚本里的命令另计在各自名下）。"""
+    total = 0
+    for line in redis_cli("INFO", "commandstats").splitlines():
+        if line.startswith("cmdstat_"):
+            total += int(line.split("calls=")[1].split(",")[0])
+    return total
+
+
+def keys_settings(settings, key):
+    """配了 Redis 的压测配置（限流与预算都走 Redis），请求带 `key`。"""
+    variant = copy.copy(settings)
+    variant.extra_yaml = "\n".join([settings.extra_yaml,
+                                    f'redis: {{ url: "{CACHE_REDIS_URL}", key_prefix: "{KEYS_PREFIX}" }}'])
+    variant.client_key = key
+    return variant
+
+
+def cmd_keys(settings, workdir):
+    """每个请求的吞吐、延迟、Redis 命令数与 callgrind 指令数：配置文件的密钥对虚拟密钥 + 每日预算。"""
+    seed_virtual_key()
+    rounds = int(env_num("ROUNDS", "3"))
+    print_header(settings, f"虚拟密钥与预算（bench/run.sh keys，并发 {CACHE_CONCURRENCY}）")
+    stack = Stack(keys_settings(settings, CLIENT_KEY), tempfile.mkdtemp(dir=workdir), NONSTREAM_CHUNKS, proxies=False)
+    results = {}
+    try:
+        url, proc = stack.urls[CHATNEXUS], stack.procs[CHATNEXUS]
+        for path, key in ((CONFIG_KEY_PATH, CLIENT_KEY), (VIRTUAL_KEY_PATH, VIRTUAL_KEY)):
+            script = wrk_script(workdir, OPENAI_MODEL, "chat", key)
+            run_wrk(settings, url, script, CACHE_CONCURRENCY, 1)
+            samples = []
+            for _ in range(rounds):
+                before = redis_calls()
+                result = with_cpu(proc, lambda: run_wrk(settings, url, script, CACHE_CONCURRENCY, settings.ns_secs))
+                result["redis_calls"] = (redis_calls() - before) / max(result["requests"], 1)
+                samples.append(result)
+            results[path] = median_result(samples)
+    finally:
+        stack.stop()
+    print("\n| 密钥 | 请求/秒 | p50（毫秒） | p99（毫秒） | 被测进程 CPU（微秒/请求） | Redis 命令/请求 | 指令/请求（callgrind，并发 1） |")
+    print("|---|---|---|---|---|---|---|")
+    secs = int(env_num("PROFILE_SECS", "5"))
+    for path, key in ((CONFIG_KEY_PATH, CLIENT_KEY), (VIRTUAL_KEY_PATH, VIRTUAL_KEY)):
+        r = results[path]
+        r["instructions"], _ = instructions_per_request(keys_settings(settings, key), workdir, CHATNEXUS,
+                                                        False, NONSTREAM_CHUNKS, secs)
+        print(f"| {path} | {rps(r):,.0f} | {ms(r['p50_us'])} | {ms(r['p99_us'])} | "
+              f"{cpu_us_per(r, 'requests'):.1f} | {r['redis_calls']:.2f} | {r['instructions']:,.0f} |")
+    save("keys", results)
+    return 0
+
+
 COMMANDS = {"bench": cmd_bench, "hold": cmd_hold, "soak": cmd_soak, "profile": cmd_profile,
-            "cache": cmd_cache}
+            "cache": cmd_cache, "keys": cmd_keys}
 
 
 def main():

@@ -27,7 +27,7 @@ use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorType};
 use pingora_proxy::{ProxyHttp, Session};
 
-use crate::budgets::{self, BudgetStore};
+use crate::budgets::{self, BudgetStore, BudgetTicket};
 use crate::cache::ResponseCache;
 use crate::config::{Config, Model, ProviderKind, SharedConfig};
 use crate::dialects::{
@@ -36,7 +36,7 @@ use crate::dialects::{
 use crate::downstream::{self, GatewayHeaders, GatewayHeadersBuilder};
 use crate::error::{self, ApiError, ErrorCode};
 use crate::exchange::{self, Failure, UpstreamClient};
-use crate::limits::{self, Limiter, Subjects};
+use crate::limits::{self, Limiter, Subjects, Ticket};
 use crate::metrics::{UsageStore, METRICS};
 use crate::response_store::ResponseStore;
 use crate::security::nonce::{NonceStore, RedisNonces};
@@ -205,22 +205,50 @@ impl ProxyHttp for Gateway {
             .config
             .clone()
             .unwrap_or_else(|| self.config.load_full());
-        if let Some(ticket) = ctx.limit.take() {
-            // 命中缓存的请求只算请求数，不消耗 token 额度
-            let used = match ctx.cache {
-                Some(cached::HIT) => Some(0),
-                _ => limits::consumed(ctx.report.usage, ctx.status),
-            };
-            self.limiter.settle(&config.rate_limits, ticket, used).await;
-        }
         let req = session.req_header();
         let cost = access_log::finish_request(req.method.as_str(), req.uri.path(), ctx, &config);
-        if let Some(ticket) = ctx.budget.take() {
-            // 没有用量的失败请求全部退还；成功却不知道用量的请求保留预留
-            let refund = ctx.report.usage.is_none() && ctx.status >= STATUS_CLIENT_ERROR;
-            let actual = cost.or(refund.then_some(0.0));
-            self.budgets.settle(ticket, actual).await;
-        }
+        let (limit, budget) = (ctx.limit.take(), ctx.budget.take());
+        let ctx = &*ctx;
+        // 三种结算互不依赖：同时发出，共用的多路复用 Redis 连接把它们合在一次往返里
+        tokio::join!(
+            self.settle_limits(limit, ctx, &config),
+            self.settle_budget(budget, ctx, cost),
+            self.add_usage(ctx, &config, cost),
+        );
+    }
+}
+
+impl Gateway {
+    /// 按实际用量结算 token 预留（命中缓存的请求只算请求数，不消耗 token 额度）。
+    async fn settle_limits(&self, limit: Option<Ticket>, ctx: &RequestCtx, config: &Config) {
+        let Some(ticket) = limit else {
+            return;
+        };
+        let used = match ctx.cache {
+            Some(cached::HIT) => Some(0),
+            _ => limits::consumed(ctx.report.usage, ctx.status),
+        };
+        self.limiter.settle(&config.rate_limits, ticket, used).await;
+    }
+
+    /// 按实际费用结算美元预算：没有用量的失败请求全部退还，成功却不知道用量的请求保留预留。
+    async fn settle_budget(
+        &self,
+        budget: Option<BudgetTicket>,
+        ctx: &RequestCtx,
+        cost: Option<f64>,
+    ) {
+        let Some(ticket) = budget else {
+            return;
+        };
+        let refund = ctx.report.usage.is_none() && ctx.status >= STATUS_CLIENT_ERROR;
+        self.budgets
+            .settle(ticket, cost.or(refund.then_some(0.0)))
+            .await;
+    }
+
+    /// 按密钥按天累计用量与花费。
+    async fn add_usage(&self, ctx: &RequestCtx, config: &Config, cost: Option<f64>) {
         if let (Some(client), Some(usage)) = (&ctx.client, &ctx.report.usage) {
             let warn_interval = config.rate_limits.warn_interval();
             self.usage.add(client, usage, cost, warn_interval).await;
