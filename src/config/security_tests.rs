@@ -325,3 +325,27 @@ fn 管理接口_令牌来自环境变量_与公开端口相同或缺令牌缺_re
     let unset = 问题(构建(&good, |_| None));
     assert_eq!(unset[0].0, "admin.token_sha256_env", "环境变量没设置");
 }
+
+#[test]
+fn 配置文件的密钥_美元预算需要_redis_且金额为正() {
+    let hash = 客户端摘要();
+    let key = |budgets: &str| {
+        format!("auth: {{ keys: [ {{ name: 甲, sha256: {hash}, budgets: {budgets} }} ] }}")
+    };
+    let with_redis = format!(
+        "{}\nredis: {{ url: '{PLAIN_REDIS}' }}",
+        key("{ daily_usd: 2.5 }")
+    );
+    let cfg = 构建(&with_redis, |_| None).expect("合法");
+    let client = cfg.clients.authenticate("sk-client").expect("密钥有效");
+    assert_eq!(client.budgets.and_then(|b| b.daily_usd), Some(2.5));
+    let paths: Vec<String> = 问题(构建(&key("{ monthly_usd: 0 }"), |_| None))
+        .into_iter()
+        .map(|(p, _)| p)
+        .collect();
+    assert_eq!(
+        paths,
+        ["auth.keys[0].budgets", "auth.keys[0].budgets"],
+        "金额为零与缺 redis 各报一条"
+    );
+}

@@ -150,6 +150,9 @@ pub struct ClientKey {
     /// 该密钥对 `rate_limits.per_key` 的覆盖。
     #[serde(default)]
     pub limits: Option<LimitOverride>,
+    /// 该密钥的美元预算（需要 `redis` 段）。
+    #[serde(default)]
+    pub budgets: Option<Budgets>,
 }
 
 /// 运行时的一个客户端：鉴权通过后请求处理据此检查模型权限与签名。
@@ -176,7 +179,7 @@ pub struct Client {
     pub signing_secret: Option<Secret>,
     /// 该密钥对每个密钥一层限流的覆盖。
     pub limits: Option<LimitOverride>,
-    /// 该密钥的美元预算（只有虚拟密钥能设置）。
+    /// 该密钥的美元预算。
     pub budgets: Option<Budgets>,
     /// 所属团队与团队的美元预算（只有虚拟密钥能属于团队）。
     pub team: Option<(String, Option<Budgets>)>,
@@ -208,7 +211,7 @@ impl Client {
             require_signature: key.require_signature,
             signing_secret,
             limits: key.limits,
-            budgets: None,
+            budgets: key.budgets,
             team: None,
         }
     }

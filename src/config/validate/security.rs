@@ -46,6 +46,7 @@ pub(super) fn validate_auth(file: &ConfigFile, issues: &mut Vec<ConfigIssue>) {
         );
         validate_key_hash(file, i, &mut hashes, issues);
         validate_client_models(file, i, issues);
+        validate_key_budgets(file, i, issues);
         let path = format!("auth.keys[{i}].signing_secret_enc");
         match &key.signing_secret_enc {
             None if key.require_signature => issues.push(ConfigIssue::new(
@@ -59,6 +60,28 @@ pub(super) fn validate_auth(file: &ConfigFile, issues: &mut Vec<ConfigIssue>) {
             }
             None => {}
         }
+    }
+}
+
+/// 第 `i` 个客户端密钥的美元预算：金额必须是正数；预算记在 Redis 里（跨实例精确），必须配置 `redis` 段。
+fn validate_key_budgets(file: &ConfigFile, i: usize, issues: &mut Vec<ConfigIssue>) {
+    let Some(budgets) = &file.auth.keys[i].budgets else {
+        return;
+    };
+    let path = format!("auth.keys[{i}].budgets");
+    let amounts = [budgets.daily_usd, budgets.monthly_usd];
+    if amounts
+        .iter()
+        .flatten()
+        .any(|usd| !usd.is_finite() || *usd <= 0.0)
+    {
+        issues.push(ConfigIssue::new(&path, "预算必须是大于 0 的美元数"));
+    }
+    if file.redis.is_none() {
+        issues.push(ConfigIssue::new(
+            path,
+            "美元预算记在 Redis 里，需要配置 redis 段",
+        ));
     }
 }
 
