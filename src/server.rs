@@ -18,7 +18,7 @@ use crate::mock::mock_service;
 use crate::proxy::admin::{admin_service, AdminApp};
 use crate::proxy::Gateway;
 use crate::reload::ConfigReloader;
-use crate::upstream::{DnsCache, DnsRefresher};
+use crate::upstream::{Balancer, DnsCache, DnsRefresher};
 use crate::virtual_keys::{KeyRefresher, VirtualKeys};
 
 /// 上游主机名的刷新间隔。
@@ -50,7 +50,6 @@ pub fn build(config: Config, path: Option<PathBuf>, opt: Option<Opt>) -> Server 
     let upstream = UpstreamClient::new(&server.configuration, Arc::clone(&dns));
     let listen = config.server.listen.0.to_string();
     let mock = config.mock.clone();
-    let metrics_listen = config.server.metrics_listen;
     let shared: SharedConfig = Arc::new(ArcSwap::from_pointee(config));
     let prober = HealthProber::new(
         Arc::clone(&shared),
@@ -59,7 +58,7 @@ pub fn build(config: Config, path: Option<PathBuf>, opt: Option<Opt>) -> Server 
         &server.configuration,
     );
     let balancer = Arc::clone(upstream.balancer());
-    let admin = AdminApp::new(Arc::clone(&shared), balancer, Instant::now());
+    let started = Instant::now();
     let gateway = Gateway::new(Arc::clone(&shared), upstream);
     let keys = gateway.virtual_keys();
     let mut proxy = pingora_proxy::http_proxy_service_with_name(
@@ -70,12 +69,7 @@ pub fn build(config: Config, path: Option<PathBuf>, opt: Option<Opt>) -> Server 
     proxy.add_listener(ListenerConfig::tcp(listen).l4_buffer(client_buffers()));
     server.add_service(proxy);
 
-    if let Some(listen) = metrics_listen {
-        let mut metrics = admin_service(admin);
-        metrics.add_tcp(&listen.0.to_string());
-        server.add_service(metrics);
-    }
-    add_key_services(&mut server, &shared, keys);
+    add_side_services(&mut server, &shared, keys, (balancer, started));
     if let Some(mock) = mock {
         let (mut service, _stats) = mock_service(mock.behavior);
         service.add_tcp(&mock.listen.0.to_string());
@@ -92,10 +86,23 @@ pub fn build(config: Config, path: Option<PathBuf>, opt: Option<Opt>) -> Server 
     server
 }
 
-/// 管理接口（配置了 `server.admin_listen` 时）与虚拟密钥的后台刷新（配置了 Redis 时）。
-fn add_key_services(server: &mut Server, shared: &SharedConfig, keys: Arc<VirtualKeys>) {
-    if let Some(listen) = shared.load().server.admin_listen {
-        let app = AdminApi::new(Arc::clone(shared), Arc::clone(&keys));
+/// 旁路的服务：指标端口（配置了 `server.metrics_listen` 时）、管理接口（配置了 `server.admin_listen` 时）
+/// 与虚拟密钥的后台刷新（配置了 Redis 时）。
+fn add_side_services(
+    server: &mut Server,
+    shared: &SharedConfig,
+    keys: Arc<VirtualKeys>,
+    state: (Arc<Balancer>, Instant),
+) {
+    let settings = shared.load().server.clone();
+    if let Some(listen) = settings.metrics_listen {
+        let app = AdminApp::new(Arc::clone(shared), Arc::clone(&state.0), state.1);
+        let mut metrics = admin_service(app);
+        metrics.add_tcp(&listen.0.to_string());
+        server.add_service(metrics);
+    }
+    if let Some(listen) = settings.admin_listen {
+        let app = AdminApi::new(Arc::clone(shared), Arc::clone(&keys), state);
         let mut api = admin_api_service(app);
         api.add_tcp(&listen.0.to_string());
         server.add_service(api);

@@ -1,7 +1,7 @@
 //! 管理接口：独立的监听地址（`server.admin_listen`，只应对本机或运维网络开放，绝不开在公开端口上），
 //! 每个请求都要带 `Authorization: Bearer <管理令牌>`，与配置里 `admin.token_sha256` 常量时间比对。
 //!
-//! 提供虚拟密钥（[`keys`]）与团队（[`teams`]）的增删改查与用量（[`usage`]），以及一个管理页面（`GET /admin`），
+//! 提供虚拟密钥（[`keys`]）与团队（[`teams`]）的增删改查、用量（[`usage`]）与健康详情，以及一个管理页面（`GET /admin`），
 //! 见 docs/admin.md。回复是 JSON，错误是与网关相同的
 //! OpenAI 错误信封（中文消息）。
 
@@ -10,6 +10,7 @@ mod teams;
 mod usage;
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -26,6 +27,7 @@ use serde_json::Value;
 use crate::config::SharedConfig;
 use crate::error::{ApiError, ErrorCode};
 use crate::security::bearer_token;
+use crate::upstream::{health_details, Balancer};
 use crate::virtual_keys::VirtualKeys;
 
 /// 管理接口服务的名称（出现在 Pingora 日志里）。
@@ -61,6 +63,8 @@ const KEYS: &str = "keys";
 const TEAMS: &str = "teams";
 /// 用量的路径段。
 const USAGE: &str = "usage";
+/// 健康详情的路径段。
+const HEALTH: &str = "health";
 
 /// 管理接口的应用。
 ///
@@ -71,17 +75,29 @@ const USAGE: &str = "usage";
 /// let cfg = chatnexus::config::build(chatnexus::config::parse("auth: { disabled: true }").unwrap(), |_| None).unwrap(); // 空配置
 /// let shared = Arc::new(arc_swap::ArcSwap::from_pointee(cfg)); // 与网关共享的配置
 /// let keys = Arc::new(chatnexus::virtual_keys::VirtualKeys::new(None, "")); // 与网关共享的密钥表
-/// let _service = chatnexus::admin::admin_api_service(chatnexus::admin::AdminApi::new(shared, keys)); // 再 add_tcp
+/// let state = (Arc::default(), std::time::Instant::now()); // 目标状态表与启动时刻
+/// let _service = chatnexus::admin::admin_api_service(chatnexus::admin::AdminApi::new(shared, keys, state)); // 再 add_tcp
 /// ```
 pub struct AdminApi {
     config: SharedConfig,
     keys: Arc<VirtualKeys>,
+    balancer: Arc<Balancer>,
+    started: Instant,
 }
 
 impl AdminApi {
-    /// 用网关的共享配置与虚拟密钥表创建。
-    pub fn new(config: SharedConfig, keys: Arc<VirtualKeys>) -> Self {
-        AdminApi { config, keys }
+    /// 用网关的共享配置、虚拟密钥表、目标状态表与启动时刻创建。
+    pub fn new(
+        config: SharedConfig,
+        keys: Arc<VirtualKeys>,
+        (balancer, started): (Arc<Balancer>, Instant),
+    ) -> Self {
+        AdminApi {
+            config,
+            keys,
+            balancer,
+            started,
+        }
     }
 
     /// 鉴权、读请求体、分派；返回状态码与 JSON 回复。
@@ -99,6 +115,10 @@ impl AdminApi {
                 keys::dispatch(store, &config, (&method, rest), &body).await
             }
             [ADMIN, TEAMS, rest @ ..] => teams::dispatch(store, (&method, rest), &body).await,
+            [ADMIN, HEALTH] if method == Method::GET => Ok((
+                STATUS_OK,
+                health_details(&config, &self.balancer, self.started),
+            )),
             [ADMIN, USAGE] if method == Method::GET => {
                 usage::report(store, &config, query.as_deref()).await
             }

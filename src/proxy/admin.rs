@@ -13,9 +13,8 @@ use pingora::protocols::http::ServerSession;
 use pingora::services::listening::Service;
 use pingora_prometheus::PrometheusHttpApp;
 
-use super::local;
 use crate::config::SharedConfig;
-use crate::upstream::Balancer;
+use crate::upstream::{health_details, Balancer};
 
 /// 详细健康状态的路径。
 pub const DETAILS_PATH: &str = "/health/details";
@@ -61,7 +60,9 @@ impl ServeHttp for AdminApp {
             return PrometheusHttpApp.response(session).await;
         }
         let config = self.config.load();
-        let body = local::health_details(&config, &self.balancer, self.started).to_vec();
+        let body = health_details(&config, &self.balancer, self.started)
+            .to_string()
+            .into_bytes();
         let mut response = Response::new(Vec::new());
         let headers = response.headers_mut();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static(JSON_CONTENT_TYPE));

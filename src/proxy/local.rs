@@ -1,8 +1,6 @@
 //! 网关自己应答的接口：公开的 `/health`、指标端口上的 `/health/details`、`/v1/models`，
 //! 以及上游没有计数接口时本地估算的 count_tokens。
 
-use std::time::Instant;
-
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
 use serde_json::{json, Map, Value};
@@ -56,36 +54,6 @@ pub fn health_body(config: &Config, balancer: &Balancer) -> Bytes {
     } else {
         Bytes::from_static(br#"{"status":"degraded"}"#)
     }
-}
-
-/// 生成 `/health/details`（只在指标端口上）的响应体：状态、版本、运行时长、每个上游的状态与主动探测结果、
-/// 每个目标的运行时状态。
-///
-/// 有模型此刻没有任何可用目标（停用、熔断、限流或探测失败）时状态为 `degraded`，否则为 `ok`。
-pub fn health_details(config: &Config, balancer: &Balancer, started: Instant) -> Bytes {
-    let providers: Vec<Value> = config
-        .providers
-        .iter()
-        .map(|p| {
-            json!({
-                "name": p.name,
-                "kind": p.kind,
-                "state": if p.enabled { "enabled" } else { "disabled" },
-                "probe": balancer.probe_report(p),
-            })
-        })
-        .collect();
-    let report = balancer.report(config);
-    let degraded = !report.degraded_models.is_empty();
-    let body = json!({
-        "status": if degraded { "degraded" } else { "ok" },
-        "version": env!("CARGO_PKG_VERSION"),
-        "uptime_seconds": started.elapsed().as_secs(),
-        "providers": providers,
-        "targets": report.targets,
-        "degraded_models": report.degraded_models,
-    });
-    Bytes::from(body.to_string())
 }
 
 /// 生成 `/v1/models` 的响应体，按配置顺序列出该客户端可用的模型名
@@ -203,18 +171,5 @@ models:
             br#"{"status":"degraded"}"#,
             "公开接口不能列出模型与上游"
         );
-    }
-
-    #[test]
-    fn 健康详情_有模型无可用上游时降级() {
-        let balancer = Balancer::default();
-        let v: Value = serde_json::from_slice(&health_details(&配置(), &balancer, Instant::now()))
-            .expect("JSON");
-        assert_eq!(v["status"], "degraded");
-        assert_eq!(v["providers"][1]["state"], "disabled");
-        assert_eq!(v["degraded_models"], json!(["乙"]));
-        assert_eq!(v["targets"][1]["state"], "disabled");
-        assert_eq!(v["targets"][0]["state"], "healthy");
-        assert_eq!(v["providers"][0]["kind"], "openai_compatible");
     }
 }

@@ -5,6 +5,7 @@ mod balancer;
 mod breaker;
 mod dns;
 mod ewma;
+mod health;
 mod select;
 mod state;
 
@@ -20,6 +21,7 @@ pub use balancer::{Balancer, HealthReport, Plan};
 pub use breaker::{Admission, Breaker, BreakerState};
 pub use dns::{Addrs, DnsCache, DnsRefresher};
 pub use ewma::{PeakEwma, INITIAL_LATENCY};
+pub use health::health_details;
 pub use select::{choose, Choice};
 pub use state::{
     Health, Lease, LeaseSettings, ProbeState, TargetState, Verdict, DEFAULT_THROTTLE,

@@ -82,6 +82,8 @@ class 管理页面(unittest.TestCase):
         driver.find_element(By.ID, "token").send_keys(ADMIN_TOKEN)
         driver.find_element(By.CSS_SELECTOR, "#login button").click()
         self.wait.until(ec.visibility_of_element_located((By.ID, "console")))
+        target = self.wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "#targets tbody tr")))
+        self.assertIn("mock", target.text, "上游表列出模拟器目标")
         driver.find_element(By.ID, "new-name").send_keys(KEY_NAME)
         driver.find_element(By.ID, "new-daily").send_keys("5")
         driver.find_element(By.CSS_SELECTOR, "#create button").click()

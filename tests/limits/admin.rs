@@ -91,6 +91,11 @@ async fn 管理接口_没有令牌或令牌错误时拒绝_公开端口上没有
         .expect("送达");
     expect_error(wrong, 401).await;
     管理_json(a, reqwest::Method::GET, "/admin/keys", None, 200).await;
+    let health = 管理_json(a, reqwest::Method::GET, "/admin/health", None, 200).await;
+    assert!(
+        health["targets"].as_array().is_some_and(|t| !t.is_empty()),
+        "{health}"
+    );
     let public = client
         .get(a.url("/admin/keys"))
         .bearer_auth(ADMIN_TOKEN)

@@ -91,6 +91,21 @@ function renderTeams(teams, today, month) {
   }
 }
 
+// 重画上游目标表（与指标端口的 /health/details 相同的数据）
+function renderHealth(health) {
+  $("#health-status").textContent = health.status === "ok" ? "（全部正常）" : "（有模型没有可用目标）";
+  const body = $("#targets tbody");
+  body.replaceChildren();
+  for (const target of health.targets) {
+    const row = document.createElement("tr");
+    cell(row, target.key);
+    cell(row, target.state);
+    cell(row, String(target.latency_ms));
+    cell(row, String(target.inflight));
+    body.appendChild(row);
+  }
+}
+
 // 显示只出现一次的密钥明文，并刷新列表
 async function revealSecret(created) {
   const box = $("#secret");
@@ -103,14 +118,16 @@ async function revealSecret(created) {
 async function refresh() {
   const now = new Date();
   const first = new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth(), 1));
-  const [keys, teams, today, month] = await Promise.all([
+  const [keys, teams, today, month, health] = await Promise.all([
     api("GET", "/admin/keys"),
     api("GET", "/admin/teams"),
     api("GET", "/admin/usage?from=" + day(now) + "&to=" + day(now)),
     api("GET", "/admin/usage?from=" + day(first) + "&to=" + day(now)),
+    api("GET", "/admin/health"),
   ]);
   renderKeys(keys.data, today, month);
   renderTeams(teams.data, today, month);
+  renderHealth(health);
   $("#console").hidden = false;
   $("#error").textContent = "";
 }
