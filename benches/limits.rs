@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 
-use chatnexus::config::{Model, RateLimitSettings, RedisTarget};
+use chatnexus::config::{Model, ModelKind, RateLimitSettings, RedisTarget};
 use chatnexus::limits::{checks, Check, Limiter, LocalStage, RemoteStage, Subjects};
 use chatnexus::security::{Client, KeyHash, Secret};
 
@@ -43,6 +43,7 @@ impl Fixture {
             client: Client::new("基准", KeyHash::of("sk-bench")),
             model: Model {
                 name: "演示".into(),
+                kind: ModelKind::Chat,
                 targets: vec![],
                 limits: None,
             },

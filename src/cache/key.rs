@@ -14,14 +14,18 @@ const SEED: &str = "seed";
 /// 候选回答个数字段。
 const CHOICES: &str = "n";
 
-/// 请求能否用缓存：模型在 `models` 里（或没配 `models`）；`mode: deterministic` 时还要求
-/// `temperature` 为 0 或给了 `seed`，且 `n` 不存在或为 1。
-pub(super) fn eligible(settings: &CacheSettings, model: &str, body: &Map<String, Value>) -> bool {
+/// 请求能否用缓存：模型在 `models` 里（或没配 `models`）；`mode: deterministic` 时还要求回复只由请求决定
+/// （`deterministic` 为真，如向量），或 `temperature` 为 0 或给了 `seed`，且 `n` 不存在或为 1。
+pub(super) fn eligible(
+    settings: &CacheSettings,
+    model: &str,
+    (body, deterministic): (&Map<String, Value>, bool),
+) -> bool {
     let model_ok = settings
         .models
         .as_ref()
         .is_none_or(|models| models.iter().any(|m| m == model));
-    model_ok && (settings.mode == CacheMode::Always || is_pinned(body))
+    model_ok && (settings.mode == CacheMode::Always || deterministic || is_pinned(body))
 }
 
 /// 采样是否固定：温度为 0 或给了种子，且只要一个候选回答。
@@ -259,10 +263,16 @@ mod tests {
         for (settings, model, request, expected) in table {
             let map = request.as_object().expect("对象").clone();
             assert_eq!(
-                eligible(settings, model, &map),
+                eligible(settings, model, (&map, false)),
                 expected,
                 "{model} {request}"
             );
         }
+        let nothing = Map::new();
+        assert!(eligible(&det, "演示", (&nothing, true)), "向量总是确定的");
+        assert!(
+            !eligible(&listed, "别的", (&nothing, true)),
+            "模型不在列表里"
+        );
     }
 }

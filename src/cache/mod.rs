@@ -107,11 +107,16 @@ impl ResponseCache {
         self.flights.join(key)
     }
 
-    /// 请求是否可以用缓存：模型在 models 里（或没配 models）；mode=deterministic 时要求 temperature 为 0 或给了 seed，且 n 不存在或为 1。
+    /// 请求是否可以用缓存：模型在 models 里（或没配 models）；mode=deterministic 时要求回复只由请求决定（如向量），
+    /// 或 temperature 为 0 或给了 seed，且 n 不存在或为 1。
     ///
-    /// 参数：缓存设置、客户端可见的模型名、请求体。
-    pub fn eligible(settings: &CacheSettings, model: &str, body: &Map<String, Value>) -> bool {
-        key::eligible(settings, model, body)
+    /// 参数：缓存设置、客户端可见的模型名、请求体与回复是否只由请求决定。
+    pub fn eligible(
+        settings: &CacheSettings,
+        model: &str,
+        request: (&Map<String, Value>, bool),
+    ) -> bool {
+        key::eligible(settings, model, request)
     }
 
     /// 缓存键：sha256 十六进制，覆盖 范围主体（scope=global 时为空串，否则 owner）、客户端可见的模型名、方言标签、请求的语义内容——

@@ -368,6 +368,7 @@ fn build_models(models: &[ModelConfig], providers: &[Arc<Provider>]) -> Vec<Mode
         .iter()
         .map(|m| Model {
             name: m.name.clone(),
+            kind: m.kind,
             limits: m.limits,
             targets: m
                 .targets

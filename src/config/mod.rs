@@ -38,8 +38,8 @@ pub use limits::{
 pub use schema::{
     AccessLogFormat, AccessLogSettings, AdminSection, AuthSettings, BaseUrl, CacheBackend,
     CacheMode, CacheScope, CacheSettings, ConfigFile, CorsSettings, ListenAddr, MockListen,
-    ModelConfig, ProviderConfig, ProviderKind, RedisSettings, ResponsesSettings, SecuritySettings,
-    ServerSettings, TargetConfig, Timeouts,
+    ModelConfig, ModelKind, ProviderConfig, ProviderKind, RedisSettings, ResponsesSettings,
+    SecuritySettings, ServerSettings, TargetConfig, Timeouts,
 };
 
 /// 上游名是否合法（字母、数字、`._-`，1 到 64 个字符）；命令行加密前用它检查 `--provider`。
@@ -211,6 +211,8 @@ pub struct Target {
 pub struct Model {
     /// 模型名。
     pub name: String,
+    /// 模型的种类（聊天或向量）。
+    pub kind: ModelKind,
     /// 上游目标（按配置顺序）。
     pub targets: Vec<Target>,
     /// 该模型对每个模型一层限流的覆盖。

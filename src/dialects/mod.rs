@@ -11,6 +11,8 @@ pub mod chat;
 pub mod chat_replay;
 #[cfg(test)]
 mod chat_replay_tests;
+/// OpenAI 向量接口 `POST /v1/embeddings`：请求校验与回复的编码。
+pub mod embeddings;
 mod hub_calls;
 mod hub_stream;
 /// Anthropic Messages：Claude Code 与 anthropic SDK 使用的方言。
@@ -23,12 +25,13 @@ mod test_chunks;
 use bytes::Bytes;
 use serde_json::{Map, Value};
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use chat_replay::CompletionBuilder;
 use messages::replay::MessageBuilder;
 use responses::replay::ResponseCapture;
 
 pub use chat::ChatRequest;
+pub use embeddings::EmbeddingsRequest;
 pub use messages::MessagesRequest;
 pub use responses::ResponsesRequest;
 
@@ -155,15 +158,46 @@ pub enum Inbound {
     CountTokens(MessagesRequest),
     /// 响应 `POST /v1/responses`。
     Responses(ResponsesRequest),
+    /// 向量 `POST /v1/embeddings`（错误与 Chat 一样是 OpenAI 的形状）。
+    Embeddings(EmbeddingsRequest),
 }
 
 impl Inbound {
     /// 客户端的方言。
     pub fn dialect(&self) -> Dialect {
         match self {
-            Inbound::Chat(_) => Dialect::Chat,
+            Inbound::Chat(_) | Inbound::Embeddings(_) => Dialect::Chat,
             Inbound::Messages(_) | Inbound::CountTokens(_) => Dialect::Messages,
             Inbound::Responses(_) => Dialect::Responses,
+        }
+    }
+
+    /// 接口的标签（响应缓存键的一部分：同一请求体在不同接口上是不同的请求）。
+    ///
+    /// 返回：`chat`、`messages`、`count_tokens`、`responses` 或 `embeddings`。
+    pub fn label(&self) -> &'static str {
+        match self {
+            Inbound::Chat(_) => "chat",
+            Inbound::Messages(_) => "messages",
+            Inbound::CountTokens(_) => "count_tokens",
+            Inbound::Responses(_) => "responses",
+            Inbound::Embeddings(_) => "embeddings",
+        }
+    }
+
+    /// 回复是否只由请求决定（向量是；聊天要看采样参数），响应缓存的 `deterministic` 模式据此判断。
+    pub fn deterministic(&self) -> bool {
+        matches!(self, Inbound::Embeddings(_))
+    }
+
+    /// 完整回复是否正常结束（只有正常结束的回复才缓存）：向量回复要有非空的 `data`，其余按方言判断。
+    pub fn completed_normally(&self, reply: &Value) -> bool {
+        match self {
+            Inbound::Embeddings(_) => reply
+                .get("data")
+                .and_then(Value::as_array)
+                .is_some_and(|data| !data.is_empty()),
+            _ => self.dialect().completed_normally(reply),
         }
     }
 
@@ -173,6 +207,7 @@ impl Inbound {
             Inbound::Chat(req) => &req.model,
             Inbound::Messages(req) | Inbound::CountTokens(req) => &req.model,
             Inbound::Responses(req) => &req.model,
+            Inbound::Embeddings(req) => &req.model,
         }
     }
 
@@ -182,7 +217,7 @@ impl Inbound {
             Inbound::Chat(req) => req.stream,
             Inbound::Messages(req) => req.stream,
             Inbound::Responses(req) => req.stream,
-            Inbound::CountTokens(_) => false,
+            Inbound::CountTokens(_) | Inbound::Embeddings(_) => false,
         }
     }
 
@@ -192,6 +227,7 @@ impl Inbound {
             Inbound::Chat(req) => &req.body,
             Inbound::Messages(req) | Inbound::CountTokens(req) => &req.body,
             Inbound::Responses(req) => &req.body,
+            Inbound::Embeddings(req) => &req.body,
         }
     }
 
@@ -201,13 +237,14 @@ impl Inbound {
             Inbound::Chat(req) => &req.raw,
             Inbound::Messages(req) | Inbound::CountTokens(req) => &req.raw,
             Inbound::Responses(req) => &req.raw,
+            Inbound::Embeddings(req) => &req.raw,
         }
     }
 
     /// 翻译到枢纽格式时丢弃的功能（Chat 请求、还没翻译或翻译失败时为 `None`）。
     pub fn dropped(&self) -> Option<&Dropped> {
         match self {
-            Inbound::Chat(_) => None,
+            Inbound::Chat(_) | Inbound::Embeddings(_) => None,
             Inbound::Messages(req) | Inbound::CountTokens(req) => req.dropped(),
             Inbound::Responses(req) => req.dropped(),
         }
@@ -229,17 +266,23 @@ impl Inbound {
                 messages::replay::replay_stream(reply)
             }
             Inbound::Responses(_) => responses::replay::replay_stream(reply),
+            // 向量请求不流式，不会重放成事件流
+            Inbound::Embeddings(_) => Bytes::new(),
         }
     }
 
     /// 枢纽格式的请求（Chat 请求本身就是；其他方言第一次调用时翻译）。
     ///
-    /// 错误：请求无法翻译为枢纽格式时返回 400。
+    /// 错误：请求无法翻译为枢纽格式时返回 400（向量请求没有枢纽格式）。
     pub fn hub(&self) -> Result<&ChatRequest, ApiError> {
         match self {
             Inbound::Chat(req) => Ok(req),
             Inbound::Messages(req) | Inbound::CountTokens(req) => req.hub(),
             Inbound::Responses(req) => req.hub(),
+            Inbound::Embeddings(_) => Err(ApiError::bad_request(
+                ErrorCode::WrongModelKind,
+                "向量请求不能翻译成聊天请求",
+            )),
         }
     }
 }

@@ -53,6 +53,12 @@ error_codes! {
     MissingRequiredParameter => "missing_required_parameter",
     /// 消息内容不合法。
     InvalidContent => "invalid_content",
+    /// 向量请求的输入条数超过上限。
+    TooManyInputs => "too_many_inputs",
+    /// 向量请求的输入总大小超过上限。
+    InputTooLarge => "input_too_large",
+    /// 模型的种类与接口不符（聊天模型请求向量，或反过来）。
+    WrongModelKind => "wrong_model_kind",
     /// 请求头不合法。
     InvalidHeader => "invalid_header",
     /// 图片地址不合法。

@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use http::HeaderValue;
+use http::{HeaderName, HeaderValue};
+use once_cell::sync::Lazy;
 use pingora::http::ResponseHeader;
 use pingora::protocols::http::client::HttpSession;
 use pingora_proxy::Session;
@@ -24,6 +25,17 @@ use crate::upstream::{Lease, Verdict, MAX_UPSTREAM_WAIT};
 const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
 /// 上游完整（非流式）响应体的上限。
 const MAX_RESPONSE_BODY_BYTES: usize = 64 * 1024 * 1024;
+/// 用量是网关估算的回复带的响应头。
+static ESTIMATED_USAGE: Lazy<[(HeaderName, HeaderValue); 1]> = Lazy::new(|| {
+    [(
+        HeaderName::from_static(USAGE_HEADER),
+        HeaderValue::from_static(ESTIMATED),
+    )]
+});
+/// 标明用量来源的响应头。
+const USAGE_HEADER: &str = "x-chatnexus-usage";
+/// 用量是估算的。
+const ESTIMATED: &str = "estimated";
 /// 成功的状态码（流中错误事件写在 200 的响应里）。
 const STATUS_OK: u16 = 200;
 /// 限流状态码。
@@ -127,6 +139,7 @@ fn build_request(
         Mode::Native(native) => native.build_request(inbound, target),
         Mode::Translated(filter, hub) => filter.build_request(hub, target),
         Mode::Counted(counter) => counter.build_request(inbound, target),
+        Mode::Embedded(filter, req) => filter.build_request(req, target),
     }
 }
 
@@ -161,7 +174,9 @@ async fn deliver_stream(
             let hub_stream = filter.stream_translator(TranslateCtx::for_request(hub));
             render::stream_for(inbound, hub_stream, x.report.keep)
         }
-        Mode::Counted(_) => return Err(ApiError::internal("计数请求不是流式的").into()),
+        Mode::Counted(_) | Mode::Embedded(..) => {
+            return Err(ApiError::internal("计数与向量请求不是流式的").into())
+        }
     };
     let relayed = stream::relay(x.up, x.down, translator.as_mut(), x.budget, x.report).await;
     let completed = relayed.is_ok();
@@ -202,6 +217,7 @@ async fn close_failed(
 }
 
 /// 非流式：读完上游响应体；透传时原样写给客户端（只读出用量），翻译时翻译后写出。
+/// 用量是网关估算的（如 Gemini 的向量）时带响应头 `x-chatnexus-usage: estimated`。
 async fn deliver_json(
     x: Exchange<'_, '_>,
     inbound: &Inbound,
@@ -216,28 +232,50 @@ async fn deliver_json(
             MAX_RESPONSE_BODY_BYTES,
         ))
         .await?;
-    let body = match mode {
-        Mode::Native(native) => {
-            x.report.usage = native.usage_of(&body);
-            x.report.rendered = render::kept_response(x.report.keep, &body);
-            body
-        }
-        Mode::Translated(filter, hub) => {
-            let reply = filter.translate_response(body, &TranslateCtx::for_request(hub))?;
-            x.report.usage = reply.usage;
-            let rendered = render::json_for(inbound, reply.body)?;
-            x.report.rendered = render::kept_response(x.report.keep, &rendered);
-            rendered
-        }
-        Mode::Counted(counter) => counter.render(inbound, &body)?,
+    let body = render_json(x.report, inbound, mode, body)?;
+    let extra = if x.report.estimated {
+        &ESTIMATED_USAGE[..]
+    } else {
+        &[]
     };
     let written = x
         .report
-        .wait(downstream::write_json(x.down, 200, body))
+        .wait(downstream::write_json_with(x.down, body, extra))
         .await;
     written.map_err(Failure::gone)?;
     x.report.mark_output();
     Ok(())
+}
+
+/// 上游的完整回复 → 写给客户端的回复，同时记下用量（与要保留的完整回复）。
+///
+/// 错误：上游回复无法解析或翻译时返回 502。
+fn render_json(
+    report: &mut ExchangeReport,
+    inbound: &Inbound,
+    mode: &Mode<'_>,
+    body: Bytes,
+) -> Result<Bytes, ApiError> {
+    let rendered = match mode {
+        Mode::Native(native) => {
+            report.usage = native.usage_of(&body);
+            body
+        }
+        Mode::Translated(filter, hub) => {
+            let reply = filter.translate_response(body, &TranslateCtx::for_request(hub))?;
+            report.usage = reply.usage;
+            render::json_for(inbound, reply.body)?
+        }
+        Mode::Embedded(filter, req) => {
+            let reply = filter.render(req, body)?;
+            report.usage = Some(reply.usage);
+            report.estimated = reply.estimated;
+            reply.body
+        }
+        Mode::Counted(counter) => return counter.render(inbound, &body),
+    };
+    report.rendered = render::kept_response(report.keep, &rendered);
+    Ok(rendered)
 }
 
 /// 把客户端请求的请求 id 一并发给上游，便于跨系统排查。
@@ -291,6 +329,10 @@ async fn reject(
         }
         Mode::Counted(counter) => {
             let info = counter.parse_error(status, &body);
+            map_upstream_error(status, info, reply.provider.kind.label())
+        }
+        Mode::Embedded(filter, _) => {
+            let info = filter.parse_error(status, &body);
             map_upstream_error(status, info, reply.provider.kind.label())
         }
     };

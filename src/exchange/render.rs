@@ -23,7 +23,7 @@ use crate::streaming::{estimate_tokens, SseEvent, SseParser, Usage};
 /// 错误：枢纽回复无法解析时返回 502。
 pub(super) fn json_for(inbound: &Inbound, hub: Bytes) -> Result<Bytes, ApiError> {
     match inbound {
-        Inbound::Chat(_) => Ok(hub),
+        Inbound::Chat(_) | Inbound::Embeddings(_) => Ok(hub),
         Inbound::Messages(req) | Inbound::CountTokens(req) => render_message(&hub, &req.model),
         Inbound::Responses(req) => {
             let tools = &req.translation()?.tools;
@@ -46,7 +46,7 @@ pub(super) fn stream_for(
     keep: bool,
 ) -> Box<dyn StreamTranslator> {
     match inbound {
-        Inbound::Chat(_) => capture(hub, Dialect::Chat, keep),
+        Inbound::Chat(_) | Inbound::Embeddings(_) => capture(hub, Dialect::Chat, keep),
         Inbound::Messages(req) | Inbound::CountTokens(req) => {
             let input = estimate_tokens(req.raw.len());
             let render = MessagesStream::new(req.model.clone(), input);

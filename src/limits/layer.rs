@@ -186,6 +186,7 @@ fn check(layer: Layer, subject: String, settings: LayerSettings) -> Check {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::ModelKind;
     use crate::security::KeyHash;
 
     #[test]
@@ -201,6 +202,7 @@ mod tests {
         let client = Client::new("团队甲", KeyHash::of("sk-甲")).with_limits(over);
         let model = Model {
             name: "演示".into(),
+            kind: ModelKind::Chat,
             targets: vec![],
             limits: None,
         };
@@ -226,6 +228,7 @@ mod tests {
         let settings = RateLimitSettings::default();
         let model = Model {
             name: "贵的模型".into(),
+            kind: ModelKind::Chat,
             targets: vec![],
             limits: Some(LimitOverride {
                 tokens_per_minute: Some(100),

@@ -333,7 +333,7 @@ pub fn request_ip(session: &Session, trusted: &[Cidr]) -> Option<IpAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Model;
+    use crate::config::{Model, ModelKind};
     use crate::security::{Client, KeyHash};
 
     /// 指向一个没人监听的端口的 Redis 连接（连接被拒绝）。
@@ -356,6 +356,7 @@ mod tests {
         let limiter = Limiter::new(Some(不可达的_redis()), "故障:");
         let model = Model {
             name: "演示".into(),
+            kind: ModelKind::Chat,
             targets: vec![],
             limits: None,
         };

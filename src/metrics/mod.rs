@@ -54,7 +54,7 @@ const DEFINITION_BUG: &str = "指标定义是常量，注册失败说明指标�
 /// chatnexus::metrics::METRICS.config_reloads.with_label_values(&["ok"]).inc(); // 一次成功的重载
 /// ```
 pub struct Metrics {
-    /// 请求数：`llm_requests_total{provider,model,status,error_code,dialect}`，成功的请求错误码为 `none`。
+    /// 请求数：`llm_requests_total{provider,model,status,error_code,dialect,endpoint}`，成功的请求错误码为 `none`。
     pub requests: IntCounterVec,
     /// 请求总时长：`llm_request_duration_seconds{provider,model}`
     pub duration: HistogramVec,
@@ -289,7 +289,14 @@ fn register_counters() -> (IntCounterVec, IntCounterVec, IntCounterVec, IntCount
         register_int_counter_vec!(
             "llm_requests_total",
             "请求数（按上游、模型、状态码与错误码）",
-            &["provider", "model", "status", "error_code", "dialect"]
+            &[
+                "provider",
+                "model",
+                "status",
+                "error_code",
+                "dialect",
+                "endpoint"
+            ]
         )
         .expect(DEFINITION_BUG),
         register_int_counter_vec!(
@@ -348,6 +355,8 @@ pub struct RequestRecord<'a> {
     pub error_code: Option<ErrorCode>,
     /// 客户端方言的标签（`chat`、`messages`）。
     pub dialect: &'a str,
+    /// 接口的标签（`chat_completions`、`messages`、`responses`、`embeddings`……）。
+    pub endpoint: &'a str,
 }
 
 /// 把一个请求记入全部相关指标。
@@ -361,6 +370,7 @@ pub fn record_request(r: &RequestRecord<'_>) {
             &r.status.to_string(),
             r.error_code.map_or(NO_ERROR_LABEL, ErrorCode::as_str),
             r.dialect,
+            r.endpoint,
         ])
         .inc();
     m.duration

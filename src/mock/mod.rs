@@ -1,4 +1,4 @@
-//! 上游模拟器：说各家提供方的真实线上格式（OpenAI Chat Completions 与 Responses、Azure、Anthropic、Gemini），
+//! 上游模拟器：说各家提供方的真实线上格式（OpenAI Chat Completions、Responses 与向量、Azure、Anthropic、Gemini），
 //! 用于离线演示、测试和压测。
 //!
 //! 可随网关一起启动（配置 `mock` 段），也可单独运行（`chatnexus mock --listen 127.0.0.1:PORT`）。
@@ -6,6 +6,7 @@
 //! 故障可在运行时暂停与恢复；并记录收到的请求和流的结局，供测试断言上游实际收到了什么。
 
 mod anthropic;
+mod embeddings;
 mod gemini;
 mod io;
 mod openai;
@@ -399,6 +400,9 @@ impl MockApp {
         }
         if is_post && path.ends_with(responses::RESPONSES_PATH) {
             return responses::responses(self, session, body).await;
+        }
+        if is_post && path.ends_with(embeddings::EMBEDDINGS_PATH) {
+            return embeddings::openai(self, session, body).await;
         }
         if is_post && path.ends_with(openai::CHAT_PATH) {
             return openai::chat(self, session, body).await;

@@ -21,7 +21,7 @@ pub(super) const CHAT_PATH: &str = "/chat/completions";
 /// 模型列表接口路径的结尾。
 pub(super) const MODELS_PATH: &str = "/models";
 /// Azure 部署路径的前缀。
-const AZURE_PREFIX: &str = "/openai/deployments/";
+pub(super) const AZURE_PREFIX: &str = "/openai/deployments/";
 /// Azure 必填的查询参数。
 const AZURE_API_VERSION: &str = "api-version=";
 /// 模拟器的系统指纹。
@@ -79,7 +79,7 @@ pub(super) async fn chat(app: &MockApp, session: &mut ServerSession, body: Bytes
 }
 
 /// 响应里的 `model`：Azure 报告部署背后的模型（这里用部署名代替），OpenAI 回显请求的模型。
-fn response_model(path: &str, request: &Map<String, Value>, azure: bool) -> String {
+pub(super) fn response_model(path: &str, request: &Map<String, Value>, azure: bool) -> String {
     let model = match azure {
         true => path.trim_start_matches(AZURE_PREFIX).split('/').next(),
         false => request.get("model").and_then(Value::as_str),
@@ -88,7 +88,7 @@ fn response_model(path: &str, request: &Map<String, Value>, azure: bool) -> Stri
 }
 
 /// Azure 要求 `api-version` 查询参数与 `api-key` 头。
-fn check_request(session: &ServerSession, azure: bool) -> Result<(), (u16, String)> {
+pub(super) fn check_request(session: &ServerSession, azure: bool) -> Result<(), (u16, String)> {
     if !azure {
         return Ok(());
     }
@@ -260,7 +260,7 @@ pub(super) async fn error(session: &mut ServerSession, status: u16, message: &st
 }
 
 /// OpenAI 错误信封。
-fn error_body(status: u16, message: &str) -> Value {
+pub(super) fn error_body(status: u16, message: &str) -> Value {
     let kind = if status >= 500 {
         "server_error"
     } else {

@@ -21,7 +21,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::config::{Provider, ProviderKind, Target};
-use crate::dialects::{ChatRequest, Inbound};
+use crate::dialects::{ChatRequest, EmbeddingsRequest, Inbound};
 use crate::error::{ApiError, ErrorCode, Relayed, TYPE_INVALID_REQUEST, TYPE_SERVER};
 use crate::streaming::{write_done, SseEvent, Usage, DONE_SENTINEL};
 
@@ -336,6 +336,47 @@ pub trait TokenCounter: Send + Sync {
     fn render(&self, inbound: &Inbound, body: &[u8]) -> Result<Bytes, ApiError>;
 }
 
+/// 向量接口的上游规则（无状态，全进程共享）：OpenAI、Azure 与兼容服务只换 `model` 透传，
+/// Gemini 翻译成它的批量向量接口 `batchEmbedContents`。
+///
+/// 用途：`exchange` 用它构造上游请求、把上游回复写成客户端要的 OpenAI 列表（含编码）并给出用量。
+pub trait EmbeddingsFilter: Send + Sync {
+    /// 构造上游请求。
+    ///
+    /// 错误：上游不接受这种输入（如 Gemini 不接受 token id）时返回 400；密钥含非法字符时返回 500。
+    fn build_request(
+        &self,
+        req: &EmbeddingsRequest,
+        target: &Target,
+    ) -> Result<UpstreamRequest, ApiError>;
+
+    /// 从上游错误响应中提取错误信息。
+    fn parse_error(&self, status: u16, body: &[u8]) -> UpstreamErrorInfo;
+
+    /// 上游的成功回复 → 客户端的 OpenAI 向量列表与用量。
+    ///
+    /// 错误：上游回复无法解析或向量条数与输入不符时返回 502。
+    fn render(&self, req: &EmbeddingsRequest, body: Bytes) -> Result<EmbeddingsReply, ApiError>;
+}
+
+/// 写给客户端的向量回复与它的用量。
+///
+/// 用途：[`EmbeddingsFilter::render`] 给出，`exchange` 写出并计量；上游没报告用量时 `estimated` 为真（响应头标明）。
+///
+/// ```
+/// let r = chatnexus::providers::EmbeddingsReply { body: "{}".into(), usage: Default::default(), estimated: true }; // 估算的用量
+/// assert!(r.estimated); // 网关估算的用量
+/// ```
+#[derive(Debug)]
+pub struct EmbeddingsReply {
+    /// OpenAI 形状的向量列表。
+    pub body: Bytes,
+    /// 用量（只有输入 token）。
+    pub usage: Usage,
+    /// 用量是否为网关的估算。
+    pub estimated: bool,
+}
+
 /// 一次尝试与目标交换的方式。
 ///
 /// 用途：`exchange` 按客户端请求与目标的协议选择透传还是经枢纽翻译。
@@ -346,6 +387,8 @@ pub enum Mode<'a> {
     Translated(&'static dyn ProviderFilter, &'a ChatRequest),
     /// 问上游自己的计数接口（计数请求的目标协议与方言不同时）。
     Counted(&'static dyn TokenCounter),
+    /// 向量请求：目标的向量规则与请求。
+    Embedded(&'static dyn EmbeddingsFilter, &'a EmbeddingsRequest),
 }
 
 /// 按客户端请求与目标的上游选择交换方式：Messages 到 Anthropic、Responses 到提供 Responses 接口的上游透传，
@@ -362,6 +405,14 @@ pub fn mode_for<'a>(inbound: &'a Inbound, provider: &Provider) -> Result<Mode<'a
         (Inbound::Responses(_), _) if provider.responses => {
             Ok(Mode::Native(&openai::OpenAiResponses))
         }
+        (Inbound::Embeddings(req), _) => embeddings_for(kind)
+            .map(|filter| Mode::Embedded(filter, req))
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    ErrorCode::WrongModelKind,
+                    format!("{} 类型的上游没有向量接口", kind.label()),
+                )
+            }),
         (Inbound::CountTokens(_), ProviderKind::Gemini) => Ok(Mode::Counted(&gemini::GeminiCount)),
         (Inbound::CountTokens(_), _) => Err(ApiError::bad_request(
             ErrorCode::UnsupportedParameter,
@@ -378,6 +429,16 @@ pub fn filter_for(kind: ProviderKind) -> &'static dyn ProviderFilter {
         ProviderKind::Anthropic => &anthropic::AnthropicFilter,
         ProviderKind::Gemini => &gemini::GeminiFilter,
         ProviderKind::Azure => &azure::AzureFilter,
+    }
+}
+
+/// 按上游类型取得向量规则；没有向量接口的上游（Anthropic）为 `None`。
+pub fn embeddings_for(kind: ProviderKind) -> Option<&'static dyn EmbeddingsFilter> {
+    match kind {
+        ProviderKind::OpenAi | ProviderKind::OpenAiCompatible => Some(&openai::OpenAiEmbeddings),
+        ProviderKind::Azure => Some(&azure::AzureEmbeddings),
+        ProviderKind::Gemini => Some(&gemini::GeminiEmbeddings),
+        ProviderKind::Anthropic => None,
     }
 }
 

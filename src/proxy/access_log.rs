@@ -53,6 +53,7 @@ pub fn finish_request(method: &str, path: &str, ctx: &RequestCtx, config: &Confi
         attempts: ctx.report.attempts,
         error_code: ctx.error_code,
         dialect: ctx.dialect.label(),
+        endpoint: ctx.endpoint,
     };
     record_request(&record);
     match config.access_log.format {
@@ -224,7 +225,7 @@ fn json_line(method: &str, path: &str, ctx: &RequestCtx, r: &RequestRecord<'_>) 
     let u = r.usage.unwrap_or_default();
     json!({
         "request_id": ctx.request_id, "method": method, "path": path, "status": r.status,
-        "client": ctx.client, "dialect": r.dialect, "model": ctx.model, "provider": ctx.report.provider, "attempts": ctx.report.attempts,
+        "client": ctx.client, "dialect": r.dialect, "endpoint": r.endpoint, "model": ctx.model, "provider": ctx.report.provider, "attempts": ctx.report.attempts,
         "latency_ms": millis(Some(r.duration)), "ttft_ms": millis(r.ttft),
         "tokens": { "input": u.prompt, "output": u.completion, "cached": u.cached, "reasoning": u.reasoning },
         "cost_usd": r.cost, "usage_estimated": r.estimated, "error_code": r.error_code.map(ErrorCode::as_str),
@@ -257,6 +258,7 @@ mod tests {
             attempts: 1,
             error_code: None,
             dialect: "chat",
+            endpoint: "chat_completions",
         }
     }
 

@@ -62,7 +62,11 @@ pub(super) fn plan(
     let settings = settings?;
     let directives = cache_control(session);
     if directives.contains(NO_STORE)
-        || !ResponseCache::eligible(settings, inbound.model(), inbound.body())
+        || !ResponseCache::eligible(
+            settings,
+            inbound.model(),
+            (inbound.body(), inbound.deterministic()),
+        )
     {
         mark(session, ctx, BYPASS, None);
         return None;
@@ -72,7 +76,7 @@ pub(super) fn plan(
         settings,
         owner,
         inbound.model(),
-        inbound.dialect().label(),
+        inbound.label(),
         inbound.body(),
     );
     Some(CachePlan {
@@ -224,11 +228,10 @@ pub(super) async fn remember(
     if !plan.store {
         return;
     }
-    let dialect = inbound.dialect();
     let Some(completion) = report
         .rendered
         .as_ref()
-        .filter(|reply| dialect.completed_normally(reply))
+        .filter(|reply| inbound.completed_normally(reply))
     else {
         return;
     };

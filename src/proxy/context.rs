@@ -18,6 +18,8 @@ use crate::metrics::{InflightGuard, METRICS};
 use crate::providers::truncate_chars;
 use crate::streaming::random_id;
 
+/// 路由失败（未知路径、方法不对）的请求的接口标签。
+const UNKNOWN_ENDPOINT: &str = "unknown";
 /// 接受客户端给出的请求 id 的最大长度。
 const MAX_REQUEST_ID_LEN: usize = 128;
 /// 网关生成的请求 id 的前缀。
@@ -51,6 +53,8 @@ pub struct RequestCtx {
     pub model_label: Option<String>,
     /// 客户端方言（由路由决定；错误按它的形状写出，也是指标的 `dialect` 标签）。
     pub dialect: Dialect,
+    /// 接口（指标的 `endpoint` 标签；路由失败时为 `unknown`）。
+    pub endpoint: &'static str,
     /// 翻译到别家上游时丢弃的功能（逗号分隔，访问日志记录）。
     pub dropped: Option<String>,
     /// 响应缓存的结果（`hit`、`miss`、`bypass`；没有用缓存时为空）。
@@ -84,6 +88,7 @@ impl Default for RequestCtx {
             model: None,
             model_label: None,
             dialect: Dialect::Chat,
+            endpoint: UNKNOWN_ENDPOINT,
             dropped: None,
             cache: None,
             report: ExchangeReport::default(),

@@ -29,9 +29,11 @@ use pingora_proxy::{ProxyHttp, Session};
 
 use crate::budgets::{self, BudgetStore, BudgetTicket};
 use crate::cache::ResponseCache;
-use crate::config::{Config, Model, ProviderKind, SharedConfig};
+use crate::config::{Config, Model, ModelKind, ProviderKind, SharedConfig};
+use crate::dialects::embeddings::EmbeddingCaps;
 use crate::dialects::{
-    messages, responses, ChatRequest, Dialect, Inbound, MessagesRequest, ResponsesRequest,
+    messages, responses, ChatRequest, Dialect, EmbeddingsRequest, Inbound, MessagesRequest,
+    ResponsesRequest,
 };
 use crate::downstream::{self, GatewayHeaders, GatewayHeadersBuilder};
 use crate::error::{self, ApiError, ErrorCode};
@@ -41,7 +43,7 @@ use crate::metrics::{UsageStore, METRICS};
 use crate::response_store::ResponseStore;
 use crate::security::nonce::{NonceStore, RedisNonces};
 use crate::security::Client;
-use crate::streaming::Usage;
+use crate::streaming::{estimate_tokens, Usage};
 use crate::virtual_keys::VirtualKeys;
 use routes::Route;
 
@@ -272,6 +274,7 @@ impl Gateway {
         let header = session.req_header();
         let route = routes::route(&header.method, header.uri.path())?;
         ctx.dialect = route.dialect();
+        ctx.endpoint = route.label();
         if ctx.dialect == Dialect::Messages {
             if let Some(headers) = GatewayHeaders::of(session) {
                 headers.set_anthropic_request_id();
@@ -297,9 +300,11 @@ impl Gateway {
                 let body = conversation::lookup(&self.conversations, owner, &id).await?;
                 reply(session, body).await
             }
-            Route::ChatCompletions | Route::Messages | Route::CountTokens | Route::Responses => {
-                self.serve(session, ctx, config, route).await
-            }
+            Route::ChatCompletions
+            | Route::Messages
+            | Route::CountTokens
+            | Route::Responses
+            | Route::Embeddings => self.serve(session, ctx, config, route).await,
         }
     }
 
@@ -339,8 +344,8 @@ impl Gateway {
         if let Some(client) = client {
             signature::check(session, client, &raw, config, &self.nonces).await?;
         }
-        let inbound = parse_inbound(session, route, raw)?;
-        let model = resolve_model(ctx, config, client, inbound.model())?;
+        let inbound = parse_inbound(session, (route, config), raw)?;
+        let model = resolve_model(ctx, config, client, &inbound)?;
         let owner = conversation::owner(ctx.client.as_deref());
         let inbound = conversation::prepare(&self.conversations, owner, inbound).await?;
         if config.access_log.include_prompts {
@@ -372,11 +377,7 @@ impl Gateway {
         }
         let reserve = match hit {
             Some(_) => Usage::default(),
-            None => limits::reserved_usage(
-                inbound.body(),
-                inbound.raw().len(),
-                config.rate_limits.default_max_tokens,
-            ),
+            None => reservation(inbound, config),
         };
         self.admit(session, ctx, config, (client, model), reserve)
             .await?;
@@ -481,11 +482,22 @@ impl Gateway {
     }
 }
 
-/// 按路由的方言解析请求体；Messages 请求同时取出要透传给 Anthropic 的请求头。
+/// 按路由的方言解析请求体；Messages 请求同时取出要透传给 Anthropic 的请求头，向量请求按 `server` 段的上限校验。
 ///
 /// 错误：请求体不合法时返回 400（写出时按路由的方言成形）。
-fn parse_inbound(session: &Session, route: Route, raw: bytes::Bytes) -> Result<Inbound, ApiError> {
+fn parse_inbound(
+    session: &Session,
+    (route, config): (Route, &Config),
+    raw: bytes::Bytes,
+) -> Result<Inbound, ApiError> {
     match route {
+        Route::Embeddings => {
+            let caps = EmbeddingCaps {
+                max_inputs: config.server.embeddings_max_inputs,
+                max_input_bytes: config.server.embeddings_max_input_bytes,
+            };
+            EmbeddingsRequest::parse(raw, caps).map(Inbound::Embeddings)
+        }
         Route::Messages | Route::CountTokens => {
             let headers = messages::forwarded_headers(&session.req_header().headers);
             let req = MessagesRequest::parse(raw, headers)?;
@@ -499,16 +511,17 @@ fn parse_inbound(session: &Session, route: Route, raw: bytes::Bytes) -> Result<I
     }
 }
 
-/// 查模型权限与模型配置，并记入上下文。
+/// 查模型权限、模型配置与种类，并记入上下文。
 ///
 /// 先查权限再查模型是否存在：受限的密钥无法借 404 与 403 的差别探测别的模型。
-/// 错误：密钥不允许该模型 403，模型未配置 404。
+/// 错误：密钥不允许该模型 403，模型未配置 404，模型的种类与接口不符（向量模型用于聊天，或反过来）400。
 fn resolve_model<'c>(
     ctx: &mut RequestCtx,
     config: &'c Config,
     client: Option<&Client>,
-    name: &str,
+    inbound: &Inbound,
 ) -> Result<&'c Model, ApiError> {
+    let name = inbound.model();
     ctx.model = Some(name.to_string());
     if client.is_some_and(|c| !c.allows_model(name)) {
         return Err(ApiError::model_not_allowed(name));
@@ -517,7 +530,36 @@ fn resolve_model<'c>(
         .model(name)
         .ok_or_else(|| ApiError::model_not_found(name))?;
     ctx.model_label = Some(model.name.clone());
+    let wanted = match inbound {
+        Inbound::Embeddings(_) => ModelKind::Embeddings,
+        _ => ModelKind::Chat,
+    };
+    if model.kind != wanted {
+        return Err(wrong_model_kind(name, model.kind, wanted));
+    }
     Ok(model)
+}
+
+/// 模型的种类与接口不符的 400：说明模型是哪种、这个接口要哪种。
+fn wrong_model_kind(name: &str, actual: ModelKind, wanted: ModelKind) -> ApiError {
+    let message = format!(
+        "模型 `{name}` 是 {} 模型，不能用于 {} 接口",
+        actual.label(),
+        wanted.label()
+    );
+    ApiError::bad_request(ErrorCode::WrongModelKind, message).with_param("model")
+}
+
+/// 准入时预留的用量：输入按请求体估算；聊天加上最大输出，向量没有输出。
+fn reservation(inbound: &Inbound, config: &Config) -> Usage {
+    let raw = inbound.raw().len();
+    match inbound {
+        Inbound::Embeddings(_) => Usage {
+            prompt: estimate_tokens(raw),
+            ..Usage::default()
+        },
+        _ => limits::reserved_usage(inbound.body(), raw, config.rate_limits.default_max_tokens),
+    }
 }
 
 /// 翻译时丢弃的功能（逗号分隔）；没有丢弃时为 `None`。

@@ -24,6 +24,8 @@ pub enum Route {
     CountTokens,
     /// OpenAI Responses：`POST /v1/responses`（Codex CLI 与 openai SDK 的 `responses` 接口）
     Responses,
+    /// OpenAI 向量：`POST /v1/embeddings`
+    Embeddings,
     /// 读回保存的 Responses 回复：`GET /v1/responses/{id}`
     StoredResponse,
     /// 模型列表：`GET /v1/models`
@@ -45,6 +47,7 @@ const ROUTES: &[(&str, Method, Route)] = &[
         Route::CountTokens,
     ),
     ("/v1/responses", Method::POST, Route::Responses),
+    ("/v1/embeddings", Method::POST, Route::Embeddings),
     ("/v1/models", Method::GET, Route::Models),
     ("/health", Method::GET, Route::Health),
     ("/v1/health", Method::GET, Route::Health),
@@ -56,7 +59,23 @@ impl Route {
         match self {
             Route::Messages | Route::CountTokens => Dialect::Messages,
             Route::Responses | Route::StoredResponse => Dialect::Responses,
-            Route::ChatCompletions | Route::Models | Route::Health => Dialect::Chat,
+            Route::ChatCompletions | Route::Embeddings | Route::Models | Route::Health => {
+                Dialect::Chat
+            }
+        }
+    }
+
+    /// 指标 `llm_requests_total` 的 `endpoint` 标签。
+    pub fn label(self) -> &'static str {
+        match self {
+            Route::ChatCompletions => "chat_completions",
+            Route::Messages => "messages",
+            Route::CountTokens => "count_tokens",
+            Route::Responses => "responses",
+            Route::Embeddings => "embeddings",
+            Route::StoredResponse => "stored_response",
+            Route::Models => "models",
+            Route::Health => "health",
         }
     }
 }
@@ -118,6 +137,12 @@ mod tests {
         assert_eq!(Route::CountTokens.dialect(), Dialect::Messages);
         assert_eq!(route(&Method::POST, "/v1/responses"), Ok(Route::Responses));
         assert_eq!(
+            route(&Method::POST, "/v1/embeddings"),
+            Ok(Route::Embeddings)
+        );
+        assert_eq!(Route::Embeddings.dialect(), Dialect::Chat);
+        assert_eq!(Route::Embeddings.label(), "embeddings");
+        assert_eq!(
             route(&Method::GET, "/v1/responses/resp_1"),
             Ok(Route::StoredResponse)
         );
@@ -142,7 +167,7 @@ mod tests {
             Err(405)
         );
         assert_eq!(
-            route(&Method::POST, "/v1/embeddings").map_err(|e| e.status),
+            route(&Method::POST, "/v1/audio/speech").map_err(|e| e.status),
             Err(404)
         );
         assert_eq!(route(&Method::GET, "/").map_err(|e| e.status), Err(404));

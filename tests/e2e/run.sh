@@ -133,6 +133,11 @@ models:
   - { name: streamerror-gpt, targets: [ { provider: streamerror-gpt, model: gpt-4o-mini } ] }
   - { name: streamdrop-claude, targets: [ { provider: streamdrop-claude, model: claude-sonnet-4-5, max_tokens: 1024 } ] }
   - { name: unavailable, targets: [ { provider: unavailable, model: claude-sonnet-4-5 } ] }
+  - { name: emb-compat, targets: [ { provider: mock } ], kind: embeddings }
+  - { name: emb-gpt, targets: [ { provider: oai, model: text-embedding-3-small } ], kind: embeddings }
+  - { name: emb-azure, targets: [ { provider: az, deployment: emb-prod } ], kind: embeddings }
+  - { name: emb-gemini, targets: [ { provider: gem, model: text-embedding-004 } ], kind: embeddings }
+  - { name: emb-ratelimited, targets: [ { provider: ratelimited-compat } ], kind: embeddings }
 YAML
 # 客户端用主密钥看到的全部模型（两个 SDK 的模型列表测试与之比对）
 CHATNEXUS_MODEL_NAMES=$(sed -n 's/^  - { name: \([^,]*\), targets:.*/\1/p' "$WORK/chatnexus.yaml" | paste -sd,)
@@ -152,6 +157,8 @@ for port in "$MOCK500_PORT" "$MOCK529_PORT" "$MOCK429_PORT" "$MOCK_ERROR_PORT" "
 export CHATNEXUS_SIGNED_KEY="${SIGNED[0]}" CHATNEXUS_SIGNING_SECRET="${SIGNED[1]}"
 CHATNEXUS_BASE_URL="http://127.0.0.1:$GATEWAY_PORT/v1" CHATNEXUS_API_KEY="$KEY" \
   "$VENV/bin/python" "$ROOT/tests/e2e/test_openai_sdk.py" || { cat "$WORK/gateway.log"; exit 1; }
+CHATNEXUS_BASE_URL="http://127.0.0.1:$GATEWAY_PORT/v1" CHATNEXUS_API_KEY="$KEY" \
+  "$VENV/bin/python" "$ROOT/tests/e2e/test_openai_embeddings.py" || { tail -n 400 "$WORK/gateway.log"; exit 1; }
 CHATNEXUS_ROOT_URL="http://127.0.0.1:$GATEWAY_PORT" CHATNEXUS_API_KEY="$KEY" \
   "$VENV/bin/python" "$ROOT/tests/e2e/test_anthropic_sdk.py" || { cat "$WORK/gateway.log"; exit 1; }
 CHATNEXUS_ROOT_URL="http://127.0.0.1:$GATEWAY_PORT" CHATNEXUS_API_KEY="$KEY" \

@@ -42,6 +42,16 @@ const CLAUDE_MODEL: &str = "claude-sonnet-4-5";
 const CLAUDE_MAX_TOKENS: u64 = 1024;
 /// Gemini 目标的上游模型名。
 const GEMINI_MODEL: &str = "gemini-2.5-flash";
+/// 向量模型在 OpenAI 上的上游模型名（价目表里有它）。
+pub const EMBEDDING_MODEL: &str = "text-embedding-3-small";
+/// 向量模型每百万输入 token 的价格。
+pub const EMBEDDING_PRICE_INPUT: f64 = 0.02;
+/// 向量模拟上游报告的输入 token 数。
+pub const EMBEDDING_PROMPT_TOKENS: u64 = 9;
+/// 向量模型在 Azure 上的部署名。
+pub const EMBEDDING_DEPLOYMENT: &str = "emb-prod";
+/// 向量模型在 Gemini 上的模型名。
+pub const GEMINI_EMBEDDING_MODEL: &str = "text-embedding-004";
 /// Azure 目标的部署名。
 const AZURE_DEPLOYMENT: &str = "gpt-4o-prod";
 /// Azure 的 `api-version`。
@@ -162,7 +172,53 @@ fn mock_specs() -> Vec<MockSpec> {
     ));
     specs.extend(cache_specs());
     specs.extend(failover_specs());
+    specs.extend(embedding_specs());
     specs
+}
+
+/// 向量测试的模拟上游：每种上游一个（各自的记录只含向量请求），外加限流的、总是 500 的与缓存用的。
+fn embedding_specs() -> Vec<MockSpec> {
+    use ProviderKind::{Azure, Gemini, OpenAi, OpenAiCompatible};
+    let fault = |f| MockSettings {
+        retry_after_secs: 7,
+        fault: Some(f),
+        ..MockSettings::default()
+    };
+    let metered = MockSettings {
+        prompt_tokens: Some(EMBEDDING_PROMPT_TOKENS),
+        ..MockSettings::default()
+    };
+    vec![
+        spec("emb-oa", OpenAi, metered.clone()),
+        spec("emb-az", Azure, metered.clone()),
+        spec("emb-gem", Gemini, MockSettings::default()),
+        spec("emb-compat", OpenAiCompatible, metered.clone()),
+        spec("emb-cache", OpenAiCompatible, metered),
+        spec("emb-429", OpenAiCompatible, fault(Fault::Status(429))),
+        spec("emb-500", OpenAiCompatible, fault(Fault::Status(500))),
+    ]
+}
+
+/// 向量模型：每种上游一个，限流的、故障转移的（500 在首选层）与缓存的。
+fn embedding_models() -> Vec<Model> {
+    let to = |name, target: Target| Model::embeddings(name).target(target);
+    vec![
+        to("向量-openai", Target::to("emb-oa").model(EMBEDDING_MODEL)),
+        to(
+            "向量-azure",
+            Target::to("emb-az").deployment(EMBEDDING_DEPLOYMENT),
+        ),
+        to(
+            "向量-gemini",
+            Target::to("emb-gem").model(GEMINI_EMBEDDING_MODEL),
+        ),
+        to("向量-兼容", Target::to("emb-compat")),
+        to("向量-缓存", Target::to("emb-cache")),
+        to("向量-429", Target::to("emb-429")),
+        Model::embeddings("向量-转移")
+            .target(Target::to("emb-500"))
+            .target(Target::to("emb-compat").priority(1)),
+    ]
 }
 
 /// 响应缓存测试的模拟上游：正常、回首字节前慢（同时到达的相同请求要合并）、总是 503，
@@ -449,10 +505,17 @@ fn base_config(ca_file: &str) -> GatewayConfig {
                 "cache-oa",
                 "cache-drip",
                 "cache-cut",
+                "向量-缓存",
             ]
             .map(String::from)
             .to_vec(),
         });
+    config = config.price(Price {
+        model: EMBEDDING_MODEL.to_string(),
+        input: EMBEDDING_PRICE_INPUT,
+        output: 0.0,
+        cached: 0.0,
+    });
     for model in ["metered", "metered-exact"] {
         config = config.price(Price {
             model: model.to_string(),
@@ -506,7 +569,7 @@ fn start_env() -> TestEnv {
         .model(Model::new("cache-fast").target(Target::to("cache-up")))
         .model(Model::new("cache-broken").target(Target::to("cache-broken-up")))
         .model(Model::new("cache-slow").target(Target::to("cache-slow-up")));
-    for model in failover_models() {
+    for model in failover_models().into_iter().chain(embedding_models()) {
         config = config.model(model);
     }
     let gateway = Launch::new(config).emulators(&mut mocks).start();

@@ -74,7 +74,7 @@ async fn 未知模型_返回_404_model_not_found() {
 async fn 未知路径_404_方法不对_405() {
     let client = reqwest::Client::new();
     let resp = client
-        .post(ENV.url("/v1/embeddings"))
+        .post(ENV.url("/v1/audio/speech"))
         .bearer_auth(CLIENT_KEY)
         .send()
         .await

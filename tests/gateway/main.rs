@@ -8,6 +8,7 @@ mod cache;
 mod cache_dialects;
 mod chat;
 mod common;
+mod embeddings;
 mod errors;
 mod failover;
 mod gemini;

@@ -7,7 +7,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 
-use chatnexus::config::{Model, RateLimitSettings, RedisTarget};
+use chatnexus::config::{Model, ModelKind, RateLimitSettings, RedisTarget};
 use chatnexus::limits::{checks, RemoteStage, Subjects};
 use chatnexus::redis_link::RedisLink;
 use chatnexus::security::Secret;
@@ -38,6 +38,7 @@ fn 两层检查() -> Vec<chatnexus::limits::Check> {
     .expect("可解析");
     let model = Model {
         name: "演示".into(),
+        kind: ModelKind::Chat,
         targets: vec![],
         limits: None,
     };

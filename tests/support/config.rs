@@ -473,6 +473,8 @@ struct Concurrency {
 #[derive(Debug, Clone, Serialize)]
 pub struct Model {
     name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kind: Option<String>,
     targets: Vec<Target>,
     #[serde(skip_serializing_if = "Option::is_none")]
     limits: Option<Limits>,
@@ -483,8 +485,17 @@ impl Model {
     pub fn new(name: &str) -> Self {
         Model {
             name: name.to_string(),
+            kind: None,
             targets: Vec::new(),
             limits: None,
+        }
+    }
+
+    /// 名为 `name`、还没有目标的向量模型（`kind: embeddings`）。
+    pub fn embeddings(name: &str) -> Self {
+        Model {
+            kind: Some("embeddings".to_string()),
+            ..Model::new(name)
         }
     }
 

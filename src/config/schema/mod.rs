@@ -14,7 +14,7 @@ use crate::metrics::Price;
 use crate::mock::MockSettings;
 
 pub use cache::{CacheBackend, CacheMode, CacheScope, CacheSettings};
-pub use models::{ModelConfig, TargetConfig};
+pub use models::{ModelConfig, ModelKind, TargetConfig};
 pub use providers::{BaseUrl, ProviderConfig, ProviderKind, Timeouts};
 pub use security::{AdminSection, AuthSettings, CorsSettings, RedisSettings, SecuritySettings};
 pub use server::{

@@ -7,6 +7,34 @@ use crate::security::LimitOverride;
 /// 目标的缺省权重。
 const DEFAULT_WEIGHT: u32 = 1;
 
+/// 模型的种类：聊天（缺省）或向量；向量模型只能用于 `/v1/embeddings`，聊天模型不能用于它。
+///
+/// 用途：路由时核对接口与模型的种类，配置校验时拒绝把向量模型路由到没有向量接口的上游（Anthropic）。
+///
+/// ```
+/// let k: chatnexus::config::ModelKind = serde_yaml::from_str("embeddings").unwrap(); // 向量模型
+/// assert_eq!(k, chatnexus::config::ModelKind::Embeddings); // 解析为向量种类
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelKind {
+    /// 聊天模型（Chat Completions、Messages、Responses）。
+    #[default]
+    Chat,
+    /// 向量模型（`/v1/embeddings`）。
+    Embeddings,
+}
+
+impl ModelKind {
+    /// 配置与错误消息里的名字。
+    pub fn label(self) -> &'static str {
+        match self {
+            ModelKind::Chat => "chat",
+            ModelKind::Embeddings => "embeddings",
+        }
+    }
+}
+
 /// `models` 中的一项：客户端可见的模型名及其上游目标（按优先级分层、层内按权重与延迟选择）。
 ///
 /// 用途：请求里的 `model` 据此映射到上游。
@@ -21,6 +49,9 @@ const DEFAULT_WEIGHT: u32 = 1;
 pub struct ModelConfig {
     /// 客户端请求里使用的模型名。
     pub name: String,
+    /// 模型的种类（缺省 `chat`）。
+    #[serde(default)]
+    pub kind: ModelKind,
     /// 上游目标。
     pub targets: Vec<TargetConfig>,
     /// 该模型对 `rate_limits.per_model` 的覆盖。

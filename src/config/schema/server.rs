@@ -23,6 +23,10 @@ const DEFAULT_STREAM_KEEPALIVE_MS: u64 = 10_000;
 const DEFAULT_MAX_STREAM_EVENT_BYTES: usize = 16 * 1024 * 1024;
 /// 一个上游流的缺省总上限：256 MiB（远超最长的推理输出）。
 const DEFAULT_MAX_STREAM_BYTES: u64 = 256 * 1024 * 1024;
+/// 向量请求缺省最多的输入条数（与 OpenAI 的批量上限相同）。
+const DEFAULT_EMBEDDINGS_MAX_INPUTS: usize = 2048;
+/// 向量请求全部输入缺省的总字节上限：2 MiB（OpenAI 每个请求最多 30 万 token，约合 1.2 MB 英文）。
+const DEFAULT_EMBEDDINGS_MAX_INPUT_BYTES: usize = 2 * 1024 * 1024;
 /// 默认请求体上限：10 MiB。
 const DEFAULT_MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
 
@@ -154,6 +158,12 @@ pub struct ServerSettings {
     /// （Anthropic 的 `ping`、Responses 的 `response.in_progress`）。
     #[serde(default = "default_stream_keepalive_ms")]
     pub stream_keepalive_ms: u64,
+    /// 一个向量请求最多的输入条数，超过时 400 `too_many_inputs`。
+    #[serde(default = "default_embeddings_max_inputs")]
+    pub embeddings_max_inputs: usize,
+    /// 一个向量请求全部输入的总字节上限（token id 每个按 4 字节计），超过时 400 `input_too_large`。
+    #[serde(default = "default_embeddings_max_input_bytes")]
+    pub embeddings_max_input_bytes: usize,
 }
 
 impl ServerSettings {
@@ -184,12 +194,22 @@ impl Default for ServerSettings {
             max_stream_event_bytes: DEFAULT_MAX_STREAM_EVENT_BYTES,
             max_stream_bytes: DEFAULT_MAX_STREAM_BYTES,
             stream_keepalive_ms: DEFAULT_STREAM_KEEPALIVE_MS,
+            embeddings_max_inputs: DEFAULT_EMBEDDINGS_MAX_INPUTS,
+            embeddings_max_input_bytes: DEFAULT_EMBEDDINGS_MAX_INPUT_BYTES,
         }
     }
 }
 
 fn default_listen() -> ListenAddr {
     ListenAddr(SocketAddr::from((DEFAULT_LISTEN_IP, DEFAULT_LISTEN_PORT)))
+}
+
+fn default_embeddings_max_inputs() -> usize {
+    DEFAULT_EMBEDDINGS_MAX_INPUTS
+}
+
+fn default_embeddings_max_input_bytes() -> usize {
+    DEFAULT_EMBEDDINGS_MAX_INPUT_BYTES
 }
 
 fn default_max_body_bytes() -> usize {

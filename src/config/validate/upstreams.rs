@@ -4,7 +4,7 @@ use std::collections::{HashMap, HashSet};
 
 use super::{check_unique, is_valid_label, is_valid_name, name_issue};
 use crate::config::{
-    ConfigFile, ConfigIssue, HealthCheck, ProviderConfig, ProviderKind, TargetConfig,
+    ConfigFile, ConfigIssue, HealthCheck, ModelKind, ProviderConfig, ProviderKind, TargetConfig,
 };
 use crate::security::crypto::parse_ciphertext;
 
@@ -162,7 +162,15 @@ pub(super) fn validate_models(file: &ConfigFile, issues: &mut Vec<ConfigIssue>) 
             ));
         }
         for (j, t) in m.targets.iter().enumerate() {
-            validate_target(&providers, t, format!("{path}.targets[{j}]"), issues);
+            let path = format!("{path}.targets[{j}]");
+            validate_target(&providers, t, path.clone(), issues);
+            let kind = providers.get(t.provider.as_str());
+            if m.kind == ModelKind::Embeddings && kind == Some(&ProviderKind::Anthropic) {
+                issues.push(ConfigIssue::new(
+                    format!("{path}.provider"),
+                    "anthropic 类型的上游没有向量接口，不能做 embeddings 模型的目标",
+                ));
+            }
         }
     }
 }
@@ -234,6 +242,12 @@ mod tests {
         let yaml =
             "auth: { disabled: true }\nmodels: [ { name: m, targets: [ { provider: 不存在 } ] } ]";
         assert_eq!(问题路径(yaml), vec!["models[0].targets[0].provider"]);
+    }
+
+    #[test]
+    fn 校验_向量模型不能路由到_anthropic() {
+        let yaml = "auth: { disabled: true }\nproviders:\n  - { name: a, kind: anthropic, api_key_env: 未设置, base_url: 'https://api.anthropic.com' }\n  - { name: o, kind: openai_compatible, base_url: 'http://127.0.0.1:1' }\nmodels:\n  - { name: 向量, kind: embeddings, targets: [ { provider: o }, { provider: a } ] }\n  - { name: 聊天, targets: [ { provider: a } ] }\n";
+        assert_eq!(问题路径(yaml), vec!["models[0].targets[1].provider"]);
     }
 
     #[test]

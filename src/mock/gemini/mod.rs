@@ -1,4 +1,4 @@
-//! 模拟器的 Gemini generateContent 线上格式（v1beta）。
+//! 模拟器的 Gemini generateContent 线上格式（v1beta），以及 `batchEmbedContents` 向量接口。
 //!
 //! 像真实 API 一样：路径为 `/v1beta/models/{model}:generateContent` 或
 //! `:streamGenerateContent?alt=sse`，密钥只认 `x-goog-api-key` 头（查询串里的 `key=` 直接拒绝，
@@ -13,6 +13,7 @@ use bytes::Bytes;
 use pingora::protocols::http::ServerSession;
 use serde_json::{json, Value};
 
+use super::embeddings::gemini_batch;
 use super::io::write_json_with;
 use super::plan;
 use super::{Fault, MockApp};
@@ -98,6 +99,9 @@ pub(super) async fn generate(app: &MockApp, session: &mut ServerSession, body: B
             return write_error(session, &e).await;
         }
     };
+    if call.embed {
+        return embed(app, session, (&call.model, &request)).await;
+    }
     if let Err(message) = validate(&request) {
         return write_error(session, &GeminiError::new(HTTP_BAD_REQUEST, message)).await;
     }
@@ -120,6 +124,24 @@ pub(super) async fn generate(app: &MockApp, session: &mut ServerSession, body: B
         return stream(app, session, &meta, &reply).await;
     }
     write_json_with(session, HTTP_OK, &full_response(&meta, &reply), None).await
+}
+
+/// 处理 `batchEmbedContents`：校验请求、按故障设置出错，否则给出每条输入的向量；返回连接是否仍可复用。
+async fn embed(
+    app: &MockApp,
+    session: &mut ServerSession,
+    (model, request): (&str, &Value),
+) -> bool {
+    let reply = match gemini_batch(model, request) {
+        Ok(reply) => reply,
+        Err(message) => {
+            return write_error(session, &GeminiError::new(HTTP_BAD_REQUEST, message)).await
+        }
+    };
+    if let Some(Fault::Status(code)) = app.fault() {
+        return write_error(session, &fault_error(code)).await;
+    }
+    write_json_with(session, HTTP_OK, &reply, None).await
 }
 
 /// 按故障设置返回的错误：429 带配额违规与 `RetryInfo`，其余只有消息。

@@ -12,6 +12,8 @@ const METHOD_GENERATE: &str = "generateContent";
 const METHOD_STREAM: &str = "streamGenerateContent";
 /// 输入 token 计数方法名。
 const METHOD_COUNT: &str = "countTokens";
+/// 批量向量方法名。
+const METHOD_EMBED: &str = "batchEmbedContents";
 /// 流式必需的查询参数（否则真实 API 返回 JSON 数组，模拟器未实现）。
 const SSE_QUERY: &str = "alt=sse";
 /// 查询串中的密钥参数前缀（网关不得使用）。
@@ -61,6 +63,8 @@ pub(super) struct Call {
     pub(super) stream: bool,
     /// 是计数请求（`countTokens`）。
     pub(super) count: bool,
+    /// 是向量请求（`batchEmbedContents`）。
+    pub(super) embed: bool,
 }
 
 /// 检查路径、查询串与认证头，得出模型名与是否流式。
@@ -75,10 +79,11 @@ pub(super) fn check_call(header: &RequestHeader) -> Result<Call, GeminiError> {
         .split_once(MODELS_SEGMENT)
         .and_then(|(_, rest)| rest.split_once(':'))
         .ok_or_else(|| GeminiError::new(HTTP_NOT_FOUND, "模拟器无法从路径中解析模型名与方法"))?;
-    let (stream, count) = match method {
-        METHOD_GENERATE => (false, false),
-        METHOD_STREAM => (true, false),
-        METHOD_COUNT => (false, true),
+    let (stream, count, embed) = match method {
+        METHOD_GENERATE => (false, false, false),
+        METHOD_STREAM => (true, false, false),
+        METHOD_COUNT => (false, true, false),
+        METHOD_EMBED => (false, false, true),
         _ => {
             return Err(GeminiError::new(
                 HTTP_NOT_FOUND,
@@ -97,6 +102,7 @@ pub(super) fn check_call(header: &RequestHeader) -> Result<Call, GeminiError> {
         model: model.to_string(),
         stream,
         count,
+        embed,
     })
 }
 
@@ -273,6 +279,7 @@ mod tests {
                 model: "gemini-2.5-flash".into(),
                 stream: true,
                 count: false,
+                embed: false,
             }
         );
         let plain = check_call(&请求头(
@@ -282,6 +289,8 @@ mod tests {
         assert!(plain.is_ok_and(|c| !c.stream && c.model == "m"));
         let count = check_call(&请求头("/v1beta/models/m:countTokens", Some("k")));
         assert!(count.is_ok_and(|c| c.count && !c.stream));
+        let embed = check_call(&请求头("/v1beta/models/e:batchEmbedContents", Some("k")));
+        assert!(embed.is_ok_and(|c| c.embed && c.model == "e"));
         let statuses: Vec<u16> = [
             "/v1beta/models/m:streamGenerateContent",
             "/v1beta/models/m:embedContent",

@@ -40,7 +40,7 @@ impl Passthrough for AnthropicNative {
         let (req, path) = match inbound {
             Inbound::Messages(req) => (req, MESSAGES_PATH),
             Inbound::CountTokens(req) => (req, COUNT_TOKENS_PATH),
-            Inbound::Chat(_) | Inbound::Responses(_) => {
+            Inbound::Chat(_) | Inbound::Responses(_) | Inbound::Embeddings(_) => {
                 return Err(ApiError::internal(
                     "只有 Messages 请求能透传到 Anthropic 上游",
                 ));

@@ -11,17 +11,18 @@ mod stream;
 mod tests;
 
 use bytes::Bytes;
-use http::HeaderName;
+use http::{HeaderName, HeaderValue};
 use serde_json::{Map, Value};
 
 use self::stream::AzureStream;
-use super::openai::parse_openai_error;
+use super::openai::{parse_openai_error, render_openai_list, EMBEDDINGS_PATH};
 use super::{
-    json_content_type, key_header, upstream_body, ProviderFilter, StreamTranslator, TranslateCtx,
-    TranslatedReply, UpstreamErrorInfo, UpstreamRequest,
+    body_with_model, json_content_type, key_header, upstream_body, EmbeddingsFilter,
+    EmbeddingsReply, ProviderFilter, StreamTranslator, TranslateCtx, TranslatedReply,
+    UpstreamErrorInfo, UpstreamRequest,
 };
 use crate::config::Target;
-use crate::dialects::ChatRequest;
+use crate::dialects::{ChatRequest, EmbeddingsRequest};
 use crate::error::{ApiError, ErrorCode};
 use crate::streaming::Usage;
 
@@ -49,20 +50,9 @@ impl ProviderFilter for AzureFilter {
         req: &ChatRequest,
         target: &Target,
     ) -> Result<UpstreamRequest, ApiError> {
-        let provider = &target.provider;
-        let version = provider.api_version.as_deref().unwrap_or_default();
-        let mut headers = vec![json_content_type()];
-        headers.extend(key_header(
-            provider,
-            HeaderName::from_static(API_KEY_HEADER),
-            "",
-        )?);
         Ok(UpstreamRequest {
-            path: format!(
-                "{}{DEPLOYMENTS_PATH}{}{CHAT_PATH}?api-version={version}",
-                provider.base_url.path, target.deployment
-            ),
-            headers,
+            path: deployment_path(target, CHAT_PATH),
+            headers: request_headers(target)?,
             body: upstream_body(req, target, req.stream)?,
         })
     }
@@ -87,21 +77,74 @@ impl ProviderFilter for AzureFilter {
     }
 
     fn parse_error(&self, status: u16, body: &[u8]) -> UpstreamErrorInfo {
-        let mut info = parse_openai_error(body);
-        info.code = match info.code.as_deref() {
-            Some(DEPLOYMENT_NOT_FOUND) => Some("model_not_found".to_string()),
-            Some(code) if code.parse::<u16>().is_ok() => None,
-            _ => info.code,
-        };
-        if status == 429 && info.code.is_none() {
-            info.code = Some("rate_limit_exceeded".to_string());
-        }
-        info
+        parse_azure_error(status, body)
     }
 
     fn stream_translator(&self, ctx: TranslateCtx) -> Box<dyn StreamTranslator> {
         Box::new(AzureStream::new(ctx))
     }
+}
+
+/// Azure 向量规则：部署路径下的 `/embeddings`，请求体与回复与 OpenAI 相同。
+pub(super) struct AzureEmbeddings;
+
+impl EmbeddingsFilter for AzureEmbeddings {
+    fn build_request(
+        &self,
+        req: &EmbeddingsRequest,
+        target: &Target,
+    ) -> Result<UpstreamRequest, ApiError> {
+        Ok(UpstreamRequest {
+            path: deployment_path(target, EMBEDDINGS_PATH),
+            headers: request_headers(target)?,
+            body: body_with_model(&req.raw, &req.body, &req.model, &target.model)?,
+        })
+    }
+
+    fn parse_error(&self, status: u16, body: &[u8]) -> UpstreamErrorInfo {
+        parse_azure_error(status, body)
+    }
+
+    fn render(&self, req: &EmbeddingsRequest, body: Bytes) -> Result<EmbeddingsReply, ApiError> {
+        render_openai_list(req, body)
+    }
+}
+
+/// 部署下某个接口的路径：`{base}/openai/deployments/{部署名}{接口}?api-version=…`。
+fn deployment_path(target: &Target, endpoint: &str) -> String {
+    let provider = &target.provider;
+    let version = provider.api_version.as_deref().unwrap_or_default();
+    format!(
+        "{}{DEPLOYMENTS_PATH}{}{endpoint}?api-version={version}",
+        provider.base_url.path, target.deployment
+    )
+}
+
+/// 发往 Azure 的请求头：JSON 内容类型与放在 `api-key` 里的上游密钥。
+///
+/// 错误：密钥含非法字符时返回 500。
+fn request_headers(target: &Target) -> Result<Vec<(HeaderName, HeaderValue)>, ApiError> {
+    let mut headers = vec![json_content_type()];
+    headers.extend(key_header(
+        &target.provider,
+        HeaderName::from_static(API_KEY_HEADER),
+        "",
+    )?);
+    Ok(headers)
+}
+
+/// Azure 的错误：OpenAI 信封，部署不存在改成 `model_not_found`，纯数字的错误码去掉，429 没有错误码时补上。
+fn parse_azure_error(status: u16, body: &[u8]) -> UpstreamErrorInfo {
+    let mut info = parse_openai_error(body);
+    info.code = match info.code.as_deref() {
+        Some(DEPLOYMENT_NOT_FOUND) => Some("model_not_found".to_string()),
+        Some(code) if code.parse::<u16>().is_ok() => None,
+        _ => info.code,
+    };
+    if status == 429 && info.code.is_none() {
+        info.code = Some("rate_limit_exceeded".to_string());
+    }
+    info
 }
 
 /// 去掉 Azure 特有的过滤注释，并把 `model` 改为客户端请求的模型名。

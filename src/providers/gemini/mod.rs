@@ -10,6 +10,7 @@
 //! `stream` 翻译 SSE 流，`error` 翻译错误；测试放在同名的 `*_tests.rs` 中，共用的测试工具在 `test_support.rs`。
 
 mod count;
+mod embeddings;
 mod error;
 mod request;
 mod response;
@@ -63,6 +64,7 @@ const UNSUPPORTED_PARAMS: &[&str] = &[
 pub(super) struct GeminiFilter;
 
 pub(super) use self::count::GeminiCount;
+pub(super) use self::embeddings::GeminiEmbeddings;
 
 /// 发往 Gemini 的请求头：JSON 内容类型与放在 `x-goog-api-key` 里的上游密钥。
 ///

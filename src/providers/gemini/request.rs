@@ -16,6 +16,8 @@ const MODELS_PATH: &str = "/v1beta/models/";
 const GENERATE_METHOD: &str = ":generateContent";
 /// 输入 token 计数方法。
 const COUNT_METHOD: &str = ":countTokens";
+/// 批量向量方法。
+const EMBED_METHOD: &str = ":batchEmbedContents";
 /// 流式方法：`alt=sse` 让上游返回 SSE，而不是逐步输出的 JSON 数组。
 const STREAM_METHOD: &str = ":streamGenerateContent?alt=sse";
 /// 原样搬进 `generationConfig` 的采样参数：(OpenAI 字段, Gemini 字段)。
@@ -62,6 +64,11 @@ pub(super) fn request_path(base_path: &str, model: &str, stream: bool) -> String
         GENERATE_METHOD
     };
     format!("{base_path}{MODELS_PATH}{model}{method}")
+}
+
+/// 批量向量接口的路径。
+pub(super) fn embed_path(base_path: &str, model: &str) -> String {
+    format!("{base_path}{MODELS_PATH}{model}{EMBED_METHOD}")
 }
 
 /// 输入 token 计数接口的路径。

@@ -3,6 +3,7 @@
 //! 文件分工：本文件构造请求并透传完整响应，`stream` 转发 SSE 流，`error` 解析 OpenAI 错误信封
 //! （Azure 共用）；测试在 `tests.rs`。
 
+mod embeddings;
 mod error;
 mod model;
 mod responses;
@@ -25,6 +26,7 @@ use crate::dialects::ChatRequest;
 use crate::error::{ApiError, ErrorCode};
 use crate::streaming::Usage;
 
+pub(super) use self::embeddings::{render_openai_list, OpenAiEmbeddings, EMBEDDINGS_PATH};
 pub(super) use self::error::parse_openai_error;
 pub(super) use self::responses::OpenAiResponses;
 
