@@ -39,6 +39,13 @@ CLIENT_KEY = "sk-chatnexus-bench"
 OPENAI_MODEL = "demo"
 ANTHROPIC_MODEL = "claude"
 PROMPT = "你好，请介绍一下你自己"
+# 向量压测（bench/run.sh embeddings）：模型、上游模型名、一批的条数与每条的文本（不含引号：请求体写在 wrk 的单引号字符串里）
+EMBEDDING_MODEL = "bench-embed"
+EMBEDDING_UPSTREAM = "text-embedding-bench"
+EMBEDDING_INPUTS = 100
+EMBEDDING_TEXT = "检索增强生成先把文档切成片段，每个片段算出向量后存进索引，查询时按相似度取回最相关的几段。"
+# UTF-8 里一个汉字的字节数（补齐聊天请求体到同样大小时用）
+CJK_BYTES = 3
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PORT_WAIT_SECS = 15
 STOP_WAIT_SECS = 5
@@ -70,6 +77,7 @@ RESPONSES_NATIVE = "Responses → OpenAI（透传）"
 RESPONSES_TRANSLATED = "Responses → Anthropic（翻译）"
 RESPONSES_PATHS = (RESPONSES_NATIVE, RESPONSES_TRANSLATED)
 RESPONSES_PATH = "/v1/responses"
+EMBEDDINGS_PATH = "/v1/embeddings"
 ALL_PATHS = [DIRECT, PINGORA, NGINX, CHATNEXUS, CHATNEXUS_ANTHROPIC]
 
 
@@ -191,6 +199,7 @@ providers:
 models:
   - {{ name: {OPENAI_MODEL}, targets: [ {{ provider: openai }} ] }}
   - {{ name: {ANTHROPIC_MODEL}, targets: [ {{ provider: anthropic, model: claude-bench }} ] }}
+  - {{ name: {EMBEDDING_MODEL}, kind: embeddings, targets: [ {{ provider: openai, model: {EMBEDDING_UPSTREAM} }} ] }}
 # 限流照常判定与计数（全局、密钥、IP 三层，请求数与 token），上限高到压测时不会拒绝
 rate_limits:
   global: {{ requests: {BENCH_LIMIT}, tokens_per_minute: {BENCH_LIMIT} }}
@@ -199,6 +208,7 @@ rate_limits:
 pricing:
   - {{ model: {OPENAI_MODEL}, input: 0.15, output: 0.60 }}
   - {{ model: claude-bench, input: 3, output: 15 }}
+  - {{ model: {EMBEDDING_UPSTREAM}, input: 0.02, output: 0 }}
 {settings.extra_yaml}
 """
     path = Path(workdir) / "chatnexus.yaml"
@@ -335,8 +345,13 @@ def wrk_script(workdir, model, dialect="chat", key=CLIENT_KEY):
         request["max_tokens"] = MESSAGES_MAX_TOKENS
     if dialect == "responses":
         request = {"model": model, "input": PROMPT}
+    return wrk_body_script(workdir, f"{model}-{dialect}", request, key)
+
+
+def wrk_body_script(workdir, name, request, key=CLIENT_KEY):
+    """写一个 POST 给定请求体的 wrk 脚本（文件名按 name 与密钥区分）。"""
     body = json.dumps(request, ensure_ascii=False)
-    path = Path(workdir) / f"wrk-{model}-{dialect}-{hashlib.sha256(key.encode()).hexdigest()[:8]}.lua"
+    path = Path(workdir) / f"wrk-{name}-{hashlib.sha256(key.encode()).hexdigest()[:8]}.lua"
     path.write_text(WRK_LUA.format(key=key, body=body))
     return path
 
@@ -709,8 +724,11 @@ def callgrind_proxy(settings, workdir, mock_port, which):
     sys.exit(f"callgrind 下的 {which} 在 {CALLGRIND_START_SECS} 秒内没有开始监听")
 
 
-def instructions_per_request(settings, workdir, which, stream, chunks, secs):
-    """callgrind 下先预热，清零计数，压 secs 秒（并发 1），返回每个请求的（用户态指令数, 分配次数）。"""
+def instructions_per_request(settings, workdir, which, stream, chunks, secs, custom=None):
+    """callgrind 下先预热，清零计数，压 secs 秒（并发 1），返回每个请求的（用户态指令数, 分配次数）。
+
+    custom=(接口路径, 请求对象) 时非流式压测改发这个请求（向量压测用）。
+    """
     workdir = tempfile.mkdtemp(dir=workdir)
     (mock_port,) = free_ports(1)
     mock = Proc("mock", [GATEWAY_BIN, "mock", "--listen", f"{LOOPBACK}:{mock_port}", "--chunks", chunks],
@@ -720,11 +738,15 @@ def instructions_per_request(settings, workdir, which, stream, chunks, secs):
     try:
         url, model = f"http://{LOOPBACK}:{port}{route_of(which)}", model_of(which)
         dialect = "messages" if which in MESSAGES_PATHS else "responses" if which in RESPONSES_PATHS else "chat"
+        script = wrk_script(workdir, model, dialect, settings.client_key)
+        if custom:
+            route, request = custom
+            url = f"http://{LOOPBACK}:{port}{route}"
+            script = wrk_body_script(workdir, "custom", request, settings.client_key)
         def load(duration):
             if stream:
                 extra = ["--seconds", duration] + ([f"--{dialect}"] if dialect != "chat" else [])
                 return run_stream_load(settings, url, model, 1, extra)["ok"]
-            script = wrk_script(workdir, model, dialect, settings.client_key)
             return run_wrk(settings, url, script, 1, duration)["requests"]
         load(1)
         subprocess.run(["callgrind_control", "-z", str(proc.popen.pid)], capture_output=True)
@@ -810,6 +832,39 @@ def cmd_profile(settings, workdir):
                      for w in profiled]
         print("| 每个流式块（两种块数之差） | " + " | ".join(f"{v:,.0f}" for v in per_chunk) + " |")
     save("profile", {f"{k[0]}|{k[1]}|{k[2]}": v for k, v in counts.items()})
+    return 0
+
+
+def embedding_requests():
+    """向量压测的几种请求：100 条的批量（浮点与 base64 两种编码，都是透传）与请求体同样大小的聊天请求。"""
+    texts = [f"{EMBEDDING_TEXT}第{i}段" for i in range(EMBEDDING_INPUTS)]
+    floats = {"model": EMBEDDING_MODEL, "input": texts}
+    packed = dict(floats, encoding_format="base64")
+    size = len(json.dumps(floats, ensure_ascii=False).encode())
+    chat = {"model": OPENAI_MODEL, "messages": [{"role": "user", "content": ""}]}
+    pad = size - len(json.dumps(chat, ensure_ascii=False).encode())
+    chat["messages"][0]["content"] = "字" * (pad // CJK_BYTES) + "a" * (pad % CJK_BYTES)
+    return [
+        (f"向量透传，{EMBEDDING_INPUTS} 条，浮点", EMBEDDINGS_PATH, floats),
+        (f"向量透传，{EMBEDDING_INPUTS} 条，base64", EMBEDDINGS_PATH, packed),
+        ("聊天透传，同样大小的请求体", CHAT_PATH, chat),
+    ]
+
+
+def cmd_embeddings(settings, workdir):
+    """100 条输入的向量透传与同样大小的聊天透传：callgrind 下每个请求的用户态指令数与分配次数。"""
+    secs = int(env_num("PROFILE_SECS", "5"))
+    print_header(settings, "向量接口（bench/run.sh embeddings，valgrind --tool=callgrind，并发 1）")
+    print("\n| 请求 | 请求体字节 | 指令/请求 | 分配次数/请求 |")
+    print("|---|---|---|---|")
+    results = {}
+    for label, route, request in embedding_requests():
+        size = len(json.dumps(request, ensure_ascii=False).encode())
+        instr, allocs = instructions_per_request(settings, workdir, CHATNEXUS, False, NONSTREAM_CHUNKS, secs,
+                                                 custom=(route, request))
+        results[label] = {"bytes": size, "instructions": instr, "allocations": allocs}
+        print(f"| {label} | {size:,} | {instr:,.0f} | {allocs:.0f} |")
+    save("embeddings", results)
     return 0
 
 
@@ -988,7 +1043,7 @@ def cmd_keys(settings, workdir):
 
 
 COMMANDS = {"bench": cmd_bench, "hold": cmd_hold, "soak": cmd_soak, "profile": cmd_profile,
-            "cache": cmd_cache, "keys": cmd_keys}
+            "cache": cmd_cache, "keys": cmd_keys, "embeddings": cmd_embeddings}
 
 
 def main():

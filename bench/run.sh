@@ -8,6 +8,7 @@
 #   bash bench/run.sh profile  # callgrind 指令计数：每个请求、每个流式块，裸 Pingora 对 ChatNexus
 #   bash bench/run.sh cache    # 响应缓存命中（local 与本机 Redis）对照直连与透传：吞吐、p99、指令数与分配次数
 #   bash bench/run.sh keys     # 虚拟密钥 + 美元预算对照配置文件的密钥（都走 Redis 限流）：吞吐、Redis 命令数、指令数
+#   bash bench/run.sh embeddings # 100 条输入的向量透传对照同样大小的聊天透传：每个请求的指令数与分配次数
 # 全部参数见 docs/performance.md。
 set -euo pipefail
 
@@ -19,7 +20,9 @@ need=()
 command -v wrk > /dev/null || need+=(wrk)
 command -v nginx > /dev/null || need+=(nginx-light)
 command -v cmake > /dev/null || need+=(cmake)
-if [ "${1:-bench}" = profile ] || [ "${1:-bench}" = cache ] || [ "${1:-bench}" = keys ]; then command -v valgrind > /dev/null || need+=(valgrind); fi
+case "${1:-bench}" in
+  profile | cache | keys | embeddings) command -v valgrind > /dev/null || need+=(valgrind) ;;
+esac
 if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"

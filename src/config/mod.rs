@@ -204,7 +204,7 @@ pub struct Target {
 /// 用途：`/v1/models` 列出它们；聊天请求按名字找到目标。
 ///
 /// ```
-/// let m = chatnexus::config::Model { name: "演示".into(), targets: vec![], limits: None }; // 没有目标的模型
+/// let m = chatnexus::config::Model { name: "演示".into(), kind: Default::default(), targets: vec![], limits: None }; // 没有目标的模型
 /// assert!(m.targets.is_empty()); // 请求它会得到 503
 /// ```
 #[derive(Debug, Clone)]

@@ -125,7 +125,7 @@ impl Check {
 /// 用途：由 `proxy` 在鉴权、解析与模型查找之后填写，交给 [`super::Limiter::admit`]。
 ///
 /// ```
-/// let model = chatnexus::config::Model { name: "演示".into(), targets: vec![], limits: None }; // 模型
+/// let model = chatnexus::config::Model { name: "演示".into(), kind: Default::default(), targets: vec![], limits: None }; // 模型
 /// let s = chatnexus::limits::Subjects { client: None, ip: None, model: &model }; // 鉴权关闭、无 IP
 /// assert!(s.client.is_none()); // 没有密钥层
 /// ```

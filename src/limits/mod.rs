@@ -63,7 +63,7 @@ pub struct Ticket {
 /// # tokio::runtime::Runtime::new().unwrap().block_on(async { // 在运行时里执行
 /// use chatnexus::limits::{Limiter, Subjects}; // 限流器
 /// let settings: chatnexus::config::RateLimitSettings = serde_yaml::from_str("{ global: { requests: 1 } }").unwrap(); // 全局每分钟 1 次
-/// let model = chatnexus::config::Model { name: "演示".into(), targets: vec![], limits: None }; // 模型
+/// let model = chatnexus::config::Model { name: "演示".into(), kind: Default::default(), targets: vec![], limits: None }; // 模型
 /// let subjects = Subjects { client: None, ip: None, model: &model }; // 主体
 /// let limiter = Limiter::new(None, ""); // 没有 Redis：只有本地阶段
 /// assert!(limiter.admit(&settings, &subjects, 10).await.is_ok()); // 第一次放行

@@ -13,6 +13,8 @@ use crate::metrics::{sample, scrape, tokens, wait_for};
 
 /// 模拟上游的缺省向量维度。
 const MOCK_DIMENSIONS: usize = 8;
+/// 超过缺省总大小上限（2 MiB）的输入字符数（每个汉字 3 字节）。
+const INPUT_TOO_LARGE_CHARS: usize = 700_000;
 /// 每百万 token。
 const PER_MILLION: f64 = 1_000_000.0;
 
@@ -165,6 +167,13 @@ async fn 输入与模型种类不对_清楚的_400() {
     )
     .await;
     assert_eq!(too_many["code"], "too_many_inputs");
+    let long = "字".repeat(INPUT_TOO_LARGE_CHARS);
+    let too_large = expect_error(
+        embed(json!({"model": "向量-兼容", "input": [long]})).await,
+        400,
+    )
+    .await;
+    assert_eq!(too_large["code"], "input_too_large");
     let format = expect_error(
         embed(json!({"model": "向量-兼容", "input": "x", "encoding_format": "int8"})).await,
         400,
