@@ -1,5 +1,5 @@
 //! `GET /admin/usage?from=YYYY-MM-DD&to=YYYY-MM-DD`：一段日子（UTC，含两端，缺省今天）里每个密钥与每个团队的
-//! 请求数、token 与花费，读自按密钥按天累计的用量（见 docs/observability.md）。
+//! 请求数、token 与花费（另按模型分项）以及最后使用的时刻，读自按密钥按天累计的用量（见 docs/observability.md）。
 
 use chrono::{Duration as Days, NaiveDate, Utc};
 use serde_json::{json, Value};
@@ -39,13 +39,13 @@ pub(super) async fn report(
         let totals = read_usage(link, prefix, name, &days)
             .await
             .map_err(|e| unavailable(Some(e)))?;
+        keys.push(row(name, team, &totals));
         if let Some(team) = team {
             match teams.iter_mut().find(|(t, _)| t == team) {
                 Some((_, sum)) => sum.add(&totals),
                 None => teams.push((team.to_string(), totals)),
             }
         }
-        keys.push(row(name, team, &totals));
     }
     let teams: Vec<Value> = teams.iter().map(|(t, sum)| row(t, None, sum)).collect();
     let body = json!({ "from": days.first(), "to": days.last(), "keys": keys, "teams": teams });

@@ -102,7 +102,19 @@ impl BudgetStore {
         client: &Client,
         worst_usd: f64,
     ) -> Result<Option<BudgetTicket>, ApiError> {
-        let periods = client_periods(&self.prefix, client, Utc::now());
+        self.reserve_at(client, worst_usd, Utc::now()).await
+    }
+
+    /// 与 [`BudgetStore::reserve`] 相同，但按给定的时刻决定记在哪一天、哪个月（跨日、跨月的演练与测试用）。
+    ///
+    /// 错误：同 [`BudgetStore::reserve`]。
+    pub async fn reserve_at(
+        &self,
+        client: &Client,
+        worst_usd: f64,
+        now: DateTime<Utc>,
+    ) -> Result<Option<BudgetTicket>, ApiError> {
+        let periods = client_periods(&self.prefix, client, now);
         if periods.is_empty() {
             return Ok(None);
         }

@@ -7,6 +7,8 @@ use crate::config::{CacheMode, CacheScope, CacheSettings};
 
 /// 不影响回答内容、不进缓存键的请求字段：流式与否、流选项、最终用户标识、元数据。
 const NON_SEMANTIC_FIELDS: &[&str] = &["stream", "stream_options", "user", "metadata"];
+/// 团队作范围主体时的前缀：控制字符不可能出现在密钥名里。
+const TEAM_PRINCIPAL_PREFIX: &str = "\u{1}team:";
 /// 采样温度字段。
 const TEMPERATURE: &str = "temperature";
 /// 随机种子字段。
@@ -44,18 +46,23 @@ fn is_pinned(body: &Map<String, Value>) -> bool {
 
 /// 缓存键（64 位十六进制）。
 ///
-/// 各部分以长度前缀拼接后再摘要，任何两部分之间的边界都不会混淆；`scope: global` 时范围主体为空串。
+/// 各部分以长度前缀拼接后再摘要，任何两部分之间的边界都不会混淆；`scope: global` 时范围主体为空串，
+/// `scope: team` 时是团队（带一个密钥名里不可能出现的前缀，团队与同名的密钥不会共用条目；没有团队的密钥仍按密钥）。
 pub(super) fn key(
     settings: &CacheSettings,
-    owner: &str,
+    (owner, team): (&str, Option<&str>),
     model: &str,
     dialect: &str,
     body: &Map<String, Value>,
 ) -> String {
-    let principal = match settings.scope {
-        CacheScope::Global => "",
-        // 团队功能上线前，team 与 key 一样按客户端密钥隔离
-        CacheScope::Key | CacheScope::Team => owner,
+    let team_principal;
+    let principal = match (settings.scope, team) {
+        (CacheScope::Global, _) => "",
+        (CacheScope::Team, Some(team)) => {
+            team_principal = format!("{TEAM_PRINCIPAL_PREFIX}{team}");
+            team_principal.as_str()
+        }
+        (CacheScope::Key | CacheScope::Team, _) => owner,
     };
     let mut canonical = Vec::new();
     write_object(body, NON_SEMANTIC_FIELDS, &mut canonical);
@@ -127,7 +134,7 @@ mod tests {
     fn key_of(owner: &str, model: &str, dialect: &str, text: &str) -> String {
         key(
             &CacheSettings::default(),
-            owner,
+            (owner, None),
             model,
             dialect,
             &body(text),
@@ -211,27 +218,47 @@ mod tests {
     }
 
     #[test]
-    fn 缓存键_全局范围忽略密钥_团队范围按密钥() {
+    fn 缓存键_全局范围忽略密钥_团队范围按团队() {
         let text = r#"{"messages":[]}"#;
+        let of = |settings: &CacheSettings, who: (&str, Option<&str>)| {
+            key(settings, who, "演示", "chat", &body(text))
+        };
         let global = CacheSettings {
             scope: CacheScope::Global,
             ..CacheSettings::default()
         };
-        assert_eq!(
-            key(&global, "甲", "演示", "chat", &body(text)),
-            key(&global, "乙", "演示", "chat", &body(text))
-        );
+        assert_eq!(of(&global, ("甲", None)), of(&global, ("乙", Some("队"))));
         let team = CacheSettings {
             scope: CacheScope::Team,
             ..CacheSettings::default()
         };
-        assert_ne!(
-            key(&team, "甲", "演示", "chat", &body(text)),
-            key(&team, "乙", "演示", "chat", &body(text))
+        assert_eq!(
+            of(&team, ("甲", Some("队"))),
+            of(&team, ("乙", Some("队"))),
+            "同一团队的密钥共用"
         );
         assert_ne!(
-            key(&global, "甲", "演示", "chat", &body(text)),
-            key(&CacheSettings::default(), "甲", "演示", "chat", &body(text)),
+            of(&team, ("甲", Some("队"))),
+            of(&team, ("甲", Some("别队")))
+        );
+        assert_ne!(
+            of(&team, ("甲", None)),
+            of(&team, ("乙", None)),
+            "没有团队时按密钥"
+        );
+        assert_ne!(
+            of(&team, ("队", None)),
+            of(&team, ("甲", Some("队"))),
+            "团队与同名密钥不共用"
+        );
+        let by_key = CacheSettings::default();
+        assert_ne!(
+            of(&by_key, ("甲", Some("队"))),
+            of(&by_key, ("乙", Some("队")))
+        );
+        assert_ne!(
+            of(&global, ("甲", None)),
+            of(&by_key, ("甲", None)),
             "全局与按密钥的条目不混用"
         );
     }

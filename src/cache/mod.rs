@@ -79,7 +79,7 @@ impl Lookup {
 /// ```
 /// let cache = chatnexus::cache::ResponseCache::new(None, "chatnexus:"); // 没有 Redis，只能用进程内后端
 /// let settings = chatnexus::config::CacheSettings::default(); // 缺省 local
-/// let key = chatnexus::cache::ResponseCache::key(&settings, "团队甲", "演示", "chat", &serde_json::Map::new());
+/// let key = chatnexus::cache::ResponseCache::key(&settings, ("密钥甲", None), "演示", "chat", &serde_json::Map::new());
 /// assert_eq!(key.len(), 64); // sha256 十六进制
 /// ```
 pub struct ResponseCache {
@@ -119,13 +119,14 @@ impl ResponseCache {
         key::eligible(settings, model, request)
     }
 
-    /// 缓存键：sha256 十六进制，覆盖 范围主体（scope=global 时为空串，否则 owner）、客户端可见的模型名、方言标签、请求的语义内容——
+    /// 缓存键：sha256 十六进制，覆盖 范围主体（scope=global 时为空串，scope=team 时是团队、没有团队时与 key 一样是密钥名）、
+    /// 客户端可见的模型名、接口标签、请求的语义内容——
     /// body 去掉 stream、stream_options、user、metadata 之后规范化（对象键递归排序，紧凑序列化），字段顺序与空白不影响键。
     ///
-    /// 参数：缓存设置、客户端密钥名、客户端可见的模型名、方言标签（如 `chat`）、请求体。
+    /// 参数：缓存设置、客户端密钥名与它的团队、客户端可见的模型名、接口标签（如 `chat`）、请求体。
     pub fn key(
         settings: &CacheSettings,
-        owner: &str,
+        owner: (&str, Option<&str>),
         model: &str,
         dialect: &str,
         body: &Map<String, Value>,

@@ -4,6 +4,7 @@
 //! 标签只取自配置（模型名、上游名）或有限的枚举（状态码、token 类型），客户端输入不能撑大基数。
 
 mod pricing;
+mod usage_report;
 mod usage_store;
 
 use std::time::Duration;
@@ -19,7 +20,8 @@ use crate::error::ErrorCode;
 use crate::streaming::Usage;
 
 pub use pricing::{Price, PriceTable};
-pub use usage_store::{read_usage, usage_key, UsageStore, UsageTotals};
+pub use usage_report::{read_usage, UsageCounts, UsageTotals};
+pub use usage_store::{usage_key, UsageStore};
 
 /// 限流计数中单个上限、单次预留与单次结算的最大值（一万亿）。
 ///

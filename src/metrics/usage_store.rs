@@ -1,7 +1,8 @@
 //! 按客户端密钥累计用量与费用到 Redis（为预算功能打基础）。
 //!
 //! 每个密钥每天一个哈希：`<前缀>usage:<密钥名>:<UTC 日期>`，字段 requests、input、output、cached、
-//! reasoning（整数累加）与 cost_usd（浮点累加），保留 90 天。一个哈希的全部累加放在一个管道里，
+//! reasoning（整数累加）与 cost_usd（浮点累加），同样的四项按模型另记一份（`m:<模型>:requests` ……），
+//! 以及最后使用的时刻 `last_used`（Unix 秒），保留 90 天。一个哈希的全部累加放在一个管道里，
 //! 只有一次往返；单个键，Redis Cluster 下落在同一个槽。
 //!
 //! Redis 短暂不可用时用量不丢：写不进去的累加按（密钥, 日期）合并暂存在内存里（条目数有上限），
@@ -26,6 +27,20 @@ const USAGE_TTL_SECS: i64 = 90 * 24 * 3600;
 const DAY_FORMAT: &str = "%Y-%m-%d";
 /// Redis 错误指标中本操作的标签。
 const OP_LABEL: &str = "usage";
+/// 按模型记的字段名的前缀（`m:<模型>:<字段>`）。
+pub(super) const MODEL_FIELD_PREFIX: &str = "m:";
+/// 按模型记的字段名里模型与字段之间的分隔符（字段名不含冒号，读时按最后一个冒号切分，模型名里有冒号也无妨）。
+pub(super) const MODEL_FIELD_SEPARATOR: char = ':';
+/// 请求数的字段。
+pub(super) const REQUESTS_FIELD: &str = "requests";
+/// 输入 token 的字段。
+pub(super) const INPUT_FIELD: &str = "input";
+/// 输出 token 的字段。
+pub(super) const OUTPUT_FIELD: &str = "output";
+/// 花费的字段。
+pub(super) const COST_FIELD: &str = "cost_usd";
+/// 最后使用时刻的字段。
+pub(super) const LAST_USED_FIELD: &str = "last_used";
 /// 内存中暂存的（密钥, 日期）条目数上限：超出的新条目丢弃并告警，Redis 长时间不可用也不会耗尽内存。
 const MAX_PENDING: usize = 10_000;
 
@@ -38,6 +53,8 @@ struct Tally {
     cached: u64,
     reasoning: u64,
     cost: f64,
+    /// 这些请求里最晚的一个结束的时刻（Unix 秒）。
+    last_used: u64,
 }
 
 impl Tally {
@@ -50,6 +67,7 @@ impl Tally {
             cached: usage.cached.min(MAX_COUNT),
             reasoning: usage.reasoning.min(MAX_COUNT),
             cost: cost.unwrap_or(0.0),
+            last_used: crate::clock::unix_now(),
         }
     }
 
@@ -61,8 +79,12 @@ impl Tally {
         self.cached = self.cached.saturating_add(other.cached);
         self.reasoning = self.reasoning.saturating_add(other.reasoning);
         self.cost += other.cost;
+        self.last_used = self.last_used.max(other.last_used);
     }
 }
+
+/// 暂存与写入的单位：哈希键与模型名（同一密钥同一天不同模型的累加分开记，写入时各自加到总数与模型字段上）。
+type TallyKey = (String, String);
 
 /// 用量累计器；没有配置 Redis 时什么也不做。
 ///
@@ -75,8 +97,8 @@ impl Tally {
 pub struct UsageStore {
     link: Option<Arc<RedisLink>>,
     prefix: String,
-    /// 哈希键 → 还没写进 Redis 的累加量。
-    pending: Mutex<HashMap<String, Tally>>,
+    /// （哈希键, 模型）→ 还没写进 Redis 的累加量。
+    pending: Mutex<HashMap<TallyKey, Tally>>,
     warn: WarnGate,
 }
 
@@ -112,7 +134,7 @@ impl UsageStore {
     /// 告警最多每 `warn_interval` 一条。
     pub async fn add(
         &self,
-        client: &str,
+        (client, model): (&str, &str),
         usage: &Usage,
         cost: Option<f64>,
         warn_interval: Duration,
@@ -122,11 +144,15 @@ impl UsageStore {
         };
         let day = Utc::now().format(DAY_FORMAT).to_string();
         let current = (
-            usage_key(&self.prefix, client, &day),
+            (usage_key(&self.prefix, client, &day), model.to_string()),
             Tally::of(usage, cost),
         );
-        // 常见情形没有暂存：直接写本请求的，不建表、不合并
-        let mut batch = std::iter::once(current).chain(self.take_backlog());
+        // 常见情形没有暂存：直接写本请求的，不建表、不合并；有暂存时先补写暂存的，
+        // 本请求最后写，最后使用的时刻不会被更早的累加量改回去
+        let mut batch = self
+            .take_backlog()
+            .into_iter()
+            .chain(std::iter::once(current));
         while let Some((key, tally)) = batch.next() {
             if let Err(e) = write(link, &key, &tally).await {
                 // 一个写失败，其余的多半也会失败：不再逐个等超时，连同它一起放回暂存
@@ -138,7 +164,7 @@ impl UsageStore {
     }
 
     /// 取走全部暂存（由本次调用负责补写）；没有暂存时不分配。
-    fn take_backlog(&self) -> HashMap<String, Tally> {
+    fn take_backlog(&self) -> HashMap<TallyKey, Tally> {
         let mut pending = self.lock();
         if pending.is_empty() {
             return HashMap::new();
@@ -147,7 +173,7 @@ impl UsageStore {
     }
 
     /// 把没写进去的累加量放回暂存（与期间新到的合并）；返回因条目数达到上限而丢弃的请求数。
-    fn restore(&self, unwritten: impl Iterator<Item = (String, Tally)>) -> u64 {
+    fn restore(&self, unwritten: impl Iterator<Item = (TallyKey, Tally)>) -> u64 {
         let mut pending = self.lock();
         let mut dropped = 0;
         for (key, tally) in unwritten {
@@ -177,97 +203,47 @@ impl UsageStore {
         );
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Tally>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<TallyKey, Tally>> {
         self.pending.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
-/// 一个哈希的全部累加放在一个管道里（一次往返）。
-async fn write(link: &RedisLink, key: &str, t: &Tally) -> Result<(), RedisFailure> {
+/// 一个哈希的全部累加放在一个管道里（一次往返）：总数、该模型的四项与最后使用的时刻。
+async fn write(link: &RedisLink, (key, model): &TallyKey, t: &Tally) -> Result<(), RedisFailure> {
     let mut pipe = redis::pipe();
     for (field, value) in [
-        ("requests", t.requests),
-        ("input", t.input),
-        ("output", t.output),
+        (REQUESTS_FIELD, t.requests),
+        (INPUT_FIELD, t.input),
+        (OUTPUT_FIELD, t.output),
         ("cached", t.cached),
         ("reasoning", t.reasoning),
     ] {
         pipe.hincr(key, field, value).ignore();
     }
-    pipe.cmd("HINCRBYFLOAT")
-        .arg(key)
-        .arg("cost_usd")
-        .arg(t.cost)
-        .ignore();
+    for (field, value) in [
+        (REQUESTS_FIELD, t.requests),
+        (INPUT_FIELD, t.input),
+        (OUTPUT_FIELD, t.output),
+    ] {
+        pipe.hincr(key, model_field(model, field), value).ignore();
+    }
+    for field in [COST_FIELD.to_string(), model_field(model, COST_FIELD)] {
+        pipe.cmd("HINCRBYFLOAT")
+            .arg(key)
+            .arg(field)
+            .arg(t.cost)
+            .ignore();
+    }
+    pipe.hset(key, LAST_USED_FIELD, t.last_used).ignore();
     pipe.expire(key, USAGE_TTL_SECS).ignore();
     let mut conn = link.connection().await?;
     link.within(pipe.query_async::<()>(&mut conn), "累计用量")
         .await
 }
 
-/// 一段时间里的用量与花费合计（管理接口的 `GET /admin/usage` 用）。
-///
-/// ```
-/// let t = chatnexus::metrics::UsageTotals::default(); // 没有用量
-/// assert_eq!((t.requests, t.cost_usd), (0, 0.0)); // 全为零
-/// ```
-#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
-pub struct UsageTotals {
-    /// 请求数。
-    pub requests: u64,
-    /// 输入 token。
-    pub input_tokens: u64,
-    /// 输出 token。
-    pub output_tokens: u64,
-    /// 花费（美元）。
-    pub cost_usd: f64,
-}
-
-impl UsageTotals {
-    /// 并入另一份合计。
-    pub fn add(&mut self, other: &UsageTotals) {
-        self.requests = self.requests.saturating_add(other.requests);
-        self.input_tokens = self.input_tokens.saturating_add(other.input_tokens);
-        self.output_tokens = self.output_tokens.saturating_add(other.output_tokens);
-        self.cost_usd += other.cost_usd;
-    }
-}
-
-/// 读出一个密钥若干天的用量合计（一次管道往返）。
-///
-/// 参数：Redis 连接、键前缀、密钥名、UTC 日期（`YYYY-MM-DD`）。
-/// 错误：Redis 不可用或超时。
-pub async fn read_usage(
-    link: &RedisLink,
-    prefix: &str,
-    client: &str,
-    days: &[String],
-) -> Result<UsageTotals, RedisFailure> {
-    let mut pipe = redis::pipe();
-    for day in days {
-        pipe.hgetall(usage_key(prefix, client, day));
-    }
-    let mut conn = link.connection().await?;
-    let hashes: Vec<HashMap<String, String>> =
-        link.within(pipe.query_async(&mut conn), "读用量").await?;
-    let mut totals = UsageTotals::default();
-    for hash in &hashes {
-        let number = |field: &str| {
-            hash.get(field)
-                .and_then(|v| v.parse::<u64>().ok())
-                .unwrap_or(0)
-        };
-        totals.add(&UsageTotals {
-            requests: number("requests"),
-            input_tokens: number("input"),
-            output_tokens: number("output"),
-            cost_usd: hash
-                .get("cost_usd")
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0.0),
-        });
-    }
-    Ok(totals)
+/// 按模型记的字段名：`m:<模型>:<字段>`。
+fn model_field(model: &str, field: &str) -> String {
+    format!("{MODEL_FIELD_PREFIX}{model}{MODEL_FIELD_SEPARATOR}{field}")
 }
 
 /// 某个密钥某天的用量哈希键。
@@ -290,18 +266,33 @@ mod tests {
         };
         let one = Tally::of(&usage, Some(0.5));
         assert_eq!(one.output, MAX_COUNT, "荒谬的用量被封顶");
-        let twice = [("甲".to_string(), one), ("甲".to_string(), one)];
+        let key = |name: &str| (name.to_string(), "模型".to_string());
+        let later = Tally {
+            last_used: one.last_used + 5,
+            ..one
+        };
+        let twice = [(key("甲"), one), (key("甲"), later)];
         assert_eq!(store.restore(twice.into_iter()), 0);
         let batch = store.take_backlog();
-        assert_eq!(batch["甲"].requests, 2, "同一个键合并");
-        assert_eq!(batch["甲"].input, 60);
+        assert_eq!(batch[&key("甲")].requests, 2, "同一个键合并");
+        assert_eq!(batch[&key("甲")].input, 60);
+        assert_eq!(
+            batch[&key("甲")].last_used,
+            later.last_used,
+            "最后使用取较晚的"
+        );
         assert!(store.take_backlog().is_empty(), "取走之后暂存为空");
         assert_eq!(store.restore(batch.into_iter()), 0);
-        let full = (1..MAX_PENDING).map(|i| (format!("键{i}"), one));
+        let full = (1..MAX_PENDING).map(|i| (key(&format!("键{i}")), one));
         assert_eq!(store.restore(full), 0);
-        let extra = [("甲".to_string(), one), ("新键".to_string(), one)];
+        let extra = [(key("甲"), one), (key("新键"), one)];
         assert_eq!(store.restore(extra.into_iter()), 1, "已满时新键被丢弃");
         assert_eq!(store.lock().len(), MAX_PENDING);
+    }
+
+    #[test]
+    fn 按模型的字段_前缀模型与字段() {
+        assert_eq!(model_field("演示", COST_FIELD), "m:演示:cost_usd");
     }
 
     #[test]

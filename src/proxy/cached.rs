@@ -18,6 +18,7 @@ use crate::downstream::{self, GatewayHeaders};
 use crate::error::ApiError;
 use crate::exchange::{ExchangeReport, Failure};
 use crate::metrics::METRICS;
+use crate::security::Client;
 
 /// 请求头 `Cache-Control` 里“不查缓存、照常保存”的指令。
 const NO_CACHE: &str = "no-cache";
@@ -54,10 +55,9 @@ impl CachePlan {
 
 /// 决定本请求怎样用缓存；没配缓存时为 `None`。不满足缓存条件或客户端要求 `no-store` 时记为绕过。
 pub(super) fn plan(
-    session: &mut Session,
-    ctx: &mut RequestCtx,
+    (session, ctx): (&mut Session, &mut RequestCtx),
     settings: Option<&CacheSettings>,
-    inbound: &Inbound,
+    (client, inbound): (Option<&Client>, &Inbound),
 ) -> Option<CachePlan> {
     let settings = settings?;
     let directives = cache_control(session);
@@ -72,9 +72,12 @@ pub(super) fn plan(
         return None;
     }
     let owner = ctx.client.as_deref().unwrap_or_default();
+    let team = client
+        .and_then(|c| c.team.as_ref())
+        .map(|(name, _)| name.as_str());
     let key = ResponseCache::key(
         settings,
-        owner,
+        (owner, team),
         inbound.model(),
         inbound.label(),
         inbound.body(),

@@ -249,12 +249,16 @@ impl Gateway {
             .await;
     }
 
-    /// 按密钥按天累计用量与花费。
+    /// 按密钥按天累计用量与花费（同时按模型分项）。
     async fn add_usage(&self, ctx: &RequestCtx, config: &Config, cost: Option<f64>) {
-        if let (Some(client), Some(usage)) = (&ctx.client, &ctx.report.usage) {
-            let warn_interval = config.rate_limits.warn_interval();
-            self.usage.add(client, usage, cost, warn_interval).await;
-        }
+        let (Some(client), Some(usage)) = (&ctx.client, &ctx.report.usage) else {
+            return;
+        };
+        let model = ctx.model_label.as_deref().unwrap_or_default();
+        let warn_interval = config.rate_limits.warn_interval();
+        self.usage
+            .add((client, model), usage, cost, warn_interval)
+            .await;
     }
 }
 
@@ -370,7 +374,7 @@ impl Gateway {
         (client, model): (Option<&Client>, &Model),
         inbound: &Inbound,
     ) -> Result<u16, Failure> {
-        let mut plan = cached::plan(session, ctx, config.cache.as_ref(), inbound);
+        let mut plan = cached::plan((session, ctx), config.cache.as_ref(), (client, inbound));
         let mut hit = None;
         if let (Some(plan), Some(cache)) = (&mut plan, config.cache.as_ref()) {
             hit = cached::lookup((&self.cache, cache), plan, (session, ctx)).await;

@@ -95,6 +95,7 @@ class 管理页面(unittest.TestCase):
         driver.refresh()
         self.wait.until(lambda d: self.cells()[4] != "$0.0000")
         self.assertTrue(self.cells()[4].startswith("$"), "今天的花费显示在表里")
+        self.assertRegex(self.cells()[8], r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$", "最后使用的时刻显示在表里")
         self.row().find_element(By.XPATH, ".//button[text()='停用']").click()
         self.wait.until(lambda d: self.cells()[3] == "已停用")
         driver.save_screenshot(SCREENSHOT)

@@ -1,8 +1,14 @@
 //! 美元预算：用完返回 429 `insufficient_quota`、已扣的金额从不超过上限、结算后等于实际花费（三个实例并发），
 //! 带预算的密钥不能用没有价格的模型。金额都按整数纳美元核对。
 
-use chrono::Utc;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
 use serde_json::json;
+
+use chatnexus::budgets::BudgetStore;
+use chatnexus::config::RedisTarget;
+use chatnexus::security::{Budgets, Client, KeyHash, Secret};
 
 use crate::admin::{新建, 管理, 管理_json, 聊天状态};
 use crate::env::{
@@ -193,6 +199,16 @@ async fn 报表里的团队花费等于结算(gateway: Gateway, prefix: &str, te
         assert_eq!(usage["teams"][0]["name"], team);
         let reported = usage["teams"][0]["cost_usd"].as_f64().expect("花费是数字");
         if (reported - settled).abs() < 1e-9 {
+            let by_model = usage["teams"][0]["models"]["fast"]["cost_usd"].as_f64();
+            assert!(
+                by_model.is_some_and(|cost| (cost - settled).abs() < 1e-9),
+                "只用了 fast：按模型的分项等于总数：{usage}"
+            );
+            let last = usage["teams"][0]["last_used_unix"].as_u64().unwrap_or(0);
+            assert!(
+                last + 60 > Utc::now().timestamp() as u64,
+                "最后使用在刚才：{usage}"
+            );
             return;
         }
         assert!(
@@ -290,4 +306,66 @@ async fn 团队_不存在的团队与还有成员的团队_都是清楚的错误
     管理_json(admin, Method::DELETE, path, None, 200).await;
     let list = 管理_json(admin, Method::GET, "/admin/teams", None, 200).await;
     assert_eq!(list["data"], json!([]), "移出成员后可以删除");
+}
+
+/// 连到测试用 Redis 的预算存储（键前缀各测试独有）。
+fn 预算存储(prefix: &str) -> BudgetStore {
+    let target = RedisTarget {
+        url: Secret::new(redis_url()),
+        key_prefix: prefix.to_string(),
+        timeout: std::time::Duration::from_secs(2),
+        cluster: false,
+    };
+    let link = target.link().expect("连接串合法");
+    BudgetStore::new(Some(Arc::new(link)), prefix)
+}
+
+/// UTC 时刻。
+fn 时刻(text: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(text)
+        .expect("RFC 3339 时刻")
+        .with_timezone(&Utc)
+}
+
+#[tokio::test]
+async fn 跨月_上月用完的月预算在新月重新可用_日预算跨日重置() {
+    let store = 预算存储(&unique_prefix("cnx-budget-month"));
+    let mut client = Client::new("跨月", KeyHash::of("sk-跨月"));
+    client.budgets = Some(Budgets {
+        daily_usd: Some(5.0),
+        monthly_usd: Some(1.0),
+    });
+    let december = 时刻("2026-12-31T23:59:50Z");
+    let first = store.reserve_at(&client, 0.6, december).await;
+    let ticket = first.expect("第一次在预算内").expect("有预算就有预留");
+    store.settle(ticket, Some(0.6)).await;
+    let refused = store
+        .reserve_at(&client, 0.6, december)
+        .await
+        .expect_err("本月只剩 0.4 美元");
+    assert_eq!(refused.status, 429);
+    assert!(
+        refused.message.contains("每月预算") && refused.message.contains("2027-01-01 00:00 UTC"),
+        "消息点名每月预算与重置时刻：{}",
+        refused.message
+    );
+    let january = 时刻("2027-01-01T00:00:05Z");
+    let fresh = store.reserve_at(&client, 0.6, january).await;
+    assert!(fresh.expect("新的一个月").is_some(), "新月的计数从零开始");
+    let mut daily = Client::new("跨日", KeyHash::of("sk-跨日"));
+    daily.budgets = Some(Budgets {
+        daily_usd: Some(1.0),
+        monthly_usd: None,
+    });
+    let late = 时刻("2027-03-10T23:59:59Z");
+    store.reserve_at(&daily, 0.9, late).await.expect("在预算内");
+    store
+        .reserve_at(&daily, 0.9, late)
+        .await
+        .expect_err("当天用完");
+    let next_day = 时刻("2027-03-11T00:00:00Z");
+    store
+        .reserve_at(&daily, 0.9, next_day)
+        .await
+        .expect("第二天重新可用");
 }

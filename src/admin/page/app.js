@@ -51,6 +51,13 @@ function spent(rows, name) {
   return row ? row.cost_usd : 0;
 }
 
+// 一个名字在用量报表里最后使用的时刻（UTC，到秒；这段时间没用过时为短横）
+function lastUsed(rows, name) {
+  const row = rows.find((r) => r.name === name);
+  if (!row || !row.last_used_unix) return "—";
+  return new Date(row.last_used_unix * 1000).toISOString().slice(0, 19).replace("T", " ");
+}
+
 // 重画密钥表
 function renderKeys(keys, today, month) {
   const body = $("#keys tbody");
@@ -67,6 +74,7 @@ function renderKeys(keys, today, month) {
     cell(row, usd(spent(month.keys, key.name)));
     cell(row, usd(key.budgets && key.budgets.daily_usd));
     cell(row, usd(key.budgets && key.budgets.monthly_usd));
+    cell(row, lastUsed(month.keys, key.name));
     const ops = cell(row, "");
     const path = "/admin/keys/" + encodeURIComponent(key.name);
     button(ops, key.disabled ? "启用" : "停用", () => api("PATCH", path, { disabled: !key.disabled }).then(refresh));
