@@ -39,9 +39,10 @@ CLIENT_KEY = "sk-chatnexus-bench"
 OPENAI_MODEL = "demo"
 ANTHROPIC_MODEL = "claude"
 PROMPT = "你好，请介绍一下你自己"
-# 向量压测（bench/run.sh embeddings）：模型、上游模型名、一批的条数与每条的文本（不含引号：请求体写在 wrk 的单引号字符串里）
+# 向量压测（bench/run.sh embeddings）：模型、一批的条数与每条的文本（不含引号：请求体写在 wrk 的单引号字符串里）
 EMBEDDING_MODEL = "bench-embed"
-EMBEDDING_UPSTREAM = "text-embedding-bench"
+# 上游模型名与客户端可见名相同（与聊天的 demo 一样不改名，两者的请求体都零拷贝转发）
+EMBEDDING_UPSTREAM = EMBEDDING_MODEL
 EMBEDDING_INPUTS = 100
 EMBEDDING_TEXT = "检索增强生成先把文档切成片段，每个片段算出向量后存进索引，查询时按相似度取回最相关的几段。"
 # UTF-8 里一个汉字的字节数（补齐聊天请求体到同样大小时用）

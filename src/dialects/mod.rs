@@ -227,7 +227,7 @@ impl Inbound {
             Inbound::Chat(req) => &req.body,
             Inbound::Messages(req) | Inbound::CountTokens(req) => &req.body,
             Inbound::Responses(req) => &req.body,
-            Inbound::Embeddings(req) => &req.body,
+            Inbound::Embeddings(req) => req.body(),
         }
     }
 

@@ -7,9 +7,10 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use bytes::Bytes;
 use pingora::protocols::http::ServerSession;
-use serde_json::{json, Map, Value};
+use serde::Serialize;
+use serde_json::{Map, Value};
 
-use super::io::{write_json, write_json_with};
+use super::io::{write_json_bytes, write_json_with};
 use super::openai::{check_request, error, error_body, response_model, AZURE_PREFIX};
 use super::plan::{self, Turn};
 use super::{Fault, MockApp};
@@ -18,6 +19,10 @@ use super::{Fault, MockApp};
 pub(super) const EMBEDDINGS_PATH: &str = "/embeddings";
 /// 缺省的向量维度。
 const DEFAULT_DIMENSIONS: usize = 8;
+/// 列表对象的类型。
+const LIST_OBJECT: &str = "list";
+/// 列表项的类型。
+const EMBEDDING_OBJECT: &str = "embedding";
 /// 模拟器接受的最大维度。
 const MAX_DIMENSIONS: usize = 4096;
 /// FNV-1a 的初始值。
@@ -106,23 +111,74 @@ pub(super) async fn openai(app: &MockApp, session: &mut ServerSession, body: Byt
         ..Turn::default()
     };
     let prompt = plan::usage(&app.settings, &turn).prompt;
-    let data: Vec<Value> = inputs
+    let model = response_model(uri.path(), &request, azure);
+    let bytes = list_bytes(&inputs, (dims, base64), model, prompt);
+    write_json_bytes(session, (200, bytes), None).await
+}
+
+/// 写出 OpenAI 的向量列表：每条输入一个向量，按请求的编码。
+fn list_bytes(
+    inputs: &[String],
+    (dims, base64): (usize, bool),
+    model: String,
+    prompt: u64,
+) -> Bytes {
+    let vectors: Vec<Vec<f32>> = inputs.iter().map(|text| vector(text, dims)).collect();
+    let data = vectors
         .iter()
         .enumerate()
-        .map(|(index, text)| {
-            let values = vector(text, dims);
-            let embedding = if base64 {
-                json!(encode(&values))
+        .map(|(index, values)| Item {
+            object: EMBEDDING_OBJECT,
+            index,
+            embedding: if base64 {
+                Embedding::Base64(encode(values))
             } else {
-                json!(values)
-            };
-            json!({ "object": "embedding", "index": index, "embedding": embedding })
+                Embedding::Floats(values)
+            },
         })
         .collect();
-    let model = response_model(uri.path(), &request, azure);
-    let reply = json!({ "object": "list", "data": data, "model": model,
-        "usage": { "prompt_tokens": prompt, "total_tokens": prompt } });
-    write_json(session, 200, &reply).await
+    let list = List {
+        object: LIST_OBJECT,
+        data,
+        model,
+        usage: ListUsage {
+            prompt_tokens: prompt,
+            total_tokens: prompt,
+        },
+    };
+    Bytes::from(serde_json::to_vec(&list).unwrap_or_default())
+}
+
+/// OpenAI 的向量列表（分量按 f32 的最短写法输出，与真实 API 的长度相当）。
+#[derive(Serialize)]
+struct List<'a> {
+    object: &'static str,
+    data: Vec<Item<'a>>,
+    model: String,
+    usage: ListUsage,
+}
+
+/// 列表里的一项。
+#[derive(Serialize)]
+struct Item<'a> {
+    object: &'static str,
+    index: usize,
+    embedding: Embedding<'a>,
+}
+
+/// 向量：浮点数组或 base64。
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Embedding<'a> {
+    Floats(&'a [f32]),
+    Base64(String),
+}
+
+/// 列表的用量。
+#[derive(Serialize)]
+struct ListUsage {
+    prompt_tokens: u64,
+    total_tokens: u64,
 }
 
 /// 小端 f32 字节的 base64（OpenAI 的 `encoding_format: base64`）。
@@ -133,8 +189,8 @@ fn encode(values: &[f32]) -> String {
 
 /// Gemini `batchEmbedContents` 的回复：每条请求的 `model` 必须是路径里的模型，内容只取文本部分。
 ///
-/// 参数：路径里的模型名与请求体。错误：请求不合法时的错误文本（调用方写成 Google 的 400）。
-pub(super) fn gemini_batch(model: &str, request: &Value) -> Result<Value, String> {
+/// 参数：路径里的模型名与请求体。返回：回复的 JSON 字节。错误：请求不合法时的错误文本（调用方写成 Google 的 400）。
+pub(super) fn gemini_batch(model: &str, request: &Value) -> Result<Bytes, String> {
     let requests = request["requests"]
         .as_array()
         .filter(|list| !list.is_empty())
@@ -157,13 +213,30 @@ pub(super) fn gemini_batch(model: &str, request: &Value) -> Result<Value, String
             return Err(format!("requests[{i}].content 里没有文本"));
         }
         let dims = dimensions_of(&item["outputDimensionality"])?;
-        embeddings.push(json!({ "values": vector(&text, dims) }));
+        embeddings.push(GeminiEmbedding {
+            values: vector(&text, dims),
+        });
     }
-    Ok(json!({ "embeddings": embeddings }))
+    let reply = serde_json::to_vec(&GeminiBatch { embeddings }).unwrap_or_default();
+    Ok(Bytes::from(reply))
+}
+
+/// Gemini 批量向量的回复。
+#[derive(Serialize)]
+struct GeminiBatch {
+    embeddings: Vec<GeminiEmbedding>,
+}
+
+/// Gemini 的一个向量（分量按 f32 的最短写法输出）。
+#[derive(Serialize)]
+struct GeminiEmbedding {
+    values: Vec<f32>,
 }
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     #[test]
@@ -177,7 +250,8 @@ mod tests {
     #[test]
     fn gemini_批量_模型必须与路径一致() {
         let ok = json!({"requests":[{"model":"models/e","content":{"parts":[{"text":"甲"}]},"outputDimensionality":2}]});
-        let reply = gemini_batch("e", &ok).expect("合法");
+        let bytes = gemini_batch("e", &ok).expect("合法");
+        let reply: Value = serde_json::from_slice(&bytes).expect("JSON");
         assert_eq!(
             reply["embeddings"][0]["values"].as_array().map(Vec::len),
             Some(2)

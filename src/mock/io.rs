@@ -21,7 +21,21 @@ pub(super) async fn write_json_with(
     body: &Value,
     retry_after: Option<&str>,
 ) -> bool {
-    let body = Bytes::from(body.to_string());
+    write_json_bytes(
+        session,
+        (status, Bytes::from(body.to_string())),
+        retry_after,
+    )
+    .await
+}
+
+/// 写一个已序列化好的 JSON 响应（向量的 f32 分量按 f32 的最短写法输出，不经 `Value` 变成 f64 的长写法）；
+/// 返回连接是否仍可复用。
+pub(super) async fn write_json_bytes(
+    session: &mut ServerSession,
+    (status, body): (u16, Bytes),
+    retry_after: Option<&str>,
+) -> bool {
     let written = async {
         let mut header = ResponseHeader::build(status, None)?;
         header.insert_header(CONTENT_TYPE, "application/json")?;

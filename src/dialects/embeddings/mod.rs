@@ -2,24 +2,28 @@
 //!
 //! 请求里的 `input` 可以是一个字符串、字符串数组、token id 数组或 token id 数组的数组；条数与总大小
 //! 有上限（`server.embeddings_max_inputs`、`server.embeddings_max_input_bytes`），超过时 400。
-//! 校验只遍历、不复制输入：透传给 OpenAI 形状的上游时原始字节只换 `model`。
+//! 校验不建 JSON 树、不复制输入（见 `shape`）：透传给 OpenAI 形状的上游时原始字节只换 `model`，
+//! 完整的请求对象只在需要时（Gemini 翻译、缓存键）才解析。
 
 mod reply;
+mod shape;
 #[cfg(test)]
 mod tests;
+
+use std::sync::OnceLock;
 
 use bytes::Bytes;
 use serde_json::{Map, Value};
 
-use super::body::Expect;
-use super::body::{check_types, empty_field, missing_field, model_of, parse_object, wrong_type};
+use super::body::{check_types, missing_field, model_of, parse_object, Expect};
 use crate::error::{ApiError, ErrorCode};
 use crate::streaming::BYTES_PER_TOKEN;
+use shape::{Shape, Wire};
 
 pub use reply::{encode_base64, floats_to_base64, write_list, EmbeddingList};
 
 /// 输入字段。
-const INPUT: &str = "input";
+pub(super) const INPUT: &str = "input";
 /// 编码字段。
 const ENCODING_FORMAT: &str = "encoding_format";
 /// 维度字段。
@@ -84,8 +88,8 @@ pub struct EmbeddingCaps {
 pub struct EmbeddingsRequest {
     /// 客户端请求的模型名。
     pub model: String,
-    /// 完整请求对象。
-    pub body: Map<String, Value>,
+    /// 完整请求对象（第一次用到时才由原始请求体解析）。
+    body: OnceLock<Map<String, Value>>,
     /// 原始请求体。
     pub raw: Bytes,
     /// 输入条数。
@@ -107,16 +111,17 @@ impl EmbeddingsRequest {
     /// `dimensions` 不是正整数时返回 400（`param` 指向出错字段）；
     /// 条数或总大小超过上限时返回 400（错误码 `too_many_inputs` 或 `input_too_large`）。
     pub fn parse(raw: Bytes, caps: EmbeddingCaps) -> Result<Self, ApiError> {
-        let body = parse_object(&raw)?;
-        let model = model_of(&body)?;
-        check_types(&body, FIELD_TYPES)?;
-        let shape = measure(body.get(INPUT).ok_or_else(|| missing_field(INPUT))?)?;
+        let wire: Wire = serde_json::from_slice(&raw).map_err(|e| malformed(&raw, &e))?;
+        let small = wire.small_fields();
+        let model = model_of(&small)?;
+        check_types(&small, FIELD_TYPES)?;
+        let shape = wire.input().ok_or_else(|| missing_field(INPUT))??;
         check_caps(&shape, caps)?;
-        let encoding = encoding_of(&body)?;
-        let dimensions = body.get(DIMENSIONS).and_then(Value::as_u64);
+        let encoding = encoding_of(&small)?;
+        let dimensions = small.get(DIMENSIONS).and_then(Value::as_u64);
         Ok(EmbeddingsRequest {
             model,
-            body,
+            body: OnceLock::new(),
             raw,
             inputs: shape.count,
             token_ids: shape.token_ids,
@@ -126,9 +131,15 @@ impl EmbeddingsRequest {
         })
     }
 
+    /// 完整的请求对象（第一次调用时由原始请求体解析；解析时已校验过是 JSON 对象）。
+    pub fn body(&self) -> &Map<String, Value> {
+        self.body
+            .get_or_init(|| serde_json::from_slice(&self.raw).unwrap_or_default())
+    }
+
     /// 文本输入（按顺序）；输入是 token id 时为 `None`。
     pub fn texts(&self) -> Option<Vec<&str>> {
-        match self.body.get(INPUT)? {
+        match self.body().get(INPUT)? {
             Value::String(text) => Some(vec![text.as_str()]),
             Value::Array(items) => items.iter().map(Value::as_str).collect(),
             _ => None,
@@ -136,80 +147,16 @@ impl EmbeddingsRequest {
     }
 }
 
-/// 输入的形状：条数、是否 token id、总字节数。
-struct Shape {
-    count: usize,
-    token_ids: bool,
-    bytes: usize,
-}
-
-/// 校验 `input` 并量出它的形状：非空字符串、非空字符串数组、非空 token id 数组，或非空 token id 数组的数组。
-///
-/// 错误：为空或类型不对时返回 400，`param` 指向出错的元素。
-fn measure(input: &Value) -> Result<Shape, ApiError> {
-    let items = match input {
-        Value::String(text) => {
-            return non_empty_text(text, INPUT).map(|bytes| Shape {
-                count: 1,
-                token_ids: false,
-                bytes,
-            })
-        }
-        Value::Array(items) if !items.is_empty() => items,
-        Value::Array(_) => return Err(empty_field(INPUT)),
-        _ => return Err(wrong_type(INPUT, "字符串或数组")),
-    };
-    if items[0].is_number() {
-        let bytes = token_bytes(items, INPUT)?;
-        return Ok(Shape {
-            count: 1,
-            token_ids: true,
-            bytes,
-        });
+/// 请求体不能按向量请求读出时的 400：不是 JSON、不是对象或顶层键重复时给出与其他接口相同的错误，
+/// 否则（如 `model` 写了两次）说明原因。
+fn malformed(raw: &[u8], cause: &serde_json::Error) -> ApiError {
+    match parse_object(raw) {
+        Err(error) => error,
+        Ok(_) => ApiError::bad_request(
+            ErrorCode::InvalidBody,
+            format!("请求体不是合法的向量请求：{cause}"),
+        ),
     }
-    let token_ids = items[0].is_array();
-    let mut bytes = 0usize;
-    for (i, item) in items.iter().enumerate() {
-        let param = || format!("{INPUT}[{i}]");
-        bytes = bytes.saturating_add(match (item, token_ids) {
-            (Value::String(text), false) => non_empty_text(text, &param())?,
-            (Value::Array(ids), true) if !ids.is_empty() => token_bytes(ids, &param())?,
-            (Value::Array(_), true) => return Err(empty_field(&param())),
-            (_, false) => return Err(wrong_type(&param(), "字符串（与第一条输入相同的类型）")),
-            (_, true) => {
-                return Err(wrong_type(
-                    &param(),
-                    "token id 数组（与第一条输入相同的类型）",
-                ))
-            }
-        });
-    }
-    Ok(Shape {
-        count: items.len(),
-        token_ids,
-        bytes,
-    })
-}
-
-/// 非空文本的字节数。
-///
-/// 错误：空串时返回 400。
-fn non_empty_text(text: &str, param: &str) -> Result<usize, ApiError> {
-    if text.is_empty() {
-        return Err(empty_field(param));
-    }
-    Ok(text.len())
-}
-
-/// token id 数组折算的字节数（每个 id 按 [`BYTES_PER_TOKEN`] 字节）。
-///
-/// 错误：有不是非负整数（u32 以内）的元素时返回 400。
-fn token_bytes(ids: &[Value], param: &str) -> Result<usize, ApiError> {
-    let valid = |id: &Value| id.as_u64().is_some_and(|n| u32::try_from(n).is_ok());
-    if let Some(at) = ids.iter().position(|id| !valid(id)) {
-        return Err(wrong_type(&format!("{param}[{at}]"), "非负整数 token id"));
-    }
-    Ok(ids.len().saturating_mul(BYTES_PER_TOKEN))
 }
 
 /// 条数与总大小不超过上限。

@@ -131,7 +131,7 @@ pub fn write_list(list: &EmbeddingList<'_>, encoding: Encoding) -> Bytes {
 /// 上游回复里的向量是浮点数组时（客户端要的是 base64、上游却忽略了 `encoding_format`，如一些兼容服务），
 /// 把每个向量改写成 base64；已经是 base64 时返回 `None`（原样转发，零拷贝）。
 ///
-/// 先做字节级判断：`"embedding"` 键后紧跟 `:` 与 `[` 才解析整个回复。
+/// 先做字节级判断：第一个 `"embedding"` 键后紧跟 `:` 与 `[` 才解析整个回复。
 ///
 /// 错误：回复看起来带浮点数组却不是合法 JSON 时返回解析错误。
 pub fn floats_to_base64(body: &[u8]) -> Result<Option<Bytes>, serde_json::Error> {
@@ -157,11 +157,15 @@ pub fn floats_to_base64(body: &[u8]) -> Result<Option<Bytes>, serde_json::Error>
     serde_json::to_vec(&reply).map(|bytes| Some(Bytes::from(bytes)))
 }
 
-/// 回复里是否有写成数组的向量：某个 `"embedding"` 键之后（允许空白）紧跟 `:` 与 `[`。
+/// 回复里的向量是否写成了数组：找到第一个作键的 `"embedding"`（其后允许空白紧跟 `:`；`"object":"embedding"`
+/// 里的是值，跳过），看它的值是否以 `[` 开头。一个回复里的向量编码相同，只看第一个；字符串里的引号总是转义的，不会误认。
 fn has_float_vectors(body: &[u8]) -> bool {
-    EMBEDDING_FINDER.find_iter(body).any(|at| {
+    for at in EMBEDDING_FINDER.find_iter(body) {
         let mut rest = body[at + EMBEDDING_KEY.len()..].iter().copied();
         let mut next = || rest.find(|b| !b.is_ascii_whitespace());
-        next() == Some(KEY_VALUE_SEPARATOR) && next() == Some(ARRAY_OPEN)
-    })
+        if next() == Some(KEY_VALUE_SEPARATOR) {
+            return next() == Some(ARRAY_OPEN);
+        }
+    }
+    false
 }

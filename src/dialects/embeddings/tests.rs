@@ -157,3 +157,44 @@ fn 上游给了浮点数组_改写成base64_已是base64时零拷贝() {
     let already = br#"{"data":[{"embedding":"AACAPw=="}],"note":"\"embedding\": [1]"}"#;
     assert!(floats_to_base64(already).expect("合法").is_none());
 }
+
+#[test]
+fn 不建树的校验_嵌套错误位置_类型与重复键() {
+    assert_eq!(
+        错误(r#"{"model":"向量","input":[[1,2],[3,"x"]]}"#)
+            .param
+            .as_deref(),
+        Some("input[1][1]")
+    );
+    assert_eq!(
+        错误(r#"{"model":"向量","input":[[1],"文本"]}"#)
+            .param
+            .as_deref(),
+        Some("input[1]")
+    );
+    for bad in ["3", "true", "null", r#"{"a":1}"#] {
+        let raw = format!(r#"{{"model":"向量","input":{bad}}}"#);
+        assert_eq!(错误(&raw).param.as_deref(), Some("input"), "{bad}");
+    }
+    assert_eq!(错误("不是 JSON").code, ErrorCode::InvalidJson);
+    assert_eq!(错误("[1]").code, ErrorCode::InvalidType);
+    let twice = 错误(r#"{"model":"甲","model":"乙","input":"x"}"#);
+    assert_eq!(twice.code, ErrorCode::DuplicateKey, "{}", twice.message);
+    assert_eq!(
+        错误(r#"{"model":3,"input":"x"}"#).param.as_deref(),
+        Some("model")
+    );
+}
+
+#[test]
+fn 转义的文本_按解码后的字节数_完整对象按需解析且与原文一致() {
+    let req =
+        解析(r#"{"model":"向量","input":["\u4f60\n"],"user":"u","extra":[1]}"#).expect("合法");
+    assert_eq!(req.input_bytes, 4, "“你”3 字节加换行 1 字节");
+    assert_eq!(req.texts(), Some(vec!["你\n"]));
+    assert_eq!(
+        req.body()["extra"],
+        serde_json::json!([1]),
+        "其余字段原样保留"
+    );
+}

@@ -14,7 +14,7 @@ use pingora::protocols::http::ServerSession;
 use serde_json::{json, Value};
 
 use super::embeddings::gemini_batch;
-use super::io::write_json_with;
+use super::io::{write_json_bytes, write_json_with};
 use super::plan;
 use super::{Fault, MockApp};
 use reply::{full_response, stream, Meta};
@@ -141,7 +141,7 @@ async fn embed(
     if let Some(Fault::Status(code)) = app.fault() {
         return write_error(session, &fault_error(code)).await;
     }
-    write_json_with(session, HTTP_OK, &reply, None).await
+    write_json_bytes(session, (HTTP_OK, reply), None).await
 }
 
 /// 按故障设置返回的错误：429 带配额违规与 `RetryInfo`，其余只有消息。

@@ -15,11 +15,11 @@ use http::{HeaderName, HeaderValue};
 use serde_json::{Map, Value};
 
 use self::stream::AzureStream;
-use super::openai::{parse_openai_error, render_openai_list, EMBEDDINGS_PATH};
+use super::openai::{embeddings_body, parse_openai_error, render_openai_list, EMBEDDINGS_PATH};
 use super::{
-    body_with_model, json_content_type, key_header, upstream_body, EmbeddingsFilter,
-    EmbeddingsReply, ProviderFilter, StreamTranslator, TranslateCtx, TranslatedReply,
-    UpstreamErrorInfo, UpstreamRequest,
+    json_content_type, key_header, upstream_body, EmbeddingsFilter, EmbeddingsReply,
+    ProviderFilter, StreamTranslator, TranslateCtx, TranslatedReply, UpstreamErrorInfo,
+    UpstreamRequest,
 };
 use crate::config::Target;
 use crate::dialects::{ChatRequest, EmbeddingsRequest};
@@ -97,7 +97,7 @@ impl EmbeddingsFilter for AzureEmbeddings {
         Ok(UpstreamRequest {
             path: deployment_path(target, EMBEDDINGS_PATH),
             headers: request_headers(target)?,
-            body: body_with_model(&req.raw, &req.body, &req.model, &target.model)?,
+            body: embeddings_body(req, &target.model)?,
         })
     }
 

@@ -11,8 +11,8 @@ use crate::dialects::embeddings::{floats_to_base64, Encoding};
 use crate::dialects::EmbeddingsRequest;
 use crate::error::{ApiError, ErrorCode};
 use crate::providers::{
-    body_with_model, json_content_type, key_header, last_usage_value, EmbeddingsFilter,
-    EmbeddingsReply, UpstreamErrorInfo, UpstreamRequest,
+    body_with_model, json_content_type, key_header, last_usage_value, splice_model,
+    EmbeddingsFilter, EmbeddingsReply, UpstreamErrorInfo, UpstreamRequest,
 };
 use crate::streaming::{estimate_tokens, Usage};
 
@@ -34,7 +34,7 @@ impl EmbeddingsFilter for OpenAiEmbeddings {
         Ok(UpstreamRequest {
             path: api_path(&provider.base_url.path, EMBEDDINGS_PATH),
             headers,
-            body: body_with_model(&req.raw, &req.body, &req.model, &target.model)?,
+            body: embeddings_body(req, &target.model)?,
         })
     }
 
@@ -44,6 +44,23 @@ impl EmbeddingsFilter for OpenAiEmbeddings {
 
     fn render(&self, req: &EmbeddingsRequest, body: Bytes) -> Result<EmbeddingsReply, ApiError> {
         render_openai_list(req, body)
+    }
+}
+
+/// 发给 OpenAI 形状上游的请求体：原始字节只换 `model`；模型名相同时零拷贝，在字节里找不到 `model` 时
+/// （键名带转义）才解析整个请求、按对象序列化。
+///
+/// 错误：序列化失败（不会发生）时返回 500。
+pub(in crate::providers) fn embeddings_body(
+    req: &EmbeddingsRequest,
+    model: &str,
+) -> Result<Bytes, ApiError> {
+    if req.model == model {
+        return Ok(req.raw.clone());
+    }
+    match splice_model(&req.raw, model) {
+        Some(spliced) => Ok(spliced),
+        None => body_with_model(&req.raw, req.body(), &req.model, model),
     }
 }
 

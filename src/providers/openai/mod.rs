@@ -26,7 +26,9 @@ use crate::dialects::ChatRequest;
 use crate::error::{ApiError, ErrorCode};
 use crate::streaming::Usage;
 
-pub(super) use self::embeddings::{render_openai_list, OpenAiEmbeddings, EMBEDDINGS_PATH};
+pub(super) use self::embeddings::{
+    embeddings_body, render_openai_list, OpenAiEmbeddings, EMBEDDINGS_PATH,
+};
 pub(super) use self::error::parse_openai_error;
 pub(super) use self::responses::OpenAiResponses;
 
