@@ -11,7 +11,7 @@ use chrono::{DateTime, Datelike, Duration as Days, NaiveDate, Utc};
 use redis::Script;
 
 use crate::config::Model;
-use crate::error::{ApiError, ErrorCode, TYPE_PERMISSION, TYPE_SERVER};
+use crate::error::{ApiError, ErrorCode, TYPE_INSUFFICIENT_QUOTA, TYPE_PERMISSION, TYPE_SERVER};
 use crate::metrics::PriceTable;
 use crate::redis_link::RedisLink;
 use crate::security::{Budgets, Client};
@@ -23,10 +23,10 @@ const ADMIT_LUA: &str = include_str!("admit.lua");
 const SETTLE_LUA: &str = include_str!("settle.lua");
 /// 一美元的纳美元数。
 const NANOS_PER_USD: f64 = 1e9;
+/// 单价以每百万 token 计。
+const TOKENS_PER_MILLION: u64 = 1_000_000;
 /// 计数键在周期结束后再保留的秒数（结算晚到时还能写回）。
 const KEY_GRACE_SECS: i64 = 86_400;
-/// 预算用完时的错误类型（与 OpenAI 的额度不足一致）。
-const TYPE_INSUFFICIENT_QUOTA: &str = "insufficient_quota";
 
 /// 一次准入扣下的预留：结束时按实际费用结算。
 ///
@@ -40,12 +40,18 @@ const TYPE_INSUFFICIENT_QUOTA: &str = "insufficient_quota";
 pub struct BudgetTicket {
     keys: Vec<String>,
     reserved: i64,
+    headroom: Option<i64>,
 }
 
 impl BudgetTicket {
     /// 预留的金额（美元）。
     pub fn reserved_usd(&self) -> f64 {
         self.reserved as f64 / NANOS_PER_USD
+    }
+
+    /// 扣下预留之后，要切断越线的流（`cut_streams`）的预算里最少还剩多少美元；没有这样的预算时为 `None`。
+    pub fn headroom_usd(&self) -> Option<f64> {
+        self.headroom.map(|nanos| nanos as f64 / NANOS_PER_USD)
     }
 }
 
@@ -57,6 +63,8 @@ struct Period {
     owner: String,
     label: &'static str,
     resets: DateTime<Utc>,
+    /// 越线时切断进行中的流。
+    cut: bool,
 }
 
 /// 预算的归属：密钥自己或它的团队（计数键里的短名与错误消息里的称呼）。
@@ -126,7 +134,10 @@ impl BudgetStore {
         let mut call = self.admit.prepare_invoke();
         call.arg(reserved);
         for period in &periods {
-            call.key(&period.key).arg(period.limit).arg(period.ttl_secs);
+            call.key(&period.key)
+                .arg(period.limit)
+                .arg(period.ttl_secs)
+                .arg(u8::from(period.cut));
         }
         let mut conn = link
             .connection()
@@ -137,9 +148,10 @@ impl BudgetStore {
             .await
             .map_err(|e| unavailable(&e.to_string()))?;
         match reply.as_slice() {
-            [1, ..] => Ok(Some(BudgetTicket {
+            [1, headroom, ..] => Ok(Some(BudgetTicket {
                 keys: periods.into_iter().map(|p| p.key).collect(),
                 reserved,
+                headroom: (*headroom >= 0).then_some(*headroom),
             })),
             [0, index, spent] => {
                 let period = usize::try_from(*index - 1)
@@ -180,6 +192,31 @@ impl BudgetStore {
             );
         }
     }
+}
+
+/// 要切断越线的流时，本请求最多能输出多少 token：预留的输出加上余量按模型各目标里最贵的输出单价折算的 token。
+///
+/// 参数：价目表、模型、预留的用量、扣下预留后的余量（美元）。返回：输出上限；输出不要钱时为 `None`（不会越线）。
+pub fn output_cap(
+    pricing: &PriceTable,
+    model: &Model,
+    reserve: &Usage,
+    headroom_usd: f64,
+) -> Option<u64> {
+    let million = Usage {
+        completion: TOKENS_PER_MILLION,
+        ..Usage::default()
+    };
+    let per_million = model
+        .targets
+        .iter()
+        .filter_map(|t| pricing.cost(&t.model, &million))
+        .fold(0.0_f64, f64::max);
+    if per_million <= 0.0 {
+        return None;
+    }
+    let extra = (headroom_usd.max(0.0) * TOKENS_PER_MILLION as f64 / per_million).floor();
+    Some(reserve.completion.saturating_add(extra as u64))
 }
 
 /// 一个请求在这个模型上的最坏费用：按各目标的上游价格取最贵的。
@@ -247,6 +284,9 @@ fn periods(prefix: &str, owner: &Owner, budgets: &Budgets, now: DateTime<Utc>) -
             now,
         ));
     }
+    for period in &mut periods {
+        period.cut = budgets.cut_streams;
+    }
     periods
 }
 
@@ -266,6 +306,7 @@ fn period(
         owner,
         label,
         resets,
+        cut: false,
     }
 }
 
@@ -329,11 +370,53 @@ mod tests {
     use super::*;
     use crate::security::KeyHash;
 
+    /// 一个模型两个价格不同的目标，另一个模型输出不要钱。
+    const 价目配置: &str = r#"
+auth: { disabled: true }
+providers: [ { name: p, kind: openai_compatible, base_url: "http://127.0.0.1:1" } ]
+models:
+  - { name: m, targets: [ { provider: p, model: 便宜 }, { provider: p, model: 贵 } ] }
+  - { name: 白送, targets: [ { provider: p } ] }
+pricing:
+  - { model: 便宜, input: 1, output: 500 }
+  - { model: 贵, input: 1, output: 1000 }
+  - { model: 白送, input: 0, output: 0 }
+"#;
+
+    #[test]
+    fn 输出上限_预留的输出加上余量按最贵的输出单价折算() {
+        let yaml = 价目配置;
+        let config = crate::config::build(crate::config::parse(yaml).expect("可解析"), |_| None)
+            .expect("可构建");
+        let reserve = Usage {
+            prompt: 10,
+            completion: 2,
+            ..Usage::default()
+        };
+        let model = config.model("m").expect("有模型");
+        assert_eq!(
+            output_cap(&config.pricing, model, &reserve, 0.008),
+            Some(10)
+        );
+        assert_eq!(
+            output_cap(&config.pricing, model, &reserve, 0.0),
+            Some(2),
+            "没有余量时只能输出预留的"
+        );
+        let free = config.model("白送").expect("有模型");
+        assert_eq!(
+            output_cap(&config.pricing, free, &reserve, 0.0),
+            None,
+            "输出不要钱就不会越线"
+        );
+    }
+
     /// 每天 1 美元、每月 20 美元。
     fn 预算() -> Budgets {
         Budgets {
             daily_usd: Some(1.0),
             monthly_usd: Some(20.0),
+            cut_streams: false,
         }
     }
 

@@ -24,6 +24,8 @@ pub const TYPE_REQUESTS: &str = "requests";
 pub const TYPE_TOKENS: &str = "tokens";
 /// 错误类型：密钥有效但无权执行该操作（403）。
 pub const TYPE_PERMISSION: &str = "permission_error";
+/// 错误类型：美元预算不够（与 OpenAI 的额度不足一致）。
+pub const TYPE_INSUFFICIENT_QUOTA: &str = "insufficient_quota";
 
 /// 返回给客户端的一个 API 错误。
 ///
@@ -247,6 +249,16 @@ impl ApiError {
     pub fn rate_limited(kind: &'static str, message: impl Into<String>, retry_after: u64) -> Self {
         Self::new(429, kind, ErrorCode::RateLimitExceeded, message)
             .with_retry_after(Some(retry_after))
+    }
+
+    /// 429 `insufficient_quota`：进行中的流再输出就要越过美元预算（预算开了 `cut_streams`），流被切断。
+    pub fn budget_cut() -> Self {
+        Self::new(
+            429,
+            TYPE_INSUFFICIENT_QUOTA,
+            ErrorCode::InsufficientQuota,
+            "本请求的输出再继续就要越过美元预算，流已被切断（预算开启了 cut_streams）",
+        )
     }
 
     /// 503：限流存储（Redis）不可用，而该层配置为故障时关闭。

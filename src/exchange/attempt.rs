@@ -185,14 +185,15 @@ async fn deliver_stream(
     if x.report.keep {
         x.report.rendered = translator.final_response();
     }
-    match relayed {
+    let failed = match relayed {
         Err(Failure::Api(error)) if x.down.response_written().is_some() => {
             Err(close_failed(x.down, translator.as_mut(), error)
                 .await
                 .into())
         }
         other => other.map_err(AttemptError::from),
-    }
+    };
+    failed.map_err(spare_target)
 }
 
 /// 响应头已发出后失败：让翻译器写出客户端方言的终结事件（如 `response.failed`），写出后把错误标为已送达。
@@ -292,6 +293,15 @@ struct Reply<'a> {
     mode: &'a Mode<'a>,
     provider: &'a Provider,
     header: &'a ResponseHeader,
+}
+
+/// 预算切断的流（429 `insufficient_quota`）不是目标的错：不计入熔断，也不换目标。
+fn spare_target(mut error: AttemptError) -> AttemptError {
+    if matches!(&error.failure, Failure::Api(e) if e.code == ErrorCode::InsufficientQuota) {
+        error.verdict = Verdict::Healthy;
+        error.retryable = false;
+    }
+    error
 }
 
 /// 请求无法翻译成该目标的协议（例如某家不支持的参数）：换一个协议不同的目标也许可以，

@@ -72,6 +72,10 @@ pub struct ExchangeReport {
     pub rendered: Option<serde_json::Value>,
     /// 最后一次尝试是否透传（客户端方言与目标协议相同，回复原样转发）。
     pub passthrough: bool,
+    /// 流式输出最多多少个上游事件（约等于 token）；越过时切断流（预算的 `cut_streams`）。
+    pub output_cap: Option<u64>,
+    /// 已从上游读到的事件数（只在有 `output_cap` 时才数）。
+    pub events: u64,
 }
 
 impl ExchangeReport {
@@ -120,6 +124,22 @@ impl ExchangeReport {
         });
         self.estimated = true;
     }
+}
+
+/// 调用方对一次交换的要求。
+///
+/// 用途：`proxy` 按缓存、会话与预算的需要填写，交给 [`run`]。
+///
+/// ```
+/// let w = chatnexus::exchange::Wants { keep: true, output_cap: None }; // 保留完整回复，不限输出
+/// assert!(w.keep); // 要保留
+/// ```
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Wants {
+    /// 保留写给客户端的完整回复（Responses 的会话保存、响应缓存）。
+    pub keep: bool,
+    /// 流式输出最多多少个上游事件（约等于 token）：越过时切断流，写一个 429 `insufficient_quota` 的流中错误。
+    pub output_cap: Option<u64>,
 }
 
 /// 交换失败的原因。
@@ -260,19 +280,20 @@ impl UpstreamClient {
 
 /// 为一个客户端请求选择目标并与之交换，失败时在还没向客户端写出任何字节前换下一个目标重试。
 ///
-/// 参数：共享客户端、客户端会话、已校验的请求与是否保留写给客户端的完整回复、模型、当前配置（重试上限、熔断与衰减参数）。
+/// 参数：共享客户端、客户端会话、已校验的请求与调用方的要求（保留完整回复、输出上限）、模型、当前配置（重试上限、熔断与衰减参数）。
 /// 返回：交换报告（所用的上游与上游模型名、尝试次数、用量……），以及写给客户端的 HTTP 状态码或失败：
 /// 全部尝试失败时是最后一次的错误（消息附上此前每个目标的失败原因）；一个目标都不可用时
 /// 是 503（带最早恢复时间）；已开始流式输出后出错则不再重试，调用方写一个流中错误事件。
 pub async fn run(
     client: &UpstreamClient,
     down: &mut Session,
-    (inbound, keep): (&Inbound, bool),
+    (inbound, wants): (&Inbound, Wants),
     model: &Model,
     config: &Config,
 ) -> (ExchangeReport, Result<u16, Failure>) {
     let mut report = ExchangeReport {
-        keep,
+        keep: wants.keep,
+        output_cap: wants.output_cap,
         ..ExchangeReport::default()
     };
     let result = try_targets(client, down, (inbound, model), config, &mut report).await;

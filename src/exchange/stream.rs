@@ -75,6 +75,7 @@ pub(super) async fn relay(
             None => parser.finish(&mut events),
         }
         check_size(&parser, received, caps)?;
+        check_output(report, events.len())?;
         let step = translate(translator, &mut events, &mut out, eof);
         // 透传时原样写出上游的这一块（零拷贝），翻译时写出翻译好的事件
         let data = match chunk {
@@ -94,6 +95,18 @@ pub(super) async fn relay(
                 .map_err(Failure::gone);
         }
     }
+}
+
+/// 预算的输出上限：数上游事件（约等于 token），越过 `output_cap` 时切断流（429 `insufficient_quota` 的流中错误）。
+fn check_output(report: &mut ExchangeReport, new_events: usize) -> Result<(), ApiError> {
+    let Some(cap) = report.output_cap else {
+        return Ok(());
+    };
+    report.events = report.events.saturating_add(new_events as u64);
+    if report.events > cap {
+        return Err(ApiError::budget_cut());
+    }
+    Ok(())
 }
 
 /// 保活：上游沉默多久补一个事件，以及自上一块数据以来已经安静地等过多久（块间隔超时要减去它）。

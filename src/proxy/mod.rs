@@ -37,7 +37,7 @@ use crate::dialects::{
 };
 use crate::downstream::{self, GatewayHeaders, GatewayHeadersBuilder};
 use crate::error::{self, ApiError, ErrorCode};
-use crate::exchange::{self, Failure, UpstreamClient};
+use crate::exchange::{self, Failure, UpstreamClient, Wants};
 use crate::limits::{self, Limiter, Subjects, Ticket};
 use crate::metrics::{UsageStore, METRICS};
 use crate::response_store::ResponseStore;
@@ -388,10 +388,19 @@ impl Gateway {
         if let Some(entry) = hit {
             return cached::serve_hit(config, entry, (session, ctx), inbound).await;
         }
-        let keep = plan.as_ref().is_some_and(cached::CachePlan::stores)
-            || matches!(inbound, Inbound::Responses(req) if req.keep);
+        let wants = Wants {
+            keep: plan.as_ref().is_some_and(cached::CachePlan::stores)
+                || matches!(inbound, Inbound::Responses(req) if req.keep),
+            output_cap: ctx
+                .budget
+                .as_ref()
+                .and_then(BudgetTicket::headroom_usd)
+                .and_then(|headroom| {
+                    budgets::output_cap(&config.pricing, model, &reserve, headroom)
+                }),
+        };
         let (mut report, result) =
-            exchange::run(&self.upstream, session, (inbound, keep), model, config).await;
+            exchange::run(&self.upstream, session, (inbound, wants), model, config).await;
         if result.is_ok() {
             if let (Some(plan), Some(cache)) = (&plan, config.cache.as_ref()) {
                 cached::remember(&self.cache, cache, (plan, inbound), &report).await;
@@ -426,8 +435,14 @@ impl Gateway {
                 ProviderKind::Anthropic | ProviderKind::Gemini
             )
         }) {
-            let (report, result) =
-                exchange::run(&self.upstream, session, (inbound, false), model, config).await;
+            let (report, result) = exchange::run(
+                &self.upstream,
+                session,
+                (inbound, Wants::default()),
+                model,
+                config,
+            )
+            .await;
             ctx.report = report;
             match result {
                 Err(Failure::Api(e))

@@ -49,6 +49,9 @@ pub struct Budgets {
     /// 每个 UTC 自然月的上限（美元）。
     #[serde(default)]
     pub monthly_usd: Option<f64>,
+    /// 进行中的流按输出估算的花费要越过上限时切断它（写一个流中错误）；缺省不切，只在准入时按最坏费用预留。
+    #[serde(default)]
+    pub cut_streams: bool,
 }
 
 /// SHA-256 摘要的字节数。

@@ -302,6 +302,7 @@ mod tests {
         team.budgets = Some(Budgets {
             daily_usd: Some(1.0),
             monthly_usd: None,
+            cut_streams: false,
         });
         let (_, client) = r.client(Some(&team)).expect("摘要合法");
         assert!(client.allows_model("gpt-4o"), "两者都允许的模型");

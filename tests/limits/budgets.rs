@@ -20,6 +20,8 @@ use crate::support::{expect_error, redis_url, unique_prefix};
 
 /// 一美元的纳美元数。
 const NANOS_PER_USD: f64 = 1e9;
+/// 模拟上游 `stream` 一个流的内容块数。
+const STREAM_CHUNKS: usize = 50;
 /// 每个实例并发发出的请求数。
 const PER_INSTANCE: usize = 15;
 
@@ -153,8 +155,9 @@ async fn 预算_带预算的密钥不能用没有价格的模型() {
         json!({ "name": "预算丙", "budgets": { "monthly_usd": 5 } }),
     )
     .await;
+    // 模型 `lone` 的上游模型没有价格
     let ask = Ask {
-        model: "stream",
+        model: "lone",
         ..Ask::default()
     };
     let deadline = std::time::Instant::now() + HANG_GUARD;
@@ -334,6 +337,7 @@ async fn 跨月_上月用完的月预算在新月重新可用_日预算跨日重
     client.budgets = Some(Budgets {
         daily_usd: Some(5.0),
         monthly_usd: Some(1.0),
+        cut_streams: false,
     });
     let december = 时刻("2026-12-31T23:59:50Z");
     let first = store.reserve_at(&client, 0.6, december).await;
@@ -356,6 +360,7 @@ async fn 跨月_上月用完的月预算在新月重新可用_日预算跨日重
     daily.budgets = Some(Budgets {
         daily_usd: Some(1.0),
         monthly_usd: None,
+        cut_streams: false,
     });
     let late = 时刻("2027-03-10T23:59:59Z");
     store.reserve_at(&daily, 0.9, late).await.expect("在预算内");
@@ -368,4 +373,55 @@ async fn 跨月_上月用完的月预算在新月重新可用_日预算跨日重
         .reserve_at(&daily, 0.9, next_day)
         .await
         .expect("第二天重新可用");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn 越线切流_流在预算用完前被切断_写一个_insufficient_quota_的流中错误() {
+    let (gateways, prefix) = 实例("cnx-budget-cut", 1);
+    // 每个输出 token 千分之一美元：预留 2 个 token 的输出后余量 0.008 美元，最多再输出 8 个
+    let body = json!({ "name": "切流", "budgets": { "daily_usd": 0.01, "cut_streams": true } });
+    let secret = 新建(gateways[0], body).await;
+    let client = reqwest::Client::new();
+    // 用模型列表等到新密钥生效：它不花钱，聊天请求会先用掉这点预算
+    let models = gateways[0].url("/v1/models");
+    crate::admin::直到("新密钥可用", 200, || async {
+        let resp = client.get(&models).bearer_auth(&secret).send().await;
+        resp.map_or(0, |r| r.status().as_u16())
+    })
+    .await;
+    let ask = Ask {
+        model: "stream",
+        stream: true,
+        max_tokens: 2,
+        ..Ask::default()
+    };
+    let resp = chat(&client, gateways[0], &secret, ask).await;
+    assert_eq!(resp.status(), 200, "准入时预算够用");
+    let text = tokio::time::timeout(HANG_GUARD, resp.text())
+        .await
+        .expect("流应被切断而不是挂起")
+        .expect("读完流");
+    let events: Vec<&str> = text
+        .split("\n\n")
+        .filter_map(|e| e.strip_prefix("data: "))
+        .collect();
+    let last = events.last().copied().unwrap_or_default();
+    assert!(
+        last.contains("insufficient_quota"),
+        "最后是预算的流中错误：{last}"
+    );
+    assert!(
+        events.len() < STREAM_CHUNKS,
+        "流在 {STREAM_CHUNKS} 块之前被切断，实际 {} 个事件",
+        events.len()
+    );
+    assert!(!text.contains("[DONE]"), "被切断的流没有正常结束标记");
+    let limit = (0.01 * NANOS_PER_USD) as i64;
+    let deadline = std::time::Instant::now() + HANG_GUARD;
+    while 今日已扣(&prefix, "切流") == 0 {
+        assert!(std::time::Instant::now() < deadline, "没有扣预算");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let spent = 今日已扣(&prefix, "切流");
+    assert!(spent <= limit, "结算后已扣 {spent} 不超过上限 {limit}");
 }

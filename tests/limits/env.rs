@@ -210,7 +210,7 @@ pub const ADMIN_TOKEN: &str = "admin-token-for-tests";
 /// 预算测试里模型 `fast` 的输入与输出单价（美元每百万 token）：每个 token 千分之一美元，金额好算。
 pub const FAST_PRICE_PER_MILLION: f64 = 1000.0;
 
-/// 启动一个开着管理接口（令牌为 [`ADMIN_TOKEN`]）、虚拟密钥存在 `redis` 里的网关；模型 `fast` 有价格。
+/// 启动一个开着管理接口（令牌为 [`ADMIN_TOKEN`]）、虚拟密钥存在 `redis` 里的网关；模型 `fast` 与 `stream` 有价格。
 pub fn start_admin_gateway(redis: Redis) -> Gateway {
     let price = Price {
         model: "fast".to_string(),
@@ -218,10 +218,18 @@ pub fn start_admin_gateway(redis: Redis) -> Gateway {
         output: FAST_PRICE_PER_MILLION,
         cached: FAST_PRICE_PER_MILLION,
     };
+    // 模型 `stream`（50 块、每块 100 毫秒）只有输出价格：切断越线的流的测试按输出算余量
+    let stream = Price {
+        model: "stream".to_string(),
+        input: 0.0,
+        output: FAST_PRICE_PER_MILLION,
+        cached: 0.0,
+    };
     let config = gateway_config()
         .redis(redis)
         .with_admin(ADMIN_TOKEN)
-        .price(price);
+        .price(price)
+        .price(stream);
     Launch::new(config).start()
 }
 
