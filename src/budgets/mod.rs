@@ -221,23 +221,34 @@ pub fn output_cap(
 
 /// 一个请求在这个模型上的最坏费用：按各目标的上游价格取最贵的。
 ///
-/// 参数：价目表、模型、预留的用量（输入估算与最大输出）。
-/// 错误：有目标的上游模型没有价格时 403 `model_not_priced`（带预算的密钥不能用没有价格的模型）。
-pub fn worst_case(pricing: &PriceTable, model: &Model, usage: &Usage) -> Result<f64, ApiError> {
+/// 参数：价目表、模型、预留的用量（输入估算与最大输出）、没有价格的目标是否按 0 美元计（`budgets.allow_unpriced_models`）。
+/// 错误：有目标的上游模型没有价格、又不允许按 0 计时 403 `model_not_priced`（带预算的密钥不能用没有价格的模型）。
+pub fn worst_case(
+    pricing: &PriceTable,
+    model: &Model,
+    (usage, allow_unpriced): (&Usage, bool),
+) -> Result<f64, ApiError> {
     let mut worst: f64 = 0.0;
     for target in &model.targets {
-        let cost = pricing.cost(&target.model, usage).ok_or_else(|| {
-            ApiError::new(
-                403,
-                TYPE_PERMISSION,
-                ErrorCode::ModelNotPriced,
-                format!("模型 `{}` 没有价格，带预算的密钥不能使用它（请在 pricing 里给出上游模型的单价）", model.name),
-            )
-            .with_param("model")
-        })?;
+        let cost = match pricing.cost(&target.model, usage) {
+            Some(cost) => cost,
+            None if allow_unpriced => 0.0,
+            None => return Err(unpriced(&model.name)),
+        };
         worst = worst.max(cost);
     }
     Ok(worst)
+}
+
+/// 403 `model_not_priced`：带预算的密钥请求了没有价格的模型。
+fn unpriced(model: &str) -> ApiError {
+    ApiError::new(
+        403,
+        TYPE_PERMISSION,
+        ErrorCode::ModelNotPriced,
+        format!("模型 `{model}` 没有价格，带预算的密钥不能使用它（请在 pricing 里给出上游模型的单价，或设置 budgets.allow_unpriced_models）"),
+    )
+    .with_param("model")
 }
 
 /// 客户端要检查的全部预算周期：密钥自己的与团队的，各自的日与月。
@@ -377,6 +388,7 @@ providers: [ { name: p, kind: openai_compatible, base_url: "http://127.0.0.1:1" 
 models:
   - { name: m, targets: [ { provider: p, model: 便宜 }, { provider: p, model: 贵 } ] }
   - { name: 白送, targets: [ { provider: p } ] }
+  - { name: 无价, targets: [ { provider: p, model: 没有价格 }, { provider: p, model: 贵 } ] }
 pricing:
   - { model: 便宜, input: 1, output: 500 }
   - { model: 贵, input: 1, output: 1000 }
@@ -409,6 +421,26 @@ pricing:
             None,
             "输出不要钱就不会越线"
         );
+    }
+
+    #[test]
+    fn 最坏费用_没有价格的目标缺省拒绝_允许时按零计() {
+        let config =
+            crate::config::build(crate::config::parse(价目配置).expect("可解析"), |_| None)
+                .expect("可构建");
+        let reserve = Usage {
+            prompt: 0,
+            completion: 1000,
+            ..Usage::default()
+        };
+        let model = config.model("无价").expect("有模型");
+        let refused = worst_case(&config.pricing, model, (&reserve, false)).expect_err("没有价格");
+        assert_eq!(
+            (refused.status, refused.code),
+            (403, ErrorCode::ModelNotPriced)
+        );
+        let allowed = worst_case(&config.pricing, model, (&reserve, true)).expect("按零计");
+        assert!((allowed - 1.0).abs() < 1e-12, "有价格的目标照算：{allowed}");
     }
 
     /// 每天 1 美元、每月 20 美元。

@@ -95,6 +95,7 @@ fn assemble(
         pricing: PriceTable::new(file.pricing),
         access_log: file.access_log,
         responses: file.responses,
+        budgets: file.budgets,
         cache: file.cache,
         security: file.security,
         redis,

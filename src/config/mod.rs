@@ -36,10 +36,10 @@ pub use limits::{
     RateLimitSettings,
 };
 pub use schema::{
-    AccessLogFormat, AccessLogSettings, AdminSection, AuthSettings, BaseUrl, CacheBackend,
-    CacheMode, CacheScope, CacheSettings, ConfigFile, CorsSettings, ListenAddr, MockListen,
-    ModelConfig, ModelKind, ProviderConfig, ProviderKind, RedisSettings, ResponsesSettings,
-    SecuritySettings, ServerSettings, TargetConfig, Timeouts,
+    AccessLogFormat, AccessLogSettings, AdminSection, AuthSettings, BaseUrl, BudgetSettings,
+    CacheBackend, CacheMode, CacheScope, CacheSettings, ConfigFile, CorsSettings, ListenAddr,
+    MockListen, ModelConfig, ModelKind, ProviderConfig, ProviderKind, RedisSettings,
+    ResponsesSettings, SecuritySettings, ServerSettings, TargetConfig, Timeouts,
 };
 
 /// 上游名是否合法（字母、数字、`._-`，1 到 64 个字符）；命令行加密前用它检查 `--provider`。
@@ -250,6 +250,8 @@ pub struct Config {
     pub access_log: AccessLogSettings,
     /// OpenAI Responses 接口的会话保存。
     pub responses: ResponsesSettings,
+    /// 美元预算的全局规则。
+    pub budgets: BudgetSettings,
     /// 响应缓存；`None` 时不缓存。
     pub cache: Option<CacheSettings>,
     /// 安全设置（CORS、签名时间窗口、进程内防重放存储上限）。

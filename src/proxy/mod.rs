@@ -495,7 +495,8 @@ impl Gateway {
         let Some(client) = client.filter(|c| c.has_budgets() && tokens > 0) else {
             return Ok(());
         };
-        let worst = budgets::worst_case(&config.pricing, model, &reserve)?;
+        let unpriced = config.budgets.allow_unpriced_models;
+        let worst = budgets::worst_case(&config.pricing, model, (&reserve, unpriced))?;
         ctx.budget = self.budgets.reserve(client, worst).await?;
         Ok(())
     }

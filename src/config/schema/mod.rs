@@ -16,7 +16,9 @@ use crate::mock::MockSettings;
 pub use cache::{CacheBackend, CacheMode, CacheScope, CacheSettings};
 pub use models::{ModelConfig, ModelKind, TargetConfig};
 pub use providers::{BaseUrl, ProviderConfig, ProviderKind, Timeouts};
-pub use security::{AdminSection, AuthSettings, CorsSettings, RedisSettings, SecuritySettings};
+pub use security::{
+    AdminSection, AuthSettings, BudgetSettings, CorsSettings, RedisSettings, SecuritySettings,
+};
 pub use server::{
     AccessLogFormat, AccessLogSettings, ListenAddr, ResponsesSettings, ServerSettings,
 };
@@ -59,6 +61,9 @@ pub struct ConfigFile {
     /// OpenAI Responses 接口的会话保存。
     #[serde(default)]
     pub responses: ResponsesSettings,
+    /// 美元预算的全局规则。
+    #[serde(default)]
+    pub budgets: BudgetSettings,
     /// 响应缓存；不写即不缓存。
     #[serde(default)]
     pub cache: Option<CacheSettings>,

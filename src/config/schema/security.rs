@@ -42,6 +42,23 @@ pub struct AdminSection {
     pub token_sha256_env: Option<String>,
 }
 
+/// `budgets` 段：美元预算的全局规则。
+///
+/// 用途：带预算的密钥请求没有价格的模型时怎么办——缺省拒绝（403 `model_not_priced`，无法预留费用），
+/// 也可以按 0 美元计（只适合确实免费的自建模型）。
+///
+/// ```
+/// let b: chatnexus::config::BudgetSettings = serde_yaml::from_str("{ allow_unpriced_models: true }").unwrap(); // 放行
+/// assert!(b.allow_unpriced_models); // 没有价格的模型按 0 美元计
+/// ```
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetSettings {
+    /// 为真时带预算的密钥也能用没有价格的模型，费用按 0 美元计（不预留、不扣）。
+    #[serde(default)]
+    pub allow_unpriced_models: bool,
+}
+
 /// 签名时间窗口的缺省值（秒）。
 const DEFAULT_SIGNATURE_WINDOW_SECS: u64 = crate::security::signing::DEFAULT_WINDOW_SECS;
 /// CORS 预检结果的缺省缓存时间（秒）。
