@@ -283,28 +283,26 @@ fn periods(prefix: &str, owner: &Owner, budgets: &Budgets, now: DateTime<Utc>) -
     if let Some(usd) = budgets.daily_usd {
         let key = format!("{base}:d:{}", today.format("%Y%m%d"));
         let ends = today + Days::days(1);
-        periods.push(period(key, usd, (who.clone(), "每日预算"), ends, now));
+        let limit = (usd, budgets.cut_streams);
+        periods.push(period(key, limit, (who.clone(), "每日预算"), ends, now));
     }
     if let Some(usd) = budgets.monthly_usd {
         let key = format!("{base}:m:{}", today.format("%Y%m"));
         periods.push(period(
             key,
-            usd,
+            (usd, budgets.cut_streams),
             (who, "每月预算"),
             first_of_next_month(today),
             now,
         ));
     }
-    for period in &mut periods {
-        period.cut = budgets.cut_streams;
-    }
     periods
 }
 
-/// 一个周期：上限换成纳美元，计数键在周期结束后再留 [`KEY_GRACE_SECS`]。
+/// 一个周期：上限换成纳美元（连同越线时是否切流），计数键在周期结束后再留 [`KEY_GRACE_SECS`]。
 fn period(
     key: String,
-    usd: f64,
+    (usd, cut): (f64, bool),
     (owner, label): (String, &'static str),
     ends: NaiveDate,
     now: DateTime<Utc>,
@@ -317,7 +315,7 @@ fn period(
         owner,
         label,
         resets,
-        cut: false,
+        cut,
     }
 }
 
@@ -395,11 +393,15 @@ pricing:
   - { model: 白送, input: 0, output: 0 }
 "#;
 
+    /// 由 [`价目配置`] 构建的配置。
+    fn 价目() -> crate::config::Config {
+        crate::config::build(crate::config::parse(价目配置).expect("可解析"), |_| None)
+            .expect("可构建")
+    }
+
     #[test]
     fn 输出上限_预留的输出加上余量按最贵的输出单价折算() {
-        let yaml = 价目配置;
-        let config = crate::config::build(crate::config::parse(yaml).expect("可解析"), |_| None)
-            .expect("可构建");
+        let config = 价目();
         let reserve = Usage {
             prompt: 10,
             completion: 2,
@@ -425,9 +427,7 @@ pricing:
 
     #[test]
     fn 最坏费用_没有价格的目标缺省拒绝_允许时按零计() {
-        let config =
-            crate::config::build(crate::config::parse(价目配置).expect("可解析"), |_| None)
-                .expect("可构建");
+        let config = 价目();
         let reserve = Usage {
             prompt: 0,
             completion: 1000,

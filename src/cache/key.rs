@@ -1,4 +1,4 @@
-//! 请求能否用缓存，以及缓存键：范围主体、模型、方言与规范化后的请求内容的 SHA-256。
+//! 请求能否用缓存，以及缓存键：范围主体、模型、接口与规范化后的请求内容的 SHA-256。
 
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
@@ -52,7 +52,7 @@ pub(super) fn key(
     settings: &CacheSettings,
     (owner, team): (&str, Option<&str>),
     model: &str,
-    dialect: &str,
+    endpoint: &str,
     body: &Map<String, Value>,
 ) -> String {
     let team_principal;
@@ -70,7 +70,7 @@ pub(super) fn key(
     for part in [
         principal.as_bytes(),
         model.as_bytes(),
-        dialect.as_bytes(),
+        endpoint.as_bytes(),
         &canonical,
     ] {
         hasher.update((part.len() as u64).to_le_bytes());

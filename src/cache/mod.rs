@@ -123,15 +123,15 @@ impl ResponseCache {
     /// 客户端可见的模型名、接口标签、请求的语义内容——
     /// body 去掉 stream、stream_options、user、metadata 之后规范化（对象键递归排序，紧凑序列化），字段顺序与空白不影响键。
     ///
-    /// 参数：缓存设置、客户端密钥名与它的团队、客户端可见的模型名、接口标签（如 `chat`）、请求体。
+    /// 参数：缓存设置、客户端密钥名与它的团队、客户端可见的模型名、接口标签（如 `chat_completions`）、请求体。
     pub fn key(
         settings: &CacheSettings,
         owner: (&str, Option<&str>),
         model: &str,
-        dialect: &str,
+        endpoint: &str,
         body: &Map<String, Value>,
     ) -> String {
-        key::key(settings, owner, model, dialect, body)
+        key::key(settings, owner, model, endpoint, body)
     }
 
     /// 查找：local 后端进程内 LRU（按总字节数淘汰、过期即删）；redis 后端 GET，Redis 慢或不可用时返回 Bypass（不失败），

@@ -172,19 +172,6 @@ impl Inbound {
         }
     }
 
-    /// 接口的标签（响应缓存键的一部分：同一请求体在不同接口上是不同的请求）。
-    ///
-    /// 返回：`chat`、`messages`、`count_tokens`、`responses` 或 `embeddings`。
-    pub fn label(&self) -> &'static str {
-        match self {
-            Inbound::Chat(_) => "chat",
-            Inbound::Messages(_) => "messages",
-            Inbound::CountTokens(_) => "count_tokens",
-            Inbound::Responses(_) => "responses",
-            Inbound::Embeddings(_) => "embeddings",
-        }
-    }
-
     /// 回复是否只由请求决定（向量是；聊天要看采样参数），响应缓存的 `deterministic` 模式据此判断。
     pub fn deterministic(&self) -> bool {
         matches!(self, Inbound::Embeddings(_))

@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::{HeaderName, HeaderValue};
-use once_cell::sync::Lazy;
 use pingora::http::ResponseHeader;
 use pingora::protocols::http::client::HttpSession;
 use pingora_proxy::Session;
@@ -26,12 +25,10 @@ const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
 /// 上游完整（非流式）响应体的上限。
 const MAX_RESPONSE_BODY_BYTES: usize = 64 * 1024 * 1024;
 /// 用量是网关估算的回复带的响应头。
-static ESTIMATED_USAGE: Lazy<[(HeaderName, HeaderValue); 1]> = Lazy::new(|| {
-    [(
-        HeaderName::from_static(USAGE_HEADER),
-        HeaderValue::from_static(ESTIMATED),
-    )]
-});
+static ESTIMATED_USAGE: [(HeaderName, HeaderValue); 1] = [(
+    HeaderName::from_static(USAGE_HEADER),
+    HeaderValue::from_static(ESTIMATED),
+)];
 /// 标明用量来源的响应头。
 const USAGE_HEADER: &str = "x-chatnexus-usage";
 /// 用量是估算的。

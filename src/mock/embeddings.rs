@@ -29,6 +29,8 @@ const MAX_DIMENSIONS: usize = 4096;
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 /// FNV-1a 的乘数。
 const FNV_PRIME: u64 = 0x0100_0000_01b3;
+/// xorshift64 的三个位移（Marsaglia 给出的一组，周期为 2^64 - 1）。
+const XORSHIFT: [u32; 3] = [13, 7, 17];
 /// 取随机数高位的位移（留下 24 位，恰好是 f32 的有效位数）。
 const MANTISSA_SHIFT: u32 = 40;
 /// 24 位整数的范围。
@@ -41,9 +43,9 @@ pub(super) fn vector(text: &str, dimensions: usize) -> Vec<f32> {
     });
     (0..dimensions)
         .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
+            state ^= state << XORSHIFT[0];
+            state ^= state >> XORSHIFT[1];
+            state ^= state << XORSHIFT[2];
             let unit = (state >> MANTISSA_SHIFT) as f32 / MANTISSA_RANGE;
             unit * 2.0 - 1.0
         })

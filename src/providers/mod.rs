@@ -546,6 +546,20 @@ pub(crate) fn json_content_type() -> (HeaderName, HeaderValue) {
     (CONTENT_TYPE, HeaderValue::from_static(JSON_CONTENT_TYPE))
 }
 
+/// 发往上游的 JSON 请求的头：内容类型，以及提供方配置了密钥时携带它的认证头（见 [`key_header`]）。
+///
+/// 参数：提供方、认证头的名字与值的前缀（如 `Authorization` 与 `Bearer `）。
+/// 错误：密钥含非法字符时返回 500。
+pub(crate) fn json_headers(
+    provider: &Provider,
+    name: HeaderName,
+    prefix: &str,
+) -> Result<Vec<(HeaderName, HeaderValue)>, ApiError> {
+    let mut headers = vec![json_content_type()];
+    headers.extend(key_header(provider, name, prefix)?);
+    Ok(headers)
+}
+
 /// 提供方配置了密钥时，生成携带它的认证头（`前缀 + 密钥`），并标记为敏感（不进日志与 HPACK 索引）。
 ///
 /// 错误：密钥含有不能出现在 HTTP 头里的字符时返回 500（配置问题，消息不含密钥本身）。

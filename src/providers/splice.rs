@@ -44,10 +44,11 @@ pub fn splice_model(raw: &[u8], model: &str) -> Option<Bytes> {
 /// 透传的请求体：模型名相同时原样（零拷贝）；否则在原始字节里替换，找不到时退回按对象序列化
 /// （字段顺序仍保持，空白与数字写法按 serde_json 的格式）。
 ///
+/// 参数：`body` 给出请求对象，只在退回按对象序列化时才调用（向量请求的对象是用到时才解析的）。
 /// 错误：序列化失败时返回 500。
-pub fn body_with_model(
+pub fn body_with_model<'a>(
     raw: &Bytes,
-    body: &Map<String, Value>,
+    body: impl FnOnce() -> &'a Map<String, Value>,
     current: &str,
     model: &str,
 ) -> Result<Bytes, ApiError> {
@@ -57,7 +58,7 @@ pub fn body_with_model(
     if let Some(spliced) = splice_model(raw, model) {
         return Ok(spliced);
     }
-    let mut copy = body.clone();
+    let mut copy = body().clone();
     copy.insert("model".into(), Value::String(model.to_string()));
     serde_json::to_vec(&copy)
         .map(Bytes::from)

@@ -1,7 +1,7 @@
 //! 响应缓存在请求路径上的使用：准入之后查找，命中时按客户端要的形式（JSON 或 SSE）回放，
 //! 未命中时交换后保存正常结束的完整回复。
 //!
-//! 三种方言都缓存，各存各的（方言在缓存键里）：条目是客户端方言的完整回复（`chat.completion`、
+//! 三种方言与向量都缓存，各存各的（接口标签 `RequestCtx::endpoint` 在缓存键里）：条目是客户端方言的完整回复（`chat.completion`、
 //! `message` 或 `response`），同一方言的流式与非流式请求共用一条。
 
 use std::time::Duration;
@@ -79,7 +79,7 @@ pub(super) fn plan(
         settings,
         (owner, team),
         inbound.model(),
-        inbound.label(),
+        ctx.endpoint,
         inbound.body(),
     );
     Some(CachePlan {

@@ -96,29 +96,11 @@ fn rfc3339(unix_secs: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{build, parse};
-
-    fn 配置() -> Config {
-        let yaml = r#"
-auth: { disabled: true }
-providers:
-  - name: local
-    kind: openai_compatible
-    base_url: 'http://127.0.0.1:1'
-  - name: o
-    kind: openai
-    api_key_env: 未设置
-    base_url: 'https://api.openai.com'
-models:
-  - { name: 甲, targets: [ { provider: local } ] }
-  - { name: 乙, targets: [ { provider: o } ] }
-"#;
-        build(parse(yaml).expect("可解析"), |_| None).expect("可构建")
-    }
+    use crate::upstream::两个上游的配置;
 
     #[test]
     fn 模型列表_按配置顺序() {
-        let v: Value = serde_json::from_slice(&models_body(&配置(), None)).expect("JSON");
+        let v: Value = serde_json::from_slice(&models_body(&两个上游的配置(), None)).expect("JSON");
         assert_eq!(v["object"], "list");
         let ids: Vec<&str> = v["data"]
             .as_array()
@@ -131,7 +113,7 @@ models:
 
     #[test]
     fn 模型列表_同时带_anthropic_sdk_要的字段() {
-        let v: Value = serde_json::from_slice(&models_body(&配置(), None)).expect("JSON");
+        let v: Value = serde_json::from_slice(&models_body(&两个上游的配置(), None)).expect("JSON");
         assert_eq!(
             (&v["has_more"], &v["first_id"], &v["last_id"]),
             (&json!(false), &json!("甲"), &json!("乙"))
@@ -158,14 +140,15 @@ models:
     fn 模型列表_只列出客户端允许的模型() {
         use crate::security::KeyHash;
         let client = Client::new("甲", KeyHash::of("sk-甲")).with_models(vec!["乙".into()]);
-        let v: Value = serde_json::from_slice(&models_body(&配置(), Some(&client))).expect("JSON");
+        let v: Value =
+            serde_json::from_slice(&models_body(&两个上游的配置(), Some(&client))).expect("JSON");
         assert_eq!(v["data"].as_array().map(Vec::len), Some(1));
         assert_eq!(v["data"][0]["id"], "乙");
     }
 
     #[test]
     fn 公开健康检查_只给状态() {
-        let body = health_body(&配置(), &Balancer::default());
+        let body = health_body(&两个上游的配置(), &Balancer::default());
         assert_eq!(
             &body[..],
             br#"{"status":"degraded"}"#,

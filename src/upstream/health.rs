@@ -37,12 +37,12 @@ pub fn health_details(config: &Config, balancer: &Balancer, started: Instant) ->
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::config::{build, parse};
 
-    /// 两个上游（一个停用）、各一个模型的配置。
-    fn 配置() -> Config {
+    /// 两个上游（一个停用）、各一个模型的配置（`proxy::local` 的测试也用它）。
+    pub(crate) fn 配置() -> Config {
         let yaml = r#"
 auth: { disabled: true }
 providers:

@@ -22,6 +22,8 @@ pub use breaker::{Admission, Breaker, BreakerState};
 pub use dns::{Addrs, DnsCache, DnsRefresher};
 pub use ewma::{PeakEwma, INITIAL_LATENCY};
 pub use health::health_details;
+#[cfg(test)]
+pub(crate) use health::tests::配置 as 两个上游的配置;
 pub use select::{choose, Choice};
 pub use state::{
     Health, Lease, LeaseSettings, ProbeState, TargetState, Verdict, DEFAULT_THROTTLE,

@@ -46,7 +46,7 @@ impl Passthrough for AnthropicNative {
                 ));
             }
         };
-        let body = body_with_model(&req.raw, &req.body, &req.model, &target.model)?;
+        let body = body_with_model(&req.raw, || &req.body, &req.model, &target.model)?;
         let provider = &target.provider;
         let mut headers = request_headers(req);
         headers.extend(key_header(

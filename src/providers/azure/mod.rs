@@ -15,9 +15,9 @@ use http::{HeaderName, HeaderValue};
 use serde_json::{Map, Value};
 
 use self::stream::AzureStream;
-use super::openai::{embeddings_body, parse_openai_error, render_openai_list, EMBEDDINGS_PATH};
+use super::openai::{parse_openai_error, render_openai_list, EMBEDDINGS_PATH};
 use super::{
-    json_content_type, key_header, upstream_body, EmbeddingsFilter, EmbeddingsReply,
+    body_with_model, json_headers, upstream_body, EmbeddingsFilter, EmbeddingsReply,
     ProviderFilter, StreamTranslator, TranslateCtx, TranslatedReply, UpstreamErrorInfo,
     UpstreamRequest,
 };
@@ -97,7 +97,7 @@ impl EmbeddingsFilter for AzureEmbeddings {
         Ok(UpstreamRequest {
             path: deployment_path(target, EMBEDDINGS_PATH),
             headers: request_headers(target)?,
-            body: embeddings_body(req, &target.model)?,
+            body: body_with_model(&req.raw, || req.body(), &req.model, &target.model)?,
         })
     }
 
@@ -124,13 +124,11 @@ fn deployment_path(target: &Target, endpoint: &str) -> String {
 ///
 /// 错误：密钥含非法字符时返回 500。
 fn request_headers(target: &Target) -> Result<Vec<(HeaderName, HeaderValue)>, ApiError> {
-    let mut headers = vec![json_content_type()];
-    headers.extend(key_header(
+    json_headers(
         &target.provider,
         HeaderName::from_static(API_KEY_HEADER),
         "",
-    )?);
-    Ok(headers)
+    )
 }
 
 /// Azure 的错误：OpenAI 信封，部署不存在改成 `model_not_found`，纯数字的错误码去掉，429 没有错误码时补上。

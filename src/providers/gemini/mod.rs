@@ -37,7 +37,7 @@ use self::response::{completion, parse_object};
 use self::stream::GeminiStream;
 use super::convert;
 use super::{
-    json_content_type, key_header, ProviderFilter, StreamTranslator, TranslateCtx, TranslatedReply,
+    json_headers, ProviderFilter, StreamTranslator, TranslateCtx, TranslatedReply,
     UpstreamErrorInfo, UpstreamRequest,
 };
 use crate::config::{Provider, Target};
@@ -70,13 +70,7 @@ pub(super) use self::embeddings::GeminiEmbeddings;
 ///
 /// 错误：密钥含非法字符时返回 500。
 fn request_headers(provider: &Provider) -> Result<Vec<(HeaderName, HeaderValue)>, ApiError> {
-    let mut headers = vec![json_content_type()];
-    headers.extend(key_header(
-        provider,
-        HeaderName::from_static(API_KEY_HEADER),
-        "",
-    )?);
-    Ok(headers)
+    json_headers(provider, HeaderName::from_static(API_KEY_HEADER), "")
 }
 
 impl ProviderFilter for GeminiFilter {

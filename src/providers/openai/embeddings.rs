@@ -2,17 +2,16 @@
 //! 只读出用量——客户端要 base64 而上游给了浮点数组时（一些兼容服务忽略 `encoding_format`）改写成 base64。
 
 use bytes::Bytes;
-use http::header::AUTHORIZATION;
 use serde::Deserialize;
 
-use super::{api_path, parse_openai_error, BEARER_PREFIX};
+use super::{api_path, parse_openai_error, request_headers};
 use crate::config::Target;
 use crate::dialects::embeddings::{floats_to_base64, Encoding};
 use crate::dialects::EmbeddingsRequest;
 use crate::error::{ApiError, ErrorCode};
 use crate::providers::{
-    body_with_model, json_content_type, key_header, last_usage_value, splice_model,
-    EmbeddingsFilter, EmbeddingsReply, UpstreamErrorInfo, UpstreamRequest,
+    body_with_model, last_usage_value, EmbeddingsFilter, EmbeddingsReply, UpstreamErrorInfo,
+    UpstreamRequest,
 };
 use crate::streaming::{estimate_tokens, Usage};
 
@@ -29,12 +28,10 @@ impl EmbeddingsFilter for OpenAiEmbeddings {
         target: &Target,
     ) -> Result<UpstreamRequest, ApiError> {
         let provider = &target.provider;
-        let mut headers = vec![json_content_type()];
-        headers.extend(key_header(provider, AUTHORIZATION, BEARER_PREFIX)?);
         Ok(UpstreamRequest {
             path: api_path(&provider.base_url.path, EMBEDDINGS_PATH),
-            headers,
-            body: embeddings_body(req, &target.model)?,
+            headers: request_headers(provider)?,
+            body: body_with_model(&req.raw, || req.body(), &req.model, &target.model)?,
         })
     }
 
@@ -44,23 +41,6 @@ impl EmbeddingsFilter for OpenAiEmbeddings {
 
     fn render(&self, req: &EmbeddingsRequest, body: Bytes) -> Result<EmbeddingsReply, ApiError> {
         render_openai_list(req, body)
-    }
-}
-
-/// 发给 OpenAI 形状上游的请求体：原始字节只换 `model`；模型名相同时零拷贝，在字节里找不到 `model` 时
-/// （键名带转义）才解析整个请求、按对象序列化。
-///
-/// 错误：序列化失败（不会发生）时返回 500。
-pub(in crate::providers) fn embeddings_body(
-    req: &EmbeddingsRequest,
-    model: &str,
-) -> Result<Bytes, ApiError> {
-    if req.model == model {
-        return Ok(req.raw.clone());
-    }
-    match splice_model(&req.raw, model) {
-        Some(spliced) => Ok(spliced),
-        None => body_with_model(&req.raw, req.body(), &req.model, model),
     }
 }
 

@@ -14,21 +14,20 @@ mod tests;
 
 use bytes::Bytes;
 use http::header::AUTHORIZATION;
+use http::{HeaderName, HeaderValue};
 
 use self::model::ModelName;
 use self::stream::OpenAiStream;
 use super::{
-    json_content_type, key_header, upstream_body, ProviderFilter, StreamTranslator, TranslateCtx,
-    TranslatedReply, UpstreamErrorInfo, UpstreamRequest,
+    json_headers, upstream_body, ProviderFilter, StreamTranslator, TranslateCtx, TranslatedReply,
+    UpstreamErrorInfo, UpstreamRequest,
 };
-use crate::config::{ProviderKind, Target};
+use crate::config::{Provider, ProviderKind, Target};
 use crate::dialects::ChatRequest;
 use crate::error::{ApiError, ErrorCode};
 use crate::streaming::Usage;
 
-pub(super) use self::embeddings::{
-    embeddings_body, render_openai_list, OpenAiEmbeddings, EMBEDDINGS_PATH,
-};
+pub(super) use self::embeddings::{render_openai_list, OpenAiEmbeddings, EMBEDDINGS_PATH};
 pub(super) use self::error::parse_openai_error;
 pub(super) use self::responses::OpenAiResponses;
 
@@ -53,11 +52,9 @@ impl ProviderFilter for OpenAiFilter {
         target: &Target,
     ) -> Result<UpstreamRequest, ApiError> {
         let provider = &target.provider;
-        let mut headers = vec![json_content_type()];
-        headers.extend(key_header(provider, AUTHORIZATION, BEARER_PREFIX)?);
         Ok(UpstreamRequest {
             path: chat_path(&provider.base_url.path),
-            headers,
+            headers: request_headers(provider)?,
             body: upstream_body(
                 req,
                 target,
@@ -90,6 +87,15 @@ impl ProviderFilter for OpenAiFilter {
     fn stream_translator(&self, ctx: TranslateCtx) -> Box<dyn StreamTranslator> {
         Box::new(OpenAiStream::new(ctx))
     }
+}
+
+/// 发往 OpenAI 与兼容服务的请求头：JSON 内容类型与 `Authorization: Bearer` 里的上游密钥。
+///
+/// 错误：密钥含非法字符时返回 500。
+pub(super) fn request_headers(
+    provider: &Provider,
+) -> Result<Vec<(HeaderName, HeaderValue)>, ApiError> {
+    json_headers(provider, AUTHORIZATION, BEARER_PREFIX)
 }
 
 /// 拼出聊天接口路径：`base_url` 可以带也可以不带 `/v1`（OpenAI SDK 的习惯是带）。

@@ -5,18 +5,16 @@
 //! （`response.completed`、`response.incomplete`、`response.failed`）里的用量，不重新序列化任何事件。
 
 use bytes::{Bytes, BytesMut};
-use http::header::AUTHORIZATION;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{api_path, parse_openai_error, BEARER_PREFIX, PROVIDER_LABEL};
+use super::{api_path, parse_openai_error, request_headers, PROVIDER_LABEL};
 use crate::config::Target;
 use crate::dialects::Inbound;
 use crate::error::{ApiError, ErrorCode, Relayed};
 use crate::providers::{
-    body_with_model, json_content_type, key_header, last_usage_value, map_upstream_error,
-    relay_unless_key_rejected, stream_error, Passthrough, StreamStatus, StreamTranslator,
-    UpstreamErrorInfo, UpstreamRequest,
+    body_with_model, last_usage_value, map_upstream_error, relay_unless_key_rejected, stream_error,
+    Passthrough, StreamStatus, StreamTranslator, UpstreamErrorInfo, UpstreamRequest,
 };
 use crate::streaming::{SseEvent, Usage};
 
@@ -47,13 +45,11 @@ impl Passthrough for OpenAiResponses {
                 "只有 Responses 请求能透传到 Responses 上游",
             ));
         };
-        let body = body_with_model(&req.raw, &req.body, &req.model, &target.model)?;
+        let body = body_with_model(&req.raw, || &req.body, &req.model, &target.model)?;
         let provider = &target.provider;
-        let mut headers = vec![json_content_type()];
-        headers.extend(key_header(provider, AUTHORIZATION, BEARER_PREFIX)?);
         Ok(UpstreamRequest {
             path: api_path(&provider.base_url.path, RESPONSES_PATH),
-            headers,
+            headers: request_headers(provider)?,
             body,
         })
     }
