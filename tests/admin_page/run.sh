@@ -33,8 +33,10 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 "$VENV/bin/pip" install --quiet --disable-pip-version-check "selenium>=4.20,<5"
 
-read -r GATEWAY_PORT ADMIN_PORT MOCK_PORT < <(python3 -c 'import socket; ss=[socket.socket() for _ in range(3)]; [s.bind(("127.0.0.1", 0)) for s in ss]; print(*[s.getsockname()[1] for s in ss])')
-TOKEN_SHA=$(printf '%s' "$TOKEN" | sha256sum | cut -d' ' -f1)
+# shellcheck source=../support/common.sh
+source "$ROOT/tests/support/common.sh"
+read -r GATEWAY_PORT ADMIN_PORT MOCK_PORT < <(free_ports 3)
+TOKEN_SHA=$(sha256_of "$TOKEN")
 cat > "$WORK/chatnexus.yaml" << YAML
 server:
   listen: "127.0.0.1:$GATEWAY_PORT"
@@ -52,10 +54,7 @@ YAML
 chmod 600 "$WORK/chatnexus.yaml"
 "$BIN" -c "$WORK/chatnexus.yaml" > "$WORK/gateway.log" 2>&1 &
 PIDS+=($!)
-for _ in $(seq 1 100); do
-  curl -s -o /dev/null "http://127.0.0.1:$ADMIN_PORT/admin" && break
-  sleep 0.1
-done
+wait_http "http://127.0.0.1:$ADMIN_PORT/admin"
 
 ADMIN_URL="http://127.0.0.1:$ADMIN_PORT" GATEWAY_URL="http://127.0.0.1:$GATEWAY_PORT" \
   ADMIN_TOKEN="$TOKEN" SCREENSHOT="$TARGET_DIR/admin-page.png" \

@@ -20,8 +20,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
-read -r GATEWAY_PORT MOCK_PORT < <(python3 -c 'import socket; ss=[socket.socket() for _ in range(2)]; [s.bind(("127.0.0.1", 0)) for s in ss]; print(*[s.getsockname()[1] for s in ss])')
-HASH=$(printf '%s' "$KEY" | sha256sum | cut -d' ' -f1)
+# shellcheck source=../support/common.sh
+source "$ROOT/tests/support/common.sh"
+read -r GATEWAY_PORT MOCK_PORT < <(free_ports 2)
+HASH=$(sha256_of "$KEY")
 
 # 写配置：基础模型 demo，外加参数给出的额外模型
 write_config() {
@@ -33,11 +35,6 @@ write_config() {
     for name in demo "$@"; do echo "  - { name: $name, targets: [ { provider: mock } ] }"; done
   } > "$WORK/chatnexus.yaml.tmp"
   mv "$WORK/chatnexus.yaml.tmp" "$WORK/chatnexus.yaml"
-}
-
-wait_port() {
-  for _ in $(seq 1 100); do (echo > "/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done
-  echo "端口 $1 没有就绪" >&2; exit 1
 }
 
 # 断言 /v1/models 中有某个模型

@@ -32,22 +32,9 @@ trap cleanup EXIT
 
 [ -x "$BIN" ] || { echo "找不到 $BIN，请先 cargo build --bin chatnexus"; exit 1; }
 
-# 同时持有 N 个监听再一起释放，保证这些端口互不相同
-free_ports() {
-  python3 -c 'import socket, sys; ss=[socket.socket() for _ in range(int(sys.argv[1]))]; [s.bind(("127.0.0.1", 0)) for s in ss]; print(*[s.getsockname()[1] for s in ss])' "$1"
-}
-
-sha256_of() { printf '%s' "$1" | sha256sum | cut -d' ' -f1; }
-
-# 等到地址上的 HTTP 服务能应答（任何状态码都算）
-wait_http() {
-  for _ in $(seq 1 100); do
-    if curl -s -o /dev/null "$1"; then return 0; fi
-    sleep 0.1
-  done
-  echo "等不到 $1 启动"
-  return 1
-}
+# free_ports、sha256_of、wait_http
+# shellcheck source=../support/common.sh
+source "$ROOT/tests/support/common.sh"
 
 # 带故障的独立模拟器：以给定状态码应答每个请求（429 带 Retry-After）
 start_fault_mock() {
