@@ -365,16 +365,6 @@ pub struct RequestRecord<'a> {
 pub fn record_request(r: &RequestRecord<'_>) {
     let m = &*METRICS;
     let pm = [r.provider, r.model];
-    m.requests
-        .with_label_values(&[
-            r.provider,
-            r.model,
-            &r.status.to_string(),
-            r.error_code.map_or(NO_ERROR_LABEL, ErrorCode::as_str),
-            r.dialect,
-            r.endpoint,
-        ])
-        .inc();
     m.duration
         .with_label_values(&pm)
         .observe(r.duration.as_secs_f64());
@@ -409,6 +399,17 @@ pub fn record_request(r: &RequestRecord<'_>) {
             .with_label_values(&pm)
             .inc_by(u64::from(r.attempts - 1));
     }
+    // 请求数最后计：抓到计数加一的人一定也看得到这个请求的用量与费用（对账与测试按请求数等待）
+    m.requests
+        .with_label_values(&[
+            r.provider,
+            r.model,
+            &r.status.to_string(),
+            r.error_code.map_or(NO_ERROR_LABEL, ErrorCode::as_str),
+            r.dialect,
+            r.endpoint,
+        ])
+        .inc();
 }
 
 /// 进行中计数的守卫：创建时加一，释放时减一（请求结束、流结束或被取消都会释放）。
