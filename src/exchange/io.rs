@@ -1,6 +1,8 @@
 //! 交换中的底层读写：构造上游请求头，带超时地读取上游，同时留意客户端是否断开。
 
 use std::future::Future;
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -23,6 +25,8 @@ pub(super) const GATEWAY_USER_AGENT: &str = concat!("chatnexus/", env!("CARGO_PK
 static IDENTITY_ENCODING: HeaderValue = HeaderValue::from_static("identity");
 /// User-Agent 的头值（预先构造，每个请求不必再校验）。
 static USER_AGENT_VALUE: HeaderValue = HeaderValue::from_static(GATEWAY_USER_AGENT);
+/// 错误消息里的“响应体”。
+const BODY: &str = "响应体";
 /// 网关自己设置的通用头的个数（Host、Content-Length、Accept-Encoding、User-Agent），用来预留容量。
 const COMMON_HEADERS: usize = 4;
 
@@ -89,7 +93,7 @@ pub(super) async fn read_chunk(
     budget: &Budget<'_>,
 ) -> Result<Option<Bytes>, Failure> {
     let wait = budget.wait(Phase::Idle);
-    guarded(down, &wait, "响应体", up.read_response_body()).await
+    guarded(down, &wait, BODY, up.read_response_body()).await
 }
 
 /// 读完整个上游响应体，超过上限返回 502。
@@ -140,12 +144,7 @@ async fn guarded_for<T>(
         biased;
         result = fast_timeout(duration, read) => match result {
             Ok(Ok(value)) => Ok(Some(value)),
-            Ok(Err(e)) => Err(ApiError::bad_gateway(
-                ErrorCode::UpstreamReadFailed,
-                format!("读取上游{what}失败"),
-            )
-            .with_cause(*e)
-            .into()),
+            Ok(Err(e)) => Err(read_failed(what, *e).into()),
             Err(_) => Ok(None),
         },
         _ = down.read_body_or_idle(true) => Err(Failure::ClientGone(None)),
@@ -166,10 +165,27 @@ pub(super) async fn read_chunk_or_quiet(
     let wait = budget.wait(Phase::Idle);
     let left = wait.duration.saturating_sub(silent);
     if quiet < left {
-        return guarded_for(down, quiet, "响应体", up.read_response_body()).await;
+        return guarded_for(down, quiet, BODY, up.read_response_body()).await;
     }
-    match guarded_for(down, left, "响应体", up.read_response_body()).await? {
+    match guarded_for(down, left, BODY, up.read_response_body()).await? {
         Some(chunk) => Ok(Some(chunk)),
         None => Err(wait.timeout_error().into()),
+    }
+}
+
+/// 读上游失败的错误（502 `upstream_read_failed`，带上 Pingora 的原因）。
+fn read_failed(what: &str, cause: pingora::Error) -> ApiError {
+    ApiError::bad_gateway(ErrorCode::UpstreamReadFailed, format!("读取上游{what}失败"))
+        .with_cause(cause)
+}
+
+/// 上游已经送到、不必等待就能读出的下一块响应体；要等待时返回 `None`（调用方照常带超时地读）。
+///
+/// 只轮询一次，挂起的读操作随即丢弃：读 socket 在拿到数据之前取消，什么也没有消费。
+pub(super) fn read_ready(up: &mut HttpSession) -> Option<Result<Option<Bytes>, ApiError>> {
+    let mut read = pin!(up.read_response_body());
+    match read.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(result) => Some(result.map_err(|e| read_failed(BODY, *e))),
+        Poll::Pending => None,
     }
 }

@@ -7,6 +7,7 @@
 
 mod attempt;
 mod budget;
+mod events;
 mod io;
 mod probe;
 mod render;

@@ -4,6 +4,7 @@
 //! 流式时在上游翻译器之后串一个渲染器：上游事件先由上游的翻译器写成枢纽的流式块，
 //! 再逐个解析交给方言的状态机写出客户端的事件。
 
+use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
@@ -85,7 +86,6 @@ pub(super) fn capture(
         raw: inner.forwards_raw(),
         inner,
         parser: SseParser::default(),
-        events: Vec::new(),
         builder: dialect.reply_builder(),
     })
 }
@@ -152,8 +152,6 @@ struct Rendered<R> {
     parser: SseParser,
     /// 上游翻译器写出的枢纽字节。
     scratch: BytesMut,
-    /// 解析出的枢纽事件（复用缓冲）。
-    events: Vec<SseEvent>,
 }
 
 impl<R: DialectStream> Rendered<R> {
@@ -163,7 +161,6 @@ impl<R: DialectStream> Rendered<R> {
             render,
             parser: SseParser::default(),
             scratch: BytesMut::new(),
-            events: Vec::new(),
         }
     }
 
@@ -173,19 +170,30 @@ impl<R: DialectStream> Rendered<R> {
             return Ok(());
         }
         let written = self.scratch.split();
-        self.parser.push(&written, &mut self.events);
-        for event in self.events.drain(..) {
-            self.render.on_hub_event(&event.data, out)?;
+        let render = &mut self.render;
+        let flow = self.parser.each(&written, |event, _| {
+            match render.on_hub_event(&event.data, out) {
+                Ok(_) => ControlFlow::Continue(()),
+                Err(e) => ControlFlow::Break(e),
+            }
+        });
+        match flow {
+            ControlFlow::Break(e) => Err(e),
+            ControlFlow::Continue(()) => Ok(()),
         }
-        Ok(())
     }
 }
 
 impl<R: DialectStream> StreamTranslator for Rendered<R> {
     fn on_event(&mut self, event: &SseEvent, out: &mut BytesMut) -> Result<StreamStatus, ApiError> {
-        let status = self.hub.on_event(event, &mut self.scratch);
+        let status = self.hub.relay_event(event, &mut self.scratch);
         // 上游报错前已翻译好的内容照常写出，错误交给 exchange 写成 `event: error`
         self.drain(out)?;
+        if let Ok(StreamStatus::Forward) = status {
+            // 上游的事件本来就是枢纽格式：直接渲染它，不必先写出再解析回来
+            self.render.on_hub_event(&event.data, out)?;
+            return Ok(StreamStatus::Continue);
+        }
         status
     }
 
@@ -224,7 +232,6 @@ struct Captured {
     /// 透传时客户端收到的就是上游的事件，直接喂它们；翻译时解析内层写出的字节。
     raw: bool,
     parser: SseParser,
-    events: Vec<SseEvent>,
     builder: Box<dyn ReplyBuilder>,
 }
 
@@ -234,10 +241,11 @@ impl Captured {
         if written.is_empty() {
             return;
         }
-        self.parser.push(written, &mut self.events);
-        for event in self.events.drain(..) {
-            self.builder.push(&event.data);
-        }
+        let builder = &mut self.builder;
+        let _: ControlFlow<()> = self.parser.each(written, |event, _| {
+            builder.push(&event.data);
+            ControlFlow::Continue(())
+        });
     }
 }
 

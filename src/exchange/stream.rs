@@ -8,12 +8,12 @@ use pingora::protocols::http::client::HttpSession;
 use pingora_proxy::Session;
 
 use super::budget::{Budget, StreamCaps};
-use super::{io, ExchangeReport, Failure};
+use super::{events, io, ExchangeReport, Failure};
 use crate::downstream;
 use crate::error::{ApiError, ErrorCode};
 use crate::metrics::{InflightGuard, METRICS};
 use crate::providers::{StreamStatus, StreamTranslator};
-use crate::streaming::{SseEvent, SseParser};
+use crate::streaming::SseParser;
 
 /// 流大小指标的标签：单个事件超限。
 const OVERSIZE_EVENT: &str = "event";
@@ -21,6 +21,10 @@ const OVERSIZE_EVENT: &str = "event";
 const OVERSIZE_STREAM: &str = "stream";
 /// SSE 的内容类型前缀。
 const EVENT_STREAM: &str = "text/event-stream";
+/// 一次写给客户端的字节数到这么多就先写出去，不再合并已经送到的后续数据。
+const COALESCE_BYTES: usize = 64 * 1024;
+/// 一次写之前最多合并多少次不必等待的读（上游一直有数据时也要按时写出）。
+const COALESCE_READS: usize = 64;
 
 /// 确认上游确实返回了 SSE；否则返回 502，而不是把非流式响应当成被截断的流。
 pub(super) fn ensure_event_stream(header: &ResponseHeader, provider: &str) -> Result<(), ApiError> {
@@ -55,39 +59,31 @@ pub(super) async fn relay(
     report: &mut ExchangeReport,
 ) -> Result<(), Failure> {
     let _inflight = InflightGuard::new(&METRICS.inflight_streams);
-    let caps = budget.caps();
-    let mut parser = SseParser::with_limit(caps.event_bytes);
-    let mut events: Vec<SseEvent> = Vec::new();
-    let mut out = BytesMut::new();
-    let mut received: u64 = 0;
-    let raw = translator.forwards_raw();
+    let mut relay = Relay::new(budget.caps(), translator.forwards_raw());
     let mut quiet = translator
         .wants_keepalive()
-        .then(|| Quiet::new(caps.keepalive));
+        .then(|| Quiet::new(relay.caps.keepalive));
     loop {
         let chunk = next_chunk(up, down, translator, (budget, report), quiet.as_mut()).await?;
-        let eof = chunk.is_none();
-        match &chunk {
-            Some(bytes) => {
-                received = received.saturating_add(bytes.len() as u64);
-                parser.push(bytes, &mut events);
+        let mut status = relay.absorb(chunk, translator, report);
+        // 上游已经送到的后续数据一并翻译、合成一次写（只取不必等待的：每个事件照样一到就发出）
+        for _ in 0..COALESCE_READS {
+            if !matches!(status, Ok(StreamStatus::Continue)) || relay.batch.len() >= COALESCE_BYTES
+            {
+                break;
             }
-            None => parser.finish(&mut events),
+            let Some(ready) = io::read_ready(up) else {
+                break;
+            };
+            status = ready.and_then(|chunk| relay.absorb(chunk, translator, report));
         }
-        check_size(&parser, received, caps)?;
-        check_output(report, events.len())?;
-        let step = translate(translator, &mut events, &mut out, eof);
-        // 透传时原样写出上游的这一块（零拷贝），翻译时写出翻译好的事件
-        let data = match chunk {
-            Some(bytes) if raw => bytes,
-            _ => out.split().freeze(),
-        };
+        let data = relay.batch.take();
         if !data.is_empty() {
             write_events(down, budget, report, data).await?;
             report.mark_output();
             report.chunks += 1;
         }
-        if step? == StreamStatus::Done {
+        if status? == StreamStatus::Done {
             start_once(down, budget, report).await?;
             return report
                 .wait(downstream::finish_body(down))
@@ -97,12 +93,93 @@ pub(super) async fn relay(
     }
 }
 
+/// 一个流的转发状态：解析器、输出缓冲、已收的字节数与这一批要写给客户端的字节。
+struct Relay {
+    caps: StreamCaps,
+    /// 翻译器是透传的旁路观察者：上游的每块原样转发。
+    raw: bool,
+    parser: SseParser,
+    out: BytesMut,
+    received: u64,
+    batch: Batch,
+}
+
+impl Relay {
+    fn new(caps: StreamCaps, raw: bool) -> Self {
+        Relay {
+            caps,
+            raw,
+            parser: SseParser::with_limit(caps.event_bytes),
+            out: BytesMut::new(),
+            received: 0,
+            batch: Batch::default(),
+        }
+    }
+
+    /// 处理上游的一块（`None` 为上游结束）：翻译，检查大小与预算的输出上限，要写给客户端的字节追加到这一批。
+    ///
+    /// 返回：翻译器的结论；翻译出错时出错前已翻译好的内容仍在这一批里，超限时这一块不写。
+    fn absorb(
+        &mut self,
+        chunk: Option<Bytes>,
+        translator: &mut dyn StreamTranslator,
+        report: &mut ExchangeReport,
+    ) -> Result<StreamStatus, ApiError> {
+        let step = match chunk {
+            Some(bytes) => {
+                self.received = self.received.saturating_add(bytes.len() as u64);
+                let chunk = (bytes, self.raw);
+                events::translate_chunk(translator, &mut self.parser, chunk, &mut self.out)
+            }
+            None => events::translate_eof(translator, &mut self.parser, &mut self.out),
+        };
+        check_size(&self.parser, self.received, self.caps)?;
+        check_output(report, step.events)?;
+        self.batch.push(step.data);
+        step.status
+    }
+}
+
+/// 一次写给客户端的字节：只有一块时原样交出（不复制），多块时拼在一起。
+#[derive(Default)]
+struct Batch {
+    first: Bytes,
+    joined: BytesMut,
+}
+
+impl Batch {
+    fn push(&mut self, data: Bytes) {
+        if data.is_empty() {
+            return;
+        }
+        if self.first.is_empty() && self.joined.is_empty() {
+            self.first = data;
+            return;
+        }
+        let first = std::mem::take(&mut self.first);
+        self.joined.extend_from_slice(&first);
+        self.joined.extend_from_slice(&data);
+    }
+
+    fn len(&self) -> usize {
+        self.first.len() + self.joined.len()
+    }
+
+    /// 交出这一批（之后为空）。
+    fn take(&mut self) -> Bytes {
+        if self.joined.is_empty() {
+            return std::mem::take(&mut self.first);
+        }
+        self.joined.split().freeze()
+    }
+}
+
 /// 预算的输出上限：数上游事件（约等于 token），越过 `output_cap` 时切断流（429 `insufficient_quota` 的流中错误）。
-fn check_output(report: &mut ExchangeReport, new_events: usize) -> Result<(), ApiError> {
+fn check_output(report: &mut ExchangeReport, new_events: u64) -> Result<(), ApiError> {
     let Some(cap) = report.output_cap else {
         return Ok(());
     };
-    report.events = report.events.saturating_add(new_events as u64);
+    report.events = report.events.saturating_add(new_events);
     if report.events > cap {
         return Err(ApiError::budget_cut());
     }
@@ -221,21 +298,28 @@ async fn start_once(
         .map_err(Failure::gone)
 }
 
-/// 翻译本批事件；上游已结束时让翻译器判断是否被截断。
-fn translate(
-    translator: &mut dyn StreamTranslator,
-    events: &mut Vec<SseEvent>,
-    out: &mut BytesMut,
-    eof: bool,
-) -> Result<StreamStatus, ApiError> {
-    for event in events.drain(..) {
-        if translator.on_event(&event, out)? == StreamStatus::Done {
-            return Ok(StreamStatus::Done);
-        }
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn 一批只有一块时原样交出_多块时按顺序拼接() {
+        let mut batch = Batch::default();
+        let first = Bytes::from_static("data: 第一块\n\n".as_bytes());
+        batch.push(first.clone());
+        batch.push(Bytes::new());
+        let only = batch.take();
+        assert_eq!(only.as_ptr(), first.as_ptr(), "只有一块：不复制");
+        assert_eq!(batch.len(), 0, "交出之后为空");
+
+        batch.push(first.clone());
+        batch.push(Bytes::from_static("data: 第二块\n\n".as_bytes()));
+        assert_eq!(batch.len(), 2 * first.len(), "长度是两块之和");
+        assert_eq!(
+            batch.take(),
+            "data: 第一块\n\ndata: 第二块\n\n".as_bytes(),
+            "按顺序拼接"
+        );
+        assert!(batch.take().is_empty(), "交出之后为空");
     }
-    if eof {
-        translator.on_eof(out)?;
-        return Ok(StreamStatus::Done);
-    }
-    Ok(StreamStatus::Continue)
 }

@@ -154,6 +154,9 @@ pub enum StreamStatus {
     Continue,
     /// 上游已发出结束标记，客户端流已写完结束事件。
     Done,
+    /// 这个事件不必改：`out` 里什么也没写，由调用方按上游发来的样子转发
+    /// （只有 [`StreamTranslator::relay_event`] 返回它）。
+    Forward,
 }
 
 /// 一次流式响应的逐事件翻译器（每个请求一个实例，持有流的状态）。
@@ -166,6 +169,18 @@ pub trait StreamTranslator: Send {
     /// 错误：事件无法翻译时返回错误，`exchange` 会向客户端写一个错误事件并结束流。
     fn on_event(&mut self, event: &SseEvent, out: &mut BytesMut) -> Result<StreamStatus, ApiError>;
 
+    /// 转发路径上处理一个上游事件：与 [`StreamTranslator::on_event`] 相同，只是事件不必改时可以什么也不写、
+    /// 返回 [`StreamStatus::Forward`]，让 `exchange` 直接转发上游的原始字节（同协议透传因此不复制、不重写事件）。
+    ///
+    /// 错误：同 `on_event`。
+    fn relay_event(
+        &mut self,
+        event: &SseEvent,
+        out: &mut BytesMut,
+    ) -> Result<StreamStatus, ApiError> {
+        self.on_event(event, out)
+    }
+
     /// 上游连接结束时调用。
     ///
     /// 错误：在结束标记之前断开视为截断，返回 502 错误。
@@ -173,6 +188,17 @@ pub trait StreamTranslator: Send {
 
     /// 上游到目前为止报告的用量（OpenAI 语义）；流被中途取消时可能只有输入部分，没有报告时为 `None`。
     fn usage(&self) -> Option<Usage>;
+
+    /// 同协议透传的快速路径：直接看一个单行 `data:` 事件的原始负载（不建事件、不复制，UTF-8 也不另行校验，
+    /// 原样转发的字节就是上游的字节），能处理时返回结论（同 [`StreamTranslator::relay_event`]）；
+    /// 返回 `None` 时这个事件照常解析后交给 `relay_event`。缺省不接。
+    fn relay_data(
+        &mut self,
+        _data: &[u8],
+        _out: &mut BytesMut,
+    ) -> Option<Result<StreamStatus, ApiError>> {
+        None
+    }
 
     /// 是否原样转发上游的字节（透传的旁路观察者）：为真时 `exchange` 把读到的每块字节直接写给客户端，
     /// 翻译器只观察事件（用量、结束、错误），不写任何东西。
@@ -222,8 +248,7 @@ pub(crate) fn take_usage(chunk: &Map<String, Value>, usage: &mut Option<Usage>) 
 ///
 /// 要求上游报告用量时，OpenAI 的每个块都带 `"usage":null`，只有最后一块是对象；先做这个字节级判断，
 /// 只解析真正带用量的块，其余块保持零解析透传。内容里的引号总是转义成 `\"`，不会被误认成键。
-pub(crate) fn may_carry_usage(data: &str) -> bool {
-    let bytes = data.as_bytes();
+pub(crate) fn may_carry_usage(bytes: &[u8]) -> bool {
     USAGE_FORWARD.find_iter(bytes).any(|at| {
         let mut rest = bytes[at + USAGE_KEY.len()..].iter().copied();
         let mut next = || rest.find(|b| !b.is_ascii_whitespace());
@@ -668,21 +693,25 @@ mod tests {
     use super::test_target::目标;
     use super::*;
 
+    fn may_carry_usage_text(data: &str) -> bool {
+        may_carry_usage(data.as_bytes())
+    }
+
     #[test]
     fn 用量判断_只有对象形式的用量才需要解析() {
-        assert!(may_carry_usage(
+        assert!(may_carry_usage_text(
             r#"{"choices":[],"usage":{"prompt_tokens":9}}"#
         ));
-        assert!(may_carry_usage(
+        assert!(may_carry_usage_text(
             "{\"choices\":[],\"usage\" :\n {\"prompt_tokens\":9}}"
         ));
-        assert!(!may_carry_usage(
+        assert!(!may_carry_usage_text(
             r#"{"choices":[{"delta":{"content":"你"}}],"usage":null}"#
         ));
-        assert!(!may_carry_usage(
+        assert!(!may_carry_usage_text(
             r#"{"choices":[{"delta":{"content":"谈谈 \"usage\": {一}"}}]}"#
         ));
-        assert!(!may_carry_usage(
+        assert!(!may_carry_usage_text(
             r#"{"choices":[{"delta":{"content":"好"}}]}"#
         ));
     }

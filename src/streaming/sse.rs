@@ -4,6 +4,7 @@
 //! 只在遇到空行时产出事件；行结束符接受 `\n`、`\r\n` 和 `\r`。
 
 use std::borrow::Cow;
+use std::ops::{ControlFlow, Range};
 
 use bytes::{BufMut, BytesMut};
 
@@ -19,6 +20,10 @@ const DATA_PREFIX: &[u8] = b"data: ";
 const EVENT_PREFIX: &[u8] = b"event: ";
 /// 事件结束的空行。
 const EVENT_END: &[u8] = b"\n\n";
+/// 回车。
+const CR: u8 = b'\r';
+/// 换行。
+const LF: u8 = b'\n';
 
 /// 一个完整的 SSE 事件。
 ///
@@ -38,6 +43,16 @@ pub struct SseEvent {
     pub data: String,
 }
 
+impl SseEvent {
+    /// 按 SSE 格式写出这个事件（有事件名时带 `event:` 行）。
+    pub fn write(&self, out: &mut BytesMut) {
+        match &self.event {
+            Some(name) => write_event(out, name, self.data.as_bytes()),
+            None => write_data(out, self.data.as_bytes()),
+        }
+    }
+}
+
 #[cfg(test)]
 impl SseEvent {
     /// 测试用：一个带 `event:` 名的事件。
@@ -53,9 +68,10 @@ impl SseEvent {
 
 /// 增量 SSE 解析器。
 ///
-/// 用途：每收到一块上游字节就 [`SseParser::push`]，完整事件追加到输出；上游结束时
-/// [`SseParser::finish`] 交出缺少结尾空行的最后一个事件。用 [`SseParser::with_limit`] 创建时，
-/// 未完成的行或事件超过上限就丢弃缓存并标记溢出（[`SseParser::overflowed`]），内存不会被一行无尽的数据撑大。
+/// 用途：每收到一块上游字节就 [`SseParser::each`]，逐个访问其中完整的事件（转发路径用，不为事件另做分配），
+/// 或 [`SseParser::push`] 把事件复制进一个列表（测试与离线处理用）；上游结束时 [`SseParser::finish`]
+/// 交出缺少结尾空行的最后一个事件。用 [`SseParser::with_limit`] 创建时，未完成的行或事件超过上限就丢弃缓存
+/// 并标记溢出（[`SseParser::overflowed`]），内存不会被一行无尽的数据撑大。
 ///
 /// ```
 /// let (mut p, mut out) = (chatnexus::streaming::SseParser::default(), Vec::new()); // 新的解析器
@@ -70,9 +86,13 @@ pub struct SseParser {
     pending: Vec<u8>,
     /// 上一块以 `\r` 结尾：下一块开头的 `\n` 属于同一个行结束符。
     skip_lf: bool,
-    event: Option<String>,
-    data: String,
+    /// 正在组装的事件：事件之间复用它的缓冲，转发每个事件不做分配。
+    current: SseEvent,
+    /// 换下来的事件名缓冲（下一个带 `event:` 行的事件接着用）。
+    spare_name: String,
     has_data: bool,
+    /// 自上一个空行以来是否读到过行（为假时下一行是新事件的开头）。
+    in_block: bool,
     /// 未完成的行与事件数据各自的字节上限。
     limit: usize,
     /// 是否超过过上限（之后的输入一律丢弃）。
@@ -92,12 +112,22 @@ impl SseParser {
         SseParser {
             pending: Vec::new(),
             skip_lf: false,
-            event: None,
-            data: String::new(),
+            current: SseEvent {
+                event: None,
+                data: String::new(),
+            },
+            spare_name: String::new(),
             has_data: false,
+            in_block: false,
             limit,
             overflowed: false,
         }
+    }
+
+    /// 是否正好在两个事件之间：没有缓存的半行、当前事件还没有任何行，也不欠一个跨块的 `\r\n`。
+    /// 此时调用方可以自己跳过本块开头若干个完整的事件，再把余下的字节交给解析器。
+    pub fn at_boundary(&self) -> bool {
+        self.pending.is_empty() && !self.in_block && !self.skip_lf && !self.overflowed
     }
 
     /// 是否有行或事件超过了上限（超过后不再产出事件）。
@@ -107,70 +137,130 @@ impl SseParser {
 
     /// 缓存超过上限时丢弃它们并标记溢出。
     fn check_limit(&mut self) {
-        if self.pending.len() > self.limit || self.data.len() > self.limit {
+        if self.pending.len() > self.limit || self.current.data.len() > self.limit {
             self.overflowed = true;
             self.pending = Vec::new();
-            self.data = String::new();
+            self.current.data = String::new();
         }
     }
 
-    /// 喂入一块字节，把其中完整的事件追加到 `out`。
+    /// 喂入一块字节，把其中完整的事件复制追加到 `out`。
     pub fn push(&mut self, chunk: &[u8], out: &mut Vec<SseEvent>) {
+        let _: ControlFlow<()> = self.each(chunk, |event, _| {
+            out.push(event.clone());
+            ControlFlow::Continue(())
+        });
+    }
+
+    /// 喂入一块字节，按顺序访问其中每个完整的事件；`visit` 返回 `Break` 时停下并返回它（本块余下的字节丢弃）。
+    ///
+    /// `visit` 的第二个参数是事件在 `chunk` 里的字节范围（从上一个事件的结尾空行之后，到本事件的结尾空行为止）：
+    /// 整个事件都在这一块里时才有，透传时可以原样转发这段字节而不重写事件。
+    pub fn each<B>(
+        &mut self,
+        chunk: &[u8],
+        mut visit: impl FnMut(&SseEvent, Option<Range<usize>>) -> ControlFlow<B>,
+    ) -> ControlFlow<B> {
         if self.overflowed {
-            return;
+            return ControlFlow::Continue(());
         }
-        let mut rest = chunk;
-        if self.skip_lf {
-            self.skip_lf = false;
-            if let Some(stripped) = rest.strip_prefix(b"\n") {
-                rest = stripped;
-            }
+        let mut at = 0;
+        if std::mem::take(&mut self.skip_lf) && chunk.first() == Some(&LF) {
+            at = 1;
         }
-        while let Some(pos) = memchr::memchr2(b'\r', b'\n', rest) {
-            let line_end = rest[pos];
-            if self.pending.is_empty() {
-                self.process_line(&rest[..pos], out);
-            } else {
-                self.pending.extend_from_slice(&rest[..pos]);
-                let line = std::mem::take(&mut self.pending);
-                self.process_line(&line, out);
-            }
+        let mut start = (self.pending.is_empty() && !self.in_block).then_some(at);
+        while let Some(len) = memchr::memchr2(CR, LF, &chunk[at..]) {
+            let end = at + len;
+            let blank = self.take_line(&chunk[at..end]);
             self.check_limit();
             if self.overflowed {
-                return;
+                return ControlFlow::Continue(());
             }
-            rest = &rest[pos + 1..];
-            if line_end == b'\r' {
-                match rest.first() {
-                    Some(b'\n') => rest = &rest[1..],
-                    None => self.skip_lf = true,
-                    Some(_) => {}
-                }
+            at = self.line_end(chunk, end);
+            if !blank {
+                continue;
             }
+            let flow = match self.has_data {
+                true => visit(&self.current, start.map(|from| from..at)),
+                false => ControlFlow::Continue(()),
+            };
+            self.reset_event();
+            if flow.is_break() {
+                return flow;
+            }
+            start = Some(at);
+        }
+        self.pending.extend_from_slice(&chunk[at..]);
+        self.check_limit();
+        ControlFlow::Continue(())
+    }
+
+    /// 行结束符之后的位置：`\r\n` 算一个结束符；块恰好以 `\r` 结尾时记下，下一块开头的 `\n` 跳过。
+    fn line_end(&mut self, chunk: &[u8], end: usize) -> usize {
+        let next = end + 1;
+        if chunk[end] != CR {
+            return next;
+        }
+        match chunk.get(next) {
+            Some(&LF) => next + 1,
+            None => {
+                self.skip_lf = true;
+                next
+            }
+            Some(_) => next,
+        }
+    }
+
+    /// 处理一行（之前缓存的半行在前）；返回它是不是空行（事件的结尾）。
+    fn take_line(&mut self, rest: &[u8]) -> bool {
+        if self.pending.is_empty() {
+            return self.process_line(rest);
         }
         self.pending.extend_from_slice(rest);
-        self.check_limit();
+        let line = std::mem::take(&mut self.pending);
+        let blank = self.process_line(&line);
+        self.pending = line;
+        self.pending.clear();
+        blank
     }
 
     /// 上游结束：把缺少结尾空行的残余事件交出（宽容对待省略最后空行的服务端）。
     pub fn finish(&mut self, out: &mut Vec<SseEvent>) {
+        let _: ControlFlow<()> = self.finish_each(|event| {
+            out.push(event.clone());
+            ControlFlow::Continue(())
+        });
+    }
+
+    /// 上游结束：访问缺少结尾空行的残余事件（没有时不调用 `visit`）。
+    pub fn finish_each<B>(
+        &mut self,
+        visit: impl FnOnce(&SseEvent) -> ControlFlow<B>,
+    ) -> ControlFlow<B> {
         if self.overflowed {
-            return;
+            return ControlFlow::Continue(());
         }
         if !self.pending.is_empty() {
             let line = std::mem::take(&mut self.pending);
-            self.process_line(&line, out);
+            self.process_line(&line);
         }
-        self.dispatch(out);
+        let flow = if self.has_data {
+            visit(&self.current)
+        } else {
+            ControlFlow::Continue(())
+        };
+        self.reset_event();
+        flow
     }
 
-    fn process_line(&mut self, line: &[u8], out: &mut Vec<SseEvent>) {
+    /// 处理一个完整的行；返回它是不是空行。
+    fn process_line(&mut self, line: &[u8]) -> bool {
         if line.is_empty() {
-            self.dispatch(out);
-            return;
+            return true;
         }
+        self.in_block = true;
         if line[0] == b':' {
-            return;
+            return false;
         }
         let (field, value) = match memchr::memchr(b':', line) {
             Some(i) => (
@@ -181,24 +271,27 @@ impl SseParser {
         };
         if field == FIELD_DATA {
             if self.has_data {
-                self.data.push('\n');
+                self.current.data.push('\n');
             }
-            self.data.push_str(&decode(value));
+            self.current.data.push_str(&decode(value));
             self.has_data = true;
         } else if field == FIELD_EVENT {
-            self.event = Some(decode(value).into_owned());
+            let mut name = std::mem::take(&mut self.spare_name);
+            name.clear();
+            name.push_str(&decode(value));
+            self.current.event = Some(name);
         }
+        false
     }
 
-    fn dispatch(&mut self, out: &mut Vec<SseEvent>) {
-        if self.has_data {
-            out.push(SseEvent {
-                event: self.event.take(),
-                data: std::mem::take(&mut self.data),
-            });
+    /// 一个事件结束（交出或丢弃之后）：清空数据（保留缓冲），事件名的缓冲留作下次用。
+    fn reset_event(&mut self) {
+        if let Some(name) = self.current.event.take() {
+            self.spare_name = name;
         }
-        self.event = None;
+        self.current.data.clear();
         self.has_data = false;
+        self.in_block = false;
     }
 }
 

@@ -137,7 +137,7 @@ pub(super) fn 翻译流(chunks: &[&[u8]], include_usage: bool) -> (String, Resul
         parser.push(chunk, &mut events);
         for event in events.drain(..) {
             match translator.on_event(&event, &mut out) {
-                Ok(StreamStatus::Continue) => {}
+                Ok(StreamStatus::Continue | StreamStatus::Forward) => {}
                 Ok(StreamStatus::Done) => return (text(&out), Ok(())),
                 Err(e) => return (text(&out), Err(e)),
             }

@@ -46,21 +46,11 @@ impl<'a> ModelName<'a> {
         MODEL_FINDER.find(json)
     }
 
-    /// 把 `json` 写进 `out`，第一个 `"model"` 键的字符串值换成客户端的名字；本来就相同、找不到，
-    /// 或值不是简单字符串（含转义）时原样写出。
-    ///
-    /// 返回：找到的 `"model"` 键的位置（流式转发器记下它，下一块先看这里）。
-    pub(super) fn write(&self, json: &[u8], out: &mut BytesMut) -> Option<usize> {
-        let (key, span) = self.locate(json);
-        match span {
-            Some(span) => {
-                out.put_slice(&json[..span.start - 1]);
-                write_json_string(self.model, out);
-                out.put_slice(&json[span.end + 1..]);
-            }
-            None => out.put_slice(json),
-        }
-        key
+    /// 把 `json` 写进 `out`，`span`（[`ModelName::locate`] 给出的值的范围）换成客户端的名字。
+    pub(super) fn replace(&self, json: &[u8], span: Range<usize>, out: &mut BytesMut) {
+        out.put_slice(&json[..span.start - 1]);
+        write_json_string(self.model, out);
+        out.put_slice(&json[span.end + 1..]);
     }
 
     /// 改写后的预计长度（替换时最多多出客户端名字的长度与转义）。
@@ -70,18 +60,18 @@ impl<'a> ModelName<'a> {
 
     /// 完整响应体的改写：不需要替换时原样返回同一块内存（不复制）。
     pub(super) fn rewrite(&self, body: Bytes) -> Bytes {
-        if self.locate(&body).1.is_none() {
+        let (_, Some(span)) = self.locate(&body) else {
             return body;
-        }
+        };
         let mut out = BytesMut::with_capacity(self.len_hint(&body));
-        self.write(&body, &mut out);
+        self.replace(&body, span, &mut out);
         out.freeze()
     }
 
     /// `"model"` 键的位置，以及需要替换时值的范围（有 `model` 且与客户端的名字不同）。
     ///
     /// 先试“值正好是客户端的名字”（最常见：逐字节比一次），不是时才扫描字符串找结尾的引号。
-    fn locate(&self, json: &[u8]) -> (Option<usize>, Option<Range<usize>>) {
+    pub(super) fn locate(&self, json: &[u8]) -> (Option<usize>, Option<Range<usize>>) {
         let Some(key) = self.key_at(json) else {
             return (None, None);
         };
@@ -141,8 +131,8 @@ mod tests {
     use super::*;
 
     fn 改写(json: &str, model: &str) -> String {
-        let mut out = BytesMut::new();
-        ModelName::new(model).write(json.as_bytes(), &mut out);
+        let body = Bytes::copy_from_slice(json.as_bytes());
+        let out = ModelName::new(model).rewrite(body);
         String::from_utf8(out.to_vec()).expect("UTF-8")
     }
 

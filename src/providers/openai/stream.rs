@@ -10,12 +10,14 @@ use crate::providers::{
     done_marker, done_or_truncated, may_carry_usage, stream_error, take_usage, StreamStatus,
     StreamTranslator, TranslateCtx,
 };
-use crate::streaming::{write_data_with, SseEvent, Usage};
+use crate::streaming::{write_data, write_data_with, SseEvent, Usage};
 
 /// 截断错误里的上游类型名。
 const OPENAI_LABEL: &str = "上游";
 /// OpenAI 流中错误块的开头。
 const ERROR_CHUNK_PREFIX: &str = "{\"error\"";
+/// 正常的块是 JSON 对象，以它开头。
+const OBJECT_OPEN: u8 = b'{';
 
 /// 这个块是不是上游的流中错误（`{"error":…}`）：正常的块以 `{` 开头，只比一次前缀；有前导空白时才去掉再比。
 fn is_error_chunk(data: &str) -> bool {
@@ -54,8 +56,42 @@ impl OpenAiStream {
     }
 }
 
+impl OpenAiStream {
+    /// 一个要转发的块：`model` 本来就是客户端的名字时什么也不写（[`StreamStatus::Forward`]，上游的字节原样转发），
+    /// 否则写出换了名字的块。
+    fn forward(&mut self, data: &[u8], out: &mut BytesMut) -> StreamStatus {
+        let model = ModelName::with_hint(&self.model, self.model_at);
+        let (key, span) = model.locate(data);
+        if let Some(at) = key {
+            self.model_at = at;
+        }
+        let Some(span) = span else {
+            return StreamStatus::Forward;
+        };
+        write_data_with(out, model.len_hint(data), |out| {
+            model.replace(data, span, out)
+        });
+        StreamStatus::Continue
+    }
+}
+
 impl StreamTranslator for OpenAiStream {
     fn on_event(&mut self, event: &SseEvent, out: &mut BytesMut) -> Result<StreamStatus, ApiError> {
+        match self.relay_event(event, out)? {
+            StreamStatus::Forward => {
+                write_data(out, event.data.as_bytes());
+                Ok(StreamStatus::Continue)
+            }
+            status => Ok(status),
+        }
+    }
+
+    /// 块的 `model` 本来就是客户端的名字时什么也不写（[`StreamStatus::Forward`]），上游的字节原样转发。
+    fn relay_event(
+        &mut self,
+        event: &SseEvent,
+        out: &mut BytesMut,
+    ) -> Result<StreamStatus, ApiError> {
         if done_marker(&mut self.done, event, out) {
             return Ok(StreamStatus::Done);
         }
@@ -64,19 +100,27 @@ impl StreamTranslator for OpenAiStream {
             return Err(stream_error(parse_openai_error(event.data.as_bytes())));
         }
         // 只有可能带用量的块才解析，其余原样转发，保持透传的零解析开销
-        if may_carry_usage(&event.data) {
+        if may_carry_usage(event.data.as_bytes()) {
             let parsed = serde_json::from_str::<Map<String, Value>>(&event.data);
             let usage_only = parsed.is_ok_and(|chunk| take_usage(&chunk, &mut self.usage));
             if usage_only && !self.include_usage {
                 return Ok(StreamStatus::Continue);
             }
         }
-        let data = event.data.as_bytes();
-        let model = ModelName::with_hint(&self.model, self.model_at);
-        if let Some(at) = write_data_with(out, model.len_hint(data), |out| model.write(data, out)) {
-            self.model_at = at;
-        }
-        Ok(StreamStatus::Continue)
+        Ok(self.forward(event.data.as_bytes(), out))
+    }
+
+    /// 普通的内容块（不是结束标记、流中错误或用量块）直接在原始字节上处理；其余交给解析后的路径。
+    fn relay_data(
+        &mut self,
+        data: &[u8],
+        out: &mut BytesMut,
+    ) -> Option<Result<StreamStatus, ApiError>> {
+        let ordinary = !self.done
+            && data.first() == Some(&OBJECT_OPEN)
+            && !data.starts_with(ERROR_CHUNK_PREFIX.as_bytes())
+            && !may_carry_usage(data);
+        ordinary.then(|| Ok(self.forward(data, out)))
     }
 
     fn on_eof(&mut self, _out: &mut BytesMut) -> Result<(), ApiError> {
