@@ -418,6 +418,36 @@ mod tests {
     }
 
     #[test]
+    fn 逐个访问_事件的字节范围只在整个事件都在本块时给出() {
+        let mut p = SseParser::default();
+        let mut seen = Vec::new();
+        let visit = |chunk: &[u8], seen: &mut Vec<(String, Option<String>)>, p: &mut SseParser| {
+            let _: ControlFlow<()> = p.each(chunk, |event, span| {
+                let raw = span.map(|r| String::from_utf8_lossy(&chunk[r]).into_owned());
+                seen.push((event.data.clone(), raw));
+                ControlFlow::Continue(())
+            });
+        };
+        visit(
+            b": ping\n\ndata: a\n\nevent: x\ndata: b\r\n\r\ndata: c",
+            &mut seen,
+            &mut p,
+        );
+        visit(b"\n\ndata: d\n\n", &mut seen, &mut p);
+        let expected = [
+            ("a", Some("data: a\n\n")),
+            ("b", Some("event: x\ndata: b\r\n\r\n")),
+            ("c", None),
+            ("d", Some("data: d\n\n")),
+        ];
+        let expected: Vec<(String, Option<String>)> = expected
+            .iter()
+            .map(|(d, r)| (d.to_string(), r.map(str::to_string)))
+            .collect();
+        assert_eq!(seen, expected, "跨块的事件没有范围，注释块不算进下一个事件");
+    }
+
+    #[test]
     fn 解析_缺少结尾空行_结束时交出() {
         assert_eq!(数据(&解析(&[b"data: last"])), vec!["last"]);
     }
