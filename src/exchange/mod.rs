@@ -61,7 +61,7 @@ pub struct ExchangeReport {
     pub first_output: Option<Instant>,
     /// 等待上游与等待客户端写入的累计时间（不算网关自身的开销）。
     pub waited: Duration,
-    /// 写给客户端的流式写入次数（估算被取消的流的输出 token 时使用）。
+    /// 已写给客户端的上游流式事件数（估算被取消的流的输出 token 时使用）。
     pub chunks: u64,
     /// token 用量（OpenAI 语义）。
     pub usage: Option<Usage>,
@@ -101,7 +101,7 @@ impl ExchangeReport {
     /// 流结束（正常或被取消）时确定用量：上游报告了完整用量就用它；否则估算并标记。
     ///
     /// 估算规则：输入取上游已报告的部分（如 Anthropic 在流开头给出），否则按请求体字节数 ÷ 4；
-    /// 输出取上游已报告的部分与已写给客户端的块数中的较大者（OpenAI 流大约每块一个 token）。
+    /// 输出取上游已报告的部分与已写给客户端的事件数中的较大者（OpenAI 流大约每个事件一个 token）。
     pub(crate) fn settle_stream_usage(
         &mut self,
         reported: Option<Usage>,

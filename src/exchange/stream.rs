@@ -77,11 +77,11 @@ pub(super) async fn relay(
             };
             status = ready.and_then(|chunk| relay.absorb(chunk, translator, report));
         }
-        let data = relay.batch.take();
+        let (data, events) = relay.batch.take();
         if !data.is_empty() {
             write_events(down, budget, report, data).await?;
             report.mark_output();
-            report.chunks += 1;
+            report.chunks = report.chunks.saturating_add(events);
         }
         if status? == StreamStatus::Done {
             start_once(down, budget, report).await?;
@@ -135,23 +135,26 @@ impl Relay {
         };
         check_size(&self.parser, self.received, self.caps)?;
         check_output(report, step.events)?;
-        self.batch.push(step.data);
+        self.batch.push(step.data, step.events);
         step.status
     }
 }
 
-/// 一次写给客户端的字节：只有一块时原样交出（不复制），多块时拼在一起。
+/// 一次写给客户端的字节：只有一块时原样交出（不复制），多块时拼在一起；同时数其中的上游事件
+/// （被取消的流按已写出的事件数估算输出 token，合并写之后不能再按写的次数数）。
 #[derive(Default)]
 struct Batch {
     first: Bytes,
     joined: BytesMut,
+    events: u64,
 }
 
 impl Batch {
-    fn push(&mut self, data: Bytes) {
+    fn push(&mut self, data: Bytes, events: u64) {
         if data.is_empty() {
             return;
         }
+        self.events = self.events.saturating_add(events);
         if self.first.is_empty() && self.joined.is_empty() {
             self.first = data;
             return;
@@ -165,12 +168,13 @@ impl Batch {
         self.first.len() + self.joined.len()
     }
 
-    /// 交出这一批（之后为空）。
-    fn take(&mut self) -> Bytes {
+    /// 交出这一批的字节与其中的事件数（之后为空）。
+    fn take(&mut self) -> (Bytes, u64) {
+        let events = std::mem::take(&mut self.events);
         if self.joined.is_empty() {
-            return std::mem::take(&mut self.first);
+            return (std::mem::take(&mut self.first), events);
         }
-        self.joined.split().freeze()
+        (self.joined.split().freeze(), events)
     }
 }
 
@@ -303,23 +307,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn 一批只有一块时原样交出_多块时按顺序拼接() {
+    fn 一批只有一块时原样交出_多块时按顺序拼接_并数出事件() {
         let mut batch = Batch::default();
         let first = Bytes::from_static("data: 第一块\n\n".as_bytes());
-        batch.push(first.clone());
-        batch.push(Bytes::new());
-        let only = batch.take();
+        batch.push(first.clone(), 1);
+        batch.push(Bytes::new(), 1);
+        let (only, events) = batch.take();
         assert_eq!(only.as_ptr(), first.as_ptr(), "只有一块：不复制");
+        assert_eq!(events, 1, "没有写出内容的事件不算");
         assert_eq!(batch.len(), 0, "交出之后为空");
 
-        batch.push(first.clone());
-        batch.push(Bytes::from_static("data: 第二块\n\n".as_bytes()));
-        assert_eq!(batch.len(), 2 * first.len(), "长度是两块之和");
+        batch.push(first.clone(), 1);
+        batch.push(
+            Bytes::from_static("data: 第二块\n\ndata: 第三块\n\n".as_bytes()),
+            2,
+        );
+        let (joined, events) = batch.take();
         assert_eq!(
-            batch.take(),
-            "data: 第一块\n\ndata: 第二块\n\n".as_bytes(),
+            joined,
+            "data: 第一块\n\ndata: 第二块\n\ndata: 第三块\n\n".as_bytes(),
             "按顺序拼接"
         );
-        assert!(batch.take().is_empty(), "交出之后为空");
+        assert_eq!(events, 3, "三个事件");
+        assert_eq!(batch.take(), (Bytes::new(), 0), "交出之后为空");
     }
 }
