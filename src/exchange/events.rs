@@ -154,17 +154,20 @@ pub(super) fn translate_eof(
     parser: &mut SseParser,
     out: &mut BytesMut,
 ) -> Translated {
+    // 残余事件不完整地在任何一块里：没有可以原样转发的字节，不必改的按解析结果写出
+    let nothing = Bytes::new();
+    let mut verbatim = Verbatim {
+        chunk: &nothing,
+        range: None,
+    };
     let mut events = 0;
     let flow = parser.finish_each(|event| {
         events += 1;
-        match translator.relay_event(event, out) {
-            Ok(StreamStatus::Forward) => {
-                event.write(out);
-                ControlFlow::Continue(())
-            }
-            Ok(StreamStatus::Continue) => ControlFlow::Continue(()),
-            other => ControlFlow::Break(other),
-        }
+        let before = out.len();
+        let result = translator.relay_event(event, out);
+        apply(result, (&mut verbatim, out, before), |_, out| {
+            event.write(out)
+        })
     });
     let status = match flow {
         ControlFlow::Break(status) => status,

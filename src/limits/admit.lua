@@ -41,8 +41,8 @@ end
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 
--- 一层的状态：一次 HMGET 取回两种计数的桶宽、最旧桶号、总和与当前桶（每层只读一次哈希，
--- 脚本的耗时主要在 redis.call 的次数上：逐字段 HGET / HINCRBY / HSETNX 时每层十几次，这里每层三次）
+-- 一层的状态：一次 HMGET 取回两种计数的桶宽、最旧桶号、总和与当前桶；通过后一次 HSET 写回
+-- （逐字段 HGET / HINCRBY / HSETNX 时每层十几次 redis.call，这样每层三次；单独调用三层脚本 57.7 µs → 48 µs）
 local function load(l)
   l.req_field, l.tok_field = 'r' .. l.req_now, 't' .. l.tok_now
   local v = redis.call('HMGET', l.key, 'rw', 'ro', 'r', l.req_field, 'tw', 'to', 't', l.tok_field)

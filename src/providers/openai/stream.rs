@@ -15,18 +15,13 @@ use crate::streaming::{write_data, write_data_with, SseEvent, Usage};
 /// 截断错误里的上游类型名。
 const OPENAI_LABEL: &str = "上游";
 /// OpenAI 流中错误块的开头。
-const ERROR_CHUNK_PREFIX: &str = "{\"error\"";
+const ERROR_CHUNK_PREFIX: &[u8] = b"{\"error\"";
 /// 正常的块是 JSON 对象，以它开头。
 const OBJECT_OPEN: u8 = b'{';
 
-/// 这个块是不是上游的流中错误（`{"error":…}`）：正常的块以 `{` 开头，只比一次前缀；有前导空白时才去掉再比。
-fn is_error_chunk(data: &str) -> bool {
-    let body = if data.starts_with(char::is_whitespace) {
-        data.trim_start()
-    } else {
-        data
-    };
-    body.starts_with(ERROR_CHUNK_PREFIX)
+/// 这个块是不是上游的流中错误（`{"error":…}`）：只比一次前缀（有前导空白时先去掉）。
+fn is_error_chunk(data: &[u8]) -> bool {
+    data.trim_ascii_start().starts_with(ERROR_CHUNK_PREFIX)
 }
 
 /// OpenAI 流：事件本来就是 OpenAI 格式，逐个转发并识别 `[DONE]`。
@@ -96,7 +91,7 @@ impl StreamTranslator for OpenAiStream {
             return Ok(StreamStatus::Done);
         }
         // 上游在流中报告的错误（`{"error":…}`）结束这个流：只看开头，正常的块不多花解析
-        if is_error_chunk(&event.data) {
+        if is_error_chunk(event.data.as_bytes()) {
             return Err(stream_error(parse_openai_error(event.data.as_bytes())));
         }
         // 只有可能带用量的块才解析，其余原样转发，保持透传的零解析开销
@@ -118,7 +113,7 @@ impl StreamTranslator for OpenAiStream {
     ) -> Option<Result<StreamStatus, ApiError>> {
         let ordinary = !self.done
             && data.first() == Some(&OBJECT_OPEN)
-            && !data.starts_with(ERROR_CHUNK_PREFIX.as_bytes())
+            && !is_error_chunk(data)
             && !may_carry_usage(data);
         ordinary.then(|| Ok(self.forward(data, out)))
     }
