@@ -10,10 +10,10 @@ use pingora::protocols::http::ServerSession;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use super::io::{write_json_bytes, write_json_with};
-use super::openai::{check_request, error, error_body, response_model, AZURE_PREFIX};
+use super::io::write_json_bytes;
+use super::openai::{error, open, status_fault, Opened};
 use super::plan::{self, Turn};
-use super::{Fault, MockApp};
+use super::MockApp;
 
 /// 向量接口路径的结尾（前缀可以是 `/v1` 或 Azure 的部署路径）。
 pub(super) const EMBEDDINGS_PATH: &str = "/embeddings";
@@ -87,13 +87,9 @@ fn inputs_of(request: &Map<String, Value>) -> Result<Vec<String>, String> {
 
 /// 处理 OpenAI 与 Azure 的向量请求；返回连接是否仍可复用。
 pub(super) async fn openai(app: &MockApp, session: &mut ServerSession, body: Bytes) -> bool {
-    let uri = session.req_header().uri.clone();
-    let azure = uri.path().starts_with(AZURE_PREFIX);
-    if let Err((status, message)) = check_request(session, azure) {
-        return error(session, status, &message).await;
-    }
-    let Ok(Value::Object(request)) = serde_json::from_slice::<Value>(&body) else {
-        return error(session, 400, "模拟器收到的请求体不是 JSON 对象").await;
+    let Opened { request, model, .. } = match open(session, &body).await {
+        Ok(opened) => opened,
+        Err(reusable) => return reusable,
     };
     let parsed = inputs_of(&request).and_then(|inputs| {
         let dims = dimensions_of(request.get("dimensions").unwrap_or(&Value::Null))?;
@@ -103,9 +99,8 @@ pub(super) async fn openai(app: &MockApp, session: &mut ServerSession, body: Byt
         Ok(parsed) => parsed,
         Err(message) => return error(session, 400, &message).await,
     };
-    if let Some(Fault::Status(code)) = app.fault() {
-        let body = error_body(code, &format!("模拟的上游故障（{code}）"));
-        return write_json_with(session, code, &body, app.retry_after(code).as_deref()).await;
+    if let Some(reusable) = status_fault(app, session).await {
+        return reusable;
     }
     let base64 = request.get("encoding_format").and_then(Value::as_str) == Some("base64");
     let turn = Turn {
@@ -113,7 +108,6 @@ pub(super) async fn openai(app: &MockApp, session: &mut ServerSession, body: Byt
         ..Turn::default()
     };
     let prompt = plan::usage(&app.settings, &turn).prompt;
-    let model = response_model(uri.path(), &request, azure);
     let bytes = list_bytes(&inputs, (dims, base64), model, prompt);
     write_json_bytes(session, (200, bytes), None).await
 }

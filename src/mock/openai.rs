@@ -21,7 +21,7 @@ pub(super) const CHAT_PATH: &str = "/chat/completions";
 /// 模型列表接口路径的结尾。
 pub(super) const MODELS_PATH: &str = "/models";
 /// Azure 部署路径的前缀。
-pub(super) const AZURE_PREFIX: &str = "/openai/deployments/";
+const AZURE_PREFIX: &str = "/openai/deployments/";
 /// Azure 必填的查询参数。
 const AZURE_API_VERSION: &str = "api-version=";
 /// 模拟器的系统指纹。
@@ -36,25 +36,62 @@ struct Completion {
     azure: bool,
 }
 
-/// 处理聊天补全（OpenAI 或 Azure）；返回连接是否仍可复用。
-pub(super) async fn chat(app: &MockApp, session: &mut ServerSession, body: Bytes) -> bool {
+/// 一个通过了共同检查的 OpenAI 或 Azure 请求（聊天与向量共用）。
+pub(super) struct Opened {
+    /// 请求体对象。
+    pub(super) request: Map<String, Value>,
+    /// 是否 Azure 的部署路径。
+    pub(super) azure: bool,
+    /// 回复里的 `model`。
+    pub(super) model: String,
+}
+
+/// OpenAI 与 Azure 请求的共同开头：Azure 的查询参数与认证头，请求体须是 JSON 对象。
+///
+/// 返回：通过的请求；不通过时已写出错误，`Err` 里是连接是否仍可复用。
+pub(super) async fn open(session: &mut ServerSession, body: &[u8]) -> Result<Opened, bool> {
     let uri = session.req_header().uri.clone();
     let azure = uri.path().starts_with(AZURE_PREFIX);
     if let Err((status, message)) = check_request(session, azure) {
-        return error(session, status, &message).await;
+        return Err(error(session, status, &message).await);
     }
-    let Ok(Value::Object(request)) = serde_json::from_slice::<Value>(&body) else {
-        return error(session, 400, "模拟器收到的请求体不是 JSON 对象").await;
+    let Ok(Value::Object(request)) = serde_json::from_slice::<Value>(body) else {
+        return Err(error(session, 400, "模拟器收到的请求体不是 JSON 对象").await);
+    };
+    let model = response_model(uri.path(), &request, azure);
+    Ok(Opened {
+        request,
+        azure,
+        model,
+    })
+}
+
+/// 配置了按状态码的故障时写出 OpenAI 格式的错误（带 `Retry-After`）；返回连接是否仍可复用，没有故障时为 `None`。
+pub(super) async fn status_fault(app: &MockApp, session: &mut ServerSession) -> Option<bool> {
+    let Some(Fault::Status(code)) = app.fault() else {
+        return None;
+    };
+    let body = error_body(code, &format!("模拟的上游故障（{code}）"));
+    Some(write_json_with(session, code, &body, app.retry_after(code).as_deref()).await)
+}
+
+/// 处理聊天补全（OpenAI 或 Azure）；返回连接是否仍可复用。
+pub(super) async fn chat(app: &MockApp, session: &mut ServerSession, body: Bytes) -> bool {
+    let Opened {
+        request,
+        azure,
+        model,
+    } = match open(session, &body).await {
+        Ok(opened) => opened,
+        Err(reusable) => return reusable,
     };
     if let Err(message) = validate_messages(&request) {
         return error(session, 400, &message).await;
     }
-    if let Some(Fault::Status(code)) = app.fault() {
-        let body = error_body(code, &format!("模拟的上游故障（{code}）"));
-        return write_json_with(session, code, &body, app.retry_after(code).as_deref()).await;
+    if let Some(reusable) = status_fault(app, session).await {
+        return reusable;
     }
     let turn = turn_of(&request, body.len());
-    let model = response_model(uri.path(), &request, azure);
     let c = Completion {
         id: plan::next_id("chatcmpl-mock-"),
         created: unix_now(),
@@ -79,7 +116,7 @@ pub(super) async fn chat(app: &MockApp, session: &mut ServerSession, body: Bytes
 }
 
 /// 响应里的 `model`：Azure 报告部署背后的模型（这里用部署名代替），OpenAI 回显请求的模型。
-pub(super) fn response_model(path: &str, request: &Map<String, Value>, azure: bool) -> String {
+fn response_model(path: &str, request: &Map<String, Value>, azure: bool) -> String {
     let model = match azure {
         true => path.trim_start_matches(AZURE_PREFIX).split('/').next(),
         false => request.get("model").and_then(Value::as_str),
@@ -88,7 +125,7 @@ pub(super) fn response_model(path: &str, request: &Map<String, Value>, azure: bo
 }
 
 /// Azure 要求 `api-version` 查询参数与 `api-key` 头。
-pub(super) fn check_request(session: &ServerSession, azure: bool) -> Result<(), (u16, String)> {
+fn check_request(session: &ServerSession, azure: bool) -> Result<(), (u16, String)> {
     if !azure {
         return Ok(());
     }
@@ -260,7 +297,7 @@ pub(super) async fn error(session: &mut ServerSession, status: u16, message: &st
 }
 
 /// OpenAI 错误信封。
-pub(super) fn error_body(status: u16, message: &str) -> Value {
+fn error_body(status: u16, message: &str) -> Value {
     let kind = if status >= 500 {
         "server_error"
     } else {

@@ -10,6 +10,7 @@ use crate::common::{
     EMBEDDING_PROMPT_TOKENS, ENV, GEMINI_EMBEDDING_MODEL, UPSTREAM_KEY,
 };
 use crate::metrics::{sample, scrape, tokens, wait_for};
+use crate::support::header;
 
 /// 模拟上游的缺省向量维度。
 const MOCK_DIMENSIONS: usize = 8;
@@ -104,12 +105,7 @@ async fn gemini_翻译成批量请求_顺序不变_用量标明是估算() {
     let body = json!({"model": "向量-gemini", "input": ["甲", "乙"], "dimensions": 5, "encoding_format": "base64"});
     let resp = embed(body).await;
     assert_eq!(resp.status(), 200);
-    assert_eq!(
-        resp.headers()
-            .get("x-chatnexus-usage")
-            .and_then(|v| v.to_str().ok()),
-        Some("estimated")
-    );
+    assert_eq!(header(&resp, "x-chatnexus-usage"), "estimated");
     let reply: Value = resp.json().await.expect("JSON");
     assert_eq!(reply["model"], "向量-gemini");
     assert_eq!(reply["object"], "list");
@@ -192,12 +188,7 @@ async fn 输入与模型种类不对_清楚的_400() {
 #[tokio::test]
 async fn 上游限流_429带重试时间_故障目标换到下一个() {
     let resp = embed(json!({"model": "向量-429", "input": "你好"})).await;
-    assert_eq!(
-        resp.headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok()),
-        Some("7")
-    );
+    assert_eq!(header(&resp, "retry-after"), "7");
     expect_error(resp, 429).await;
     let reply = embed_ok(json!({"model": "向量-转移", "input": ["故障转移"]})).await;
     assert_eq!(vectors(&reply).len(), 1);
@@ -252,34 +243,16 @@ async fn 缓存_相同请求第二次命中_编码不同不共用() {
             .count()
     };
     let first = embed(body.clone()).await;
-    assert_eq!(
-        first
-            .headers()
-            .get("x-chatnexus-cache")
-            .and_then(|v| v.to_str().ok()),
-        Some("miss")
-    );
+    assert_eq!(header(&first, "x-chatnexus-cache"), "miss");
     let first: Value = first.json().await.expect("JSON");
     let second = embed(body.clone()).await;
-    assert_eq!(
-        second
-            .headers()
-            .get("x-chatnexus-cache")
-            .and_then(|v| v.to_str().ok()),
-        Some("hit")
-    );
+    assert_eq!(header(&second, "x-chatnexus-cache"), "hit");
     let second: Value = second.json().await.expect("JSON");
     assert_eq!(first, second, "命中回放同样的回复");
     assert_eq!(seen(), 1, "只有第一次到达上游");
     let mut floats = body;
     floats["encoding_format"] = json!("float");
     let third = embed(floats).await;
-    assert_eq!(
-        third
-            .headers()
-            .get("x-chatnexus-cache")
-            .and_then(|v| v.to_str().ok()),
-        Some("miss")
-    );
+    assert_eq!(header(&third, "x-chatnexus-cache"), "miss");
     assert_eq!(seen(), 2);
 }
