@@ -4,14 +4,16 @@
 use serde_json::{json, Value};
 
 use crate::env::{
-    eventually, key, single_redis, start_cached_gateway, RedisGateway, FAST_COMPLETION_TOKENS,
-    FAST_PROMPT_TOKENS, MOCKS,
+    count_keys, eventually, key, single_redis, start_cached_gateway, RedisGateway,
+    FAST_COMPLETION_TOKENS, FAST_PROMPT_TOKENS, MOCKS,
 };
 use crate::redis_server::RedisProcess;
 use crate::support::config::{Limits, RateLimits};
 use crate::support::gateway::Gateway;
 use crate::support::{header, redis_url, unique_prefix};
 
+/// 网关在 Redis 里的缓存键段（键为 `<前缀>cache:<摘要>`，见 docs/cache.md）。
+const CACHE_SEGMENT: &str = "cache:";
 /// 缓存测试用的客户端密钥名（两个实例上同名，缓存按它隔离）。
 const KEY_NAME: &str = "乙";
 /// 命中不占额度的测试里每个密钥的请求数与 token 上限（都足够大，测试只看计数）。
@@ -51,13 +53,19 @@ fn 上游次数(marker: &str) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn 缓存_两个实例共用_redis_里的条目() {
-    let redis = single_redis(&crate::support::redis_url(), &unique_prefix("cnx-cache"));
+    let prefix = unique_prefix("cnx-cache");
+    let redis = single_redis(&redis_url(), &prefix);
     let (a, b) = (
         start_cached_gateway(redis.clone(), None),
         start_cached_gateway(redis, None),
     );
     let marker = "共享缓存标记";
     assert_eq!(发送(a, marker).await, (200, "miss".to_string()));
+    // 条目在回复写完之后才存进 Redis：等它落地，再让另一个实例来查
+    eventually("未命中的回复存进 Redis", || {
+        count_keys(&redis_url(), &format!("{prefix}{CACHE_SEGMENT}*")) == 1
+    })
+    .await;
     assert_eq!(
         发送(b, marker).await,
         (200, "hit".to_string()),

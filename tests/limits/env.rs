@@ -310,6 +310,17 @@ pub fn hash_field(url: &str, key: &str, field: &str) -> i64 {
     value.unwrap_or(0)
 }
 
+/// 数 Redis 里匹配 `pattern` 的键（测试用唯一前缀，`KEYS` 只扫这一个测试的键）；`url` 为单机地址。
+pub fn count_keys(url: &str, pattern: &str) -> usize {
+    let client = redis::Client::open(url).expect("Redis 地址合法");
+    let mut conn = client.get_connection().expect("连接 Redis");
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(pattern)
+        .query(&mut conn)
+        .expect("KEYS");
+    keys.len()
+}
+
 /// 轮询直到 `ready` 为真（只防挂起：超过上限即失败）。
 pub async fn eventually(what: &str, mut ready: impl FnMut() -> bool) {
     let deadline = Instant::now() + HANG_GUARD;
