@@ -26,10 +26,12 @@ const ADMIT_LUA: &str = include_str!("admit.lua");
 const SETTLE_LUA: &str = include_str!("settle.lua");
 /// 每个窗口分成的桶数：桶越多越精确（边界上少放的量不超过一个桶），脚本清理过期桶的开销也越大。
 pub const BUCKETS: u64 = 20;
-/// 脚本返回值中，表头（是否放行、层号、种类、重试毫秒数、token 桶号）的长度。
-const HEADER_LEN: usize = 5;
-/// 脚本返回值中，每层的数值个数。
-const PER_LAYER: usize = 4;
+/// 放行时的返回值里 token 桶号的位置（第 0 个是“是否放行”）。
+const BUCKET_AT: usize = 1;
+/// 放行时的返回值里最紧的请求层（层号、剩余、完全恢复的毫秒数）从这里开始。
+const REQUESTS_AT: usize = 2;
+/// 放行时的返回值里最紧的 token 层（同上）从这里开始。
+const TOKENS_AT: usize = 5;
 /// 脚本表示“不限”或“永远不行”的值。
 const NONE: i64 = -1;
 /// 操作名：准入（错误计数与日志用）。
@@ -154,44 +156,48 @@ pub fn width(window: Duration) -> u64 {
     millis.div_ceil(BUCKETS).max(1)
 }
 
-/// 解析脚本的返回值。
+/// 解析脚本的返回值：放行时脚本只给出每种计数最紧的一层（响应头只用它），返回值短、解析也少。
 fn parse(reply: &[i64], checks: &[Check], tokens: u64) -> RemoteVerdict {
     let field = |i: usize| reply.get(i).copied().unwrap_or(NONE);
     if field(0) != 1 {
         return RemoteVerdict::Refused(refusal(reply, checks, tokens));
     }
-    let quotas = checks
-        .iter()
-        .enumerate()
-        .flat_map(|(i, check)| {
-            let at = HEADER_LEN + i * PER_LAYER;
-            let requests = check
-                .requests
-                .map(|limit| quota(check.layer, Kind::Requests, limit, field(at), field(at + 1)));
-            let token = check.tokens.map(|limit| {
-                quota(
-                    check.layer,
-                    Kind::Tokens,
-                    limit,
-                    field(at + 2),
-                    field(at + 3),
-                )
-            });
-            requests.into_iter().chain(token)
-        })
-        .collect();
+    let tightest = |at: usize, kind: Kind| {
+        let check = numbered(checks, field(at))?;
+        let limit = match kind {
+            Kind::Requests => check.requests,
+            Kind::Tokens => check.tokens,
+        }?;
+        Some(quota(
+            check.layer,
+            kind,
+            limit,
+            field(at + 1),
+            field(at + 2),
+        ))
+    };
+    let quotas = [
+        tightest(REQUESTS_AT, Kind::Requests),
+        tightest(TOKENS_AT, Kind::Tokens),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
     RemoteVerdict::Admitted {
         quotas,
-        bucket: field(HEADER_LEN - 1),
+        bucket: field(BUCKET_AT),
     }
+}
+
+/// 脚本里的层号（从 1 起，0 表示没有）对应的检查。
+fn numbered(checks: &[Check], number: i64) -> Option<&Check> {
+    usize::try_from(number - 1).ok().and_then(|i| checks.get(i))
 }
 
 /// 解析拒绝：脚本给出层号（从 1 起）、种类与可重试的毫秒数，上限与窗口取自对应的检查。
 fn refusal(reply: &[i64], checks: &[Check], tokens: u64) -> Refusal {
     let field = |i: usize| reply.get(i).copied().unwrap_or(NONE);
-    let check = usize::try_from(field(1) - 1)
-        .ok()
-        .and_then(|i| checks.get(i));
+    let check = numbered(checks, field(1));
     let kind = if field(2) == 1 {
         Kind::Tokens
     } else {

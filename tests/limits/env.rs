@@ -310,6 +310,13 @@ pub fn hash_field(url: &str, key: &str, field: &str) -> i64 {
     value.unwrap_or(0)
 }
 
+/// Redis 键还剩的毫秒数（`PTTL`：没有过期时间时为 -1，键不存在时为 -2）；`url` 为单机地址。
+pub fn pttl(url: &str, key: &str) -> i64 {
+    let client = redis::Client::open(url).expect("Redis 地址合法");
+    let mut conn = client.get_connection().expect("连接 Redis");
+    redis::cmd("PTTL").arg(key).query(&mut conn).expect("PTTL")
+}
+
 /// 数 Redis 里匹配 `pattern` 的键（测试用唯一前缀，`KEYS` 只扫这一个测试的键）；`url` 为单机地址。
 pub fn count_keys(url: &str, pattern: &str) -> usize {
     let client = redis::Client::open(url).expect("Redis 地址合法");

@@ -2,9 +2,9 @@
 
 use once_cell::sync::Lazy;
 
-use crate::env::{chat, expect_refused, key, Ask, RedisGateway};
+use crate::env::{chat, expect_refused, key, limiter_key, pttl, Ask, RedisGateway};
 use crate::support::config::{Limits, RateLimits};
-use crate::support::header;
+use crate::support::{header, redis_url};
 
 /// 全局层的请求数上限。
 const GLOBAL_LIMIT: u64 = 1_000;
@@ -14,6 +14,10 @@ const IP_LIMIT: u64 = 5;
 const KEY_REQUESTS: u64 = 1_000;
 /// 每个密钥的 token 上限（每分钟）。
 const KEY_TOKENS: u64 = 100_000;
+/// 缺省的请求数窗口与 token 窗口（毫秒）：都是一分钟。
+const WINDOW_MS: i64 = 60_000;
+/// 窗口分成 20 个桶，每个桶宽（毫秒）。
+const BUCKET_MS: i64 = WINDOW_MS / 20;
 /// 唯一信任其 `X-Forwarded-For` 的代理：测试客户端自己。
 const TRUSTED_PROXY: &str = "127.0.0.1";
 
@@ -154,4 +158,26 @@ async fn 放行的响应_json_与_sse_都带最紧一层的额度头() {
     );
     assert!(!header(&resp, "x-ratelimit-reset-tokens").is_empty());
     resp.text().await.expect("流正常结束");
+}
+
+#[tokio::test]
+async fn 计数的键会过期_过期时间盖住整个窗口() {
+    let client = reqwest::Client::new();
+    let ip = "192.0.2.91";
+    let ask = Ask {
+        forwarded: Some(ip),
+        ..Ask::default()
+    };
+    assert_eq!(
+        chat(&client, ENV.gateway, key("丁"), ask).await.status(),
+        200
+    );
+    for (segment, subject) in [("ip", ip), ("k", "丁"), ("g", "")] {
+        let ttl = pttl(&redis_url(), &limiter_key(&ENV.prefix, segment, subject));
+        // 过期时间设在当前桶移出窗口再加一个桶之后：比窗口长，但不超过窗口加两个桶
+        assert!(
+            ttl > WINDOW_MS && ttl <= WINDOW_MS + 2 * BUCKET_MS,
+            "{segment} 层的键还剩 {ttl} 毫秒，应在一个窗口与窗口加两个桶之间"
+        );
+    }
 }
