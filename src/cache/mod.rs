@@ -9,7 +9,7 @@ mod flight;
 mod key;
 mod local;
 
-pub use entry::Entry;
+pub use entry::{CorruptEntry, Entry};
 pub use flight::{wait, Flight, FlightGuard};
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -157,13 +157,7 @@ impl ResponseCache {
 
     /// 保存（超过 max_entry_bytes 时不存）；Redis 用 SET EX ttl；失败只记日志与计数，不报错。
     pub async fn put(&self, settings: &CacheSettings, key: &str, entry: &Entry) {
-        let bytes = match entry.encode() {
-            Ok(bytes) => bytes,
-            Err(e) => {
-                warn!("序列化缓存条目失败，不缓存：{e}");
-                return;
-            }
-        };
+        let bytes = entry.encode();
         if bytes.len() > settings.max_entry_bytes {
             debug!(
                 "回复有 {} 字节，超过缓存单条上限 {}，不缓存",
@@ -199,7 +193,7 @@ impl ResponseCache {
                 return Lookup::Bypass;
             }
         };
-        match Entry::decode(&raw) {
+        match Entry::decode(raw) {
             // Redis 的过期时间是保存时的 TTL；按当前设置再判断一次，热重载缩短 TTL 立即生效
             Ok(entry) if entry.created_unix.saturating_add(settings.ttl_seconds) > unix_now() => {
                 Lookup::Hit(entry)

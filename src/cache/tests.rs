@@ -28,7 +28,7 @@ fn entry(text: &str, created_unix: u64) -> Entry {
 
 /// 条目序列化后的字节数。
 fn size_of(e: &Entry) -> usize {
-    e.encode().expect("可序列化").len()
+    e.encode().len()
 }
 
 /// 每个测试独有的 Redis 键前缀。
@@ -197,4 +197,28 @@ async fn redis_后端没有连接时绕过() {
         ..CacheSettings::default()
     };
     assert_eq!(cache.get(&settings, "键").await, Lookup::Bypass);
+}
+
+#[test]
+fn 存储格式_往返后相同_有无用量都保留() {
+    let with_usage = entry("你好，世界", 1_700_000_000);
+    assert_eq!(Entry::decode(with_usage.encode()), Ok(with_usage.clone()));
+    let without = Entry {
+        usage: None,
+        ..with_usage
+    };
+    assert_eq!(Entry::decode(without.encode()), Ok(without));
+}
+
+#[test]
+fn 存储格式_截断_旧格式_缺字段都当作损坏() {
+    let mut truncated = entry("会被截断的回答", 1).encode();
+    truncated.pop();
+    let old_json = br#"{"created_unix":1,"usage":null,"completion":{}}"#.to_vec();
+    let short_header = b"cnx1 1 0 0\n{}".to_vec();
+    let negative = b"cnx1 1 0 0 0 0 0 -2\n{}".to_vec();
+    for raw in [truncated, old_json, short_header, negative] {
+        let text = String::from_utf8_lossy(&raw).to_string();
+        assert!(Entry::decode(raw).is_err(), "应当作损坏：{text}");
+    }
 }
