@@ -38,12 +38,18 @@ pub(crate) fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
         .sum()
 }
 
-/// 轮询指标直到条件成立（仅防止挂起，不是性能断言）。
+/// 轮询指标直到条件成立（仅防止挂起，不是性能断言），返回条件成立之后再抓的一份。
+///
+/// 一次抓取按指标名的顺序逐个收集，并不是同一瞬间的快照：`llm_cost_usd_total` 排在 `llm_requests_total` 之前，
+/// 抓取途中结束的请求可能只出现在后者里。网关最后才计请求数，所以看到计数之后重新抓的一份一定包含这个请求的全部指标。
 pub(crate) async fn wait_for(check: impl Fn(&str) -> bool) -> String {
     let deadline = Instant::now() + RECORD_WAIT;
     loop {
         let text = scrape().await;
-        if check(&text) || Instant::now() > deadline {
+        if check(&text) {
+            return scrape().await;
+        }
+        if Instant::now() > deadline {
             return text;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
