@@ -1,14 +1,30 @@
 //! OpenAI 流式块的构造：翻译器用它写出 `chat.completion.chunk` 事件、用量块和结束标记。
 
-use bytes::BytesMut;
+use bytes::{BufMut, BytesMut};
 use serde::de::IgnoredAny;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{json, Value};
 
-use super::{write_data, write_done};
+use super::{write_data_with, write_done, write_json_str};
 
 /// 流式块的 `object` 字段。
 const CHUNK_OBJECT: &str = "chat.completion.chunk";
+/// 普通块在共同开头之后、增量之前的部分。
+const CHOICE_HEAD: &[u8] = br#""choices":[{"index":0,"delta":"#;
+/// 增量之后、结束原因之前的部分。
+const CHOICE_MIDDLE: &[u8] = br#","logprobs":null,"finish_reason":"#;
+/// 普通块的结尾。
+const CHOICE_TAIL: &[u8] = b"}]}";
+/// 文本增量的开头（后接 JSON 转义后的文本与对象结尾）。
+const CONTENT_HEAD: &[u8] = br#"{"content":"#;
+/// JSON 对象的结尾。
+const OBJECT_END: &[u8] = b"}";
+/// 用量块在共同开头之后的部分（后接用量对象）。
+const USAGE_HEAD: &[u8] = br#""choices":[],"usage":"#;
+/// JSON 的 null。
+const NULL: &[u8] = b"null";
+/// 一个块除了共同开头、增量与结束原因之外的固定字节数（预留缓冲用）。
+const CHUNK_OVERHEAD: usize = 96;
 /// 助手角色。
 const ROLE_ASSISTANT: &str = "assistant";
 
@@ -187,19 +203,21 @@ impl From<WireUsage> for Usage {
 /// ```
 #[derive(Debug, Clone)]
 pub struct ChunkWriter {
-    id: String,
-    created: u64,
-    model: String,
+    /// 每个块都一样的开头：`{"id":…,"object":…,"created":…,"model":…,`（创建时序列化一次，之后按字节复制）。
+    prefix: Vec<u8>,
     include_usage: bool,
 }
 
 impl ChunkWriter {
     /// 创建构造器；`include_usage` 为客户端的 `stream_options.include_usage`。
     pub fn new(id: String, created: u64, model: String, include_usage: bool) -> Self {
+        let head = json!({ "id": id, "object": CHUNK_OBJECT, "created": created, "model": model });
+        let mut prefix = head.to_string().into_bytes();
+        // 去掉结尾的 `}`、换成逗号，后面接各块自己的字段
+        prefix.pop();
+        prefix.push(b',');
         ChunkWriter {
-            id,
-            created,
-            model,
+            prefix,
             include_usage,
         }
     }
@@ -211,9 +229,15 @@ impl ChunkWriter {
 
     /// 文本增量（空文本不写）。
     pub fn content(&self, out: &mut BytesMut, text: &str) {
-        if !text.is_empty() {
-            self.delta(out, json!({ "content": text }));
+        if text.is_empty() {
+            return;
         }
+        // 流里最多的块：固定部分按字节写，只有文本经 JSON 转义，不建 JSON 值
+        self.write_with(out, text.len(), None, |buf| {
+            buf.put_slice(CONTENT_HEAD);
+            write_json_str(buf, text);
+            buf.put_slice(OBJECT_END);
+        });
     }
 
     /// 一个工具调用的首个增量：带 `index`、`id`、`type`、`name` 与初始参数。
@@ -247,11 +271,17 @@ impl ChunkWriter {
         if !self.include_usage {
             return;
         }
-        let chunk = json!({
-            "id": self.id, "object": CHUNK_OBJECT, "created": self.created, "model": self.model,
-            "choices": [], "usage": usage.to_json(),
-        });
-        write_data(out, chunk.to_string().as_bytes());
+        let usage = usage.to_json().to_string();
+        write_data_with(
+            out,
+            self.prefix.len() + usage.len() + CHUNK_OVERHEAD,
+            |buf| {
+                buf.put_slice(&self.prefix);
+                buf.put_slice(USAGE_HEAD);
+                buf.put_slice(usage.as_bytes());
+                buf.put_slice(OBJECT_END);
+            },
+        );
     }
 
     /// 结束标记 `data: [DONE]`。
@@ -264,11 +294,32 @@ impl ChunkWriter {
     }
 
     fn write(&self, out: &mut BytesMut, delta: Value, finish: Option<&str>) {
-        let chunk = json!({
-            "id": self.id, "object": CHUNK_OBJECT, "created": self.created, "model": self.model,
-            "choices": [ { "index": 0, "delta": delta, "logprobs": null, "finish_reason": finish } ],
+        let delta = delta.to_string();
+        self.write_with(out, delta.len(), finish, |buf| {
+            buf.put_slice(delta.as_bytes())
         });
-        write_data(out, chunk.to_string().as_bytes());
+    }
+
+    /// 写出一个普通块：共同开头、`choices` 的开头、由 `delta` 写出的增量对象、结束原因与结尾。
+    fn write_with(
+        &self,
+        out: &mut BytesMut,
+        delta_len: usize,
+        finish: Option<&str>,
+        delta: impl FnOnce(&mut BytesMut),
+    ) {
+        let len = self.prefix.len() + delta_len + CHUNK_OVERHEAD;
+        write_data_with(out, len, |buf| {
+            buf.put_slice(&self.prefix);
+            buf.put_slice(CHOICE_HEAD);
+            delta(buf);
+            buf.put_slice(CHOICE_MIDDLE);
+            match finish {
+                Some(reason) => write_json_str(buf, reason),
+                None => buf.put_slice(NULL),
+            }
+            buf.put_slice(CHOICE_TAIL);
+        });
     }
 }
 
@@ -284,6 +335,37 @@ mod tests {
             .filter(|d| *d != "[DONE]")
             .map(|d| serde_json::from_str(d).expect("每个事件都是 JSON"))
             .collect()
+    }
+
+    #[test]
+    fn 块_按字节拼出的与整块序列化的完全相同_文本里的引号与换行照常转义() {
+        let w = ChunkWriter::new("chatcmpl-\"乙\"".into(), 9, "模型\n名".into(), true);
+        let mut out = BytesMut::new();
+        w.content(&mut out, "第一行\n\"引号\"与\\反斜杠");
+        w.content(&mut out, "普通文本");
+        w.finish(&mut out, FinishReason::Stop);
+        w.usage(&mut out, &Usage::default());
+        let head = json!({ "id": "chatcmpl-\"乙\"", "object": CHUNK_OBJECT, "created": 9, "model": "模型\n名" });
+        let chunk = |delta: Value, finish: Value| {
+            let mut c = head.clone();
+            c["choices"] =
+                json!([{ "index": 0, "delta": delta, "logprobs": null, "finish_reason": finish }]);
+            format!("data: {c}\n\n")
+        };
+        let mut usage = head.clone();
+        usage["choices"] = json!([]);
+        usage["usage"] = Usage::default().to_json();
+        let expected = [
+            chunk(
+                json!({ "content": "第一行\n\"引号\"与\\反斜杠" }),
+                Value::Null,
+            ),
+            chunk(json!({ "content": "普通文本" }), Value::Null),
+            chunk(json!({}), json!("stop")),
+            format!("data: {usage}\n\n"),
+        ]
+        .concat();
+        assert_eq!(std::str::from_utf8(&out).expect("UTF-8"), expected);
     }
 
     #[test]

@@ -11,6 +11,8 @@ use bytes::{BufMut, BytesMut};
 /// OpenAI 流的结束标记（`data: [DONE]`）。
 pub const DONE_SENTINEL: &str = "[DONE]";
 /// `data:` 字段名。
+/// JSON 字符串字面量两端的引号数。
+const QUOTES: usize = 2;
 const FIELD_DATA: &[u8] = b"data";
 /// `event:` 字段名。
 const FIELD_EVENT: &[u8] = b"event";
@@ -303,6 +305,30 @@ fn decode(bytes: &[u8]) -> Cow<'_, str> {
     match std::str::from_utf8(bytes) {
         Ok(text) => Cow::Borrowed(text),
         Err(_) => String::from_utf8_lossy(bytes),
+    }
+}
+
+/// 把 `text` 写成 JSON 字符串字面量（带引号）：不含需要转义的字符时直接复制字节，否则经 serde_json 转义。
+///
+/// 用途：翻译器与方言渲染器按字节拼事件时写其中的文本，不必为一段文本建 JSON 值。
+///
+/// ```
+/// let mut out = bytes::BytesMut::new(); // 输出缓冲
+/// chatnexus::streaming::write_json_str(&mut out, "你好\n\"世界\""); // 换行与引号要转义
+/// assert_eq!(&out[..], "\"你好\\n\\\"世界\\\"\"".as_bytes());
+/// ```
+pub fn write_json_str(out: &mut BytesMut, text: &str) {
+    let plain = text.bytes().all(|b| b >= b' ' && b != b'"' && b != b'\\');
+    if plain {
+        out.reserve(text.len() + QUOTES);
+        out.put_u8(b'"');
+        out.put_slice(text.as_bytes());
+        out.put_u8(b'"');
+        return;
+    }
+    // 写进内存缓冲、且文本本身是合法的 UTF-8，序列化不会失败
+    if serde_json::to_writer(out.writer(), text).is_err() {
+        log::warn!("文本序列化为 JSON 字符串失败");
     }
 }
 

@@ -18,7 +18,7 @@ use super::names::{
 use crate::dialects::hub_calls::{CallState, HubCalls};
 use crate::dialects::hub_stream::{feed_hub_event, reasoning_of, HubChoice, HubRender};
 use crate::error::ApiError;
-use crate::streaming::{random_id, write_event, write_event_with, Usage};
+use crate::streaming::{random_id, write_event, write_event_with, write_json_str, Usage};
 
 /// 文本增量事件负载在序号之前的部分（最常见的事件直接按字节写出，不建 JSON 树）。
 const TEXT_DELTA_HEAD: &[u8] = br#"{"type":"content_block_delta","index":"#;
@@ -327,12 +327,8 @@ fn write_text_delta(out: &mut BytesMut, index: u64, kind: BlockKind, text: &str)
         buf.put_slice(TEXT_DELTA_HEAD);
         buf.put_slice(itoa::Buffer::new().format(index).as_bytes());
         buf.put_slice(middle);
-        let mut writer = buf.writer();
-        // 写进内存缓冲、且文本本身是合法的 UTF-8，序列化不会失败
-        if serde_json::to_writer(&mut writer, text).is_err() {
-            log::warn!("文本增量序列化失败");
-        }
-        writer.into_inner().put_slice(DELTA_TAIL);
+        write_json_str(buf, text);
+        buf.put_slice(DELTA_TAIL);
     });
 }
 

@@ -422,3 +422,34 @@ fn 流式_垃圾字节与随机事件不会崩溃且输出始终合法() {
         检查输出(&out);
     }
 }
+
+#[test]
+fn 流式_没有事件名时走通用解析_输出与有事件名时逐字节相同() {
+    let without_names: String = RECORDED_STREAM
+        .lines()
+        .filter(|line| !line.starts_with("event:"))
+        .map(|line| format!("{line}\n"))
+        .collect();
+    let (named, named_end) = 翻译流(&[RECORDED_STREAM.as_bytes()], true);
+    let (plain, plain_end) = 翻译流(&[without_names.as_bytes()], true);
+    assert_eq!((named_end, plain_end), (Ok(()), Ok(())));
+    assert_eq!(named, plain, "定型快速路径与通用路径的输出必须一致");
+}
+
+#[test]
+fn 流式_增量字段类型不对时按空处理_不报错也不输出() {
+    let stream = concat!(
+        "event: message_start\n",
+        "data: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_01\",\"usage\":{\"input_tokens\":1}}}\n\n",
+        "event: content_block_delta\n",
+        "data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":5}}\n\n",
+        "event: content_block_delta\n",
+        "data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"第二段\\n带换行\"}}\n\n",
+    );
+    let (out, _) = 翻译流(&[stream.as_bytes()], false);
+    let contents: Vec<Value> = 事件(&out)
+        .iter()
+        .map(|e| e["choices"][0]["delta"]["content"].clone())
+        .collect();
+    assert_eq!(contents, vec![json!(""), json!("第二段\n带换行")]);
+}

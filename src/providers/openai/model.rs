@@ -8,6 +8,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 use memchr::memmem::Finder;
 use once_cell::sync::Lazy;
 
+use crate::streaming::write_json_str;
+
 /// JSON 字符串两端的引号数。
 const QUOTES: usize = 2;
 /// 要找的键（带引号）。
@@ -49,7 +51,7 @@ impl<'a> ModelName<'a> {
     /// 把 `json` 写进 `out`，`span`（[`ModelName::locate`] 给出的值的范围）换成客户端的名字。
     pub(super) fn replace(&self, json: &[u8], span: Range<usize>, out: &mut BytesMut) {
         out.put_slice(&json[..span.start - 1]);
-        write_json_string(self.model, out);
+        write_json_str(out, self.model);
         out.put_slice(&json[span.end + 1..]);
     }
 
@@ -85,19 +87,6 @@ impl<'a> ModelName<'a> {
         }
         let span = string_end(json, start).map(|end| start..end);
         (Some(key), span)
-    }
-}
-
-/// 按 JSON 字符串字面量写出（带引号）；不含需要转义的字符时直接写原始字节。
-fn write_json_string(text: &str, out: &mut BytesMut) {
-    let plain = text.bytes().all(|b| b >= b' ' && b != b'"' && b != b'\\');
-    if plain {
-        out.put_u8(b'"');
-        out.put_slice(text.as_bytes());
-        out.put_u8(b'"');
-    } else {
-        let literal = serde_json::Value::from(text).to_string();
-        out.put_slice(literal.as_bytes());
     }
 }
 
