@@ -12,8 +12,8 @@ use chatnexus::security::{Budgets, Client, KeyHash, Secret};
 
 use crate::admin::{新建, 管理, 管理_json, 聊天状态};
 use crate::env::{
-    chat, single_redis, start_admin_gateway, Ask, FAST_COMPLETION_TOKENS, FAST_PRICE_PER_MILLION,
-    FAST_PROMPT_TOKENS, HANG_GUARD,
+    chat, integer_at, single_redis, start_admin_gateway, Ask, FAST_COMPLETION_TOKENS,
+    FAST_PRICE_PER_MILLION, FAST_PROMPT_TOKENS, HANG_GUARD,
 };
 use crate::support::gateway::Gateway;
 use crate::support::{expect_error, redis_url, unique_prefix};
@@ -37,10 +37,7 @@ fn 今日已扣(prefix: &str, name: &str) -> i64 {
         "{{{prefix}budget}}:k:{name}:d:{}",
         Utc::now().format("%Y%m%d")
     );
-    let client = redis::Client::open(redis_url()).expect("Redis 地址合法");
-    let mut conn = client.get_connection().expect("连接 Redis");
-    let value: Option<i64> = redis::cmd("GET").arg(key).query(&mut conn).expect("GET");
-    value.unwrap_or(0)
+    integer_at(&redis_url(), &key)
 }
 
 /// 等到今天已扣的金额等于 `expected`（结算在请求结束后的日志阶段完成）。
@@ -178,10 +175,7 @@ fn 团队今日已扣(prefix: &str, team: &str) -> i64 {
         "{{{prefix}budget}}:t:{team}:d:{}",
         Utc::now().format("%Y%m%d")
     );
-    let client = redis::Client::open(redis_url()).expect("Redis 地址合法");
-    let mut conn = client.get_connection().expect("连接 Redis");
-    let value: Option<i64> = redis::cmd("GET").arg(key).query(&mut conn).expect("GET");
-    value.unwrap_or(0)
+    integer_at(&redis_url(), &key)
 }
 
 /// 等到团队今天已扣的金额等于 `expected`。

@@ -298,10 +298,25 @@ pub fn limiter_key(prefix: &str, segment: &str, subject: &str) -> String {
     format!("{{{prefix}rl}}:{segment}:{subject}")
 }
 
+/// 连到单机 Redis `url`（测试直接读写网关写下的键）。
+pub fn connect(url: &str) -> redis::Connection {
+    redis::Client::open(url)
+        .and_then(|client| client.get_connection())
+        .expect("连接 Redis")
+}
+
+/// 读 Redis 字符串键里的整数（没有时为 0）；`url` 为单机地址。
+pub fn integer_at(url: &str, key: &str) -> i64 {
+    let value: Option<i64> = redis::cmd("GET")
+        .arg(key)
+        .query(&mut connect(url))
+        .expect("GET");
+    value.unwrap_or(0)
+}
+
 /// 读 Redis 哈希的一个整数字段（没有时为 0）；`url` 为单机地址。
 pub fn hash_field(url: &str, key: &str, field: &str) -> i64 {
-    let client = redis::Client::open(url).expect("Redis 地址合法");
-    let mut conn = client.get_connection().expect("连接 Redis");
+    let mut conn = connect(url);
     let value: Option<i64> = redis::cmd("HGET")
         .arg(key)
         .arg(field)
@@ -312,15 +327,13 @@ pub fn hash_field(url: &str, key: &str, field: &str) -> i64 {
 
 /// Redis 键还剩的毫秒数（`PTTL`：没有过期时间时为 -1，键不存在时为 -2）；`url` 为单机地址。
 pub fn pttl(url: &str, key: &str) -> i64 {
-    let client = redis::Client::open(url).expect("Redis 地址合法");
-    let mut conn = client.get_connection().expect("连接 Redis");
+    let mut conn = connect(url);
     redis::cmd("PTTL").arg(key).query(&mut conn).expect("PTTL")
 }
 
 /// 数 Redis 里匹配 `pattern` 的键（测试用唯一前缀，`KEYS` 只扫这一个测试的键）；`url` 为单机地址。
 pub fn count_keys(url: &str, pattern: &str) -> usize {
-    let client = redis::Client::open(url).expect("Redis 地址合法");
-    let mut conn = client.get_connection().expect("连接 Redis");
+    let mut conn = connect(url);
     let keys: Vec<String> = redis::cmd("KEYS")
         .arg(pattern)
         .query(&mut conn)
