@@ -10,14 +10,7 @@ use bytes::{Bytes, BytesMut};
 
 use crate::error::ApiError;
 use crate::providers::{StreamStatus, StreamTranslator};
-use crate::streaming::SseParser;
-
-/// 单行 `data:` 事件的开头。
-const DATA_LINE: &[u8] = b"data: ";
-/// 换行。
-const LF: u8 = b'\n';
-/// 回车。
-const CR: u8 = b'\r';
+use crate::streaming::{simple_data_event, SseParser};
 
 /// 一块上游字节翻译的结果。
 pub(super) struct Translated {
@@ -99,7 +92,7 @@ fn relay_simple(
     events: &mut u64,
 ) -> (Step, usize) {
     let mut at = 0;
-    while let Some((data, len)) = simple_event(&chunk[at..]) {
+    while let Some((data, len)) = simple_data_event(&chunk[at..]) {
         let before = out.len();
         let Some(result) = translator.relay_data(data, out) else {
             break;
@@ -115,14 +108,6 @@ fn relay_simple(
         }
     }
     (ControlFlow::Continue(()), at)
-}
-
-/// `bytes` 开头是不是一个单行 `data:` 事件（`data: <负载>\n\n`，只用 `\n`）：是时返回负载与整个事件的长度。
-fn simple_event(bytes: &[u8]) -> Option<(&[u8], usize)> {
-    let rest = bytes.strip_prefix(DATA_LINE)?;
-    let end = memchr::memchr2(CR, LF, rest)?;
-    let blank = rest[end] == LF && rest.get(end + 1) == Some(&LF);
-    blank.then(|| (&rest[..end], DATA_LINE.len() + end + 2))
 }
 
 /// 按翻译器对一个事件的结论更新输出：不必改时交给 `forward`，写了东西时保持与原样转发的一段的先后；
@@ -263,16 +248,22 @@ mod tests {
         (String::from_utf8(got).expect("UTF-8"), step.status)
     }
 
-    #[test]
-    fn 透传_整块都不必改时原样交出同一块内存() {
+    /// 把一整块交给新的透传翻译器，返回结果与翻译器（看它记下的用量）。
+    fn 一块翻译(chunk: &Bytes) -> (Translated, Box<dyn StreamTranslator>) {
         let (mut translator, mut parser) = (透传(), SseParser::default());
-        let chunk = Bytes::from(format!("{内容块}{内容块}"));
         let step = translate_chunk(
             translator.as_mut(),
             &mut parser,
             (chunk.clone(), false),
             &mut BytesMut::new(),
         );
+        (step, translator)
+    }
+
+    #[test]
+    fn 透传_整块都不必改时原样交出同一块内存() {
+        let chunk = Bytes::from(format!("{内容块}{内容块}"));
+        let (step, _) = 一块翻译(&chunk);
         assert_eq!(step.status, Ok(StreamStatus::Continue));
         assert_eq!(step.events, 2, "两个事件");
         assert_eq!(step.data, chunk, "内容不变");
@@ -281,14 +272,8 @@ mod tests {
 
     #[test]
     fn 透传_夹着要丢掉的用量块_其余事件按顺序写出且用量照记() {
-        let (mut translator, mut parser) = (透传(), SseParser::default());
         let chunk = Bytes::from(format!("{内容块}{用量块}{结束}"));
-        let step = translate_chunk(
-            translator.as_mut(),
-            &mut parser,
-            (chunk.clone(), false),
-            &mut BytesMut::new(),
-        );
+        let (step, translator) = 一块翻译(&chunk);
         assert_eq!(step.status, Ok(StreamStatus::Done));
         assert_eq!(
             step.data,

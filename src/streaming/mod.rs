@@ -7,6 +7,6 @@ mod sse;
 pub use chunk::{estimate_tokens, ChunkWriter, FinishReason, Usage, BYTES_PER_TOKEN};
 pub use id::random_id;
 pub use sse::{
-    write_data, write_data_with, write_done, write_event, write_event_with, write_json_str,
-    SseEvent, SseParser, DONE_SENTINEL,
+    simple_data_event, write_data, write_data_with, write_done, write_event, write_event_with,
+    write_json_str, SseEvent, SseParser, DONE_SENTINEL,
 };

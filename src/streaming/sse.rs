@@ -11,8 +11,6 @@ use bytes::{BufMut, BytesMut};
 /// OpenAI 流的结束标记（`data: [DONE]`）。
 pub const DONE_SENTINEL: &str = "[DONE]";
 /// `data:` 字段名。
-/// JSON 字符串字面量两端的引号数。
-const QUOTES: usize = 2;
 const FIELD_DATA: &[u8] = b"data";
 /// `event:` 字段名。
 const FIELD_EVENT: &[u8] = b"event";
@@ -26,6 +24,8 @@ const EVENT_END: &[u8] = b"\n\n";
 const CR: u8 = b'\r';
 /// 换行。
 const LF: u8 = b'\n';
+/// JSON 字符串字面量两端的引号数。
+const QUOTES: usize = 2;
 
 /// 一个完整的 SSE 事件。
 ///
@@ -306,6 +306,23 @@ fn decode(bytes: &[u8]) -> Cow<'_, str> {
         Ok(text) => Cow::Borrowed(text),
         Err(_) => String::from_utf8_lossy(bytes),
     }
+}
+
+/// `bytes` 开头是不是一个单行 `data:` 事件（`data: <负载>\n\n`，只用 `\n` 分隔）：是时返回负载与整个事件的字节数。
+///
+/// 用途：转发路径在解析器正好位于两个事件之间时（[`SseParser::at_boundary`]）先用它处理最常见的事件，不建事件、不复制；
+/// 别的形状（多行、带事件名、回车换行、不完整）返回 `None`，交给解析器。
+///
+/// ```
+/// let (data, len) = chatnexus::streaming::simple_data_event(b"data: {}\n\ndata: x").unwrap(); // 开头的一个事件
+/// assert_eq!((data, len), (&b"{}"[..], 10)); // 负载与整个事件的字节数
+/// assert!(chatnexus::streaming::simple_data_event(b"data: {}\r\n\r\n").is_none()); // 回车换行交给解析器
+/// ```
+pub fn simple_data_event(bytes: &[u8]) -> Option<(&[u8], usize)> {
+    let rest = bytes.strip_prefix(DATA_PREFIX)?;
+    let end = memchr::memchr2(CR, LF, rest)?;
+    let blank = rest[end] == LF && rest.get(end + 1) == Some(&LF);
+    blank.then(|| (&rest[..end], DATA_PREFIX.len() + end + EVENT_END.len()))
 }
 
 /// 把 `text` 写成 JSON 字符串字面量（带引号）：不含需要转义的字符时直接复制字节，否则经 serde_json 转义。

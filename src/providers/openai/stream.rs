@@ -49,9 +49,7 @@ impl OpenAiStream {
             done: false,
         }
     }
-}
 
-impl OpenAiStream {
     /// 一个要转发的块：`model` 本来就是客户端的名字时什么也不写（[`StreamStatus::Forward`]，上游的字节原样转发），
     /// 否则写出换了名字的块。
     fn forward(&mut self, data: &[u8], out: &mut BytesMut) -> StreamStatus {
