@@ -60,6 +60,8 @@ impl BackgroundService for DrainExit {
             quiet = if (self.inflight)() <= 0 { quiet + 1 } else { 0 };
             if quiet >= QUIET_POLLS {
                 info!("进行中的请求已全部结束，提前退出（不必等满宽限期）");
+                // 退出前写出还攒着的访问日志（process::exit 不会再给别的服务机会）
+                log::logger().flush();
                 std::process::exit(EXIT_OK);
             }
             tokio::time::sleep(POLL_INTERVAL).await;

@@ -14,7 +14,7 @@ use log::{error, info, warn};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use pingora::server::configuration::Opt;
-use pingora::server::Server;
+use pingora::server::{RunArgs, Server};
 use pingora::services::background::background_service;
 
 use chatnexus::config::{self, Config, DEFAULT_CONFIG_PATH};
@@ -200,7 +200,10 @@ fn run_gateway(cli: &Cli) -> ExitCode {
             );
         }
     }
-    server.run_forever()
+    server.run(RunArgs::default());
+    // 关停结束：写出还攒着的访问日志再退出
+    log::logger().flush();
+    ExitCode::SUCCESS
 }
 
 /// `chatnexus reload`：先完整校验配置，通过后向运行中的网关发送 SIGHUP。

@@ -14,6 +14,7 @@ use crate::admin::{admin_api_service, AdminApi};
 use crate::config::{Config, SharedConfig};
 use crate::drain::DrainExit;
 use crate::exchange::{HealthProber, UpstreamClient};
+use crate::logging::LogFlusher;
 use crate::mock::mock_service;
 use crate::proxy::admin::{admin_service, AdminApp};
 use crate::proxy::Gateway;
@@ -31,6 +32,8 @@ const DNS_SERVICE_NAME: &str = "DNS 刷新";
 const DRAIN_SERVICE_NAME: &str = "关停时提前退出";
 /// 配置热重载服务的名称。
 const RELOAD_SERVICE_NAME: &str = "配置热重载";
+/// 按间隔写出攒着的访问日志的后台服务名。
+const LOG_SERVICE_NAME: &str = "访问日志写出";
 /// 主动健康检查服务的名称。
 const PROBE_SERVICE_NAME: &str = "上游健康检查";
 /// 虚拟密钥刷新服务的名称。
@@ -79,6 +82,9 @@ pub fn build(config: Config, path: Option<PathBuf>, opt: Option<Opt>) -> Server 
     server.add_service(background_service(DNS_SERVICE_NAME, refresher));
     server.add_service(background_service(PROBE_SERVICE_NAME, prober));
     if let Some(path) = path {
+        let current = Arc::clone(&shared);
+        let flusher = LogFlusher::new(move || current.load().access_log.flush_interval());
+        server.add_service(background_service(LOG_SERVICE_NAME, flusher));
         let reloader = ConfigReloader::new(path, shared);
         server.add_service(background_service(RELOAD_SERVICE_NAME, reloader));
         server.add_service(background_service(DRAIN_SERVICE_NAME, DrainExit::gateway()));

@@ -1,6 +1,8 @@
 //! 外部安全评审发现的命令行与部署问题的回归测试：模拟器收到 SIGTERM 后提前退出、私有运行时目录、
-//! `.env` 不向上层目录查找、演示密钥不能用在非回环监听上、私密文件权限告警。
+//! `.env` 不向上层目录查找、演示密钥不能用在非回环监听上、私密文件权限告警；
+//! 以及攒着写出的访问日志在关停时不丢。
 
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -31,6 +33,10 @@ const PRIVATE_DIR: u32 = 0o700;
 const PERMISSION_BITS: u32 = 0o777;
 /// 人人可写的目录权限。
 const OPEN_DIR: u32 = 0o777;
+/// 访问日志行的开头。
+const ACCESS_LINE: &str = "访问 请求ID=";
+/// 发请求用的客户端密钥（请求头只能是 ASCII）。
+const REQUEST_KEY: &str = "sk-access-log-test";
 
 /// 测试结束时删除的临时目录。
 struct 临时目录(PathBuf);
@@ -228,5 +234,83 @@ fn 配置文件组或其他用户可读时告警() {
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("组或其他用户可读"),
         "{out:?}"
+    );
+}
+
+/// 带内置模拟器上游、访问日志攒一分钟才写出的配置模板（测试期间只有关停会让它写出）：
+/// `GATEWAY_PORT`、`MOCK_PORT`、`HASH_ENV` 在写出时替换。
+const BUFFERED_LOG_CONFIG: &str = r#"server: { listen: "127.0.0.1:GATEWAY_PORT" }
+auth: { keys: [ { name: 测试, sha256_env: HASH_ENV } ] }
+mock: { listen: "127.0.0.1:MOCK_PORT" }
+providers: [ { name: mock, kind: openai_compatible, base_url: "http://127.0.0.1:MOCK_PORT" } ]
+models: [ { name: 演示, targets: [ { provider: mock, model: m } ] } ]
+access_log: { flush_ms: 60000 }
+"#;
+
+/// 按 [`BUFFERED_LOG_CONFIG`] 写出配置文件。
+fn 写攒日志的配置(dir: &Path, port: u16, mock_port: u16) -> PathBuf {
+    let path = dir.join("chatnexus.yaml");
+    let yaml = BUFFERED_LOG_CONFIG
+        .replace("GATEWAY_PORT", &port.to_string())
+        .replace("MOCK_PORT", &mock_port.to_string())
+        .replace("HASH_ENV", HASH_ENV);
+    std::fs::write(&path, yaml).expect("写配置");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(OWNER_ONLY)).expect("改权限");
+    path
+}
+
+/// 经原始 HTTP/1.1 发一个聊天请求（`Connection: close`），返回完整的响应文本。
+fn 发聊天请求(port: u16) -> String {
+    let body = r#"{"model":"演示","messages":[{"role":"user","content":"你好"}]}"#;
+    let request = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {REQUEST_KEY}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("连接网关");
+    stream.set_read_timeout(Some(DEADLINE)).expect("读超时");
+    stream.write_all(request.as_bytes()).expect("发送请求");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("读取响应");
+    response
+}
+
+#[test]
+fn 访问日志攒在内存里_收到_sigterm_关停时全部写出() {
+    let dir = 工作目录("访问日志");
+    let (port, mock_port) = (空闲端口(), 空闲端口());
+    let config = 写攒日志的配置(&dir.0, port, mock_port);
+    let env = format!("{HASH_ENV}={}\n", KeyHash::of(REQUEST_KEY).to_hex());
+    let env_path = dir.0.join(".env");
+    std::fs::write(&env_path, env).expect("写 .env");
+    std::fs::set_permissions(&env_path, std::fs::Permissions::from_mode(OWNER_ONLY))
+        .expect("改权限");
+    let log_path = dir.0.join("stderr.log");
+    let log_file = std::fs::File::create(&log_path).expect("创建日志文件");
+    let mut child = 命令(&dir.0, &["-c", &config.display().to_string()])
+        .env("RUST_LOG", "warn,chatnexus::access=info")
+        .env("XDG_RUNTIME_DIR", &dir.0)
+        .stderr(log_file)
+        .spawn()
+        .expect("启动网关");
+    等待端口(port, &mut child);
+    等待端口(mock_port, &mut child);
+    let response = 发聊天请求(port);
+    assert!(
+        response.starts_with("HTTP/1.1 200"),
+        "请求应成功：{response}"
+    );
+    let before = std::fs::read_to_string(&log_path).expect("读日志");
+    assert!(
+        !before.contains(ACCESS_LINE),
+        "flush_ms 为一分钟时访问日志应还攒在内存里：{before}"
+    );
+    let out = 终止并等待退出(child);
+    assert!(out.status.success(), "应正常退出：{out:?}");
+    let after = std::fs::read_to_string(&log_path).expect("读日志");
+    let line = after.lines().find(|l| l.contains(ACCESS_LINE));
+    assert!(
+        line.is_some_and(|l| l.contains("状态=200") && l.contains("模型=演示")),
+        "关停时攒着的访问日志必须写出：{after}"
     );
 }

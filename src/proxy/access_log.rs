@@ -9,10 +9,9 @@ use serde_json::json;
 use super::context::RequestCtx;
 use crate::config::{AccessLogFormat, Config};
 use crate::error::ErrorCode;
+use crate::logging::ACCESS_TARGET;
 use crate::metrics::{record_request, RequestRecord, NO_PROVIDER_LABEL, UNKNOWN_LABEL};
 
-/// 访问日志使用的日志目标，便于单独过滤或转发。
-const ACCESS_TARGET: &str = "chatnexus::access";
 /// 文本格式中空值的占位符。
 const EMPTY: &str = "-";
 /// 费用字段的名字（文本格式）。

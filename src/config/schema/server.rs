@@ -27,6 +27,8 @@ const DEFAULT_MAX_STREAM_BYTES: u64 = 256 * 1024 * 1024;
 const DEFAULT_EMBEDDINGS_MAX_INPUTS: usize = 2048;
 /// 向量请求全部输入缺省的总字节上限：2 MiB（OpenAI 每个请求最多 30 万 token，约合 1.2 MB 英文）。
 const DEFAULT_EMBEDDINGS_MAX_INPUT_BYTES: usize = 2 * 1024 * 1024;
+/// 访问日志缺省攒一秒再写出（同 nginx 的 `access_log … flush=1s`）。
+const DEFAULT_ACCESS_FLUSH_MS: u64 = 1_000;
 /// 默认请求体上限：10 MiB。
 const DEFAULT_MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
 
@@ -50,13 +52,14 @@ pub enum AccessLogFormat {
 
 /// `access_log` 段。
 ///
-/// 用途：决定每个请求一行的访问日志用什么格式、是否包含提示词。
+/// 用途：决定每个请求一行的访问日志用什么格式、是否包含提示词、攒多久写出一次。
 ///
 /// ```
 /// let a = chatnexus::config::AccessLogSettings::default(); // 缺省
 /// assert!(!a.include_prompts); // 缺省不记录提示词
+/// assert_eq!(a.flush_interval(), std::time::Duration::from_secs(1)); // 缺省攒一秒
 /// ```
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AccessLogSettings {
     /// 日志格式。
@@ -65,6 +68,31 @@ pub struct AccessLogSettings {
     /// 为真时在访问日志中附上请求的 `messages`（截断）；缺省关闭，提示词可能含敏感信息。
     #[serde(default)]
     pub include_prompts: bool,
+    /// 访问日志攒在内存里、最多多久写出一次（毫秒；攒满 64 KiB 时提前写出）。0 表示每行立即写出。
+    /// 告警与错误总是立即写出（连同之前攒着的行）。
+    #[serde(default = "default_flush_ms")]
+    pub flush_ms: u64,
+}
+
+impl Default for AccessLogSettings {
+    fn default() -> Self {
+        AccessLogSettings {
+            format: AccessLogFormat::default(),
+            include_prompts: false,
+            flush_ms: default_flush_ms(),
+        }
+    }
+}
+
+impl AccessLogSettings {
+    /// 攒行的写出间隔；为 0 时不攒。
+    pub fn flush_interval(&self) -> Duration {
+        Duration::from_millis(self.flush_ms)
+    }
+}
+
+fn default_flush_ms() -> u64 {
+    DEFAULT_ACCESS_FLUSH_MS
 }
 
 /// `responses` 段：OpenAI Responses 接口的会话保存。

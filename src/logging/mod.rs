@@ -5,6 +5,12 @@
 //! 运维为排查问题设 `RUST_LOG=trace` 时，上游密钥就会进日志。所以每条日志在写出之前都经过
 //! [`scrub`]：认证类请求头（`authorization`、`x-api-key`、`api-key`、`x-goog-api-key`、
 //! `x-chatnexus-signature`、Cookie 等）的值一律替换为 `[已隐藏]`，与日志级别和来源无关。
+//!
+//! 访问日志的行先攒在内存里、按间隔或攒满时一次写出（见 [`LineBuffer`]），其余日志立即写出。
+
+mod held;
+
+pub use held::{LineBuffer, LogFlusher, ACCESS_TARGET, FLUSH_BYTES};
 
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -163,15 +169,17 @@ impl<L: Log> Log for Redacting<L> {
     }
 }
 
-/// 安装进程的日志器：env_logger（`RUST_LOG`，缺省 `default_level`）外包脱敏。
+/// 安装进程的日志器：env_logger（`RUST_LOG`，缺省 `default_level`）外包脱敏，写进进程的 stderr 行缓冲
+/// （[`LogFlusher`] 开始运行之前不攒，每行立即写出）。
 ///
 /// 错误：已经安装过日志器。
 pub fn init(default_level: &str) -> Result<(), log::SetLoggerError> {
     let logger =
         env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level))
+            .target(env_logger::Target::Pipe(Box::new(held::StderrLines)))
             .build();
     let max = logger.filter();
-    log::set_boxed_logger(Box::new(Redacting::new(logger)))?;
+    log::set_boxed_logger(Box::new(held::Holding::new(Redacting::new(logger))))?;
     log::set_max_level(max);
     Ok(())
 }
