@@ -10,6 +10,10 @@ use http::{HeaderName, HeaderValue};
 use super::layer::Kind;
 use super::verdict::Quota;
 
+/// 每种计数的额度头个数：上限、剩余、恢复时间。
+const HEADERS_PER_KIND: usize = 3;
+/// 计数的种类数（请求数、token 数）。
+const KINDS: usize = 2;
 /// 请求数上限的响应头。
 static LIMIT_REQUESTS: HeaderName = HeaderName::from_static("x-ratelimit-limit-requests");
 /// 剩余请求数的响应头。
@@ -56,7 +60,7 @@ pub fn rate_limit_headers(quotas: &[Quota]) -> QuotaHeaders {
             .filter(|q| q.kind == kind)
             .min_by_key(|q| (q.remaining, q.limit))
     };
-    let mut headers = Vec::new();
+    let mut headers = Vec::with_capacity(HEADERS_PER_KIND * KINDS);
     let names = [
         (
             Kind::Requests,

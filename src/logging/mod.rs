@@ -13,6 +13,7 @@ mod held;
 pub use held::{LineBuffer, LogFlusher, ACCESS_TARGET, FLUSH_BYTES};
 
 use std::borrow::Cow;
+use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -20,6 +21,8 @@ use log::{Log, Metadata, Record};
 
 /// 替换敏感值的占位符。
 pub const REDACTED: &str = "[已隐藏]";
+/// 格式化一条日志时预留的字节数（一行访问日志约三四百字节）。
+const LINE_CAPACITY: usize = 512;
 /// 告警闸门“从没告警过”的标记（见 [`WarnGate`]）。
 const NEVER: u64 = u64::MAX;
 
@@ -120,6 +123,15 @@ fn value_span(bytes: &[u8], mut i: usize) -> Option<(usize, usize)> {
     (i > start).then_some((start, i))
 }
 
+/// 把日志参数格式化成文本：先按一行访问日志的长度预留，免得逐步翻倍扩容（`to_string` 从空串开始，
+/// 一行三四百字节要重新分配七次）。
+fn format_args_text(args: &fmt::Arguments<'_>) -> String {
+    let mut text = String::with_capacity(LINE_CAPACITY);
+    // 写进 String 不会失败（除非某个 Display 实现自己报错，那时保留已写出的部分）
+    let _ = fmt::write(&mut text, *args);
+    text
+}
+
 /// 给任意日志器加上脱敏的包装。
 ///
 /// 用途：`chatnexus` 进程用它包住 env_logger；测试用它包住捕获日志的日志器。
@@ -148,7 +160,7 @@ impl<L: Log> Log for Redacting<L> {
         let text = match record.args().as_str() {
             Some(plain) => plain,
             None => {
-                formatted = record.args().to_string();
+                formatted = format_args_text(record.args());
                 &formatted
             }
         };
