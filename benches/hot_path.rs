@@ -86,6 +86,12 @@ fn bench_request(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::new("改写模型名", size), &req, |b, req| {
             b.iter(|| upstream_body(black_box(req), &target, false).map(|b| b.len()))
         });
+        // 流式请求还要追加 stream_options（客户端大多不带它）
+        group.bench_with_input(
+            BenchmarkId::new("改写模型名并要用量", size),
+            &req,
+            |b, req| b.iter(|| upstream_body(black_box(req), &target, true).map(|b| b.len())),
+        );
         // 透传（Messages → Anthropic）在原始字节里替换模型名：一遍扫描，不建树
         group.bench_with_input(
             BenchmarkId::new("透传改写模型名", size),

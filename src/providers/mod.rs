@@ -26,7 +26,7 @@ use crate::error::{ApiError, ErrorCode, Relayed, TYPE_INVALID_REQUEST, TYPE_SERV
 use crate::streaming::{write_done, SseEvent, Usage, DONE_SENTINEL};
 
 pub use convert::{Completion, ToolCall};
-pub use splice::{body_with_model, splice_model};
+pub use splice::{body_with_model, splice_model, splice_request};
 
 /// JSON 内容类型。
 const JSON_CONTENT_TYPE: &str = "application/json";
@@ -665,7 +665,8 @@ impl Serialize for UpstreamBody<'_> {
 
 /// 发往 OpenAI 格式上游的请求体：`model` 改为目标的上游模型名；`force_usage` 时要求流末尾给出用量
 /// （网关要精确计量；客户端没要求的用量块由翻译器去掉）；输出上限超过目标的 `max_output_tokens` 时截到它。
-/// 无需改写时原样返回原始字节（零拷贝）。
+/// 无需改写时原样返回原始字节（零拷贝）；只需换模型名或追加 `stream_options` 时在原始字节上改（见 [`splice_request`]），
+/// 不重新序列化整个请求；其余情况（截输出上限、合并已有的 `stream_options`）按对象序列化。
 pub fn upstream_body(
     req: &ChatRequest,
     target: &Target,
@@ -676,6 +677,13 @@ pub fn upstream_body(
     let over_cap = cap.is_some() && req.body.iter().any(|(k, v)| capped(k, v, cap).is_some());
     if req.model == target.model && usage_already && !over_cap {
         return Ok(req.raw.clone());
+    }
+    let add_usage = !usage_already && !req.body.contains_key(STREAM_OPTIONS);
+    let model = (req.model != target.model).then_some(target.model.as_str());
+    if !over_cap && (usage_already || add_usage) {
+        if let Some(spliced) = splice_request(&req.raw, model, add_usage) {
+            return Ok(spliced);
+        }
     }
     let body = UpstreamBody {
         body: &req.body,
@@ -815,5 +823,25 @@ mod tests {
             std::str::from_utf8(&changed).expect("UTF-8"),
             r#"{"stream":false,"model":"上游模型","messages":[{"role":"user","content":"x"}]}"#
         );
+    }
+
+    #[test]
+    fn 流式要用量_在原始字节上追加_stream_options_不重新序列化() {
+        let rest = r#""stream": true, "temperature": 1.0e0,
+  "messages": [{"role": "user", "content": "你好"}] }"#;
+        let raw = format!(r#"{{ "model": "demo", {rest}"#);
+        let req = ChatRequest::parse(Bytes::from(raw)).expect("应当通过");
+        let body = upstream_body(&req, &目标("上游模型", None), true).expect("应当成功");
+        let expected =
+            format!(r#"{{"stream_options":{{"include_usage":true}}, "model": "上游模型", {rest}"#);
+        assert_eq!(
+            std::str::from_utf8(&body).expect("UTF-8"),
+            expected,
+            "空白与数字写法保持原样"
+        );
+        let same_model = upstream_body(&req, &目标("demo", None), true).expect("应当成功");
+        let expected =
+            format!(r#"{{"stream_options":{{"include_usage":true}}, "model": "demo", {rest}"#);
+        assert_eq!(std::str::from_utf8(&same_model).expect("UTF-8"), expected);
     }
 }

@@ -1,5 +1,5 @@
-//! 透传时只换请求体顶层的 `model`：在原始字节里找到它的值并替换，其余字节（空白、字段顺序、数字写法、
-//! 网关不认识的字段）一个不改。
+//! 只改请求体顶层的少数几处：在原始字节里找到顶层 `model` 的值并替换、在对象开头追加 `stream_options`，
+//! 其余字节（空白、字段顺序、数字写法、网关不认识的字段）一个不改，也不必把可能数 MiB 的请求重新序列化。
 //!
 //! 解析时已拒绝重复的顶层键，所以顶层的 `model` 至多一个。键名带转义（如 `"mod\u0065l"`）时找不到，
 //! 由调用方退回按对象序列化。
@@ -11,6 +11,8 @@ use crate::error::ApiError;
 
 /// 顶层键名 `model`（带引号）。
 const MODEL_KEY: &[u8] = b"\"model\"";
+/// 要求流末尾给出用量的顶层成员（追加在对象开头）。
+const USAGE_MEMBER: &[u8] = br#""stream_options":{"include_usage":true}"#;
 /// 字符串的引号。
 const QUOTE: u8 = 0x22;
 /// 字符串里的转义符。
@@ -32,12 +34,48 @@ const COMMA: u8 = 0x2c;
 ///
 /// 参数：客户端的原始请求体（已确认是 JSON 对象）、新的模型名。返回：替换后的请求体。
 pub fn splice_model(raw: &[u8], model: &str) -> Option<Bytes> {
-    let (start, end) = model_value_span(raw)?;
-    let quoted = serde_json::to_string(model).ok()?;
-    let mut out = BytesMut::with_capacity(raw.len() - (end - start) + quoted.len());
-    out.put_slice(&raw[..start]);
-    out.put_slice(quoted.as_bytes());
-    out.put_slice(&raw[end..]);
+    splice_request(raw, Some(model), false)
+}
+
+/// 在原始请求体上做两处可选的改写：`model` 为 `Some` 时换顶层 `model` 的字符串值，`add_usage` 时在对象开头追加
+/// `"stream_options":{"include_usage":true}`（调用方保证原请求没有顶层 `stream_options`）。
+///
+/// 参数：客户端的原始请求体（已确认是 JSON 对象）、新的模型名、是否追加用量选项。
+/// 返回：改写后的请求体；不是以对象开头、或要换模型却找不到顶层的字符串 `model` 时为 `None`。
+///
+/// ```
+/// let raw = r#"{ "model": "别名", "stream": true }"#; // 客户端原文
+/// let out = chatnexus::providers::splice_request(raw.as_bytes(), Some("gpt-4o"), true).unwrap(); // 换模型并要用量
+/// assert_eq!(&out[..], br#"{"stream_options":{"include_usage":true}, "model": "gpt-4o", "stream": true }"#); // 其余字节不变
+/// ```
+pub fn splice_request(raw: &[u8], model: Option<&str>, add_usage: bool) -> Option<Bytes> {
+    let open = skip_whitespace(raw, 0);
+    if raw.get(open) != Some(&OBJECT_OPEN) {
+        return None;
+    }
+    let replace = match model {
+        Some(model) => Some((model_value_span(raw)?, serde_json::to_string(model).ok()?)),
+        None => None,
+    };
+    // 空对象追加成员时后面不能跟逗号
+    let empty = raw.get(skip_whitespace(raw, open + 1)) == Some(&OBJECT_CLOSE);
+    let extra = replace.as_ref().map_or(0, |(_, quoted)| quoted.len()) + USAGE_MEMBER.len() + 1;
+    let mut out = BytesMut::with_capacity(raw.len() + extra);
+    out.put_slice(&raw[..=open]);
+    if add_usage {
+        out.put_slice(USAGE_MEMBER);
+        if !empty {
+            out.put_u8(COMMA);
+        }
+    }
+    match replace {
+        Some(((start, end), quoted)) => {
+            out.put_slice(&raw[open + 1..start]);
+            out.put_slice(quoted.as_bytes());
+            out.put_slice(&raw[end..]);
+        }
+        None => out.put_slice(&raw[open + 1..]),
+    }
     Some(out.freeze())
 }
 
@@ -164,6 +202,43 @@ mod tests {
         assert_eq!(
             替换(r#"{"model":"a"}"#, "带\"引号").as_deref(),
             Some(r#"{"model":"带\"引号"}"#)
+        );
+    }
+
+    fn 改写(raw: &str, model: Option<&str>) -> Option<String> {
+        splice_request(raw.as_bytes(), model, true)
+            .map(|b| String::from_utf8(b.to_vec()).expect("UTF-8"))
+    }
+
+    #[test]
+    fn 追加用量选项_其余字节不变_结果仍是同一个对象() {
+        let raw = "  {\n \"model\": \"甲\", \"temperature\": 1.0e0, \"messages\": [{\"content\": \"你好\"}] }";
+        let out = 改写(raw, None).expect("应能追加");
+        assert_eq!(
+            out,
+            "  {\"stream_options\":{\"include_usage\":true},\n \"model\": \"甲\", \"temperature\": 1.0e0, \"messages\": [{\"content\": \"你好\"}] }"
+        );
+        let parsed: Value = serde_json::from_str(&out).expect("改写后仍是合法 JSON");
+        assert_eq!(parsed["stream_options"]["include_usage"], true);
+        assert_eq!(parsed["messages"][0]["content"], "你好");
+    }
+
+    #[test]
+    fn 追加用量选项_空对象不留逗号_可同时换模型() {
+        assert_eq!(
+            改写("{ }", None).as_deref(),
+            Some("{\"stream_options\":{\"include_usage\":true} }")
+        );
+        let out = 改写(r#"{"messages":[],"model":"别名"}"#, Some("上游")).expect("应能改写");
+        assert_eq!(
+            out,
+            r#"{"stream_options":{"include_usage":true},"messages":[],"model":"上游"}"#
+        );
+        assert_eq!(改写("[1]", None), None, "不是对象时不改写");
+        assert_eq!(
+            改写(r#"{"messages":[]}"#, Some("上游")),
+            None,
+            "要换模型却没有 model 时退回"
         );
     }
 
