@@ -17,7 +17,7 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 
 /// 攒着的行达到这么多字节就立即写出。
-pub const FLUSH_BYTES: usize = 64 * 1024;
+const FLUSH_BYTES: usize = 64 * 1024;
 /// 访问日志的日志目标（便于单独过滤或转发）：只有这个目标的 INFO 行会被攒着。
 pub const ACCESS_TARGET: &str = "chatnexus::access";
 /// 不攒（`flush_ms: 0`）时多久再看一次配置（热重载可能重新打开缓冲）。
@@ -26,22 +26,10 @@ const RECHECK: Duration = Duration::from_secs(1);
 /// 进程的 stderr 行缓冲（[`super::init`] 让 env_logger 写进它）。
 static STDERR_LINES: Lazy<LineBuffer<io::Stderr>> = Lazy::new(|| LineBuffer::new(io::stderr()));
 
-/// 攒着日志行、按需一次写出的缓冲。
+/// 攒着日志行、按需一次写出的缓冲：进程里只有一个，包着 stderr；测试包一个 `Vec`。
 ///
-/// 用途：进程里只有一个，包着 stderr；测试可以包任何 `Write`。缺省不攒（每行立即写出），
-/// [`LineBuffer::hold`] 打开后只有 [`LineBuffer::settle`] 判为可以攒的行留在内存里。
-///
-/// ```
-/// use chatnexus::logging::LineBuffer; // 日志行缓冲
-/// let lines = LineBuffer::new(Vec::new()); // 写进内存，便于演示
-/// lines.hold(true); // 开始攒
-/// lines.push("访问 1\n".as_bytes()); // 一行访问日志
-/// lines.settle(true); // 这一行可以攒：还没写出
-/// assert!(lines.with_output(|out| out.is_empty())); // 输出里还没有
-/// lines.flush(); // 到点写出
-/// assert!(lines.with_output(|out| out.as_slice() == "访问 1\n".as_bytes())); // 写出了
-/// ```
-pub struct LineBuffer<W: Write> {
+/// 缺省不攒（每行立即写出），[`LineBuffer::hold`] 打开后只有 [`LineBuffer::settle`] 判为可以攒的行留在内存里。
+struct LineBuffer<W: Write> {
     state: Mutex<Held<W>>,
     holding: AtomicBool,
 }
@@ -54,7 +42,7 @@ struct Held<W> {
 
 impl<W: Write> LineBuffer<W> {
     /// 包装一个输出；开始时不攒。
-    pub fn new(out: W) -> Self {
+    fn new(out: W) -> Self {
         LineBuffer {
             state: Mutex::new(Held {
                 pending: Vec::new(),
@@ -65,7 +53,7 @@ impl<W: Write> LineBuffer<W> {
     }
 
     /// 打开或关闭攒行；关闭时立即写出攒着的行。
-    pub fn hold(&self, on: bool) {
+    fn hold(&self, on: bool) {
         self.holding.store(on, Ordering::Release);
         if !on {
             self.flush();
@@ -73,12 +61,12 @@ impl<W: Write> LineBuffer<W> {
     }
 
     /// 加入一段已经格式化好的日志（一行或几行）。
-    pub fn push(&self, bytes: &[u8]) {
+    fn push(&self, bytes: &[u8]) {
         self.lock().pending.extend_from_slice(bytes);
     }
 
     /// 一条日志加入之后：`keep` 为假（不是可以攒的行）、没有在攒或攒满了时写出全部。
-    pub fn settle(&self, keep: bool) {
+    fn settle(&self, keep: bool) {
         let mut state = self.lock();
         let full = state.pending.len() >= FLUSH_BYTES;
         if !keep || full || !self.holding.load(Ordering::Acquire) {
@@ -87,13 +75,8 @@ impl<W: Write> LineBuffer<W> {
     }
 
     /// 写出攒着的全部行。
-    pub fn flush(&self) {
+    fn flush(&self) {
         self.lock().write_out();
-    }
-
-    /// 用输出做点什么（测试与文档示例用来查看写出了什么）。
-    pub fn with_output<T>(&self, look: impl FnOnce(&W) -> T) -> T {
-        look(&self.lock().out)
     }
 
     /// 锁住缓冲；持锁的线程 panic 过也继续用（缓冲里只有完整的行）。
@@ -215,6 +198,11 @@ impl BackgroundService for LogFlusher {
 mod tests {
     use super::*;
 
+    /// 已经写到输出里的字节。
+    fn 输出(lines: &LineBuffer<Vec<u8>>) -> Vec<u8> {
+        lines.lock().out.clone()
+    }
+
     fn 访问(level: Level) -> Metadata<'static> {
         Metadata::builder()
             .target(ACCESS_TARGET)
@@ -242,10 +230,10 @@ mod tests {
         lines.settle(true);
         lines.push("访问 乙\n".as_bytes());
         lines.settle(true);
-        assert!(lines.with_output(Vec::is_empty), "访问日志先攒着");
+        assert!(输出(&lines).is_empty(), "访问日志先攒着");
         lines.push("告警 丙\n".as_bytes());
         lines.settle(false);
-        let out = lines.with_output(|out| String::from_utf8_lossy(out).into_owned());
+        let out = String::from_utf8(输出(&lines)).expect("UTF-8");
         assert_eq!(out, "访问 甲\n访问 乙\n告警 丙\n");
     }
 
@@ -256,10 +244,10 @@ mod tests {
         let line = vec![b'x'; FLUSH_BYTES / 2];
         lines.push(&line);
         lines.settle(true);
-        assert!(lines.with_output(Vec::is_empty), "没满时不写");
+        assert!(输出(&lines).is_empty(), "没满时不写");
         lines.push(&line);
         lines.settle(true);
-        assert_eq!(lines.with_output(Vec::len), FLUSH_BYTES, "满了一次写出全部");
+        assert_eq!(输出(&lines).len(), FLUSH_BYTES, "满了一次写出全部");
     }
 
     #[test]
@@ -267,12 +255,12 @@ mod tests {
         let lines = LineBuffer::new(Vec::new());
         lines.push("访问 甲\n".as_bytes());
         lines.settle(true);
-        assert_eq!(lines.with_output(Vec::len), "访问 甲\n".len(), "缺省不攒");
+        assert_eq!(输出(&lines).len(), "访问 甲\n".len(), "缺省不攒");
         lines.hold(true);
         lines.push("访问 乙\n".as_bytes());
         lines.settle(true);
         lines.hold(false);
-        let out = lines.with_output(|out| String::from_utf8_lossy(out).into_owned());
+        let out = String::from_utf8(输出(&lines)).expect("UTF-8");
         assert_eq!(out, "访问 甲\n访问 乙\n", "关闭攒行时写出剩余的行");
     }
 }

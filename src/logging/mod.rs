@@ -6,11 +6,11 @@
 //! [`scrub`]：认证类请求头（`authorization`、`x-api-key`、`api-key`、`x-goog-api-key`、
 //! `x-chatnexus-signature`、Cookie 等）的值一律替换为 `[已隐藏]`，与日志级别和来源无关。
 //!
-//! 访问日志的行先攒在内存里、按间隔或攒满时一次写出（见 [`LineBuffer`]），其余日志立即写出。
+//! 访问日志的行先攒在内存里、按间隔或攒满时一次写出（见 [`LogFlusher`]），其余日志立即写出。
 
 mod held;
 
-pub use held::{LineBuffer, LogFlusher, ACCESS_TARGET, FLUSH_BYTES};
+pub use held::{LogFlusher, ACCESS_TARGET};
 
 use std::borrow::Cow;
 use std::fmt;

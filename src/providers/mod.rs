@@ -688,7 +688,7 @@ pub fn upstream_body(
     let body = UpstreamBody {
         body: &req.body,
         model: &target.model,
-        force_usage: force_usage && !convert::include_usage(req),
+        force_usage: !usage_already,
         cap,
     };
     serde_json::to_vec(&body)

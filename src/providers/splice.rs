@@ -8,6 +8,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use serde_json::{Map, Value};
 
 use crate::error::ApiError;
+use crate::streaming::write_json_str;
 
 /// 顶层键名 `model`（带引号）。
 const MODEL_KEY: &[u8] = b"\"model\"";
@@ -54,12 +55,12 @@ pub fn splice_request(raw: &[u8], model: Option<&str>, add_usage: bool) -> Optio
         return None;
     }
     let replace = match model {
-        Some(model) => Some((model_value_span(raw)?, serde_json::to_string(model).ok()?)),
+        Some(model) => Some((model_value_span(raw)?, model)),
         None => None,
     };
     // 空对象追加成员时后面不能跟逗号
     let empty = raw.get(skip_whitespace(raw, open + 1)) == Some(&OBJECT_CLOSE);
-    let extra = replace.as_ref().map_or(0, |(_, quoted)| quoted.len()) + USAGE_MEMBER.len() + 1;
+    let extra = model.map_or(0, str::len) + USAGE_MEMBER.len() + 1;
     let mut out = BytesMut::with_capacity(raw.len() + extra);
     out.put_slice(&raw[..=open]);
     if add_usage {
@@ -69,9 +70,9 @@ pub fn splice_request(raw: &[u8], model: Option<&str>, add_usage: bool) -> Optio
         }
     }
     match replace {
-        Some(((start, end), quoted)) => {
+        Some(((start, end), model)) => {
             out.put_slice(&raw[open + 1..start]);
-            out.put_slice(quoted.as_bytes());
+            write_json_str(&mut out, model);
             out.put_slice(&raw[end..]);
         }
         None => out.put_slice(&raw[open + 1..]),
