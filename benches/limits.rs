@@ -99,10 +99,10 @@ fn bench_remote(c: &mut Criterion) {
     let stage = RemoteStage::new(Arc::new(link), PREFIX);
     let runtime = runtime();
     runtime
-        .block_on(stage.admit(&checks, TOKENS))
+        .block_on(stage.admit(&checks, TOKENS, None))
         .unwrap_or_else(|e| panic!("需要可用的 Redis（REDIS_URL）：{e}"));
     c.bench_function("remote_stage_admit_evalsha", |b| {
-        b.iter(|| runtime.block_on(stage.admit(black_box(&checks), TOKENS)))
+        b.iter(|| runtime.block_on(stage.admit(black_box(&checks), TOKENS, None)))
     });
 }
 

@@ -78,6 +78,26 @@ impl ConnectionLike for RedisConn {
     }
 }
 
+/// 顺带读一个键的结果（例如限流准入脚本替响应缓存读条目，省一次往返）。
+///
+/// 用途：读的一方（限流）与用的一方（缓存）在同一层、互不引用，经它传递读到的原始值。
+///
+/// ```
+/// let f = chatnexus::redis_link::Fetched::Missing; // 键不存在
+/// assert_ne!(f, chatnexus::redis_link::Fetched::Unavailable); // 与 Redis 不可用不同
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fetched {
+    /// 键存在：它的原始值。
+    Value(Vec<u8>),
+    /// 键不存在。
+    Missing,
+    /// 没有读到：Redis 不可用（连不上、超时，或处在失败后的等待期）。
+    Unavailable,
+    /// 没有去读（没有要顺带做的事，单独读不省往返）：调用方自己读。
+    Unread,
+}
+
 /// 客户端：单机或集群。
 enum LinkClient {
     Single(redis::Client),
@@ -131,6 +151,11 @@ impl RedisLink {
     /// Redis 地址（不含密码），用于日志与错误消息。
     pub fn addr(&self) -> &str {
         &self.addr
+    }
+
+    /// 是否为 Redis Cluster（集群中一个脚本的全部键必须在同一个槽，不同用途的键不能合进一个脚本）。
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.client, LinkClient::Cluster(_))
     }
 
     /// 取得（必要时建立）连接；建立失败不缓存，下次再试。

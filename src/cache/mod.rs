@@ -23,7 +23,7 @@ use crate::clock::unix_now;
 use crate::config::{CacheBackend, CacheSettings};
 use crate::logging::WarnGate;
 use crate::metrics::METRICS;
-use crate::redis_link::{RedisFailure, RedisLink};
+use crate::redis_link::{Fetched, RedisFailure, RedisLink};
 
 use local::LocalStore;
 
@@ -145,13 +145,9 @@ impl ResponseCache {
                 Some(entry) => Lookup::Hit(entry),
                 None => Lookup::Miss,
             },
-            CacheBackend::Redis => self.get_redis(settings, key).await,
+            CacheBackend::Redis => self.get_stored(settings, &self.redis_key(key)).await,
         };
-        METRICS
-            .cache
-            .requests
-            .with_label_values(&[lookup.label()])
-            .inc();
+        count(&lookup);
         lookup
     }
 
@@ -176,23 +172,54 @@ impl ResponseCache {
         }
     }
 
-    /// 从 Redis 读出条目；损坏的删除并当作未命中，Redis 出错时绕过。
-    async fn get_redis(&self, settings: &CacheSettings, key: &str) -> Lookup {
+    /// 条目在 Redis 里的完整键：redis 后端且有 Redis 连接时才有（别处可以替缓存顺带读它，见 [`ResponseCache::resolve`]）。
+    pub fn storage_key(&self, settings: &CacheSettings, key: &str) -> Option<String> {
+        let redis = settings.backend == CacheBackend::Redis && self.redis.is_some();
+        redis.then(|| self.redis_key(key))
+    }
+
+    /// 由别处顺带读出的值（如限流准入脚本读的 [`ResponseCache::storage_key`]）得出查找结果，规则与 `get` 相同：
+    /// 读不到时绕过（计数并按间隔告警），损坏的删除并当作未命中；对方没有去读（[`Fetched::Unread`]）时自己 GET。
+    /// 结果计入 llm_cache_requests_total。
+    pub async fn resolve(
+        &self,
+        settings: &CacheSettings,
+        redis_key: &str,
+        fetched: Fetched,
+    ) -> Lookup {
+        let lookup = match fetched {
+            Fetched::Value(raw) => self.accept(settings, redis_key, raw).await,
+            Fetched::Missing => Lookup::Miss,
+            Fetched::Unavailable => {
+                self.report_unavailable(None, OP_GET);
+                Lookup::Bypass
+            }
+            Fetched::Unread => self.get_stored(settings, redis_key).await,
+        };
+        count(&lookup);
+        lookup
+    }
+
+    /// 从 Redis 读出条目（`GET <完整的键>`）；Redis 出错时绕过。
+    async fn get_stored(&self, settings: &CacheSettings, redis_key: &str) -> Lookup {
         let Some(link) = &self.redis else {
             self.report_missing_link();
             return Lookup::Bypass;
         };
-        let redis_key = self.redis_key(key);
         let mut cmd = Cmd::new();
-        cmd.arg("GET").arg(&redis_key);
-        let raw = match link.query::<Option<Vec<u8>>>(&cmd).await {
-            Ok(Some(raw)) => raw,
-            Ok(None) => return Lookup::Miss,
+        cmd.arg("GET").arg(redis_key);
+        match link.query::<Option<Vec<u8>>>(&cmd).await {
+            Ok(Some(raw)) => self.accept(settings, redis_key, raw).await,
+            Ok(None) => Lookup::Miss,
             Err(e) => {
-                self.report(&e, OP_GET);
-                return Lookup::Bypass;
+                self.report_unavailable(Some(&e), OP_GET);
+                Lookup::Bypass
             }
-        };
+        }
+    }
+
+    /// 解析从 Redis 读出的条目：按当前的过期时间判断新旧；损坏的删除并当作未命中。
+    async fn accept(&self, settings: &CacheSettings, redis_key: &str, raw: Vec<u8>) -> Lookup {
         match Entry::decode(raw) {
             // Redis 的过期时间是保存时的 TTL；按当前设置再判断一次，热重载缩短 TTL 立即生效
             Ok(entry) if entry.created_unix.saturating_add(settings.ttl_seconds) > unix_now() => {
@@ -201,7 +228,9 @@ impl ResponseCache {
             Ok(_) => Lookup::Miss,
             Err(e) => {
                 warn!("缓存条目 {redis_key} 已损坏（{e}），删除并当作未命中");
-                self.delete(link, &redis_key).await;
+                if let Some(link) = &self.redis {
+                    self.delete(link, redis_key).await;
+                }
                 Lookup::Miss
             }
         }
@@ -220,7 +249,7 @@ impl ResponseCache {
             .arg("EX")
             .arg(settings.ttl_seconds.max(1));
         if let Err(e) = link.query::<()>(&cmd).await {
-            self.report(&e, OP_PUT);
+            self.report_unavailable(Some(&e), OP_PUT);
         }
     }
 
@@ -233,11 +262,16 @@ impl ResponseCache {
         }
     }
 
-    /// Redis 操作失败：记指标，按间隔告警。
-    fn report(&self, failure: &RedisFailure, op: &str) {
-        METRICS.redis_errors.with_label_values(&[op]).inc();
+    /// Redis 操作失败（`failure`），或替缓存读的一方报告 Redis 不可用（`None`，那一方已记过 Redis 错误指标）：
+    /// 按间隔告警。
+    fn report_unavailable(&self, failure: Option<&RedisFailure>, op: &str) {
+        if failure.is_some() {
+            METRICS.redis_errors.with_label_values(&[op]).inc();
+        }
         if self.warn.due(WARN_INTERVAL) {
-            warn!("响应缓存的 Redis 不可用（{failure}），请求绕过缓存直接走上游");
+            let reason =
+                failure.map_or_else(|| "限流准入时没有读到条目".to_string(), ToString::to_string);
+            warn!("响应缓存的 Redis 不可用（{reason}），请求绕过缓存直接走上游");
         }
     }
 
@@ -257,6 +291,15 @@ impl ResponseCache {
     fn lock(&self) -> MutexGuard<'_, LocalStore> {
         self.local.lock().unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+/// 把一次查找计入 `llm_cache_requests_total{result}`。
+fn count(lookup: &Lookup) {
+    METRICS
+        .cache
+        .requests
+        .with_label_values(&[lookup.label()])
+        .inc();
 }
 
 #[cfg(test)]

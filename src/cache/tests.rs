@@ -222,3 +222,58 @@ fn 存储格式_截断_旧格式_缺字段都当作损坏() {
         assert!(Entry::decode(raw).is_err(), "应当作损坏：{text}");
     }
 }
+
+#[tokio::test]
+async fn 顺带读出的值_按同样的规则得出命中_未命中_绕过() {
+    let prefix = unique_prefix(line!());
+    let (cache, settings) = redis_cache(&prefix);
+    let storage = cache
+        .storage_key(&settings, "顺带")
+        .expect("redis 后端且有连接");
+    assert_eq!(storage, format!("{prefix}cache:顺带"));
+    let fresh = entry("顺带读出的回答", unix_now());
+    let found = Fetched::Value(fresh.encode());
+    assert_eq!(
+        cache.resolve(&settings, &storage, found).await,
+        Lookup::Hit(fresh)
+    );
+    let stale = Fetched::Value(entry("过期的回答", 1).encode());
+    assert_eq!(
+        cache.resolve(&settings, &storage, stale).await,
+        Lookup::Miss,
+        "按当前的过期时间已过期"
+    );
+    assert_eq!(
+        cache.resolve(&settings, &storage, Fetched::Missing).await,
+        Lookup::Miss
+    );
+    assert_eq!(
+        cache
+            .resolve(&settings, &storage, Fetched::Unavailable)
+            .await,
+        Lookup::Bypass
+    );
+    let saved = entry("自己读出的回答", unix_now());
+    cache.put(&settings, "顺带", &saved).await;
+    assert_eq!(
+        cache.resolve(&settings, &storage, Fetched::Unread).await,
+        Lookup::Hit(saved),
+        "对方没有去读时自己 GET"
+    );
+}
+
+#[tokio::test]
+async fn 进程内后端或没有_redis_连接时_没有可顺带读的键() {
+    let local = ResponseCache::new(None, "p:");
+    let redis = CacheSettings {
+        backend: CacheBackend::Redis,
+        ..CacheSettings::default()
+    };
+    assert_eq!(local.storage_key(&redis, "键"), None, "没有 Redis 连接");
+    let (cache, _) = redis_cache("p:");
+    assert_eq!(
+        cache.storage_key(&CacheSettings::default(), "键"),
+        None,
+        "local 后端"
+    );
+}

@@ -10,10 +10,14 @@
 -- 开销：脚本在 Redis 的单线程里执行，每次 redis.call 与每次数字转字符串都不便宜（本机各约 1.5–3 µs 与 0.3 µs），
 -- 所以每层只读一次、写一次，桶号字段名按桶宽只拼一次，过期时间只在打开新桶时设（它到最后一个桶移出窗口为止）。
 --
--- KEYS[i]：第 i 层的哈希键。
+-- 探查：响应缓存也在这个 Redis 里时，调用方把缓存条目的键作为最后一个键传进来，脚本顺带 GET 它——
+-- 命中的请求只计请求数、不预留 token（条目存在时本次预留为 0），查缓存与准入合成一次往返。
+--
+-- KEYS[i]：第 i 层的哈希键；探查时最后一个键是要读的键（不算一层）。
 -- ARGV[1] 桶数 B；ARGV[2] 本请求预留的 token 数；ARGV[3] token 桶宽（毫秒）；ARGV[4] 单个数值的上限；
--- 之后每层三个：请求数上限（0 表示不限）、请求桶宽（毫秒）、token 上限（0 表示不限）。
--- 返回：{ 1, token 桶号, 最紧的请求层号, 它的剩余请求数, 它完全恢复的毫秒数, 最紧的 token 层号, 剩余 token, 恢复毫秒数 }
+-- ARGV[5] 是否探查（0 或 1）；之后每层三个：请求数上限（0 表示不限）、请求桶宽（毫秒）、token 上限（0 表示不限）。
+-- 返回判定；探查时返回 { 判定, 读到的值（键不存在时为空）}。判定为
+-- { 1, token 桶号, 最紧的请求层号, 它的剩余请求数, 它完全恢复的毫秒数, 最紧的 token 层号, 剩余 token, 恢复毫秒数 }
 -- （“最紧”按剩余额度、再按上限取最小，相同时取靠前的层；没有这种上限时层号为 0），
 -- 或拒绝时 { 0, 层号（从 1 起）, 种类（0 请求 / 1 token）, 可重试的毫秒数（-1 表示永远不行）}。
 local tonumber, floor = tonumber, math.floor
@@ -33,6 +37,9 @@ local max = integer(ARGV[4], 1, EXACT, '数值上限')
 local buckets = integer(ARGV[1], 1, max, '桶数')
 local cost = integer(ARGV[2], 0, max, 'token 预留')
 local tok_width = integer(ARGV[3], 1, max, 'token 桶宽')
+local probe = integer(ARGV[5], 0, 1, '探查标记')
+-- 每层参数从这里之后开始
+local FIRST = 5
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + floor(tonumber(time[2]) / 1000)
 local tok_now = floor(now / tok_width)
@@ -40,8 +47,8 @@ local tok_field = 't' .. tok_now
 -- 各层的请求桶宽通常相同：当前桶号与字段名按桶宽只算一次
 local req_fields = {}
 local layers = {}
-for i = 1, #KEYS do
-  local base = 4 + (i - 1) * 3
+for i = 1, #KEYS - probe do
+  local base = FIRST + (i - 1) * 3
   local req_width = integer(ARGV[base + 2], 1, max, '请求桶宽')
   local field = req_fields[req_width]
   if not field then
@@ -57,6 +64,23 @@ for i = 1, #KEYS do
     req_now = field[1],
     req_field = field[2],
   }
+end
+
+-- 探查的键存在（缓存命中）：本次不预留 token；redis.call 对不存在的键返回 false，回复里是空值
+local probed = false
+if probe == 1 then
+  probed = redis.call('GET', KEYS[#KEYS])
+  if probed then
+    cost = 0
+  end
+end
+
+-- 回复：探查时连同读到的值一起返回，否则只返回判定（回复越短，调用方解析越省）
+local function reply(verdict)
+  if probe == 1 then
+    return { verdict, probed }
+  end
+  return verdict
 end
 
 -- 一层的状态：一次 HMGET 取回两种计数的桶宽、最旧桶号、总和与当前桶；通过后一次 HSET 写回
@@ -134,13 +158,13 @@ for i, l in ipairs(layers) do
   if l.req_limit > 0 then
     rewidth(l.key, 'r', l.r, l.req_width)
     if advance(l.key, 'r', l.r, l.req_now) + 1 > l.req_limit then
-      return { 0, i, 0, wait_ms(l.key, 'r', l.r, l.req_now, l.req_width, 1, l.req_limit) }
+      return reply({ 0, i, 0, wait_ms(l.key, 'r', l.r, l.req_now, l.req_width, 1, l.req_limit) })
     end
   end
   if l.tok_limit > 0 then
     rewidth(l.key, 't', l.t, tok_width)
     if advance(l.key, 't', l.t, tok_now) + cost > l.tok_limit then
-      return { 0, i, 1, wait_ms(l.key, 't', l.t, tok_now, tok_width, cost, l.tok_limit) }
+      return reply({ 0, i, 1, wait_ms(l.key, 't', l.t, tok_now, tok_width, cost, l.tok_limit) })
     end
   end
 end
@@ -182,4 +206,4 @@ for i, l in ipairs(layers) do
 end
 req_best = req_best or { -1, 0, 0, 0 }
 tok_best = tok_best or { -1, 0, 0, 0 }
-return { 1, tok_now, req_best[3], req_best[1], req_best[4], tok_best[3], tok_best[1], tok_best[4] }
+return reply({ 1, tok_now, req_best[3], req_best[1], req_best[4], tok_best[3], tok_best[1], tok_best[4] })

@@ -25,7 +25,7 @@ use pingora_proxy::Session;
 use crate::config::{Cidr, FailureMode, RateLimitSettings};
 use crate::error::ApiError;
 use crate::metrics::{MAX_COUNT, METRICS};
-use crate::redis_link::{RedisFailure, RedisLink};
+use crate::redis_link::{Fetched, RedisFailure, RedisLink};
 use crate::streaming::{estimate_tokens, Usage};
 use health::RedisHealth;
 
@@ -52,6 +52,22 @@ pub struct Ticket {
     reserved: u64,
     /// 最紧一层的额度头。
     pub headers: QuotaHeaders,
+}
+
+/// 一次准入的结果：准入记录与探查读到的值。
+///
+/// 用途：[`Limiter::admit_probing`] 返回它，请求路径据 `fetched` 判断缓存是否命中。
+///
+/// ```
+/// let a = chatnexus::limits::Admission { ticket: None, fetched: chatnexus::redis_link::Fetched::Missing }; // 没有层、键不存在
+/// assert!(a.ticket.is_none()); // 没有准入记录
+/// ```
+#[derive(Debug)]
+pub struct Admission {
+    /// 准入记录；没有任何层约束这个请求时为 `None`。
+    pub ticket: Option<Ticket>,
+    /// 顺带读到的值。
+    pub fetched: Fetched,
 }
 
 /// 限流器：鉴权失败的限流、本地阶段、可选的分布式阶段，以及限流用 Redis 的健康状况。
@@ -104,33 +120,121 @@ impl Limiter {
         subjects: &Subjects<'_>,
         tokens: u64,
     ) -> Result<Option<Ticket>, ApiError> {
+        let checks = checks(settings, subjects);
+        let admission = self.admit_with(settings, checks, tokens, None).await?;
+        Ok(admission.ticket)
+    }
+
+    /// 能否在准入时顺带读一个键（[`Limiter::admit_probing`]）：有分布式阶段且 Redis 不是集群
+    /// （集群里限流键与别的键不在同一个槽，合不进一个脚本）。
+    pub fn probes(&self) -> bool {
+        self.remote.as_ref().is_some_and(|r| !r.link().is_cluster())
+    }
+
+    /// 准入并在同一次 Redis 往返里读一个键（响应缓存的条目）；键存在时本请求只计请求数、不预留 token
+    /// （命中缓存不占 token 额度），否则照常预留。
+    ///
+    /// 参数：同 [`Limiter::admit`]，外加要读的键（完整的 Redis 键）。
+    /// 返回：准入记录与读到的值；Redis 不可用时值为 [`Fetched::Unavailable`]（按本地份额照常预留）；
+    /// 不能探查（见 [`Limiter::probes`]）或没有任何层约束这个请求时不跑脚本，值为 [`Fetched::Unread`]。
+    /// 错误：同 [`Limiter::admit`]。
+    pub async fn admit_probing(
+        &self,
+        settings: &RateLimitSettings,
+        subjects: &Subjects<'_>,
+        tokens: u64,
+        key: &str,
+    ) -> Result<Admission, ApiError> {
+        let probe = self.probes().then_some(key);
+        let checks = checks(settings, subjects);
+        self.admit_with(settings, checks, tokens, probe).await
+    }
+
+    /// 补一次 token 准入：探查读到的条目最后没有用上（按当前的过期时间已过期，或已损坏）时，
+    /// 只对有 token 上限的层按 `tokens` 检查并预留（请求数已在探查时计过），并换下准入记录里的 token 部分，
+    /// 结束时照常按实际用量结算。
+    ///
+    /// 错误：token 超限 429（这个请求的请求数已经计入）；Redis 不可用且某层故障时关闭时 503。
+    pub async fn reserve(
+        &self,
+        settings: &RateLimitSettings,
+        subjects: &Subjects<'_>,
+        (ticket, tokens): (&mut Ticket, u64),
+    ) -> Result<(), ApiError> {
+        let token_only: Vec<Check> = checks(settings, subjects)
+            .into_iter()
+            .filter(|c| c.tokens.is_some())
+            .map(|c| Check {
+                requests: None,
+                ..c
+            })
+            .collect();
+        let admission = self.admit_with(settings, token_only, tokens, None).await?;
+        if let Some(topped) = admission.ticket {
+            ticket.local = topped.local;
+            ticket.remote = topped.remote;
+            ticket.reserved = topped.reserved;
+        }
+        Ok(())
+    }
+
+    /// 准入；给出 `probe` 时在同一次往返里读这个键。
+    async fn admit_with(
+        &self,
+        settings: &RateLimitSettings,
+        checks: Vec<Check>,
+        tokens: u64,
+        probe: Option<&str>,
+    ) -> Result<Admission, ApiError> {
         // 调用方不一定经过 `reservation`：超过上限的量 Redis 脚本会拒绝，这里先封顶
         let tokens = tokens.min(MAX_COUNT);
-        let checks = checks(settings, subjects);
-        if checks.is_empty() {
-            return Ok(None);
-        }
-        let Some(remote) = &self.remote else {
-            // 没有 Redis：本地阶段就是全部，各实例按份额分摊
-            return self
-                .local_only(&checks, tokens, settings.instances)
-                .map(Some);
+        let remote = match &self.remote {
+            Some(remote) if !checks.is_empty() => remote,
+            // 没有 Redis：本地阶段就是全部，各实例按份额分摊；没有要检查的层时不跑脚本，键留给调用方自己读
+            _ => {
+                let ticket = self.local_only(&checks, tokens, settings.instances)?;
+                return Ok(unprobed(ticket, Fetched::Unread));
+            }
         };
         if !self.health.should_try(settings.redis_retry()) {
-            return self.fallback(&checks, tokens, settings).map(Some);
+            let ticket = self.fallback(&checks, tokens, settings)?;
+            return Ok(unprobed(ticket, unreached(probe)));
         }
-        // 本地阶段先挡一道（完整上限、只计本实例放行的请求）：它拒绝的请求 Redis 也一定会拒绝，省下一次往返
-        let charges = match self.local.admit(&checks, tokens, 1) {
+        self.admit_remote(remote, (&checks, tokens, probe), settings)
+            .await
+    }
+
+    /// 分布式准入（Redis 可用时）：本地阶段先挡，再一次往返问 Redis；Redis 出错时按本地份额降级。
+    async fn admit_remote(
+        &self,
+        remote: &RemoteStage,
+        (checks, tokens, probe): (&[Check], u64, Option<&str>),
+        settings: &RateLimitSettings,
+    ) -> Result<Admission, ApiError> {
+        // 本地阶段先挡一道（完整上限、只计本实例放行的请求）：它拒绝的请求 Redis 也一定会拒绝，省下一次往返。
+        // 探查时先不计 token：命中不预留，未命中再补上
+        let local_tokens = if probe.is_some() { 0 } else { tokens };
+        let charges = match self.local.admit(checks, local_tokens, 1) {
             LocalVerdict::Admitted { charges, .. } => charges,
             LocalVerdict::Refused(refusal) => return Err(refuse(&refusal)),
         };
-        match remote.admit(&checks, tokens).await {
-            Ok(RemoteVerdict::Admitted { quotas, bucket }) => {
+        match remote.admit(checks, tokens, probe).await {
+            Ok((RemoteVerdict::Admitted { quotas, bucket }, probed)) => {
                 self.health.succeeded(remote.link().addr());
-                let ticket = remote.ticket(&checks, bucket);
-                Ok(Some(ticket_of(charges, ticket, tokens, &quotas)))
+                let reserved = if probed.is_some() { 0 } else { tokens };
+                charges
+                    .iter()
+                    .filter(|c| c.is_tokens())
+                    .for_each(|c| c.adjust(adjustment(reserved, local_tokens)));
+                let remote_ticket = remote.ticket(checks, bucket);
+                let ticket = (!checks.is_empty())
+                    .then(|| ticket_of(charges, remote_ticket, reserved, &quotas));
+                Ok(Admission {
+                    ticket,
+                    fetched: probed.map_or(Fetched::Missing, Fetched::Value),
+                })
             }
-            Ok(RemoteVerdict::Refused(refusal)) => {
+            Ok((RemoteVerdict::Refused(refusal), _)) => {
                 self.health.succeeded(remote.link().addr());
                 LocalStage::revert(&charges);
                 Err(refuse(&refusal))
@@ -138,7 +242,8 @@ impl Limiter {
             Err(failure) => {
                 LocalStage::revert(&charges);
                 self.redis_failed(&failure, remote::OP_ADMIT, settings);
-                self.fallback(&checks, tokens, settings).map(Some)
+                let ticket = self.fallback(checks, tokens, settings)?;
+                Ok(unprobed(ticket, unreached(probe)))
             }
         }
     }
@@ -169,11 +274,19 @@ impl Limiter {
         }
     }
 
-    /// 没有配置 Redis：只按本地阶段判定。
-    fn local_only(&self, checks: &[Check], tokens: u64, share: u32) -> Result<Ticket, ApiError> {
+    /// 只按本地阶段判定（没有 Redis，或 Redis 不可用时的份额）；没有任何层时为 `None`。
+    fn local_only(
+        &self,
+        checks: &[Check],
+        tokens: u64,
+        share: u32,
+    ) -> Result<Option<Ticket>, ApiError> {
+        if checks.is_empty() {
+            return Ok(None);
+        }
         match self.local.admit(checks, tokens, share) {
             LocalVerdict::Admitted { quotas, charges } => {
-                Ok(ticket_of(charges, None, tokens, &quotas))
+                Ok(Some(ticket_of(charges, None, tokens, &quotas)))
             }
             LocalVerdict::Refused(refusal) => Err(refuse(&refusal)),
         }
@@ -185,7 +298,10 @@ impl Limiter {
         checks: &[Check],
         tokens: u64,
         settings: &RateLimitSettings,
-    ) -> Result<Ticket, ApiError> {
+    ) -> Result<Option<Ticket>, ApiError> {
+        if checks.is_empty() {
+            return Ok(None);
+        }
         if let Some(closed) = checks.iter().find(|c| c.on_failure == FailureMode::Closed) {
             METRICS
                 .limiter_refusals
@@ -221,6 +337,19 @@ impl Limiter {
 pub fn adjustment(used: u64, reserved: u64) -> i64 {
     let capped = |value: u64| i64::try_from(value.min(MAX_COUNT)).unwrap_or(i64::MAX);
     capped(used) - capped(reserved)
+}
+
+/// 没有探查（或没能探查）的准入结果。
+fn unprobed(ticket: Option<Ticket>, fetched: Fetched) -> Admission {
+    Admission { ticket, fetched }
+}
+
+/// Redis 不可用时探查的结果：要探查的键没读到（Redis 不可用）；没有要探查的键时留给调用方自己读。
+fn unreached(probe: Option<&str>) -> Fetched {
+    match probe {
+        Some(_) => Fetched::Unavailable,
+        None => Fetched::Unread,
+    }
 }
 
 /// 组装准入记录：只保留 token 的本地计数（请求数不需要结算）。
@@ -336,6 +465,111 @@ mod tests {
     use crate::config::{Model, ModelKind};
     use crate::security::{Client, KeyHash};
 
+    /// 测试用的 Redis 地址（tests/run.sh 保证它可用）。
+    fn redis_url() -> String {
+        std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_string())
+    }
+
+    /// 一层一个哈希字段的整数值（没有时为 0）。
+    async fn 字段(link: &RedisLink, key: &str, field: &str) -> i64 {
+        let mut cmd = redis::Cmd::new();
+        cmd.arg("HGET").arg(key).arg(field);
+        let value: Option<i64> = link.query(&cmd).await.expect("查询 Redis");
+        value.unwrap_or(0)
+    }
+
+    /// 没有目标的演示模型（限流只用它的名字）。
+    fn 演示模型() -> Model {
+        Model {
+            name: "演示".into(),
+            kind: ModelKind::Chat,
+            targets: vec![],
+            limits: None,
+        }
+    }
+
+    /// 写入一个 60 秒后过期的字符串键。
+    async fn 写入(link: &RedisLink, key: &str, value: &str) {
+        let mut set = redis::Cmd::new();
+        set.arg("SET").arg(key).arg(value).arg("EX").arg(60);
+        link.query::<()>(&set)
+            .await
+            .expect("需要可用的 Redis（bash tests/run.sh 会自动启动）");
+    }
+
+    #[tokio::test]
+    async fn 探查读到条目时不预留_条目没用上时补一次_token_准入_结束时按实际用量结算() {
+        let prefix = format!("chatnexus-unit-limits-{}-{}:", std::process::id(), line!());
+        let timeout = std::time::Duration::from_secs(2);
+        let link = Arc::new(RedisLink::open(&redis_url(), false, timeout).expect("连接串合法"));
+        let settings: RateLimitSettings =
+            serde_yaml::from_str("{ global: { tokens_per_minute: 100000 } }").expect("可解析");
+        let limiter = Limiter::new(Some(Arc::clone(&link)), &prefix);
+        let model = 演示模型();
+        let subjects = Subjects {
+            client: None,
+            ip: None,
+            model: &model,
+        };
+        let entry = format!("{prefix}cache:条目");
+        写入(&link, &entry, "缓存的回答").await;
+        assert!(limiter.probes(), "单机 Redis 可以探查");
+        let counter =
+            RemoteStage::new(Arc::clone(&link), &prefix).key(&checks(&settings, &subjects)[0]);
+        let admission = limiter
+            .admit_probing(&settings, &subjects, 100, &entry)
+            .await
+            .expect("放行");
+        assert_eq!(
+            admission.fetched,
+            Fetched::Value("缓存的回答".as_bytes().to_vec())
+        );
+        assert_eq!(字段(&link, &counter, "t").await, 0, "读到条目：不预留");
+        let mut ticket = admission.ticket.expect("有全局层");
+        limiter
+            .reserve(&settings, &subjects, (&mut ticket, 100))
+            .await
+            .expect("token 额度足够");
+        assert_eq!(
+            字段(&link, &counter, "t").await,
+            100,
+            "条目没用上：补一次 token 准入"
+        );
+        limiter.settle(&settings, ticket, Some(30)).await;
+        assert_eq!(字段(&link, &counter, "t").await, 30, "结束时按实际用量结算");
+        let missing = format!("{prefix}cache:没有");
+        let admission = limiter
+            .admit_probing(&settings, &subjects, 100, &missing)
+            .await
+            .expect("放行");
+        assert_eq!(admission.fetched, Fetched::Missing);
+        assert_eq!(字段(&link, &counter, "t").await, 130, "没有条目：照常预留");
+    }
+
+    #[tokio::test]
+    async fn 没有任何层约束时不跑脚本_键留给调用方自己读() {
+        let timeout = std::time::Duration::from_secs(2);
+        let link = Arc::new(RedisLink::open(&redis_url(), false, timeout).expect("连接串合法"));
+        let limiter = Limiter::new(Some(link), "无层:");
+        let model = 演示模型();
+        let subjects = Subjects {
+            client: None,
+            ip: None,
+            model: &model,
+        };
+        let admission = limiter
+            .admit_probing(
+                &RateLimitSettings::default(),
+                &subjects,
+                100,
+                "无层:cache:键",
+            )
+            .await
+            .expect("没有层：放行");
+        assert!(admission.ticket.is_none());
+        assert_eq!(admission.fetched, Fetched::Unread);
+    }
+
     /// 指向一个没人监听的端口的 Redis 连接（连接被拒绝）。
     fn 不可达的_redis() -> Arc<RedisLink> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -354,12 +588,7 @@ mod tests {
         )
         .expect("可解析");
         let limiter = Limiter::new(Some(不可达的_redis()), "故障:");
-        let model = Model {
-            name: "演示".into(),
-            kind: ModelKind::Chat,
-            targets: vec![],
-            limits: None,
-        };
+        let model = 演示模型();
         let client = Client::new("团队甲", KeyHash::of("sk-甲"));
         let keyed = Subjects {
             client: Some(&client),

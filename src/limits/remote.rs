@@ -91,32 +91,47 @@ impl RemoteStage {
         &self.link
     }
 
-    /// 一次往返完成全部层的检查与计数。
+    /// 一次往返完成全部层的检查与计数；给出 `probe` 时顺带读这个键（单机 Redis 才行，见 [`RedisLink::is_cluster`]），
+    /// 键存在时本请求不预留 token。
     ///
-    /// 参数：检查（至少一个）、本请求预留的 token 数。
+    /// 参数：检查（没有探查时至少一个）、本请求预留的 token 数、要顺带读的键。
+    /// 返回：判定，以及探查读到的值（键不存在或没有探查时为 `None`）。
     /// 错误：Redis 连不上、超时或脚本出错。
     pub async fn admit(
         &self,
         checks: &[Check],
         tokens: u64,
-    ) -> Result<RemoteVerdict, RedisFailure> {
+        probe: Option<&str>,
+    ) -> Result<(RemoteVerdict, Option<Vec<u8>>), RedisFailure> {
         let mut call = self.admit.prepare_invoke();
         call.arg(BUCKETS)
             .arg(tokens)
             .arg(width(TOKEN_WINDOW))
-            .arg(MAX_COUNT);
+            .arg(MAX_COUNT)
+            .arg(u8::from(probe.is_some()));
         for check in checks {
             call.key(self.key(check));
             call.arg(check.requests.unwrap_or(0))
                 .arg(width(check.window))
                 .arg(check.tokens.unwrap_or(0));
         }
+        if let Some(key) = probe {
+            call.key(key);
+        }
         let mut conn = self.link.connection().await?;
-        let reply: Vec<i64> = self
-            .link
-            .within(call.invoke_async(&mut conn), "限流脚本")
-            .await?;
-        Ok(parse(&reply, checks, tokens))
+        // 探查时回复是 { 判定, 读到的值 }，否则只有判定
+        let (reply, probed): (Vec<i64>, Option<Vec<u8>>) = match probe {
+            Some(_) => {
+                let invoke = call.invoke_async(&mut conn);
+                self.link.within(invoke, "限流脚本").await?
+            }
+            None => {
+                let invoke = call.invoke_async(&mut conn);
+                (self.link.within(invoke, "限流脚本").await?, None)
+            }
+        };
+        let reserved = if probed.is_some() { 0 } else { tokens };
+        Ok((parse(&reply, checks, reserved), probed))
     }
 
     /// 准入后结算用的信息（只含有 token 上限的层）；没有这样的层时为 `None`。

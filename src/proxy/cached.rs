@@ -17,6 +17,7 @@ use crate::dialects::Inbound;
 use crate::downstream::{self, GatewayHeaders};
 use crate::error::ApiError;
 use crate::exchange::{ExchangeReport, Failure};
+use crate::limits::Limiter;
 use crate::metrics::METRICS;
 use crate::security::Client;
 
@@ -119,7 +120,32 @@ pub(super) async fn lookup(
         mark(session, ctx, MISS, None);
         return None;
     }
-    match find(cache, settings, plan).await {
+    let first = cache.get(settings, &plan.key).await;
+    conclude((cache, settings), plan, (session, ctx), first).await
+}
+
+/// 条目在 Redis 里的键，要由限流准入脚本顺带读时才有：本请求要查缓存、缓存在 Redis、限流能在准入时读
+/// （同一个单机 Redis）。
+pub(super) fn probe_key(
+    cache: &ResponseCache,
+    settings: &CacheSettings,
+    plan: &CachePlan,
+    limiter: &Limiter,
+) -> Option<String> {
+    if !plan.lookup || !limiter.probes() {
+        return None;
+    }
+    cache.storage_key(settings, &plan.key)
+}
+
+/// 由第一次查找的结果得出命中的条目：未命中时与相同请求合并（见 [`merge`]）；未命中或绕过时记下结果。
+pub(super) async fn conclude(
+    (cache, settings): (&ResponseCache, &CacheSettings),
+    plan: &mut CachePlan,
+    (session, ctx): (&mut Session, &mut RequestCtx),
+    first: Lookup,
+) -> Option<Entry> {
+    match merge(cache, settings, plan, first).await {
         Lookup::Hit(entry) => Some(entry),
         Lookup::Miss => {
             mark(session, ctx, MISS, None);
@@ -150,10 +176,14 @@ pub(super) async fn serve_hit(
     Ok(STATUS_OK)
 }
 
-/// 查缓存；未命中时与同一进程里的相同请求合并：没有进行中的相同请求时领头（守卫记进计划），
+/// 第一次查找未命中时与同一进程里的相同请求合并：没有进行中的相同请求时领头（守卫记进计划），
 /// 否则等领头的结束（最多 [`FLIGHT_WAIT`]）后再查一次。
-async fn find(cache: &ResponseCache, settings: &CacheSettings, plan: &mut CachePlan) -> Lookup {
-    let first = cache.get(settings, &plan.key).await;
+async fn merge(
+    cache: &ResponseCache,
+    settings: &CacheSettings,
+    plan: &mut CachePlan,
+    first: Lookup,
+) -> Lookup {
     if first != Lookup::Miss {
         return first;
     }

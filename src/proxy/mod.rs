@@ -4,6 +4,7 @@
 mod access_log;
 /// 指标端口上的健康详情与 Prometheus 指标。
 pub mod admin;
+mod admission;
 mod auth;
 mod body;
 mod cached;
@@ -38,7 +39,7 @@ use crate::dialects::{
 use crate::downstream::{self, GatewayHeaders, GatewayHeadersBuilder};
 use crate::error::{self, ApiError, ErrorCode};
 use crate::exchange::{self, Failure, UpstreamClient, Wants};
-use crate::limits::{self, Limiter, Subjects, Ticket};
+use crate::limits::{self, Limiter, Ticket};
 use crate::metrics::{UsageStore, METRICS};
 use crate::response_store::ResponseStore;
 use crate::security::nonce::{NonceStore, RedisNonces};
@@ -375,15 +376,15 @@ impl Gateway {
         inbound: &Inbound,
     ) -> Result<u16, Failure> {
         let mut plan = cached::plan((session, ctx), config.cache.as_ref(), (client, inbound));
-        let mut hit = None;
-        if let (Some(plan), Some(cache)) = (&mut plan, config.cache.as_ref()) {
-            hit = cached::lookup((&self.cache, cache), plan, (session, ctx)).await;
-        }
-        let reserve = match hit {
-            Some(_) => Usage::default(),
-            None => reservation(inbound, config),
-        };
-        self.admit(session, ctx, config, (client, model), reserve)
+        let reserve = reservation(inbound, config);
+        let hit = self
+            .admit_looking(
+                session,
+                ctx,
+                config,
+                (client, model),
+                (plan.as_mut(), reserve),
+            )
             .await?;
         if let Some(entry) = hit {
             return cached::serve_hit(config, entry, (session, ctx), inbound).await;
@@ -462,43 +463,6 @@ impl Gateway {
             .await
             .map_err(Failure::gone)?;
         Ok(STATUS_OK)
-    }
-
-    /// 准入：先限流（放行时记下准入记录并给之后的响应加上额度头），再按最坏费用预留密钥的美元预算。
-    ///
-    /// 参数 `reserve`：要预留的用量（输入估算与最大输出；命中缓存与计数请求为零）。
-    /// 错误：超限 429；预算不够 429 `insufficient_quota`；带预算的密钥用没有价格的模型 403；预算存储不可用 503。
-    async fn admit(
-        &self,
-        session: &mut Session,
-        ctx: &mut RequestCtx,
-        config: &Config,
-        (client, model): (Option<&Client>, &Model),
-        reserve: Usage,
-    ) -> Result<(), ApiError> {
-        let subjects = Subjects {
-            client,
-            ip: ctx.client_ip,
-            model,
-        };
-        let tokens = limits::reserved_total(&reserve);
-        if let Some(mut ticket) = self
-            .limiter
-            .admit(&config.rate_limits, &subjects, tokens)
-            .await?
-        {
-            if let Some(headers) = GatewayHeaders::of(session) {
-                headers.set_quota(std::mem::take(&mut ticket.headers));
-            }
-            ctx.limit = Some(ticket);
-        }
-        let Some(client) = client.filter(|c| c.has_budgets() && tokens > 0) else {
-            return Ok(());
-        };
-        let unpriced = config.budgets.allow_unpriced_models;
-        let worst = budgets::worst_case(&config.pricing, model, (&reserve, unpriced))?;
-        ctx.budget = self.budgets.reserve(client, worst).await?;
-        Ok(())
     }
 }
 

@@ -4,7 +4,7 @@
 use serde_json::{json, Value};
 
 use crate::env::{
-    count_keys, eventually, key, single_redis, start_cached_gateway, RedisGateway,
+    connect, count_keys, eventually, key, single_redis, start_cached_gateway, RedisGateway,
     FAST_COMPLETION_TOKENS, FAST_PROMPT_TOKENS, MOCKS,
 };
 use crate::redis_server::RedisProcess;
@@ -15,11 +15,23 @@ use crate::support::{header, redis_url, unique_prefix};
 /// 网关在 Redis 里的缓存键段（键为 `<前缀>cache:<摘要>`，见 docs/cache.md）。
 const CACHE_SEGMENT: &str = "cache:";
 /// 缓存测试用的客户端密钥名（两个实例上同名，缓存按它隔离）。
-const KEY_NAME: &str = "乙";
+pub(crate) const KEY_NAME: &str = "乙";
 /// 命中不占额度的测试里每个密钥的请求数与 token 上限（都足够大，测试只看计数）。
 const KEY_REQUESTS: u64 = 100;
 /// 同上：每分钟的 token 上限。
 const KEY_TOKENS: u64 = 100_000;
+
+/// 每个密钥的请求数与 token 上限（都足够大，测试只看计数与缓存结果）。
+fn 密钥额度() -> RateLimits {
+    RateLimits {
+        per_key: Some(Limits {
+            requests: Some(KEY_REQUESTS),
+            tokens_per_minute: Some(KEY_TOKENS),
+            ..Limits::default()
+        }),
+        ..RateLimits::default()
+    }
+}
 
 /// 确定性的请求（temperature 0），带区分用例的标记。
 fn 请求(marker: &str) -> Value {
@@ -27,7 +39,7 @@ fn 请求(marker: &str) -> Value {
 }
 
 /// 发给某个网关实例，返回状态码与缓存结果头。
-async fn 发送(gateway: Gateway, marker: &str) -> (u16, String) {
+pub(crate) async fn 发送(gateway: Gateway, marker: &str) -> (u16, String) {
     let resp = reqwest::Client::new()
         .post(gateway.url("/v1/chat/completions"))
         .bearer_auth(key(KEY_NAME))
@@ -76,12 +88,22 @@ async fn 缓存_两个实例共用_redis_里的条目() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn 缓存_redis_宕机时照常成功并记为绕过() {
+    宕机时绕过(None, "宕机缓存标记").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn 缓存_查找并进限流准入时_redis_宕机照常成功并记为绕过() {
+    let limits = 密钥额度();
+    宕机时绕过(Some(limits), "准入宕机缓存标记").await;
+}
+
+/// 未命中、命中之后停掉 Redis：请求照常成功、缓存记为绕过、照常去上游。
+async fn 宕机时绕过(limits: Option<RateLimits>, marker: &str) {
     let mut server = RedisProcess::start();
     let gateway = start_cached_gateway(
         single_redis(&server.url(), &unique_prefix("cnx-cache-down")),
-        None,
+        limits,
     );
-    let marker = "宕机缓存标记";
     assert_eq!(发送(gateway, marker).await, (200, "miss".to_string()));
     assert_eq!(发送(gateway, marker).await, (200, "hit".to_string()));
     server.kill();
@@ -96,14 +118,7 @@ async fn 缓存_redis_宕机时照常成功并记为绕过() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn 缓存_命中只计请求数_不占_token_额度() {
     let prefix = unique_prefix("cnx-cache-tokens");
-    let limits = RateLimits {
-        per_key: Some(Limits {
-            requests: Some(KEY_REQUESTS),
-            tokens_per_minute: Some(KEY_TOKENS),
-            ..Limits::default()
-        }),
-        ..RateLimits::default()
-    };
+    let limits = 密钥额度();
     let redis = single_redis(&redis_url(), &prefix);
     let env = RedisGateway {
         gateway: start_cached_gateway(redis, Some(limits)),
@@ -128,4 +143,57 @@ async fn 缓存_命中只计请求数_不占_token_额度() {
         exact,
         "命中不预留也不消耗 token"
     );
+}
+
+/// 前缀下唯一的一条缓存条目的键（不是恰好一条时失败）。
+fn 唯一的条目(prefix: &str) -> String {
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}{CACHE_SEGMENT}*"))
+        .query(&mut connect(&redis_url()))
+        .expect("KEYS");
+    match &keys[..] {
+        [entry] => entry.clone(),
+        _ => panic!("应当恰好存了一条：{keys:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn 缓存_redis_条目损坏时当作未命中_重新存下_token_照常结算() {
+    let prefix = unique_prefix("cnx-cache-corrupt");
+    let limits = 密钥额度();
+    let env = RedisGateway {
+        gateway: start_cached_gateway(single_redis(&redis_url(), &prefix), Some(limits)),
+        prefix: prefix.clone(),
+    };
+    let marker = "损坏缓存标记";
+    assert_eq!(发送(env.gateway, marker).await, (200, "miss".to_string()));
+    let exact = (FAST_PROMPT_TOKENS + FAST_COMPLETION_TOKENS) as i64;
+    eventually("未命中的请求结算为实际用量", || {
+        env.counted("k", KEY_NAME, "t") == exact
+    })
+    .await;
+    let entry = &唯一的条目(&prefix);
+    let _: () = redis::cmd("SET")
+        .arg(entry)
+        .arg("损坏的条目")
+        .query(&mut connect(&redis_url()))
+        .expect("SET");
+    assert_eq!(
+        发送(env.gateway, marker).await,
+        (200, "miss".to_string()),
+        "损坏的条目当作未命中"
+    );
+    eventually("第二次也按实际用量结算", || {
+        env.counted("k", KEY_NAME, "t") == 2 * exact
+    })
+    .await;
+    eventually("重新存下完整的回复", || {
+        let value: Option<String> = redis::cmd("GET")
+            .arg(entry)
+            .query(&mut connect(&redis_url()))
+            .unwrap_or_default();
+        value.is_some_and(|v| v.starts_with("cnx1 "))
+    })
+    .await;
+    assert_eq!(上游次数(marker), 2);
 }

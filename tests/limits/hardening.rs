@@ -75,7 +75,10 @@ fn 检查(requests: Option<u64>, window: Duration, tokens: Option<u64>) -> Check
 
 /// 分布式阶段是否放行。
 async fn 放行(remote: &RemoteStage, checks: &[Check], tokens: u64) -> bool {
-    let verdict = remote.admit(checks, tokens).await.expect("Redis 可用");
+    let (verdict, _) = remote
+        .admit(checks, tokens, None)
+        .await
+        .expect("Redis 可用");
     matches!(verdict, RemoteVerdict::Admitted { .. })
 }
 
@@ -174,7 +177,7 @@ async fn 改了请求数窗口_redis_中的计数从头开始() {
             "窗口改成一小时后，按旧桶宽记下的计数不能留在新窗口里"
         );
     }
-    match remote.admit(&hour, 0).await.expect("Redis 可用") {
+    match remote.admit(&hour, 0, None).await.expect("Redis 可用").0 {
         RemoteVerdict::Refused(r) => assert!(
             r.retry_after.is_some_and(|w| w <= HOUR + HOUR / 10),
             "重试时间按新窗口计算：{:?}",
@@ -190,9 +193,10 @@ async fn 结算荒谬的用量_脚本拒绝且不留下半截写入() {
     let remote = RemoteStage::new(连接(&url), &unique_prefix("cnx-settle"));
     let checks = [检查(None, MINUTE, Some(SETTLE_LIMIT))];
     let bucket = match remote
-        .admit(&checks, SETTLE_RESERVED)
+        .admit(&checks, SETTLE_RESERVED, None)
         .await
         .expect("Redis 可用")
+        .0
     {
         RemoteVerdict::Admitted { bucket, .. } => bucket,
         other => panic!("第一次预留应放行：{other:?}"),

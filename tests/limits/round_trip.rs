@@ -1,4 +1,5 @@
-//! 一次分布式判定只有一次往返：网关与 Redis 之间放一个数命令的 TCP 代理，判定期间只能经过一条 EVALSHA。
+//! 一次分布式判定只有一次往返：网关与 Redis 之间放一个数命令的 TCP 代理，判定期间只能经过一条 EVALSHA；
+//! 响应缓存也在这个 Redis 里时，准入脚本顺带读缓存条目，命中也只有这一条命令。
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -8,16 +9,26 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 
 use chatnexus::config::{Model, ModelKind, RateLimitSettings, RedisTarget};
-use chatnexus::limits::{checks, RemoteStage, Subjects};
+use chatnexus::limits::{checks, Kind, Quota, RemoteStage, RemoteVerdict, Subjects};
 use chatnexus::redis_link::RedisLink;
 use chatnexus::security::Secret;
 
+use crate::cache::{发送, KEY_NAME};
+use crate::env::{
+    connect, count_keys, eventually, hash_field, limiter_key, single_redis, start_cached_gateway,
+    FAST_COMPLETION_TOKENS, FAST_PROMPT_TOKENS,
+};
 use crate::redis_server::RedisProcess;
+use crate::support::config::{Limits, RateLimits};
 
 /// 本机回环地址上的 Redis 连接串前缀。
 const REDIS_LOOPBACK: &str = "redis://127.0.0.1";
 /// 代理读缓冲的大小。
 const BUFFER: usize = 16 * 1024;
+/// 两层检查里全局层的每分钟 token 上限。
+const GLOBAL_TOKENS: u64 = 100_000;
+/// 探查测试里每个请求预留的 token 数。
+const PROBE_TOKENS: u64 = 100;
 
 /// 连到给定 Redis 的共享连接。
 fn 连接(url: &str) -> Arc<RedisLink> {
@@ -33,7 +44,7 @@ fn 连接(url: &str) -> Arc<RedisLink> {
 /// 一个全局层加一个 IP 层的检查。
 fn 两层检查() -> Vec<chatnexus::limits::Check> {
     let settings: RateLimitSettings = serde_yaml::from_str(
-        "{ global: { requests: 100, tokens_per_minute: 100000 }, per_ip: { requests: 10 } }",
+        &format!("{{ global: {{ requests: 100, tokens_per_minute: {GLOBAL_TOKENS} }}, per_ip: {{ requests: 10 }} }}"),
     )
     .expect("可解析");
     let model = Model {
@@ -50,8 +61,8 @@ fn 两层检查() -> Vec<chatnexus::limits::Check> {
     checks(&settings, &subjects)
 }
 
-/// 客户端发出的命令名（按顺序）。
-type Commands = Arc<Mutex<Vec<String>>>;
+/// 客户端发出的命令（按顺序）：命令名（大写）与第一个参数（通常是键；没有时为空串）。
+type Commands = Arc<Mutex<Vec<(String, String)>>>;
 
 /// 转发到 Redis、并记下客户端发出的每条完整命令（RESP 数组）的命令名的 TCP 代理。
 struct CountingProxy {
@@ -62,6 +73,14 @@ struct CountingProxy {
 impl CountingProxy {
     /// 取出并清空已记下的命令名。
     fn take(&self) -> Vec<String> {
+        self.take_with_keys()
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect()
+    }
+
+    /// 取出并清空已记下的命令（命令名与第一个参数）。
+    fn take_with_keys(&self) -> Vec<(String, String)> {
         std::mem::take(&mut *self.commands.lock().unwrap_or_else(|p| p.into_inner()))
     }
 }
@@ -117,19 +136,21 @@ async fn count(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, commands: Comman
     }
 }
 
-/// 缓冲区开头一条完整命令（`*n` 后跟 n 个 `$len` 块）的字节数与命令名（大写）；还不完整时为 `None`。
-fn parse_command(buf: &[u8]) -> Option<(usize, String)> {
+/// 缓冲区开头一条完整命令（`*n` 后跟 n 个 `$len` 块）的字节数、命令名（大写）与第一个参数；还不完整时为 `None`。
+fn parse_command(buf: &[u8]) -> Option<(usize, (String, String))> {
     let (count, mut at) = line_number(buf, 0, b'*')?;
-    let mut name = String::new();
+    let (mut name, mut first) = (String::new(), String::new());
     for i in 0..count {
         let (len, start) = line_number(buf, at, b'$')?;
         at = start + len + 2;
         let data = buf.get(start..start + len)?;
         if i == 0 {
             name = String::from_utf8_lossy(data).to_uppercase();
+        } else if i == 1 {
+            first = String::from_utf8_lossy(data).into_owned();
         }
     }
-    (buf.len() >= at).then_some((at, name))
+    (buf.len() >= at).then_some((at, (name, first)))
 }
 
 /// 从 `at` 起读一行 `<前缀><数字>\r\n`，返回数字与下一行的起点。
@@ -148,7 +169,7 @@ async fn 一次分布式判定只有一次往返_只发一条命令() {
     let stage = RemoteStage::new(连接(&format!("{REDIS_LOOPBACK}:{}", proxy.port)), "往返:");
     let checks = 两层检查();
     stage
-        .admit(&checks, 10)
+        .admit(&checks, 10, None)
         .await
         .expect("预热：建立连接并加载脚本");
     let warmup = proxy.take();
@@ -156,6 +177,109 @@ async fn 一次分布式判定只有一次往返_只发一条命令() {
         warmup.contains(&"SCRIPT".to_string()),
         "第一次遇到 NOSCRIPT 时加载脚本：{warmup:?}"
     );
-    stage.admit(&checks, 10).await.expect("判定");
+    stage.admit(&checks, 10, None).await.expect("判定");
     assert_eq!(proxy.take(), vec!["EVALSHA"], "一次判定恰好一条命令");
+}
+
+/// 放行时最紧的 token 层还剩的额度。
+fn 剩余_token(verdict: &RemoteVerdict) -> u64 {
+    let RemoteVerdict::Admitted { quotas, .. } = verdict else {
+        panic!("应当放行：{verdict:?}");
+    };
+    quotas
+        .iter()
+        .find(|q: &&Quota| q.kind == Kind::Tokens)
+        .map(|q| q.remaining)
+        .expect("有 token 上限的层")
+}
+
+#[tokio::test]
+async fn 探查的键存在时不预留_token_不存在时照常预留_都只有一条命令() {
+    let server = RedisProcess::start();
+    let proxy = CountingProxy::start(server.port).await;
+    let stage = RemoteStage::new(连接(&format!("{REDIS_LOOPBACK}:{}", proxy.port)), "探查:");
+    let checks = 两层检查();
+    let _: () = redis::cmd("SET")
+        .arg("探查:缓存条目")
+        .arg("缓存的回答")
+        .query(&mut connect(&server.url()))
+        .expect("写入条目");
+    stage
+        .admit(&checks, 0, None)
+        .await
+        .expect("预热：建立连接并加载脚本");
+    proxy.take();
+    let (verdict, probed) = stage
+        .admit(&checks, PROBE_TOKENS, Some("探查:缓存条目"))
+        .await
+        .expect("判定");
+    assert_eq!(probed.as_deref(), Some("缓存的回答".as_bytes()));
+    assert_eq!(
+        剩余_token(&verdict),
+        GLOBAL_TOKENS,
+        "条目存在：不预留 token"
+    );
+    let (verdict, probed) = stage
+        .admit(&checks, PROBE_TOKENS, Some("探查:没有的条目"))
+        .await
+        .expect("判定");
+    assert_eq!(probed, None);
+    assert_eq!(
+        剩余_token(&verdict),
+        GLOBAL_TOKENS - PROBE_TOKENS,
+        "条目不存在：照常预留"
+    );
+    assert_eq!(
+        proxy.take(),
+        vec!["EVALSHA", "EVALSHA"],
+        "探查并进准入脚本，不另发 GET"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn 网关_redis_缓存命中与限流准入合成一次往返() {
+    let server = RedisProcess::start();
+    let proxy = CountingProxy::start(server.port).await;
+    let limits = RateLimits {
+        per_key: Some(Limits {
+            requests: Some(100),
+            tokens_per_minute: Some(GLOBAL_TOKENS),
+            ..Limits::default()
+        }),
+        ..RateLimits::default()
+    };
+    let redis = single_redis(&format!("{REDIS_LOOPBACK}:{}", proxy.port), "合并:");
+    let gateway = start_cached_gateway(redis, Some(limits));
+    assert_eq!(
+        发送(gateway, "一次往返标记").await,
+        (200, "miss".to_string())
+    );
+    eventually("未命中的回复存进 Redis", || {
+        count_keys(&server.url(), "合并:cache:*") == 1
+    })
+    .await;
+    // 结算在回复写完之后：等它把 token 计数改成实际用量，再清空记录
+    let exact = (FAST_PROMPT_TOKENS + FAST_COMPLETION_TOKENS) as i64;
+    eventually("未命中的请求结算为实际用量", || {
+        hash_field(&server.url(), &limiter_key("合并:", "k", KEY_NAME), "t") == exact
+    })
+    .await;
+    proxy.take();
+    assert_eq!(
+        发送(gateway, "一次往返标记").await,
+        (200, "hit".to_string())
+    );
+    // 虚拟密钥的后台刷新会定时 GET 版本号：只看缓存键上的命令
+    let commands = proxy.take_with_keys();
+    let scripts = commands
+        .iter()
+        .filter(|(name, _)| name == "EVALSHA")
+        .count();
+    assert_eq!(scripts, 1, "命中只有一次准入：{commands:?}");
+    assert!(
+        !commands
+            .iter()
+            .any(|(name, key)| name == "GET" && key.contains("cache:")),
+        "缓存条目由准入脚本读出，不另发 GET：{commands:?}"
+    );
 }
