@@ -121,7 +121,7 @@ impl Limiter {
         tokens: u64,
     ) -> Result<Option<Ticket>, ApiError> {
         let checks = checks(settings, subjects);
-        let admission = self.admit_with(settings, checks, tokens, None).await?;
+        let admission = self.admit_with(settings, &checks, tokens, None).await?;
         Ok(admission.ticket)
     }
 
@@ -147,7 +147,7 @@ impl Limiter {
     ) -> Result<Admission, ApiError> {
         let probe = self.probes().then_some(key);
         let checks = checks(settings, subjects);
-        self.admit_with(settings, checks, tokens, probe).await
+        self.admit_with(settings, &checks, tokens, probe).await
     }
 
     /// 补一次 token 准入：探查读到的条目最后没有用上（按当前的过期时间已过期，或已损坏）时，
@@ -169,7 +169,7 @@ impl Limiter {
                 ..c
             })
             .collect();
-        let admission = self.admit_with(settings, token_only, tokens, None).await?;
+        let admission = self.admit_with(settings, &token_only, tokens, None).await?;
         if let Some(topped) = admission.ticket {
             ticket.local = topped.local;
             ticket.remote = topped.remote;
@@ -182,7 +182,7 @@ impl Limiter {
     async fn admit_with(
         &self,
         settings: &RateLimitSettings,
-        checks: Vec<Check>,
+        checks: &[Check],
         tokens: u64,
         probe: Option<&str>,
     ) -> Result<Admission, ApiError> {
@@ -192,15 +192,19 @@ impl Limiter {
             Some(remote) if !checks.is_empty() => remote,
             // 没有 Redis：本地阶段就是全部，各实例按份额分摊；没有要检查的层时不跑脚本，键留给调用方自己读
             _ => {
-                let ticket = self.local_only(&checks, tokens, settings.instances)?;
-                return Ok(unprobed(ticket, Fetched::Unread));
+                let ticket = (!checks.is_empty())
+                    .then(|| self.local_only(checks, tokens, settings.instances))
+                    .transpose()?;
+                let fetched = Fetched::Unread;
+                return Ok(Admission { ticket, fetched });
             }
         };
         if !self.health.should_try(settings.redis_retry()) {
-            let ticket = self.fallback(&checks, tokens, settings)?;
-            return Ok(unprobed(ticket, unreached(probe)));
+            let ticket = Some(self.fallback(checks, tokens, settings)?);
+            let fetched = unreached(probe);
+            return Ok(Admission { ticket, fetched });
         }
-        self.admit_remote(remote, (&checks, tokens, probe), settings)
+        self.admit_remote(remote, (checks, tokens, probe), settings)
             .await
     }
 
@@ -227,8 +231,7 @@ impl Limiter {
                     .filter(|c| c.is_tokens())
                     .for_each(|c| c.adjust(adjustment(reserved, local_tokens)));
                 let remote_ticket = remote.ticket(checks, bucket);
-                let ticket = (!checks.is_empty())
-                    .then(|| ticket_of(charges, remote_ticket, reserved, &quotas));
+                let ticket = Some(ticket_of(charges, remote_ticket, reserved, &quotas));
                 Ok(Admission {
                     ticket,
                     fetched: probed.map_or(Fetched::Missing, Fetched::Value),
@@ -242,8 +245,9 @@ impl Limiter {
             Err(failure) => {
                 LocalStage::revert(&charges);
                 self.redis_failed(&failure, remote::OP_ADMIT, settings);
-                let ticket = self.fallback(checks, tokens, settings)?;
-                Ok(unprobed(ticket, unreached(probe)))
+                let ticket = Some(self.fallback(checks, tokens, settings)?);
+                let fetched = unreached(probe);
+                Ok(Admission { ticket, fetched })
             }
         }
     }
@@ -274,19 +278,11 @@ impl Limiter {
         }
     }
 
-    /// 只按本地阶段判定（没有 Redis，或 Redis 不可用时的份额）；没有任何层时为 `None`。
-    fn local_only(
-        &self,
-        checks: &[Check],
-        tokens: u64,
-        share: u32,
-    ) -> Result<Option<Ticket>, ApiError> {
-        if checks.is_empty() {
-            return Ok(None);
-        }
+    /// 只按本地阶段判定（没有 Redis，或 Redis 不可用时的份额）。
+    fn local_only(&self, checks: &[Check], tokens: u64, share: u32) -> Result<Ticket, ApiError> {
         match self.local.admit(checks, tokens, share) {
             LocalVerdict::Admitted { quotas, charges } => {
-                Ok(Some(ticket_of(charges, None, tokens, &quotas)))
+                Ok(ticket_of(charges, None, tokens, &quotas))
             }
             LocalVerdict::Refused(refusal) => Err(refuse(&refusal)),
         }
@@ -298,10 +294,7 @@ impl Limiter {
         checks: &[Check],
         tokens: u64,
         settings: &RateLimitSettings,
-    ) -> Result<Option<Ticket>, ApiError> {
-        if checks.is_empty() {
-            return Ok(None);
-        }
+    ) -> Result<Ticket, ApiError> {
         if let Some(closed) = checks.iter().find(|c| c.on_failure == FailureMode::Closed) {
             METRICS
                 .limiter_refusals
@@ -337,11 +330,6 @@ impl Limiter {
 pub fn adjustment(used: u64, reserved: u64) -> i64 {
     let capped = |value: u64| i64::try_from(value.min(MAX_COUNT)).unwrap_or(i64::MAX);
     capped(used) - capped(reserved)
-}
-
-/// 没有探查（或没能探查）的准入结果。
-fn unprobed(ticket: Option<Ticket>, fetched: Fetched) -> Admission {
-    Admission { ticket, fetched }
 }
 
 /// Redis 不可用时探查的结果：要探查的键没读到（Redis 不可用）；没有要探查的键时留给调用方自己读。
