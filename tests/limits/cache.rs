@@ -5,7 +5,7 @@ use serde_json::{json, Value};
 
 use crate::env::{
     connect, count_keys, eventually, key, single_redis, start_cached_gateway, RedisGateway,
-    FAST_COMPLETION_TOKENS, FAST_PROMPT_TOKENS, MOCKS,
+    CACHE_SLOW_MODEL, FAST_COMPLETION_TOKENS, FAST_PROMPT_TOKENS, MOCKS,
 };
 use crate::redis_server::RedisProcess;
 use crate::support::config::{Limits, RateLimits};
@@ -34,16 +34,21 @@ fn 密钥额度() -> RateLimits {
 }
 
 /// 确定性的请求（temperature 0），带区分用例的标记。
-fn 请求(marker: &str) -> Value {
-    json!({ "model": "fast", "temperature": 0, "messages": [ { "role": "user", "content": marker } ] })
+fn 请求(model: &str, marker: &str) -> Value {
+    json!({ "model": model, "temperature": 0, "messages": [ { "role": "user", "content": marker } ] })
 }
 
-/// 发给某个网关实例，返回状态码与缓存结果头。
+/// 用模型 `fast` 发给某个网关实例，返回状态码与缓存结果头。
 pub(crate) async fn 发送(gateway: Gateway, marker: &str) -> (u16, String) {
+    发送给(gateway, "fast", marker).await
+}
+
+/// 用给定的模型发给某个网关实例，返回状态码与缓存结果头。
+async fn 发送给(gateway: Gateway, model: &str, marker: &str) -> (u16, String) {
     let resp = reqwest::Client::new()
         .post(gateway.url("/v1/chat/completions"))
         .bearer_auth(key(KEY_NAME))
-        .json(&请求(marker))
+        .json(&请求(model, marker))
         .send()
         .await
         .expect("请求必须送达网关");
@@ -55,8 +60,13 @@ pub(crate) async fn 发送(gateway: Gateway, marker: &str) -> (u16, String) {
 
 /// 模拟上游 `fast` 收到含 `marker` 的请求的次数。
 fn 上游次数(marker: &str) -> usize {
+    上游收到(marker, "fast")
+}
+
+/// 模拟上游 `mock` 收到含 `marker` 的请求的次数。
+fn 上游收到(marker: &str, mock: &str) -> usize {
     MOCKS
-        .stats("fast")
+        .stats(mock)
         .recent()
         .iter()
         .filter(|r| String::from_utf8_lossy(&r.body).contains(marker))
@@ -196,4 +206,38 @@ async fn 缓存_redis_条目损坏时当作未命中_重新存下_token_照常�
     })
     .await;
     assert_eq!(上游次数(marker), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn 缓存_redis_五十个相同的请求同时到达_上游一次_跟随者的_token_预留全部退还() {
+    let prefix = unique_prefix("cnx-cache-flight");
+    let env = RedisGateway {
+        gateway: start_cached_gateway(single_redis(&redis_url(), &prefix), Some(密钥额度())),
+        prefix,
+    };
+    let marker = "并发缓存标记";
+    let sends = (0..50).map(|_| 发送给(env.gateway, CACHE_SLOW_MODEL, marker));
+    let replies = futures_util::future::join_all(sends).await;
+    assert!(
+        replies.iter().all(|(status, _)| *status == 200),
+        "{replies:?}"
+    );
+    let misses = replies.iter().filter(|(_, cache)| cache == "miss").count();
+    assert_eq!(misses, 1, "只有领头的未命中：{replies:?}");
+    assert_eq!(
+        上游收到(marker, CACHE_SLOW_MODEL),
+        1,
+        "相同的请求在进程里合并"
+    );
+    // 每个请求准入时都预留了 token；等到领头的结果而命中的，结束时按零结算
+    let exact = (FAST_PROMPT_TOKENS + FAST_COMPLETION_TOKENS) as i64;
+    eventually("只剩领头的实际用量", || {
+        env.counted("k", KEY_NAME, "t") == exact
+    })
+    .await;
+    assert_eq!(
+        env.counted("k", KEY_NAME, "r"),
+        50,
+        "五十个请求都计入请求数"
+    );
 }

@@ -28,6 +28,10 @@ pub const FAST_PROMPT_TOKENS: u64 = 30;
 pub const FAST_COMPLETION_TOKENS: u64 = 12;
 /// 首字节很慢的模拟上游的延迟：远长于并发请求到达网关的时间，测试因此不依赖调度快慢。
 const SLOW_FIRST_BYTE_MS: u64 = 3_000;
+/// 可缓存的慢上游 `cache-slow` 的首字节延迟（毫秒）：同时到达的相同请求在领头的请求结束之前全部到达。
+const CACHE_SLOW_FIRST_BYTE_MS: u64 = 500;
+/// 可缓存的慢模型（直连同名的模拟上游）。
+pub const CACHE_SLOW_MODEL: &str = "cache-slow";
 /// 共享 Redis 的命令超时（毫秒）。
 const REDIS_TIMEOUT_MS: u64 = 2000;
 /// OpenAI 协议上游的路径前缀。
@@ -73,8 +77,13 @@ fn mock_specs() -> Vec<(&'static str, MockSettings)> {
         first_byte_delay_ms: SLOW_FIRST_BYTE_MS,
         ..fast.clone()
     };
+    let cache_slow = MockSettings {
+        first_byte_delay_ms: CACHE_SLOW_FIRST_BYTE_MS,
+        ..fast.clone()
+    };
     vec![
         ("fast", fast.clone()),
+        (CACHE_SLOW_MODEL, cache_slow),
         ("backup", fast.clone()),
         ("slow-a", slow.clone()),
         ("slow-b", slow),
@@ -136,7 +145,9 @@ fn gateway_config() -> GatewayConfig {
         .provider(provider("slow-a").concurrency(2, 1))
         .provider(provider("slow-b").concurrency(1, 1))
         .provider(provider("fails").concurrency(8, 1))
+        .provider(provider(CACHE_SLOW_MODEL))
         .model(Model::direct("fast"))
+        .model(Model::direct(CACHE_SLOW_MODEL))
         .model(
             Model::new("cheap")
                 .target(Target::to("fast"))
@@ -190,12 +201,12 @@ impl RedisGateway {
     }
 }
 
-/// 启动一个把响应缓存放在 Redis 里的网关（只缓存模型 `fast`），`limits` 为可选的 `rate_limits` 段。
+/// 启动一个把响应缓存放在 Redis 里的网关（只缓存模型 `fast` 与 `cache-slow`），`limits` 为可选的 `rate_limits` 段。
 pub fn start_cached_gateway(redis: Redis, limits: Option<RateLimits>) -> Gateway {
     let cache = Cache {
         backend: CACHE_BACKEND_REDIS.to_string(),
         ttl_seconds: CACHE_TTL_SECS,
-        models: vec!["fast".to_string()],
+        models: vec!["fast".to_string(), CACHE_SLOW_MODEL.to_string()],
     };
     let mut config = gateway_config().redis(redis).cache(cache);
     if let Some(limits) = limits {
