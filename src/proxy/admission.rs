@@ -8,16 +8,25 @@ use pingora_proxy::Session;
 
 use super::cached::{self, CachePlan};
 use super::context::RequestCtx;
-use super::Gateway;
+use super::{reservation, Gateway};
 use crate::budgets;
 use crate::cache::Entry;
 use crate::config::{CacheSettings, Config, Model};
+use crate::dialects::Inbound;
 use crate::downstream::GatewayHeaders;
 use crate::error::ApiError;
 use crate::limits::{self, Subjects, Ticket};
 use crate::redis_link::Fetched;
 use crate::security::Client;
 use crate::streaming::Usage;
+
+/// 查缓存并准入的结果。
+pub(super) enum Admitted {
+    /// 命中：回放这个条目（只计了请求数，没有预留 token）。
+    Hit(Entry),
+    /// 没有命中：按这份用量预留并准入了，照常与上游交换。
+    Reserved(Usage),
+}
 
 impl Gateway {
     /// 准入：先限流（放行时记下准入记录并给之后的响应加上额度头），再按最坏费用预留密钥的美元预算。
@@ -43,8 +52,8 @@ impl Gateway {
             .await
     }
 
-    /// 查缓存并准入：命中时返回条目（只计了请求数），否则按 `reserve` 准入并返回 `None`。
-    /// 没有缓存计划时只准入。
+    /// 查缓存并准入：命中时返回条目（只计了请求数），否则按本请求的预留（`reservation`）准入。
+    /// 没有缓存计划时只准入；预留只在要用时才算（进程内或单独 GET 的命中不必算）。
     ///
     /// 错误：同 [`Gateway::admit`]。
     pub(super) async fn admit_looking(
@@ -53,28 +62,27 @@ impl Gateway {
         ctx: &mut RequestCtx,
         config: &Config,
         (client, model): (Option<&Client>, &Model),
-        (plan, reserve): (Option<&mut CachePlan>, Usage),
-    ) -> Result<Option<Entry>, ApiError> {
-        let (Some(plan), Some(settings)) = (plan, config.cache.as_ref()) else {
-            self.admit(session, ctx, config, (client, model), reserve)
-                .await?;
-            return Ok(None);
-        };
-        if let Some(storage) = cached::probe_key(&self.cache, settings, plan, &self.limiter) {
-            let probe = (plan, settings, storage.as_str());
-            return self
-                .admit_probing(session, ctx, config, (client, model), (probe, reserve))
-                .await;
+        (plan, inbound): (Option<&mut CachePlan>, &Inbound),
+    ) -> Result<Admitted, ApiError> {
+        if let (Some(plan), Some(settings)) = (plan, config.cache.as_ref()) {
+            if let Some(storage) = cached::probe_key(&self.cache, settings, plan, &self.limiter) {
+                let probe = (plan, settings, storage.as_str());
+                let reserve = reservation(inbound, config);
+                return self
+                    .admit_probing(session, ctx, config, (client, model), (probe, reserve))
+                    .await;
+            }
+            let found = cached::lookup((&self.cache, settings), plan, (session, ctx)).await;
+            if let Some(entry) = found {
+                self.admit(session, ctx, config, (client, model), Usage::default())
+                    .await?;
+                return Ok(Admitted::Hit(entry));
+            }
         }
-        let hit = cached::lookup((&self.cache, settings), plan, (session, ctx)).await;
-        let reserve = if hit.is_some() {
-            Usage::default()
-        } else {
-            reserve
-        };
+        let reserve = reservation(inbound, config);
         self.admit(session, ctx, config, (client, model), reserve)
             .await?;
-        Ok(hit)
+        Ok(Admitted::Reserved(reserve))
     }
 
     /// 一次往返的查找与准入：限流准入脚本顺带读缓存条目，条目存在时不预留 token。
@@ -88,7 +96,7 @@ impl Gateway {
         config: &Config,
         (client, model): (Option<&Client>, &Model),
         ((plan, settings, storage), reserve): ((&mut CachePlan, &CacheSettings, &str), Usage),
-    ) -> Result<Option<Entry>, ApiError> {
+    ) -> Result<Admitted, ApiError> {
         let tokens = limits::reserved_total(&reserve);
         let subjects = subjects(ctx, client, model);
         let admission = self
@@ -102,8 +110,8 @@ impl Gateway {
             .resolve(settings, storage, admission.fetched)
             .await;
         let hit = cached::conclude((&self.cache, settings), plan, (session, ctx), first).await;
-        if hit.is_some() {
-            return Ok(hit);
+        if let Some(entry) = hit {
+            return Ok(Admitted::Hit(entry));
         }
         if let (true, Some(ticket)) = (waived, ctx.limit.as_mut()) {
             self.limiter
@@ -112,7 +120,7 @@ impl Gateway {
         }
         self.reserve_budget(ctx, config, (client, model), reserve)
             .await?;
-        Ok(None)
+        Ok(Admitted::Reserved(reserve))
     }
 
     /// 按最坏费用预留密钥的美元预算（密钥有预算且要预留 token 时）。

@@ -48,6 +48,7 @@ use crate::streaming::{estimate_tokens, Usage};
 use crate::virtual_keys::VirtualKeys;
 use routes::Route;
 
+use admission::Admitted;
 pub use context::RequestCtx;
 
 /// 成功应答的状态码。
@@ -376,19 +377,21 @@ impl Gateway {
         inbound: &Inbound,
     ) -> Result<u16, Failure> {
         let mut plan = cached::plan((session, ctx), config.cache.as_ref(), (client, inbound));
-        let reserve = reservation(inbound, config);
-        let hit = self
+        let admitted = self
             .admit_looking(
                 session,
                 ctx,
                 config,
                 (client, model),
-                (plan.as_mut(), reserve),
+                (plan.as_mut(), inbound),
             )
             .await?;
-        if let Some(entry) = hit {
-            return cached::serve_hit(config, entry, (session, ctx), inbound).await;
-        }
+        let reserve = match admitted {
+            Admitted::Hit(entry) => {
+                return cached::serve_hit(config, entry, (session, ctx), inbound).await
+            }
+            Admitted::Reserved(reserve) => reserve,
+        };
         let wants = Wants {
             keep: plan.as_ref().is_some_and(cached::CachePlan::stores)
                 || matches!(inbound, Inbound::Responses(req) if req.keep),

@@ -22,7 +22,7 @@ const KEY_REQUESTS: u64 = 100;
 const KEY_TOKENS: u64 = 100_000;
 
 /// 每个密钥的请求数与 token 上限（都足够大，测试只看计数与缓存结果）。
-fn 密钥额度() -> RateLimits {
+pub(crate) fn 密钥额度() -> RateLimits {
     RateLimits {
         per_key: Some(Limits {
             requests: Some(KEY_REQUESTS),
@@ -31,6 +31,31 @@ fn 密钥额度() -> RateLimits {
         }),
         ..RateLimits::default()
     }
+}
+
+/// 模型 `fast` 一次回复的实际用量（输入加输出 token）。
+pub(crate) fn 实际用量() -> i64 {
+    (FAST_PROMPT_TOKENS + FAST_COMPLETION_TOKENS) as i64
+}
+
+/// 启动一个带 [`密钥额度`]、缓存放在共享 Redis 里的网关（`name` 用于键前缀）。
+fn 带额度的网关(name: &str) -> RedisGateway {
+    let prefix = unique_prefix(name);
+    RedisGateway {
+        gateway: start_cached_gateway(single_redis(&redis_url(), &prefix), Some(密钥额度())),
+        prefix,
+    }
+}
+
+/// 启动 [`带额度的网关`]，发一次未命中的请求（存下条目），并等它的 token 结算为实际用量。
+async fn 未命中一次(name: &str, marker: &str) -> RedisGateway {
+    let env = 带额度的网关(name);
+    assert_eq!(发送(env.gateway, marker).await, (200, "miss".to_string()));
+    eventually("未命中的请求结算为实际用量", || {
+        env.counted("k", KEY_NAME, "t") == 实际用量()
+    })
+    .await;
+    env
 }
 
 /// 确定性的请求（temperature 0），带区分用例的标记。
@@ -56,11 +81,6 @@ async fn 发送给(gateway: Gateway, model: &str, marker: &str) -> (u16, String)
     let status = resp.status().as_u16();
     resp.text().await.expect("读完回复");
     (status, cache)
-}
-
-/// 模拟上游 `fast` 收到含 `marker` 的请求的次数。
-fn 上游次数(marker: &str) -> usize {
-    上游收到(marker, "fast")
 }
 
 /// 模拟上游 `mock` 收到含 `marker` 的请求的次数。
@@ -93,7 +113,7 @@ async fn 缓存_两个实例共用_redis_里的条目() {
         (200, "hit".to_string()),
         "另一个实例命中同一份缓存"
     );
-    assert_eq!(上游次数(marker), 1);
+    assert_eq!(上游收到(marker, "fast"), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -122,25 +142,14 @@ async fn 宕机时绕过(limits: Option<RateLimits>, marker: &str) {
         (200, "bypass".to_string()),
         "缓存不可用不能让请求失败"
     );
-    assert_eq!(上游次数(marker), 2, "绕过时照常去上游");
+    assert_eq!(上游收到(marker, "fast"), 2, "绕过时照常去上游");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn 缓存_命中只计请求数_不占_token_额度() {
-    let prefix = unique_prefix("cnx-cache-tokens");
-    let limits = 密钥额度();
-    let redis = single_redis(&redis_url(), &prefix);
-    let env = RedisGateway {
-        gateway: start_cached_gateway(redis, Some(limits)),
-        prefix,
-    };
     let marker = "额度缓存标记";
-    assert_eq!(发送(env.gateway, marker).await, (200, "miss".to_string()));
-    let exact = (FAST_PROMPT_TOKENS + FAST_COMPLETION_TOKENS) as i64;
-    eventually("未命中的请求结算为实际用量", || {
-        env.counted("k", KEY_NAME, "t") == exact
-    })
-    .await;
+    let env = 未命中一次("cnx-cache-tokens", marker).await;
+    let exact = 实际用量();
     for _ in 0..3 {
         assert_eq!(发送(env.gateway, marker).await, (200, "hit".to_string()));
     }
@@ -169,20 +178,10 @@ fn 唯一的条目(prefix: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn 缓存_redis_条目损坏时当作未命中_重新存下_token_照常结算() {
-    let prefix = unique_prefix("cnx-cache-corrupt");
-    let limits = 密钥额度();
-    let env = RedisGateway {
-        gateway: start_cached_gateway(single_redis(&redis_url(), &prefix), Some(limits)),
-        prefix: prefix.clone(),
-    };
     let marker = "损坏缓存标记";
-    assert_eq!(发送(env.gateway, marker).await, (200, "miss".to_string()));
-    let exact = (FAST_PROMPT_TOKENS + FAST_COMPLETION_TOKENS) as i64;
-    eventually("未命中的请求结算为实际用量", || {
-        env.counted("k", KEY_NAME, "t") == exact
-    })
-    .await;
-    let entry = &唯一的条目(&prefix);
+    let env = 未命中一次("cnx-cache-corrupt", marker).await;
+    let exact = 实际用量();
+    let entry = &唯一的条目(&env.prefix);
     let _: () = redis::cmd("SET")
         .arg(entry)
         .arg("损坏的条目")
@@ -205,16 +204,12 @@ async fn 缓存_redis_条目损坏时当作未命中_重新存下_token_照常�
         value.is_some_and(|v| v.starts_with("cnx1 "))
     })
     .await;
-    assert_eq!(上游次数(marker), 2);
+    assert_eq!(上游收到(marker, "fast"), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn 缓存_redis_五十个相同的请求同时到达_上游一次_跟随者的_token_预留全部退还() {
-    let prefix = unique_prefix("cnx-cache-flight");
-    let env = RedisGateway {
-        gateway: start_cached_gateway(single_redis(&redis_url(), &prefix), Some(密钥额度())),
-        prefix,
-    };
+    let env = 带额度的网关("cnx-cache-flight");
     let marker = "并发缓存标记";
     let sends = (0..50).map(|_| 发送给(env.gateway, CACHE_SLOW_MODEL, marker));
     let replies = futures_util::future::join_all(sends).await;
@@ -230,7 +225,7 @@ async fn 缓存_redis_五十个相同的请求同时到达_上游一次_跟随�
         "相同的请求在进程里合并"
     );
     // 每个请求准入时都预留了 token；等到领头的结果而命中的，结束时按零结算
-    let exact = (FAST_PROMPT_TOKENS + FAST_COMPLETION_TOKENS) as i64;
+    let exact = 实际用量();
     eventually("只剩领头的实际用量", || {
         env.counted("k", KEY_NAME, "t") == exact
     })

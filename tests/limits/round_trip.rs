@@ -13,13 +13,11 @@ use chatnexus::limits::{checks, Kind, Quota, RemoteStage, RemoteVerdict, Subject
 use chatnexus::redis_link::RedisLink;
 use chatnexus::security::Secret;
 
-use crate::cache::{发送, KEY_NAME};
+use crate::cache::{发送, 实际用量, 密钥额度, KEY_NAME};
 use crate::env::{
     connect, count_keys, eventually, hash_field, limiter_key, single_redis, start_cached_gateway,
-    FAST_COMPLETION_TOKENS, FAST_PROMPT_TOKENS,
 };
 use crate::redis_server::RedisProcess;
-use crate::support::config::{Limits, RateLimits};
 
 /// 本机回环地址上的 Redis 连接串前缀。
 const REDIS_LOOPBACK: &str = "redis://127.0.0.1";
@@ -240,16 +238,8 @@ async fn 探查的键存在时不预留_token_不存在时照常预留_都只有
 async fn 网关_redis_缓存命中与限流准入合成一次往返() {
     let server = RedisProcess::start();
     let proxy = CountingProxy::start(server.port).await;
-    let limits = RateLimits {
-        per_key: Some(Limits {
-            requests: Some(100),
-            tokens_per_minute: Some(GLOBAL_TOKENS),
-            ..Limits::default()
-        }),
-        ..RateLimits::default()
-    };
     let redis = single_redis(&format!("{REDIS_LOOPBACK}:{}", proxy.port), "合并:");
-    let gateway = start_cached_gateway(redis, Some(limits));
+    let gateway = start_cached_gateway(redis, Some(密钥额度()));
     assert_eq!(
         发送(gateway, "一次往返标记").await,
         (200, "miss".to_string())
@@ -259,9 +249,8 @@ async fn 网关_redis_缓存命中与限流准入合成一次往返() {
     })
     .await;
     // 结算在回复写完之后：等它把 token 计数改成实际用量，再清空记录
-    let exact = (FAST_PROMPT_TOKENS + FAST_COMPLETION_TOKENS) as i64;
     eventually("未命中的请求结算为实际用量", || {
-        hash_field(&server.url(), &limiter_key("合并:", "k", KEY_NAME), "t") == exact
+        hash_field(&server.url(), &limiter_key("合并:", "k", KEY_NAME), "t") == 实际用量()
     })
     .await;
     proxy.take();
