@@ -23,12 +23,25 @@ fi
 LOG=$(mktemp)
 REDIS_DIR=""
 CLUSTER_DIR=""
+# 等一个进程退出的最长轮询次数（每次 0.1 秒，共 10 秒）
+EXIT_POLLS=100
 cleanup() {
-  # 只停本脚本自己启动的 redis-server（按它们的 pid 文件）
+  # 只停本脚本自己启动的 redis-server（按它们的 pid 文件）；集群节点退出时还会改写目录里的 nodes.conf，
+  # 所以等它们真的退出后再删目录，否则 rm 会撞上正在写入的文件而失败
+  local pids=()
   for pidfile in "$REDIS_DIR/redis.pid" "$CLUSTER_DIR"/*/redis.pid; do
     if [ -n "$pidfile" ] && [ -f "$pidfile" ]; then
-      kill "$(cat "$pidfile")" 2> /dev/null || true
+      pids+=("$(cat "$pidfile")")
     fi
+  done
+  for pid in "${pids[@]}"; do
+    kill "$pid" 2> /dev/null || true
+  done
+  for pid in "${pids[@]}"; do
+    for _ in $(seq 1 "$EXIT_POLLS"); do
+      kill -0 "$pid" 2> /dev/null || break
+      sleep 0.1
+    done
   done
   if [ -n "$REDIS_DIR" ]; then rm -rf "$REDIS_DIR"; fi
   if [ -n "$CLUSTER_DIR" ]; then rm -rf "$CLUSTER_DIR"; fi
