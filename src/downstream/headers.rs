@@ -106,9 +106,19 @@ impl GatewayHeaders {
         session.downstream_modules_ctx.get_mut::<GatewayHeaders>()
     }
 
+    /// 只读地取本请求的模块实例（网关登记了模块时总有）。
+    pub fn of_ref(session: &Session) -> Option<&GatewayHeaders> {
+        session.downstream_modules_ctx.get::<GatewayHeaders>()
+    }
+
     /// 记下本请求的请求 id，之后的响应都带上 `x-request-id`。
     pub fn set_request_id(&mut self, id: HeaderValue) {
         self.request_id = Some(id);
+    }
+
+    /// 本请求的请求 id（还没确定时为空）：发往上游的请求与日志都用它。
+    pub fn request_id(&self) -> Option<&HeaderValue> {
+        self.request_id.as_ref()
     }
 
     /// Anthropic 方言的请求：响应另带 `request-id`（与 `x-request-id` 相同的值）。

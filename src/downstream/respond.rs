@@ -120,7 +120,7 @@ fn base_parts(session: &Session, status: u16) -> pingora::Result<Parts> {
     parts.status =
         StatusCode::from_u16(status).or_err(ErrorType::InternalError, "响应状态码不合法")?;
     parts.headers.reserve(HEADER_CAPACITY);
-    if let Some(gateway) = session.downstream_modules_ctx.get::<GatewayHeaders>() {
+    if let Some(gateway) = GatewayHeaders::of_ref(session) {
         gateway.write_to(&mut parts.headers);
     }
     Ok(parts)

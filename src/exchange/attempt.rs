@@ -276,9 +276,9 @@ fn render_json(
     Ok(rendered)
 }
 
-/// 把客户端请求的请求 id 一并发给上游，便于跨系统排查。
+/// 把本请求的请求 id 一并发给上游，便于跨系统排查。
 fn forward_request_id(down: &Session, request: &mut UpstreamRequest) {
-    if let Some(id) = down.req_header().headers.get(&REQUEST_ID_HEADER) {
+    if let Some(id) = GatewayHeaders::of_ref(down).and_then(GatewayHeaders::request_id) {
         request
             .headers
             .push((REQUEST_ID_HEADER.clone(), id.clone()));

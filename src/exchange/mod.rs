@@ -29,7 +29,7 @@ use pingora_proxy::Session;
 
 use crate::config::{Config, Model, Provider};
 use crate::dialects::Inbound;
-use crate::downstream::REQUEST_ID_HEADER;
+use crate::downstream::GatewayHeaders;
 use crate::error::{ApiError, ErrorCode};
 use crate::streaming::{estimate_tokens, Usage};
 use crate::upstream::{build_peer, Balancer, DnsCache, Verdict};
@@ -351,11 +351,10 @@ async fn try_targets(
     ))
 }
 
-/// 客户端请求的请求 id（`request_filter` 已写进请求头），供日志关联。
+/// 本请求的请求 id（`request_filter` 已交给网关头模块），供日志关联。
 fn request_id(down: &Session) -> &str {
-    down.req_header()
-        .headers
-        .get(&REQUEST_ID_HEADER)
+    GatewayHeaders::of_ref(down)
+        .and_then(GatewayHeaders::request_id)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
 }

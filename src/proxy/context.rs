@@ -103,8 +103,8 @@ impl Default for RequestCtx {
     }
 }
 
-/// 确定请求 id：客户端给出的合法 `x-request-id` 原样沿用，否则生成一个；写回请求头，
-/// 以便发往上游的请求带上同一个 id；并交给网关头模块，写给客户端的每个响应都带上它。
+/// 确定请求 id：客户端给出的合法 `x-request-id` 原样沿用，否则生成一个；交给网关头模块，
+/// 写给客户端的每个响应与发往上游的请求都带上它（不改写客户端的请求头）。
 pub fn assign_request_id(session: &mut Session) -> String {
     let given = session
         .req_header()
@@ -119,12 +119,6 @@ pub fn assign_request_id(session: &mut Session) -> String {
         log::warn!("请求 id 不是合法的头值：{id:?}");
         return id;
     };
-    if let Err(e) = session
-        .req_header_mut()
-        .insert_header(REQUEST_ID_HEADER.clone(), value.clone())
-    {
-        log::warn!("无法写入请求 id 请求头：{e}");
-    }
     if let Some(headers) = GatewayHeaders::of(session) {
         headers.set_request_id(value);
     }
