@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::{HeaderName, HeaderValue};
-use pingora::http::ResponseHeader;
 use pingora::protocols::http::client::HttpSession;
 use pingora_proxy::Session;
 
@@ -97,16 +96,17 @@ pub(super) async fn once(
     }
     let (mut up, peer) = client.connect(provider, budget).await?;
     send_request(&mut up, provider, request).await?;
-    let header = report.wait(io::read_header(&mut up, down, budget)).await;
-    if !matches!(header, Err(Failure::ClientGone(_))) {
+    let status = report.wait(io::read_header(&mut up, down, budget)).await;
+    if !matches!(status, Err(Failure::ClientGone(_))) {
         lease.record_first_byte();
     }
-    let header = header?;
-    if !header.status.is_success() {
+    let status = status?;
+    if !status.is_success() {
         let reply = Reply {
             mode: &mode,
             provider,
-            header: &header,
+            status: status.as_u16(),
+            retry_after: up.response_header().and_then(io::retry_after),
         };
         return Err(reject(&mut up, down, reply, budget, report).await);
     }
@@ -117,7 +117,6 @@ pub(super) async fn once(
         report,
     };
     if inbound.stream() {
-        stream::ensure_event_stream(&header, provider.kind.label())?;
         deliver_stream(exchange, inbound, &mode).await?;
     } else {
         deliver_json(exchange, inbound, &mode).await?;
@@ -163,6 +162,7 @@ async fn deliver_stream(
     inbound: &Inbound,
     mode: &Mode<'_>,
 ) -> Result<(), AttemptError> {
+    stream::ensure_event_stream(x.up.response_header(), x.budget.provider_label())?;
     let mut translator = match mode {
         Mode::Native(native) => {
             render::capture(native.observer(), inbound.dialect(), x.report.keep)
@@ -285,11 +285,12 @@ fn forward_request_id(down: &Session, request: &mut UpstreamRequest) {
     }
 }
 
-/// 上游的非 2xx 回复：交换方式（决定怎样解析与是否原样转告）、来自哪个上游、响应头。
+/// 上游的非 2xx 回复：交换方式（决定怎样解析与是否原样转告）、来自哪个上游、状态码与响应头 `Retry-After` 的秒数。
 struct Reply<'a> {
     mode: &'a Mode<'a>,
     provider: &'a Provider,
-    header: &'a ResponseHeader,
+    status: u16,
+    retry_after: Option<u64>,
 }
 
 /// 预算切断的流（429 `insufficient_quota`）不是目标的错：不计入熔断，也不换目标。
@@ -322,7 +323,7 @@ async fn reject(
     budget: &Budget<'_>,
     report: &mut ExchangeReport,
 ) -> AttemptError {
-    let status = reply.header.status.as_u16();
+    let status = reply.status;
     let read = io::read_body(up, down, budget, MAX_ERROR_BODY_BYTES);
     let body = match report.wait(read).await {
         Ok(body) => body,
@@ -346,7 +347,7 @@ async fn reject(
     // 上游给出的等待时间不可信：截到上限再告诉客户端与记入目标状态
     error.retry_after = error
         .retry_after
-        .or_else(|| io::retry_after(reply.header))
+        .or(reply.retry_after)
         .map(|secs| secs.min(MAX_UPSTREAM_WAIT.as_secs()));
     let verdict = verdict_for(error.status, error.retry_after.map(Duration::from_secs));
     AttemptError {

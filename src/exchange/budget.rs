@@ -89,13 +89,18 @@ impl<'a> Budget<'a> {
         Wait {
             duration,
             cause,
-            provider: self.provider.kind.label(),
+            provider: self.provider_label(),
         }
+    }
+
+    /// 本次尝试的上游类型名（写进错误消息）。
+    pub(super) fn provider_label(&self) -> &'static str {
+        self.provider.kind.label()
     }
 
     /// 总时长用完时的 504。
     pub(super) fn total_error(&self) -> ApiError {
-        total_timeout(self.provider.timeouts.total(), self.provider.kind.label())
+        total_timeout(self.provider.timeouts.total(), self.provider_label())
     }
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::header::{ACCEPT_ENCODING, CONTENT_LENGTH, HOST, RETRY_AFTER, USER_AGENT};
-use http::HeaderValue;
+use http::{HeaderValue, StatusCode};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::protocols::http::client::HttpSession;
 use pingora::time::fast_timeout::fast_timeout;
@@ -73,15 +73,17 @@ pub(super) fn retry_after(header: &ResponseHeader) -> Option<u64> {
         .map(|v| v.ceil() as u64)
 }
 
-/// 等待上游响应头（首字节超时与剩余总时长中较短者）。
+/// 等待上游响应头（首字节超时与剩余总时长中较短者），返回状态码。
+///
+/// 不复制整个响应头（每个请求一次克隆与释放）：要看别的头时调用方从 `up.response_header()` 借用。
 pub(super) async fn read_header(
     up: &mut HttpSession,
     down: &mut Session,
     budget: &Budget<'_>,
-) -> Result<ResponseHeader, Failure> {
+) -> Result<StatusCode, Failure> {
     let wait = budget.wait(Phase::FirstByte);
     guarded(down, &wait, "响应头", up.read_response_header()).await?;
-    up.response_header().cloned().ok_or_else(|| {
+    up.response_header().map(|h| h.status).ok_or_else(|| {
         ApiError::bad_gateway(ErrorCode::InvalidUpstreamResponse, "上游没有返回响应头").into()
     })
 }

@@ -27,10 +27,12 @@ const COALESCE_BYTES: usize = 64 * 1024;
 const COALESCE_READS: usize = 64;
 
 /// 确认上游确实返回了 SSE；否则返回 502，而不是把非流式响应当成被截断的流。
-pub(super) fn ensure_event_stream(header: &ResponseHeader, provider: &str) -> Result<(), ApiError> {
+pub(super) fn ensure_event_stream(
+    header: Option<&ResponseHeader>,
+    provider: &str,
+) -> Result<(), ApiError> {
     let content_type = header
-        .headers
-        .get(http::header::CONTENT_TYPE)
+        .and_then(|h| h.headers.get(http::header::CONTENT_TYPE))
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     if content_type.trim_start().starts_with(EVENT_STREAM) {
