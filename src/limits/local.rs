@@ -6,7 +6,6 @@
 //! 所以本地计数只包含本实例放行的请求——Redis 不可用时它正好接上，作为本实例的份额继续限流。
 
 use std::collections::hash_map::RandomState;
-use std::collections::HashMap;
 use std::fmt;
 use std::hash::{BuildHasher, Hash};
 use std::sync::{Arc, RwLock};
@@ -110,7 +109,8 @@ pub enum LocalVerdict {
 /// ```
 #[derive(Default)]
 pub struct LocalStage {
-    rates: RwLock<HashMap<Duration, Arc<Rate>>>,
+    /// 各窗口长度的计数器：配置里的窗口长度只有几种，按顺序比较比哈希查表省（每个请求查五六次）。
+    rates: RwLock<Vec<(Duration, Arc<Rate>)>>,
     /// 把（种类、层、主体）哈希成一个整数：每个计数只哈希一次主体字符串，
     /// 之后 count-min sketch 的多次哈希都只处理 8 个字节；随机种子让外部无法构造碰撞。
     hasher: RandomState,
@@ -214,21 +214,29 @@ impl LocalStage {
 
     /// 取得（没有时建立）某个窗口长度的计数器。
     fn rate(&self, window: Duration) -> Arc<Rate> {
-        let found = self
-            .rates
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&window)
-            .cloned();
-        if let Some(rate) = found {
+        if let Some(rate) = find_rate(
+            &self.rates.read().unwrap_or_else(|p| p.into_inner()),
+            window,
+        ) {
             return rate;
         }
         let mut rates = self.rates.write().unwrap_or_else(|p| p.into_inner());
-        let rate = rates
-            .entry(window)
-            .or_insert_with(|| Arc::new(Rate::new_with_estimator_config(window, HASHES, SLOTS)));
-        Arc::clone(rate)
+        // 拿到写锁之前别的请求可能已经建好了
+        if let Some(rate) = find_rate(&rates, window) {
+            return rate;
+        }
+        let rate = Arc::new(Rate::new_with_estimator_config(window, HASHES, SLOTS));
+        rates.push((window, Arc::clone(&rate)));
+        rate
     }
+}
+
+/// 在计数器表里找某个窗口长度的计数器。
+fn find_rate(rates: &[(Duration, Arc<Rate>)], window: Duration) -> Option<Arc<Rate>> {
+    rates
+        .iter()
+        .find(|(w, _)| *w == window)
+        .map(|(_, rate)| Arc::clone(rate))
 }
 
 /// 先记下 `amount`，再按比例估计算出滑动窗口内的用量（含本次）。
