@@ -7,13 +7,16 @@ mod pricing;
 mod usage_report;
 mod usage_store;
 
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use once_cell::sync::Lazy;
 use pingora_prometheus::prometheus::{
     register_counter, register_counter_vec, register_gauge_vec, register_histogram_vec,
     register_int_counter, register_int_counter_vec, register_int_gauge, register_int_gauge_vec,
-    Counter, CounterVec, GaugeVec, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Counter, CounterVec, GaugeVec, Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec,
 };
 
 use crate::error::ErrorCode;
@@ -361,43 +364,88 @@ pub struct RequestRecord<'a> {
     pub endpoint: &'a str,
 }
 
+/// token 用量的类型标签，顺序与 [`PairMetrics::tokens`] 一致。
+const TOKEN_KINDS: [&str; 4] = ["input", "output", "cached", "reasoning"];
+
+/// 一对（上游、模型）标签下的指标句柄：每个请求按这对标签查一次表，而不是每个指标各查一次
+/// （prometheus 每次 `with_label_values` 都要哈希标签、加读锁、查表，一个请求原本要查八九次）。
+struct PairMetrics {
+    duration: Histogram,
+    ttft: Histogram,
+    overhead: Histogram,
+    /// 按 [`TOKEN_KINDS`] 的顺序。
+    tokens: [IntCounter; 4],
+    cost: Counter,
+    estimated: IntCounter,
+    retries: IntCounter,
+}
+
+impl PairMetrics {
+    /// 取出一对标签下的全部句柄。
+    fn resolve(m: &Metrics, provider: &str, model: &str) -> Self {
+        let pm = [provider, model];
+        PairMetrics {
+            duration: m.duration.with_label_values(&pm),
+            ttft: m.ttft.with_label_values(&pm),
+            overhead: m.overhead.with_label_values(&pm),
+            tokens: TOKEN_KINDS.map(|kind| m.tokens.with_label_values(&[provider, model, kind])),
+            cost: m.cost.with_label_values(&pm),
+            estimated: m.estimated.with_label_values(&pm),
+            retries: m.retries.with_label_values(&pm),
+        }
+    }
+}
+
+/// 已取出的句柄：上游名 → 模型名 → 句柄（两层表，查找时不必为组合键分配）。标签只取自配置，表的大小有限。
+type PairTable = HashMap<String, HashMap<String, Arc<PairMetrics>>>;
+
+/// 全部（上游、模型）组合的句柄表。
+static PAIRS: Lazy<RwLock<PairTable>> = Lazy::new(RwLock::default);
+
+/// 一对标签下的句柄（第一次用到时取出并记下）。
+fn pair_metrics(provider: &str, model: &str) -> Arc<PairMetrics> {
+    let found = PAIRS
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(provider)
+        .and_then(|models| models.get(model))
+        .cloned();
+    if let Some(pair) = found {
+        return pair;
+    }
+    let mut table = PAIRS.write().unwrap_or_else(|p| p.into_inner());
+    let models = table.entry(provider.to_string()).or_default();
+    let pair = models
+        .entry(model.to_string())
+        .or_insert_with(|| Arc::new(PairMetrics::resolve(&METRICS, provider, model)));
+    Arc::clone(pair)
+}
+
 /// 把一个请求记入全部相关指标。
 pub fn record_request(r: &RequestRecord<'_>) {
     let m = &*METRICS;
-    let pm = [r.provider, r.model];
-    m.duration
-        .with_label_values(&pm)
-        .observe(r.duration.as_secs_f64());
+    let pair = pair_metrics(r.provider, r.model);
+    pair.duration.observe(r.duration.as_secs_f64());
     if let Some(ttft) = r.ttft {
-        m.ttft.with_label_values(&pm).observe(ttft.as_secs_f64());
+        pair.ttft.observe(ttft.as_secs_f64());
     }
     if let Some(overhead) = r.overhead {
-        m.overhead
-            .with_label_values(&pm)
-            .observe(overhead.as_secs_f64());
+        pair.overhead.observe(overhead.as_secs_f64());
     }
     if let Some(u) = r.usage {
-        for (kind, count) in [
-            ("input", u.prompt),
-            ("output", u.completion),
-            ("cached", u.cached),
-            ("reasoning", u.reasoning),
-        ] {
-            m.tokens
-                .with_label_values(&[r.provider, r.model, kind])
-                .inc_by(count);
+        let counts = [u.prompt, u.completion, u.cached, u.reasoning];
+        for (counter, count) in pair.tokens.iter().zip(counts) {
+            counter.inc_by(count);
         }
     }
     if let Some(cost) = r.cost.filter(|c| *c > 0.0) {
-        m.cost.with_label_values(&pm).inc_by(cost);
+        pair.cost.inc_by(cost);
     }
     if r.estimated {
-        m.estimated.with_label_values(&pm).inc();
+        pair.estimated.inc();
     }
     if r.attempts > 1 {
-        m.retries
-            .with_label_values(&pm)
-            .inc_by(u64::from(r.attempts - 1));
+        pair.retries.inc_by(u64::from(r.attempts - 1));
     }
     // 请求数最后计：抓到计数加一的人一定也看得到这个请求的用量与费用（对账与测试按请求数等待）
     m.requests
