@@ -132,6 +132,28 @@ fn format_args_text(args: &fmt::Arguments<'_>) -> String {
     text
 }
 
+/// 多行日志的续行缩进（与 env_logger 缺省的缩进相同）。
+const CONTINUATION_INDENT: &str = "    ";
+
+/// 写出时给续行加上缩进的日志文本：续行不会顶格，看起来不像另一条日志。
+///
+/// env_logger 自己缩进时逐字节找换行，每行日志要多花上千条指令；这里按 `str::split` 用 memchr 找，
+/// 日志器因此关闭了自己的缩进（见 [`init`]），写出的文本与它缩进的完全相同。
+struct Indented<'a>(&'a str);
+
+impl fmt::Display for Indented<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut lines = self.0.split('\n');
+        f.write_str(lines.next().unwrap_or_default())?;
+        for line in lines {
+            f.write_str("\n")?;
+            f.write_str(CONTINUATION_INDENT)?;
+            f.write_str(line)?;
+        }
+        Ok(())
+    }
+}
+
 /// 给任意日志器加上脱敏的包装。
 ///
 /// 用途：`chatnexus` 进程用它包住 env_logger；测试用它包住捕获日志的日志器。
@@ -167,7 +189,7 @@ impl<L: Log> Log for Redacting<L> {
         let clean = scrub(text);
         self.inner.log(
             &Record::builder()
-                .args(format_args!("{clean}"))
+                .args(format_args!("{}", Indented(&clean)))
                 .metadata(record.metadata().clone())
                 .module_path(record.module_path())
                 .file(record.file())
@@ -189,6 +211,8 @@ pub fn init(default_level: &str) -> Result<(), log::SetLoggerError> {
     let logger =
         env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level))
             .target(env_logger::Target::Pipe(Box::new(held::StderrLines)))
+            // 续行缩进由脱敏包装做（见 [`Indented`]）
+            .format_indent(None)
             .build();
     let max = logger.filter();
     log::set_boxed_logger(Box::new(held::Holding::new(Redacting::new(logger))))?;
@@ -296,7 +320,57 @@ mod tests {
         );
         logger.log(&Record::builder().args(format_args!("普通日志")).build());
         let lines = logger.inner.0.lock().expect("锁").clone();
-        assert_eq!(lines[0], "pingora_core::x authorization: [已隐藏]\r\n");
+        // 结尾的换行之后是一个空的续行，照样缩进（env_logger 自己缩进时也是这样）
+        assert_eq!(lines[0], "pingora_core::x authorization: [已隐藏]\r\n    ");
         assert_eq!(lines[1], " 普通日志");
+    }
+
+    /// 几个 env_logger 共用的输出缓冲。
+    #[derive(Clone, Default)]
+    struct SharedBuf(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for SharedBuf {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("锁").extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// 写到缓冲里、不带时间戳的 env_logger（缩进由参数决定）。
+    fn 写进缓冲(out: &SharedBuf, indent: Option<usize>) -> env_logger::Logger {
+        env_logger::Builder::new()
+            .filter_level(log::LevelFilter::Trace)
+            .format_timestamp(None)
+            .format_indent(indent)
+            .target(env_logger::Target::Pipe(Box::new(out.clone())))
+            .build()
+    }
+
+    #[test]
+    fn 多行日志_续行缩进与_env_logger_自己缩进的逐字节相同() {
+        let write = |logger: &dyn Log| {
+            logger.log(
+                &Record::builder()
+                    .args(format_args!("第一行\n第二行\n\n第四行\n"))
+                    .level(log::Level::Warn)
+                    .target("chatnexus::x")
+                    .build(),
+            )
+        };
+        let (theirs, ours) = (SharedBuf::default(), SharedBuf::default());
+        write(&写进缓冲(&theirs, Some(CONTINUATION_INDENT.len())));
+        write(&Redacting::new(写进缓冲(&ours, None)));
+        let text =
+            |b: &SharedBuf| String::from_utf8(b.0.lock().expect("锁").clone()).expect("UTF-8");
+        assert_eq!(text(&ours), text(&theirs));
+        assert!(
+            text(&ours).contains("第一行\n    第二行\n    \n    第四行"),
+            "续行要缩进：{}",
+            text(&ours)
+        );
     }
 }
