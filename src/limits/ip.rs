@@ -3,7 +3,7 @@
 //! 为什么从右往左：`X-Forwarded-For` 的每一跳都由它前面的代理追加在末尾，最左边的值完全由客户端控制；
 //! 只有最右边那些由我们信任的代理写下的条目可信，跳过它们之后的第一个地址才是真正的客户端。
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use crate::config::{canonical_ip, Cidr};
 
@@ -11,6 +11,8 @@ use crate::config::{canonical_ip, Cidr};
 pub const FORWARDED_FOR: &str = "x-forwarded-for";
 /// IPv6 客户端按 /64 网段限流：一个用户通常拿到整个 /64，逐个地址限流形同虚设。
 const IPV6_CLIENT_PREFIX: u8 = 64;
+/// 点分十进制 IPv4 地址的最长字节数（`255.255.255.255`）。
+const MAX_DOTTED_LEN: usize = 15;
 
 /// 确定客户端 IP。
 ///
@@ -51,9 +53,22 @@ pub fn client_ip(
 /// ```
 pub fn ip_subject(ip: IpAddr) -> String {
     match canonical_ip(ip) {
-        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V4(v4) => dotted(v4),
         v6 => Cidr::containing(v6, IPV6_CLIENT_PREFIX).to_string(),
     }
+}
+
+/// IPv4 地址的点分十进制（与 `to_string` 相同）：每个请求都要算一次，按整数逐段写出比经过 `Display`
+/// 的格式化机制省一千多条指令。
+fn dotted(v4: Ipv4Addr) -> String {
+    let mut text = String::with_capacity(MAX_DOTTED_LEN);
+    for (i, octet) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            text.push('.');
+        }
+        text.push_str(itoa::Buffer::new().format(octet));
+    }
+    text
 }
 
 #[cfg(test)]
@@ -66,6 +81,21 @@ mod tests {
 
     fn ip(s: &str) -> IpAddr {
         s.parse().expect("地址合法")
+    }
+
+    #[test]
+    fn 点分十进制_与标准库的写法相同() {
+        for text in [
+            "0.0.0.0",
+            "10.0.0.1",
+            "127.0.0.1",
+            "192.168.100.254",
+            "255.255.255.255",
+        ] {
+            let v4: Ipv4Addr = text.parse().expect("地址合法");
+            assert_eq!(dotted(v4), v4.to_string());
+            assert_eq!(ip_subject(IpAddr::V4(v4)), text);
+        }
     }
 
     #[test]
