@@ -38,21 +38,18 @@ pub(super) fn build_request_header(
     provider: &Provider,
     request: &UpstreamRequest,
 ) -> Result<RequestHeader, ApiError> {
-    let invalid = |e: http::Error| {
-        ApiError::internal(format!(
-            "构造发往上游 `{}` 的请求头失败：{e}",
-            provider.name
-        ))
-    };
-    let host =
-        HeaderValue::try_from(provider.base_url.host_header()).map_err(|e| invalid(e.into()))?;
     let (mut parts, ()) = http::Request::post(request.path.as_str())
         .body(())
-        .map_err(invalid)?
+        .map_err(|e| {
+            ApiError::internal(format!(
+                "构造发往上游 `{}` 的请求头失败：{e}",
+                provider.name
+            ))
+        })?
         .into_parts();
     let headers = &mut parts.headers;
     headers.reserve(COMMON_HEADERS + request.headers.len());
-    headers.insert(HOST, host);
+    headers.insert(HOST, provider.base_url.host_header().clone());
     headers.insert(CONTENT_LENGTH, HeaderValue::from(request.body.len()));
     headers.insert(ACCEPT_ENCODING, IDENTITY_ENCODING.clone());
     headers.insert(USER_AGENT, USER_AGENT_VALUE.clone());

@@ -175,7 +175,7 @@ async fn request(
 /// 探测请求头：路径、Host 与 User-Agent，不带任何密钥。
 fn probe_header(provider: &Provider, check: &HealthCheck) -> pingora::Result<RequestHeader> {
     let mut header = RequestHeader::build(METHOD_GET, check.path.as_bytes(), None)?;
-    header.insert_header(HOST, provider.base_url.host_header())?;
+    header.insert_header(HOST, provider.base_url.host_header().clone())?;
     header.insert_header(USER_AGENT, io::GATEWAY_USER_AGENT)?;
     Ok(header)
 }

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use http::HeaderValue;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{ConcurrencySettings, HealthCheck};
@@ -206,18 +207,32 @@ pub struct BaseUrl {
     pub port: u16,
     /// 路径前缀，不以 `/` 结尾（可为空）。
     pub path: String,
+    /// `Host` 头的值：解析配置时算好并校验，每个请求只复制引用。
+    host_header: HeaderValue,
 }
 
 impl BaseUrl {
     /// `Host` 头的值：非默认端口时带上端口。
-    pub fn host_header(&self) -> String {
-        let default_port = if self.tls { HTTPS_PORT } else { HTTP_PORT };
-        if self.port == default_port {
-            self.host.clone()
-        } else {
-            format!("{}:{}", self.host, self.port)
-        }
+    pub fn host_header(&self) -> &HeaderValue {
+        &self.host_header
     }
+}
+
+/// `Host` 头的值：非默认端口时带上端口（IPv6 地址加方括号）。
+///
+/// 错误：主机名含有不能出现在 HTTP 头里的字符。
+fn host_value(host: &str, port: u16, default_port: u16) -> Result<HeaderValue, String> {
+    let host = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_string()
+    };
+    let text = if port == default_port {
+        host
+    } else {
+        format!("{host}:{port}")
+    };
+    HeaderValue::try_from(text.as_str()).map_err(|_| format!("主机名 `{text}` 不能用作 Host 头"))
 }
 
 impl TryFrom<String> for BaseUrl {
@@ -240,11 +255,37 @@ impl TryFrom<String> for BaseUrl {
             return Err(format!("`{value}` 不能带查询串"));
         }
         let default_port = if tls { HTTPS_PORT } else { HTTP_PORT };
+        let host = authority.host().trim_matches(['[', ']']).to_string();
+        let port = authority.port_u16().unwrap_or(default_port);
         Ok(BaseUrl {
             tls,
-            host: authority.host().trim_matches(['[', ']']).to_string(),
-            port: authority.port_u16().unwrap_or(default_port),
+            host_header: host_value(&host, port, default_port)?,
+            host,
+            port,
             path: uri.path().trim_end_matches('/').to_string(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn 解析(url: &str) -> BaseUrl {
+        BaseUrl::try_from(url.to_string()).expect("URL 合法")
+    }
+
+    #[test]
+    fn host_头_缺省端口不带端口_其他端口带上_ipv6_加方括号() {
+        assert_eq!(
+            解析("https://api.openai.com/v1").host_header(),
+            "api.openai.com"
+        );
+        assert_eq!(
+            解析("http://127.0.0.1:8080").host_header(),
+            "127.0.0.1:8080"
+        );
+        assert_eq!(解析("http://[::1]:8080/").host_header(), "[::1]:8080");
+        assert_eq!(解析("https://[::1]").host_header(), "[::1]");
     }
 }
