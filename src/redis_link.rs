@@ -212,7 +212,15 @@ impl RedisLink {
         }
     }
 
-    fn failure(&self, reason: String) -> RedisFailure {
+    /// 连接与单条操作的超时（`redis.timeout_ms`）。
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// 这个连接上的一次失败（带地址，不含连接串）。
+    ///
+    /// 参数：中文原因。
+    pub fn failure(&self, reason: String) -> RedisFailure {
         RedisFailure {
             addr: self.addr.clone(),
             reason,

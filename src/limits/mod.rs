@@ -9,6 +9,7 @@
 //! token 在准入时按“输入估算 + max_tokens”预留，响应或流结束时（包括被取消的流）按实际用量结算。
 
 mod auth_guard;
+mod batch;
 mod headers;
 mod health;
 mod ip;

@@ -1,7 +1,7 @@
 //! 分布式阶段：Redis 中的一个原子 Lua 脚本（`admit.lua`）检查全部层、全部通过才计数；
 //! 结束时另一个脚本（`settle.lua`）把 token 预留改成实际用量。
 //!
-//! 脚本以 EVALSHA 调用（只传 40 字节的摘要，一次往返）；Redis 重启或 `SCRIPT FLUSH` 后返回 NOSCRIPT 时，
+//! 脚本以 EVALSHA 调用（只传 40 字节的摘要，一次往返）；同时在等的准入合成一批、一次调用（见 [`super::batch`]）；Redis 重启或 `SCRIPT FLUSH` 后返回 NOSCRIPT 时，
 //! 由 redis 客户端自动 `SCRIPT LOAD` 再重试（集群中 `SCRIPT LOAD` 发给全部主节点）。
 //!
 //! 两个脚本都先校验全部数值参数（整数、不超过 [`MAX_COUNT`]）再写入，越界时报错且不留下半截写入。
@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use redis::Script;
 
+use super::batch::{Admit, Batcher, LayerArgs};
 use super::layer::{Check, Kind, Layer, TOKEN_WINDOW};
 use super::verdict::{Quota, Refusal};
 use super::MAX_COUNT;
@@ -65,7 +66,7 @@ pub struct RemoteTicket {
 /// 用途：`Limiter` 在配置了 `redis` 段时持有一个，与防重放存储共用同一个 [`RedisLink`]。
 pub struct RemoteStage {
     link: Arc<RedisLink>,
-    admit: Script,
+    batcher: Batcher,
     settle: Script,
     tag: String,
 }
@@ -74,8 +75,8 @@ impl RemoteStage {
     /// 用共享连接与键前缀创建（不连接、不加载脚本：第一次 EVALSHA 遇到 NOSCRIPT 时加载）。
     pub fn new(link: Arc<RedisLink>, prefix: &str) -> Self {
         RemoteStage {
+            batcher: Batcher::new(link.clone(), Script::new(ADMIT_LUA)),
             link,
-            admit: Script::new(ADMIT_LUA),
             settle: Script::new(SETTLE_LUA),
             tag: format!("{{{prefix}rl}}"),
         }
@@ -91,7 +92,7 @@ impl RemoteStage {
         &self.link
     }
 
-    /// 一次往返完成全部层的检查与计数；给出 `probe` 时顺带读这个键（单机 Redis 才行，见 [`RedisLink::is_cluster`]），
+    /// 一次往返完成全部层的检查与计数（可能与同时在等的准入同批）；给出 `probe` 时顺带读这个键（单机 Redis 才行，见 [`RedisLink::is_cluster`]），
     /// 键存在时本请求不预留 token。
     ///
     /// 参数：检查（至少一个）、本请求预留的 token 数、要顺带读的键。
@@ -103,33 +104,22 @@ impl RemoteStage {
         tokens: u64,
         probe: Option<&str>,
     ) -> Result<(RemoteVerdict, Option<Vec<u8>>), RedisFailure> {
-        let mut call = self.admit.prepare_invoke();
-        call.arg(BUCKETS)
-            .arg(tokens)
-            .arg(width(TOKEN_WINDOW))
-            .arg(MAX_COUNT)
-            .arg(u8::from(probe.is_some()));
-        for check in checks {
-            call.key(self.key(check));
-            call.arg(check.requests.unwrap_or(0))
-                .arg(width(check.window))
-                .arg(check.tokens.unwrap_or(0));
-        }
-        if let Some(key) = probe {
-            call.key(key);
-        }
-        let mut conn = self.link.connection().await?;
-        // 探查时回复是 { 判定, 读到的值 }，否则只有判定
-        let (reply, probed): (Vec<i64>, Option<Vec<u8>>) = match probe {
-            Some(_) => {
-                let invoke = call.invoke_async(&mut conn);
-                self.link.within(invoke, "限流脚本").await?
-            }
-            None => {
-                let invoke = call.invoke_async(&mut conn);
-                (self.link.within(invoke, "限流脚本").await?, None)
-            }
+        let layers = checks
+            .iter()
+            .map(|check| LayerArgs {
+                key: self.key(check),
+                requests: check.requests.unwrap_or(0),
+                width: width(check.window),
+                tokens: check.tokens.unwrap_or(0),
+            })
+            .collect();
+        let probe = probe.map(str::to_owned);
+        let admit = Admit {
+            layers,
+            tokens,
+            probe,
         };
+        let (reply, probed) = self.batcher.submit(admit).await?;
         let reserved = if probed.is_some() { 0 } else { tokens };
         Ok((parse(&reply, checks, reserved), probed))
     }

@@ -1,6 +1,7 @@
 //! 一次分布式判定只有一次往返：网关与 Redis 之间放一个数命令的 TCP 代理，判定期间只能经过一条 EVALSHA；
 //! 响应缓存也在这个 Redis 里时，准入脚本顺带读缓存条目，命中也只有这一条命令。
 
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -177,6 +178,96 @@ async fn 一次分布式判定只有一次往返_只发一条命令() {
     );
     stage.admit(&checks, 10, None).await.expect("判定");
     assert_eq!(proxy.take(), vec!["EVALSHA"], "一次判定恰好一条命令");
+}
+
+/// 并发合批测试里同时等待的准入数（超过 IP 层每个窗口 10 次的上限）。
+const CONCURRENT_ADMITS: usize = 15;
+/// 两层检查里 IP 层的请求数上限。
+const IP_REQUESTS: u64 = 10;
+/// 合批测试里每个请求预留的 token 数。
+const BATCH_TOKENS: u64 = 10;
+
+/// 放行时最紧的请求层还剩的请求数。
+fn 剩余请求(verdict: &RemoteVerdict) -> Option<u64> {
+    let RemoteVerdict::Admitted { quotas, .. } = verdict else {
+        return None;
+    };
+    quotas
+        .iter()
+        .find(|q: &&Quota| q.kind == Kind::Requests)
+        .map(|q| q.remaining)
+}
+
+#[tokio::test]
+async fn 同时等待的准入合成一批_只发一条命令_按顺序判定_不多放() {
+    let server = RedisProcess::start();
+    let proxy = CountingProxy::start(server.port).await;
+    let stage = RemoteStage::new(连接(&format!("{REDIS_LOOPBACK}:{}", proxy.port)), "合批:");
+    let checks = 两层检查();
+    stage
+        .admit(&checks, BATCH_TOKENS, None)
+        .await
+        .expect("预热：建立连接并加载脚本");
+    proxy.take();
+    // 单线程运行时：join_all 第一次轮询时全部准入都已排进队列，后台任务随后一次取走
+    let admits = (0..CONCURRENT_ADMITS).map(|_| stage.admit(&checks, BATCH_TOKENS, None));
+    let verdicts = futures_util::future::join_all(admits).await;
+    assert_eq!(proxy.take(), vec!["EVALSHA"], "同时等待的准入只发一条命令");
+    let remaining: Vec<Option<u64>> = verdicts
+        .iter()
+        .map(|v| 剩余请求(&v.as_ref().expect("判定").0))
+        .collect();
+    let admitted = usize::try_from(IP_REQUESTS - 1).expect("很小");
+    let expected: Vec<Option<u64>> = (0..IP_REQUESTS - 1)
+        .rev()
+        .map(Some)
+        .chain(std::iter::repeat_n(None, CONCURRENT_ADMITS - admitted))
+        .collect();
+    assert_eq!(remaining, expected, "批内按顺序判定，IP 层用完后一律拒绝");
+    let RemoteVerdict::Refused(refusal) =
+        &verdicts[CONCURRENT_ADMITS - 1].as_ref().expect("判定").0
+    else {
+        panic!("最后一个应当被拒绝");
+    };
+    assert_eq!((refusal.kind, refusal.limit), (Kind::Requests, IP_REQUESTS));
+    assert!(
+        refusal.retry_after.is_some_and(|d| d > Duration::ZERO),
+        "给出重试时间"
+    );
+    let url = server.url();
+    let global = limiter_key("合批:", "g", "");
+    assert_eq!(
+        hash_field(&url, &global, "r"),
+        i64::try_from(IP_REQUESTS).expect("很小")
+    );
+    assert_eq!(
+        hash_field(&url, &global, "t"),
+        i64::try_from(IP_REQUESTS * BATCH_TOKENS).expect("很小"),
+        "被拒绝的请求不消耗其他层的额度"
+    );
+}
+
+#[tokio::test]
+async fn 排队时调用方已经放弃的准入不发给_redis_也不计数() {
+    let server = RedisProcess::start();
+    let stage = RemoteStage::new(连接(&server.url()), "放弃:");
+    let checks = 两层检查();
+    stage.admit(&checks, 0, None).await.expect("预热");
+    // 轮询一次：准入已经排进队列，随即丢弃（客户端断开时请求的 future 就是这样被丢弃的）
+    let mut abandoned = Box::pin(stage.admit(&checks, 0, None));
+    std::future::poll_fn(|cx| {
+        assert!(abandoned.as_mut().poll(cx).is_pending(), "还在排队");
+        std::task::Poll::Ready(())
+    })
+    .await;
+    drop(abandoned);
+    stage.admit(&checks, 0, None).await.expect("判定");
+    let global = limiter_key("放弃:", "g", "");
+    assert_eq!(
+        hash_field(&server.url(), &global, "r"),
+        2,
+        "只有预热与最后一次计数"
+    );
 }
 
 /// 放行时最紧的 token 层还剩的额度。
