@@ -17,9 +17,10 @@
 -- 命中的请求只计请求数、不预留 token（条目存在时本次预留为 0），查缓存与准入合成一次往返。
 --
 -- KEYS：本批用到的全部键（各层的哈希键与探查的键），参数里按序号（从 1 起）引用。
--- ARGV[1] 单个数值的上限；ARGV[2] 桶数 B；ARGV[3] token 桶宽（毫秒）；ARGV[4] 本批的请求数 N。
--- 之后每个请求：预留的 token 数、探查的键序号（0 表示不探查）、层数 L，再每层四个：
--- 哈希键序号、请求数上限（0 表示不限）、请求桶宽（毫秒）、token 上限（0 表示不限）。
+-- ARGV[1] 单个数值的上限；ARGV[2] 桶数 B；ARGV[3] token 桶宽（毫秒）；ARGV[4] 层参数组数 S；ARGV[5] 本批的请求数 N。
+-- 之后 S 组层参数（一批里各层的上限通常只有几种，每种只传、只校验一次），每组三个：
+-- 请求数上限（0 表示不限）、请求桶宽（毫秒）、token 上限（0 表示不限）。
+-- 再之后每个请求：预留的 token 数、探查的键序号（0 表示不探查）、层数 L，再每层两个：哈希键序号、层参数组序号。
 -- 返回 N 个 { 判定, 探查读到的值（没有探查或键不存在时为空）}，判定为
 -- { 1, token 桶号, 最紧的请求层号, 它的剩余请求数, 它完全恢复的毫秒数, 最紧的 token 层号, 剩余 token, 恢复毫秒数 }
 -- （“最紧”按剩余额度、再按上限取最小，相同时取靠前的层；没有这种上限时层号为 0），
@@ -27,10 +28,14 @@
 local tonumber, floor = tonumber, math.floor
 -- 双精度浮点数能精确表示的最大整数：单个数值的上限不能超过它
 local EXACT = 2 ^ 53
--- 全局参数的个数：请求从这之后开始
-local HEADER = 4
--- 每层的参数个数
-local PER_LAYER = 4
+-- 全局参数的个数：层参数组从这之后开始
+local HEADER = 5
+-- 每组层参数的个数
+local PER_SPEC = 3
+-- 每个请求在层之前的参数个数（预留、探查的键序号、层数）
+local PER_REQUEST = 3
+-- 每层的参数个数（哈希键序号、层参数组序号）
+local PER_LAYER = 2
 
 -- 校验一个数值参数：必须是 [low, high] 内的整数，否则报错（此时还没有任何写入）
 local function integer(value, low, high, what)
@@ -44,33 +49,39 @@ end
 local max = integer(ARGV[1], 1, EXACT, '数值上限')
 local buckets = integer(ARGV[2], 1, max, '桶数')
 local tok_width = integer(ARGV[3], 1, max, 'token 桶宽')
-local count = integer(ARGV[4], 1, max, '请求数')
+local spec_count = integer(ARGV[4], 0, max, '层参数组数')
+local count = integer(ARGV[5], 1, max, '请求数')
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + floor(tonumber(time[2]) / 1000)
 local tok_now = floor(now / tok_width)
 local tok_field = 't' .. tok_now
 
--- 先读出并校验全部请求的参数（任何一个越界都在写入之前报错）
-local requests = {}
+-- 先读出并校验全部参数（任何一个越界都在写入之前报错）：层参数组各是 { 请求数上限, 请求桶宽, token 上限 }，
+-- 请求按顺序平铺在 nums 里（预留、探查的键序号、层数，再每层键序号与层参数组），starts[j] 是第 j 个请求的开头
+local specs = {}
 local at = HEADER + 1
-for j = 1, count do
-  local request = {
-    cost = integer(ARGV[at], 0, max, 'token 预留'),
-    probe = integer(ARGV[at + 1], 0, #KEYS, '探查的键序号'),
-    layers = {},
+for g = 1, spec_count do
+  specs[g] = {
+    integer(ARGV[at], 0, max, '请求数上限'),
+    integer(ARGV[at + 1], 1, max, '请求桶宽'),
+    integer(ARGV[at + 2], 0, max, 'token 上限'),
   }
-  local n = integer(ARGV[at + 2], 0, #KEYS, '层数')
-  at = at + 3
-  for i = 1, n do
-    request.layers[i] = {
-      key = integer(ARGV[at], 1, #KEYS, '哈希键序号'),
-      req_limit = integer(ARGV[at + 1], 0, max, '请求数上限'),
-      req_width = integer(ARGV[at + 2], 1, max, '请求桶宽'),
-      tok_limit = integer(ARGV[at + 3], 0, max, 'token 上限'),
-    }
-    at = at + PER_LAYER
+  at = at + PER_SPEC
+end
+local keys = #KEYS
+local nums, starts, m = {}, {}, 0
+for j = 1, count do
+  local n = integer(ARGV[at + 2], 0, keys, '层数')
+  starts[j] = m + 1
+  nums[m + 1] = integer(ARGV[at], 0, max, 'token 预留')
+  nums[m + 2] = integer(ARGV[at + 1], 0, keys, '探查的键序号')
+  nums[m + 3] = n
+  m, at = m + PER_REQUEST, at + PER_REQUEST
+  for _ = 1, n do
+    nums[m + 1] = integer(ARGV[at], 1, keys, '哈希键序号')
+    nums[m + 2] = integer(ARGV[at + 1], 1, spec_count, '层参数组序号')
+    m, at = m + PER_LAYER, at + PER_LAYER
   end
-  requests[j] = request
 end
 
 -- 一种计数在某个桶宽下的当前桶号与字段名
@@ -177,24 +188,19 @@ local function add(s, state, amount, width)
   state.dirty = true
 end
 
--- 最紧的一层：剩余额度更少，或相同时上限更小（相同时保留靠前的层）
-local function tighter(best, remaining, limit)
-  return best == nil or remaining < best[1] or (remaining == best[1] and limit < best[2])
-end
-
--- 第一遍：只检查，不计数；任何一层不通过就返回拒绝
-local function inspect(request)
-  for i, l in ipairs(request.layers) do
-    local s = state(l.key, l.req_width)
-    l.state = s
-    if l.req_limit > 0 then
-      local refused = check(s, 'r', s.r, l.req_width, 1, l.req_limit, i)
+-- 第一遍：只检查，不计数；任何一层不通过就返回拒绝。o 是请求在 nums 里的开头，第 i 层在 o + 1 + 2i 处
+local function inspect(o, cost)
+  for i = 1, nums[o + 2] do
+    local spec = specs[nums[o + 2 + PER_LAYER * i]]
+    local s = state(nums[o + 1 + PER_LAYER * i], spec[2])
+    if spec[1] > 0 then
+      local refused = check(s, 'r', s.r, spec[2], 1, spec[1], i)
       if refused then
         return refused
       end
     end
-    if l.tok_limit > 0 then
-      local refused = check(s, 't', s.t, tok_width, request.cost, l.tok_limit, i)
+    if spec[3] > 0 then
+      local refused = check(s, 't', s.t, tok_width, cost, spec[3], i)
       if refused then
         return refused
       end
@@ -202,34 +208,36 @@ local function inspect(request)
   end
 end
 
--- 第二遍：全部通过，逐层计数，记下最紧的一层与键的过期时间
-local function commit(request)
-  local cost = request.cost
-  local req_best, tok_best
-  for i, l in ipairs(request.layers) do
-    local s = l.state
-    if l.req_limit > 0 then
-      add(s, s.r, 1, l.req_width)
-      local remaining = l.req_limit - s.r.total
-      if tighter(req_best, remaining, l.req_limit) then
-        req_best = { remaining, l.req_limit, i, (s.r.now + buckets + 1) * l.req_width - now }
+-- 第二遍：全部通过，逐层计数，记下每种计数最紧的一层（剩余额度更少，或相同时上限更小，再相同时保留靠前的层）
+-- 与键的过期时间
+local function commit(o, cost)
+  local rl, rr, rn, rw = 0, -1, 0, 0
+  local tl, tr, tn, tw = 0, -1, 0, 0
+  for i = 1, nums[o + 2] do
+    local spec = specs[nums[o + 2 + PER_LAYER * i]]
+    local s = states[nums[o + 1 + PER_LAYER * i]]
+    local limit, width = spec[1], spec[2]
+    if limit > 0 then
+      add(s, s.r, 1, width)
+      local remaining = limit - s.r.total
+      if rn == 0 or remaining < rr or (remaining == rr and limit < rl) then
+        rl, rr, rn, rw = limit, remaining, i, (s.r.now + buckets + 1) * width - now
       end
-      s.deadline = math.max(s.deadline, (s.r.now + buckets + 2) * l.req_width)
+      s.deadline = math.max(s.deadline, (s.r.now + buckets + 2) * width)
     end
-    if l.tok_limit > 0 then
+    limit = spec[3]
+    if limit > 0 then
       if cost > 0 then
         add(s, s.t, cost, tok_width)
       end
-      local remaining = l.tok_limit - s.t.total
-      if tighter(tok_best, remaining, l.tok_limit) then
-        tok_best = { remaining, l.tok_limit, i, (tok_now + buckets + 1) * tok_width - now }
+      local remaining = limit - s.t.total
+      if tn == 0 or remaining < tr or (remaining == tr and limit < tl) then
+        tl, tr, tn, tw = limit, remaining, i, (tok_now + buckets + 1) * tok_width - now
       end
       s.deadline = math.max(s.deadline, (tok_now + buckets + 2) * tok_width)
     end
   end
-  req_best = req_best or { -1, 0, 0, 0 }
-  tok_best = tok_best or { -1, 0, 0, 0 }
-  return { 1, tok_now, req_best[3], req_best[1], req_best[4], tok_best[3], tok_best[1], tok_best[4] }
+  return { 1, tok_now, rn, rr, rw, tn, tr, tw }
 end
 
 -- 探查的键在本批里只读一次；redis.call 对不存在的键返回 false，回复里是空值
@@ -245,12 +253,14 @@ local function probe(k)
 end
 
 local replies = {}
-for j, request in ipairs(requests) do
-  local value = probe(request.probe)
+for j = 1, count do
+  local o = starts[j]
+  local value = probe(nums[o + 1])
+  local cost = nums[o]
   if value then
-    request.cost = 0
+    cost = 0
   end
-  replies[j] = { inspect(request) or commit(request), value }
+  replies[j] = { inspect(o, cost) or commit(o, cost), value }
 end
 
 -- 一种计数改过时追加到这个键的 HSET 参数里：总和、当前桶，以及第一次计数时的最旧桶号与桶宽

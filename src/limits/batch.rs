@@ -21,6 +21,8 @@ use crate::redis_link::{RedisFailure, RedisLink};
 
 /// 一批最多的准入数：再大一次脚本在 Redis 里占用单线程太久（每个请求约 2–3 µs）。
 const MAX_BATCH: usize = 64;
+/// 脚本参数里“没有”的序号（不探查）；序号从 1 起，层参数组序号是它时脚本报错。
+const NONE: usize = 0;
 /// 出错时写进原因的操作名。
 const SCRIPT_NAME: &str = "限流脚本";
 
@@ -168,14 +170,19 @@ fn deliver(jobs: impl Iterator<Item = Job>, answers: Result<Vec<Reply>, RedisFai
     }
 }
 
-/// 按 `admit.lua` 的参数布局写出一批：全局参数，再逐个请求写预留、探查的键序号、层数与各层参数。
-/// 键去重后按第一次出现的顺序编号（从 1 起），同一个键在一批里只传一次。
+/// 按 `admit.lua` 的参数布局写出一批：全局参数、去重后的层参数组，再逐个请求写预留、探查的键序号、层数与各层的
+/// 键序号与层参数组序号。键与层参数组都按第一次出现的顺序编号（从 1 起），同一个在一批里只传一次。
 fn invocation<'a>(script: &'a Script, jobs: &'a [Job]) -> ScriptInvocation<'a> {
+    let (specs, mut spec_numbers) = number_specs(jobs);
     let mut call = script.prepare_invoke();
     call.arg(MAX_COUNT)
         .arg(BUCKETS)
         .arg(width(TOKEN_WINDOW))
+        .arg(specs.len())
         .arg(jobs.len());
+    for spec in &specs {
+        call.arg(spec);
+    }
     let mut numbers: HashMap<&str, usize> = HashMap::new();
     let mut number = |call: &mut ScriptInvocation<'a>, key: &'a str| {
         let next = numbers.len() + 1;
@@ -188,15 +195,28 @@ fn invocation<'a>(script: &'a Script, jobs: &'a [Job]) -> ScriptInvocation<'a> {
         let probe = admit
             .probe
             .as_deref()
-            .map_or(0, |key| number(&mut call, key));
+            .map_or(NONE, |key| number(&mut call, key));
         call.arg(admit.tokens).arg(probe).arg(admit.layers.len());
         for layer in &admit.layers {
             let key = number(&mut call, &layer.key);
-            call.arg(key)
-                .arg(layer.requests)
-                .arg(layer.width)
-                .arg(layer.tokens);
+            call.arg(key).arg(spec_numbers.next().unwrap_or(NONE));
         }
     }
     call
+}
+
+/// 一批里各层的参数组（请求数上限、请求桶宽、token 上限）去重编号：返回各组，以及按层的顺序每层的组号。
+fn number_specs(jobs: &[Job]) -> (Vec<[u64; 3]>, impl Iterator<Item = usize>) {
+    let mut specs: Vec<[u64; 3]> = Vec::new();
+    let mut numbers: HashMap<[u64; 3], usize> = HashMap::new();
+    let mut order = Vec::new();
+    for layer in jobs.iter().flat_map(|job| &job.admit.layers) {
+        let spec = [layer.requests, layer.width, layer.tokens];
+        let number = *numbers.entry(spec).or_insert_with(|| {
+            specs.push(spec);
+            specs.len()
+        });
+        order.push(number);
+    }
+    (specs, order.into_iter())
 }

@@ -42,9 +42,14 @@ fn 连接(url: &str) -> Arc<RedisLink> {
 
 /// 一个全局层加一个 IP 层的检查。
 fn 两层检查() -> Vec<chatnexus::limits::Check> {
-    let settings: RateLimitSettings = serde_yaml::from_str(
-        &format!("{{ global: {{ requests: 100, tokens_per_minute: {GLOBAL_TOKENS} }}, per_ip: {{ requests: 10 }} }}"),
-    )
+    两层检查_按(IP_REQUESTS, "192.0.2.1")
+}
+
+/// 一个全局层加一个 IP 层的检查：IP 层的请求数上限与客户端 IP 由参数给出。
+fn 两层检查_按(ip_requests: u64, ip: &str) -> Vec<chatnexus::limits::Check> {
+    let settings: RateLimitSettings = serde_yaml::from_str(&format!(
+        "{{ global: {{ requests: 100, tokens_per_minute: {GLOBAL_TOKENS} }}, per_ip: {{ requests: {ip_requests} }} }}"
+    ))
     .expect("可解析");
     let model = Model {
         name: "演示".into(),
@@ -54,7 +59,7 @@ fn 两层检查() -> Vec<chatnexus::limits::Check> {
     };
     let subjects = Subjects {
         client: None,
-        ip: Some("192.0.2.1".parse().expect("地址")),
+        ip: Some(ip.parse().expect("地址")),
         model: &model,
     };
     checks(&settings, &subjects)
@@ -244,6 +249,50 @@ async fn 同时等待的准入合成一批_只发一条命令_按顺序判定_�
         hash_field(&url, &global, "t"),
         i64::try_from(IP_REQUESTS * BATCH_TOKENS).expect("很小"),
         "被拒绝的请求不消耗其他层的额度"
+    );
+}
+
+/// 混合批测试里上限小的那个 IP 层每个窗口的请求数。
+const SMALL_IP_REQUESTS: u64 = 2;
+/// 混合批测试里每种检查同时等待的准入数。
+const EACH_KIND: usize = 3;
+
+#[tokio::test]
+async fn 一批里不同主体与不同上限的准入各按自己的层判定_共用的全局层只计一份() {
+    let server = RedisProcess::start();
+    let stage = RemoteStage::new(连接(&server.url()), "混合:");
+    let wide = 两层检查_按(IP_REQUESTS, "192.0.2.1");
+    let narrow = 两层检查_按(SMALL_IP_REQUESTS, "192.0.2.2");
+    stage.admit(&wide, 0, None).await.expect("预热");
+    // 交替排队：同一批里两种 IP 层的键与两组上限交错出现
+    let admits = (0..EACH_KIND * 2).map(|i| {
+        let checks = if i % 2 == 0 { &wide } else { &narrow };
+        stage.admit(checks, 0, None)
+    });
+    let verdicts = futures_util::future::join_all(admits).await;
+    let remaining: Vec<Option<u64>> = verdicts
+        .iter()
+        .map(|v| 剩余请求(&v.as_ref().expect("判定").0))
+        .collect();
+    let wide_left = IP_REQUESTS - 1;
+    let expected = vec![
+        Some(wide_left - 1),
+        Some(SMALL_IP_REQUESTS - 1),
+        Some(wide_left - 2),
+        Some(0),
+        Some(wide_left - 3),
+        None,
+    ];
+    assert_eq!(
+        remaining, expected,
+        "各按自己的 IP 层判定，小上限的第三个被拒绝"
+    );
+    let global = limiter_key("混合:", "g", "");
+    let admitted = expected.iter().flatten().count() + 1;
+    assert_eq!(
+        hash_field(&server.url(), &global, "r"),
+        i64::try_from(admitted).expect("很小"),
+        "全局层只计放行的请求"
     );
 }
 
