@@ -3,16 +3,23 @@
 //!
 //! 两者都必须在 tokio 运行时里创建，而网关对象是在 Pingora 启动运行时之前构造的，
 //! 所以连接放在 `tokio::sync::OnceCell` 里、第一次用到时才建立；建立失败不缓存，下次再试。
+//!
+//! 每个 tokio 运行时各用一条连接：连接的驱动任务（读写 socket、解析回复）跑在建立它的运行时里。
+//! 网关的请求、管理接口与各个后台服务各有自己的运行时，共用一条连接时谁先用到它，驱动任务就落在谁的线程上——
+//! 实测虚拟密钥的后台刷新先建立了连接，此后每个请求的每次 Redis 往返都要跨线程唤醒两次，
+//! 那个后台线程占了网关两成多的 CPU。
 //! 每个操作都有超时（`redis.timeout_ms`），调用方据此降级或拒绝，绝不无限等待。
 //! 这里不写日志：防重放每次失败都要告警，限流只按间隔告警，由调用方各自决定。
 
 use std::future::Future;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::{ClusterClient, ClusterClientBuilder};
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, FromRedisValue, Pipeline, RedisError, RedisFuture, RedisResult, Value};
+use tokio::runtime::{self, Handle};
 use tokio::sync::OnceCell;
 
 /// 单机连接断开后重连的最少退避。
@@ -115,7 +122,7 @@ enum LinkClient {
 /// ```
 pub struct RedisLink {
     client: LinkClient,
-    conn: OnceCell<RedisConn>,
+    conns: Mutex<Vec<(runtime::Id, Arc<OnceCell<RedisConn>>)>>,
     timeout: Duration,
     addr: String,
 }
@@ -142,7 +149,7 @@ impl RedisLink {
         };
         Ok(RedisLink {
             client,
-            conn: OnceCell::new(),
+            conns: Mutex::new(Vec::new()),
             timeout,
             addr,
         })
@@ -158,15 +165,27 @@ impl RedisLink {
         matches!(self.client, LinkClient::Cluster(_))
     }
 
-    /// 取得（必要时建立）连接；建立失败不缓存，下次再试。
+    /// 取得（必要时建立）当前运行时的连接；建立失败不缓存，下次再试。
     ///
     /// 错误：连接失败或超时。
     pub async fn connection(&self) -> Result<RedisConn, RedisFailure> {
-        let conn = self
-            .conn
+        let cell = self.cell();
+        let conn = cell
             .get_or_try_init(|| self.within(self.connect(), "连接"))
             .await?;
         Ok(conn.clone())
+    }
+
+    /// 当前运行时的连接槽（没有时添一个空的）：运行时只有寥寥几个，顺序查找。
+    fn cell(&self) -> Arc<OnceCell<RedisConn>> {
+        let id = Handle::current().id();
+        let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, cell)) = conns.iter().find(|(runtime, _)| *runtime == id) {
+            return Arc::clone(cell);
+        }
+        let cell = Arc::new(OnceCell::new());
+        conns.push((id, Arc::clone(&cell)));
+        cell
     }
 
     /// 在超时内执行一个 Redis 操作（命令、管道或脚本）。
@@ -241,5 +260,40 @@ fn describe(e: &RedisError) -> String {
         "超时".to_string()
     } else {
         format!("{:?}", e.kind())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 这台机器上的 Redis。
+    const LOCAL_REDIS: &str = "redis://127.0.0.1:6379";
+    /// 连接与命令超时。
+    const TIMEOUT: Duration = Duration::from_secs(2);
+
+    /// 在一个新的单线程运行时里先后两次问连接的 `CLIENT ID`。
+    fn 两次的连接号(link: &RedisLink) -> (i64, i64) {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("建立运行时");
+        runtime.block_on(async {
+            let mut cmd = redis::cmd("CLIENT");
+            cmd.arg("ID");
+            let first: i64 = link.query(&cmd).await.expect("CLIENT ID");
+            let second: i64 = link.query(&cmd).await.expect("CLIENT ID");
+            (first, second)
+        })
+    }
+
+    #[test]
+    fn 每个运行时各用一条连接_同一运行时里复用() {
+        let link = RedisLink::open(LOCAL_REDIS, false, TIMEOUT).expect("连接串合法");
+        let (a1, a2) = 两次的连接号(&link);
+        let (b1, b2) = 两次的连接号(&link);
+        assert_eq!(a1, a2, "同一个运行时复用同一条连接");
+        assert_eq!(b1, b2, "同一个运行时复用同一条连接");
+        assert_ne!(a1, b1, "另一个运行时建立自己的连接");
     }
 }
