@@ -3,13 +3,13 @@
 //!
 //! 两者都必须在 tokio 运行时里创建，而网关对象是在 Pingora 启动运行时之前构造的，
 //! 所以连接放在 `tokio::sync::OnceCell` 里、第一次用到时才建立；建立失败不缓存，下次再试。
+//! 每个操作都有超时（`redis.timeout_ms`），调用方据此降级或拒绝，绝不无限等待。
+//! 这里不写日志：防重放每次失败都要告警，限流只按间隔告警，由调用方各自决定。
 //!
 //! 每个 tokio 运行时各用一条连接：连接的驱动任务（读写 socket、解析回复）跑在建立它的运行时里。
 //! 网关的请求、管理接口与各个后台服务各有自己的运行时，共用一条连接时谁先用到它，驱动任务就落在谁的线程上——
 //! 实测虚拟密钥的后台刷新先建立了连接，此后每个请求的每次 Redis 往返都要跨线程唤醒两次，
-//! 那个后台线程占了网关两成多的 CPU。
-//! 每个操作都有超时（`redis.timeout_ms`），调用方据此降级或拒绝，绝不无限等待。
-//! 这里不写日志：防重放每次失败都要告警，限流只按间隔告警，由调用方各自决定。
+//! 那个后台线程占了网关进程两成多的 CPU 样本。
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -169,7 +169,7 @@ impl RedisLink {
     ///
     /// 错误：连接失败或超时。
     pub async fn connection(&self) -> Result<RedisConn, RedisFailure> {
-        let cell = self.cell();
+        let cell = self.cell()?;
         let conn = cell
             .get_or_try_init(|| self.within(self.connect(), "连接"))
             .await?;
@@ -177,15 +177,19 @@ impl RedisLink {
     }
 
     /// 当前运行时的连接槽（没有时添一个空的）：运行时只有寥寥几个，顺序查找。
-    fn cell(&self) -> Arc<OnceCell<RedisConn>> {
-        let id = Handle::current().id();
+    ///
+    /// 错误：不在 tokio 运行时里（连接的驱动任务无处可去）。
+    fn cell(&self) -> Result<Arc<OnceCell<RedisConn>>, RedisFailure> {
+        let id = Handle::try_current()
+            .map_err(|_| self.failure("不在 tokio 运行时里，无法建立连接".to_string()))?
+            .id();
         let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((_, cell)) = conns.iter().find(|(runtime, _)| *runtime == id) {
-            return Arc::clone(cell);
+            return Ok(Arc::clone(cell));
         }
         let cell = Arc::new(OnceCell::new());
         conns.push((id, Arc::clone(&cell)));
-        cell
+        Ok(cell)
     }
 
     /// 在超时内执行一个 Redis 操作（命令、管道或脚本）。

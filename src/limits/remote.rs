@@ -1,8 +1,8 @@
 //! 分布式阶段：Redis 中的一个原子 Lua 脚本（`admit.lua`）检查全部层、全部通过才计数；
 //! 结束时另一个脚本（`settle.lua`）把 token 预留改成实际用量。
 //!
-//! 脚本以 EVALSHA 调用（只传 40 字节的摘要，一次往返）；同时在等的准入合成一批、一次调用（见 [`super::batch`]）；Redis 重启或 `SCRIPT FLUSH` 后返回 NOSCRIPT 时，
-//! 由 redis 客户端自动 `SCRIPT LOAD` 再重试（集群中 `SCRIPT LOAD` 发给全部主节点）。
+//! 脚本以 EVALSHA 调用（只传 40 字节的摘要，一次往返），同时在等的准入合成一批、一次调用（见 [`super::batch`]）；
+//! Redis 重启或 `SCRIPT FLUSH` 后返回 NOSCRIPT 时，由 redis 客户端自动 `SCRIPT LOAD` 再重试（集群中 `SCRIPT LOAD` 发给全部主节点）。
 //!
 //! 两个脚本都先校验全部数值参数（整数、不超过 [`MAX_COUNT`]）再写入，越界时报错且不留下半截写入。
 //!
@@ -92,8 +92,8 @@ impl RemoteStage {
         &self.link
     }
 
-    /// 一次往返完成全部层的检查与计数（可能与同时在等的准入同批）；给出 `probe` 时顺带读这个键（单机 Redis 才行，见 [`RedisLink::is_cluster`]），
-    /// 键存在时本请求不预留 token。
+    /// 一次往返完成全部层的检查与计数（可能与同时在等的准入同批）；给出 `probe` 时顺带读这个键
+    /// （单机 Redis 才行，见 [`RedisLink::is_cluster`]），键存在时本请求不预留 token。
     ///
     /// 参数：检查（至少一个）、本请求预留的 token 数、要顺带读的键。
     /// 返回：判定，以及探查读到的值（键不存在或没有探查时为 `None`）。
