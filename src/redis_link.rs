@@ -235,11 +235,6 @@ impl RedisLink {
         }
     }
 
-    /// 连接与单条操作的超时（`redis.timeout_ms`）。
-    pub fn timeout(&self) -> Duration {
-        self.timeout
-    }
-
     /// 这个连接上的一次失败（带地址，不含连接串）。
     ///
     /// 参数：中文原因。

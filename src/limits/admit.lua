@@ -97,7 +97,7 @@ local function state(k, req_width)
   if s then
     return s
   end
-  local r, t = { w = false }, { w = false, now = tok_now, field = tok_field }
+  local r, t = {}, { now = tok_now, field = tok_field }
   position('r', r, req_width)
   local v = redis.call('HMGET', KEYS[k], 'rw', 'ro', 'r', r.field, 'tw', 'to', 't', tok_field)
   r.w, r.o, r.total, r.cur = tonumber(v[1]), tonumber(v[2]), tonumber(v[3]) or 0, tonumber(v[4]) or 0

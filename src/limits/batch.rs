@@ -9,9 +9,10 @@
 //! 负载越高一批越大，不为凑批等待。任务在第一次准入时启动，所在的运行时结束后下一次准入重新启动。
 
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::sync::{Arc, Mutex};
 
-use redis::{Script, ScriptInvocation};
+use redis::{RedisError, Script, ScriptInvocation};
 use tokio::sync::{mpsc, oneshot};
 
 use super::layer::TOKEN_WINDOW;
@@ -89,15 +90,15 @@ impl Batcher {
     pub(super) async fn submit(&self, admit: Admit) -> Answer {
         let (reply, answer) = oneshot::channel();
         self.enqueue(Job { admit, reply });
-        match tokio::time::timeout(self.link.timeout(), answer).await {
-            Ok(Ok(answer)) => answer,
-            Ok(Err(_)) => Err(self
-                .link
-                .failure(format!("{SCRIPT_NAME}没有执行（批量任务已结束）"))),
-            Err(_) => Err(self
-                .link
-                .failure(format!("{SCRIPT_NAME}超时（{:?}）", self.link.timeout()))),
-        }
+        // 排队也算进同一个超时：超时的写法与单条操作的相同
+        let waited = async { Ok::<_, RedisError>(answer.await) };
+        self.link
+            .within(waited, SCRIPT_NAME)
+            .await?
+            .unwrap_or_else(|_| {
+                let reason = format!("{SCRIPT_NAME}没有执行（批量任务已结束）");
+                Err(self.link.failure(reason))
+            })
     }
 
     /// 放进队列；任务还没有启动或已随它的运行时结束时启动一个新的。
@@ -183,26 +184,33 @@ fn invocation<'a>(script: &'a Script, jobs: &'a [Job]) -> ScriptInvocation<'a> {
     for spec in &specs {
         call.arg(spec);
     }
-    let mut numbers: HashMap<&str, usize> = HashMap::new();
-    let mut number = |call: &mut ScriptInvocation<'a>, key: &'a str| {
-        let next = numbers.len() + 1;
-        *numbers.entry(key).or_insert_with(|| {
+    let mut keys: HashMap<&str, usize> = HashMap::new();
+    let mut key_number = |call: &mut ScriptInvocation<'a>, key: &'a str| {
+        number(&mut keys, key, || {
             call.key(key);
-            next
         })
     };
     for Job { admit, .. } in jobs {
         let probe = admit
             .probe
             .as_deref()
-            .map_or(NONE, |key| number(&mut call, key));
+            .map_or(NONE, |key| key_number(&mut call, key));
         call.arg(admit.tokens).arg(probe).arg(admit.layers.len());
         for layer in &admit.layers {
-            let key = number(&mut call, &layer.key);
+            let key = key_number(&mut call, &layer.key);
             call.arg(key).arg(spec_numbers.next().unwrap_or(NONE));
         }
     }
     call
+}
+
+/// 按第一次出现的顺序给值编号（从 1 起）：已经编过号的返回原号，新的编下一个号并调用 `first`。
+fn number<K: Hash + Eq>(numbers: &mut HashMap<K, usize>, value: K, first: impl FnOnce()) -> usize {
+    let next = numbers.len() + 1;
+    *numbers.entry(value).or_insert_with(|| {
+        first();
+        next
+    })
 }
 
 /// 一批里各层的参数组（请求数上限、请求桶宽、token 上限）去重编号：返回各组，以及按层的顺序每层的组号。
@@ -212,11 +220,7 @@ fn number_specs(jobs: &[Job]) -> (Vec<[u64; 3]>, impl Iterator<Item = usize>) {
     let mut order = Vec::new();
     for layer in jobs.iter().flat_map(|job| &job.admit.layers) {
         let spec = [layer.requests, layer.width, layer.tokens];
-        let number = *numbers.entry(spec).or_insert_with(|| {
-            specs.push(spec);
-            specs.len()
-        });
-        order.push(number);
+        order.push(number(&mut numbers, spec, || specs.push(spec)));
     }
     (specs, order.into_iter())
 }

@@ -192,14 +192,14 @@ const IP_REQUESTS: u64 = 10;
 /// 合批测试里每个请求预留的 token 数。
 const BATCH_TOKENS: u64 = 10;
 
-/// 放行时最紧的请求层还剩的请求数。
-fn 剩余请求(verdict: &RemoteVerdict) -> Option<u64> {
+/// 放行时这种计数最紧的一层还剩的额度；被拒绝或没有这种上限时为空。
+fn 剩余(verdict: &RemoteVerdict, kind: Kind) -> Option<u64> {
     let RemoteVerdict::Admitted { quotas, .. } = verdict else {
         return None;
     };
     quotas
         .iter()
-        .find(|q: &&Quota| q.kind == Kind::Requests)
+        .find(|q: &&Quota| q.kind == kind)
         .map(|q| q.remaining)
 }
 
@@ -220,7 +220,7 @@ async fn 同时等待的准入合成一批_只发一条命令_按顺序判定_�
     assert_eq!(proxy.take(), vec!["EVALSHA"], "同时等待的准入只发一条命令");
     let remaining: Vec<Option<u64>> = verdicts
         .iter()
-        .map(|v| 剩余请求(&v.as_ref().expect("判定").0))
+        .map(|v| 剩余(&v.as_ref().expect("判定").0, Kind::Requests))
         .collect();
     let admitted = usize::try_from(IP_REQUESTS - 1).expect("很小");
     let expected: Vec<Option<u64>> = (0..IP_REQUESTS - 1)
@@ -272,7 +272,7 @@ async fn 一批里不同主体与不同上限的准入各按自己的层判定_�
     let verdicts = futures_util::future::join_all(admits).await;
     let remaining: Vec<Option<u64>> = verdicts
         .iter()
-        .map(|v| 剩余请求(&v.as_ref().expect("判定").0))
+        .map(|v| 剩余(&v.as_ref().expect("判定").0, Kind::Requests))
         .collect();
     let wide_left = IP_REQUESTS - 1;
     let expected = vec![
@@ -319,18 +319,6 @@ async fn 排队时调用方已经放弃的准入不发给_redis_也不计数() {
     );
 }
 
-/// 放行时最紧的 token 层还剩的额度。
-fn 剩余_token(verdict: &RemoteVerdict) -> u64 {
-    let RemoteVerdict::Admitted { quotas, .. } = verdict else {
-        panic!("应当放行：{verdict:?}");
-    };
-    quotas
-        .iter()
-        .find(|q: &&Quota| q.kind == Kind::Tokens)
-        .map(|q| q.remaining)
-        .expect("有 token 上限的层")
-}
-
 #[tokio::test]
 async fn 探查的键存在时不预留_token_不存在时照常预留_都只有一条命令() {
     let server = RedisProcess::start();
@@ -353,8 +341,8 @@ async fn 探查的键存在时不预留_token_不存在时照常预留_都只有
         .expect("判定");
     assert_eq!(probed.as_deref(), Some("缓存的回答".as_bytes()));
     assert_eq!(
-        剩余_token(&verdict),
-        GLOBAL_TOKENS,
+        剩余(&verdict, Kind::Tokens),
+        Some(GLOBAL_TOKENS),
         "条目存在：不预留 token"
     );
     let (verdict, probed) = stage
@@ -363,8 +351,8 @@ async fn 探查的键存在时不预留_token_不存在时照常预留_都只有
         .expect("判定");
     assert_eq!(probed, None);
     assert_eq!(
-        剩余_token(&verdict),
-        GLOBAL_TOKENS - PROBE_TOKENS,
+        剩余(&verdict, Kind::Tokens),
+        Some(GLOBAL_TOKENS - PROBE_TOKENS),
         "条目不存在：照常预留"
     );
     assert_eq!(
