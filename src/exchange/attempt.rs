@@ -6,6 +6,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use http::{HeaderName, HeaderValue};
 use pingora::protocols::http::client::HttpSession;
+use pingora::upstreams::peer::HttpPeer;
 use pingora_proxy::Session;
 
 use super::budget::Budget;
@@ -94,8 +95,8 @@ pub(super) async fn once(
         headers.set_upstream_model(target.model_header.clone());
         headers.set_dropped(dropped_header(inbound, &mode));
     }
-    let (mut up, peer) = client.connect(provider, budget).await?;
-    send_request(&mut up, provider, request).await?;
+    let (up, peer) = client.connect(provider, budget).await?;
+    let mut up = send_request(up, &peer, provider, request).await?;
     let status = report.wait(io::read_header(&mut up, down, budget)).await;
     if !matches!(status, Err(Failure::ClientGone(_))) {
         lease.record_first_byte();
@@ -367,12 +368,15 @@ fn verdict_for(status: u16, retry_after: Option<Duration>) -> Verdict {
     }
 }
 
-/// 写出请求头与请求体。通用头（Host、长度、编码）在这里统一设置，认证头来自过滤器。
+/// 写出请求头与请求体，返回接着读响应的会话。通用头（Host、长度、编码）在这里统一设置，认证头来自过滤器。
+///
+/// HTTP/1.1 的上游把头与体一次写出（见 [`io::write_h1_request`]），其余协议交给 Pingora 的会话分开写。
 async fn send_request(
-    up: &mut HttpSession,
+    up: HttpSession,
+    peer: &HttpPeer,
     provider: &Provider,
     request: UpstreamRequest,
-) -> Result<(), ApiError> {
+) -> Result<HttpSession, ApiError> {
     let header = io::build_request_header(provider, &request)?;
     let failed = |e: Box<pingora::Error>| {
         ApiError::bad_gateway(
@@ -381,12 +385,22 @@ async fn send_request(
         )
         .with_cause(*e)
     };
-    up.write_request_header(Box::new(header))
-        .await
-        .map_err(failed)?;
-    let body: Bytes = request.body;
-    up.write_request_body(body, true).await.map_err(failed)?;
-    up.finish_request_body().await.map_err(failed)
+    match up {
+        HttpSession::H1(h1) => io::write_h1_request(h1, peer, &header, &request.body)
+            .await
+            .map(HttpSession::H1)
+            .map_err(failed),
+        mut up => {
+            up.write_request_header(Box::new(header))
+                .await
+                .map_err(failed)?;
+            up.write_request_body(request.body, true)
+                .await
+                .map_err(failed)?;
+            up.finish_request_body().await.map_err(failed)?;
+            Ok(up)
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! 交换中的底层读写：构造上游请求头，带超时地读取上游，同时留意客户端是否断开。
 
 use std::future::Future;
+use std::io::{self, ErrorKind, IoSlice};
 use std::pin::pin;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -10,8 +11,12 @@ use http::header::{ACCEPT_ENCODING, CONTENT_LENGTH, HOST, RETRY_AFTER, USER_AGEN
 use http::{HeaderValue, StatusCode};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::protocols::http::client::HttpSession;
+use pingora::protocols::http::v1::client::{http_req_header_to_wire, HttpSession as HttpSessionV1};
 use pingora::time::fast_timeout::fast_timeout;
+use pingora::upstreams::peer::HttpPeer;
+use pingora::ErrorType::{InvalidHTTPHeader, WriteError, WriteTimedout};
 use pingora_proxy::Session;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use super::budget::{Budget, Phase, Wait};
 use super::Failure;
@@ -57,6 +62,58 @@ pub(super) fn build_request_header(
         headers.insert(name.clone(), value.clone());
     }
     Ok(RequestHeader::from(parts))
+}
+
+/// 向 HTTP/1.1 上游一次写出请求头与请求体，再在同一条连接上建好读响应的会话。
+///
+/// Pingora 的会话写完头就冲刷、再写体，回环上是两次 `sendto`，上游也被唤醒两次；请求体已经完整在手，
+/// 一次 `writev` 就够（请求体不复制）。新会话与连接器给出的相同（按对端选项设超时）；它不记得写过的请求头，
+/// 这只影响 HEAD 与协议升级的响应，网关两者都不发。
+///
+/// 错误：请求行含非法字节、写失败或写超时（对端选项 `write_timeout`）。
+pub(super) async fn write_h1_request(
+    h1: HttpSessionV1,
+    peer: &HttpPeer,
+    header: &RequestHeader,
+    body: &[u8],
+) -> pingora::Result<HttpSessionV1> {
+    let head = http_req_header_to_wire(header)
+        .ok_or_else(|| pingora::Error::explain(InvalidHTTPHeader, "请求行含有不允许的字节"))?;
+    let write_timeout = h1.write_timeout;
+    let mut stream = h1.into_inner();
+    let write = write_parts(&mut stream, &head, body);
+    let written = match write_timeout {
+        Some(limit) => fast_timeout(limit, write)
+            .await
+            .unwrap_or_else(|_| Err(ErrorKind::TimedOut.into())),
+        None => write.await,
+    };
+    written.map_err(|e| match e.kind() {
+        ErrorKind::TimedOut => pingora::Error::because(WriteTimedout, "写上游请求超时", e),
+        _ => pingora::Error::because(WriteError, "写上游请求失败", e),
+    })?;
+    Ok(HttpSessionV1::new_with_options(stream, peer))
+}
+
+/// 把两段字节按顺序写完并冲刷：每次用 `writev` 交出两段里还没写出的部分。
+async fn write_parts<W: AsyncWrite + Unpin>(
+    stream: &mut W,
+    head: &[u8],
+    body: &[u8],
+) -> io::Result<()> {
+    let (mut head, mut body) = (head, body);
+    while !head.is_empty() || !body.is_empty() {
+        let written = stream
+            .write_vectored(&[IoSlice::new(head), IoSlice::new(body)])
+            .await?;
+        if written == 0 {
+            return Err(ErrorKind::WriteZero.into());
+        }
+        let from_head = written.min(head.len());
+        head = &head[from_head..];
+        body = &body[written - from_head..];
+    }
+    stream.flush().await
 }
 
 /// 上游响应头 `Retry-After` 中的秒数（只接受整数秒，HTTP 日期形式忽略）。
@@ -186,5 +243,91 @@ pub(super) fn read_ready(up: &mut HttpSession) -> Option<Result<Option<Bytes>, A
     match read.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
         Poll::Ready(result) => Some(result.map_err(|e| read_failed(BODY, *e))),
         Poll::Pending => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use pingora::connectors::http::Connector;
+    use tokio::io::{duplex, AsyncReadExt};
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    /// 测试用的上游回复。
+    const REPLY: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\n\xe5\xa5\xbd\xe7\x9a\x84";
+
+    #[tokio::test]
+    async fn 两段分多次才写得完时_按顺序一个字节不差() {
+        // 管道每次最多收 5 个字节，逼出部分写；另一端同时读
+        let (mut writer, mut reader) = duplex(5);
+        let (head, body) = ("请求头：POST /v1/chat\r\n\r\n", "{\"内容\":\"你好\"}");
+        let read = tokio::spawn(async move {
+            let mut all = String::new();
+            reader.read_to_string(&mut all).await.map(|_| all)
+        });
+        write_parts(&mut writer, head.as_bytes(), body.as_bytes())
+            .await
+            .expect("写入管道不应失败");
+        drop(writer);
+        let all = read.await.expect("读任务不应崩溃").expect("读管道不应失败");
+        assert_eq!(all, format!("{head}{body}"), "两段应按顺序完整到达");
+    }
+
+    /// 在回环上假扮上游：收一个请求（直到请求体 `body` 收齐），回 [`REPLY`]，返回收到的全部字节。
+    async fn answer_one(listener: TcpListener, body: &'static str) -> Vec<u8> {
+        let (mut socket, _) = listener.accept().await.expect("接受连接");
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !got.ends_with(body.as_bytes()) {
+            let n = socket.read(&mut buf).await.expect("读请求");
+            assert!(n > 0, "请求没写完连接就断了：{got:?}");
+            got.extend_from_slice(&buf[..n]);
+        }
+        socket.write_all(REPLY).await.expect("写回复");
+        got
+    }
+
+    #[tokio::test]
+    async fn 请求头与请求体一次写出后_同一会话照常读响应() {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("绑定回环端口");
+        let addr = listener.local_addr().expect("取监听地址");
+        let body = "{\"model\":\"中文模型\"}";
+        let upstream = tokio::spawn(answer_one(listener, body));
+        let peer = HttpPeer::new(addr, false, String::new());
+        let (up, _) = Connector::new(None)
+            .get_http_session(&peer)
+            .await
+            .expect("连接回环上游");
+        let HttpSession::H1(h1) = up else {
+            panic!("明文连接应是 HTTP/1.1 会话");
+        };
+        let mut header =
+            RequestHeader::build("POST", b"/v1/chat/completions", None).expect("构造请求头");
+        header
+            .insert_header("content-length", body.len())
+            .expect("设置长度");
+        let mut h1 = write_h1_request(h1, &peer, &header, body.as_bytes())
+            .await
+            .expect("写请求");
+        h1.read_response().await.expect("读响应头");
+        let reply = h1.read_body_bytes().await.expect("读响应体");
+        let got = String::from_utf8(upstream.await.expect("上游任务")).expect("请求是 UTF-8");
+        assert!(
+            got.starts_with("POST /v1/chat/completions HTTP/1.1\r\n"),
+            "请求行：{got}"
+        );
+        assert!(
+            got.ends_with(&format!("\r\n\r\n{body}")),
+            "请求体紧跟在头后：{got}"
+        );
+        assert_eq!(h1.get_status().map(|s| s.as_u16()), Some(200));
+        assert_eq!(
+            reply.as_deref(),
+            Some("好的".as_bytes()),
+            "响应体应完整读出"
+        );
     }
 }
