@@ -7,9 +7,10 @@ use bytes::{Bytes, BytesMut};
 use http::{HeaderName, HeaderValue};
 use pingora::protocols::http::client::HttpSession;
 use pingora::upstreams::peer::HttpPeer;
+use pingora::ErrorType;
 use pingora_proxy::Session;
 
-use super::budget::Budget;
+use super::budget::{Budget, Phase};
 use super::{io, render, stream, ExchangeReport, Failure, UpstreamClient};
 use crate::config::{Provider, Target};
 use crate::dialects::Inbound;
@@ -96,7 +97,7 @@ pub(super) async fn once(
         headers.set_dropped(dropped_header(inbound, &mode));
     }
     let (up, peer) = client.connect(provider, budget).await?;
-    let mut up = send_request(up, &peer, provider, request).await?;
+    let mut up = send_request(up, &peer, provider, request, budget).await?;
     let status = report.wait(io::read_header(&mut up, down, budget)).await;
     if !matches!(status, Err(Failure::ClientGone(_))) {
         lease.record_first_byte();
@@ -370,12 +371,14 @@ fn verdict_for(status: u16, retry_after: Option<Duration>) -> Verdict {
 
 /// 写出请求头与请求体，返回接着读响应的会话。通用头（Host、长度、编码）在这里统一设置，认证头来自过滤器。
 ///
-/// HTTP/1.1 的上游把头与体一次写出（见 [`io::write_h1_request`]），其余协议交给 Pingora 的会话分开写。
+/// HTTP/1.1 的上游把头与体一次写出（见 [`io::write_h1_request`]），写不完（上游不读）时按首字节超时放弃，
+/// 与随后等响应头共用一个说法；其余协议交给 Pingora 的会话分开写。
 async fn send_request(
     up: HttpSession,
     peer: &HttpPeer,
     provider: &Provider,
     request: UpstreamRequest,
+    budget: &Budget<'_>,
 ) -> Result<HttpSession, ApiError> {
     let header = io::build_request_header(provider, &request)?;
     let failed = |e: Box<pingora::Error>| {
@@ -386,10 +389,16 @@ async fn send_request(
         .with_cause(*e)
     };
     match up {
-        HttpSession::H1(h1) => io::write_h1_request(h1, peer, &header, &request.body)
-            .await
-            .map(HttpSession::H1)
-            .map_err(failed),
+        HttpSession::H1(h1) => {
+            let wait = budget.wait(Phase::FirstByte);
+            io::write_h1_request(h1, peer, &header, &request.body, wait.duration)
+                .await
+                .map(HttpSession::H1)
+                .map_err(|e| match e.etype() {
+                    ErrorType::WriteTimedout => wait.timeout_error(),
+                    _ => failed(e),
+                })
+        }
         mut up => {
             up.write_request_header(Box::new(header))
                 .await

@@ -11,7 +11,7 @@ use crate::error::ApiError;
 pub(super) enum Phase {
     /// TCP 连接加 TLS 握手。
     Connect,
-    /// 发出请求后等待响应头。
+    /// 写出请求并等待响应头。
     FirstByte,
     /// 响应体两块之间。
     Idle,

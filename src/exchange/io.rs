@@ -67,32 +67,29 @@ pub(super) fn build_request_header(
 /// 向 HTTP/1.1 上游一次写出请求头与请求体，再在同一条连接上建好读响应的会话。
 ///
 /// Pingora 的会话写完头就冲刷、再写体，回环上是两次 `sendto`，上游也被唤醒两次；请求体已经完整在手，
-/// 一次 `writev` 就够（请求体不复制）。新会话与连接器给出的相同（按对端选项设超时）；它不记得写过的请求头，
-/// 这只影响 HEAD 与协议升级的响应，网关两者都不发。
+/// 一次 `writev` 就够（请求体不复制）。最多等 `limit`：上游不读请求体时写不完，不能无限挂着。
+/// 新会话与连接器给出的相同（按对端选项设超时）；它不记得写过的请求头，这只影响 HEAD 与协议升级的响应，
+/// 网关两者都不发。
 ///
-/// 错误：请求行含非法字节、写失败或写超时（对端选项 `write_timeout`）。
+/// 错误：请求行含非法字节、写失败，或 `limit` 内没有写完（`WriteTimedout`）。
 pub(super) async fn write_h1_request(
     h1: HttpSessionV1,
     peer: &HttpPeer,
     header: &RequestHeader,
     body: &[u8],
+    limit: Duration,
 ) -> pingora::Result<HttpSessionV1> {
     let head = http_req_header_to_wire(header)
         .ok_or_else(|| pingora::Error::explain(InvalidHTTPHeader, "请求行含有不允许的字节"))?;
-    let write_timeout = h1.write_timeout;
     let mut stream = h1.into_inner();
-    let write = write_parts(&mut stream, &head, body);
-    let written = match write_timeout {
-        Some(limit) => fast_timeout(limit, write)
-            .await
-            .unwrap_or_else(|_| Err(ErrorKind::TimedOut.into())),
-        None => write.await,
-    };
-    written.map_err(|e| match e.kind() {
-        ErrorKind::TimedOut => pingora::Error::because(WriteTimedout, "写上游请求超时", e),
-        _ => pingora::Error::because(WriteError, "写上游请求失败", e),
-    })?;
-    Ok(HttpSessionV1::new_with_options(stream, peer))
+    match fast_timeout(limit, write_parts(&mut stream, &head, body)).await {
+        Ok(Ok(())) => Ok(HttpSessionV1::new_with_options(stream, peer)),
+        Ok(Err(e)) => Err(pingora::Error::because(WriteError, "写上游请求失败", e)),
+        Err(_) => Err(pingora::Error::explain(
+            WriteTimedout,
+            format!("{} 毫秒内没有写完上游请求", limit.as_millis()),
+        )),
+    }
 }
 
 /// 把两段字节按顺序写完并冲刷：每次用 `writev` 交出两段里还没写出的部分。
@@ -254,6 +251,15 @@ mod tests {
 
     use super::*;
 
+    /// 测试里写请求的时限。
+    const WRITE_LIMIT: Duration = Duration::from_secs(5);
+    /// 上游不读时的时限：足够短，测试很快结束。
+    const STALL_LIMIT: Duration = Duration::from_millis(200);
+    /// 测试自己最多等多久（远大于时限，只为实现出错时测试失败而不是挂住）。
+    const GIVE_UP: Duration = Duration::from_secs(10);
+    /// 远大于回环上收发缓冲能容下的请求体（几 MiB），上游不读时一定写不完。
+    const STALL_BODY_BYTES: usize = 32 * 1024 * 1024;
+
     /// 测试用的上游回复。
     const REPLY: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\n\xe5\xa5\xbd\xe7\x9a\x84";
 
@@ -272,6 +278,19 @@ mod tests {
         drop(writer);
         let all = read.await.expect("读任务不应崩溃").expect("读管道不应失败");
         assert_eq!(all, format!("{head}{body}"), "两段应按顺序完整到达");
+    }
+
+    /// 经 Pingora 的连接器连到回环上的假上游，取出 HTTP/1.1 会话。
+    async fn connect(addr: std::net::SocketAddr) -> (HttpSessionV1, HttpPeer) {
+        let peer = HttpPeer::new(addr, false, String::new());
+        let (up, _) = Connector::new(None)
+            .get_http_session(&peer)
+            .await
+            .expect("连接回环上游");
+        let HttpSession::H1(h1) = up else {
+            panic!("明文连接应是 HTTP/1.1 会话");
+        };
+        (h1, peer)
     }
 
     /// 在回环上假扮上游：收一个请求（直到请求体 `body` 收齐），回 [`REPLY`]，返回收到的全部字节。
@@ -296,20 +315,13 @@ mod tests {
         let addr = listener.local_addr().expect("取监听地址");
         let body = "{\"model\":\"中文模型\"}";
         let upstream = tokio::spawn(answer_one(listener, body));
-        let peer = HttpPeer::new(addr, false, String::new());
-        let (up, _) = Connector::new(None)
-            .get_http_session(&peer)
-            .await
-            .expect("连接回环上游");
-        let HttpSession::H1(h1) = up else {
-            panic!("明文连接应是 HTTP/1.1 会话");
-        };
+        let (h1, peer) = connect(addr).await;
         let mut header =
             RequestHeader::build("POST", b"/v1/chat/completions", None).expect("构造请求头");
         header
             .insert_header("content-length", body.len())
             .expect("设置长度");
-        let mut h1 = write_h1_request(h1, &peer, &header, body.as_bytes())
+        let mut h1 = write_h1_request(h1, &peer, &header, body.as_bytes(), WRITE_LIMIT)
             .await
             .expect("写请求");
         h1.read_response().await.expect("读响应头");
@@ -329,5 +341,28 @@ mod tests {
             Some("好的".as_bytes()),
             "响应体应完整读出"
         );
+    }
+
+    #[tokio::test]
+    async fn 上游不读请求体时_写请求按时限放弃而不是一直挂着() {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("绑定回环端口");
+        let addr = listener.local_addr().expect("取监听地址");
+        let accepted = tokio::spawn(async move { listener.accept().await });
+        let (h1, peer) = connect(addr).await;
+        // 假上游接受连接后一个字节也不读，连接保持打开直到测试结束
+        let (_socket, _) = accepted.await.expect("接受任务").expect("接受连接");
+        let header =
+            RequestHeader::build("POST", b"/v1/chat/completions", None).expect("构造请求头");
+        let body = vec![b' '; STALL_BODY_BYTES];
+        let result = tokio::time::timeout(
+            GIVE_UP,
+            write_h1_request(h1, &peer, &header, &body, STALL_LIMIT),
+        )
+        .await
+        .expect("写请求必须按时限放弃，不能一直挂着");
+        let error = result.err().expect("上游不读时写不完，必须报错");
+        assert_eq!(error.etype(), &WriteTimedout, "应是写超时：{error}");
     }
 }
