@@ -1,5 +1,5 @@
 //! 密钥不进日志：像 `chatnexus` 进程一样安装“脱敏包装 + 日志器”，只是日志器换成记录全部日志
-//! （TRACE 级，比 DEBUG 更啰嗦：Pingora 在 TRACE 会打印整个上游请求头）的 `log::Log`；
+//! （TRACE 级，比 DEBUG 更啰嗦：网关与 Pingora 在 TRACE 会打印整个上游请求头）的 `log::Log`；
 //! 跑一遍覆盖四种上游协议、流式与非流式、签名与重放、上游拒绝认证、客户端鉴权失败的流量，
 //! 再断言捕获的日志里找不到任何上游密钥、签名密钥、客户端密钥或主密钥的明文。
 //!
@@ -242,7 +242,7 @@ fn 断言日志干净(config_error: &str, master_b64: &str) {
         lines.iter().any(|l| l.starts_with("TRACE")
             && l.contains("authorization: ")
             && l.contains(REDACTED)),
-        "必须捕获到 Pingora 打印上游请求头的 TRACE 日志，且其中的密钥已被隐藏"
+        "必须捕获到打印上游请求头的 TRACE 日志（网关写出上游请求时记下），且其中的密钥已被隐藏"
     );
     let mut secrets: Vec<&str> = ENCRYPTED_KEYS.iter().map(|(_, k)| *k).collect();
     secrets.extend([

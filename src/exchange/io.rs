@@ -9,6 +9,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use http::header::{ACCEPT_ENCODING, CONTENT_LENGTH, HOST, RETRY_AFTER, USER_AGENT};
 use http::{HeaderValue, StatusCode};
+use log::trace;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::protocols::http::client::HttpSession;
 use pingora::protocols::http::v1::client::{http_req_header_to_wire, HttpSession as HttpSessionV1};
@@ -81,6 +82,8 @@ pub(super) async fn write_h1_request(
 ) -> pingora::Result<HttpSessionV1> {
     let head = http_req_header_to_wire(header)
         .ok_or_else(|| pingora::Error::explain(InvalidHTTPHeader, "请求行含有不允许的字节"))?;
+    // 与 Pingora 自己写请求头时一样在 TRACE 级记下整个请求头，便于排查；认证头的值由日志脱敏隐藏
+    trace!("写给上游的请求头：{head:?}");
     let mut stream = h1.into_inner();
     match fast_timeout(limit, write_parts(&mut stream, &head, body)).await {
         Ok(Ok(())) => Ok(HttpSessionV1::new_with_options(stream, peer)),

@@ -1,6 +1,6 @@
 //! 日志：在 env_logger 外面包一层脱敏。
 //!
-//! Pingora 在 TRACE 级别会把写给上游的整个请求头原样打进日志
+//! Pingora（以及网关自己向 HTTP/1.1 上游写请求时）在 TRACE 级别会把写给上游的整个请求头原样打进日志
 //! （`Writing request header: b"…authorization: Bearer sk-…"`），内置模拟器也会打印收到的请求头。
 //! 运维为排查问题设 `RUST_LOG=trace` 时，上游密钥就会进日志。所以每条日志在写出之前都经过
 //! [`scrub`]：认证类请求头（`authorization`、`x-api-key`、`api-key`、`x-goog-api-key`、
