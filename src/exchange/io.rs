@@ -324,11 +324,16 @@ mod tests {
         header
             .insert_header("content-length", body.len())
             .expect("设置长度");
-        let mut h1 = write_h1_request(h1, &peer, &header, body.as_bytes(), WRITE_LIMIT)
+        let exchange = async {
+            let mut h1 = write_h1_request(h1, &peer, &header, body.as_bytes(), WRITE_LIMIT).await?;
+            h1.read_response().await?;
+            let reply = h1.read_body_bytes().await?;
+            Ok::<_, Box<pingora::Error>>((h1, reply))
+        };
+        let (h1, reply) = tokio::time::timeout(GIVE_UP, exchange)
             .await
-            .expect("写请求");
-        h1.read_response().await.expect("读响应头");
-        let reply = h1.read_body_bytes().await.expect("读响应体");
+            .expect("请求没写全时上游不会回复，交换挂住即失败")
+            .expect("写请求与读响应");
         let got = String::from_utf8(upstream.await.expect("上游任务")).expect("请求是 UTF-8");
         assert!(
             got.starts_with("POST /v1/chat/completions HTTP/1.1\r\n"),
