@@ -235,10 +235,10 @@ impl RedisLink {
         }
     }
 
-    /// 这个连接上的一次失败（带地址，不含连接串）。
+    /// 这个连接上的一次失败（带地址，不含连接串）；限流的合批任务也用它报告自己发现的错误。
     ///
     /// 参数：中文原因。
-    pub fn failure(&self, reason: String) -> RedisFailure {
+    pub(crate) fn failure(&self, reason: String) -> RedisFailure {
         RedisFailure {
             addr: self.addr.clone(),
             reason,
