@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::{HeaderName, HeaderValue};
-use pingora::protocols::http::client::HttpSession;
+use pingora::protocols::http::v1::client::HttpSession;
 use pingora::upstreams::peer::HttpPeer;
 use pingora::ErrorType;
 use pingora_proxy::Session;
@@ -108,7 +108,7 @@ pub(super) async fn once(
             mode: &mode,
             provider,
             status: status.as_u16(),
-            retry_after: up.response_header().and_then(io::retry_after),
+            retry_after: up.resp_header().and_then(io::retry_after),
         };
         return Err(reject(&mut up, down, reply, budget, report).await);
     }
@@ -164,7 +164,7 @@ async fn deliver_stream(
     inbound: &Inbound,
     mode: &Mode<'_>,
 ) -> Result<(), AttemptError> {
-    stream::ensure_event_stream(x.up.response_header(), x.budget.provider_label())?;
+    stream::ensure_event_stream(x.up.resp_header(), x.budget.provider_label())?;
     let mut translator = match mode {
         Mode::Native(native) => {
             render::capture(native.observer(), inbound.dialect(), x.report.keep)
@@ -371,8 +371,8 @@ fn verdict_for(status: u16, retry_after: Option<Duration>) -> Verdict {
 
 /// 写出请求头与请求体，返回接着读响应的会话。通用头（Host、长度、编码）在这里统一设置，认证头来自过滤器。
 ///
-/// HTTP/1.1 的上游把头与体一次写出（见 [`io::write_h1_request`]），写不完（上游不读）时按首字节超时放弃，
-/// 与随后等响应头共用一个说法；其余协议交给 Pingora 的会话分开写。
+/// 头与体一次写出（见 [`io::write_h1_request`]），写不完（上游不读）时按首字节超时放弃，
+/// 与随后等响应头共用一个说法。
 async fn send_request(
     up: HttpSession,
     peer: &HttpPeer,
@@ -381,35 +381,17 @@ async fn send_request(
     budget: &Budget<'_>,
 ) -> Result<HttpSession, ApiError> {
     let header = io::build_request_header(provider, &request)?;
-    let failed = |e: Box<pingora::Error>| {
-        ApiError::bad_gateway(
-            ErrorCode::UpstreamWriteFailed,
-            format!("向 {} 类型的上游发送请求失败", provider.kind.label()),
-        )
-        .with_cause(*e)
-    };
-    match up {
-        HttpSession::H1(h1) => {
-            let wait = budget.wait(Phase::FirstByte);
-            io::write_h1_request(h1, peer, &header, &request.body, wait.duration)
-                .await
-                .map(HttpSession::H1)
-                .map_err(|e| match e.etype() {
-                    ErrorType::WriteTimedout => wait.timeout_error(),
-                    _ => failed(e),
-                })
-        }
-        mut up => {
-            up.write_request_header(Box::new(header))
-                .await
-                .map_err(failed)?;
-            up.write_request_body(request.body, true)
-                .await
-                .map_err(failed)?;
-            up.finish_request_body().await.map_err(failed)?;
-            Ok(up)
-        }
-    }
+    let wait = budget.wait(Phase::FirstByte);
+    io::write_h1_request(up, peer, &header, &request.body, wait.duration)
+        .await
+        .map_err(|e| match e.etype() {
+            ErrorType::WriteTimedout => wait.timeout_error(),
+            _ => ApiError::bad_gateway(
+                ErrorCode::UpstreamWriteFailed,
+                format!("向 {} 类型的上游发送请求失败", provider.kind.label()),
+            )
+            .with_cause(*e),
+        })
 }
 
 #[cfg(test)]

@@ -11,8 +11,7 @@ use http::header::{ACCEPT_ENCODING, CONTENT_LENGTH, HOST, RETRY_AFTER, USER_AGEN
 use http::{HeaderValue, StatusCode};
 use log::trace;
 use pingora::http::{RequestHeader, ResponseHeader};
-use pingora::protocols::http::client::HttpSession;
-use pingora::protocols::http::v1::client::{http_req_header_to_wire, HttpSession as HttpSessionV1};
+use pingora::protocols::http::v1::client::{http_req_header_to_wire, HttpSession};
 use pingora::time::fast_timeout::fast_timeout;
 use pingora::upstreams::peer::HttpPeer;
 use pingora::ErrorType::{InvalidHTTPHeader, WriteError, WriteTimedout};
@@ -74,19 +73,19 @@ pub(super) fn build_request_header(
 ///
 /// 错误：请求行含非法字节、写失败，或 `limit` 内没有写完（`WriteTimedout`）。
 pub(super) async fn write_h1_request(
-    h1: HttpSessionV1,
+    h1: HttpSession,
     peer: &HttpPeer,
     header: &RequestHeader,
     body: &[u8],
     limit: Duration,
-) -> pingora::Result<HttpSessionV1> {
+) -> pingora::Result<HttpSession> {
     let head = http_req_header_to_wire(header)
         .ok_or_else(|| pingora::Error::explain(InvalidHTTPHeader, "请求行含有不允许的字节"))?;
     // 与 Pingora 自己写请求头时一样在 TRACE 级记下整个请求头，便于排查；认证头的值由日志脱敏隐藏
     trace!("写给上游的请求头：{head:?}");
     let mut stream = h1.into_inner();
     match fast_timeout(limit, write_parts(&mut stream, &head, body)).await {
-        Ok(Ok(())) => Ok(HttpSessionV1::new_with_options(stream, peer)),
+        Ok(Ok(())) => Ok(HttpSession::new_with_options(stream, peer)),
         Ok(Err(e)) => Err(pingora::Error::because(WriteError, "写上游请求失败", e)),
         Err(_) => Err(pingora::Error::explain(
             WriteTimedout,
@@ -129,15 +128,15 @@ pub(super) fn retry_after(header: &ResponseHeader) -> Option<u64> {
 
 /// 等待上游响应头（首字节超时与剩余总时长中较短者），返回状态码。
 ///
-/// 不复制整个响应头（每个请求一次克隆与释放）：要看别的头时调用方从 `up.response_header()` 借用。
+/// 不复制整个响应头（每个请求一次克隆与释放）：要看别的头时调用方从 `up.resp_header()` 借用。
 pub(super) async fn read_header(
     up: &mut HttpSession,
     down: &mut Session,
     budget: &Budget<'_>,
 ) -> Result<StatusCode, Failure> {
     let wait = budget.wait(Phase::FirstByte);
-    guarded(down, &wait, "响应头", up.read_response_header()).await?;
-    up.response_header().map(|h| h.status).ok_or_else(|| {
+    guarded(down, &wait, "响应头", up.read_response()).await?;
+    up.resp_header().map(|h| h.status).ok_or_else(|| {
         ApiError::bad_gateway(ErrorCode::InvalidUpstreamResponse, "上游没有返回响应头").into()
     })
 }
@@ -149,7 +148,7 @@ pub(super) async fn read_chunk(
     budget: &Budget<'_>,
 ) -> Result<Option<Bytes>, Failure> {
     let wait = budget.wait(Phase::Idle);
-    guarded(down, &wait, BODY, up.read_response_body()).await
+    guarded(down, &wait, BODY, up.read_body_bytes()).await
 }
 
 /// 读完整个上游响应体，超过上限返回 502。
@@ -221,9 +220,9 @@ pub(super) async fn read_chunk_or_quiet(
     let wait = budget.wait(Phase::Idle);
     let left = wait.duration.saturating_sub(silent);
     if quiet < left {
-        return guarded_for(down, quiet, BODY, up.read_response_body()).await;
+        return guarded_for(down, quiet, BODY, up.read_body_bytes()).await;
     }
-    match guarded_for(down, left, BODY, up.read_response_body()).await? {
+    match guarded_for(down, left, BODY, up.read_body_bytes()).await? {
         Some(chunk) => Ok(Some(chunk)),
         None => Err(wait.timeout_error().into()),
     }
@@ -239,7 +238,7 @@ fn read_failed(what: &str, cause: pingora::Error) -> ApiError {
 ///
 /// 只轮询一次，挂起的读操作随即丢弃：读 socket 在拿到数据之前取消，什么也没有消费。
 pub(super) fn read_ready(up: &mut HttpSession) -> Option<Result<Option<Bytes>, ApiError>> {
-    let mut read = pin!(up.read_response_body());
+    let mut read = pin!(up.read_body_bytes());
     match read.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
         Poll::Ready(result) => Some(result.map_err(|e| read_failed(BODY, *e))),
         Poll::Pending => None,
@@ -248,23 +247,19 @@ pub(super) fn read_ready(up: &mut HttpSession) -> Option<Result<Option<Bytes>, A
 
 #[cfg(test)]
 mod tests {
-    use pingora::connectors::http::Connector;
+    use pingora::connectors::http::v1::Connector;
     use tokio::io::{duplex, AsyncReadExt};
     use tokio::net::TcpListener;
 
     use super::*;
+    use crate::exchange::tests::{回环监听, GIVE_UP, REPLY};
 
     /// 测试里写请求的时限。
     const WRITE_LIMIT: Duration = Duration::from_secs(5);
     /// 上游不读时的时限：足够短，测试很快结束。
     const STALL_LIMIT: Duration = Duration::from_millis(200);
-    /// 测试自己最多等多久（远大于时限，只为实现出错时测试失败而不是挂住）。
-    const GIVE_UP: Duration = Duration::from_secs(10);
     /// 远大于回环上收发缓冲能容下的请求体（几 MiB），上游不读时一定写不完。
     const STALL_BODY_BYTES: usize = 32 * 1024 * 1024;
-
-    /// 测试用的上游回复。
-    const REPLY: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\n\xe5\xa5\xbd\xe7\x9a\x84";
 
     #[tokio::test]
     async fn 两段分多次才写得完时_按顺序一个字节不差() {
@@ -284,15 +279,12 @@ mod tests {
     }
 
     /// 经 Pingora 的连接器连到回环上的假上游，取出 HTTP/1.1 会话。
-    async fn connect(addr: std::net::SocketAddr) -> (HttpSessionV1, HttpPeer) {
+    async fn connect(addr: std::net::SocketAddr) -> (HttpSession, HttpPeer) {
         let peer = HttpPeer::new(addr, false, String::new());
-        let (up, _) = Connector::new(None)
+        let (h1, _) = Connector::new(None)
             .get_http_session(&peer)
             .await
             .expect("连接回环上游");
-        let HttpSession::H1(h1) = up else {
-            panic!("明文连接应是 HTTP/1.1 会话");
-        };
         (h1, peer)
     }
 
@@ -312,10 +304,7 @@ mod tests {
 
     #[tokio::test]
     async fn 请求头与请求体一次写出后_同一会话照常读响应() {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("绑定回环端口");
-        let addr = listener.local_addr().expect("取监听地址");
+        let (listener, addr) = 回环监听().await;
         let body = "{\"model\":\"中文模型\"}";
         let upstream = tokio::spawn(answer_one(listener, body));
         let (h1, peer) = connect(addr).await;
@@ -353,10 +342,7 @@ mod tests {
 
     #[tokio::test]
     async fn 上游不读请求体时_写请求按时限放弃而不是一直挂着() {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("绑定回环端口");
-        let addr = listener.local_addr().expect("取监听地址");
+        let (listener, addr) = 回环监听().await;
         let accepted = tokio::spawn(async move { listener.accept().await });
         let (h1, peer) = connect(addr).await;
         // 假上游接受连接后一个字节也不读，连接保持打开直到测试结束

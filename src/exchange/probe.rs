@@ -148,26 +148,21 @@ async fn request(
         provider,
         StreamCaps::of(&Default::default()),
     );
-    let (mut session, _peer) = client
+    let (session, peer) = client
         .connect(provider, &budget)
         .await
         .map_err(|e| e.message)?;
     let header = probe_header(provider, check).map_err(|e| e.to_string())?;
-    session
-        .write_request_header(Box::new(header))
-        .await
-        .map_err(|e| format!("发送探测请求失败：{e}"))?;
-    session
-        .finish_request_body()
-        .await
-        .map_err(|e| format!("发送探测请求失败：{e}"))?;
     let wait = budget.wait(Phase::FirstByte);
-    tokio::time::timeout(wait.duration, session.read_response_header())
+    let mut session = io::write_h1_request(session, &peer, &header, &[], wait.duration)
+        .await
+        .map_err(|e| format!("发送探测请求失败：{e}"))?;
+    tokio::time::timeout(wait.duration, session.read_response())
         .await
         .map_err(|_| wait.timeout_error().message)?
         .map_err(|e| format!("读取探测响应失败：{e}"))?;
     session
-        .response_header()
+        .resp_header()
         .map(|h| h.status.as_u16())
         .ok_or_else(|| "上游没有返回响应头".to_string())
 }

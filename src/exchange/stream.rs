@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use pingora::http::ResponseHeader;
-use pingora::protocols::http::client::HttpSession;
+use pingora::protocols::http::v1::client::HttpSession;
 use pingora_proxy::Session;
 
 use super::budget::{Budget, StreamCaps};
