@@ -18,6 +18,7 @@ mod local;
 mod remote;
 mod verdict;
 
+use std::future::Future;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -257,26 +258,31 @@ impl Limiter {
     ///
     /// 参数：`rate_limits` 段、准入记录、实际用量（`None` 表示不知道，保留预留不动）。
     /// 上游报告的用量不可信（可能荒谬地大），先封顶到 [`MAX_COUNT`] 再结算。
-    /// Redis 不可用时只结算本地计数，并按间隔告警。
-    pub async fn settle(&self, settings: &RateLimitSettings, ticket: Ticket, used: Option<u64>) {
-        let Some(used) = used else {
-            return;
-        };
-        let delta = adjustment(used, ticket.reserved);
+    /// 本地计数当场调整；返回还要在 Redis 上调整的那一步（没有 Redis 层或 Redis 暂不可用时为 `None`），
+    /// 调用方 `await` 它。常见的只有本地层的请求因此不必为用不到的 Redis 调用准备一个大 future。
+    /// Redis 出错时只告警（按间隔），本地计数已经结算。
+    pub fn settle<'a>(
+        &'a self,
+        settings: &'a RateLimitSettings,
+        ticket: Ticket,
+        used: Option<u64>,
+    ) -> Option<impl Future<Output = ()> + Send + 'a> {
+        let delta = adjustment(used?, ticket.reserved);
         if delta == 0 {
-            return;
+            return None;
         }
         ticket.local.iter().for_each(|c| c.adjust(delta));
-        let (Some(remote), Some(remote_ticket)) = (&self.remote, &ticket.remote) else {
-            return;
-        };
+        let remote = self.remote.as_ref()?;
+        let remote_ticket = ticket.remote?;
         if !self.health.should_try(settings.redis_retry()) {
-            return;
+            return None;
         }
-        match remote.settle(remote_ticket, delta).await {
-            Ok(()) => self.health.succeeded(remote.link().addr()),
-            Err(failure) => self.redis_failed(&failure, remote::OP_SETTLE, settings),
-        }
+        Some(async move {
+            match remote.settle(&remote_ticket, delta).await {
+                Ok(()) => self.health.succeeded(remote.link().addr()),
+                Err(failure) => self.redis_failed(&failure, remote::OP_SETTLE, settings),
+            }
+        })
     }
 
     /// 只按本地阶段判定（没有 Redis，或 Redis 不可用时的份额）。
@@ -477,6 +483,15 @@ mod tests {
         }
     }
 
+    /// 不带密钥与 IP 的主体（只有全局层与模型层适用）。
+    fn 匿名(model: &Model) -> Subjects<'_> {
+        Subjects {
+            client: None,
+            ip: None,
+            model,
+        }
+    }
+
     /// 写入一个 60 秒后过期的字符串键。
     async fn 写入(link: &RedisLink, key: &str, value: &str) {
         let mut set = redis::Cmd::new();
@@ -495,11 +510,7 @@ mod tests {
             serde_yaml::from_str("{ global: { tokens_per_minute: 100000 } }").expect("可解析");
         let limiter = Limiter::new(Some(Arc::clone(&link)), &prefix);
         let model = 演示模型();
-        let subjects = Subjects {
-            client: None,
-            ip: None,
-            model: &model,
-        };
+        let subjects = 匿名(&model);
         let entry = format!("{prefix}cache:条目");
         写入(&link, &entry, "缓存的回答").await;
         assert!(limiter.probes(), "单机 Redis 可以探查");
@@ -524,7 +535,10 @@ mod tests {
             100,
             "条目没用上：补一次 token 准入"
         );
-        limiter.settle(&settings, ticket, Some(30)).await;
+        limiter
+            .settle(&settings, ticket, Some(30))
+            .expect("有 Redis 层且用量变了：要在 Redis 上结算")
+            .await;
         assert_eq!(字段(&link, &counter, "t").await, 30, "结束时按实际用量结算");
         let missing = format!("{prefix}cache:没有");
         let admission = limiter
@@ -536,16 +550,37 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn 只有本地层时_结算当场退还没用完的_不留要等的一步() {
+        let settings: RateLimitSettings =
+            serde_yaml::from_str("{ global: { tokens_per_minute: 100 } }").expect("可解析");
+        let limiter = Limiter::new(None, "");
+        let model = 演示模型();
+        let subjects = 匿名(&model);
+        let first = limiter
+            .admit(&settings, &subjects, 80)
+            .await
+            .expect("80 个 token 在额度内")
+            .expect("有全局层");
+        assert!(
+            limiter.settle(&settings, first, Some(10)).is_none(),
+            "没有 Redis：结算当场完成，没有要等的一步"
+        );
+        let second = limiter.admit(&settings, &subjects, 80).await;
+        assert!(second.is_ok(), "退还 70 之后 10 + 80 仍在 100 以内");
+        let third = limiter.admit(&settings, &subjects, 80).await;
+        assert!(
+            third.is_err(),
+            "不结算的第二次预留占着额度：90 + 80 超过 100"
+        );
+    }
+
+    #[tokio::test]
     async fn 没有任何层约束时不跑脚本_键留给调用方自己读() {
         let timeout = std::time::Duration::from_secs(2);
         let link = Arc::new(RedisLink::open(&redis_url(), false, timeout).expect("连接串合法"));
         let limiter = Limiter::new(Some(link), "无层:");
         let model = 演示模型();
-        let subjects = Subjects {
-            client: None,
-            ip: None,
-            model: &model,
-        };
+        let subjects = 匿名(&model);
         let admission = limiter
             .admit_probing(
                 &RateLimitSettings::default(),

@@ -17,6 +17,8 @@ pub mod routes;
 /// 请求签名与防重放。
 pub mod signature;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -211,56 +213,84 @@ impl ProxyHttp for Gateway {
             .unwrap_or_else(|| self.config.load_full());
         let req = session.req_header();
         let cost = access_log::finish_request(req.method.as_str(), req.uri.path(), ctx, &config);
-        let (limit, budget) = (ctx.limit.take(), ctx.budget.take());
-        let ctx = &*ctx;
-        // 三种结算互不依赖：同时发出，共用的多路复用 Redis 连接把它们合在一次往返里
-        tokio::join!(
-            self.settle_limits(limit, ctx, &config),
-            self.settle_budget(budget, ctx, cost),
-            self.add_usage(ctx, &config, cost),
-        );
+        let limits = ctx
+            .limit
+            .take()
+            .and_then(|ticket| self.settle_limits(ticket, ctx, &config));
+        let budget = ctx
+            .budget
+            .take()
+            .map(|ticket| self.settle_budget(ticket, ctx, cost));
+        let usage = self.add_usage(ctx, &config, cost);
+        // 三种结算互不依赖：同时发出，共用的多路复用 Redis 连接把它们合在一次往返里；
+        // 只有本地限流的请求三者都是 `None`，什么也不用等
+        tokio::join!(complete(limits), complete(budget), complete(usage));
+    }
+}
+
+/// 请求结束时还要等的一步结算（Redis 上的限流、预算或用量累计）。
+///
+/// 装箱：`logging` 的 future 每个请求都要整个复制进堆，三种 Redis 调用直接内联会让它有 5 KB 多，
+/// 而多数部署的多数请求一种也用不到。
+type Pending<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+
+/// 等一步结算完成（没有时立即返回）。
+async fn complete(pending: Option<Pending<'_>>) {
+    if let Some(pending) = pending {
+        pending.await;
     }
 }
 
 impl Gateway {
-    /// 按实际用量结算 token 预留（命中缓存的请求只算请求数，不消耗 token 额度）。
-    async fn settle_limits(&self, limit: Option<Ticket>, ctx: &RequestCtx, config: &Config) {
-        let Some(ticket) = limit else {
-            return;
-        };
+    /// 按实际用量结算 token 预留（命中缓存的请求只算请求数，不消耗 token 额度）：本地计数当场结算，
+    /// 返回还要在 Redis 上结算的一步。
+    fn settle_limits<'a>(
+        &'a self,
+        ticket: Ticket,
+        ctx: &RequestCtx,
+        config: &'a Config,
+    ) -> Option<Pending<'a>> {
         let used = match ctx.cache {
             Some(cached::HIT) => Some(0),
             _ => limits::consumed(ctx.report.usage, ctx.status),
         };
-        self.limiter.settle(&config.rate_limits, ticket, used).await;
+        let remote = self.limiter.settle(&config.rate_limits, ticket, used)?;
+        Some(Box::pin(remote))
     }
 
     /// 按实际费用结算美元预算：没有用量的失败请求全部退还，成功却不知道用量的请求保留预留。
-    async fn settle_budget(
+    /// 有预留就说明配置了 Redis。
+    fn settle_budget(
         &self,
-        budget: Option<BudgetTicket>,
+        ticket: BudgetTicket,
         ctx: &RequestCtx,
         cost: Option<f64>,
-    ) {
-        let Some(ticket) = budget else {
-            return;
-        };
+    ) -> Pending<'_> {
         let refund = ctx.report.usage.is_none() && ctx.status >= STATUS_CLIENT_ERROR;
-        self.budgets
-            .settle(ticket, cost.or(refund.then_some(0.0)))
-            .await;
+        Box::pin(self.budgets.settle(ticket, cost.or(refund.then_some(0.0))))
     }
 
-    /// 按密钥按天累计用量与花费（同时按模型分项）。
-    async fn add_usage(&self, ctx: &RequestCtx, config: &Config, cost: Option<f64>) {
+    /// 按密钥按天累计用量与花费（同时按模型分项）；没有 Redis、没有密钥或没有用量时为 `None`。
+    fn add_usage<'a>(
+        &'a self,
+        ctx: &'a RequestCtx,
+        config: &Config,
+        cost: Option<f64>,
+    ) -> Option<Pending<'a>> {
         let (Some(client), Some(usage)) = (&ctx.client, &ctx.report.usage) else {
-            return;
+            return None;
         };
+        if !self.usage.is_enabled() {
+            return None;
+        }
         let model = ctx.model_label.as_deref().unwrap_or_default();
         let warn_interval = config.rate_limits.warn_interval();
-        self.usage
-            .add((client, model), usage, cost, warn_interval)
-            .await;
+        Some(Box::pin(self.usage.add(
+            (client, model),
+            usage,
+            cost,
+            warn_interval,
+        )))
     }
 }
 
