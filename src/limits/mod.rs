@@ -261,6 +261,7 @@ impl Limiter {
     /// 本地计数当场调整；返回还要在 Redis 上调整的那一步（没有 Redis 层或 Redis 暂不可用时为 `None`），
     /// 调用方 `await` 它。常见的只有本地层的请求因此不必为用不到的 Redis 调用准备一个大 future。
     /// Redis 出错时只告警（按间隔），本地计数已经结算。
+    #[must_use = "返回的是还要在 Redis 上结算的一步，不 await 它就不会结算"]
     pub fn settle<'a>(
         &'a self,
         settings: &'a RateLimitSettings,
