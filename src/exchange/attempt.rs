@@ -10,7 +10,7 @@ use pingora::upstreams::peer::HttpPeer;
 use pingora::ErrorType;
 use pingora_proxy::Session;
 
-use super::budget::{Budget, Phase};
+use super::budget::{Budget, Phase, Wait};
 use super::{io, render, stream, ExchangeReport, Failure, UpstreamClient};
 use crate::config::{Provider, Target};
 use crate::dialects::Inbound;
@@ -76,6 +76,7 @@ impl From<ApiError> for AttemptError {
 /// 用租约中的目标完成一次交换；尝试次数、等待时间、首块时刻与用量记入 `report`。
 ///
 /// 客户端方言与目标协议相同时透传（请求只换 `model`，回复原样），否则经枢纽格式翻译。
+/// 首字节超时从开始写请求算起：写请求与等响应头共用一个时限。
 /// 返回：写给客户端的状态码。错误：见 [`AttemptError`]。
 pub(super) async fn once(
     client: &UpstreamClient,
@@ -92,13 +93,13 @@ pub(super) async fn once(
     report.attempts += 1;
     report.passthrough = matches!(mode, Mode::Native(_));
     forward_request_id(down, &mut request);
-    if let Some(headers) = GatewayHeaders::of(down) {
-        headers.set_upstream_model(target.model_header.clone());
-        headers.set_dropped(dropped_header(inbound, &mode));
-    }
+    tag_response(down, inbound, target, &mode);
     let (up, peer) = client.connect(provider, budget).await?;
-    let mut up = send_request(up, &peer, provider, request, budget).await?;
-    let status = report.wait(io::read_header(&mut up, down, budget)).await;
+    let first_byte = budget.wait(Phase::FirstByte);
+    let mut up = send_request(up, &peer, provider, request, &first_byte).await?;
+    let status = report
+        .wait(io::read_header(&mut up, down, &first_byte))
+        .await;
     if !matches!(status, Err(Failure::ClientGone(_))) {
         lease.record_first_byte();
     }
@@ -125,6 +126,14 @@ pub(super) async fn once(
     }
     client.release(up, &peer).await;
     Ok(STATUS_OK)
+}
+
+/// 把本次尝试的上游模型名与翻译时丢弃的功能交给网关头模块（写进给客户端的响应头）。
+fn tag_response(down: &mut Session, inbound: &Inbound, target: &Target, mode: &Mode<'_>) {
+    if let Some(headers) = GatewayHeaders::of(down) {
+        headers.set_upstream_model(target.model_header.clone());
+        headers.set_dropped(dropped_header(inbound, mode));
+    }
 }
 
 /// 按交换方式构造上游请求：透传时由客户端的原始请求体换 `model`，翻译时由枢纽请求翻译。
@@ -371,21 +380,20 @@ fn verdict_for(status: u16, retry_after: Option<Duration>) -> Verdict {
 
 /// 写出请求头与请求体，返回接着读响应的会话。通用头（Host、长度、编码）在这里统一设置，认证头来自过滤器。
 ///
-/// 头与体一次写出（见 [`io::write_h1_request`]），写不完（上游不读）时按首字节超时放弃，
-/// 与随后等响应头共用一个说法。
+/// 头与体一次写出（见 [`io::write_h1_request`]），最多等首字节等待 `first_byte` 的时限；写不完（上游不读）时
+/// 返回与等响应头超时相同的说法。
 async fn send_request(
     up: HttpSession,
     peer: &HttpPeer,
     provider: &Provider,
     request: UpstreamRequest,
-    budget: &Budget<'_>,
+    first_byte: &Wait<'_>,
 ) -> Result<HttpSession, ApiError> {
     let header = io::build_request_header(provider, &request)?;
-    let wait = budget.wait(Phase::FirstByte);
-    io::write_h1_request(up, peer, &header, &request.body, wait.duration)
+    io::write_h1_request(up, peer, &header, &request.body, first_byte.duration)
         .await
         .map_err(|e| match e.etype() {
-            ErrorType::WriteTimedout => wait.timeout_error(),
+            ErrorType::WriteTimedout => first_byte.timeout_error(),
             _ => ApiError::bad_gateway(
                 ErrorCode::UpstreamWriteFailed,
                 format!("向 {} 类型的上游发送请求失败", provider.kind.label()),

@@ -64,7 +64,12 @@ impl<'a> Budget<'a> {
 
     /// 剩余的总时长。
     pub(super) fn remaining(&self) -> Duration {
-        self.deadline.saturating_duration_since(Instant::now())
+        self.remaining_at(Instant::now())
+    }
+
+    /// 到 `now` 为止剩余的总时长。
+    fn remaining_at(&self, now: Instant) -> Duration {
+        self.deadline.saturating_duration_since(now)
     }
 
     /// 总时长是否已经用完。
@@ -80,7 +85,8 @@ impl<'a> Budget<'a> {
             Phase::FirstByte => (t.first_byte(), "timeouts.first_byte_ms"),
             Phase::Idle => (t.idle(), "timeouts.idle_ms"),
         };
-        let remaining = self.remaining();
+        let now = Instant::now();
+        let remaining = self.remaining_at(now);
         let (duration, cause) = if remaining < limit {
             (remaining, Cause::Total(t.total()))
         } else {
@@ -88,6 +94,7 @@ impl<'a> Budget<'a> {
         };
         Wait {
             duration,
+            until: now + duration,
             cause,
             provider: self.provider_label(),
         }
@@ -114,14 +121,23 @@ enum Cause {
 }
 
 /// 一次等待：时长与超时后的说明。
+///
+/// 一个等待可以跨几步共用一个时限：首字节超时从开始写请求算起，写完后等响应头只剩 [`Wait::left`]。
 pub(super) struct Wait<'a> {
-    /// 最多等待多久。
+    /// 最多等待多久（从建立这个等待时算起）。
     pub duration: Duration,
+    /// 时限到期的时刻。
+    until: Instant,
     cause: Cause,
     provider: &'a str,
 }
 
 impl Wait<'_> {
+    /// 到期前还剩多久。
+    pub(super) fn left(&self) -> Duration {
+        self.until.saturating_duration_since(Instant::now())
+    }
+
     /// 等待超时时返回给客户端的 504，消息指明是哪一个超时。
     pub(super) fn timeout_error(&self) -> ApiError {
         match self.cause {
@@ -159,8 +175,11 @@ mod tests {
     use super::*;
     use crate::config::{build, parse};
 
+    /// 测试上游的地址（不会真的连接）。
+    const UPSTREAM_URL: &str = "http://127.0.0.1:1";
+
     fn 上游(timeouts: &str) -> std::sync::Arc<Provider> {
-        let yaml = format!("auth: {{ disabled: true }}\nproviders: [ {{ name: p, kind: openai_compatible, base_url: 'http://127.0.0.1:1', timeouts: {timeouts} }} ]");
+        let yaml = format!("auth: {{ disabled: true }}\nproviders: [ {{ name: p, kind: openai_compatible, base_url: \"{UPSTREAM_URL}\", timeouts: {timeouts} }} ]");
         let cfg = build(parse(&yaml).expect("可解析"), |_| None).expect("可构建");
         std::sync::Arc::clone(&cfg.providers[0])
     }
@@ -183,6 +202,23 @@ mod tests {
         );
         let idle = budget.wait(Phase::Idle).timeout_error();
         assert!(idle.message.contains("块间隔超时"), "{}", idle.message);
+    }
+
+    #[test]
+    fn 等待_跨几步共用一个时限_后一步只剩余下的部分_消息仍说整个时限() {
+        let p = 上游("{ first_byte_ms: 1000, total_ms: 60000 }");
+        let budget = Budget::new(Instant::now(), &p, StreamCaps::of(&Default::default()));
+        let wait = budget.wait(Phase::FirstByte);
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(
+            wait.left() <= wait.duration - Duration::from_millis(20),
+            "写请求用掉的时间要从等响应头的时限里扣掉：还剩 {:?}",
+            wait.left()
+        );
+        assert!(
+            wait.timeout_error().message.contains("1000 毫秒"),
+            "超时消息说的是整个首字节时限"
+        );
     }
 
     #[test]

@@ -126,16 +126,17 @@ pub(super) fn retry_after(header: &ResponseHeader) -> Option<u64> {
         .map(|v| v.ceil() as u64)
 }
 
-/// 等待上游响应头（首字节超时与剩余总时长中较短者），返回状态码。
+/// 等待上游响应头，返回状态码。`first_byte` 是写请求前建立的首字节等待：写请求用掉的时间已经算在里面，
+/// 这里只等它剩下的部分。
 ///
 /// 不复制整个响应头（每个请求一次克隆与释放）：要看别的头时调用方从 `up.resp_header()` 借用。
 pub(super) async fn read_header(
     up: &mut HttpSession,
     down: &mut Session,
-    budget: &Budget<'_>,
+    first_byte: &Wait<'_>,
 ) -> Result<StatusCode, Failure> {
-    let wait = budget.wait(Phase::FirstByte);
-    guarded(down, &wait, "响应头", up.read_response()).await?;
+    let left = first_byte.left();
+    guarded(down, (first_byte, left), "响应头", up.read_response()).await?;
     up.resp_header().map(|h| h.status).ok_or_else(|| {
         ApiError::bad_gateway(ErrorCode::InvalidUpstreamResponse, "上游没有返回响应头").into()
     })
@@ -148,7 +149,7 @@ pub(super) async fn read_chunk(
     budget: &Budget<'_>,
 ) -> Result<Option<Bytes>, Failure> {
     let wait = budget.wait(Phase::Idle);
-    guarded(down, &wait, BODY, up.read_body_bytes()).await
+    guarded(down, (&wait, wait.duration), BODY, up.read_body_bytes()).await
 }
 
 /// 读完整个上游响应体，超过上限返回 502。
@@ -176,13 +177,15 @@ pub(super) async fn read_body(
 ///
 /// 用 Pingora 的快速超时而不是 tokio 的：它只在操作真正挂起时才注册定时器，且按 10 ms 刻度共享；
 /// tokio 定时器每次成为最早的到期点都要写 eventfd 唤醒驱动，每个请求多出几次系统调用。
+///
+/// 参数 `(wait, duration)`：超时时用 `wait` 说明是哪一个超时，最多等 `duration`（可以只是 `wait` 剩下的部分）。
 async fn guarded<T>(
     down: &mut Session,
-    wait: &Wait<'_>,
+    (wait, duration): (&Wait<'_>, Duration),
     what: &str,
     read: impl Future<Output = pingora::Result<T>>,
 ) -> Result<T, Failure> {
-    match guarded_for(down, wait.duration, what, read).await? {
+    match guarded_for(down, duration, what, read).await? {
         Some(value) => Ok(value),
         None => Err(wait.timeout_error().into()),
     }

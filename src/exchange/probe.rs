@@ -157,7 +157,7 @@ async fn request(
     let mut session = io::write_h1_request(session, &peer, &header, &[], wait.duration)
         .await
         .map_err(|e| format!("发送探测请求失败：{e}"))?;
-    tokio::time::timeout(wait.duration, session.read_response())
+    tokio::time::timeout(wait.left(), session.read_response())
         .await
         .map_err(|_| wait.timeout_error().message)?
         .map_err(|e| format!("读取探测响应失败：{e}"))?;
