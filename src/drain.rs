@@ -2,13 +2,19 @@
 //! 即使早已没有进行中的请求。本服务在关停开始后轮询进行中的请求数，降为 0 即退出进程，
 //! 让 `systemctl stop` 与平滑升级不必空等十分钟；有长流时仍最多等到宽限期结束。
 //! 独立运行的模拟器（`chatnexus mock`）用自己的进行中请求数，同样提前退出。
+//!
+//! 快速退出（SIGINT）也在这里：收到后写出攒着的访问日志、当场结束进程，不交给 Pingora 逐个关停运行时
+//! （见 [`ShutdownSignals`]）。
 
 use std::time::Duration;
 
 use async_trait::async_trait;
-use log::info;
-use pingora::server::ShutdownWatch;
+use log::{error, info};
+use pingora::server::{
+    ShutdownSignal, ShutdownSignalWatch, ShutdownWatch, UnixShutdownSignalWatch,
+};
 use pingora::services::background::BackgroundService;
+use tokio::signal::unix::{signal, SignalKind};
 
 use crate::metrics::METRICS;
 
@@ -59,12 +65,48 @@ impl BackgroundService for DrainExit {
         loop {
             quiet = if (self.inflight)() <= 0 { quiet + 1 } else { 0 };
             if quiet >= QUIET_POLLS {
-                info!("进行中的请求已全部结束，提前退出（不必等满宽限期）");
-                // 退出前写出还攒着的访问日志（process::exit 不会再给别的服务机会）
-                log::logger().flush();
-                std::process::exit(EXIT_OK);
+                exit_process("进行中的请求已全部结束，提前退出（不必等满宽限期）");
             }
             tokio::time::sleep(POLL_INTERVAL).await;
         }
     }
+}
+
+/// 网关进程的关停信号：SIGQUIT（平滑升级）与 SIGTERM（优雅退出）照 Pingora 的处理，SIGINT（快速退出）当场结束进程。
+///
+/// 用途：Pingora 收到 SIGINT 时同时关停各服务的运行时；单线程运行时（Pingora 的 `work_stealing: false`）下，
+/// 监听套接字注册在建它的线程上，accept 循环却可能在同一服务的另一个线程上。注册所在的线程先关停时，
+/// 另一个线程上的 accept 立刻报“Tokio 上下文正在关停”并重试，从不让出，那个线程就收不到自己的关停通知，
+/// 进程空转着不退出。快速退出本来就丢下进行中的请求，写出访问日志后直接结束进程，结果相同且不经过这一步。
+///
+/// ```
+/// let signals = Box::new(chatnexus::drain::ShutdownSignals); // 交给 Pingora 的 Server::run
+/// let _run = pingora::server::RunArgs { shutdown_signal: signals }; // SIGINT 时当场退出
+/// ```
+pub struct ShutdownSignals;
+
+#[async_trait]
+impl ShutdownSignalWatch for ShutdownSignals {
+    async fn recv(&self) -> ShutdownSignal {
+        let mut interrupt = match signal(SignalKind::interrupt()) {
+            Ok(interrupt) => interrupt,
+            Err(e) => {
+                error!("无法监听 SIGINT：{e}；快速退出交给 Pingora 处理");
+                return UnixShutdownSignalWatch.recv().await;
+            }
+        };
+        // 同一个 SIGINT 也会送到 Pingora 自己的监听上：先看这里的，保证由这里退出
+        tokio::select! {
+            biased;
+            _ = interrupt.recv() => exit_process("收到 SIGINT，快速退出：写出访问日志后立即结束进程"),
+            other = UnixShutdownSignalWatch.recv() => other,
+        }
+    }
+}
+
+/// 记下原因、写出还攒着的访问日志后结束进程（`process::exit` 不会再给别的服务写日志的机会）。
+fn exit_process(reason: &str) -> ! {
+    info!("{reason}");
+    log::logger().flush();
+    std::process::exit(EXIT_OK)
 }

@@ -18,7 +18,7 @@ use pingora::server::{RunArgs, Server};
 use pingora::services::background::background_service;
 
 use chatnexus::config::{self, Config, DEFAULT_CONFIG_PATH};
-use chatnexus::drain::DrainExit;
+use chatnexus::drain::{DrainExit, ShutdownSignals};
 use chatnexus::mock::{mock_service, FaultOptions, MockSettings};
 use chatnexus::runtime_dir;
 
@@ -200,7 +200,9 @@ fn run_gateway(cli: &Cli) -> ExitCode {
             );
         }
     }
-    server.run(RunArgs::default());
+    server.run(RunArgs {
+        shutdown_signal: Box::new(ShutdownSignals),
+    });
     // 关停结束：写出还攒着的访问日志再退出
     log::logger().flush();
     ExitCode::SUCCESS

@@ -1,4 +1,4 @@
-//! 外部安全评审发现的命令行与部署问题的回归测试：模拟器收到 SIGTERM 后提前退出、私有运行时目录、
+//! 外部安全评审发现的命令行与部署问题的回归测试：模拟器收到 SIGTERM 后提前退出、网关收到 SIGINT 当场退出、私有运行时目录、
 //! `.env` 不向上层目录查找、演示密钥不能用在非回环监听上、私密文件权限告警；
 //! 以及攒着写出的访问日志在关停时不丢。
 
@@ -33,6 +33,8 @@ const PRIVATE_DIR: u32 = 0o700;
 const PERMISSION_BITS: u32 = 0o777;
 /// 人人可写的目录权限。
 const OPEN_DIR: u32 = 0o777;
+/// 网关收到 SIGINT、自己结束进程时的日志。
+const QUICK_EXIT_LINE: &str = "收到 SIGINT，快速退出";
 /// 访问日志行的开头。
 const ACCESS_LINE: &str = "访问 请求ID=";
 /// 发请求用的客户端密钥（请求头只能是 ASCII）。
@@ -85,14 +87,19 @@ fn 等待端口(port: u16, child: &mut Child) {
 }
 
 /// 发 SIGTERM，在期限内等它退出；返回它的输出。
-fn 终止并等待退出(mut child: Child) -> Output {
+fn 终止并等待退出(child: Child) -> Output {
+    发信号并等待退出(child, Signal::SIGTERM)
+}
+
+/// 发给定的信号，在期限内等它退出；返回它的输出。
+fn 发信号并等待退出(mut child: Child, signal: Signal) -> Output {
     let pid = i32::try_from(child.id()).expect("进程号");
-    kill(Pid::from_raw(pid), Signal::SIGTERM).expect("发送 SIGTERM");
+    kill(Pid::from_raw(pid), signal).expect("发送信号");
     let deadline = Instant::now() + DEADLINE;
     while child.try_wait().expect("查询子进程").is_none() {
         if Instant::now() >= deadline {
             let _ = child.kill();
-            panic!("收到 SIGTERM 且没有进行中的请求，进程却没有在期限内退出");
+            panic!("收到 {signal} 且没有进行中的请求，进程却没有在期限内退出");
         }
         std::thread::sleep(POLL);
     }
@@ -275,21 +282,25 @@ fn 发聊天请求(port: u16) -> String {
     response
 }
 
-#[test]
-fn 访问日志攒在内存里_收到_sigterm_关停时全部写出() {
-    let dir = 工作目录("访问日志");
+/// 起一个攒着访问日志的网关（内置模拟器作上游），发一个聊天请求，确认访问日志还在内存里。
+///
+/// 返回：网关进程与它的标准错误所在的文件。
+fn 起网关并发一个请求(dir: &Path) -> (Child, PathBuf) {
     let (port, mock_port) = (空闲端口(), 空闲端口());
-    let config = 写攒日志的配置(&dir.0, port, mock_port);
+    let config = 写攒日志的配置(dir, port, mock_port);
     let env = format!("{HASH_ENV}={}\n", KeyHash::of(REQUEST_KEY).to_hex());
-    let env_path = dir.0.join(".env");
+    let env_path = dir.join(".env");
     std::fs::write(&env_path, env).expect("写 .env");
     std::fs::set_permissions(&env_path, std::fs::Permissions::from_mode(OWNER_ONLY))
         .expect("改权限");
-    let log_path = dir.0.join("stderr.log");
+    let log_path = dir.join("stderr.log");
     let log_file = std::fs::File::create(&log_path).expect("创建日志文件");
-    let mut child = 命令(&dir.0, &["-c", &config.display().to_string()])
-        .env("RUST_LOG", "warn,chatnexus::access=info")
-        .env("XDG_RUNTIME_DIR", &dir.0)
+    let mut child = 命令(dir, &["-c", &config.display().to_string()])
+        .env(
+            "RUST_LOG",
+            "warn,chatnexus::access=info,chatnexus::drain=info",
+        )
+        .env("XDG_RUNTIME_DIR", dir)
         .stderr(log_file)
         .spawn()
         .expect("启动网关");
@@ -305,12 +316,37 @@ fn 访问日志攒在内存里_收到_sigterm_关停时全部写出() {
         !before.contains(ACCESS_LINE),
         "flush_ms 为一分钟时访问日志应还攒在内存里：{before}"
     );
-    let out = 终止并等待退出(child);
-    assert!(out.status.success(), "应正常退出：{out:?}");
-    let after = std::fs::read_to_string(&log_path).expect("读日志");
-    let line = after.lines().find(|l| l.contains(ACCESS_LINE));
+    (child, log_path)
+}
+
+/// 断言关停后日志里有那个请求的访问日志行。
+fn 断言访问日志已写出(log: &str) {
+    let line = log.lines().find(|l| l.contains(ACCESS_LINE));
     assert!(
         line.is_some_and(|l| l.contains("状态=200") && l.contains("模型=演示")),
-        "关停时攒着的访问日志必须写出：{after}"
+        "关停时攒着的访问日志必须写出：{log}"
+    );
+}
+
+#[test]
+fn 访问日志攒在内存里_收到_sigterm_关停时全部写出() {
+    let dir = 工作目录("访问日志");
+    let (child, log_path) = 起网关并发一个请求(&dir.0);
+    let out = 终止并等待退出(child);
+    assert!(out.status.success(), "应正常退出：{out:?}");
+    断言访问日志已写出(&std::fs::read_to_string(&log_path).expect("读日志"));
+}
+
+#[test]
+fn 收到_sigint_写出访问日志后当场退出_不经过_pingora_逐个关停运行时() {
+    let dir = 工作目录("快速退出");
+    let (child, log_path) = 起网关并发一个请求(&dir.0);
+    let out = 发信号并等待退出(child, Signal::SIGINT);
+    assert!(out.status.success(), "快速退出也是正常退出：{out:?}");
+    let log = std::fs::read_to_string(&log_path).expect("读日志");
+    断言访问日志已写出(&log);
+    assert!(
+        log.contains(QUICK_EXIT_LINE),
+        "SIGINT 应由网关自己当场结束进程：{log}"
     );
 }

@@ -23,7 +23,7 @@ WORK=$(mktemp -d)
 PIDS=()
 
 cleanup() {
-  # SIGINT 是 Pingora 的快速退出；SIGTERM 会按 grace_period_seconds 优雅等待好几分钟
+  # SIGINT 是网关的快速退出（写出日志后当场结束）；SIGTERM 会按 grace_period_seconds 优雅等待进行中的请求
   local pid
   for pid in ${PIDS[@]+"${PIDS[@]}"}; do kill -INT "$pid" 2> /dev/null || true; done
   rm -rf "$WORK"
