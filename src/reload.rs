@@ -33,12 +33,13 @@ pub fn reload(path: &Path, shared: &SharedConfig) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// 监听地址、线程数、CA 文件与内置模拟器在进程启动时就已生效，热重载改不了它们。
+/// 监听地址、线程数与线程间是否偷任务、CA 文件与内置模拟器在进程启动时就已生效，热重载改不了它们。
 fn warn_restart_only(old: &Config, fresh: &Config) {
     let (a, b) = (&old.server, &fresh.server);
     let changed = [
         ("server.listen", a.listen != b.listen),
         ("server.threads", a.threads != b.threads),
+        ("server.work_stealing", a.work_stealing != b.work_stealing),
         ("server.ca_file", a.ca_file != b.ca_file),
         ("server.upgrade_sock", a.upgrade_sock != b.upgrade_sock),
         (

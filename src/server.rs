@@ -127,7 +127,7 @@ fn client_buffers() -> L4BufferSettings {
     L4BufferSettings::new(0, DEFAULT_L4_WRITE_BUFFER_SIZE)
 }
 
-/// 由网关配置生成 Pingora 的服务端配置：工作线程数缺省取 CPU 核数。
+/// 由网关配置生成 Pingora 的服务端配置：工作线程数缺省取 CPU 核数，线程之间是否偷任务按 `server.work_stealing`。
 fn server_conf(config: &Config) -> ServerConf {
     let threads = config.server.threads.unwrap_or_else(|| {
         std::thread::available_parallelism()
@@ -141,8 +141,34 @@ fn server_conf(config: &Config) -> ServerConf {
         upgrade_sock: path(&config.server.upgrade_sock),
         grace_period_seconds: Some(config.server.grace_period_seconds),
         ca_file: config.server.ca_file.as_deref().map(path),
-        // TODO: 单线程运行时（`work_stealing: false`）单线程时每请求 CPU 少 4%–17%，但关停时管理接口的 accept 循环
-        // 空转不退出（docs/performance.md“议题 20 续五”）；Pingora 修好之后再打开
+        work_stealing: config.server.work_stealing,
         ..ServerConf::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 由一段 YAML 建出配置（不需要任何环境变量）。
+    fn 配置(yaml: &str) -> Config {
+        let file = crate::config::parse(yaml).expect("YAML 合法");
+        crate::config::build(file, |_| None).expect("配置有效")
+    }
+
+    #[test]
+    fn 线程间偷任务_缺省关_配置打开时交给_pingora() {
+        let quiet = 配置("auth: { disabled: true }\nserver: { threads: 3 }");
+        let conf = server_conf(&quiet);
+        assert_eq!(conf.threads, 3, "线程数照配置");
+        assert!(
+            !conf.work_stealing,
+            "缺省每个线程一个单线程运行时，不偷任务"
+        );
+        let stealing = 配置("auth: { disabled: true }\nserver: { work_stealing: true }");
+        assert!(
+            server_conf(&stealing).work_stealing,
+            "配置打开时交给 Pingora"
+        );
     }
 }

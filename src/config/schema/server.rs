@@ -154,6 +154,11 @@ pub struct ServerSettings {
     /// 代理服务的工作线程数，缺省为 CPU 核数。
     #[serde(default)]
     pub threads: Option<usize>,
+    /// 工作线程之间是否互相偷任务（Pingora 的 `work_stealing`）。缺省关：每个线程一个单线程运行时，
+    /// 连接接入时随机分给一个线程、之后一直留在那里，调度不经过跨线程的队列与唤醒（单线程时交替压测每请求 CPU 少 4%–17%）；
+    /// 个别线程上长流扎堆、其余线程空闲时可以打开。
+    #[serde(default)]
+    pub work_stealing: bool,
     /// 校验 HTTPS 上游证书用的 CA 文件（PEM）；设置后只信任其中的 CA，缺省用系统证书。
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
@@ -212,6 +217,7 @@ impl Default for ServerSettings {
             listen: default_listen(),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             threads: None,
+            work_stealing: false,
             ca_file: None,
             pid_file: default_pid_file(),
             upgrade_sock: default_upgrade_sock(),
