@@ -108,6 +108,8 @@ class Settings:
         self.pin = os.environ.get("PIN", "1") == "1"
         self.log_level = os.environ.get("GATEWAY_LOG", "info")
         self.extra_yaml = os.environ.get("GATEWAY_EXTRA_YAML", "")
+        # 裸 Pingora 透传也用单线程运行时（网关的缺省）；缺省照议题的对照组，用 Pingora 的缺省（偷任务）
+        self.passthrough_no_steal = os.environ.get("PASSTHROUGH_NO_STEAL") == "1"
         # 压测请求带的客户端密钥（keys 子命令换成虚拟密钥）
         self.client_key = CLIENT_KEY
         # 绑核：被测代理独占 CPU 1，模拟器与压测工具共享 CPU 0
@@ -292,6 +294,8 @@ class Stack:
     def start_passthrough(self, port, mock_port):
         argv = [PASSTHROUGH_BIN, "--listen", f"{LOOPBACK}:{port}"]
         argv += ["--upstream", f"{LOOPBACK}:{mock_port}", "--threads", self.settings.threads]
+        if self.settings.passthrough_no_steal:
+            argv.append("--no-work-stealing")
         self.add(PINGORA, "passthrough", argv, port, self.settings.proxy_cpu, {"RUST_LOG": "error"})
 
     def start_nginx(self, port, mock_port):
@@ -531,7 +535,9 @@ def print_header(settings, title):
     print(f"- 时间：{now}；提交：{git_revision()}；CPU 核数：{os.cpu_count()}；"
           f"开始时的系统负载：{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     layout = ("被测代理绑 CPU 1，模拟器与压测工具绑 CPU 0" if settings.pin else "不绑核")
-    print(f"- 代理工作线程：{settings.threads}；{layout}；ChatNexus 日志级别：{settings.log_level}")
+    runtime = "单线程运行时" if settings.passthrough_no_steal else "Pingora 缺省（偷任务）"
+    print(f"- 代理工作线程：{settings.threads}；{layout}；ChatNexus 日志级别：{settings.log_level}；"
+          f"裸 Pingora 透传的运行时：{runtime}")
 
 
 # /proc/stat 每个 CPU 行中 steal 字段的位置（cpuN user nice system idle iowait irq softirq steal …）

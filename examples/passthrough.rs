@@ -29,6 +29,9 @@ struct Args {
     /// 工作线程数
     #[arg(long, default_value_t = 1)]
     threads: usize,
+    /// 每个工作线程一个单线程运行时、线程间不偷任务（与网关的缺省相同；不给时用 Pingora 的缺省，偷任务）
+    #[arg(long)]
+    no_work_stealing: bool,
 }
 
 /// 透传逻辑：每个请求都交给同一个上游，其余钩子全用 Pingora 的缺省实现。
@@ -56,6 +59,7 @@ fn main() {
     let args = Args::parse();
     let conf = ServerConf {
         threads: args.threads,
+        work_stealing: !args.no_work_stealing,
         ..ServerConf::default()
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
