@@ -291,7 +291,7 @@ impl Default for AdaptiveSettings {
     }
 }
 
-/// 请求数窗口的下限（毫秒）：本地阶段的 `pingora_limits::Rate` 要求窗口不短于 1 秒。
+/// 请求数窗口的下限（毫秒）：本地阶段按整毫秒计时，短于 1 秒的窗口里比例估计的误差太大。
 const MIN_WINDOW_MS: u64 = 1_000;
 /// 请求数窗口的上限（毫秒）：一天。
 const MAX_WINDOW_MS: u64 = 86_400_000;

@@ -1,9 +1,8 @@
-//! 本地阶段：每个网关实例自己的计数（`pingora_limits::Rate`，无锁的 count-min sketch，纳秒级、没有 I/O）。
+//! 本地阶段：每个网关实例自己的计数（[`Windowed`]：无锁的 count-min sketch 滑动窗口，纳秒级、没有 I/O）。
 //!
-//! `Rate` 按固定窗口计数并保留上一个窗口；这里用 Cloudflare 的比例估计把它变成滑动窗口：
-//! 估计值 = 上一窗口计数 ×（1 − 当前窗口已过的比例）+ 当前窗口计数。
 //! 先计数再判断（超限就撤回），并发请求不会一起挤过上限；任何一层超限时撤回本请求在各层的计数，
 //! 所以本地计数只包含本实例放行的请求——Redis 不可用时它正好接上，作为本实例的份额继续限流。
+//! 一次准入只读一次时钟、只取一次计数器表的读锁，每层的主体只哈希一次（剖析中这些曾是限流开销的大头）。
 
 use std::collections::hash_map::RandomState;
 use std::fmt;
@@ -11,75 +10,49 @@ use std::hash::{BuildHasher, Hash};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use pingora_limits::rate::{Rate, RateComponents};
-
 use super::layer::{Check, Kind};
 use super::verdict::{Quota, Refusal};
+use super::window::{Reading, Windowed};
 
-/// count-min sketch 的哈希函数个数。
-const HASHES: usize = 4;
 /// 每层至多的计数种类数（请求数与 token）。
 const KINDS_PER_LAYER: usize = 2;
-/// 每个哈希函数的槽数：主体（密钥、IP）很多时槽少会因碰撞高估，提前拒绝。
-const SLOTS: usize = 8192;
+
+/// 计数的键：（层、主体）预先哈希成的整数与计数种类（请求数与 token 在同一窗口长度的计数器里互不干扰）。
+type Key = (u64, Kind);
 
 /// 本请求在一个本地计数上记下的量，用于撤回与结算。
 pub struct LocalCharge {
-    rate: Arc<Rate>,
-    /// 计数的键：（种类、层、主体）预先哈希成的 64 位整数。
-    key: u64,
-    kind: Kind,
+    counter: Arc<Windowed>,
+    key: Key,
     amount: u64,
-    /// 计数所在固定窗口的结束时刻（由 `Rate` 报告的窗口进度推算）。
-    window_end: Instant,
+    /// 计数所在的固定窗口序号。
+    window: u64,
 }
 
 impl fmt::Debug for LocalCharge {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "LocalCharge({:?}, {})", self.kind, self.amount)
+        write!(f, "LocalCharge({:?}, {})", self.key.1, self.amount)
     }
 }
 
 impl LocalCharge {
-    /// 按实际用量调整记下的量：`delta` 为实际减预留（负数即退还）。
+    /// 按实际用量调整记下的量：`delta` 为实际减预留（负数即退还）；`now` 是调用方读的一次时钟。
     ///
-    /// 退还只在计数所在的窗口还是当前窗口时进行：窗口已轮换时旧计数只剩逐渐衰减的权重，
-    /// 把负数记到新窗口会让它低估、多放请求。
-    pub fn adjust(&self, delta: i64) {
-        if delta > 0 {
-            self.rate.observe(&self.key, clamp(delta.unsigned_abs()));
-        } else if delta < 0 && self.in_current_window() {
-            self.rate.observe(&self.key, -clamp(delta.unsigned_abs()));
-        }
+    /// 退还只在计数所在的窗口还是当前窗口时进行（见 [`Windowed::adjust`]）。
+    pub fn adjust(&self, delta: i64, now: Instant) {
+        let now = self.counter.millis(now);
+        self.counter.adjust(&self.key, delta, self.window, now);
     }
 
     /// 撤回全部记下的量（本请求最终被拒绝）。
-    fn revert(&self) {
-        self.adjust(-i64::try_from(self.amount).unwrap_or(i64::MAX));
+    fn revert(&self, now: Instant) {
+        self.adjust(-i64::try_from(self.amount).unwrap_or(i64::MAX), now);
     }
 
     /// 是否是 token 计数（结算时只调整 token）。
     pub fn is_tokens(&self) -> bool {
-        self.kind == Kind::Tokens
+        self.key.1 == Kind::Tokens
     }
-
-    /// 计数所在的窗口是否仍是当前窗口。
-    ///
-    /// `Rate` 在窗口到期后的第一次访问时才轮换，所以到期之前一定还是同一个窗口；只比一次时钟，
-    /// 不必再让 `Rate` 把两个窗口的 count-min sketch 各查一遍（剖析中限流开销的一半来自这类查询）。
-    fn in_current_window(&self) -> bool {
-        Instant::now() < self.window_end
-    }
-}
-
-/// 当前固定窗口还剩多久。
-fn left_of(c: &RateComponents) -> Duration {
-    c.interval.mul_f64(1.0 - c.current_interval_fraction)
-}
-
-/// 计数值转换为 `isize`（溢出时取最大值）。
-fn clamp(value: u64) -> isize {
-    isize::try_from(value).unwrap_or(isize::MAX)
 }
 
 /// 本地阶段的判定。
@@ -96,7 +69,7 @@ pub enum LocalVerdict {
     Refused(Refusal),
 }
 
-/// 本地阶段：按窗口长度各建一个 `Rate`，键里区分种类、层与主体。
+/// 本地阶段：按窗口长度各建一个滑动窗口计数器，键里区分种类、层与主体。
 ///
 /// 用途：`Limiter` 持有一个，跨配置热替换保留（窗口不变的计数接着用）。
 ///
@@ -109,10 +82,10 @@ pub enum LocalVerdict {
 /// ```
 #[derive(Default)]
 pub struct LocalStage {
-    /// 各窗口长度的计数器：配置里的窗口长度只有几种，按顺序比较比哈希查表省（每个请求查五六次）。
-    rates: RwLock<Vec<(Duration, Arc<Rate>)>>,
-    /// 把（种类、层、主体）哈希成一个整数：每个计数只哈希一次主体字符串，
-    /// 之后 count-min sketch 的多次哈希都只处理 8 个字节；随机种子让外部无法构造碰撞。
+    /// 各窗口长度的计数器：配置里的窗口长度只有几种，按顺序比较比哈希查表省。
+    counters: RwLock<Vec<(Duration, Arc<Windowed>)>>,
+    /// 把（层、主体）哈希成一个整数：每层只哈希一次主体字符串，之后 count-min sketch 的多次哈希都只处理整数；
+    /// 随机种子让外部无法构造碰撞。
     hasher: RandomState,
 }
 
@@ -128,6 +101,7 @@ impl LocalStage {
         let mut charges = Vec::with_capacity(checks.len() * KINDS_PER_LAYER);
         let now = Instant::now();
         for check in checks {
+            let subject = self.hasher.hash_one((check.layer, check.subject.as_str()));
             for (kind, limit, window, amount) in check.limits(tokens) {
                 let limit = limit.div_ceil(u64::from(share.max(1)));
                 let refusal = |retry_after| Refusal {
@@ -139,16 +113,17 @@ impl LocalStage {
                     retry_after,
                 };
                 if amount > limit {
-                    LocalStage::revert(&charges);
+                    LocalStage::revert_at(&charges, now);
                     return LocalVerdict::Refused(refusal(None));
                 }
-                let (charge, used, left) = self.charge(check, kind, window, amount, now);
+                let (charge, reading) = charge(self.counter(window), (subject, kind), amount, now);
                 charges.push(charge);
-                if used > limit {
-                    LocalStage::revert(&charges);
-                    return LocalVerdict::Refused(refusal(Some(left)));
+                if reading.used > limit {
+                    LocalStage::revert_at(&charges, now);
+                    return LocalVerdict::Refused(refusal(Some(reading.left)));
                 }
-                let (layer, remaining, reset) = (check.layer, limit - used, left + window);
+                let (layer, remaining) = (check.layer, limit - reading.used);
+                let reset = reading.left + window;
                 quotas.push(Quota {
                     layer,
                     kind,
@@ -161,96 +136,71 @@ impl LocalStage {
         LocalVerdict::Admitted { quotas, charges }
     }
 
-    /// 在一层一种计数上记下 `amount`。
-    ///
-    /// 返回：（记下的量、含本次的滑动窗口用量、当前固定窗口还剩多久）。
-    fn charge(
-        &self,
-        check: &Check,
-        kind: Kind,
-        window: Duration,
-        amount: u64,
-        now: Instant,
-    ) -> (LocalCharge, u64, Duration) {
-        let key = self
-            .hasher
-            .hash_one((kind, check.layer, check.subject.as_str()));
-        let rate = self.rate(window);
-        let (used, left) = count(&rate, key, amount);
-        let charge = LocalCharge {
-            rate,
-            key,
-            kind,
-            amount,
-            window_end: now + left,
-        };
-        (charge, used, left)
-    }
-
     /// 只读：一个主体在滑动窗口内的计数估计，以及当前固定窗口还剩多久（一次查询，不计入）。
     ///
     /// 用途：鉴权失败的限流（[`super::AuthGuard`]）在每个请求鉴权之前查一次，成功的请求只付出这一次查询。
     pub fn peek<K: Hash + ?Sized>(&self, window: Duration, subject: &K) -> (u64, Duration) {
-        let key = self.hasher.hash_one(subject);
-        let (estimate, left) = self.rate(window).rate_with(&key, |c| {
-            (
-                previous_share(&c) + c.curr_samples.max(0) as f64,
-                left_of(&c),
-            )
-        });
-        (estimate.ceil() as u64, left)
+        let counter = self.counter(window);
+        let key = (self.hasher.hash_one(subject), Kind::Requests);
+        let reading = counter.peek(&key, counter.millis(Instant::now()));
+        (reading.used, reading.left)
     }
 
     /// 给一个主体记一次（与 [`LocalStage::peek`] 配对使用）。
     pub fn bump<K: Hash + ?Sized>(&self, window: Duration, subject: &K) {
-        let key = self.hasher.hash_one(subject);
-        self.rate(window).observe(&key, 1);
+        let counter = self.counter(window);
+        let key = (self.hasher.hash_one(subject), Kind::Requests);
+        counter.add(&key, 1, counter.millis(Instant::now()));
     }
 
     /// 撤回一组记下的量（分布式阶段拒绝了，或要按另一份额重新判定）。
     pub fn revert(charges: &[LocalCharge]) {
-        charges.iter().for_each(LocalCharge::revert);
+        LocalStage::revert_at(charges, Instant::now());
+    }
+
+    /// 按同一个时钟读数撤回一组记下的量。
+    fn revert_at(charges: &[LocalCharge], now: Instant) {
+        charges.iter().for_each(|c| c.revert(now));
     }
 
     /// 取得（没有时建立）某个窗口长度的计数器。
-    fn rate(&self, window: Duration) -> Arc<Rate> {
-        if let Some(rate) = find_rate(
-            &self.rates.read().unwrap_or_else(|p| p.into_inner()),
-            window,
-        ) {
-            return rate;
+    fn counter(&self, window: Duration) -> Arc<Windowed> {
+        let known = self.counters.read().unwrap_or_else(|p| p.into_inner());
+        if let Some(counter) = find_existing(&known, window) {
+            return Arc::clone(counter);
         }
-        let mut rates = self.rates.write().unwrap_or_else(|p| p.into_inner());
+        drop(known);
+        let mut counters = self.counters.write().unwrap_or_else(|p| p.into_inner());
         // 拿到写锁之前别的请求可能已经建好了
-        if let Some(rate) = find_rate(&rates, window) {
-            return rate;
+        if let Some(counter) = find_existing(&counters, window) {
+            return Arc::clone(counter);
         }
-        let rate = Arc::new(Rate::new_with_estimator_config(window, HASHES, SLOTS));
-        rates.push((window, Arc::clone(&rate)));
-        rate
+        let counter = Arc::new(Windowed::new(window));
+        counters.push((window, Arc::clone(&counter)));
+        counter
     }
 }
 
 /// 在计数器表里找某个窗口长度的计数器。
-fn find_rate(rates: &[(Duration, Arc<Rate>)], window: Duration) -> Option<Arc<Rate>> {
-    rates
-        .iter()
-        .find(|(w, _)| *w == window)
-        .map(|(_, rate)| Arc::clone(rate))
+fn find_existing(
+    counters: &[(Duration, Arc<Windowed>)],
+    window: Duration,
+) -> Option<&Arc<Windowed>> {
+    counters.iter().find(|(w, _)| *w == window).map(|(_, c)| c)
 }
 
-/// 先记下 `amount`，再按比例估计算出滑动窗口内的用量（含本次）。
+/// 在一个计数器上给（层与主体的哈希、种类）记下 `amount`。
 ///
-/// 返回：（用量, 当前固定窗口还剩多久）。
-fn count(rate: &Rate, key: u64, amount: u64) -> (u64, Duration) {
-    let (previous, left) = rate.rate_with(&key, |c| (previous_share(&c), left_of(&c)));
-    let current = rate.observe(&key, clamp(amount));
-    ((previous + current.max(0) as f64).ceil() as u64, left)
-}
-
-/// 上一窗口的计数在滑动窗口中还占的份额：上一窗口计数 ×（1 − 当前窗口已过的比例）。
-fn previous_share(c: &RateComponents) -> f64 {
-    c.prev_samples.max(0) as f64 * (1.0 - c.current_interval_fraction)
+/// 返回：记下的量与含本次的读数。
+fn charge(counter: Arc<Windowed>, key: Key, amount: u64, now: Instant) -> (LocalCharge, Reading) {
+    let reading = counter.add(&key, amount, counter.millis(now));
+    let charge = LocalCharge {
+        counter,
+        key,
+        amount,
+        window: reading.window,
+    };
+    (charge, reading)
 }
 
 #[cfg(test)]
@@ -347,7 +297,7 @@ mod tests {
         };
         assert_eq!(quotas[0].remaining, 200);
         assert!(!放行(&local.admit(&key, 300, 1)), "只剩 200");
-        charges[0].adjust(100 - 800);
+        charges[0].adjust(100 - 800, Instant::now());
         assert!(
             放行(&local.admit(&key, 300, 1)),
             "实际只用了 100，退还后够用"

@@ -17,10 +17,12 @@ mod layer;
 mod local;
 mod remote;
 mod verdict;
+mod window;
 
 use std::future::Future;
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use pingora_proxy::Session;
 
@@ -32,7 +34,7 @@ use crate::streaming::{estimate_tokens, Usage};
 use health::RedisHealth;
 
 pub use auth_guard::AuthGuard;
-pub use headers::{go_duration, rate_limit_headers, QuotaHeaders};
+pub use headers::{rate_limit_headers, QuotaHeaders};
 pub use ip::{client_ip, ip_subject, FORWARDED_FOR};
 pub use layer::{checks, Check, Kind, Layer, Subjects, TOKEN_WINDOW};
 pub use local::{LocalCharge, LocalStage, LocalVerdict};
@@ -228,10 +230,11 @@ impl Limiter {
             Ok((RemoteVerdict::Admitted { quotas, bucket }, probed)) => {
                 self.health.succeeded(remote.link().addr());
                 let reserved = if probed.is_some() { 0 } else { tokens };
+                let (delta, now) = (adjustment(reserved, local_tokens), Instant::now());
                 charges
                     .iter()
                     .filter(|c| c.is_tokens())
-                    .for_each(|c| c.adjust(adjustment(reserved, local_tokens)));
+                    .for_each(|c| c.adjust(delta, now));
                 let remote_ticket = remote.ticket(checks, bucket);
                 let ticket = Some(ticket_of(charges, remote_ticket, reserved, &quotas));
                 Ok(Admission {
@@ -272,7 +275,8 @@ impl Limiter {
         if delta == 0 {
             return None;
         }
-        ticket.local.iter().for_each(|c| c.adjust(delta));
+        let now = Instant::now();
+        ticket.local.iter().for_each(|c| c.adjust(delta, now));
         let remote = self.remote.as_ref()?;
         let remote_ticket = ticket.remote?;
         if !self.health.should_try(settings.redis_retry()) {
