@@ -3,8 +3,10 @@
 //!
 //! 这里只算出头的名字与值；`proxy` 准入后交给 `downstream` 的网关头模块，由它写进每个响应。
 
+use std::ops::Range;
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
 
 use super::layer::Kind;
@@ -36,15 +38,16 @@ const MILLIS_PER_SEC: u64 = 1000;
 const FRACTION_DIGITS: usize = 3;
 /// 十进制的基数。
 const DECIMAL_BASE: u64 = 10;
-/// 时长文本预留的长度（如 `12h34m56.789s`）。
-const GO_DURATION_CAPACITY: usize = 16;
+/// 六个头值文本预留的长度（常见的两个上限、两个剩余量与两个形如 `12h34m56.789s` 的时长；更长时自动扩容）。
+const VALUES_CAPACITY: usize = 80;
 
 /// 一个请求的额度头（名字与值都已构造好，写响应头时直接放进头表）。
 pub type QuotaHeaders = Vec<(HeaderName, HeaderValue)>;
 
 /// 从各层额度中选出最紧的一层（剩余最少，相同时上限较小者），生成六个响应头（没有该种上限的不生成）。
 ///
-/// 数值直接转换成头值（整数格式化，不经 `format!`）：每个受限流的请求都要生成它们。
+/// 每个受限流的请求都要生成它们：六个值先写进同一段文本（整数格式化，不经 `format!`），
+/// 头值都是这段文本的切片，一次分配而不是每个值各分配一次。
 ///
 /// ```
 /// use chatnexus::limits::{rate_limit_headers, Kind, Layer, Quota}; // 额度与响应头
@@ -60,7 +63,6 @@ pub fn rate_limit_headers(quotas: &[Quota]) -> QuotaHeaders {
             .filter(|q| q.kind == kind)
             .min_by_key(|q| (q.remaining, q.limit))
     };
-    let mut headers = Vec::with_capacity(HEADERS_PER_KIND * KINDS);
     let names = [
         (
             Kind::Requests,
@@ -71,32 +73,49 @@ pub fn rate_limit_headers(quotas: &[Quota]) -> QuotaHeaders {
             [&LIMIT_TOKENS, &REMAINING_TOKENS, &RESET_TOKENS],
         ),
     ];
+    let mut text = String::with_capacity(VALUES_CAPACITY);
+    let mut spans = Vec::with_capacity(HEADERS_PER_KIND * KINDS);
     for (kind, [limit, remaining, reset]) in names {
         if let Some(q) = tightest(kind) {
-            headers.push((limit.clone(), HeaderValue::from(q.limit)));
-            headers.push((remaining.clone(), HeaderValue::from(q.remaining)));
-            headers.push((reset.clone(), duration_value(q.reset)));
+            let mut digits = itoa::Buffer::new();
+            spans.push((
+                limit,
+                push_span(&mut text, |t| t.push_str(digits.format(q.limit))),
+            ));
+            let left = |t: &mut String| t.push_str(digits.format(q.remaining));
+            spans.push((remaining, push_span(&mut text, left)));
+            spans.push((
+                reset,
+                push_span(&mut text, |t| push_go_duration(t, q.reset)),
+            ));
         }
     }
-    headers
+    let text = Bytes::from(text);
+    spans
+        .into_iter()
+        .filter_map(|(name, span)| {
+            // 只含数字、字母与小数点，必然是合法的头值
+            let value = HeaderValue::from_maybe_shared(text.slice(span)).ok()?;
+            Some((name.clone(), value))
+        })
+        .collect()
 }
 
-/// 时长转换成头值（只含数字与字母，必然是合法的头值）。
-fn duration_value(d: Duration) -> HeaderValue {
-    HeaderValue::try_from(go_duration(d)).unwrap_or_else(|_| HeaderValue::from_static("0s"))
+/// 把 `write` 写出的一段追加到 `text`，返回这一段的范围。
+fn push_span(text: &mut String, write: impl FnOnce(&mut String)) -> Range<usize> {
+    let start = text.len();
+    write(text);
+    start..text.len()
 }
 
-/// 把时长写成 OpenAI 响应头使用的格式：`20ms`、`1.5s`、`6m0s`、`1h2m3s`。
-///
-/// 每个受限流的请求都要写两次，所以逐段追加整数，不经 `format!`。
-pub fn go_duration(d: Duration) -> String {
+/// 追加时长，格式与 OpenAI 响应头相同：`20ms`、`1.5s`、`6m0s`、`1h2m3s`。
+fn push_go_duration(out: &mut String, d: Duration) {
     let millis = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-    let mut out = String::with_capacity(GO_DURATION_CAPACITY);
     let mut digits = itoa::Buffer::new();
     if millis < MILLIS_PER_SEC {
         out.push_str(digits.format(millis));
         out.push_str("ms");
-        return out;
+        return;
     }
     let total_secs = millis / MILLIS_PER_SEC;
     let minutes = total_secs / SECS_PER_MINUTE;
@@ -110,9 +129,8 @@ pub fn go_duration(d: Duration) -> String {
         out.push('m');
     }
     out.push_str(digits.format(total_secs % SECS_PER_MINUTE));
-    push_millis_fraction(&mut out, millis % MILLIS_PER_SEC);
+    push_millis_fraction(out, millis % MILLIS_PER_SEC);
     out.push('s');
-    out
 }
 
 /// 追加秒的小数部分（毫秒，去掉末尾的 0；为 0 时不写）：250 → `.25`，5 → `.005`。
@@ -135,6 +153,12 @@ fn push_millis_fraction(out: &mut String, millis: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn go_duration(d: Duration) -> String {
+        let mut out = String::new();
+        push_go_duration(&mut out, d);
+        out
+    }
 
     #[test]
     fn 时长_与_openai_格式一致() {
