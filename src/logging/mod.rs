@@ -9,6 +9,7 @@
 //! 访问日志的行先攒在内存里、按间隔或攒满时一次写出（见 [`LogFlusher`]），其余日志立即写出。
 
 mod held;
+mod line;
 
 pub use held::{LogFlusher, ACCESS_TARGET};
 
@@ -211,8 +212,8 @@ pub fn init(default_level: &str) -> Result<(), log::SetLoggerError> {
     let logger =
         env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level))
             .target(env_logger::Target::Pipe(Box::new(held::StderrLines)))
-            // 续行缩进由脱敏包装做（见 [`Indented`]）
-            .format_indent(None)
+            // 与缺省格式相同、时间戳按秒缓存的格式；续行缩进由脱敏包装做（见 [`Indented`]）
+            .format(line::write_line)
             .build();
     let max = logger.filter();
     log::set_boxed_logger(Box::new(held::Holding::new(Redacting::new(logger))))?;
