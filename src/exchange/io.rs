@@ -143,11 +143,16 @@ pub(super) async fn read_header(
 }
 
 /// 读取一块上游响应体（块间隔超时与剩余总时长中较短者）；`None` 表示响应体结束。
+///
+/// 已经送到的块（非流式的响应体往往随响应头一起到达）当场取出，不读时钟、不计算时限。
 pub(super) async fn read_chunk(
     up: &mut HttpSession,
     down: &mut Session,
     budget: &Budget<'_>,
 ) -> Result<Option<Bytes>, Failure> {
+    if let Some(ready) = read_ready(up) {
+        return ready.map_err(Failure::from);
+    }
     let wait = budget.wait(Phase::Idle);
     guarded(down, (&wait, wait.duration), BODY, up.read_body_bytes()).await
 }

@@ -14,7 +14,10 @@ mod render;
 mod stream;
 
 use std::fmt;
+use std::future::{poll_fn, Future};
+use std::pin::pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use log::{debug, warn};
@@ -32,8 +35,8 @@ use crate::dialects::Inbound;
 use crate::downstream::GatewayHeaders;
 use crate::error::{ApiError, ErrorCode};
 use crate::streaming::{estimate_tokens, Usage};
-use crate::upstream::{build_peer, Balancer, DnsCache, Verdict};
-use budget::{Budget, Phase, StreamCaps};
+use crate::upstream::{build_peer, Addrs, Balancer, DnsCache, Verdict};
+use budget::{Budget, Phase, StreamCaps, Wait};
 
 pub use probe::HealthProber;
 
@@ -85,8 +88,15 @@ impl ExchangeReport {
         (self.attempts > 0).then(|| total.saturating_sub(self.waited))
     }
 
-    /// 等待一个 I/O 操作（读上游或写客户端），把等待时间计入 `waited`。
-    pub(crate) async fn wait<T>(&mut self, io: impl std::future::Future<Output = T>) -> T {
+    /// 等待一个 I/O 操作（读上游或写客户端），把挂起的时间计入 `waited`。
+    ///
+    /// 当场完成的操作（数据已经送到、写进了发送缓冲）没有等待，它的耗时是网关自己的 CPU，
+    /// 也就不必为它读两次时钟（非流式请求的读响应体与写回复几乎总是当场完成）。
+    pub(crate) async fn wait<T>(&mut self, io: impl Future<Output = T>) -> T {
+        let mut io = pin!(io);
+        if let Poll::Ready(result) = poll_fn(|cx| Poll::Ready(io.as_mut().poll(cx))).await {
+            return result;
+        }
         let started = Instant::now();
         let result = io.await;
         self.waited += started.elapsed();
@@ -217,7 +227,11 @@ impl UpstreamClient {
         &self.balancer
     }
 
-    /// 在连接超时与剩余总时长内取得到提供方的连接（可能复用连接池里的）。
+    /// 在连接超时与剩余总时长内取得到提供方的连接（优先复用连接池里的）。
+    ///
+    /// 主机名解析出多个地址时按顺序逐个尝试（例如 `localhost` 先给出 `::1` 而上游只听 IPv4）。
+    /// 只有解析与新建连接计时：从连接池取连接只等池里看守空闲连接的任务交出它（马上就会），
+    /// 不必为每个请求注册一个定时器（剖析中每个请求三个定时器之一）。
     ///
     /// 错误：DNS 失败或全部地址都连不上返回 502，超时返回 504（指明是哪个超时）。
     async fn connect(
@@ -226,33 +240,16 @@ impl UpstreamClient {
         budget: &Budget<'_>,
     ) -> Result<(HttpSession, HttpPeer), ApiError> {
         let wait = budget.wait(Phase::Connect);
-        fast_timeout(wait.duration, self.dial(provider))
-            .await
-            .unwrap_or_else(|_| Err(wait.timeout_error()))
-    }
-
-    /// 解析并逐个尝试提供方的地址。
-    ///
-    /// 主机名解析出多个地址时按顺序逐个尝试（例如 `localhost` 先给出 `::1` 而上游只听 IPv4）。
-    async fn dial(&self, provider: &Provider) -> Result<(HttpSession, HttpPeer), ApiError> {
-        let url = &provider.base_url;
-        let addrs = self.dns.resolve(&url.host, url.port).await.map_err(|e| {
-            ApiError::bad_gateway(
-                ErrorCode::UpstreamUnreachable,
-                format!("{} 类型的上游不可达（域名解析失败）", provider.kind.label()),
-            )
-            .with_detail(format!("上游 `{}`：{e}", provider.name))
-        })?;
+        let addrs = within(&wait, wait.duration, self.resolve(provider)).await??;
         let mut last_error = None;
         for &addr in addrs.iter() {
             let peer = build_peer(provider, addr);
-            // 先查连接池：命中时（绝大多数请求）只走两百字节的小 future；新建连接的 future 有 8 KB 多
-            // （含 TLS 握手状态），放在堆上，外层的 future 就不必按它的大小逐字节复制
             if let Some(session) = self.connector.reused_http_session(&peer).await {
                 return Ok((session, peer));
             }
+            // 新建连接的 future 有 8 KB 多（含 TLS 握手状态），放在堆上，外层的 future 就不必按它的大小逐字节复制
             let connecting = Box::pin(self.connector.get_http_session(&peer));
-            match connecting.await {
+            match within(&wait, wait.left(), connecting).await? {
                 Ok((session, reused)) => {
                     debug!("已连接上游 {}（{addr}，复用连接：{reused}）", provider.name);
                     return Ok((session, peer));
@@ -264,6 +261,20 @@ impl UpstreamClient {
             }
         }
         Err(connect_error(provider, last_error))
+    }
+
+    /// 解析提供方的主机名（IP 字面量与缓存命中时当场返回）。
+    ///
+    /// 错误：解析失败返回 502。
+    async fn resolve(&self, provider: &Provider) -> Result<Addrs, ApiError> {
+        let url = &provider.base_url;
+        self.dns.resolve(&url.host, url.port).await.map_err(|e| {
+            ApiError::bad_gateway(
+                ErrorCode::UpstreamUnreachable,
+                format!("{} 类型的上游不可达（域名解析失败）", provider.kind.label()),
+            )
+            .with_detail(format!("上游 `{}`：{e}", provider.name))
+        })
     }
 
     /// 响应读完的连接放回连接池，否则丢弃（关闭）。
@@ -280,6 +291,19 @@ impl UpstreamClient {
                 .await;
         }
     }
+}
+
+/// 最多等 `limit` 的一步；到时返回 `wait` 说明的超时（当场完成的一步不注册定时器）。
+///
+/// 错误：超时返回 504。
+async fn within<T>(
+    wait: &Wait<'_>,
+    limit: Duration,
+    step: impl Future<Output = T>,
+) -> Result<T, ApiError> {
+    fast_timeout(limit, step)
+        .await
+        .map_err(|_| wait.timeout_error())
 }
 
 /// 为一个客户端请求选择目标并与之交换，失败时在还没向客户端写出任何字节前换下一个目标重试。
@@ -323,7 +347,8 @@ async fn try_targets(
         report.provider = Some(target.provider.name.clone());
         report.upstream_model = Some(target.model.clone());
         let budget = Budget::new(started, &target.provider, caps);
-        if budget.expired() {
+        // 第一次尝试从 `started` 起算，总时长不可能已经用完，不必再读一次时钟
+        if attempt > 1 && budget.expired() {
             last = Some((Arc::clone(&target.key), budget.total_error().into()));
             break;
         }
