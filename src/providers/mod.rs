@@ -15,7 +15,7 @@ pub(crate) mod test_target;
 use bytes::{Bytes, BytesMut};
 use http::header::CONTENT_TYPE;
 use http::{HeaderName, HeaderValue};
-use memchr::memmem::{Finder, FinderRev};
+use memchr::memmem::Finder;
 use once_cell::sync::Lazy;
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -35,8 +35,6 @@ const MAX_ERROR_TEXT_CHARS: usize = 300;
 /// 流式块中用量字段的键（带引号，用于不解析 JSON 的快速判断）。
 const USAGE_KEY: &[u8] = b"\"usage\"";
 /// 预先构造的 `"usage"` 查找器（SIMD 子串查找；每块现建一个查找器的开销比查找本身还大）。
-static USAGE_FINDER: Lazy<FinderRev<'static>> = Lazy::new(|| FinderRev::new(USAGE_KEY));
-/// 预先构造的 `"usage"` 正向查找器。
 static USAGE_FORWARD: Lazy<Finder<'static>> = Lazy::new(|| Finder::new(USAGE_KEY));
 /// JSON 键与值之间的分隔符。
 const KEY_VALUE_SEPARATOR: u8 = b':';
@@ -256,16 +254,20 @@ pub(crate) fn may_carry_usage(bytes: &[u8]) -> bool {
     })
 }
 
-/// 透传的完整响应里最后一个 `"usage":` 键的值从哪个字节开始（只找到键就返回值的起点，不解析其余部分）。
+/// 原样转发的完整响应里最后一个 `"usage":` 键的值从哪个字节开始（只找到键就返回值的起点，不解析其余部分）。
 ///
-/// 透传不必校验整个响应（原样转发），只要用量：用量对象在 OpenAI 与 Anthropic 的响应里都靠近结尾，
-/// 从后往前找键，再只解析这一个值，比扫描整个响应（含很长的输出）便宜。字符串里的引号总是转义的，
-/// 所以 `"usage"` 后紧跟冒号时一定是键。
+/// 原样转发不必校验整个响应，只要用量：只用 SIMD 子串查找找键（比逐字节的反向查找与完整解析都便宜），
+/// 再只解析这一个值。字符串里的引号总是转义的，所以 `"usage"` 后紧跟冒号时一定是键；
+/// 后面没有冒号的是值恰好为 `usage` 的字符串（如工具名），不算。
 pub(crate) fn last_usage_value(body: &[u8]) -> Option<&[u8]> {
-    let at = USAGE_FINDER.rfind(body)?;
-    let rest = &body[at + USAGE_KEY.len()..];
-    let colon = rest.iter().position(|b| !b.is_ascii_whitespace())?;
-    (rest[colon] == KEY_VALUE_SEPARATOR).then(|| &rest[colon + 1..])
+    USAGE_FORWARD
+        .find_iter(body)
+        .filter_map(|at| {
+            let rest = &body[at + USAGE_KEY.len()..];
+            let colon = rest.iter().position(|b| !b.is_ascii_whitespace())?;
+            (rest[colon] == KEY_VALUE_SEPARATOR).then(|| &rest[colon + 1..])
+        })
+        .last()
 }
 
 /// 一种上游协议的翻译规则（无状态，全进程共享）。

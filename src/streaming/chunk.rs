@@ -1,7 +1,6 @@
 //! OpenAI 流式块的构造：翻译器用它写出 `chat.completion.chunk` 事件、用量块和结束标记。
 
 use bytes::{BufMut, BytesMut};
-use serde::de::IgnoredAny;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{json, Value};
 
@@ -105,17 +104,17 @@ impl Usage {
         })
     }
 
-    /// 校验 OpenAI 格式的完整响应体是合法 JSON，同时读出其中的用量（没有或形状不合规范时为 `None`）。
+    /// 从 OpenAI 的 `usage` 值读出用量：`value` 从值的第一个字节开始，其后可以还有别的内容（只解析这一个值）。
+    /// 不是对象（如 `null`）或形状不合规范时为 `None`。
     ///
-    /// 只用定型结构解析 `usage`，其余字段只检查语法、不建树，一遍扫描完成校验与计量。
-    ///
-    /// 错误：响应体不是合法 JSON。
-    pub fn from_openai_body(body: &[u8]) -> Result<Option<Usage>, serde_json::Error> {
-        match serde_json::from_slice::<UsageEnvelope>(body) {
-            Ok(envelope) => Ok(envelope.usage.map(Usage::from)),
-            // 用量的形状不合规范（或顶层不是对象）时不计量，但只要是合法 JSON 就照常转发
-            Err(_) => serde_json::from_slice::<IgnoredAny>(body).map(|_| None),
-        }
+    /// ```
+    /// let u = chatnexus::streaming::Usage::from_openai_value(br#"{"prompt_tokens":3,"completion_tokens":2},"choices":[]}"#); // 值之后还有别的字段
+    /// assert_eq!(u.map(|u| u.prompt + u.completion), Some(5)); // 只解析用量对象
+    /// ```
+    pub fn from_openai_value(value: &[u8]) -> Option<Usage> {
+        WireUsage::deserialize(&mut serde_json::Deserializer::from_slice(value))
+            .ok()
+            .map(Usage::from)
     }
 
     /// 序列化为 OpenAI 的 `usage` 对象；总数用饱和加法，上游给出异常巨大的计数时不会溢出。
@@ -128,13 +127,6 @@ impl Usage {
             "completion_tokens_details": { "reasoning_tokens": self.reasoning },
         })
     }
-}
-
-/// OpenAI 完整响应里与用量有关的部分。
-#[derive(Deserialize)]
-struct UsageEnvelope {
-    #[serde(default)]
-    usage: Option<WireUsage>,
 }
 
 /// OpenAI 的 `usage` 对象。

@@ -19,8 +19,8 @@ use http::{HeaderName, HeaderValue};
 use self::model::ModelName;
 use self::stream::OpenAiStream;
 use super::{
-    json_headers, upstream_body, ProviderFilter, StreamTranslator, TranslateCtx, TranslatedReply,
-    UpstreamErrorInfo, UpstreamRequest,
+    json_headers, last_usage_value, upstream_body, ProviderFilter, StreamTranslator, TranslateCtx,
+    TranslatedReply, UpstreamErrorInfo, UpstreamRequest,
 };
 use crate::config::{Provider, ProviderKind, Target};
 use crate::dialects::ChatRequest;
@@ -68,12 +68,13 @@ impl ProviderFilter for OpenAiFilter {
         body: Bytes,
         ctx: &TranslateCtx,
     ) -> Result<TranslatedReply, ApiError> {
-        let usage = Usage::from_openai_body(&body).map_err(|e| {
-            ApiError::bad_gateway(
+        if !looks_like_object(&body) {
+            return Err(ApiError::bad_gateway(
                 ErrorCode::InvalidUpstreamResponse,
-                format!("上游返回了无法解析的 JSON：{e}"),
-            )
-        })?;
+                "上游返回的不是 JSON 对象",
+            ));
+        }
+        let usage = last_usage_value(&body).and_then(Usage::from_openai_value);
         Ok(TranslatedReply {
             body: ModelName::new(&ctx.model).rewrite(body),
             usage,
@@ -87,6 +88,15 @@ impl ProviderFilter for OpenAiFilter {
     fn stream_translator(&self, ctx: TranslateCtx) -> Box<dyn StreamTranslator> {
         Box::new(OpenAiStream::new(ctx))
     }
+}
+
+/// 响应体去掉首尾空白后是否以 `{` 开头、以 `}` 结尾：挡住 HTML 错误页、纯文本与被截断的回复。
+///
+/// 回复原样转发给客户端（或由方言渲染时再完整解析），这里不逐字节校验整个 JSON：与透传的 Messages、
+/// Responses 一样只读出用量，完整扫描几百字节的回复曾是非流式请求里最大的一项解析开销。
+fn looks_like_object(body: &[u8]) -> bool {
+    let body = body.trim_ascii();
+    body.first() == Some(&b'{') && body.last() == Some(&b'}')
 }
 
 /// 发往 OpenAI 与兼容服务的请求头：JSON 内容类型与 `Authorization: Bearer` 里的上游密钥。

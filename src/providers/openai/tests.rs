@@ -149,3 +149,42 @@ fn 完整响应_非_json_返回_502() {
         .expect_err("应失败");
     assert_eq!(e.status, 502);
 }
+
+#[test]
+fn 完整响应_只读最后一个用量键_内容里的引号与同名字符串不被当成键() {
+    let body = r#"{"id":"甲","usage":{"prompt_tokens":12,"completion_tokens":5,"prompt_tokens_details":{"cached_tokens":4}},"choices":[{"message":{"content":"他说 \"usage\": 99","tool_calls":[{"function":{"name":"usage","arguments":"{}"}}]}}]}"#;
+    let reply = OpenAiFilter
+        .translate_response(Bytes::from_static(body.as_bytes()), &上下文())
+        .expect("合法的回复");
+    assert_eq!(
+        reply.usage,
+        Some(Usage {
+            prompt: 12,
+            completion: 5,
+            cached: 4,
+            reasoning: 0
+        }),
+        "工具名 usage 后面没有冒号，内容里的引号是转义的：都不是键"
+    );
+    assert_eq!(reply.body, body.as_bytes(), "模型名相同时原样转发");
+}
+
+#[test]
+fn 完整响应_没有用量或用量为_null_时不计量_html_与截断的回复返回_502() {
+    for body in [r#"{"choices":[]}"#, r#" {"usage":null,"choices":[]} "#] {
+        let reply = OpenAiFilter
+            .translate_response(Bytes::from_static(body.as_bytes()), &上下文())
+            .expect("合法的回复");
+        assert_eq!(reply.usage, None, "{body}");
+    }
+    for body in ["<html>502</html>", r#"{"choices":[{"message":"#] {
+        let e = OpenAiFilter
+            .translate_response(Bytes::from_static(body.as_bytes()), &上下文())
+            .expect_err("不像 JSON 对象的回复必须报错");
+        assert_eq!(
+            (e.status, e.envelope_code()),
+            (502, "invalid_upstream_response"),
+            "{body}"
+        );
+    }
+}
