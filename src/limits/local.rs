@@ -99,7 +99,7 @@ impl LocalStage {
         // 每层至多两种计数（请求数与 token），一次分配到位
         let mut quotas = Vec::with_capacity(checks.len() * KINDS_PER_LAYER);
         let mut charges = Vec::with_capacity(checks.len() * KINDS_PER_LAYER);
-        let now = Instant::now();
+        let (now, mut recent) = (Instant::now(), None);
         for check in checks {
             let subject = self.hasher.hash_one((check.layer, check.subject.as_str()));
             for (kind, limit, window, amount) in check.limits(tokens) {
@@ -116,7 +116,12 @@ impl LocalStage {
                     LocalStage::revert_at(&charges, now);
                     return LocalVerdict::Refused(refusal(None));
                 }
-                let (charge, reading) = charge(self.counter(window), (subject, kind), amount, now);
+                let (charge, reading) = charge(
+                    self.reuse(&mut recent, window),
+                    (subject, kind),
+                    amount,
+                    now,
+                );
                 charges.push(charge);
                 if reading.used > limit {
                     LocalStage::revert_at(&charges, now);
@@ -161,6 +166,22 @@ impl LocalStage {
     /// 按同一个时钟读数撤回一组记下的量。
     fn revert_at(charges: &[LocalCharge], now: Instant) {
         charges.iter().for_each(|c| c.revert(now));
+    }
+
+    /// 取计数器：与上一次是同一窗口长度时直接复用（一个请求的各层多半共用一两种窗口长度），不再取读锁查表。
+    fn reuse(
+        &self,
+        recent: &mut Option<(Duration, Arc<Windowed>)>,
+        window: Duration,
+    ) -> Arc<Windowed> {
+        match recent {
+            Some((known, counter)) if *known == window => Arc::clone(counter),
+            _ => {
+                let counter = self.counter(window);
+                *recent = Some((window, Arc::clone(&counter)));
+                counter
+            }
+        }
     }
 
     /// 取得（没有时建立）某个窗口长度的计数器。

@@ -43,6 +43,10 @@ pub use verdict::{seconds, Quota, Refusal};
 
 /// 客户端没有给出 `n` 时生成的回答数。
 const DEFAULT_CHOICES: u64 = 1;
+/// 输出上限的字段，按优先级排列（Chat 的新旧两种写法与 Responses 的写法）。
+const OUTPUT_CAP_FIELDS: [&str; 3] = ["max_completion_tokens", "max_tokens", "max_output_tokens"];
+/// 回答数的字段。
+const CHOICES_FIELD: &str = "n";
 /// 最小的错误状态码：不低于它的请求没有成功。
 const FIRST_ERROR_STATUS: u16 = 400;
 
@@ -409,12 +413,23 @@ pub fn reserved_usage(
     body_bytes: usize,
     default_max_tokens: u64,
 ) -> Usage {
-    let field = |name: &str| body.get(name).and_then(serde_json::Value::as_u64);
-    let output = field("max_completion_tokens")
-        .or_else(|| field("max_tokens"))
-        .or_else(|| field("max_output_tokens"))
+    // 请求体只有几个顶层字段：逐个看一遍比按名字查四次哈希表（每次 SipHash）便宜；
+    // 输出上限按 max_completion_tokens、max_tokens、max_output_tokens 的优先级取
+    let mut caps = [None; OUTPUT_CAP_FIELDS.len()];
+    let mut choices = None;
+    for (name, value) in body {
+        if let Some(i) = OUTPUT_CAP_FIELDS.iter().position(|f| f == name) {
+            caps[i] = value.as_u64();
+        } else if name == CHOICES_FIELD {
+            choices = value.as_u64();
+        }
+    }
+    let output = caps
+        .into_iter()
+        .flatten()
+        .next()
         .unwrap_or(default_max_tokens);
-    let choices = field("n").unwrap_or(DEFAULT_CHOICES).max(1);
+    let choices = choices.unwrap_or(DEFAULT_CHOICES).max(1);
     Usage {
         prompt: estimate_tokens(body_bytes).min(MAX_COUNT),
         completion: output.saturating_mul(choices).min(MAX_COUNT),
@@ -464,6 +479,25 @@ mod tests {
     use super::*;
     use crate::config::{Model, ModelKind};
     use crate::security::{Client, KeyHash};
+
+    #[test]
+    fn 预留_输出上限按字段优先级取_null_跳过_回答数相乘() {
+        let 预留 = |body: serde_json::Value| {
+            let u = reserved_usage(body.as_object().expect("对象"), 40, 1024);
+            (u.prompt, u.completion)
+        };
+        let all = serde_json::json!({"max_output_tokens": 7, "max_tokens": 20, "max_completion_tokens": 30, "n": 2});
+        assert_eq!(预留(all), (10, 60), "max_completion_tokens 最优先，乘以 n");
+        let null = serde_json::json!({"max_completion_tokens": null, "max_tokens": 20});
+        assert_eq!(预留(null), (10, 20), "null 不算给出");
+        let responses = serde_json::json!({"max_output_tokens": 7, "n": 0});
+        assert_eq!(预留(responses), (10, 7), "n 为 0 按 1 算");
+        assert_eq!(
+            预留(serde_json::json!({})),
+            (10, 1024),
+            "都没有时用缺省上限"
+        );
+    }
 
     /// 测试用的 Redis 地址（tests/run.sh 保证它可用）。
     fn redis_url() -> String {

@@ -448,11 +448,12 @@ pub fn record_request(r: &RequestRecord<'_>) {
         pair.retries.inc_by(u64::from(r.attempts - 1));
     }
     // 请求数最后计：抓到计数加一的人一定也看得到这个请求的用量与费用（对账与测试按请求数等待）
+    let mut status = itoa::Buffer::new();
     m.requests
         .with_label_values(&[
             r.provider,
             r.model,
-            &r.status.to_string(),
+            status.format(r.status),
             r.error_code.map_or(NO_ERROR_LABEL, ErrorCode::as_str),
             r.dialect,
             r.endpoint,
