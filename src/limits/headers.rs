@@ -77,13 +77,11 @@ pub fn rate_limit_headers(quotas: &[Quota]) -> QuotaHeaders {
     let mut spans = Vec::with_capacity(HEADERS_PER_KIND * KINDS);
     for (kind, [limit, remaining, reset]) in names {
         if let Some(q) = tightest(kind) {
-            let mut digits = itoa::Buffer::new();
+            spans.push((limit, push_span(&mut text, |t| push_number(t, q.limit))));
             spans.push((
-                limit,
-                push_span(&mut text, |t| t.push_str(digits.format(q.limit))),
+                remaining,
+                push_span(&mut text, |t| push_number(t, q.remaining)),
             ));
-            let left = |t: &mut String| t.push_str(digits.format(q.remaining));
-            spans.push((remaining, push_span(&mut text, left)));
             spans.push((
                 reset,
                 push_span(&mut text, |t| push_go_duration(t, q.reset)),
@@ -106,6 +104,11 @@ fn push_span(text: &mut String, write: impl FnOnce(&mut String)) -> Range<usize>
     let start = text.len();
     write(text);
     start..text.len()
+}
+
+/// 追加一个十进制整数。
+fn push_number(out: &mut String, value: u64) {
+    out.push_str(itoa::Buffer::new().format(value));
 }
 
 /// 追加时长，格式与 OpenAI 响应头相同：`20ms`、`1.5s`、`6m0s`、`1h2m3s`。
