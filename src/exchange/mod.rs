@@ -451,6 +451,22 @@ mod tests {
     /// 测试自己最多等多久（远大于各项时限，只为实现出错时测试失败而不是挂住）。
     pub(super) const GIVE_UP: Duration = Duration::from_secs(10);
 
+    #[tokio::test]
+    async fn 等待_当场完成的操作不计等待_挂起过的照常返回结果() {
+        let mut report = ExchangeReport::default();
+        assert_eq!(report.wait(std::future::ready("好的")).await, "好的");
+        assert_eq!(report.waited, Duration::ZERO, "没有挂起就没有等待");
+        let pending_once = async {
+            tokio::task::yield_now().await;
+            "稍后"
+        };
+        assert_eq!(
+            report.wait(pending_once).await,
+            "稍后",
+            "挂起后再完成的结果不丢"
+        );
+    }
+
     /// 在回环上监听一个空闲端口，返回监听与它的地址。
     pub(super) async fn 回环监听() -> (TcpListener, std::net::SocketAddr) {
         let listener = TcpListener::bind("127.0.0.1:0")
