@@ -152,16 +152,25 @@ mod tests {
         assert_eq!(文本(1_709_251_199), "2024-02-29T23:59:59Z");
     }
 
+    /// 按给定的级别与目标写一行，返回写出的文本。
+    fn 写一行(level: log::Level, target: &str, message: &str) -> String {
+        let mut out = Vec::new();
+        // 格式参数是临时值，记录要在同一条语句里建好并写出
+        let written = write_line(
+            &mut out,
+            &Record::builder()
+                .args(format_args!("{message}"))
+                .level(level)
+                .target(target)
+                .build(),
+        );
+        written.expect("写进内存");
+        String::from_utf8(out).expect("UTF-8")
+    }
+
     #[test]
     fn 一行日志_与_env_logger_缺省格式相同() {
-        let record = Record::builder()
-            .args(format_args!("访问 请求ID=甲"))
-            .level(log::Level::Info)
-            .target("chatnexus::access")
-            .build();
-        let mut out = Vec::new();
-        write_line(&mut out, &record).expect("写进内存");
-        let line = String::from_utf8(out).expect("UTF-8");
+        let line = 写一行(log::Level::Info, "chatnexus::access", "访问 请求ID=甲");
         let (stamp, rest) = line.split_at(1 + STAMP_LEN);
         assert!(stamp.starts_with('[') && stamp.ends_with('Z'), "{line}");
         assert_eq!(rest, " INFO  chatnexus::access] 访问 请求ID=甲\n");
@@ -169,14 +178,7 @@ mod tests {
 
     #[test]
     fn 目标为空时省略_长级别名不补空格() {
-        let record = Record::builder()
-            .args(format_args!("消息"))
-            .level(log::Level::Error)
-            .target("")
-            .build();
-        let mut out = Vec::new();
-        write_line(&mut out, &record).expect("写进内存");
-        let line = String::from_utf8(out).expect("UTF-8");
+        let line = 写一行(log::Level::Error, "", "消息");
         assert!(line.ends_with(" ERROR] 消息\n"), "{line}");
     }
 }

@@ -139,7 +139,7 @@ const CONTINUATION_INDENT: &str = "    ";
 /// 写出时给续行加上缩进的日志文本：续行不会顶格，看起来不像另一条日志。
 ///
 /// env_logger 自己缩进时逐字节找换行，每行日志要多花上千条指令；这里按 `str::split` 用 memchr 找，
-/// 日志器因此关闭了自己的缩进（见 [`init`]），写出的文本与它缩进的完全相同。
+/// 网关自己的行格式（`line::write_line`）因此不做缩进，写出的文本与 env_logger 缩进的完全相同。
 struct Indented<'a>(&'a str);
 
 impl fmt::Display for Indented<'_> {
