@@ -167,8 +167,9 @@ impl ProxyHttp for Gateway {
         Box::default()
     }
 
-    /// 只装网关头模块（请求 id、安全头、CORS、额度头）：不装 Pingora 缺省的压缩模块，
-    /// 它在缺省配置下是关闭的，网关也从不在请求中打开它，却要每个请求建上下文、过三遍过滤（剖析中约 1k 条指令、3 次分配）。
+    /// 只装网关头模块（请求 id、安全头、CORS、额度头）：不装 Pingora 缺省的压缩模块。
+    /// 它在缺省配置下是关闭的，网关也从不在请求中打开它，却要每个请求建上下文、过三遍过滤
+    /// （callgrind：每个请求约 450 条指令、3 次分配）。
     fn init_downstream_modules(&self, modules: &mut HttpModules) {
         modules.add_module(Box::new(GatewayHeadersBuilder::new(Arc::clone(
             &self.config,
