@@ -90,6 +90,10 @@ async fn 上游收到改写后的请求与正确的请求头() {
         .await
         .expect("请求失败");
     assert_eq!(resp.status(), 200);
+    assert!(
+        resp.headers().get("content-encoding").is_none(),
+        "网关不压缩回复：客户端声明接受 gzip 时回复也原样写出"
+    );
     let recorded = ENV.mock("fast").recent().into_iter().rev().find(|r| {
         serde_json::from_slice::<Value>(&r.body).is_ok_and(|v| v["model"] == "upstream-model")
     });
