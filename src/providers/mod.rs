@@ -35,7 +35,7 @@ const MAX_ERROR_TEXT_CHARS: usize = 300;
 /// 流式块中用量字段的键（带引号，用于不解析 JSON 的快速判断）。
 const USAGE_KEY: &[u8] = b"\"usage\"";
 /// 预先构造的 `"usage"` 查找器（SIMD 子串查找；每块现建一个查找器的开销比查找本身还大）。
-static USAGE_FORWARD: Lazy<Finder<'static>> = Lazy::new(|| Finder::new(USAGE_KEY));
+static USAGE_FINDER: Lazy<Finder<'static>> = Lazy::new(|| Finder::new(USAGE_KEY));
 /// JSON 键与值之间的分隔符。
 const KEY_VALUE_SEPARATOR: u8 = b':';
 /// JSON 对象的起始字节。
@@ -247,11 +247,8 @@ pub(crate) fn take_usage(chunk: &Map<String, Value>, usage: &mut Option<Usage>) 
 /// 要求上游报告用量时，OpenAI 的每个块都带 `"usage":null`，只有最后一块是对象；先做这个字节级判断，
 /// 只解析真正带用量的块，其余块保持零解析透传。内容里的引号总是转义成 `\"`，不会被误认成键。
 pub(crate) fn may_carry_usage(bytes: &[u8]) -> bool {
-    USAGE_FORWARD.find_iter(bytes).any(|at| {
-        let mut rest = bytes[at + USAGE_KEY.len()..].iter().copied();
-        let mut next = || rest.find(|b| !b.is_ascii_whitespace());
-        next() == Some(KEY_VALUE_SEPARATOR) && next() == Some(OBJECT_OPEN)
-    })
+    usage_values(bytes)
+        .any(|value| value.iter().find(|b| !b.is_ascii_whitespace()) == Some(&OBJECT_OPEN))
 }
 
 /// 原样转发的完整响应里最后一个 `"usage":` 键的值从哪个字节开始（只找到键就返回值的起点，不解析其余部分）。
@@ -260,14 +257,17 @@ pub(crate) fn may_carry_usage(bytes: &[u8]) -> bool {
 /// 再只解析这一个值。字符串里的引号总是转义的，所以 `"usage"` 后紧跟冒号时一定是键；
 /// 后面没有冒号的是值恰好为 `usage` 的字符串（如工具名），不算。
 pub(crate) fn last_usage_value(body: &[u8]) -> Option<&[u8]> {
-    USAGE_FORWARD
-        .find_iter(body)
-        .filter_map(|at| {
-            let rest = &body[at + USAGE_KEY.len()..];
-            let colon = rest.iter().position(|b| !b.is_ascii_whitespace())?;
-            (rest[colon] == KEY_VALUE_SEPARATOR).then(|| &rest[colon + 1..])
-        })
-        .last()
+    usage_values(body).last()
+}
+
+/// 依次给出每个 `"usage"` 键的值（从冒号之后开始、到文本末尾）：键后（允许空白）必须紧跟冒号，
+/// 否则是值恰好为 `usage` 的字符串，跳过。
+fn usage_values(bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
+    USAGE_FINDER.find_iter(bytes).filter_map(move |at| {
+        let rest = &bytes[at + USAGE_KEY.len()..];
+        let colon = rest.iter().position(|b| !b.is_ascii_whitespace())?;
+        (rest[colon] == KEY_VALUE_SEPARATOR).then(|| &rest[colon + 1..])
+    })
 }
 
 /// 一种上游协议的翻译规则（无状态，全进程共享）。
