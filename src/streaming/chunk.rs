@@ -112,7 +112,7 @@ impl Usage {
     /// assert_eq!(u.map(|u| u.prompt + u.completion), Some(5)); // 只解析用量对象
     /// ```
     pub fn from_openai_value(value: &[u8]) -> Option<Usage> {
-        WireUsage::deserialize(&mut serde_json::Deserializer::from_slice(value))
+        OpenAiUsage::deserialize(&mut serde_json::Deserializer::from_slice(value))
             .ok()
             .map(Usage::from)
     }
@@ -129,9 +129,9 @@ impl Usage {
     }
 }
 
-/// OpenAI 的 `usage` 对象。
+/// OpenAI 的 `usage` 对象，按线上的形状定型解析（不建 JSON 树）；用 `Usage::from` 换算。
 #[derive(Deserialize)]
-struct WireUsage {
+pub(crate) struct OpenAiUsage {
     #[serde(default)]
     prompt_tokens: Count,
     #[serde(default)]
@@ -168,8 +168,8 @@ impl<'de> Deserialize<'de> for Count {
     }
 }
 
-impl From<WireUsage> for Usage {
-    fn from(wire: WireUsage) -> Self {
+impl From<OpenAiUsage> for Usage {
+    fn from(wire: OpenAiUsage) -> Self {
         Usage {
             prompt: wire.prompt_tokens.0,
             completion: wire.completion_tokens.0,

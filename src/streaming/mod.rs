@@ -4,6 +4,7 @@ mod chunk;
 mod id;
 mod sse;
 
+pub(crate) use chunk::OpenAiUsage;
 pub use chunk::{estimate_tokens, ChunkWriter, FinishReason, Usage, BYTES_PER_TOKEN};
 pub use id::random_id;
 pub use sse::{

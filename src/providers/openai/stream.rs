@@ -1,16 +1,17 @@
 //! 流式翻译：OpenAI 事件本来就是 OpenAI 格式，逐个转发，只记下用量并识别结束标记。
 
 use bytes::BytesMut;
-use serde_json::{Map, Value};
+use serde::Deserialize;
+use serde_json::value::RawValue;
 
 use super::model::ModelName;
 use super::parse_openai_error;
 use crate::error::ApiError;
 use crate::providers::{
-    done_marker, done_or_truncated, may_carry_usage, stream_error, take_usage, StreamStatus,
-    StreamTranslator, TranslateCtx,
+    done_marker, done_or_truncated, may_carry_usage, stream_error, StreamStatus, StreamTranslator,
+    TranslateCtx,
 };
-use crate::streaming::{write_data, write_data_with, SseEvent, Usage};
+use crate::streaming::{write_data, write_data_with, OpenAiUsage, SseEvent, Usage};
 
 /// 截断错误里的上游类型名。
 const OPENAI_LABEL: &str = "上游";
@@ -18,6 +19,10 @@ const OPENAI_LABEL: &str = "上游";
 const ERROR_CHUNK_PREFIX: &[u8] = b"{\"error\"";
 /// 正常的块是 JSON 对象，以它开头。
 const OBJECT_OPEN: u8 = b'{';
+/// JSON 数组的开头。
+const ARRAY_OPEN: char = '[';
+/// JSON 数组的结尾。
+const ARRAY_CLOSE: char = ']';
 
 /// 这个块是不是上游的流中错误（`{"error":…}`）：只比一次前缀（有前导空白时先去掉）。
 fn is_error_chunk(data: &[u8]) -> bool {
@@ -68,6 +73,37 @@ impl OpenAiStream {
     }
 }
 
+/// 可能带用量的块里网关要看的两个字段：用量定型解析，`choices` 只借用原始文本，其余字段跳过，不建 JSON 树。
+///
+/// 每个流只有一个这样的块，但按完整对象解析它（`Map<String, Value>`）曾占每个流固定开销的一成多。
+/// `usage` 不是对象或 null、同名的键重复出现时整块解析失败，按解析不了的块原样转发、不计用量
+/// （与 `usage` 为 null 时的结果相同）。
+#[derive(Deserialize)]
+struct UsageChunk<'a> {
+    #[serde(default)]
+    usage: Option<OpenAiUsage>,
+    #[serde(borrow, default)]
+    choices: Option<&'a RawValue>,
+}
+
+impl UsageChunk<'_> {
+    /// 记下块里的用量（`usage` 是对象时）；返回这个块是否只携带用量：有用量，且 `choices`
+    /// 缺省、为 null、不是数组或是空数组。
+    fn take_usage(self, usage: &mut Option<Usage>) -> bool {
+        let Some(found) = self.usage else {
+            return false;
+        };
+        *usage = Some(Usage::from(found));
+        !self.choices.is_some_and(|raw| is_nonempty_array(raw.get()))
+    }
+}
+
+/// 一个 JSON 值的原始文本是不是非空数组（原始文本从值的第一个字节开始）。
+fn is_nonempty_array(raw: &str) -> bool {
+    raw.strip_prefix(ARRAY_OPEN)
+        .is_some_and(|rest| !rest.trim_start().starts_with(ARRAY_CLOSE))
+}
+
 impl StreamTranslator for OpenAiStream {
     fn on_event(&mut self, event: &SseEvent, out: &mut BytesMut) -> Result<StreamStatus, ApiError> {
         match self.relay_event(event, out)? {
@@ -94,8 +130,8 @@ impl StreamTranslator for OpenAiStream {
         }
         // 只有可能带用量的块才解析，其余原样转发，保持透传的零解析开销
         if may_carry_usage(event.data.as_bytes()) {
-            let parsed = serde_json::from_str::<Map<String, Value>>(&event.data);
-            let usage_only = parsed.is_ok_and(|chunk| take_usage(&chunk, &mut self.usage));
+            let usage_only = serde_json::from_str::<UsageChunk>(&event.data)
+                .is_ok_and(|chunk| chunk.take_usage(&mut self.usage));
             if usage_only && !self.include_usage {
                 return Ok(StreamStatus::Continue);
             }

@@ -92,6 +92,43 @@ fn 流_记录用量且客户端没要求时去掉用量块() {
 }
 
 #[test]
+fn 流_用量块的选项判断_带内容的块照常转发_空数组允许空白() {
+    let usage = r#""usage":{"prompt_tokens":3,"completion_tokens":1}"#;
+    let cases = [
+        // (块, 客户端没要求用量时是否转发, 是否记下用量)
+        (format!(r#"{{"choices":[ ],{usage}}}"#), false, true),
+        (format!(r#"{{"choices":null,{usage}}}"#), false, true),
+        (format!(r#"{{{usage}}}"#), false, true),
+        (
+            format!(r#"{{"choices":[{{"index":0,"delta":{{"content":"好"}}}}],{usage}}}"#),
+            true,
+            true,
+        ),
+        (
+            r#"{"choices":[],"usage":{"prompt_tokens":"三"},"x":[}"#.to_string(),
+            true,
+            false,
+        ),
+        (
+            r#"{"choices":[],"usage":{},"usage":7}"#.to_string(),
+            true,
+            false,
+        ),
+    ];
+    for (chunk, forwarded, counted) in cases {
+        let mut s = 转发器(false);
+        let mut out = BytesMut::new();
+        assert_eq!(
+            s.on_event(&事件(&chunk), &mut out),
+            Ok(StreamStatus::Continue),
+            "{chunk}"
+        );
+        assert_eq!(!out.is_empty(), forwarded, "是否转发：{chunk}");
+        assert_eq!(s.usage().is_some(), counted, "是否记下用量：{chunk}");
+    }
+}
+
+#[test]
 fn 请求_流式时要求上游给出用量_已要求时原样转发() {
     let req = |body: &str| ChatRequest::parse(Bytes::from(body.to_string())).expect("合法请求");
     let plain = req(r#"{"model":"m","stream":true,"messages":[{"role":"user","content":"你好"}]}"#);
