@@ -100,6 +100,12 @@ fn 流_用量块的选项判断_带内容的块照常转发_空数组允许空�
         (format!(r#"{{"choices":null,{usage}}}"#), false, true),
         (format!(r#"{{{usage}}}"#), false, true),
         (
+            r#"{"choices":[],"usage":{"prompt_tokens":3,"prompt_tokens_details":null}}"#
+                .to_string(),
+            false,
+            true,
+        ),
+        (
             format!(r#"{{"choices":[{{"index":0,"delta":{{"content":"好"}}}}],{usage}}}"#),
             true,
             true,
