@@ -1,6 +1,11 @@
 //! OpenAI 流式块的构造：翻译器用它写出 `chat.completion.chunk` 事件、用量块和结束标记。
 
+use std::fmt;
+use std::marker::PhantomData;
+
 use bytes::{BufMut, BytesMut};
+use serde::de::value::MapAccessDeserializer;
+use serde::de::{self, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{json, Value};
 
@@ -105,7 +110,7 @@ impl Usage {
     }
 
     /// 从 OpenAI 的 `usage` 值读出用量：`value` 从值的第一个字节开始，其后可以还有别的内容（只解析这一个值）。
-    /// 不是对象（如 `null`）或形状不合规范时为 `None`。
+    /// 不是对象（如 `null`）或解析不了时为 `None`；计数与细分字段的宽容规则与 [`Usage::from_openai`] 相同。
     ///
     /// ```
     /// let u = chatnexus::streaming::Usage::from_openai_value(br#"{"prompt_tokens":3,"completion_tokens":2},"choices":[]}"#); // 值之后还有别的字段
@@ -137,9 +142,72 @@ pub(crate) struct OpenAiUsage {
     #[serde(default)]
     completion_tokens: Count,
     #[serde(default)]
-    prompt_tokens_details: Option<PromptDetails>,
+    prompt_tokens_details: Lenient<PromptDetails>,
     #[serde(default)]
-    completion_tokens_details: Option<CompletionDetails>,
+    completion_tokens_details: Lenient<CompletionDetails>,
+}
+
+/// 宽容的细分字段：是对象时按 `T` 读，是别的（数字、字符串、数组、null）时当作没有，而不是让整个用量解析失败
+/// （与 [`Usage::from_openai`] 一致：各家兼容服务对细分字段的写法不一，输入与输出总数仍要计量）。
+///
+/// 手写访问器而不用 `#[serde(untagged)]`：后者先把值缓冲成中间树再逐个试，实测每个请求多约 4k 条指令；
+/// 也不直接用 `T`：serde 的结构体还接受按位置写的数组，`[1]` 会被读成 1 个 token。
+struct Lenient<T>(Option<T>);
+
+impl<T> Default for Lenient<T> {
+    fn default() -> Self {
+        Lenient(None)
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Lenient<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(LenientVisitor(PhantomData))
+    }
+}
+
+/// [`Lenient`] 的访问器：对象交给 `T`，其余值读完后记为没有。
+struct LenientVisitor<T>(PhantomData<T>);
+
+impl<'de, T: Deserialize<'de>> Visitor<'de> for LenientVisitor<T> {
+    type Value = Lenient<T>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("JSON 值")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Lenient<T>, A::Error> {
+        T::deserialize(MapAccessDeserializer::new(map)).map(|value| Lenient(Some(value)))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Lenient<T>, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Lenient(None))
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Lenient<T>, E> {
+        Ok(Lenient(None))
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Lenient<T>, E> {
+        Ok(Lenient(None))
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Lenient<T>, E> {
+        Ok(Lenient(None))
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Lenient<T>, E> {
+        Ok(Lenient(None))
+    }
+
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Lenient<T>, E> {
+        Ok(Lenient(None))
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Lenient<T>, E> {
+        Ok(Lenient(None))
+    }
 }
 
 /// 输入用量的细分 `usage.prompt_tokens_details`。
@@ -173,9 +241,13 @@ impl From<OpenAiUsage> for Usage {
         Usage {
             prompt: wire.prompt_tokens.0,
             completion: wire.completion_tokens.0,
-            cached: wire.prompt_tokens_details.map_or(0, |d| d.cached_tokens.0),
+            cached: wire
+                .prompt_tokens_details
+                .0
+                .map_or(0, |d| d.cached_tokens.0),
             reasoning: wire
                 .completion_tokens_details
+                .0
                 .map_or(0, |d| d.reasoning_tokens.0),
         }
     }
@@ -392,6 +464,28 @@ mod tests {
         assert_eq!(events[4]["choices"], json!([]));
         assert_eq!(events[4]["usage"]["total_tokens"], 5);
         assert!(out.ends_with(b"data: [DONE]\n\n"));
+    }
+
+    #[test]
+    fn 用量_定型解析与按_json_值读出的结果相同_细分字段形状不一() {
+        let cases = [
+            r#"{"prompt_tokens":9,"completion_tokens":2,"prompt_tokens_details":{"cached_tokens":4}}"#,
+            r#"{"prompt_tokens":9,"prompt_tokens_details":null,"completion_tokens_details":{"reasoning_tokens":1}}"#,
+            r#"{"prompt_tokens":9,"prompt_tokens_details":5,"completion_tokens_details":[1]}"#,
+            r#"{"prompt_tokens":"九","completion_tokens":2.5,"prompt_tokens_details":{"cached_tokens":"四"}}"#,
+            r#"{}"#,
+        ];
+        for text in cases {
+            let value: Value = serde_json::from_str(text).expect("测试数据是合法 JSON");
+            let typed = Usage::from_openai_value(text.as_bytes());
+            assert!(typed.is_some(), "对象形式的用量都要计量：{text}");
+            assert_eq!(
+                typed,
+                Usage::from_openai(&value),
+                "两种读法必须一致：{text}"
+            );
+        }
+        assert_eq!(Usage::from_openai_value(b"null"), None);
     }
 
     #[test]

@@ -76,8 +76,8 @@ impl OpenAiStream {
 /// 可能带用量的块里网关要看的两个字段：用量定型解析，`choices` 只借用原始文本，其余字段跳过，不建 JSON 树。
 ///
 /// 每个流只有一个这样的块，但按完整对象解析它（`Map<String, Value>`）曾占每个流固定开销的一成多。
-/// `usage` 不是对象或 null、形状不合 OpenAI 的规范（如细分字段不是对象）、同名的键重复出现时整块解析失败，
-/// 按解析不了的块原样转发、不计用量（与 `usage` 为 null 时的结果相同，也与非流式透传读用量的规则一致）。
+/// `usage` 不是对象或 null、同名的键重复出现时整块解析失败，按解析不了的块原样转发、不计用量
+/// （与 `usage` 为 null 时的结果相同）；细分字段的形状不合规范时照常计量（见 [`OpenAiUsage`]）。
 #[derive(Deserialize)]
 struct UsageChunk<'a> {
     #[serde(default)]

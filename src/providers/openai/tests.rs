@@ -106,6 +106,12 @@ fn 流_用量块的选项判断_带内容的块照常转发_空数组允许空�
             true,
         ),
         (
+            r#"{"choices":[],"usage":{"prompt_tokens":3,"prompt_tokens_details":5,"completion_tokens_details":[1]}}"#
+                .to_string(),
+            false,
+            true,
+        ),
+        (
             format!(r#"{{"choices":[{{"index":0,"delta":{{"content":"好"}}}}],{usage}}}"#),
             true,
             true,
